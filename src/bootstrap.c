@@ -1,0 +1,726 @@
+/*
+ * bootstrap — see bootstrap.h.
+ *
+ * Order of a start (DESIGN.md "The job"):
+ *   1. as root: own PGDATA, the socket dir and the cache, then drop to postgres
+ *   2. key; PGDATA already holding this key's cluster → reuse it as is
+ *   3. hit: restore under a shared lock (a builder of the same key holds it
+ *      exclusively, so a reader waits for the build to finish)
+ *   4. miss: exclusive lock, look again, initdb, temporary server, databases,
+ *      initdb.d, steps, fast shutdown, snapshot + publish, prune
+ *   5. per-start settings (password, pg_hba), marker, "ready", exec postgres
+ */
+#include "bootstrap.h"
+#include "docker.h"
+#include "fingerprint.h"
+#include "log.h"
+#include "pgbin.h"
+#include "server.h"
+#include "sig.h"
+#include "snapshot.h"
+#include "steps.h"
+#include "store.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
+#include <libpq-fe.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+	BOOT_OK = 0,
+	BOOT_RUNTIME = 1,
+	BOOT_STEP = 3,
+};
+
+struct boot {
+	struct cfg *cfg;
+	struct pgbin pg;
+	struct fp_result fp;
+	struct store store;
+	bool store_open;
+	int lock_fd;
+	struct srv srv;
+	/* Set once PGDATA is known to be ours to wipe (empty, or a pgstash marker). */
+	bool pgdata_ours;
+	/* Set when PGDATA holds a complete cluster for fp.key: nothing to roll back. */
+	bool pgdata_done;
+	uid_t uid;
+	gid_t gid;
+	char *self_container;
+};
+
+/* ---------- small helpers ---------- */
+
+static char *
+state_path(const struct cfg *cfg)
+{
+	return path_join(cfg->socket_dir, BOOT_STATE);
+}
+
+static void
+write_state(const struct cfg *cfg, const char *state)
+{
+	char *p = state_path(cfg);
+	char *text = xasprintf("%s %ld\n", state, (long)getpid());
+	/* Not fatal: without it only the healthcheck is blind. */
+	if (write_file_atomic(p, text, strlen(text), 0644, false) != 0)
+		log_warning("the healthcheck will not see the state: could not write \"%s\"", p);
+	free(text);
+	free(p);
+}
+
+static char *
+marker_path(const struct cfg *cfg)
+{
+	return path_join(cfg->pgdata, BOOT_MARKER);
+}
+
+static int
+write_marker(const struct cfg *cfg, const char *text)
+{
+	char *p = marker_path(cfg);
+	int rc = write_file_atomic(p, text, strlen(text), 0600, false);
+	free(p);
+	return rc;
+}
+
+/* The key PGDATA's marker names ("" while a bootstrap was under way), or NULL when there is no marker. */
+static char *
+read_marker(const struct cfg *cfg)
+{
+	char *p = marker_path(cfg);
+	char *text = read_file(p, NULL);
+	free(p);
+	if (!text)
+		return NULL;
+	text[strcspn(text, "\n")] = '\0';
+	return text;
+}
+
+static bool
+file_exists(const char *dir, const char *name)
+{
+	char *p = path_join(dir, name);
+	bool ok = access(p, F_OK) == 0;
+	free(p);
+	return ok;
+}
+
+static int
+exit_for_signal(void)
+{
+	return sig_received ? 128 + sig_received : BOOT_RUNTIME;
+}
+
+static const char *
+short_key(const char *key)
+{
+	static char buf[16];
+	snprintf(buf, sizeof(buf), "%.12s", key);
+	return buf;
+}
+
+/* ---------- privileges (as the official image's gosu step) ---------- */
+
+static uid_t chown_uid;
+static gid_t chown_gid;
+
+static int
+chown_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
+{
+	(void)type;
+	(void)ftw;
+	if ((sb->st_uid != chown_uid || sb->st_gid != chown_gid) && lchown(path, chown_uid, chown_gid) != 0) {
+		log_error("could not change owner of \"%s\": %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+chown_tree(const char *path, uid_t uid, gid_t gid)
+{
+	chown_uid = uid;
+	chown_gid = gid;
+	if (nftw(path, chown_one, 32, FTW_PHYS | FTW_MOUNT) != 0 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
+static int
+prepare_dir_as_root(const char *dir, mode_t mode, uid_t uid, gid_t gid, bool recursive)
+{
+	if (mkdir_p(dir, mode) != 0)
+		return -1;
+	if (recursive ? chown_tree(dir, uid, gid) != 0 : chown(dir, uid, gid) != 0) {
+		if (!recursive)
+			log_error("could not change owner of \"%s\": %s", dir, strerror(errno));
+		return -1;
+	}
+	if (chmod(dir, mode) != 0) {
+		log_error("could not change mode of \"%s\": %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Started as root: give the postgres user what it must write, then become it
+ * for good (setgroups, setgid, setuid, in that order), before initdb, the
+ * steps and the exec.  postgres refuses to run as root anyway.
+ */
+static int
+drop_privileges(struct boot *b)
+{
+	const struct cfg *cfg = b->cfg;
+	struct passwd *pw = getpwnam("postgres");
+	if (!pw) {
+		log_error("started as root, but there is no \"postgres\" user to run the server as");
+		return -1;
+	}
+	uid_t uid = pw->pw_uid;
+	gid_t gid = pw->pw_gid;
+	char *home = xstrdup(pw->pw_dir);
+
+	int rc = -1;
+	if (prepare_dir_as_root(cfg->pgdata, 0700, uid, gid, true) != 0)
+		goto cleanup;
+	if (prepare_dir_as_root(cfg->socket_dir, 03775, uid, gid, false) != 0)
+		goto cleanup;
+	if (cfg->initdb_waldir && prepare_dir_as_root(cfg->initdb_waldir, 0700, uid, gid, true) != 0)
+		goto cleanup;
+	/* The cache is not essential: trouble there only costs the caching. */
+	if (mkdir_p(cfg->cache_dir, 0755) == 0) {
+		if (chown(cfg->cache_dir, uid, gid) != 0)
+			log_warning("could not change owner of \"%s\": %s", cfg->cache_dir, strerror(errno));
+		char *v1 = path_join(cfg->cache_dir, "pgstash-v1");
+		if (access(v1, F_OK) == 0)
+			chown_tree(v1, uid, gid);
+		free(v1);
+	}
+
+	/* Container steps need the Docker socket: join its group, nothing more. */
+	gid_t groups[2];
+	int ngroups = 0;
+	groups[ngroups++] = gid;
+	bool wants_docker = false;
+	for (size_t i = 0; i < cfg->n_steps; i++)
+		wants_docker = wants_docker || cfg->steps[i].image;
+	struct stat sst;
+	if (wants_docker && stat(cfg->docker_socket, &sst) == 0 && sst.st_gid != gid)
+		groups[ngroups++] = sst.st_gid;
+
+	if (setgroups((size_t)ngroups, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0) {
+		log_error("could not switch to user \"postgres\": %s", strerror(errno));
+		goto cleanup;
+	}
+	if (setuid(0) == 0) {
+		log_error("dropped privileges but could become root again: refusing to go on");
+		goto cleanup;
+	}
+	setenv("HOME", home, 1);
+	setenv("USER", "postgres", 1);
+	setenv("LOGNAME", "postgres", 1);
+	log_debug("running as postgres (uid %ld, gid %ld)", (long)uid, (long)gid);
+	rc = 0;
+cleanup:
+	free(home);
+	return rc;
+}
+
+/* ---------- PGDATA ---------- */
+
+/*
+ * Decides what PGDATA is: 1 = already holds this key's cluster (reuse),
+ * 0 = empty and ours now, -1 = not ours to touch or unusable (logged).
+ */
+static int
+claim_pgdata(struct boot *b)
+{
+	const struct cfg *cfg = b->cfg;
+	struct stat st;
+
+	if (stat(cfg->pgdata, &st) != 0) {
+		if (errno != ENOENT) {
+			log_error("could not access PGDATA \"%s\": %s", cfg->pgdata, strerror(errno));
+			return -1;
+		}
+		if (mkdir_p(cfg->pgdata, 0700) != 0)
+			return -1;
+	} else if (!S_ISDIR(st.st_mode)) {
+		log_error("PGDATA \"%s\" is not a directory", cfg->pgdata);
+		return -1;
+	} else if (access(cfg->pgdata, W_OK) != 0) {
+		log_error("PGDATA \"%s\" is not writable by this user (uid %ld): %s", cfg->pgdata, (long)getuid(),
+		          strerror(errno));
+		return -1;
+	}
+
+	char *marker = read_marker(cfg);
+	if (marker) {
+		if (strcmp(marker, b->fp.key) == 0 && file_exists(cfg->pgdata, "PG_VERSION") &&
+		    !file_exists(cfg->pgdata, "postmaster.pid")) {
+			free(marker);
+			return 1;
+		}
+		if (file_exists(cfg->pgdata, "postmaster.pid"))
+			log_warning("PGDATA \"%s\" has a postmaster.pid left by a server that did not shut down cleanly", cfg->pgdata);
+		if (*marker && strcmp(marker, b->fp.key) != 0)
+			log_info("PGDATA holds the cluster of key %s: replacing it with %s", short_key(marker),
+			         short_key(b->fp.key));
+		else
+			log_info("PGDATA holds an unfinished bootstrap: starting it over");
+		free(marker);
+		b->pgdata_ours = true;
+		if (empty_dir(cfg->pgdata) != 0)
+			return -1;
+		return 0;
+	}
+	if (!dir_is_empty(cfg->pgdata)) {
+		if (file_exists(cfg->pgdata, "PG_VERSION"))
+			log_error("PGDATA \"%s\" holds a database cluster that pgstash did not create: refusing to touch it "
+			          "(use an empty directory or volume, or remove it yourself)",
+			          cfg->pgdata);
+		else
+			log_error("PGDATA \"%s\" is not empty and holds no database cluster: refusing to touch it", cfg->pgdata);
+		return -1;
+	}
+	b->pgdata_ours = true;
+	return 0;
+}
+
+/* The one place that rolls PGDATA back: only what pgstash itself created. */
+static void
+rollback(struct boot *b)
+{
+	if (b->srv.pid > 0)
+		srv_stop(&b->srv);
+	if (b->pgdata_ours && !b->pgdata_done) {
+		log_info("removing the unfinished cluster from PGDATA \"%s\"", b->cfg->pgdata);
+		empty_dir(b->cfg->pgdata);
+		if (b->cfg->initdb_waldir)
+			empty_dir(b->cfg->initdb_waldir);
+	}
+}
+
+/* ---------- the build ---------- */
+
+static int
+run_container_step(struct boot *b, const struct cfg_step *step)
+{
+	const struct cfg *cfg = b->cfg;
+	struct docker d;
+	int rc = -1;
+	char **argv = NULL;
+	struct strlist env = {0};
+	const char *why;
+
+	if (!b->self_container && docker_self_container_id(&b->self_container) != 0) {
+		log_error("step \"%s\": could not find this container's id, which the step needs to reach the temporary "
+		          "server (is pgstash running in a container?)",
+		          step->name);
+		return -1;
+	}
+	argv = step_split_argv(step->run, &why);
+	if (!argv) {
+		log_error("step \"%s\": bad run command: %s", step->name, why);
+		return -1;
+	}
+	if (docker_open(&d, cfg->docker_socket) != 0) {
+		step_argv_free(argv);
+		return -1;
+	}
+	const char *db = step->database ? step->database : (cfg->db_name ? cfg->db_name : cfg->db_user);
+	srv_client_env(&b->srv, cfg, db, &env);
+	for (size_t i = 0; i < step->env.n; i++)
+		srv_env_put(&env, step->env.v[i]);
+	char *net = xasprintf("container:%s", b->self_container);
+	char *prefix = xasprintf("[step %s] ", step->name);
+	struct docker_run_opts o = {
+		.image = step->image,
+		.argv = argv,
+		.env = env.v,
+		.network_mode = net,
+		.step = step->name,
+		.owner = b->self_container,
+		.log_prefix = prefix,
+		.timeout_s = (double)(step->timeout ? step->timeout : cfg->step_timeout),
+	};
+	double t0 = log_now();
+	log_info("step %s: running \"%s\" in a container of image \"%s\"", step->name, step->run, step->image);
+	int code = 0;
+	if (docker_run(&d, &o, &code) != 0)
+		log_error("step %s: the container could not be run", step->name);
+	else if (code != 0)
+		log_error("step %s failed: the container exited with status %d after %.1f s", step->name, code,
+		          log_now() - t0);
+	else {
+		log_info("step %s finished in %.1f s", step->name, log_now() - t0);
+		rc = 0;
+	}
+	free(prefix);
+	free(net);
+	sl_free(&env);
+	step_argv_free(argv);
+	docker_close(&d);
+	return rc;
+}
+
+/* Returns BOOT_OK, BOOT_STEP (a step or initdb.d script failed) or BOOT_RUNTIME. */
+static int
+build(struct boot *b, double *seconds)
+{
+	const struct cfg *cfg = b->cfg;
+	double t0 = log_now();
+	bool tcp = false;
+	for (size_t i = 0; i < cfg->n_steps; i++)
+		tcp = tcp || cfg->steps[i].image;
+
+	double t = log_now();
+	if (srv_initdb(cfg, &b->pg) != 0)
+		return BOOT_RUNTIME;
+	char *text = xasprintf("building %s\n", b->fp.key);
+	if (write_marker(cfg, text) != 0) {
+		free(text);
+		return BOOT_RUNTIME;
+	}
+	free(text);
+	log_info("initdb done in %.2f s", log_now() - t);
+	if (sig_received)
+		return BOOT_RUNTIME;
+
+	t = log_now();
+	if (srv_start_temp(&b->srv, cfg, &b->pg, tcp) != 0)
+		return BOOT_RUNTIME;
+	log_info("temporary server ready in %.2f s%s", log_now() - t, tcp ? " (also on 127.0.0.1 for container steps)" : "");
+	if (srv_setup_databases(&b->srv, cfg) != 0)
+		return BOOT_RUNTIME;
+	if (srv_run_initdb_d(&b->srv, cfg) != 0)
+		return sig_received ? BOOT_RUNTIME : BOOT_STEP;
+
+	for (size_t i = 0; i < cfg->n_steps; i++) {
+		if (sig_received)
+			return BOOT_RUNTIME;
+		const struct cfg_step *step = &cfg->steps[i];
+		int r = step->image ? run_container_step(b, step) : step_run_command(step, cfg, &b->srv);
+		if (r != 0)
+			return sig_received ? BOOT_RUNTIME : BOOT_STEP;
+	}
+	t = log_now();
+	if (srv_stop(&b->srv) != 0)
+		return BOOT_RUNTIME;
+	log_info("temporary server stopped in %.2f s", log_now() - t);
+	*seconds = log_now() - t0;
+	return BOOT_OK;
+}
+
+/* ---------- hit / miss ---------- */
+
+/* 0 restored; -1 failed (PGDATA left empty, the bad entry removed by the store). */
+static int
+restore(struct boot *b, struct store_meta *meta)
+{
+	struct snap_stats st;
+	char *text = xasprintf("restoring %s\n", b->fp.key);
+	int rc = write_marker(b->cfg, text);
+	free(text);
+	if (rc != 0)
+		return -1;
+	if (store_restore(&b->store, meta, b->cfg->pgdata, (uid_t)-1, (gid_t)-1, b->pg.major, &st) != 0) {
+		empty_dir(b->cfg->pgdata);
+		return -1;
+	}
+	char size[32];
+	log_info("cache hit %s: restored %s in %.2f s (building it took %.1f s)", short_key(b->fp.key),
+	         log_bytes(size, st.archive_bytes), st.seconds, meta->build_seconds);
+	return 0;
+}
+
+/*
+ * Looks the key up and restores it under a shared lock.  1 restored, 0 not in
+ * the cache (or the entry was bad and removed), -1 interrupted.
+ */
+static int
+try_hit(struct boot *b)
+{
+	struct store_meta meta;
+	int found = store_lookup(&b->store, b->fp.key, &meta);
+	if (found != 1)
+		return 0;
+	int fd = -1;
+	int lr = store_lock(&b->store, b->fp.key, false, b->cfg->lock_timeout, &fd);
+	int rc = 0;
+	if (lr == 0) {
+		/* The entry may have been pruned while we waited. */
+		struct store_meta again;
+		if (store_lookup(&b->store, b->fp.key, &again) == 1) {
+			rc = restore(b, &again) == 0 ? 1 : 0;
+			store_meta_free(&again);
+		}
+		store_unlock(fd);
+	} else if (lr == 1)
+		log_warning("gave up waiting for the lock on %s after %ld s: building without it", short_key(b->fp.key),
+		            b->cfg->lock_timeout);
+	store_meta_free(&meta);
+	if (sig_received)
+		return -1;
+	return rc;
+}
+
+static int
+miss(struct boot *b)
+{
+	const struct cfg *cfg = b->cfg;
+	int rc;
+
+	if (b->store_open && b->store.usable) {
+		int lr = store_lock(&b->store, b->fp.key, true, cfg->lock_timeout, &b->lock_fd);
+		if (lr == 1)
+			log_warning("gave up waiting for another builder of %s after %ld s: building too",
+			            short_key(b->fp.key), cfg->lock_timeout);
+		else if (lr < 0 || sig_received)
+			return sig_received ? exit_for_signal() : BOOT_RUNTIME;
+		/* Whoever held the lock may have published the key meanwhile. */
+		if (lr == 0) {
+			struct store_meta meta;
+			if (store_lookup(&b->store, b->fp.key, &meta) == 1) {
+				log_info("another pgstash built %s while we waited", short_key(b->fp.key));
+				int r = restore(b, &meta);
+				store_meta_free(&meta);
+				if (r == 0)
+					return BOOT_OK;
+				if (sig_received)
+					return exit_for_signal();
+			}
+		}
+	}
+
+	log_info("cache miss %s: building (initdb + %zu step%s)", short_key(b->fp.key), cfg->n_steps,
+	         cfg->n_steps == 1 ? "" : "s");
+	double seconds = 0;
+	rc = build(b, &seconds);
+	if (rc != BOOT_OK) {
+		if (sig_received)
+			return exit_for_signal();
+		return rc;
+	}
+
+	if (!b->store_open || !b->store.usable) {
+		log_info("cache miss %s: migrated in %.1f s, not cached (the cache is unusable)", short_key(b->fp.key),
+		         seconds);
+		return BOOT_OK;
+	}
+	struct store_meta meta;
+	memset(&meta, 0, sizeof(meta));
+	snprintf(meta.key, sizeof(meta.key), "%s", b->fp.key);
+	if (b->fp.has_fixtures)
+		snprintf(meta.parent, sizeof(meta.parent), "%s", b->fp.schema_key);
+	meta.layer = b->fp.has_fixtures ? CFG_LAYER_FIXTURES : CFG_LAYER_SCHEMA;
+	meta.manifest = xstrdup(b->fp.manifest);
+	snprintf(meta.pg_version, sizeof(meta.pg_version), "%s", b->pg.version);
+	meta.build_seconds = seconds;
+	struct snap_stats st;
+	double t = log_now();
+	if (store_publish(&b->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &st) == 0) {
+		char a[32], p[32];
+		log_info("snapshot written in %.2f s (%s from %s of PGDATA)", log_now() - t, log_bytes(a, st.archive_bytes),
+		         log_bytes(p, st.pgdata_bytes));
+		log_info("cache miss %s: migrated in %.1f s, cached %s", short_key(b->fp.key), seconds,
+		         log_bytes(a, st.archive_bytes));
+		store_prune(&b->store, cfg->max_bytes, cfg->max_entries, false, b->fp.key, NULL);
+	} else if (sig_received)
+		return exit_for_signal();
+	else
+		log_info("cache miss %s: migrated in %.1f s, not cached", short_key(b->fp.key), seconds);
+	store_meta_free(&meta);
+	return BOOT_OK;
+}
+
+/* ---------- exec ---------- */
+
+static int
+exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
+{
+	const struct cfg *cfg = b->cfg;
+	char *postgres = pgbin_path(&b->pg, "postgres");
+	char **argv = xcalloc((size_t)pg_argc + 6, sizeof(char *));
+	int n = 0;
+	argv[n++] = postgres;
+	argv[n++] = "-D";
+	argv[n++] = cfg->pgdata;
+	char *sockopt = xasprintf("unix_socket_directories=%s", cfg->socket_dir);
+	argv[n++] = "-c";
+	argv[n++] = sockopt;
+	for (int i = 0; i < pg_argc; i++)
+		argv[n++] = pg_argv[i];
+	argv[n] = NULL;
+
+	setenv("PGDATA", cfg->pgdata, 1);
+	write_state(cfg, "ready");
+	log_info("starting postgres (pid %ld)", (long)getpid());
+	fflush(stdout);
+	fflush(stderr);
+	/* From here postgres is this process: it gets docker stop's signal itself. */
+	sig_child_reset();
+	execv(postgres, argv);
+	int e = errno;
+	log_error("could not execute \"%s\": %s", postgres, strerror(e));
+	write_state(cfg, "failed");
+	free(sockopt);
+	free(argv);
+	free(postgres);
+	return e == ENOENT ? 127 : 126;
+}
+
+/* ---------- main ---------- */
+
+static void
+boot_free(struct boot *b)
+{
+	if (b->lock_fd >= 0)
+		store_unlock(b->lock_fd);
+	if (b->store_open)
+		store_close(&b->store);
+	fp_result_free(&b->fp);
+	pgbin_free(&b->pg);
+	free(b->self_container);
+}
+
+int
+boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
+{
+	struct boot b;
+	memset(&b, 0, sizeof(b));
+	b.cfg = cfg;
+	b.lock_fd = -1;
+	int rc = BOOT_RUNTIME;
+	double t0 = log_now();
+
+	if (sig_init() != 0)
+		return BOOT_RUNTIME;
+	if (srv_check_auth(cfg) != 0)
+		return 2;
+	if (geteuid() == 0 && drop_privileges(&b) != 0)
+		goto cleanup;
+	if (mkdir_p(cfg->socket_dir, 0775) != 0)
+		log_warning("the healthcheck will not work without the socket directory \"%s\"", cfg->socket_dir);
+	write_state(cfg, "starting");
+
+	if (pgbin_find(cfg->pg_bindir, &b.pg) != 0)
+		goto cleanup;
+	double t = log_now();
+	if (fp_compute(cfg, b.pg.major, NULL, &b.fp) != 0) {
+		rc = 2;
+		goto cleanup;
+	}
+	log_info("key %s (%llu files, %.2f s)", b.fp.key, (unsigned long long)b.fp.files, log_now() - t);
+
+	int claim = claim_pgdata(&b);
+	if (claim < 0)
+		goto cleanup;
+	if (claim == 1) {
+		log_info("PGDATA already holds the cluster of %s: nothing to restore or migrate", short_key(b.fp.key));
+		b.pgdata_done = true;
+	} else {
+		b.store_open = true;
+		store_open(&b.store, cfg->cache_dir);
+		int hit = b.store.usable ? try_hit(&b) : 0;
+		if (hit < 0) {
+			rc = exit_for_signal();
+			goto cleanup;
+		}
+		if (hit == 0) {
+			rc = miss(&b);
+			if (rc != BOOT_OK)
+				goto cleanup;
+		}
+	}
+	if (sig_received) {
+		rc = exit_for_signal();
+		goto cleanup;
+	}
+	if (srv_apply_per_start(cfg, &b.pg) != 0) {
+		rc = BOOT_RUNTIME;
+		goto cleanup;
+	}
+	char *text = xasprintf("%s\n", b.fp.key);
+	int mr = write_marker(cfg, text);
+	free(text);
+	if (mr != 0)
+		goto cleanup;
+	b.pgdata_done = true;
+	log_info("bootstrap done in %.2f s", log_now() - t0);
+	rc = BOOT_OK;
+
+cleanup:
+	if (rc != BOOT_OK) {
+		rollback(&b);
+		if (sig_received)
+			rc = 128 + sig_received;
+		write_state(cfg, "failed");
+		boot_free(&b);
+		return rc;
+	}
+	if (b.lock_fd >= 0) {
+		store_unlock(b.lock_fd);
+		b.lock_fd = -1;
+	}
+	if (b.store_open) {
+		store_close(&b.store);
+		b.store_open = false;
+	}
+	if (!exec_pg) {
+		write_state(cfg, "prepared");
+		boot_free(&b);
+		return BOOT_OK;
+	}
+	rc = exec_postgres(&b, pg_argc, pg_argv);
+	boot_free(&b);
+	return rc;
+}
+
+int
+boot_healthcheck(const struct cfg *cfg)
+{
+	char *p = state_path(cfg);
+	char *text = read_file(p, NULL);
+	if (!text) {
+		fprintf(stderr, "pgstash: not ready: no state file \"%s\" (bootstrap not started?)\n", p);
+		free(p);
+		return 1;
+	}
+	free(p);
+	char state[32] = "";
+	long pid = 0;
+	int ok = sscanf(text, "%31s %ld", state, &pid);
+	free(text);
+	if (ok != 2 || strcmp(state, "ready") != 0) {
+		fprintf(stderr, "pgstash: not ready: bootstrap is %s\n", ok >= 1 ? state : "in an unknown state");
+		return 1;
+	}
+	if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+		fprintf(stderr, "pgstash: not ready: the server (pid %ld) is not running\n", pid);
+		return 1;
+	}
+	const char *host = getenv("PGHOST");
+	const char *port = getenv("PGPORT");
+	const char *keys[] = {"host", "port", "dbname", "connect_timeout", "fallback_application_name", NULL};
+	const char *vals[] = {host && *host ? host : cfg->socket_dir, port && *port ? port : "5432", "postgres", "3",
+	                      "pgstash-healthcheck", NULL};
+	PGPing r = PQpingParams(keys, vals, 0);
+	if (r != PQPING_OK) {
+		fprintf(stderr, "pgstash: not ready: the server does not accept connections yet\n");
+		return 1;
+	}
+	return 0;
+}

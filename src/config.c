@@ -1,0 +1,952 @@
+/*
+ * config — see config.h.
+ *
+ * inih parses the INI text; a line reader of ours sits in front of it so that
+ * every message can name "file:line" (the packaged inih is built without
+ * INI_HANDLER_LINENO), so that continuation lines are known as such, and so
+ * that over-long lines, NUL bytes and invalid UTF-8 are refused instead of
+ * silently split.
+ */
+#include "config.h"
+#include "log.h"
+#include "util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NAMEDATALEN_MAX 63
+
+enum section_kind {
+	SEC_NONE,
+	SEC_PGSTASH,
+	SEC_DATABASE,
+	SEC_STEP,
+	SEC_BAD, /* an unknown section: its keys are not reported again */
+};
+
+struct parse_ctx {
+	struct cfg *cfg;
+	const char *path;
+	FILE *f;
+	char *linebuf;
+	size_t linecap;
+	int line;             /* number of the line inih is handling */
+	bool continuation;    /* that line starts with blanks */
+	bool stop;            /* the reader refused a line */
+	int errors;
+	int first_error_line;
+	enum section_kind sec;
+	struct cfg_step *step; /* current [step NAME] */
+	struct strlist seen;  /* keys set in the current section */
+	struct strlist sections;
+	char *last_key;       /* key a continuation line continues */
+};
+
+static const char *const pgstash_keys[] = {
+	"cache_dir", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
+	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", NULL,
+};
+static const char *const database_keys[] = {
+	"user", "name", "extra", "initdb_args", NULL,
+};
+static const char *const step_keys[] = {
+	"root", "migrations", "exclude", "run", "database", "env", "image", "layer",
+	"incremental", "timeout", NULL,
+};
+
+static void
+ctx_error(struct parse_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+ctx_error(struct parse_ctx *ctx, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_error("%s:%d: %s", ctx->path, ctx->line, msg);
+	if (!ctx->errors)
+		ctx->first_error_line = ctx->line;
+	ctx->errors++;
+}
+
+static char *
+join_keys(const char *const *keys)
+{
+	struct strbuf sb = {0};
+	for (size_t i = 0; keys[i]; i++) {
+		if (i)
+			sb_append(&sb, ", ");
+		sb_append(&sb, keys[i]);
+	}
+	return sb_take(&sb);
+}
+
+static bool
+key_known(const char *const *keys, const char *name)
+{
+	for (size_t i = 0; keys[i]; i++)
+		if (strcmp(keys[i], name) == 0)
+			return true;
+	return false;
+}
+
+static bool
+utf8_valid(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t len;
+		unsigned cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xE0) == 0xC0) {
+			len = 2;
+			cp = c & 0x1F;
+		} else if ((c & 0xF0) == 0xE0) {
+			len = 3;
+			cp = c & 0x0F;
+		} else if ((c & 0xF8) == 0xF0) {
+			len = 4;
+			cp = c & 0x07;
+		} else
+			return false;
+		if (i + len > n)
+			return false;
+		for (size_t k = 1; k < len; k++) {
+			if ((s[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3F);
+		}
+		if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+		    cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += len;
+	}
+	return true;
+}
+
+static bool
+valid_step_name(const char *s)
+{
+	if (!*s || strlen(s) > 64)
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+			return false;
+	return true;
+}
+
+static void
+begin_section(struct parse_ctx *ctx, const char *raw)
+{
+	/* raw is the text between '[' and ']', untrimmed. */
+	char *name = xstrdup(raw);
+	char *s = name;
+	while (isspace((unsigned char)*s))
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		*--e = '\0';
+
+	sl_free(&ctx->seen);
+	free(ctx->last_key);
+	ctx->last_key = NULL;
+	ctx->step = NULL;
+
+	if (sl_contains(&ctx->sections, s)) {
+		ctx_error(ctx, "duplicate section [%s]", s);
+		ctx->sec = SEC_BAD;
+		free(name);
+		return;
+	}
+	sl_add(&ctx->sections, s);
+
+	if (strcmp(s, "pgstash") == 0)
+		ctx->sec = SEC_PGSTASH;
+	else if (strcmp(s, "database") == 0)
+		ctx->sec = SEC_DATABASE;
+	else if (strncmp(s, "step", 4) == 0 && (s[4] == '\0' || isspace((unsigned char)s[4]))) {
+		char *sn = s + 4;
+		while (isspace((unsigned char)*sn))
+			sn++;
+		if (!valid_step_name(sn)) {
+			ctx_error(ctx, "bad step section [%s]: expected [step NAME] with NAME made of letters, digits, '_', '-', '.' (at most 64)", s);
+			ctx->sec = SEC_BAD;
+		} else {
+			struct cfg *cfg = ctx->cfg;
+			cfg->steps = xrealloc(cfg->steps, (cfg->n_steps + 1) * sizeof(*cfg->steps));
+			struct cfg_step *st = &cfg->steps[cfg->n_steps++];
+			memset(st, 0, sizeof(*st));
+			st->name = xstrdup(sn);
+			st->file = xstrdup(ctx->path);
+			st->line = ctx->line;
+			st->layer = CFG_LAYER_SCHEMA;
+			ctx->step = st;
+			ctx->sec = SEC_STEP;
+		}
+	} else {
+		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database] or [step NAME])", s);
+		ctx->sec = SEC_BAD;
+	}
+	free(name);
+}
+
+/*
+ * The reader inih calls for each line.  It hands inih a line at a time and
+ * remembers the line number and whether it continues the previous key.
+ */
+static char *
+reader(char *str, int num, void *stream)
+{
+	struct parse_ctx *ctx = stream;
+	if (ctx->stop)
+		return NULL;
+	errno = 0;
+	ssize_t n = getline(&ctx->linebuf, &ctx->linecap, ctx->f);
+	if (n < 0) {
+		if (errno) {
+			ctx->line++;
+			ctx_error(ctx, "could not read: %s", strerror(errno));
+			ctx->stop = true;
+		}
+		return NULL;
+	}
+	ctx->line++;
+	if (memchr(ctx->linebuf, '\0', (size_t)n)) {
+		ctx_error(ctx, "NUL byte in line: this is not a text file");
+		ctx->stop = true;
+		return NULL;
+	}
+	if (!utf8_valid((const unsigned char *)ctx->linebuf, (size_t)n)) {
+		ctx_error(ctx, "invalid UTF-8 in line");
+		/* Keep parsing to report more, but hand inih a blank line. */
+		str[0] = '\n';
+		str[1] = '\0';
+		ctx->continuation = false;
+		return str;
+	}
+	size_t len = (size_t)n;
+	if (len > 0 && ctx->linebuf[len - 1] == '\n')
+		len--;
+	if (len > 0 && ctx->linebuf[len - 1] == '\r')
+		len--;
+	if (len + 2 > (size_t)num) {
+		ctx_error(ctx, "line too long (%zu bytes; the limit is %d): split a long value over continuation lines "
+		          "(lines starting with blanks)", len, num - 2);
+		str[0] = '\n';
+		str[1] = '\0';
+		ctx->continuation = false;
+		return str;
+	}
+	memcpy(str, ctx->linebuf, len);
+	str[len] = '\n';
+	str[len + 1] = '\0';
+
+	const char *p = str;
+	ctx->continuation = len > 0 && (*p == ' ' || *p == '\t');
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p == '[') {
+		const char *close = strchr(p, ']');
+		if (!close)
+			ctx_error(ctx, "section header without ']'");
+		else {
+			char *raw = xmalloc((size_t)(close - p));
+			memcpy(raw, p + 1, (size_t)(close - p - 1));
+			raw[close - p - 1] = '\0';
+			begin_section(ctx, raw);
+			free(raw);
+		}
+		ctx->continuation = false;
+	}
+	return str;
+}
+
+static char *
+resolve_against(const char *base_file, const char *path)
+{
+	if (path[0] == '/' || !base_file)
+		return xstrdup(path);
+	char *dir = xstrdup(base_file);
+	char *slash = strrchr(dir, '/');
+	char *out;
+	if (slash) {
+		*slash = '\0';
+		out = path_join(*dir ? dir : "/", path);
+	} else
+		out = xstrdup(path);
+	free(dir);
+	return out;
+}
+
+/* Adds blank-separated words of `value` to `sl`. */
+static void
+add_words(struct strlist *sl, const char *value)
+{
+	char *copy = xstrdup(value);
+	char *save = NULL;
+	for (char *w = strtok_r(copy, " \t", &save); w; w = strtok_r(NULL, " \t", &save))
+		sl_add(sl, w);
+	free(copy);
+}
+
+static void
+set_str(char **dst, const char *value)
+{
+	free(*dst);
+	*dst = *value ? xstrdup(value) : NULL;
+}
+
+static int
+parse_compression(const char *value, enum cfg_compression *c, int *level, const char **why)
+{
+	char *copy = xstrdup(value);
+	char *colon = strchr(copy, ':');
+	long lv = 0;
+	int rc = -1;
+	if (colon)
+		*colon++ = '\0';
+	long max;
+	if (strcasecmp(copy, "zstd") == 0) {
+		*c = CFG_COMP_ZSTD;
+		max = 19;
+	} else if (strcasecmp(copy, "gzip") == 0) {
+		*c = CFG_COMP_GZIP;
+		max = 9;
+	} else if (strcasecmp(copy, "none") == 0) {
+		*c = CFG_COMP_NONE;
+		max = 0;
+	} else {
+		*why = "expected zstd[:LEVEL], gzip[:LEVEL] or none";
+		goto cleanup;
+	}
+	if (colon) {
+		if (max == 0) {
+			*why = "none takes no level";
+			goto cleanup;
+		}
+		if (parse_long(colon, 1, max, &lv, why) != 0) {
+			*why = max == 19 ? "zstd level must be 1 to 19" : "gzip level must be 1 to 9";
+			goto cleanup;
+		}
+	}
+	*level = (int)lv;
+	rc = 0;
+cleanup:
+	free(copy);
+	return rc;
+}
+
+int
+cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where)
+{
+	const char *why = NULL;
+	long lv;
+	uint64_t size;
+
+	if (strcmp(key, "cache_dir") == 0)
+		set_str(&cfg->cache_dir, value);
+	else if (strcmp(key, "pgdata") == 0)
+		set_str(&cfg->pgdata, value);
+	else if (strcmp(key, "pg_bindir") == 0)
+		set_str(&cfg->pg_bindir, value);
+	else if (strcmp(key, "initdb_d") == 0)
+		set_str(&cfg->initdb_d, value);
+	else if (strcmp(key, "socket_dir") == 0)
+		set_str(&cfg->socket_dir, value);
+	else if (strcmp(key, "docker_socket") == 0)
+		set_str(&cfg->docker_socket, value);
+	else if (strcmp(key, "compression") == 0) {
+		if (parse_compression(value, &cfg->compression, &cfg->compression_level, &why) != 0)
+			goto bad;
+	} else if (strcmp(key, "max_bytes") == 0) {
+		if (parse_size(value, &size, &why) != 0)
+			goto bad;
+		cfg->max_bytes = size;
+	} else if (strcmp(key, "max_entries") == 0) {
+		if (parse_long(value, 0, 1000000, &lv, &why) != 0)
+			goto bad;
+		cfg->max_entries = lv;
+	} else if (strcmp(key, "lock_timeout") == 0) {
+		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
+			goto bad;
+		cfg->lock_timeout = lv;
+	} else if (strcmp(key, "step_timeout") == 0) {
+		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
+			goto bad;
+		cfg->step_timeout = lv;
+	} else {
+		log_error("%s: unknown setting \"%s\"", where, key);
+		return -1;
+	}
+	return 0;
+bad:
+	log_error("%s: bad value \"%s\" for %s: %s", where, value, key, why);
+	return -1;
+}
+
+static void
+handle_database(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	struct cfg *cfg = ctx->cfg;
+	if (strcmp(name, "user") == 0)
+		set_str(&cfg->db_user, value);
+	else if (strcmp(name, "name") == 0)
+		set_str(&cfg->db_name, value);
+	else if (strcmp(name, "extra") == 0)
+		add_words(&cfg->db_extra, value);
+	else if (strcmp(name, "initdb_args") == 0) {
+		if (ctx->continuation && cfg->initdb_args) {
+			char *j = xasprintf("%s %s", cfg->initdb_args, value);
+			free(cfg->initdb_args);
+			cfg->initdb_args = j;
+		} else
+			set_str(&cfg->initdb_args, value);
+	}
+}
+
+static void
+handle_step(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	struct cfg_step *st = ctx->step;
+	const char *why;
+
+	if (strcmp(name, "root") == 0) {
+		free(st->root);
+		st->root = *value ? resolve_against(ctx->path, value) : NULL;
+		st->root_line = ctx->line;
+	} else if (strcmp(name, "migrations") == 0) {
+		add_words(&st->migrations, value);
+		if (!st->migrations_line)
+			st->migrations_line = ctx->line;
+	} else if (strcmp(name, "exclude") == 0)
+		add_words(&st->exclude, value);
+	else if (strcmp(name, "run") == 0) {
+		if (ctx->continuation && st->run) {
+			char *j = xasprintf("%s %s", st->run, value);
+			free(st->run);
+			st->run = j;
+		} else
+			set_str(&st->run, value);
+	} else if (strcmp(name, "database") == 0) {
+		set_str(&st->database, value);
+		st->database_line = ctx->line;
+	} else if (strcmp(name, "env") == 0) {
+		const char *eq = strchr(value, '=');
+		bool ok = eq && eq > value;
+		for (const char *p = value; ok && p < eq; p++)
+			if (!(isalnum((unsigned char)*p) || *p == '_') || (p == value && isdigit((unsigned char)*p)))
+				ok = false;
+		if (!ok) {
+			/* Show the name only: the value may be a secret. */
+			ctx_error(ctx, "bad env entry: expected NAME=value (one per line), NAME made of letters, digits and '_'");
+			return;
+		}
+		sl_add(&st->env, value);
+	} else if (strcmp(name, "image") == 0)
+		set_str(&st->image, value);
+	else if (strcmp(name, "layer") == 0) {
+		if (strcmp(value, "schema") == 0)
+			st->layer = CFG_LAYER_SCHEMA;
+		else if (strcmp(value, "fixtures") == 0)
+			st->layer = CFG_LAYER_FIXTURES;
+		else
+			ctx_error(ctx, "bad value \"%s\" for layer: expected schema or fixtures", value);
+	} else if (strcmp(name, "incremental") == 0) {
+		if (parse_bool(value, &st->incremental, &why) != 0)
+			ctx_error(ctx, "bad value \"%s\" for incremental: %s", value, why);
+	} else if (strcmp(name, "timeout") == 0) {
+		long lv;
+		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
+			ctx_error(ctx, "bad value \"%s\" for timeout: %s (seconds, 0 for none)", value, why);
+		else
+			st->timeout = lv;
+	}
+}
+
+/* Keys whose continuation lines add to the value. */
+static bool
+multi_line_key(enum section_kind sec, const char *name)
+{
+	if (sec == SEC_DATABASE)
+		return strcmp(name, "extra") == 0 || strcmp(name, "initdb_args") == 0;
+	if (sec == SEC_STEP)
+		return strcmp(name, "migrations") == 0 || strcmp(name, "exclude") == 0 ||
+		       strcmp(name, "env") == 0 || strcmp(name, "run") == 0;
+	return false;
+}
+
+/* Keys that may be given on several lines (each adds). */
+static bool
+repeatable_key(enum section_kind sec, const char *name)
+{
+	return (sec == SEC_STEP && (strcmp(name, "env") == 0 || strcmp(name, "migrations") == 0 ||
+	                            strcmp(name, "exclude") == 0)) ||
+	       (sec == SEC_DATABASE && strcmp(name, "extra") == 0);
+}
+
+/* inih's handler: returns non-zero to mean "fine" (inih's convention); our errors are counted in ctx. */
+static int
+handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse_ctx *ctx = user;
+	(void)section;
+	const char *const *keys;
+	const char *secname;
+
+	switch (ctx->sec) {
+	case SEC_BAD:
+		return 1;
+	case SEC_NONE:
+		ctx_error(ctx, "key \"%s\" outside any section (expected [pgstash], [database] or [step NAME] first)", name);
+		return 1;
+	case SEC_PGSTASH:
+		keys = pgstash_keys;
+		secname = "[pgstash]";
+		break;
+	case SEC_DATABASE:
+		keys = database_keys;
+		secname = "[database]";
+		break;
+	case SEC_STEP:
+	default:
+		keys = step_keys;
+		secname = "[step]";
+		break;
+	}
+	if (!key_known(keys, name)) {
+		char *list = join_keys(keys);
+		ctx_error(ctx, "unknown key \"%s\" in %s (expected one of: %s)", name, secname, list);
+		free(list);
+		return 1;
+	}
+	if (ctx->continuation) {
+		if (!multi_line_key(ctx->sec, name)) {
+			ctx_error(ctx, "continuation line for \"%s\", which takes a single value", name);
+			return 1;
+		}
+	} else if (sl_contains(&ctx->seen, name) && !repeatable_key(ctx->sec, name)) {
+		ctx_error(ctx, "duplicate key \"%s\" in %s", name, secname);
+		return 1;
+	}
+	if (!ctx->continuation)
+		sl_add(&ctx->seen, name);
+
+	if (ctx->sec == SEC_PGSTASH) {
+		char *where = xasprintf("%s:%d", ctx->path, ctx->line);
+		if (cfg_set_option(ctx->cfg, name, value, where) != 0) {
+			if (!ctx->errors)
+				ctx->first_error_line = ctx->line;
+			ctx->errors++;
+		}
+		free(where);
+		/* Relative paths in a file are taken from the file's directory. */
+		char **pathkey = NULL;
+		if (strcmp(name, "cache_dir") == 0)
+			pathkey = &ctx->cfg->cache_dir;
+		else if (strcmp(name, "pgdata") == 0)
+			pathkey = &ctx->cfg->pgdata;
+		else if (strcmp(name, "initdb_d") == 0)
+			pathkey = &ctx->cfg->initdb_d;
+		if (pathkey && *pathkey && (*pathkey)[0] != '/') {
+			char *abs = resolve_against(ctx->path, *pathkey);
+			free(*pathkey);
+			*pathkey = abs;
+		}
+	} else if (ctx->sec == SEC_DATABASE)
+		handle_database(ctx, name, value);
+	else
+		handle_step(ctx, name, value);
+	return 1;
+}
+
+void
+cfg_defaults(struct cfg *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->cache_dir = xstrdup("/var/cache/pgstash");
+	cfg->pgdata = xstrdup("/var/lib/postgresql/data");
+	cfg->compression = CFG_COMP_ZSTD;
+	cfg->max_bytes = 10ULL << 30;
+	cfg->max_entries = 20;
+	cfg->lock_timeout = 900;
+	cfg->step_timeout = 0;
+	cfg->db_user = xstrdup("postgres");
+	cfg->initdb_d = xstrdup("/docker-entrypoint-initdb.d");
+	cfg->socket_dir = xstrdup("/var/run/postgresql");
+	cfg->docker_socket = xstrdup("/var/run/docker.sock");
+}
+
+static char *
+absolute_path(const char *path)
+{
+	if (path[0] == '/')
+		return xstrdup(path);
+	char cwd[PATH_MAX];
+	if (!getcwd(cwd, sizeof(cwd)))
+		return xstrdup(path);
+	return path_join(cwd, path);
+}
+
+int
+cfg_load_ini(struct cfg *cfg, const char *path)
+{
+	struct parse_ctx ctx = {0};
+	int rc = -1;
+	char *abs = absolute_path(path);
+
+	ctx.cfg = cfg;
+	ctx.path = abs;
+	ctx.sec = SEC_NONE;
+	ctx.f = fopen(path, "re");
+	if (!ctx.f) {
+		log_error("could not open configuration file \"%s\": %s", path, strerror(errno));
+		goto cleanup;
+	}
+	struct stat st;
+	if (fstat(fileno(ctx.f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		log_error("configuration file \"%s\" is a directory", path);
+		goto cleanup;
+	}
+	free(cfg->config_file);
+	cfg->config_file = xstrdup(abs);
+
+	int r = ini_parse_stream(reader, &ctx, handler, &ctx);
+	if (r > 0 && (!ctx.errors || r < ctx.first_error_line)) {
+		/* inih's own complaint: a line that is neither a section, a key nor a comment. */
+		log_error("%s:%d: syntax error: expected \"key = value\", \"[section]\" or a comment", abs, r);
+		ctx.errors++;
+	} else if (r == -2) {
+		log_error("%s: out of memory while parsing", abs);
+		ctx.errors++;
+	}
+	rc = ctx.errors ? -1 : 0;
+cleanup:
+	if (ctx.f)
+		fclose(ctx.f);
+	free(ctx.linebuf);
+	sl_free(&ctx.seen);
+	sl_free(&ctx.sections);
+	free(ctx.last_key);
+	free(abs);
+	return rc;
+}
+
+int
+cfg_load_file(struct cfg *cfg, const char *explicit_path)
+{
+	if (explicit_path)
+		return cfg_load_ini(cfg, explicit_path);
+	const char *envp = getenv("PGSTASH_CONFIG");
+	if (envp && *envp)
+		return cfg_load_ini(cfg, envp);
+	if (access(CFG_DEFAULT_FILE, F_OK) == 0)
+		return cfg_load_ini(cfg, CFG_DEFAULT_FILE);
+	return 0;
+}
+
+/*
+ * The official image's file_env: VAR or VAR_FILE, not both.  Returns 0 and a
+ * malloc'ed value (NULL when neither is set or the value is empty), or -1.
+ */
+static int
+file_env(const char *var, char **out)
+{
+	char *fvar = xasprintf("%s_FILE", var);
+	const char *v = getenv(var);
+	const char *fv = getenv(fvar);
+	int rc = -1;
+	*out = NULL;
+
+	if (v && *v && fv && *fv) {
+		log_error("both %s and %s are set (but are exclusive)", var, fvar);
+		goto cleanup;
+	}
+	if (fv && *fv) {
+		size_t len;
+		char *data = read_file(fv, &len);
+		if (!data) {
+			log_error("%s: could not read secret file \"%s\": %s", fvar, fv, strerror(errno));
+			goto cleanup;
+		}
+		if (memchr(data, '\0', len)) {
+			log_error("%s: secret file \"%s\" contains a NUL byte", fvar, fv);
+			free(data);
+			goto cleanup;
+		}
+		/* As the shell's $(< file): trailing newlines go. */
+		while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+			data[--len] = '\0';
+		if (len)
+			*out = data;
+		else
+			free(data);
+	} else if (v && *v)
+		*out = xstrdup(v);
+	rc = 0;
+cleanup:
+	free(fvar);
+	return rc;
+}
+
+int
+cfg_load_env(struct cfg *cfg)
+{
+	static const struct {
+		const char *env;
+		const char *key;
+	} map[] = {
+		{"PGSTASH_CACHE_DIR", "cache_dir"},
+		{"PGDATA", "pgdata"},
+		{"PGSTASH_PG_BINDIR", "pg_bindir"},
+		{"PGSTASH_COMPRESSION", "compression"},
+		{"PGSTASH_MAX_BYTES", "max_bytes"},
+		{"PGSTASH_MAX_ENTRIES", "max_entries"},
+		{"PGSTASH_LOCK_TIMEOUT", "lock_timeout"},
+		{"PGSTASH_STEP_TIMEOUT", "step_timeout"},
+		{"PGSTASH_INITDB_D", "initdb_d"},
+		{"PGSTASH_SOCKET_DIR", "socket_dir"},
+		{"PGSTASH_DOCKER_SOCKET", "docker_socket"},
+	};
+	int errors = 0;
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		const char *v = getenv(map[i].env);
+		if (!v || !*v)
+			continue;
+		char *where = xasprintf("environment variable %s", map[i].env);
+		if (cfg_set_option(cfg, map[i].key, v, where) != 0)
+			errors++;
+		free(where);
+	}
+
+	char *v;
+	if (file_env("POSTGRES_USER", &v) != 0)
+		errors++;
+	else if (v) {
+		free(cfg->db_user);
+		cfg->db_user = v;
+	}
+	if (file_env("POSTGRES_PASSWORD", &v) != 0)
+		errors++;
+	else if (v) {
+		free(cfg->db_password);
+		cfg->db_password = v;
+	}
+	if (file_env("POSTGRES_DB", &v) != 0)
+		errors++;
+	else if (v) {
+		free(cfg->db_name);
+		cfg->db_name = v;
+	}
+	if (file_env("POSTGRES_INITDB_ARGS", &v) != 0)
+		errors++;
+	else if (v) {
+		free(cfg->initdb_args);
+		cfg->initdb_args = v;
+	}
+	const char *w = getenv("POSTGRES_INITDB_WALDIR");
+	if (w && *w)
+		set_str(&cfg->initdb_waldir, w);
+	w = getenv("POSTGRES_HOST_AUTH_METHOD");
+	if (w && *w)
+		set_str(&cfg->host_auth_method, w);
+	return errors ? -1 : 0;
+}
+
+static bool
+valid_identifier(const char *s)
+{
+	return s && *s && strlen(s) <= NAMEDATALEN_MAX;
+}
+
+int
+cfg_validate(const struct cfg *cfg)
+{
+	static const char *const methods[] = {
+		"trust", "reject", "scram-sha-256", "md5", "password", "gss", "sspi", "ident", "peer",
+		"ldap", "radius", "cert", "pam", "bsd", NULL,
+	};
+	int errors = 0;
+	const char *dbname = cfg->db_name ? cfg->db_name : cfg->db_user;
+
+	if (!cfg->cache_dir) {
+		log_error("cache_dir is empty");
+		errors++;
+	}
+	if (!cfg->pgdata) {
+		log_error("pgdata (PGDATA) is empty");
+		errors++;
+	}
+	if (!valid_identifier(cfg->db_user)) {
+		log_error("database user must be 1 to %d bytes", NAMEDATALEN_MAX);
+		errors++;
+	}
+	if (!valid_identifier(dbname)) {
+		log_error("database name must be 1 to %d bytes", NAMEDATALEN_MAX);
+		errors++;
+	}
+	for (size_t i = 0; i < cfg->db_extra.n; i++) {
+		const char *x = cfg->db_extra.v[i];
+		if (!valid_identifier(x)) {
+			log_error("extra database name \"%s\" must be 1 to %d bytes", x, NAMEDATALEN_MAX);
+			errors++;
+		}
+		bool dup = dbname && strcmp(x, dbname) == 0;
+		for (size_t j = 0; j < i; j++)
+			dup = dup || strcmp(x, cfg->db_extra.v[j]) == 0;
+		if (dup) {
+			log_error("database \"%s\" is listed twice ([database] name/extra, POSTGRES_DB)", x);
+			errors++;
+		}
+	}
+	if (cfg->host_auth_method && !key_known(methods, cfg->host_auth_method)) {
+		log_error("POSTGRES_HOST_AUTH_METHOD=\"%s\" is not a pg_hba.conf method (trust, scram-sha-256, md5, ...)",
+		          cfg->host_auth_method);
+		errors++;
+	}
+
+	for (size_t i = 0; i < cfg->n_steps; i++) {
+		const struct cfg_step *st = &cfg->steps[i];
+		for (size_t j = 0; j < i; j++) {
+			if (strcmp(cfg->steps[j].name, st->name) == 0) {
+				log_error("%s:%d: duplicate step \"%s\" (first at line %d)", st->file, st->line, st->name,
+				          cfg->steps[j].line);
+				errors++;
+			}
+		}
+		if (!st->run) {
+			log_error("%s:%d: step \"%s\" has no command: expected run = COMMAND", st->file, st->line, st->name);
+			errors++;
+		}
+		if (!st->root) {
+			log_error("%s:%d: step \"%s\" has no root: expected root = DIRECTORY (the migration globs are relative to it)",
+			          st->file, st->line, st->name);
+			errors++;
+		} else {
+			struct stat sb;
+			int line = st->root_line ? st->root_line : st->line;
+			if (stat(st->root, &sb) != 0) {
+				log_error("%s:%d: step \"%s\": root \"%s\": %s", st->file, line, st->name, st->root,
+				          strerror(errno));
+				errors++;
+			} else if (!S_ISDIR(sb.st_mode)) {
+				log_error("%s:%d: step \"%s\": root \"%s\" is not a directory", st->file, line, st->name, st->root);
+				errors++;
+			}
+		}
+		if (st->migrations.n == 0) {
+			log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ...", st->file,
+			          st->line, st->name);
+			errors++;
+		}
+		for (size_t k = 0; k < st->migrations.n; k++) {
+			if (st->migrations.v[k][0] == '/') {
+				log_error("%s:%d: step \"%s\": migration glob \"%s\" must be relative to the step root", st->file,
+				          st->migrations_line, st->name, st->migrations.v[k]);
+				errors++;
+			}
+		}
+		if (st->database) {
+			bool known = strcmp(st->database, dbname) == 0 || strcmp(st->database, "postgres") == 0 ||
+			             sl_contains(&cfg->db_extra, st->database);
+			if (!known) {
+				log_error("%s:%d: step \"%s\": database \"%s\" is not created by pgstash: name it in [database] "
+				          "name or extra",
+				          st->file, st->database_line, st->name, st->database);
+				errors++;
+			}
+		}
+		if (st->image && strpbrk(st->image, " \t")) {
+			log_error("%s:%d: step \"%s\": image \"%s\" contains blanks", st->file, st->line, st->name, st->image);
+			errors++;
+		}
+		if (st->layer == CFG_LAYER_SCHEMA) {
+			for (size_t j = 0; j < i; j++) {
+				if (cfg->steps[j].layer == CFG_LAYER_FIXTURES) {
+					log_error("%s:%d: schema step \"%s\" follows fixtures step \"%s\": fixtures steps must come last",
+					          st->file, st->line, st->name, cfg->steps[j].name);
+					errors++;
+					break;
+				}
+			}
+		}
+	}
+	return errors ? -1 : 0;
+}
+
+int
+cfg_load(struct cfg *cfg, const char *explicit_path)
+{
+	cfg_defaults(cfg);
+	int rc = 0;
+	if (cfg_load_file(cfg, explicit_path) != 0)
+		rc = -1;
+	if (cfg_load_env(cfg) != 0)
+		rc = -1;
+	if (rc == 0 && cfg_validate(cfg) != 0)
+		rc = -1;
+	return rc;
+}
+
+void
+cfg_free(struct cfg *cfg)
+{
+	free(cfg->config_file);
+	free(cfg->cache_dir);
+	free(cfg->pgdata);
+	free(cfg->pg_bindir);
+	free(cfg->db_user);
+	free(cfg->db_password);
+	free(cfg->db_name);
+	sl_free(&cfg->db_extra);
+	free(cfg->initdb_args);
+	free(cfg->initdb_waldir);
+	free(cfg->host_auth_method);
+	free(cfg->initdb_d);
+	free(cfg->socket_dir);
+	free(cfg->docker_socket);
+	for (size_t i = 0; i < cfg->n_steps; i++) {
+		struct cfg_step *st = &cfg->steps[i];
+		free(st->name);
+		free(st->file);
+		free(st->root);
+		sl_free(&st->migrations);
+		sl_free(&st->exclude);
+		free(st->run);
+		free(st->database);
+		sl_free(&st->env);
+		free(st->image);
+	}
+	free(cfg->steps);
+	memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *
+cfg_compression_name(enum cfg_compression c)
+{
+	switch (c) {
+	case CFG_COMP_NONE: return "none";
+	case CFG_COMP_GZIP: return "gzip";
+	case CFG_COMP_ZSTD: return "zstd";
+	}
+	return "?";
+}
+
+const char *
+cfg_layer_name(enum cfg_layer l)
+{
+	return l == CFG_LAYER_FIXTURES ? "fixtures" : "schema";
+}

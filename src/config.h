@@ -1,0 +1,104 @@
+/*
+ * config — the one configuration struct, filled in a fixed order: defaults →
+ * INI file → environment → argv (the front end sets argv overrides on the
+ * struct), then validated whole before any side effect.  Every problem is
+ * reported (the INI ones as "file:line: ...") before the caller exits 2.
+ *
+ * Not for: deciding what to do with the settings.
+ */
+#ifndef PGSTASH_CONFIG_H
+#define PGSTASH_CONFIG_H
+
+#include "util.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define CFG_DEFAULT_FILE "/etc/pgstash/pgstash.ini"
+
+enum cfg_compression {
+	CFG_COMP_NONE,
+	CFG_COMP_GZIP,
+	CFG_COMP_ZSTD,
+};
+
+enum cfg_layer {
+	CFG_LAYER_SCHEMA,
+	CFG_LAYER_FIXTURES,
+};
+
+struct cfg_step {
+	char *name;                /* from [step NAME] */
+	char *file;                /* config file and line of the section, for messages */
+	int line;
+	char *root;                /* absolute: relative roots are taken from the config file's directory */
+	int root_line;
+	struct strlist migrations; /* globs relative to root */
+	int migrations_line;
+	struct strlist exclude;    /* fnmatch patterns on the relative path, '*' may span '/' */
+	char *run;                 /* command line; see step_split_argv for the splitting rule */
+	char *database;            /* the step's database; defaults to cfg.db_name */
+	int database_line;
+	struct strlist env;        /* "NAME=value", in file order; values are secrets */
+	char *image;               /* NULL: a command step on this host/container */
+	enum cfg_layer layer;
+	bool incremental;
+	long timeout;              /* seconds; 0: none */
+};
+
+struct cfg {
+	char *config_file;         /* the file read, NULL if none */
+	char *cache_dir;
+	char *pgdata;
+	char *pg_bindir;           /* NULL: `pg_config --bindir`, then PATH */
+	enum cfg_compression compression;
+	int compression_level;     /* 0: the codec's default */
+	uint64_t max_bytes;        /* 0: no limit */
+	long max_entries;          /* 0: no limit */
+	long lock_timeout;         /* seconds */
+	long step_timeout;         /* default per-step timeout, seconds; 0: none */
+
+	char *db_user;
+	char *db_password;         /* secret: never logged, never in the key; NULL if none */
+	char *db_name;
+	struct strlist db_extra;
+	char *initdb_args;         /* POSTGRES_INITDB_ARGS; NULL if none */
+	char *initdb_waldir;       /* POSTGRES_INITDB_WALDIR; NULL if none */
+	char *host_auth_method;    /* POSTGRES_HOST_AUTH_METHOD; NULL: scram-sha-256 */
+
+	char *initdb_d;            /* scripts run once after initdb: /docker-entrypoint-initdb.d */
+	char *socket_dir;          /* the final server's unix socket dir; the ready-state file lives here */
+	char *docker_socket;       /* Docker Engine API socket */
+
+	struct cfg_step *steps;
+	size_t n_steps;
+};
+
+/* Sets every default; `cfg` is overwritten (free it first if it was loaded). */
+void cfg_defaults(struct cfg *cfg);
+/*
+ * Reads `path` (explicit != NULL: --config, which must exist), else
+ * $PGSTASH_CONFIG (must exist), else CFG_DEFAULT_FILE if it exists.  Errors
+ * are logged as "file:line: ...".  0, or -1 when anything was wrong.
+ */
+int cfg_load_file(struct cfg *cfg, const char *explicit_path);
+/* Same, for one given INI file. */
+int cfg_load_ini(struct cfg *cfg, const char *path);
+/*
+ * Applies the environment: PGSTASH_*, PGDATA, POSTGRES_* (and their *_FILE
+ * secrets).  0, or -1 when anything was wrong (logged).
+ */
+int cfg_load_env(struct cfg *cfg);
+/* Whole-config checks (step roots exist, databases known...).  0 or -1 (logged). */
+int cfg_validate(const struct cfg *cfg);
+/* defaults → file → env → validate, for callers without argv overrides. */
+int cfg_load(struct cfg *cfg, const char *explicit_path);
+void cfg_free(struct cfg *cfg);
+
+/* Sets a [pgstash] key from argv or env; `where` names the source for messages.  0 or -1 (logged). */
+int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where);
+
+const char *cfg_compression_name(enum cfg_compression c);
+const char *cfg_layer_name(enum cfg_layer l);
+
+#endif

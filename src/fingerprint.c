@@ -1,0 +1,428 @@
+/*
+ * fingerprint — see fingerprint.h.
+ *
+ * Paths enter the manifest relative to the step root and sorted bytewise, so
+ * two checkouts at different places, written in different orders, with
+ * different mtimes, give one key.  Only bytes count: no mtime, owner or mode.
+ */
+#include "fingerprint.h"
+#include "log.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <glob.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+/* Large enough that read(2) per file costs little next to hashing. */
+#define HASH_BUF (256 * 1024)
+
+void
+fp_sha256_hex(const void *data, size_t len, char out[65])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	hex_encode(md, mdlen, out);
+}
+
+/* One buffer reused across files: fingerprinting 10,000 files must not allocate 10,000 times. */
+static int
+sha256_fd(int fd, unsigned char *buf, char out[65], uint64_t *bytes)
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int rc = -1;
+	uint64_t total = 0;
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+		errno = ENOMEM;
+		goto cleanup;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf, HASH_BUF);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			goto cleanup;
+		}
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, (size_t)n);
+		total += (uint64_t)n;
+	}
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	hex_encode(md, mdlen, out);
+	if (bytes)
+		*bytes = total;
+	rc = 0;
+cleanup:
+	EVP_MD_CTX_free(ctx);
+	return rc;
+}
+
+static int
+sha256_path(const char *path, unsigned char *buf, char out[65], uint64_t *bytes)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -1;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	int rc = sha256_fd(fd, buf, out, bytes);
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+int
+fp_sha256_file(const char *path, char out[65], uint64_t *bytes)
+{
+	unsigned char *buf = xmalloc(HASH_BUF);
+	int rc = sha256_path(path, buf, out, bytes);
+	int e = errno;
+	free(buf);
+	errno = e;
+	return rc;
+}
+
+void
+fp_quote(struct strbuf *sb, const char *s)
+{
+	bool bare = *s != '\0';
+	for (const char *p = s; *p && bare; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      strchr("._/@:+,-=%~", c)))
+			bare = false;
+	}
+	if (bare) {
+		sb_append(sb, s);
+		return;
+	}
+	sb_appendc(sb, '"');
+	for (const char *p = s; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+		if (c == '"' || c == '\\') {
+			sb_appendc(sb, '\\');
+			sb_appendc(sb, (char)c);
+		} else if (c == '\n')
+			sb_append(sb, "\\n");
+		else if (c == '\t')
+			sb_append(sb, "\\t");
+		else if (c < 0x20 || c == 0x7f)
+			sb_appendf(sb, "\\x%02x", c);
+		else
+			sb_appendc(sb, (char)c);
+	}
+	sb_appendc(sb, '"');
+}
+
+/* glob(3) takes the root as part of the pattern: its metacharacters must not count. */
+static char *
+glob_escape(const char *s)
+{
+	struct strbuf sb = {0};
+	for (; *s; s++) {
+		if (strchr("*?[]\\", *s))
+			sb_appendc(&sb, '\\');
+		sb_appendc(&sb, *s);
+	}
+	return sb_take(&sb);
+}
+
+static int
+cmp_files(const void *a, const void *b)
+{
+	const struct fp_file *fa = a, *fb = b;
+	return strcmp(fa->rel, fb->rel);
+}
+
+static int
+glob_err(const char *path, int err)
+{
+	/* A missing directory just matches nothing; an unreadable one would silently drop files from the key. */
+	if (err == ENOENT || err == ENOTDIR)
+		return 0;
+	log_error("could not read directory \"%s\" while listing migrations: %s", path, strerror(err));
+	return 1;
+}
+
+void
+fp_step_files_free(struct fp_step_files *f)
+{
+	for (size_t i = 0; i < f->n; i++)
+		free(f->files[i].rel);
+	free(f->files);
+	f->files = NULL;
+	f->n = 0;
+}
+
+int
+fp_step_files(const struct cfg_step *step, struct fp_step_files *out)
+{
+	char *eroot = glob_escape(step->root);
+	size_t rootlen = strlen(step->root);
+	bool root_slash = rootlen > 0 && step->root[rootlen - 1] == '/';
+	size_t cap = 0;
+	int rc = -1;
+	unsigned char *buf = NULL;
+
+	memset(out, 0, sizeof(*out));
+	for (size_t g = 0; g < step->migrations.n; g++) {
+		char *pattern = path_join(eroot, step->migrations.v[g]);
+		glob_t gl;
+		memset(&gl, 0, sizeof(gl));
+		int r = glob(pattern, GLOB_NOSORT, glob_err, &gl);
+		size_t before = out->n;
+		if (r == GLOB_ABORTED) {
+			log_error("step \"%s\": could not list \"%s\"", step->name, step->migrations.v[g]);
+			globfree(&gl);
+			free(pattern);
+			goto cleanup;
+		}
+		if (r == GLOB_NOSPACE) {
+			log_error("out of memory while listing \"%s\"", pattern);
+			globfree(&gl);
+			free(pattern);
+			goto cleanup;
+		}
+		for (size_t i = 0; r == 0 && i < gl.gl_pathc; i++) {
+			const char *p = gl.gl_pathv[i];
+			struct stat st;
+			if (stat(p, &st) != 0) {
+				log_error("step \"%s\": could not stat \"%s\": %s", step->name, p, strerror(errno));
+				globfree(&gl);
+				free(pattern);
+				goto cleanup;
+			}
+			if (!S_ISREG(st.st_mode))
+				continue;
+			const char *rel = p + rootlen + (root_slash ? 0 : 1);
+			bool excluded = false;
+			for (size_t x = 0; x < step->exclude.n && !excluded; x++)
+				excluded = fnmatch(step->exclude.v[x], rel, 0) == 0;
+			if (excluded)
+				continue;
+			if (out->n == cap) {
+				cap = cap ? cap * 2 : 64;
+				out->files = xrealloc(out->files, cap * sizeof(*out->files));
+			}
+			memset(&out->files[out->n], 0, sizeof(out->files[0]));
+			out->files[out->n++].rel = xstrdup(rel);
+		}
+		if (out->n == before)
+			log_warning("step \"%s\": \"%s\" matches no file under \"%s\"", step->name, step->migrations.v[g],
+			            step->root);
+		globfree(&gl);
+		free(pattern);
+	}
+	if (out->n == 0) {
+		log_error("step \"%s\": no migration file matches under \"%s\" (migrations = ...): a key that depends on "
+		          "no file would never change",
+		          step->name, step->root);
+		goto cleanup;
+	}
+	qsort(out->files, out->n, sizeof(*out->files), cmp_files);
+	/* Several globs may match one file: keep it once. */
+	size_t w = 1;
+	for (size_t i = 1; i < out->n; i++) {
+		if (strcmp(out->files[i].rel, out->files[w - 1].rel) == 0)
+			free(out->files[i].rel);
+		else
+			out->files[w++] = out->files[i];
+	}
+	out->n = w;
+
+	buf = xmalloc(HASH_BUF);
+	for (size_t i = 0; i < out->n; i++) {
+		char *path = path_join(step->root, out->files[i].rel);
+		if (sha256_path(path, buf, out->files[i].sha256, &out->files[i].bytes) != 0) {
+			log_error("step \"%s\": could not read migration file \"%s\": %s", step->name, path, strerror(errno));
+			free(path);
+			goto cleanup;
+		}
+		free(path);
+	}
+	rc = 0;
+cleanup:
+	free(buf);
+	free(eroot);
+	if (rc != 0)
+		fp_step_files_free(out);
+	return rc;
+}
+
+/* The scripts run once after initdb change the database: they are part of the key. */
+static int
+add_initdb_d(struct strbuf *m, const char *dir)
+{
+	struct dirent **names = NULL;
+	int n = scandir(dir, &names, NULL, alphasort);
+	if (n < 0) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 0;
+		log_error("could not list \"%s\": %s", dir, strerror(errno));
+		return -1;
+	}
+	int rc = 0;
+	for (int i = 0; i < n; i++) {
+		const char *name = names[i]->d_name;
+		char *path = path_join(dir, name);
+		struct stat st;
+		if (rc == 0 && name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+			char hex[65];
+			if (fp_sha256_file(path, hex, NULL) != 0) {
+				log_error("could not read \"%s\": %s", path, strerror(errno));
+				rc = -1;
+			} else {
+				sb_append(m, "initdb.d ");
+				fp_quote(m, name);
+				sb_appendf(m, " mode=%s sha256=%s\n", (st.st_mode & 0111) ? "x" : "-", hex);
+			}
+		}
+		free(path);
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+static void
+add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, const struct fp_step_files *files)
+{
+	sb_append(m, "step ");
+	fp_quote(m, st->name);
+	sb_appendf(m, " layer=%s run=", cfg_layer_name(st->layer));
+	fp_quote(m, st->run ? st->run : "");
+	sb_append(m, " image=");
+	fp_quote(m, st->image ? st->image : "-");
+	sb_append(m, " database=");
+	fp_quote(m, st->database ? st->database : (cfg->db_name ? cfg->db_name : cfg->db_user));
+	if (st->env.n == 0)
+		sb_append(m, " env=-");
+	else {
+		/* Names in clear help --explain; values only through a digest (they may be secrets). */
+		struct strbuf names = {0}, all = {0};
+		for (size_t i = 0; i < st->env.n; i++) {
+			const char *e = st->env.v[i];
+			const char *eq = strchr(e, '=');
+			if (i)
+				sb_appendc(&names, ',');
+			sb_appendn(&names, e, eq ? (size_t)(eq - e) : strlen(e));
+			sb_append(&all, e);
+			sb_appendc(&all, '\n');
+		}
+		char hex[65];
+		fp_sha256_hex(all.buf, all.len, hex);
+		sb_append(m, " env=");
+		fp_quote(m, sb_str(&names));
+		sb_appendf(m, " env-sha256=%s", hex);
+		sb_free(&names);
+		sb_free(&all);
+	}
+	sb_appendc(m, '\n');
+	for (size_t i = 0; i < files->n; i++) {
+		sb_append(m, "file ");
+		fp_quote(m, st->name);
+		sb_appendc(m, ' ');
+		fp_quote(m, files->files[i].rel);
+		sb_appendf(m, " sha256=%s\n", files->files[i].sha256);
+	}
+}
+
+void
+fp_result_free(struct fp_result *r)
+{
+	free(r->manifest);
+	free(r->schema_manifest);
+	memset(r, 0, sizeof(*r));
+}
+
+int
+fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_result *out)
+{
+	struct strbuf schema = {0}, fixtures = {0};
+	struct utsname u;
+	int rc = -1;
+	const char *dbname = cfg->db_name ? cfg->db_name : cfg->db_user;
+
+	memset(out, 0, sizeof(*out));
+	if (!arch) {
+		arch = uname(&u) == 0 ? u.machine : "unknown";
+	}
+	sb_appendf(&schema, "pgstash-manifest %d\n", FP_MANIFEST_VERSION);
+	sb_appendf(&schema, "postgres %d ", pg_major);
+	fp_quote(&schema, arch);
+	sb_append(&schema, "\ninitdb --encoding=UTF8 --locale=C.UTF-8");
+	if (cfg->initdb_args) {
+		char *copy = xstrdup(cfg->initdb_args);
+		char *save = NULL;
+		for (char *w = strtok_r(copy, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
+			sb_appendc(&schema, ' ');
+			fp_quote(&schema, w);
+		}
+		free(copy);
+	}
+	sb_append(&schema, "\nsuperuser ");
+	fp_quote(&schema, cfg->db_user);
+	sb_append(&schema, "\ndatabase ");
+	fp_quote(&schema, dbname);
+	sb_append(&schema, " owner ");
+	fp_quote(&schema, cfg->db_user);
+	sb_appendc(&schema, '\n');
+	for (size_t i = 0; i < cfg->db_extra.n; i++) {
+		sb_append(&schema, "database ");
+		fp_quote(&schema, cfg->db_extra.v[i]);
+		sb_append(&schema, " owner ");
+		fp_quote(&schema, cfg->db_user);
+		sb_appendc(&schema, '\n');
+	}
+	if (cfg->initdb_d && add_initdb_d(&schema, cfg->initdb_d) != 0)
+		goto cleanup;
+
+	for (size_t i = 0; i < cfg->n_steps; i++) {
+		const struct cfg_step *st = &cfg->steps[i];
+		struct fp_step_files files;
+		if (fp_step_files(st, &files) != 0)
+			goto cleanup;
+		for (size_t k = 0; k < files.n; k++) {
+			out->files++;
+			out->bytes += files.files[k].bytes;
+		}
+		if (st->layer == CFG_LAYER_FIXTURES) {
+			out->has_fixtures = true;
+			add_step(&fixtures, cfg, st, &files);
+		} else
+			add_step(&schema, cfg, st, &files);
+		fp_step_files_free(&files);
+	}
+	fp_sha256_hex(schema.buf, schema.len, out->schema_key);
+	if (out->has_fixtures) {
+		struct strbuf full = {0};
+		sb_appendf(&full, "pgstash-manifest %d\nlayer fixtures parent %s\n", FP_MANIFEST_VERSION, out->schema_key);
+		sb_appendn(&full, fixtures.buf, fixtures.len);
+		fp_sha256_hex(full.buf, full.len, out->key);
+		out->manifest = sb_take(&full);
+		out->schema_manifest = sb_take(&schema);
+	} else {
+		memcpy(out->key, out->schema_key, sizeof(out->key));
+		out->manifest = xstrdup(sb_str(&schema));
+		out->schema_manifest = sb_take(&schema);
+	}
+	rc = 0;
+cleanup:
+	sb_free(&schema);
+	sb_free(&fixtures);
+	if (rc != 0)
+		fp_result_free(out);
+	return rc;
+}

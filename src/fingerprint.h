@@ -1,0 +1,68 @@
+/*
+ * fingerprint — the cache key.  Builds the canonical, versioned manifest
+ * (DESIGN.md "The manifest behind the key") from the config, the server's
+ * major version and the bytes of every migration file, and hashes it.
+ *
+ * Not for: secrets.  Env values are hashed, the password never appears.
+ */
+#ifndef PGSTASH_FINGERPRINT_H
+#define PGSTASH_FINGERPRINT_H
+
+#include "config.h"
+#include "util.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#define FP_MANIFEST_VERSION 1
+
+/* One matched file of a step. */
+struct fp_file {
+	char *rel;              /* path relative to the step root */
+	char sha256[65];
+	uint64_t bytes;
+};
+
+struct fp_step_files {
+	struct fp_file *files;  /* sorted bytewise by rel, no duplicates */
+	size_t n;
+};
+
+struct fp_result {
+	char *manifest;         /* the canonical text, '\n'-terminated lines */
+	char key[65];           /* hex SHA-256 of manifest */
+	char *schema_manifest;  /* the schema layer's manifest (== manifest without fixtures) */
+	char schema_key[65];    /* key of the schema layer; == key when no fixtures steps */
+	bool has_fixtures;
+	uint64_t files;         /* files hashed */
+	uint64_t bytes;         /* bytes hashed */
+};
+
+/*
+ * Lists the files of `step`: globs under its root, excludes applied, sorted,
+ * de-duplicated, each hashed.  A glob matching nothing is a warning; a step
+ * matching no file at all, or a file that cannot be read, is an error.
+ * 0 or -1 (logged).  Free with fp_step_files_free.
+ */
+int fp_step_files(const struct cfg_step *step, struct fp_step_files *out);
+void fp_step_files_free(struct fp_step_files *f);
+
+/* Hex SHA-256 of a file's bytes, streamed; 0 or -1 (errno set, not logged). */
+int fp_sha256_file(const char *path, char out[65], uint64_t *bytes);
+/* Hex SHA-256 of a buffer. */
+void fp_sha256_hex(const void *data, size_t len, char out[65]);
+
+/*
+ * Builds the manifest and key for `cfg` with server major `pg_major` on
+ * `arch` (NULL: this machine's).  0 or -1 (logged).  Free with fp_result_free.
+ */
+int fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_result *out);
+void fp_result_free(struct fp_result *r);
+
+/*
+ * Writes `s` as a manifest token: bare when it is made only of safe
+ * characters, else double-quoted with \\ \" \n \t \xHH escapes.
+ */
+void fp_quote(struct strbuf *sb, const char *s);
+
+#endif

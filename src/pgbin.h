@@ -1,0 +1,23 @@
+/*
+ * pgbin — finds the PostgreSQL server binaries and their version: the
+ * configured pg_bindir, else `pg_config --bindir`, else the directory of
+ * `postgres` on PATH.  The major version goes into the cache key.
+ */
+#ifndef PGSTASH_PGBIN_H
+#define PGSTASH_PGBIN_H
+
+struct pgbin {
+	char *bindir;   /* directory holding postgres, initdb, pg_ctl */
+	char *version;  /* "15.18" as `postgres --version` says */
+	int major;      /* 15 */
+};
+
+/* Fills *pg; 0, or -1 (logged) when no usable postgres is found. Free with pgbin_free. */
+int pgbin_find(const char *configured, struct pgbin *pg);
+/* Returns malloc'ed "<bindir>/<prog>". */
+char *pgbin_path(const struct pgbin *pg, const char *prog);
+void pgbin_free(struct pgbin *pg);
+/* Parses "postgres (PostgreSQL) 15.18 (Debian ...)" → version "15.18", major 15; 0 or -1. Exposed for tests. */
+int pgbin_parse_version(const char *text, char **version, int *major);
+
+#endif

@@ -1,0 +1,579 @@
+/*
+ * util — see util.h.
+ */
+#include "util.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void
+oom(void)
+{
+	fputs("pgstash: error: out of memory\n", stderr);
+	abort();
+}
+
+void *
+xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *
+xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		oom();
+	return p;
+}
+
+void *
+xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		oom();
+	return q;
+}
+
+char *
+xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		oom();
+	return p;
+}
+
+char *
+xasprintf(const char *fmt, ...)
+{
+	struct strbuf sb = {0};
+	va_list ap;
+	va_start(ap, fmt);
+	char tmp[256];
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		oom();
+	if ((size_t)n < sizeof(tmp))
+		return xstrdup(tmp);
+	sb.cap = (size_t)n + 1;
+	sb.buf = xmalloc(sb.cap);
+	va_start(ap, fmt);
+	vsnprintf(sb.buf, sb.cap, fmt, ap);
+	va_end(ap);
+	return sb.buf;
+}
+
+static void
+sb_grow(struct strbuf *sb, size_t more)
+{
+	if (sb->len + more + 1 <= sb->cap)
+		return;
+	size_t cap = sb->cap ? sb->cap : 64;
+	while (cap < sb->len + more + 1)
+		cap *= 2;
+	sb->buf = xrealloc(sb->buf, cap);
+	sb->cap = cap;
+}
+
+void
+sb_appendn(struct strbuf *sb, const char *s, size_t n)
+{
+	sb_grow(sb, n);
+	memcpy(sb->buf + sb->len, s, n);
+	sb->len += n;
+	sb->buf[sb->len] = '\0';
+}
+
+void
+sb_append(struct strbuf *sb, const char *s)
+{
+	sb_appendn(sb, s, strlen(s));
+}
+
+void
+sb_appendc(struct strbuf *sb, char c)
+{
+	sb_appendn(sb, &c, 1);
+}
+
+void
+sb_appendf(struct strbuf *sb, const char *fmt, ...)
+{
+	char tmp[512];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		oom();
+	if ((size_t)n < sizeof(tmp)) {
+		sb_appendn(sb, tmp, (size_t)n);
+		return;
+	}
+	sb_grow(sb, (size_t)n);
+	va_start(ap, fmt);
+	vsnprintf(sb->buf + sb->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	sb->len += (size_t)n;
+}
+
+const char *
+sb_str(const struct strbuf *sb)
+{
+	return sb->buf ? sb->buf : "";
+}
+
+char *
+sb_take(struct strbuf *sb)
+{
+	char *p = sb->buf ? sb->buf : xstrdup("");
+	sb->buf = NULL;
+	sb->len = sb->cap = 0;
+	return p;
+}
+
+void
+sb_free(struct strbuf *sb)
+{
+	free(sb->buf);
+	sb->buf = NULL;
+	sb->len = sb->cap = 0;
+}
+
+void
+sl_add_owned(struct strlist *sl, char *s)
+{
+	if (sl->n + 2 > sl->cap) {
+		sl->cap = sl->cap ? sl->cap * 2 : 8;
+		sl->v = xrealloc(sl->v, sl->cap * sizeof(char *));
+	}
+	sl->v[sl->n++] = s;
+	sl->v[sl->n] = NULL;
+}
+
+void
+sl_add(struct strlist *sl, const char *s)
+{
+	sl_add_owned(sl, xstrdup(s));
+}
+
+bool
+sl_contains(const struct strlist *sl, const char *s)
+{
+	for (size_t i = 0; i < sl->n; i++)
+		if (strcmp(sl->v[i], s) == 0)
+			return true;
+	return false;
+}
+
+void
+sl_free(struct strlist *sl)
+{
+	for (size_t i = 0; i < sl->n; i++)
+		free(sl->v[i]);
+	free(sl->v);
+	sl->v = NULL;
+	sl->n = sl->cap = 0;
+}
+
+int
+parse_long(const char *s, long min, long max, long *out, const char **why)
+{
+	char *end;
+
+	if (!s || !*s) {
+		*why = "empty value, expected a whole number";
+		return -1;
+	}
+	if (isspace((unsigned char)*s)) {
+		*why = "expected a whole number";
+		return -1;
+	}
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (end == s || *end != '\0') {
+		*why = "expected a whole number";
+		return -1;
+	}
+	if (errno == ERANGE || v < min || v > max) {
+		*why = "number out of range";
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+int
+parse_size(const char *s, uint64_t *out, const char **why)
+{
+	char *end;
+
+	if (!s || !*s || !isdigit((unsigned char)*s)) {
+		*why = "expected a size such as 512M, 10G or 1073741824";
+		return -1;
+	}
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno == ERANGE) {
+		*why = "size out of range";
+		return -1;
+	}
+	unsigned shift = 0;
+	if (*end) {
+		switch (toupper((unsigned char)*end)) {
+		case 'K': shift = 10; break;
+		case 'M': shift = 20; break;
+		case 'G': shift = 30; break;
+		case 'T': shift = 40; break;
+		default:
+			*why = "expected a size such as 512M, 10G or 1073741824 (suffixes K, M, G, T; binary)";
+			return -1;
+		}
+		end++;
+		/* Accept "10G", "10GB", "10GiB" alike. */
+		if (*end == 'i' || *end == 'I')
+			end++;
+		if (*end == 'B' || *end == 'b')
+			end++;
+		if (*end) {
+			*why = "expected a size such as 512M, 10G or 1073741824 (suffixes K, M, G, T; binary)";
+			return -1;
+		}
+	}
+	if (shift && v > (UINT64_MAX >> shift)) {
+		*why = "size out of range";
+		return -1;
+	}
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+int
+parse_bool(const char *s, bool *out, const char **why)
+{
+	static const char *const yes[] = {"yes", "true", "on", "1"};
+	static const char *const no[] = {"no", "false", "off", "0"};
+	for (size_t i = 0; i < 4; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	*why = "expected yes or no";
+	return -1;
+}
+
+void
+hex_encode(const unsigned char *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+int
+mkdir_p(const char *path, mode_t mode)
+{
+	char *p = xstrdup(path);
+	int rc = 0;
+
+	for (char *s = p + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, mode) != 0 && errno != EEXIST) {
+			log_error("could not create directory \"%s\": %s", p, strerror(errno));
+			rc = -1;
+			break;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	if (rc == 0) {
+		struct stat st;
+		if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			log_error("\"%s\" exists but is not a directory", path);
+			rc = -1;
+		}
+	}
+	free(p);
+	return rc;
+}
+
+static int
+rm_rf_at(int parent, const char *name, const char *shown)
+{
+	struct stat st;
+
+	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("could not stat \"%s\": %s", shown, strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlinkat(parent, name, 0) != 0 && errno != ENOENT) {
+			log_error("could not remove \"%s\": %s", shown, strerror(errno));
+			return -1;
+		}
+		return 0;
+	}
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("could not open directory \"%s\": %s", shown, strerror(errno));
+		return -1;
+	}
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		log_error("could not open directory \"%s\": %s", shown, strerror(errno));
+		return -1;
+	}
+	int rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *sub = path_join(shown, de->d_name);
+		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
+			rc = -1;
+		free(sub);
+	}
+	closedir(d);
+	if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
+		log_error("could not remove directory \"%s\": %s", shown, strerror(errno));
+		rc = -1;
+	}
+	return rc;
+}
+
+int
+rm_rf(const char *path)
+{
+	return rm_rf_at(AT_FDCWD, path, path);
+}
+
+int
+empty_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d) {
+		if (errno == ENOENT)
+			return 0;
+		log_error("could not open directory \"%s\": %s", path, strerror(errno));
+		return -1;
+	}
+	int rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *sub = path_join(path, de->d_name);
+		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
+			rc = -1;
+		free(sub);
+	}
+	closedir(d);
+	return rc;
+}
+
+bool
+dir_is_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	if (!d)
+		return errno == ENOENT;
+	struct dirent *de;
+	bool empty = true;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+			empty = false;
+			break;
+		}
+	}
+	closedir(d);
+	return empty;
+}
+
+int
+fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("could not open directory \"%s\": %s", path, strerror(errno));
+		return -1;
+	}
+	if (fsync(fd) != 0 && errno != EINVAL) {
+		log_error("could not fsync directory \"%s\": %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+int
+fsync_parent(const char *path)
+{
+	char *p = xstrdup(path);
+	char *slash = strrchr(p, '/');
+	int rc;
+	if (!slash)
+		rc = fsync_dir(".");
+	else {
+		if (slash == p)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		rc = fsync_dir(p);
+	}
+	free(p);
+	return rc;
+}
+
+char *
+read_file(const char *path, size_t *len_out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct strbuf sb = {0};
+	char buf[8192];
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int e = errno;
+			close(fd);
+			sb_free(&sb);
+			errno = e;
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		sb_appendn(&sb, buf, (size_t)n);
+	}
+	close(fd);
+	if (len_out)
+		*len_out = sb.len;
+	return sb_take(&sb);
+}
+
+int
+write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable)
+{
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int rc = -1;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0) {
+		log_error("could not create file \"%s\": %s", tmp, strerror(errno));
+		goto cleanup;
+	}
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, data + off, len - off);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			log_error("could not write file \"%s\": %s", tmp, strerror(errno));
+			goto cleanup;
+		}
+		off += (size_t)n;
+	}
+	if (durable && fsync(fd) != 0) {
+		log_error("could not fsync file \"%s\": %s", tmp, strerror(errno));
+		goto cleanup;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		log_error("could not write file \"%s\": %s", tmp, strerror(errno));
+		goto cleanup;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		log_error("could not rename \"%s\" to \"%s\": %s", tmp, path, strerror(errno));
+		goto cleanup;
+	}
+	if (durable && fsync_parent(path) != 0)
+		goto cleanup;
+	rc = 0;
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0)
+		unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+static uint64_t
+du_at(int parent, const char *name)
+{
+	struct stat st;
+	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+		return 0;
+	if (S_ISREG(st.st_mode))
+		return (uint64_t)st.st_size;
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	uint64_t total = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		total += du_at(dirfd(d), de->d_name);
+	}
+	closedir(d);
+	return total;
+}
+
+uint64_t
+du_bytes(const char *path)
+{
+	return du_at(AT_FDCWD, path);
+}
+
+char *
+path_join(const char *a, const char *b)
+{
+	size_t la = strlen(a);
+	if (la > 0 && a[la - 1] == '/')
+		return xasprintf("%s%s", a, b);
+	return xasprintf("%s/%s", a, b);
+}

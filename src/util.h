@@ -1,0 +1,94 @@
+/*
+ * util — small helpers every module needs: checked allocation, a growable
+ * string, a string list, strict number parsing, and the file-system chores
+ * (mkdir -p, rm -rf, fsync of a directory) that must be done carefully once.
+ *
+ * Not for: anything with policy.  Allocation failure aborts (the process is a
+ * short-lived entrypoint; there is nothing sensible to roll back to).
+ */
+#ifndef PGSTASH_UTIL_H
+#define PGSTASH_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Never return NULL: out of memory aborts with a message. Caller frees. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+/* Returns a malloc'ed string formatted like printf. */
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* A growable NUL-terminated byte string; zero-initialise, free with sb_free. */
+struct strbuf {
+	char *buf;
+	size_t len;
+	size_t cap;
+};
+void sb_append(struct strbuf *sb, const char *s);
+void sb_appendn(struct strbuf *sb, const char *s, size_t n);
+void sb_appendf(struct strbuf *sb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void sb_appendc(struct strbuf *sb, char c);
+/* Returns the buffer ("" when empty, never NULL); the strbuf still owns it. */
+const char *sb_str(const struct strbuf *sb);
+/* Hands the buffer to the caller (never NULL) and resets the strbuf. */
+char *sb_take(struct strbuf *sb);
+void sb_free(struct strbuf *sb);
+
+/* A NULL-terminated, growable array of owned strings; zero-initialise. */
+struct strlist {
+	char **v; /* v[n] == NULL once anything was added */
+	size_t n;
+	size_t cap;
+};
+void sl_add(struct strlist *sl, const char *s);     /* copies s */
+void sl_add_owned(struct strlist *sl, char *s);     /* takes s */
+bool sl_contains(const struct strlist *sl, const char *s);
+void sl_free(struct strlist *sl);
+
+/*
+ * Strict parsers: the whole string must be the number (surrounding blanks not
+ * allowed), in range.  Return 0 on success, -1 with *why set to a static
+ * explanation otherwise.
+ */
+int parse_long(const char *s, long min, long max, long *out, const char **why);
+/* "10G", "512M", "1024", "1.5G"? no: integer with optional K/M/G/T (binary). */
+int parse_size(const char *s, uint64_t *out, const char **why);
+/* yes/no/true/false/on/off/1/0, case-insensitive. */
+int parse_bool(const char *s, bool *out, const char **why);
+
+/* Lowercase hex of `len` bytes into out (2*len+1 bytes). */
+void hex_encode(const unsigned char *in, size_t len, char *out);
+
+/* mkdir -p with `mode` for created components; 0 or -1 (logged). */
+int mkdir_p(const char *path, mode_t mode);
+/*
+ * Removes `path` and everything below it without following symlinks; a missing
+ * path is success.  0 or -1 (logged).
+ */
+int rm_rf(const char *path);
+/* Removes everything inside directory `path`, keeping the directory. */
+int empty_dir(const char *path);
+/* true if `path` is a directory with no entries (or does not exist when missing_ok). */
+bool dir_is_empty(const char *path);
+/* open(O_DIRECTORY)+fsync; 0 or -1 (logged). */
+int fsync_dir(const char *path);
+/* fsync the directory containing `path`. */
+int fsync_parent(const char *path);
+/* Reads a whole (small) file; NUL-terminated, *len_out optional. NULL on error (errno set, not logged). */
+char *read_file(const char *path, size_t *len_out);
+/*
+ * Writes `data` to `path` atomically: temp file beside it, fsync, rename,
+ * fsync dir when `durable`.  0 or -1 (logged).
+ */
+int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable);
+/* Sum of st_size of regular files below path (no symlink following). */
+uint64_t du_bytes(const char *path);
+
+/* Returns a malloc'ed "a/b", dropping a duplicate slash. */
+char *path_join(const char *a, const char *b);
+
+#endif

@@ -1,0 +1,319 @@
+/*
+ * Unit tests for config: good files, every kind of bad input with its
+ * file:line, env precedence and *_FILE secrets.
+ */
+#include "unit.h"
+
+#include "config.h"
+#include "log.h"
+
+static char *tmp;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	tmp = unit_tmpdir();
+	unsetenv("PGSTASH_CONFIG");
+	unsetenv("PGDATA");
+	unsetenv("PGSTASH_CACHE_DIR");
+	unsetenv("PGSTASH_MAX_BYTES");
+	unsetenv("POSTGRES_USER");
+	unsetenv("POSTGRES_DB");
+	unsetenv("POSTGRES_PASSWORD");
+	unsetenv("POSTGRES_PASSWORD_FILE");
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	rm_rf(tmp);
+	free(tmp);
+	return 0;
+}
+
+/* Loads `text` as an INI file; returns cfg_load's result and the stderr text. */
+static int
+load_text(const char *text, struct cfg *cfg, char **err)
+{
+	unit_write(tmp, "pgstash.ini", text);
+	char *path = path_join(tmp, "pgstash.ini");
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	int rc = cfg_load(cfg, path);
+	char *e = unit_stderr_end(&cap);
+	if (err)
+		*err = e;
+	else
+		free(e);
+	free(path);
+	return rc;
+}
+
+static void
+expect_error(const char *text, const char *needle)
+{
+	struct cfg cfg;
+	char *err;
+	int rc = load_text(text, &cfg, &err);
+	if (rc != -1 || !strstr(err, needle))
+		fail_msg("expected failure containing \"%s\", got rc=%d stderr=%s", needle, rc, err);
+	free(err);
+	cfg_free(&cfg);
+}
+
+static void
+test_good_file(void **state)
+{
+	(void)state;
+	unit_write(tmp, "django/app/migrations/0001_initial.py", "x");
+	struct cfg cfg;
+	char *err;
+	int rc = load_text("; a comment\n"
+	                   "[pgstash]\n"
+	                   "cache_dir = cache      ; relative to the file\n"
+	                   "compression = zstd:7\n"
+	                   "max_bytes = 2G\n"
+	                   "max_entries = 5\n"
+	                   "lock_timeout = 60\n"
+	                   "[database]\n"
+	                   "user = owner\n"
+	                   "name = app\n"
+	                   "extra = flask_app other\n"
+	                   "  third\n"
+	                   "[step django]\n"
+	                   "root = django\n"
+	                   "migrations = */migrations/*.py\n"
+	                   "  */migrations/*.sql\n"
+	                   "exclude = */__pycache__/*\n"
+	                   "run = python3 manage.py\n"
+	                   "  migrate --noinput\n"
+	                   "database = flask_app\n"
+	                   "env = A=1\n"
+	                   "env = SECRET=hunter2\n"
+	                   "layer = schema\n"
+	                   "incremental = yes\n"
+	                   "timeout = 600\n",
+	                   &cfg, &err);
+	if (rc != 0)
+		fail_msg("load failed: %s", err);
+	free(err);
+	char *cache = path_join(tmp, "cache");
+	assert_string_equal(cfg.cache_dir, cache);
+	free(cache);
+	assert_int_equal(cfg.compression, CFG_COMP_ZSTD);
+	assert_int_equal(cfg.compression_level, 7);
+	assert_true(cfg.max_bytes == 2ULL << 30);
+	assert_int_equal(cfg.max_entries, 5);
+	assert_int_equal(cfg.lock_timeout, 60);
+	assert_string_equal(cfg.db_user, "owner");
+	assert_string_equal(cfg.db_name, "app");
+	assert_int_equal(cfg.db_extra.n, 3);
+	assert_string_equal(cfg.db_extra.v[2], "third");
+	assert_int_equal(cfg.n_steps, 1);
+	struct cfg_step *st = &cfg.steps[0];
+	assert_string_equal(st->name, "django");
+	char *root = path_join(tmp, "django");
+	assert_string_equal(st->root, root);
+	free(root);
+	assert_int_equal(st->migrations.n, 2);
+	assert_string_equal(st->run, "python3 manage.py migrate --noinput");
+	assert_int_equal(st->env.n, 2);
+	assert_string_equal(st->env.v[1], "SECRET=hunter2");
+	assert_true(st->incremental);
+	assert_int_equal(st->timeout, 600);
+	assert_int_equal(st->line, 13);
+	cfg_free(&cfg);
+}
+
+static void
+test_defaults_and_env(void **state)
+{
+	(void)state;
+	struct cfg cfg;
+	setenv("PGDATA", "/tmp/somewhere", 1);
+	setenv("PGSTASH_MAX_BYTES", "512M", 1);
+	setenv("POSTGRES_USER", "alice", 1);
+	int rc = load_text("[pgstash]\npgdata = /from/file\nmax_bytes = 1G\n", &cfg, NULL);
+	assert_int_equal(rc, 0);
+	assert_string_equal(cfg.pgdata, "/tmp/somewhere");
+	assert_true(cfg.max_bytes == 512ULL << 20);
+	assert_string_equal(cfg.db_user, "alice");
+	assert_null(cfg.db_name); /* the main database defaults to the user, as the official image */
+	assert_string_equal(cfg.cache_dir, "/var/cache/pgstash");
+	cfg_free(&cfg);
+	unsetenv("PGDATA");
+	unsetenv("PGSTASH_MAX_BYTES");
+	unsetenv("POSTGRES_USER");
+}
+
+static void
+test_password_file(void **state)
+{
+	(void)state;
+	unit_write(tmp, "secret", "s3cret\n\n");
+	char *p = path_join(tmp, "secret");
+	setenv("POSTGRES_PASSWORD_FILE", p, 1);
+	struct cfg cfg;
+	assert_int_equal(load_text("", &cfg, NULL), 0);
+	assert_string_equal(cfg.db_password, "s3cret");
+	cfg_free(&cfg);
+
+	setenv("POSTGRES_PASSWORD", "other", 1);
+	char *err;
+	assert_int_equal(load_text("", &cfg, &err), -1);
+	assert_non_null(strstr(err, "exclusive"));
+	free(err);
+	cfg_free(&cfg);
+	unsetenv("POSTGRES_PASSWORD");
+
+	char *missing = path_join(tmp, "nope");
+	setenv("POSTGRES_PASSWORD_FILE", missing, 1);
+	assert_int_equal(load_text("", &cfg, &err), -1);
+	assert_non_null(strstr(err, "POSTGRES_PASSWORD_FILE"));
+	assert_non_null(strstr(err, "No such file"));
+	free(err);
+	cfg_free(&cfg);
+	unsetenv("POSTGRES_PASSWORD_FILE");
+	free(missing);
+	free(p);
+}
+
+static void
+test_bad_inputs(void **state)
+{
+	(void)state;
+	expect_error("[pgstash]\nfoo = 1\n", "pgstash.ini:2: unknown key \"foo\" in [pgstash]");
+	expect_error("[pgstash]\n[nope]\nx = 1\n", "pgstash.ini:2: unknown section [nope]");
+	expect_error("[pgstash]\nmax_bytes = 10X\n", "pgstash.ini:2: bad value \"10X\" for max_bytes");
+	expect_error("[pgstash]\nmax_bytes = 99999999999999999999G\n", ":2: bad value");
+	expect_error("[pgstash]\nmax_entries = -1\n", ":2: bad value \"-1\" for max_entries");
+	expect_error("[pgstash]\nmax_entries = 12abc\n", ":2: bad value");
+	expect_error("[pgstash]\nlock_timeout = 99999999999999999999\n", "out of range");
+	expect_error("[pgstash]\ncompression = lz4\n", "expected zstd[:LEVEL]");
+	expect_error("[pgstash]\ncompression = zstd:30\n", "zstd level must be 1 to 19");
+	expect_error("[pgstash]\ncache_dir = a\ncache_dir = b\n", ":3: duplicate key \"cache_dir\"");
+	expect_error("[pgstash]\n[pgstash]\n", ":2: duplicate section [pgstash]");
+	expect_error("cache_dir = x\n", ":1: key \"cache_dir\" outside any section");
+	expect_error("[pgstash]\nthis is not ini\n", ":2: syntax error");
+	expect_error("[step]\nrun = x\n", "bad step section [step]");
+	expect_error("[step a/b]\nrun = x\n", "bad step section");
+	expect_error("[step s]\nroot = /nonexistent-pgstash-root\nmigrations = *.py\nrun = true\n",
+	             ":2: step \"s\": root \"/nonexistent-pgstash-root\": No such file or directory");
+	expect_error("[step s]\nroot = .\nmigrations = *.py\n", ":1: step \"s\" has no command");
+	expect_error("[step s]\nmigrations = *.py\nrun = x\n", "has no root");
+	expect_error("[step s]\nroot = .\nrun = x\n", "names no migration files");
+	expect_error("[step s]\nroot = .\nmigrations = *.py\nrun = x\nlayer = middle\n", ":5: bad value \"middle\" for layer");
+	expect_error("[step s]\nroot = .\nmigrations = *.py\nrun = x\nincremental = perhaps\n", "expected yes or no");
+	expect_error("[step s]\nroot = .\nmigrations = *.py\nrun = x\nenv = 1BAD=x\n", ":5: bad env entry");
+	expect_error("[step s]\nroot = .\nmigrations = *.py\nrun = x\ndatabase = ghost\n",
+	             ":5: step \"s\": database \"ghost\" is not created by pgstash");
+	expect_error("[step s]\nroot = .\nmigrations = *.py\nrun = x\n[step s]\n", "duplicate section [step s]");
+	expect_error("[step s]\nroot = .\nmigrations = /abs/*.py\nrun = x\n", "must be relative");
+	expect_error("[pgstash]\ncache_dir = x\n  more\n", ":3: continuation line for \"cache_dir\"");
+	expect_error("[database]\nextra = a a\n", "listed twice");
+	expect_error("[step f]\nroot = .\nmigrations = *.py\nrun = x\nlayer = fixtures\n[step s]\nroot = .\nmigrations = *.py\nrun = x\n",
+	             "fixtures steps must come last");
+}
+
+static void
+test_long_line_and_bytes(void **state)
+{
+	(void)state;
+	struct strbuf sb = {0};
+	sb_append(&sb, "[pgstash]\ncache_dir = ");
+	for (int i = 0; i < 300; i++)
+		sb_appendc(&sb, 'a');
+	sb_append(&sb, "\n");
+	expect_error(sb_str(&sb), ":2: line too long");
+	sb_free(&sb);
+	expect_error("[pgstash]\ncache_dir = \xff\xfe\n", ":2: invalid UTF-8");
+	expect_error("[pgstash]\ncache_dir = caf\xc3\xa9\nmax_bytes = 1Q\n", ":3: bad value");
+
+	/* A NUL byte: the file is not text. */
+	char *path = path_join(tmp, "pgstash.ini");
+	FILE *f = fopen(path, "w");
+	fwrite("[pgstash]\ncache_dir = a\0b\n", 1, 26, f);
+	fclose(f);
+	struct cfg cfg;
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	int rc = cfg_load(&cfg, path);
+	char *err = unit_stderr_end(&cap);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err, ":2: NUL byte"));
+	free(err);
+	cfg_free(&cfg);
+	free(path);
+}
+
+static void
+test_missing_file(void **state)
+{
+	(void)state;
+	struct cfg cfg;
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	int rc = cfg_load(&cfg, "/nonexistent/pgstash.ini");
+	char *err = unit_stderr_end(&cap);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err, "could not open configuration file \"/nonexistent/pgstash.ini\""));
+	free(err);
+	cfg_free(&cfg);
+
+	setenv("PGSTASH_CONFIG", "/nonexistent/env.ini", 1);
+	unit_stderr_begin(&cap);
+	rc = cfg_load(&cfg, NULL);
+	err = unit_stderr_end(&cap);
+	assert_int_equal(rc, -1);
+	assert_non_null(strstr(err, "/nonexistent/env.ini"));
+	free(err);
+	cfg_free(&cfg);
+	unsetenv("PGSTASH_CONFIG");
+}
+
+static void
+test_parsers(void **state)
+{
+	(void)state;
+	uint64_t v;
+	const char *why;
+	assert_int_equal(parse_size("10G", &v, &why), 0);
+	assert_true(v == 10ULL << 30);
+	assert_int_equal(parse_size("1024", &v, &why), 0);
+	assert_true(v == 1024);
+	assert_int_equal(parse_size("3MiB", &v, &why), 0);
+	assert_true(v == 3ULL << 20);
+	assert_int_equal(parse_size("", &v, &why), -1);
+	assert_int_equal(parse_size("-1", &v, &why), -1);
+	assert_int_equal(parse_size("1.5G", &v, &why), -1);
+	assert_int_equal(parse_size("17179869184T", &v, &why), -1);
+	long l;
+	assert_int_equal(parse_long(" 5", 0, 10, &l, &why), -1);
+	assert_int_equal(parse_long("11", 0, 10, &l, &why), -1);
+	assert_int_equal(parse_long("10", 0, 10, &l, &why), 0);
+	assert_int_equal(l, 10);
+	bool b;
+	assert_int_equal(parse_bool("Yes", &b, &why), 0);
+	assert_true(b);
+	assert_int_equal(parse_bool("off", &b, &why), 0);
+	assert_false(b);
+	assert_int_equal(parse_bool("maybe", &b, &why), -1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_good_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_defaults_and_env, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_long_line_and_bytes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
+		cmocka_unit_test(test_parsers),
+	};
+	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
+}

@@ -1,0 +1,351 @@
+/*
+ * Unit tests for fingerprint: what changes the key and what must not.
+ */
+#include "unit.h"
+
+#include "config.h"
+#include "fingerprint.h"
+#include "log.h"
+
+#include <utime.h>
+
+static char *tmp;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	tmp = unit_tmpdir();
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	rm_rf(tmp);
+	free(tmp);
+	return 0;
+}
+
+/* A config with one step over `root`, as the INI loader would build it. */
+static void
+make_cfg(struct cfg *cfg, const char *root, const char *run)
+{
+	cfg_defaults(cfg);
+	free(cfg->initdb_d);
+	cfg->initdb_d = NULL;
+	free(cfg->db_name);
+	cfg->db_name = xstrdup("app");
+	cfg->steps = xcalloc(1, sizeof(struct cfg_step));
+	cfg->n_steps = 1;
+	struct cfg_step *st = &cfg->steps[0];
+	st->name = xstrdup("django");
+	st->file = xstrdup("test.ini");
+	st->root = xstrdup(root);
+	sl_add(&st->migrations, "*/migrations/*.py");
+	sl_add(&st->exclude, "*/__pycache__/*");
+	st->run = xstrdup(run);
+}
+
+static void
+key_of(const char *root, const char *run, int major, char out[65])
+{
+	struct cfg cfg;
+	struct fp_result fp;
+	make_cfg(&cfg, root, run);
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	int rc = fp_compute(&cfg, major, "x86_64", &fp);
+	char *err = unit_stderr_end(&cap);
+	if (rc != 0)
+		fail_msg("fp_compute failed: %s", err);
+	free(err);
+	memcpy(out, fp.key, 65);
+	fp_result_free(&fp);
+	cfg_free(&cfg);
+}
+
+static char *
+repo(const char *name, bool reverse)
+{
+	char *root = path_join(tmp, name);
+	const char *files[][2] = {
+		{"app01/migrations/0001_initial.py", "create table a"},
+		{"app01/migrations/0002_more.py", "alter table a"},
+		{"app02/migrations/0001_initial.py", "create table b"},
+		{"app02/migrations/__init__.py", ""},
+	};
+	for (int i = 0; i < 4; i++) {
+		int k = reverse ? 3 - i : i;
+		unit_write(root, files[k][0], files[k][1]);
+	}
+	return root;
+}
+
+static void
+test_same_key_anywhere(void **state)
+{
+	(void)state;
+	char *a = repo("checkout-a", false);
+	char *b = repo("elsewhere/checkout b with space", true);
+	/* Different mtimes too. */
+	char *f = path_join(b, "app01/migrations/0001_initial.py");
+	struct utimbuf ut = {.actime = 1000000, .modtime = 1000000};
+	assert_int_equal(utime(f, &ut), 0);
+	char ka[65], kb[65];
+	key_of(a, "python3 manage.py migrate", 15, ka);
+	key_of(b, "python3 manage.py migrate", 15, kb);
+	assert_string_equal(ka, kb);
+	assert_int_equal(strlen(ka), 64);
+	free(f);
+	free(a);
+	free(b);
+}
+
+static void
+test_what_changes_the_key(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	char base[65], k[65];
+	key_of(r, "python3 manage.py migrate", 15, base);
+
+	key_of(r, "python3 manage.py migrate --noinput", 15, k);
+	assert_string_not_equal(base, k);
+	key_of(r, "python3 manage.py migrate", 16, k);
+	assert_string_not_equal(base, k);
+
+	/* Outside the globs, or excluded: no effect. */
+	unit_write(r, "app01/models.py", "class A");
+	unit_write(r, "app01/migrations/__pycache__/0001_initial.cpython-311.py", "bytecode");
+	unit_write(r, "app01/migrations/notes.txt", "notes");
+	key_of(r, "python3 manage.py migrate", 15, k);
+	assert_string_equal(base, k);
+
+	/* One byte changed. */
+	unit_write(r, "app01/migrations/0002_more.py", "alter table A");
+	key_of(r, "python3 manage.py migrate", 15, k);
+	assert_string_not_equal(base, k);
+	unit_write(r, "app01/migrations/0002_more.py", "alter table a");
+	key_of(r, "python3 manage.py migrate", 15, k);
+	assert_string_equal(base, k);
+
+	/* Added, removed, renamed. */
+	unit_write(r, "app02/migrations/0002_x.py", "x");
+	key_of(r, "python3 manage.py migrate", 15, k);
+	assert_string_not_equal(base, k);
+	char *p = path_join(r, "app02/migrations/0002_x.py");
+	unlink(p);
+	key_of(r, "python3 manage.py migrate", 15, k);
+	assert_string_equal(base, k);
+	char *from = path_join(r, "app01/migrations/0002_more.py");
+	char *to = path_join(r, "app01/migrations/0002_renamed.py");
+	assert_int_equal(rename(from, to), 0);
+	key_of(r, "python3 manage.py migrate", 15, k);
+	assert_string_not_equal(base, k);
+	free(p);
+	free(from);
+	free(to);
+	free(r);
+}
+
+static void
+test_manifest_form_and_secrets(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	struct cfg cfg;
+	make_cfg(&cfg, r, "python3 manage.py migrate --noinput");
+	sl_add(&cfg.steps[0].env, "DJANGO_SETTINGS_MODULE=proj.settings");
+	sl_add(&cfg.steps[0].env, "API_TOKEN=hunter2-secret");
+	cfg.db_password = xstrdup("pw-very-secret");
+	struct fp_result fp;
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	const char *m = fp.manifest;
+	const char *head = "pgstash-manifest 1\npostgres 15 x86_64\ninitdb --encoding=UTF8 --locale=C.UTF-8\nsuperuser postgres\n";
+	assert_true(strncmp(m, head, strlen(head)) == 0);
+	assert_non_null(strstr(m, "\ndatabase app owner postgres\n"));
+	assert_non_null(strstr(m, "\nstep django layer=schema run=\"python3 manage.py migrate --noinput\" image=- "
+	                          "database=app env=DJANGO_SETTINGS_MODULE,API_TOKEN env-sha256="));
+	assert_non_null(strstr(m, "\nfile django app01/migrations/0001_initial.py sha256="));
+	assert_null(strstr(m, "hunter2"));
+	assert_null(strstr(m, "proj.settings"));
+	assert_null(strstr(m, "pw-very-secret"));
+	/* Files in bytewise order. */
+	const char *a = strstr(m, "app01/migrations/0001");
+	const char *b = strstr(m, "app01/migrations/0002");
+	const char *c = strstr(m, "app02/migrations/0001");
+	const char *d = strstr(m, "app02/migrations/__init__");
+	assert_true(a && b && c && d && a < b && b < c && c < d);
+	/* The key is the SHA-256 of the manifest. */
+	char hex[65];
+	fp_sha256_hex(m, strlen(m), hex);
+	assert_string_equal(hex, fp.key);
+	assert_false(fp.has_fixtures);
+	fp_result_free(&fp);
+
+	/* A changed env value changes the key without showing it. */
+	char k1[65];
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	memcpy(k1, fp.key, 65);
+	fp_result_free(&fp);
+	free(cfg.steps[0].env.v[1]);
+	cfg.steps[0].env.v[1] = xstrdup("API_TOKEN=other");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	assert_string_not_equal(k1, fp.key);
+	fp_result_free(&fp);
+	/* The password is not part of the key at all. */
+	free(cfg.db_password);
+	cfg.db_password = xstrdup("another");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	fp_result_free(&fp);
+	cfg_free(&cfg);
+	free(r);
+}
+
+static void
+test_fixtures_layer_chains(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	unit_write(r, "fixtures/data.json", "[1]");
+	struct cfg cfg;
+	make_cfg(&cfg, r, "migrate");
+	cfg.steps = xrealloc(cfg.steps, 2 * sizeof(struct cfg_step));
+	cfg.n_steps = 2;
+	struct cfg_step *fx = &cfg.steps[1];
+	memset(fx, 0, sizeof(*fx));
+	fx->name = xstrdup("fixtures");
+	fx->root = xstrdup(r);
+	sl_add(&fx->migrations, "fixtures/*.json");
+	fx->run = xstrdup("loaddata");
+	fx->layer = CFG_LAYER_FIXTURES;
+	struct fp_result fp1, fp2;
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp1), 0);
+	assert_true(fp1.has_fixtures);
+	assert_string_not_equal(fp1.key, fp1.schema_key);
+	assert_non_null(strstr(fp1.manifest, fp1.schema_key));
+	assert_null(strstr(fp1.schema_manifest, "fixtures/data.json"));
+	unit_write(r, "fixtures/data.json", "[2]");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp2), 0);
+	assert_string_equal(fp1.schema_key, fp2.schema_key);
+	assert_string_not_equal(fp1.key, fp2.key);
+	fp_result_free(&fp1);
+	fp_result_free(&fp2);
+	cfg_free(&cfg);
+	free(r);
+}
+
+static void
+test_empty_globs(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	struct cfg cfg;
+	make_cfg(&cfg, r, "migrate");
+	sl_add(&cfg.steps[0].migrations, "nothing/*.sql");
+	struct fp_result fp;
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	char *err = unit_stderr_end(&cap);
+	assert_non_null(strstr(err, "warning: step \"django\": \"nothing/*.sql\" matches no file"));
+	free(err);
+	fp_result_free(&fp);
+	cfg_free(&cfg);
+
+	make_cfg(&cfg, r, "migrate");
+	sl_free(&cfg.steps[0].migrations);
+	sl_add(&cfg.steps[0].migrations, "nothing/*.sql");
+	unit_stderr_begin(&cap);
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), -1);
+	err = unit_stderr_end(&cap);
+	assert_non_null(strstr(err, "error: step \"django\": no migration file matches"));
+	free(err);
+	cfg_free(&cfg);
+	free(r);
+}
+
+static void
+test_glob_metachars_in_root(void **state)
+{
+	(void)state;
+	char *r = repo("we[ir]d*root", false);
+	char k1[65], k2[65];
+	key_of(r, "m", 15, k1);
+	char *r2 = repo("plain", false);
+	key_of(r2, "m", 15, k2);
+	assert_string_equal(k1, k2);
+	free(r);
+	free(r2);
+}
+
+static void
+test_initdb_d_in_key(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	char *d = path_join(tmp, "initdb.d");
+	mkdir_p(d, 0755);
+	struct cfg cfg;
+	make_cfg(&cfg, r, "m");
+	cfg.initdb_d = xstrdup(d);
+	struct fp_result a, b;
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &a), 0);
+	unit_write(d, "01-ext.sql", "create extension citext;");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &b), 0);
+	assert_string_not_equal(a.key, b.key);
+	assert_non_null(strstr(b.manifest, "\ninitdb.d 01-ext.sql mode=- sha256="));
+	fp_result_free(&a);
+	fp_result_free(&b);
+	cfg_free(&cfg);
+	free(d);
+	free(r);
+}
+
+static void
+test_quote(void **state)
+{
+	(void)state;
+	struct strbuf sb = {0};
+	fp_quote(&sb, "plain/path-1.py");
+	sb_appendc(&sb, '|');
+	fp_quote(&sb, "a b\"c\\d\ne\x01");
+	sb_appendc(&sb, '|');
+	fp_quote(&sb, "");
+	assert_string_equal(sb_str(&sb), "plain/path-1.py|\"a b\\\"c\\\\d\\ne\\x01\"|\"\"");
+	sb_free(&sb);
+}
+
+static void
+test_sha256_file(void **state)
+{
+	(void)state;
+	unit_write(tmp, "abc", "abc");
+	char *p = path_join(tmp, "abc");
+	char hex[65];
+	uint64_t n;
+	assert_int_equal(fp_sha256_file(p, hex, &n), 0);
+	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	assert_true(n == 3);
+	free(p);
+	assert_int_equal(fp_sha256_file("/nonexistent", hex, &n), -1);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_same_key_anywhere, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_what_changes_the_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_manifest_form_and_secrets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fixtures_layer_chains, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_globs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, setup, teardown),
+		cmocka_unit_test(test_quote),
+		cmocka_unit_test_setup_teardown(test_sha256_file, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);
+}
