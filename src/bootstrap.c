@@ -386,7 +386,6 @@ build(struct boot *b, double *seconds)
 	for (size_t i = 0; i < cfg->n_steps; i++)
 		tcp = tcp || cfg->steps[i].image;
 
-	double t = log_now();
 	if (srv_initdb(cfg, &b->pg) != 0)
 		return BOOT_RUNTIME;
 	char *text = xasprintf("building %s\n", b->fp.key);
@@ -395,14 +394,11 @@ build(struct boot *b, double *seconds)
 		return BOOT_RUNTIME;
 	}
 	free(text);
-	log_info("initdb done in %.2f s", log_now() - t);
 	if (sig_received)
 		return BOOT_RUNTIME;
 
-	t = log_now();
 	if (srv_start_temp(&b->srv, cfg, &b->pg, tcp) != 0)
 		return BOOT_RUNTIME;
-	log_info("temporary server ready in %.2f s%s", log_now() - t, tcp ? " (also on 127.0.0.1 for container steps)" : "");
 	if (srv_setup_databases(&b->srv, cfg) != 0)
 		return BOOT_RUNTIME;
 	if (srv_run_initdb_d(&b->srv, cfg) != 0)
@@ -416,10 +412,8 @@ build(struct boot *b, double *seconds)
 		if (r != 0)
 			return sig_received ? BOOT_RUNTIME : BOOT_STEP;
 	}
-	t = log_now();
 	if (srv_stop(&b->srv) != 0)
 		return BOOT_RUNTIME;
-	log_info("temporary server stopped in %.2f s", log_now() - t);
 	*seconds = log_now() - t0;
 	return BOOT_OK;
 }

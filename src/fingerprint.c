@@ -7,6 +7,7 @@
  */
 #include "fingerprint.h"
 #include "log.h"
+#include "steps.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -364,13 +365,18 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 	fp_quote(&schema, arch);
 	sb_append(&schema, "\ninitdb --encoding=UTF8 --locale=C.UTF-8");
 	if (cfg->initdb_args) {
-		char *copy = xstrdup(cfg->initdb_args);
-		char *save = NULL;
-		for (char *w = strtok_r(copy, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
-			sb_appendc(&schema, ' ');
-			fp_quote(&schema, w);
+		/* The same words srv_initdb passes, split by the same rule. */
+		const char *why = NULL;
+		char **words = step_split_argv(cfg->initdb_args, &why);
+		if (!words) {
+			log_error("POSTGRES_INITDB_ARGS: %s", why);
+			goto cleanup;
 		}
-		free(copy);
+		for (char **w = words; *w; w++) {
+			sb_appendc(&schema, ' ');
+			fp_quote(&schema, *w);
+		}
+		step_argv_free(words);
 	}
 	sb_append(&schema, "\nsuperuser ");
 	fp_quote(&schema, cfg->db_user);

@@ -1,0 +1,1149 @@
+/*
+ * server — see server.h.  The official image (docker-library/postgres,
+ * docker-entrypoint.sh) is the reference for what users expect: its
+ * docker_init_database_dir, docker_temp_server_start, docker_setup_db,
+ * docker_process_init_files, pg_setup_hba_conf and docker_verify_minimum_env
+ * each have a counterpart here.  Unlike the image we start postgres
+ * ourselves instead of through pg_ctl: the postmaster is then our child, its
+ * exit status is ours to read and no shell is involved.
+ */
+#include "server.h"
+#include "log.h"
+#include "sig.h"
+#include "steps.h"
+#include "util.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Bounds on the temporary server: start-up, fast shutdown, then SIGQUIT. */
+#define SRV_START_TIMEOUT_S 60.0
+#define SRV_STOP_TIMEOUT_S 60.0
+#define SRV_QUIT_TIMEOUT_S 10.0
+/* Readiness poll interval (a fresh cluster is up in ~100 ms). */
+#define SRV_POLL_MS 20
+/* How much of a failed program's output to show. */
+#define TAIL_LINES 30
+
+/* ---- small helpers ---- */
+
+static void env_set(struct strlist *env, const char *name, const char *value);
+
+/* "exit status 1", "killed by signal 9 (Killed)" into buf. */
+static const char *
+describe_status(int status, char *buf, size_t n)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, n, "exit status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
+	else
+		snprintf(buf, n, "wait status %d", status);
+	return buf;
+}
+
+static bool
+exited_ok(int status)
+{
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* Prints the last TAIL_LINES lines of `text` to stderr as "[label] line". */
+static void
+print_tail(const char *label, const char *text, size_t len)
+{
+	if (!text || len == 0)
+		return;
+	size_t start = len;
+	int lines = 0;
+	if (text[start - 1] == '\n')
+		start--;
+	while (start > 0) {
+		if (text[start - 1] == '\n' && ++lines == TAIL_LINES)
+			break;
+		start--;
+	}
+	struct strbuf out = {0};
+	const char *p = text + start;
+	const char *end = text + len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		sb_appendf(&out, "[%s] ", label);
+		sb_appendn(&out, p, n);
+		sb_appendc(&out, '\n');
+		p += n + (nl ? 1 : 0);
+	}
+	fflush(stdout);
+	fwrite(out.buf, 1, out.len, stderr);
+	fflush(stderr);
+	sb_free(&out);
+}
+
+static void
+print_file_tail(const char *label, const char *path)
+{
+	size_t len = 0;
+	char *text = path ? read_file(path, &len) : NULL;
+	if (!text)
+		return;
+	log_error("last lines of \"%s\":", path);
+	print_tail(label, text, len);
+	free(text);
+}
+
+/* libpq's messages end with a newline; log_* adds its own. */
+static void
+log_pq(const char *what, const char *msg)
+{
+	size_t n = strlen(msg);
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+		n--;
+	log_error("%s: %.*s", what, (int)n, msg);
+}
+
+/*
+ * A fresh private directory $TMPDIR/pgstash-NAME-<random> (0700).  A socket
+ * path must fit in sun_path and unix_socket_directories is a comma list, so
+ * an unusual or long $TMPDIR gives way to /tmp.  NULL on error (logged).
+ */
+static char *
+make_private_dir(const char *name)
+{
+	const char *base = getenv("TMPDIR");
+	if (!base || !*base || base[0] != '/' || strlen(base) > 40 ||
+	    strspn(base, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_.-") != strlen(base))
+		base = "/tmp";
+	char *dir = xasprintf("%s/pgstash-%s-......", base, name);
+	memset(dir + strlen(dir) - 6, 'X', 6); /* mkdtemp's template */
+	if (!mkdtemp(dir)) {
+		log_error("could not create a temporary directory \"%s\": %s", dir, strerror(errno));
+		free(dir);
+		return NULL;
+	}
+	return dir;
+}
+
+/* How a child is started; see spawn(). */
+struct spawn_opts {
+	char *const *argv;   /* argv[0] is a path: no PATH search */
+	char *const *envp;   /* NULL: ours */
+	int in_fd;           /* the child's stdin; -1: /dev/null */
+	int out_fd;          /* the child's stdout and stderr; -1: our stderr */
+	bool own_group;      /* setpgid(0, 0): signals are forwarded to its group */
+};
+
+/*
+ * Forks and execs; the child is tracked (sig_track).  Returns its pid or -1
+ * (logged).  An exec failure is reported by the child on its stderr and
+ * ends it with 127 (ENOENT) or 126.
+ */
+static pid_t
+spawn(const struct spawn_opts *o)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("could not fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		if (o->own_group)
+			setpgid(0, 0);
+		sig_child_reset();
+		int in = o->in_fd;
+		if (in < 0)
+			in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (in >= 0)
+			dup2(in, STDIN_FILENO);
+		if (o->out_fd >= 0) {
+			dup2(o->out_fd, STDOUT_FILENO);
+			dup2(o->out_fd, STDERR_FILENO);
+		} else {
+			/* Our stdout is program output (a key, a listing): children talk on stderr. */
+			dup2(STDERR_FILENO, STDOUT_FILENO);
+		}
+		if (o->envp)
+			environ = (char **)o->envp;
+		execv(o->argv[0], o->argv);
+		int e = errno;
+		log_error("could not execute \"%s\": %s", o->argv[0], strerror(e));
+		_exit(e == ENOENT ? 127 : 126);
+	}
+	if (o->own_group)
+		setpgid(pid, pid);
+	sig_track(pid);
+	return pid;
+}
+
+/*
+ * Writes all of buf to the non-blocking pipe `fd` feeding child `pid`,
+ * watching for signals (forwarded to the child's group).  SIGPIPE must be
+ * ignored by the caller.  0, or -1: EPIPE (the child stopped reading;
+ * *closed set, not logged), a signal or an error (logged).
+ */
+static int
+feed(int fd, const char *buf, size_t len, pid_t pid, bool *closed)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+		if (n > 0) {
+			buf += n;
+			len -= (size_t)n;
+			continue;
+		}
+		if (n < 0 && errno == EPIPE) {
+			*closed = true;
+			return -1;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			log_error("could not write to a pipe: %s", strerror(errno));
+			return -1;
+		}
+		struct pollfd pfd[2] = {{.fd = fd, .events = POLLOUT}, {.fd = sig_fd(), .events = POLLIN}};
+		if (poll(pfd, sig_fd() >= 0 ? 2 : 1, 1000) < 0 && errno != EINTR) {
+			log_error("poll failed: %s", strerror(errno));
+			return -1;
+		}
+		int sig = sig_drain();
+		if (sig) {
+			sig_forward(pid, sig);
+			log_error("received signal %d (%s)", sig, strsignal(sig));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- initdb ---- */
+
+char **
+srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
+{
+	struct strlist argv = {0};
+
+	sl_add_owned(&argv, pgbin_path(pg, "initdb"));
+	sl_add(&argv, "-D");
+	sl_add(&argv, cfg->pgdata);
+	sl_add_owned(&argv, xasprintf("--username=%s", cfg->db_user));
+	sl_add(&argv, "--encoding=UTF8");
+	sl_add(&argv, "--locale=C.UTF-8");
+	sl_add(&argv, "--auth-local=trust");
+	sl_add(&argv, "--auth-host=trust");
+	/* The whole cluster is synced once, by srv_apply_per_start, before the final server. */
+	sl_add(&argv, "--no-sync");
+	if (cfg->initdb_args && cfg->initdb_args[strspn(cfg->initdb_args, " \t\r\n")]) {
+		/*
+		 * The official image runs `eval initdb ... $POSTGRES_INITDB_ARGS`, so
+		 * quotes in it count: the step rule gives the same words for
+		 * everything but expansions and operators, which it refuses.
+		 */
+		const char *why;
+		char **words = step_split_argv(cfg->initdb_args, &why);
+		if (!words) {
+			log_error("POSTGRES_INITDB_ARGS: %s", why);
+			sl_free(&argv);
+			return NULL;
+		}
+		for (char **w = words; *w; w++)
+			sl_add(&argv, *w);
+		step_argv_free(words);
+	}
+	if (cfg->initdb_waldir && *cfg->initdb_waldir)
+		sl_add_owned(&argv, xasprintf("--waldir=%s", cfg->initdb_waldir));
+	return argv.v;
+}
+
+int
+srv_initdb(const struct cfg *cfg, const struct pgbin *pg)
+{
+	char **argv = srv_initdb_argv(cfg, pg);
+	char *dir = NULL;
+	char *logpath = NULL;
+	int logfd = -1;
+	int rc = -1;
+	bool verbose = log_min_level <= LOG_DEBUG;
+
+	if (!argv)
+		return -1;
+	if (!verbose) {
+		dir = make_private_dir("initdb");
+		if (!dir)
+			goto cleanup;
+		logpath = path_join(dir, "initdb.log");
+		logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (logfd < 0) {
+			log_error("could not create file \"%s\": %s", logpath, strerror(errno));
+			goto cleanup;
+		}
+	}
+	log_info("initializing a cluster in \"%s\"", cfg->pgdata);
+	double t0 = log_now();
+	struct spawn_opts o = {.argv = argv, .in_fd = -1, .out_fd = logfd, .own_group = true};
+	pid_t pid = spawn(&o);
+	if (pid < 0)
+		goto cleanup;
+	int status = 0;
+	if (sig_wait_child(pid, &status, -1, pid) != 0)
+		goto cleanup;
+	if (!exited_ok(status)) {
+		char how[64];
+		log_error("initdb failed: %s", describe_status(status, how, sizeof(how)));
+		print_file_tail("initdb", logpath);
+		goto cleanup;
+	}
+	if (sig_received) {
+		log_error("initdb interrupted by signal %d", (int)sig_received);
+		goto cleanup;
+	}
+	log_info("initdb done in %.1f s", log_now() - t0);
+	rc = 0;
+cleanup:
+	if (logfd >= 0)
+		close(logfd);
+	if (dir)
+		rm_rf(dir);
+	free(logpath);
+	free(dir);
+	step_argv_free(argv);
+	return rc;
+}
+
+/* ---- the temporary server ---- */
+
+static void
+srv_clear(struct srv *s)
+{
+	free(s->sockdir);
+	free(s->user);
+	free(s->bindir);
+	free(s->pgdata);
+	free(s->logfile);
+	memset(s, 0, sizeof(*s));
+}
+
+int
+srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
+{
+	int logfd = -1;
+	char *postgres = NULL;
+	char *sockopt = NULL;
+	char port[16];
+
+	memset(s, 0, sizeof(*s));
+	s->port = SRV_PORT;
+	s->tcp = tcp;
+	s->user = xstrdup(cfg->db_user);
+	s->bindir = xstrdup(pg->bindir);
+	s->pgdata = xstrdup(cfg->pgdata);
+	s->sockdir = make_private_dir("srv");
+	if (!s->sockdir)
+		goto fail;
+	s->logfile = path_join(s->sockdir, "server.log");
+	logfd = open(s->logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (logfd < 0) {
+		log_error("could not create file \"%s\": %s", s->logfile, strerror(errno));
+		goto fail;
+	}
+
+	snprintf(port, sizeof(port), "%d", s->port);
+	postgres = pgbin_path(pg, "postgres");
+	sockopt = xasprintf("unix_socket_directories=%s", s->sockdir);
+	/*
+	 * Durability off: a crash during the build leaves a PGDATA that is
+	 * wiped and rebuilt anyway, and the clean shutdown at the end writes a
+	 * consistent checkpoint; only that state is ever snapshotted or used, and
+	 * srv_apply_per_start syncs it to disk before the final server starts.
+	 */
+	char *argv[] = {
+		postgres, "-D", s->pgdata, "-p", port,
+		"-c", tcp ? "listen_addresses=127.0.0.1" : "listen_addresses=",
+		"-c", sockopt,
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		/* The log tail we print on failure must be in our file. */
+		"-c", "logging_collector=off",
+		NULL,
+	};
+	double t0 = log_now();
+	struct spawn_opts o = {.argv = argv, .in_fd = -1, .out_fd = logfd, .own_group = true};
+	s->pid = spawn(&o);
+	close(logfd);
+	logfd = -1;
+	if (s->pid < 0) {
+		s->pid = 0;
+		goto fail;
+	}
+
+	const char *const kw[] = {"host", "port", "dbname", "user", "connect_timeout", NULL};
+	const char *const val[] = {s->sockdir, port, "postgres", s->user, "5", NULL};
+	for (;;) {
+		PGPing ping = PQpingParams(kw, val, 0);
+		if (ping == PQPING_OK)
+			break;
+		if (ping == PQPING_NO_ATTEMPT) {
+			log_error("could not check the temporary server: bad connection parameters");
+			goto fail;
+		}
+		int status;
+		if (sig_child_done(s->pid, &status)) {
+			char how[64];
+			s->pid = 0;
+			log_error("the temporary server exited during start-up: %s", describe_status(status, how, sizeof(how)));
+			print_file_tail("postgres", s->logfile);
+			goto fail;
+		}
+		if (sig_received) {
+			log_error("start-up of the temporary server interrupted by signal %d", (int)sig_received);
+			goto fail;
+		}
+		if (log_now() - t0 > SRV_START_TIMEOUT_S) {
+			log_error("the temporary server did not accept connections within %.0f s", SRV_START_TIMEOUT_S);
+			print_file_tail("postgres", s->logfile);
+			goto fail;
+		}
+		if (sig_fd() >= 0) {
+			struct pollfd p = {.fd = sig_fd(), .events = POLLIN};
+			poll(&p, 1, SRV_POLL_MS);
+		} else {
+			usleep(SRV_POLL_MS * 1000);
+		}
+	}
+	log_info("temporary server ready in %.2f s (socket in \"%s\"%s)", log_now() - t0, s->sockdir,
+	         tcp ? ", TCP on 127.0.0.1" : "");
+	free(sockopt);
+	free(postgres);
+	return 0;
+
+fail:
+	if (logfd >= 0)
+		close(logfd);
+	free(sockopt);
+	free(postgres);
+	srv_stop(s);
+	return -1;
+}
+
+int
+srv_stop(struct srv *s)
+{
+	int rc = 0;
+
+	if (s->pid > 0) {
+		pid_t pid = s->pid;
+		int status = 0;
+		double t0 = log_now();
+		/* SIGINT is the postmaster's "fast" shutdown: roll back sessions, checkpoint, exit 0. */
+		if (kill(pid, SIGINT) != 0 && errno != ESRCH)
+			log_warning("could not signal the temporary server: %s", strerror(errno));
+		int w = sig_wait_child(pid, &status, SRV_STOP_TIMEOUT_S, 0);
+		if (w == 1) {
+			log_error("the temporary server did not stop within %.0f s: sending SIGQUIT", SRV_STOP_TIMEOUT_S);
+			kill(pid, SIGQUIT);
+			w = sig_wait_child(pid, &status, SRV_QUIT_TIMEOUT_S, 0);
+			if (w == 1) {
+				kill(-pid, SIGKILL);
+				w = sig_wait_child(pid, &status, -1, 0);
+			}
+			rc = -1;
+		}
+		if (w != 0) {
+			rc = -1;
+		} else if (!exited_ok(status)) {
+			char how[64];
+			log_error("the temporary server did not shut down cleanly: %s", describe_status(status, how, sizeof(how)));
+			rc = -1;
+		}
+		if (rc != 0) {
+			print_file_tail("postgres", s->logfile);
+			/* Backends notice a dead postmaster on their own; don't wait for them to. */
+			kill(-pid, SIGKILL);
+		} else {
+			log_info("temporary server stopped in %.2f s", log_now() - t0);
+		}
+		s->pid = 0;
+	}
+	if (s->sockdir && rm_rf(s->sockdir) != 0)
+		rc = -1;
+	srv_clear(s);
+	return rc;
+}
+
+PGconn *
+srv_connect(const struct srv *s, const char *dbname)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", s->port);
+	const char *const kw[] = {"host", "port", "dbname", "user", "fallback_application_name", NULL};
+	const char *const val[] = {s->sockdir, port, dbname, s->user, "pgstash", NULL};
+
+	PGconn *conn = PQconnectdbParams(kw, val, 0);
+	if (!conn) {
+		log_error("could not connect to the temporary server: out of memory");
+		return NULL;
+	}
+	if (PQstatus(conn) != CONNECTION_OK) {
+		char *what = xasprintf("could not connect to database \"%s\" on the temporary server", dbname);
+		log_pq(what, PQerrorMessage(conn));
+		free(what);
+		PQfinish(conn);
+		return NULL;
+	}
+	return conn;
+}
+
+/* ---- roles and databases ---- */
+
+static int
+create_database(PGconn *conn, const char *name)
+{
+	const char *params[1] = {name};
+	int rc = -1;
+	char *ident = NULL;
+	char *sql = NULL;
+	PGresult *res = PQexecParams(conn, "SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1", 1, NULL,
+	                             params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 1) {
+		log_pq("could not list databases", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	if (PQntuples(res) > 0) {
+		log_debug("database \"%s\" exists", name);
+		rc = 0;
+		goto cleanup;
+	}
+	PQclear(res);
+	res = NULL;
+	ident = PQescapeIdentifier(conn, name, strlen(name));
+	if (!ident) {
+		log_pq("could not quote a database name", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	sql = xasprintf("CREATE DATABASE %s", ident);
+	res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		char *what = xasprintf("could not create database \"%s\"", name);
+		log_pq(what, PQerrorMessage(conn));
+		free(what);
+		goto cleanup;
+	}
+	log_info("created database \"%s\"", name);
+	rc = 0;
+cleanup:
+	PQclear(res);
+	PQfreemem(ident);
+	free(sql);
+	return rc;
+}
+
+int
+srv_setup_databases(const struct srv *s, const struct cfg *cfg)
+{
+	struct strlist names = {0};
+	int rc = -1;
+
+	if (cfg->db_name && *cfg->db_name)
+		sl_add(&names, cfg->db_name);
+	for (size_t i = 0; i < cfg->db_extra.n; i++)
+		if (!sl_contains(&names, cfg->db_extra.v[i]))
+			sl_add(&names, cfg->db_extra.v[i]);
+
+	PGconn *conn = srv_connect(s, "postgres");
+	if (!conn)
+		goto cleanup;
+	for (size_t i = 0; i < names.n; i++) {
+		/* initdb made "postgres"; the official image skips it the same way. */
+		if (strcmp(names.v[i], "postgres") == 0)
+			continue;
+		if (create_database(conn, names.v[i]) != 0)
+			goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	PQfinish(conn);
+	sl_free(&names);
+	return rc;
+}
+
+/* ---- /docker-entrypoint-initdb.d ---- */
+
+static bool
+ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+static int
+cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Decompresses `path` (any filter libarchive knows, found by content) into
+ * the pipe `fd` feeding `pid`.  0, or -1 (logged unless the reader went away
+ * first, which its own exit status explains).
+ */
+static int
+feed_compressed(const char *path, int fd, pid_t pid)
+{
+	struct archive *a = archive_read_new();
+	struct archive_entry *entry;
+	char *buf = xmalloc(65536);
+	int rc = -1;
+	bool closed = false;
+
+	if (!a) {
+		log_error("could not read \"%s\": out of memory", path);
+		goto cleanup;
+	}
+	archive_read_support_filter_all(a);
+	archive_read_support_format_raw(a);
+	if (archive_read_open_filename(a, path, 65536) != ARCHIVE_OK ||
+	    archive_read_next_header(a, &entry) != ARCHIVE_OK) {
+		log_error("could not read \"%s\": %s", path, archive_error_string(a));
+		goto cleanup;
+	}
+	for (;;) {
+		la_ssize_t n = archive_read_data(a, buf, 65536);
+		if (n < 0) {
+			log_error("could not decompress \"%s\": %s", path, archive_error_string(a));
+			goto cleanup;
+		}
+		if (n == 0)
+			break;
+		if (feed(fd, buf, (size_t)n, pid, &closed) != 0) {
+			if (closed)
+				rc = 0; /* psql stopped reading: its exit status says why */
+			goto cleanup;
+		}
+	}
+	rc = 0;
+cleanup:
+	archive_read_free(a);
+	free(buf);
+	return rc;
+}
+
+/* Runs one init file (argv) with `envp`; feeds `compressed` to its stdin when set.  0 or -1 (logged). */
+static int
+run_init_file(char *const argv[], char *const envp[], const char *file, const char *compressed)
+{
+	int in[2] = {-1, -1};
+	int rc = -1;
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	struct sigaction old_pipe;
+	bool pipe_ignored = false;
+
+	if (compressed && pipe2(in, O_CLOEXEC) != 0) {
+		log_error("could not create a pipe: %s", strerror(errno));
+		return -1;
+	}
+	struct spawn_opts o = {.argv = argv, .envp = envp, .in_fd = in[0], .out_fd = -1, .own_group = true};
+	pid_t pid = spawn(&o);
+	if (in[0] >= 0)
+		close(in[0]);
+	if (pid < 0)
+		goto cleanup;
+	int fed = 0;
+	if (compressed) {
+		/* Ignored only now, after the fork: psql must start with the default disposition. */
+		sigaction(SIGPIPE, &ign, &old_pipe);
+		pipe_ignored = true;
+		fcntl(in[1], F_SETFL, O_NONBLOCK);
+		fed = feed_compressed(compressed, in[1], pid);
+		if (fed != 0)
+			sig_forward(pid, SIGTERM); /* half a script must not run as if it were whole */
+		close(in[1]);
+		in[1] = -1;
+	}
+	int status = 0;
+	if (sig_wait_child(pid, &status, -1, pid) != 0)
+		goto cleanup;
+	if (sig_received) {
+		log_error("\"%s\" interrupted by signal %d", file, (int)sig_received);
+		goto cleanup;
+	}
+	if (!exited_ok(status)) {
+		char how[64];
+		log_error("\"%s\" failed: %s", file, describe_status(status, how, sizeof(how)));
+		goto cleanup;
+	}
+	if (fed != 0) {
+		log_error("\"%s\" failed", file);
+		goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	if (pipe_ignored)
+		sigaction(SIGPIPE, &old_pipe, NULL);
+	if (in[1] >= 0)
+		close(in[1]);
+	return rc;
+}
+
+int
+srv_run_initdb_d(const struct srv *s, const struct cfg *cfg)
+{
+	struct strlist names = {0};
+	struct strlist env = {0};
+	char *psql = NULL;
+	int rc = -1;
+
+	if (!cfg->initdb_d || !*cfg->initdb_d)
+		return 0;
+	DIR *d = opendir(cfg->initdb_d);
+	if (!d) {
+		if (errno == ENOENT) {
+			log_debug("no \"%s\": nothing to run", cfg->initdb_d);
+			return 0;
+		}
+		log_error("could not open directory \"%s\": %s", cfg->initdb_d, strerror(errno));
+		return -1;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		/* The image's glob "*" skips dot files (Kubernetes' ..data links among them). */
+		if (de->d_name[0] != '.')
+			sl_add(&names, de->d_name);
+	}
+	closedir(d);
+	if (names.n == 0) {
+		rc = 0;
+		goto cleanup;
+	}
+	qsort(names.v, names.n, sizeof(char *), cmp_names);
+
+	srv_env_inherit(&env);
+	srv_client_env(s, cfg, cfg->db_name, &env);
+	env_set(&env, "POSTGRES_USER", cfg->db_user);
+	env_set(&env, "POSTGRES_DB", cfg->db_name);
+	if (cfg->db_password)
+		env_set(&env, "POSTGRES_PASSWORD", cfg->db_password);
+	/* Scripts written for the image call `psql`: give them the one matching the server. */
+	const char *path_env = getenv("PATH");
+	char *path_var = xasprintf("%s%s%s", s->bindir, path_env && *path_env ? ":" : "", path_env ? path_env : "");
+	env_set(&env, "PATH", path_var);
+	free(path_var);
+	psql = path_join(s->bindir, "psql");
+
+	for (size_t i = 0; i < names.n; i++) {
+		const char *name = names.v[i];
+		char *path = path_join(cfg->initdb_d, name);
+		struct stat st;
+		int r = 0;
+		if (sig_received) {
+			free(path);
+			goto cleanup;
+		}
+		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+			log_info("ignoring \"%s\"", path);
+		} else if (ends_with(name, ".sh")) {
+			if (access(path, X_OK) == 0) {
+				log_info("running \"%s\"", path);
+				char *argv[] = {path, NULL};
+				r = run_init_file(argv, env.v, path, NULL);
+			} else {
+				/*
+				 * The image sources non-executable scripts into its own shell;
+				 * a C program can't, so variables they set or export stay theirs.
+				 */
+				log_info("running \"%s\" with /bin/sh (not executable)", path);
+				char *argv[] = {"/bin/sh", path, NULL};
+				r = run_init_file(argv, env.v, path, NULL);
+			}
+		} else if (ends_with(name, ".sql")) {
+			log_info("running \"%s\"", path);
+			char *argv[] = {psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password",
+			                "--dbname", cfg->db_name, "-f", path, NULL};
+			r = run_init_file(argv, env.v, path, NULL);
+		} else if (ends_with(name, ".sql.gz") || ends_with(name, ".sql.xz") || ends_with(name, ".sql.zst")) {
+			log_info("running \"%s\"", path);
+			char *argv[] = {psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password",
+			                "--dbname", cfg->db_name, NULL};
+			r = run_init_file(argv, env.v, path, path);
+		} else {
+			log_info("ignoring \"%s\"", path);
+		}
+		free(path);
+		if (r != 0)
+			goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	free(psql);
+	sl_free(&env);
+	sl_free(&names);
+	return rc;
+}
+
+/* ---- per-start settings ---- */
+
+char *
+srv_quote_literal(const char *s)
+{
+	struct strbuf sb = {0};
+	/* E'' reads the same whatever standard_conforming_strings says. */
+	sb_append(&sb, "E'");
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '\'')
+			sb_append(&sb, "''");
+		else if (*p == '\\')
+			sb_append(&sb, "\\\\");
+		else if (*p < 0x20 || *p == 0x7f)
+			/* Single-user mode reads line by line: no raw newline may reach it. */
+			sb_appendf(&sb, "\\x%02x", *p);
+		else
+			sb_appendc(&sb, (char)*p);
+	}
+	sb_appendc(&sb, '\'');
+	return sb_take(&sb);
+}
+
+char *
+srv_quote_ident(const char *s)
+{
+	struct strbuf sb = {0};
+	sb_appendc(&sb, '"');
+	for (const char *p = s; *p; p++) {
+		if (*p == '"')
+			sb_appendc(&sb, '"');
+		sb_appendc(&sb, *p);
+	}
+	sb_appendc(&sb, '"');
+	return sb_take(&sb);
+}
+
+static bool
+has_password(const struct cfg *cfg)
+{
+	/* As the image's `[ -z "$POSTGRES_PASSWORD" ]`: empty means none. */
+	return cfg->db_password && *cfg->db_password;
+}
+
+static const char *
+host_method(const struct cfg *cfg)
+{
+	return cfg->host_auth_method && *cfg->host_auth_method ? cfg->host_auth_method : "scram-sha-256";
+}
+
+static int
+write_hba(const struct cfg *cfg)
+{
+	const char *method = host_method(cfg);
+	for (const char *p = method; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			log_error("POSTGRES_HOST_AUTH_METHOD must be one line");
+			return -1;
+		}
+	}
+	struct strbuf sb = {0};
+	sb_append(&sb,
+	          "# Written by pgstash on every start, as the official image's pg_setup_hba_conf:\n"
+	          "# edits here are lost.  Local connections are trusted (initdb's default).\n"
+	          "\n"
+	          "# TYPE  DATABASE        USER            ADDRESS                 METHOD\n"
+	          "local   all             all                                     trust\n"
+	          "host    all             all             127.0.0.1/32            trust\n"
+	          "host    all             all             ::1/128                 trust\n"
+	          "local   replication     all                                     trust\n"
+	          "host    replication     all             127.0.0.1/32            trust\n"
+	          "host    replication     all             ::1/128                 trust\n"
+	          "\n");
+	if (strcmp(method, "trust") == 0)
+		sb_append(&sb, "# warning trust is enabled for all connections\n"
+		               "# see https://www.postgresql.org/docs/current/auth-trust.html\n");
+	sb_appendf(&sb, "host all all all %s\n", method);
+	char *path = path_join(cfg->pgdata, "pg_hba.conf");
+	/* Not durable on its own: srv_apply_per_start syncs the whole file system after. */
+	int rc = write_file_atomic(path, sb.buf, sb.len, 0600, false);
+	free(path);
+	sb_free(&sb);
+	return rc;
+}
+
+/* Prints single-user mode's output with nothing that could hold the password. */
+static void
+print_single_user_output(const char *out, const char *password, const char *literal)
+{
+	struct strbuf clean = {0};
+	const char *p = out;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		char *line = xmalloc(n + 1);
+		memcpy(line, p, n);
+		line[n] = '\0';
+		const char *text = line;
+		while (strncmp(text, "backend> ", 9) == 0)
+			text += 9;
+		if (*text && !strstr(text, "STATEMENT:") && !strstr(text, password) && !strstr(text, literal) &&
+		    !strstr(text, "PASSWORD")) {
+			sb_append(&clean, text);
+			sb_appendc(&clean, '\n');
+		}
+		free(line);
+		p += n + (nl ? 1 : 0);
+	}
+	print_tail("postgres --single", clean.buf, clean.len);
+	sb_free(&clean);
+}
+
+static int
+set_password(const struct cfg *cfg, const struct pgbin *pg)
+{
+	int in[2] = {-1, -1};
+	int out[2] = {-1, -1};
+	int rc = -1;
+	char *postgres = pgbin_path(pg, "postgres");
+	char *ident = srv_quote_ident(cfg->db_user);
+	char *literal = srv_quote_literal(cfg->db_password);
+	/* -j: a statement ends at ";" and an empty line, not at the first newline. */
+	char *sql = xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n", ident, literal);
+	struct strbuf output = {0};
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	struct sigaction old_pipe;
+	bool pipe_ignored = false;
+
+	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
+		log_error("could not create a pipe: %s", strerror(errno));
+		goto cleanup;
+	}
+	/*
+	 * --single must come first.  The statement goes on stdin, never argv; the
+	 * log settings keep the server from echoing it should it fail.
+	 */
+	char *argv[] = {
+		postgres, "--single", "-D", cfg->pgdata, "-j",
+		"-c", "exit_on_error=true",
+		"-c", "log_statement=none",
+		"-c", "log_min_error_statement=panic",
+		"-c", "log_min_duration_statement=-1",
+		"postgres", NULL,
+	};
+	double t0 = log_now();
+	struct spawn_opts o = {.argv = argv, .in_fd = in[0], .out_fd = out[1], .own_group = true};
+	pid_t pid = spawn(&o);
+	close(in[0]);
+	close(out[1]);
+	in[0] = out[1] = -1;
+	if (pid < 0)
+		goto cleanup;
+
+	/* The statement is far below a pipe's capacity: one write, then EOF ends the session. */
+	sigaction(SIGPIPE, &ign, &old_pipe);
+	pipe_ignored = true;
+	size_t len = strlen(sql);
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(in[1], sql + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break; /* it exited early: its output and status say why */
+		off += (size_t)n;
+	}
+	close(in[1]);
+	in[1] = -1;
+	char buf[4096];
+	for (;;) {
+		ssize_t n = read(out[0], buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		sb_appendn(&output, buf, (size_t)n);
+	}
+	int status = 0;
+	int w = sig_wait_child(pid, &status, SRV_STOP_TIMEOUT_S, pid);
+	if (w == 1) {
+		kill(-pid, SIGKILL);
+		sig_wait_child(pid, &status, -1, 0);
+		log_error("setting the password in single-user mode did not finish within %.0f s", SRV_STOP_TIMEOUT_S);
+		goto cleanup;
+	}
+	if (w != 0)
+		goto cleanup;
+	if (!exited_ok(status) || off < len) {
+		char how[64];
+		log_error("could not set the password of role \"%s\" in single-user mode: %s", cfg->db_user,
+		          describe_status(status, how, sizeof(how)));
+		print_single_user_output(sb_str(&output), cfg->db_password, literal);
+		goto cleanup;
+	}
+	log_debug("password of role \"%s\" set in single-user mode in %.0f ms", cfg->db_user,
+	          (log_now() - t0) * 1000.0);
+	rc = 0;
+cleanup:
+	if (pipe_ignored)
+		sigaction(SIGPIPE, &old_pipe, NULL);
+	for (int i = 0; i < 2; i++) {
+		if (in[i] >= 0)
+			close(in[i]);
+		if (out[i] >= 0)
+			close(out[i]);
+	}
+	/* The buffers held the password: don't leave it in freed memory. */
+	explicit_bzero(sql, strlen(sql));
+	explicit_bzero(literal, strlen(literal));
+	if (output.buf)
+		explicit_bzero(output.buf, output.len);
+	sb_free(&output);
+	free(sql);
+	free(literal);
+	free(ident);
+	free(postgres);
+	return rc;
+}
+
+/* syncfs() on the file system holding `path` (and pg_wal's, when it lives elsewhere). */
+static int
+sync_pgdata(const char *pgdata)
+{
+	char *wal = path_join(pgdata, "pg_wal");
+	const char *paths[2] = {pgdata, wal};
+	int rc = 0;
+	double t0 = log_now();
+
+	for (int i = 0; i < 2; i++) {
+		int fd = open(paths[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0) {
+			if (i == 1 && errno == ENOENT)
+				break;
+			log_error("could not open directory \"%s\": %s", paths[i], strerror(errno));
+			rc = -1;
+			break;
+		}
+		if (syncfs(fd) != 0) {
+			log_error("could not sync the file system of \"%s\": %s", paths[i], strerror(errno));
+			rc = -1;
+		}
+		close(fd);
+		struct stat st;
+		/* pg_wal is only elsewhere when initdb --waldir made it a symlink. */
+		if (i == 0 && (lstat(wal, &st) != 0 || !S_ISLNK(st.st_mode)))
+			break;
+	}
+	log_debug("synced \"%s\" in %.0f ms", pgdata, (log_now() - t0) * 1000.0);
+	free(wal);
+	return rc;
+}
+
+int
+srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg)
+{
+	if (write_hba(cfg) != 0)
+		return -1;
+	if (has_password(cfg) && set_password(cfg, pg) != 0)
+		return -1;
+	return sync_pgdata(cfg->pgdata);
+}
+
+int
+srv_check_auth(const struct cfg *cfg)
+{
+	const char *method = host_method(cfg);
+	if (!has_password(cfg) && strcmp(method, "trust") != 0) {
+		log_error("the superuser password is not specified");
+		log_error("set POSTGRES_PASSWORD (or POSTGRES_PASSWORD_FILE) to a non-empty value for the superuser, "
+		          "for example \"-e POSTGRES_PASSWORD=password\" on \"docker run\"");
+		log_error("you may also use \"POSTGRES_HOST_AUTH_METHOD=trust\" to allow all connections without a "
+		          "password; this is *not* recommended, see https://www.postgresql.org/docs/current/auth-trust.html");
+		return -1;
+	}
+	if (strcmp(method, "trust") == 0)
+		log_warning("POSTGRES_HOST_AUTH_METHOD is \"trust\": anyone who can reach the Postgres port can connect "
+		            "without a password, even if POSTGRES_PASSWORD is set; "
+		            "see https://www.postgresql.org/docs/current/auth-trust.html");
+	return 0;
+}
+
+/* ---- client environment ---- */
+
+void
+srv_env_inherit(struct strlist *env)
+{
+	for (char **e = environ; e && *e; e++)
+		sl_add(env, *e);
+}
+
+void
+srv_env_put(struct strlist *env, const char *entry)
+{
+	const char *eq = strchr(entry, '=');
+	size_t n = eq ? (size_t)(eq - entry) : strlen(entry);
+	for (size_t i = 0; i < env->n; i++) {
+		if (strncmp(env->v[i], entry, n) == 0 && env->v[i][n] == '=') {
+			free(env->v[i]);
+			env->v[i] = xstrdup(entry);
+			return;
+		}
+	}
+	sl_add(env, entry);
+}
+
+static void
+env_set(struct strlist *env, const char *name, const char *value)
+{
+	char *e = xasprintf("%s=%s", name, value);
+	srv_env_put(env, e);
+	free(e);
+}
+
+/* RFC 3986 percent-encoding; `keep` lists reserved characters allowed through. */
+static void
+url_encode(struct strbuf *sb, const char *s, const char *keep)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+		    strchr("-._~", *p) || (keep && strchr(keep, *p)))
+			sb_appendc(sb, (char)*p);
+		else
+			sb_appendf(sb, "%%%02X", *p);
+	}
+}
+
+void
+srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, struct strlist *env)
+{
+	char port[16];
+	const char *user = s->user ? s->user : cfg->db_user;
+	struct strbuf url = {0};
+
+	snprintf(port, sizeof(port), "%d", s->port);
+	env_set(env, "PGHOST", s->tcp ? "127.0.0.1" : s->sockdir);
+	env_set(env, "PGPORT", port);
+	env_set(env, "PGUSER", user);
+	env_set(env, "PGPASSWORD", has_password(cfg) ? cfg->db_password : "");
+	env_set(env, "PGDATABASE", dbname);
+
+	sb_append(&url, "postgresql://");
+	url_encode(&url, user, NULL);
+	if (s->tcp) {
+		sb_appendf(&url, "@127.0.0.1:%s/", port);
+		url_encode(&url, dbname, NULL);
+	} else {
+		/* The host in the query: the form libpq, psycopg and SQLAlchemy all read. */
+		sb_append(&url, "@/");
+		url_encode(&url, dbname, NULL);
+		sb_append(&url, "?host=");
+		url_encode(&url, s->sockdir, "/");
+		sb_appendf(&url, "&port=%s", port);
+	}
+	env_set(env, "DATABASE_URL", sb_str(&url));
+	sb_free(&url);
+}

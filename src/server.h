@@ -1,0 +1,133 @@
+/*
+ * server — the PostgreSQL cluster during bootstrap: initdb, a temporary
+ * server on a private unix socket (started as our direct child, so signals
+ * and exit status stay ours), the official image's role/database setup and
+ * /docker-entrypoint-initdb.d scripts, and the per-start settings that must
+ * not come from a snapshot (pg_hba.conf, the current password).
+ *
+ * Every function here runs as the cluster's owner: postgres and initdb
+ * refuse root, so the front end drops privileges before bootstrapping.
+ *
+ * Not for: deciding when to build (the front end), the snapshot, the
+ * final server (pgstash execs it and is gone).
+ */
+#ifndef PGSTASH_SERVER_H
+#define PGSTASH_SERVER_H
+
+#include "config.h"
+#include "pgbin.h"
+#include "util.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/* The temporary server always uses this port: the socket directory is private. */
+#define SRV_PORT 5432
+
+/* A temporary server; zero-initialise.  Owns its strings. */
+struct srv {
+	pid_t pid;       /* the postmaster (also its process group), 0 when not running */
+	char *sockdir;   /* private mkdtemp directory: the socket and server.log */
+	int port;
+	bool tcp;        /* also listening on 127.0.0.1 */
+	char *user;      /* the role clients connect as (cfg->db_user) */
+	char *bindir;    /* for psql */
+	char *pgdata;
+	char *logfile;   /* sockdir/server.log */
+};
+
+/*
+ * Returns the initdb argv (NULL-terminated, free with step_argv_free):
+ * initdb -D PGDATA --username=USER --encoding=UTF8 --locale=C.UTF-8
+ * --auth-local=trust --auth-host=trust --no-sync, then the words of
+ * POSTGRES_INITDB_ARGS (split by step_split_argv, which honours quotes as the
+ * official image's eval does), then --waldir when set.  NULL when the args
+ * can't be split (logged).  Never holds the password.
+ */
+char **srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg);
+/*
+ * Runs initdb into cfg->pgdata.  Quiet unless it fails (then the tail of its
+ * output is printed) or the log level is debug.  0 or -1 (logged).
+ */
+int srv_initdb(const struct cfg *cfg, const struct pgbin *pg);
+
+/*
+ * Starts a temporary server on PGDATA: unix socket in a fresh private
+ * directory, TCP on 127.0.0.1 too when `tcp`, durability off (the build is
+ * thrown away unless it ends in a clean shutdown).  Returns once it accepts
+ * connections: 0, or -1 (logged, with the server log's tail; nothing is left
+ * running).  On success the caller must srv_stop(s).
+ */
+int srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp);
+/*
+ * Fast shutdown, waits for a clean exit (60 s, then SIGQUIT), removes the
+ * private directory and frees the strings.  0 when the server shut down
+ * cleanly (or was never started), -1 otherwise (logged).  Safe to call twice
+ * and on a zeroed srv.
+ */
+int srv_stop(struct srv *s);
+
+/*
+ * Connects to `dbname` on the temporary server.  Returns a connection with
+ * CONNECTION_OK (caller PQfinish'es) or NULL (logged).
+ */
+PGconn *srv_connect(const struct srv *s, const char *dbname);
+
+/*
+ * As the official image: the superuser is cfg->db_user (initdb made it);
+ * creates cfg->db_name unless it is "postgres" or exists, then each of
+ * cfg->db_extra.  0 or -1 (logged).
+ */
+int srv_setup_databases(const struct srv *s, const struct cfg *cfg);
+
+/*
+ * Runs cfg->initdb_d's files in bytewise name order with the official
+ * image's rules: *.sh executed (or, when not executable, run by /bin/sh: we
+ * can't source into C, so its exported variables don't reach later files),
+ * *.sql / *.sql.gz / *.sql.xz / *.sql.zst through psql with ON_ERROR_STOP,
+ * anything else ignored.  A missing directory is skipped.  Stops at the
+ * first failure: 0 or -1 (logged, naming the file).
+ */
+int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
+
+/*
+ * On a stopped cluster, before the final exec, after every restore or build:
+ * rewrites pg_hba.conf (trust locally, `host all all all METHOD` with
+ * cfg->host_auth_method or scram-sha-256), sets cfg->db_password in
+ * single-user mode when it is set (the password is never in argv, a log or a
+ * snapshot), then syncfs()es PGDATA: the build ran with fsync=off and the
+ * restore writes without fsync, and the final server must not start from
+ * pages that are only in the page cache.  0 or -1 (logged).
+ */
+int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg);
+/*
+ * The official image's refusal: no password and a host auth method other
+ * than trust is an error (-1, with its explanation logged); trust logs the
+ * official warning.  0 when the server may start.
+ */
+int srv_check_auth(const struct cfg *cfg);
+
+/*
+ * Sets the client environment for the temporary server in `env` (replacing
+ * entries of the same names): PGHOST PGPORT PGUSER PGPASSWORD (empty when no
+ * password: local connections are trusted) PGDATABASE=dbname and
+ * DATABASE_URL (postgresql://user@/db?host=/sockdir&port=5432, or
+ * postgresql://user@127.0.0.1:5432/db when s->tcp).  No password in the URL.
+ */
+void srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, struct strlist *env);
+/* Appends a copy of every entry of the process environment to `env`. */
+void srv_env_inherit(struct strlist *env);
+/* Sets "NAME=value" `entry` in env, replacing an earlier entry for NAME. */
+void srv_env_put(struct strlist *env, const char *entry);
+
+/*
+ * Returns the SQL literal E'...' for `s` (malloc'ed), independent of
+ * standard_conforming_strings and free of raw control characters.  For
+ * single-user mode, where libpq's escaping is not available.  Exposed for tests.
+ */
+char *srv_quote_literal(const char *s);
+/* Returns the quoted identifier "..." for `s` (malloc'ed).  Exposed for tests. */
+char *srv_quote_ident(const char *s);
+
+#endif

@@ -1,0 +1,534 @@
+/*
+ * test_server — the server module against a real PostgreSQL: initdb, the
+ * temporary server, databases, /docker-entrypoint-initdb.d, per-start
+ * settings (pg_hba.conf, the password through single-user mode, checked
+ * against the stored SCRAM verifier), and the pure helpers.
+ *
+ * postgres refuses root: run as root (CI), the whole binary drops to the
+ * `postgres` user before the tests start.
+ */
+#include "unit.h"
+
+#include "config.h"
+#include "log.h"
+#include "pgbin.h"
+#include "server.h"
+#include "sig.h"
+#include "steps.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <grp.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/sha.h>
+#include <pwd.h>
+#include <sys/prctl.h>
+
+static void
+expect_contains(const char *hay, const char *needle)
+{
+	if (!hay || !strstr(hay, needle))
+		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
+}
+
+/* ---- pure helpers ---- */
+
+static void
+test_quote(void **state)
+{
+	char *s = srv_quote_literal("plain");
+	assert_string_equal(s, "E'plain'");
+	free(s);
+	s = srv_quote_literal("it's a \\ back\nslash\t\x7f");
+	assert_string_equal(s, "E'it''s a \\\\ back\\x0aslash\\x09\\x7f'");
+	free(s);
+	s = srv_quote_literal("");
+	assert_string_equal(s, "E''");
+	free(s);
+	s = srv_quote_ident("we\"ird user");
+	assert_string_equal(s, "\"we\"\"ird user\"");
+	free(s);
+}
+
+static void
+test_initdb_argv(void **state)
+{
+	struct cfg cfg = {0};
+	struct pgbin pg = {.bindir = "/pg/bin"};
+	cfg.pgdata = "/data";
+	cfg.db_user = "owner";
+	cfg.db_password = "never-in-argv";
+	cfg.initdb_args = "  --data-checksums --locale-provider=icu \"--icu-locale=en-US\"  ";
+	cfg.initdb_waldir = "/wal";
+	char **argv = srv_initdb_argv(&cfg, &pg);
+	assert_non_null(argv);
+	const char *want[] = {"/pg/bin/initdb", "-D", "/data", "--username=owner", "--encoding=UTF8",
+	                      "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=trust", "--no-sync",
+	                      "--data-checksums", "--locale-provider=icu", "--icu-locale=en-US", "--waldir=/wal", NULL};
+	for (size_t i = 0; want[i]; i++) {
+		assert_non_null(argv[i]);
+		assert_string_equal(argv[i], want[i]);
+		assert_null(strstr(argv[i], "never-in-argv"));
+	}
+	assert_null(argv[sizeof(want) / sizeof(want[0]) - 1]);
+	step_argv_free(argv);
+
+	cfg.initdb_args = "--foo 'unterminated";
+	assert_null(srv_initdb_argv(&cfg, &pg));
+	cfg.initdb_args = "";
+	cfg.initdb_waldir = NULL;
+	argv = srv_initdb_argv(&cfg, &pg);
+	assert_string_equal(argv[8], "--no-sync");
+	assert_null(argv[9]);
+	step_argv_free(argv);
+}
+
+static const char *
+env_get(const struct strlist *env, const char *name)
+{
+	size_t n = strlen(name);
+	for (size_t i = 0; i < env->n; i++)
+		if (strncmp(env->v[i], name, n) == 0 && env->v[i][n] == '=')
+			return env->v[i] + n + 1;
+	return NULL;
+}
+
+static void
+test_client_env(void **state)
+{
+	struct cfg cfg = {0};
+	cfg.db_user = "ignored";
+	struct srv s = {.sockdir = "/tmp/pg sock", .port = 5432, .user = "us@r"};
+	struct strlist env = {0};
+	sl_add(&env, "PGHOST=old");
+	sl_add(&env, "OTHER=1");
+	srv_client_env(&s, &cfg, "my db/ü", &env);
+	assert_string_equal(env_get(&env, "PGHOST"), "/tmp/pg sock");
+	assert_string_equal(env_get(&env, "PGPORT"), "5432");
+	assert_string_equal(env_get(&env, "PGUSER"), "us@r");
+	assert_string_equal(env_get(&env, "PGPASSWORD"), "");
+	assert_string_equal(env_get(&env, "PGDATABASE"), "my db/ü");
+	assert_string_equal(env_get(&env, "DATABASE_URL"),
+	                    "postgresql://us%40r@/my%20db%2F%C3%BC?host=/tmp/pg%20sock&port=5432");
+	assert_string_equal(env_get(&env, "OTHER"), "1");
+	size_t hosts = 0;
+	for (size_t i = 0; i < env.n; i++)
+		hosts += strncmp(env.v[i], "PGHOST=", 7) == 0;
+	assert_int_equal(hosts, 1);
+	sl_free(&env);
+
+	s.tcp = true;
+	cfg.db_password = "pw";
+	srv_client_env(&s, &cfg, "app", &env);
+	assert_string_equal(env_get(&env, "PGHOST"), "127.0.0.1");
+	assert_string_equal(env_get(&env, "PGPASSWORD"), "pw");
+	assert_string_equal(env_get(&env, "DATABASE_URL"), "postgresql://us%40r@127.0.0.1:5432/app");
+	sl_free(&env);
+}
+
+static void
+test_check_auth(void **state)
+{
+	struct cfg cfg = {0};
+	assert_int_equal(srv_check_auth(&cfg), -1);
+	cfg.db_password = "";
+	assert_int_equal(srv_check_auth(&cfg), -1);
+	cfg.host_auth_method = "md5";
+	assert_int_equal(srv_check_auth(&cfg), -1);
+	cfg.host_auth_method = "trust";
+	assert_int_equal(srv_check_auth(&cfg), 0);
+	cfg.host_auth_method = NULL;
+	cfg.db_password = "secret";
+	assert_int_equal(srv_check_auth(&cfg), 0);
+}
+
+static void
+test_stop_never_started(void **state)
+{
+	struct srv s = {0};
+	assert_int_equal(srv_stop(&s), 0);
+	assert_int_equal(srv_stop(&s), 0);
+}
+
+/* ---- against a real server ---- */
+
+struct fixture {
+	char *dir;
+	char *pgdata;
+	struct pgbin pg;
+	struct cfg cfg;
+	struct srv srv; /* stopped by the teardown when an assertion left it running */
+};
+
+static struct fixture fx;
+
+static int
+setup_cluster(void **state)
+{
+	fx.dir = unit_tmpdir();
+	fx.pgdata = path_join(fx.dir, "data");
+	if (pgbin_find(NULL, &fx.pg) != 0)
+		return -1;
+	fx.cfg.pgdata = fx.pgdata;
+	fx.cfg.db_user = "tester";
+	fx.cfg.db_name = "appdb";
+	sl_add(&fx.cfg.db_extra, "second");
+	sl_add(&fx.cfg.db_extra, "appdb");
+	double t0 = log_now();
+	if (srv_initdb(&fx.cfg, &fx.pg) != 0)
+		return -1;
+	printf("timing: initdb %.3f s\n", log_now() - t0);
+	return 0;
+}
+
+static int
+teardown_cluster(void **state)
+{
+	srv_stop(&fx.srv);
+	rm_rf(fx.dir);
+	free(fx.dir);
+	free(fx.pgdata);
+	sl_free(&fx.cfg.db_extra);
+	pgbin_free(&fx.pg);
+	return 0;
+}
+
+/* Runs one query returning one row and column; returns its value (malloc'ed) or NULL on error. */
+static char *
+query1(const struct srv *s, const char *db, const char *sql)
+{
+	PGconn *conn = srv_connect(s, db);
+	if (!conn)
+		return NULL;
+	char *out = NULL;
+	PGresult *res = PQexec(conn, sql);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) == 1)
+		out = xstrdup(PQgetvalue(res, 0, 0));
+	else
+		fprintf(stderr, "query failed: %s", PQerrorMessage(conn));
+	PQclear(res);
+	PQfinish(conn);
+	return out;
+}
+
+static void
+expect_query(const struct srv *s, const char *db, const char *sql, const char *want)
+{
+	char *got = query1(s, db, sql);
+	if (!got || strcmp(got, want) != 0)
+		fail_msg("%s on %s: got [%s], want [%s]", sql, db, got ? got : "(error)", want);
+	free(got);
+}
+
+static void
+write_compressed(const char *path, const char *data, int filter)
+{
+	struct archive *a = archive_write_new();
+	struct archive_entry *e = archive_entry_new();
+	assert_int_equal(archive_write_add_filter(a, filter), ARCHIVE_OK);
+	assert_int_equal(archive_write_set_format_raw(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+	archive_entry_set_pathname(e, "data");
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_size(e, (la_int64_t)strlen(data));
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(a, data, strlen(data)), (la_ssize_t)strlen(data));
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_entry_free(e);
+	archive_write_free(a);
+}
+
+static void
+test_stop_start_fails_fast(void **state)
+{
+	struct cfg cfg = fx.cfg;
+	char *missing = path_join(fx.dir, "no-such-data");
+	cfg.pgdata = missing;
+	struct srv s;
+	double t0 = log_now();
+	assert_int_equal(srv_start_temp(&s, &cfg, &fx.pg, false), -1);
+	assert_true(log_now() - t0 < 10.0);
+	assert_int_equal(s.pid, 0);
+	assert_null(s.sockdir);
+	assert_int_equal(srv_stop(&s), 0);
+	free(missing);
+}
+
+static void
+test_databases_and_initdb_d(void **state)
+{
+	struct srv *s = &fx.srv;
+	double t0 = log_now();
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false), 0);
+	printf("timing: temporary server start %.3f s\n", log_now() - t0);
+	assert_true(s->pid > 0);
+
+	assert_int_equal(srv_setup_databases(s, &fx.cfg), 0);
+	/* Idempotent: the databases exist now. */
+	assert_int_equal(srv_setup_databases(s, &fx.cfg), 0);
+	expect_query(s, "postgres",
+	             "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database WHERE datname IN ('appdb', 'second')",
+	             "appdb,second");
+	expect_query(s, "appdb", "SELECT current_user", "tester");
+	expect_query(s, "appdb", "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user", "true");
+
+	/* initdb.d: every kind of file the official image knows. */
+	char *d = path_join(fx.dir, "initdb.d");
+	char *marker = path_join(fx.dir, "markers");
+	assert_int_equal(mkdir_p(marker, 0700), 0);
+	setenv("MARKER_DIR", marker, 1);
+	unit_write(d, "01-exec.sh",
+	           "#!/bin/sh\nset -e\npsql -v ON_ERROR_STOP=1 -q -c 'CREATE TABLE from_exec_sh (x int)'\n"
+	           "echo \"$POSTGRES_USER $POSTGRES_DB $PGDATABASE $PGUSER\" > \"$MARKER_DIR/exec.out\"\n");
+	char *p = path_join(d, "01-exec.sh");
+	chmod(p, 0755);
+	free(p);
+	unit_write(d, "02-sourced.sh", "psql -v ON_ERROR_STOP=1 -q -c 'CREATE TABLE from_sourced_sh (x int)'\n"
+	                               "touch \"$MARKER_DIR/sourced.out\"\n");
+	unit_write(d, "03-plain.sql", "CREATE TABLE from_sql (x int);\nINSERT INTO from_sql VALUES (1);\n");
+	/* Big enough to take many pipe writes. */
+	struct strbuf big = {0};
+	for (int i = 0; i < 20000; i++)
+		sb_appendf(&big, "-- padding line %d to make the decompressed stream larger than a pipe\n", i);
+	sb_append(&big, "CREATE TABLE from_gz (x int);\n");
+	p = path_join(d, "04-gz.sql.gz");
+	write_compressed(p, big.buf, ARCHIVE_FILTER_GZIP);
+	free(p);
+	sb_free(&big);
+	p = path_join(d, "05-zst.sql.zst");
+	write_compressed(p, "CREATE TABLE from_zst (x int);\n", ARCHIVE_FILTER_ZSTD);
+	free(p);
+	p = path_join(d, "06-xz.sql.xz");
+	write_compressed(p, "CREATE TABLE from_xz (x int);\n", ARCHIVE_FILTER_XZ);
+	free(p);
+	unit_write(d, "07-README.txt", "not run\n");
+	unit_write(d, ".hidden.sql", "CREATE TABLE from_hidden (x int);\n");
+	fx.cfg.initdb_d = d;
+	assert_int_equal(srv_run_initdb_d(s, &fx.cfg), 0);
+	expect_query(s, "appdb",
+	             "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE tablename LIKE 'from%'",
+	             "from_exec_sh,from_gz,from_sourced_sh,from_sql,from_xz,from_zst");
+	char *out_path = path_join(marker, "exec.out");
+	char *out = read_file(out_path, NULL);
+	assert_non_null(out);
+	assert_string_equal(out, "tester appdb appdb tester\n");
+	free(out);
+	free(out_path);
+	out_path = path_join(marker, "sourced.out");
+	assert_int_equal(access(out_path, F_OK), 0);
+	free(out_path);
+
+	/* A failing file stops the run: later files are not run. */
+	char *bad = path_join(fx.dir, "initdb-bad.d");
+	unit_write(bad, "01-bad.sql", "SELECT * FROM no_such_table;\n");
+	unit_write(bad, "02-after.sql", "CREATE TABLE after_bad (x int);\n");
+	fx.cfg.initdb_d = bad;
+	assert_int_equal(srv_run_initdb_d(s, &fx.cfg), -1);
+	expect_query(s, "appdb", "SELECT count(*)::text FROM pg_tables WHERE tablename = 'after_bad'", "0");
+	rm_rf(bad);
+	unit_write(bad, "01-bad.sh", "#!/bin/sh\nexit 3\n");
+	fx.cfg.initdb_d = bad;
+	assert_int_equal(srv_run_initdb_d(s, &fx.cfg), -1);
+	rm_rf(bad);
+	unit_write(bad, "01-bad.sql.gz", "this is not gzip at all, yet raw reading passes it through;\n");
+	fx.cfg.initdb_d = bad;
+	assert_int_equal(srv_run_initdb_d(s, &fx.cfg), -1);
+	/*
+	 * A truncated compressed file: the error comes after SQL went through,
+	 * so psql must be stopped before it sees EOF and runs a partial script.
+	 */
+	rm_rf(bad);
+	assert_int_equal(mkdir_p(bad, 0700), 0);
+	struct strbuf sql = {0};
+	for (int i = 0; i < 3; i++)
+		sb_appendf(&sql, "CREATE TABLE IF NOT EXISTS from_corrupt_%d (x int);\n", i);
+	p = path_join(bad, "01-corrupt.sql.gz");
+	write_compressed(p, sql.buf, ARCHIVE_FILTER_GZIP);
+	sb_free(&sql);
+	size_t len = 0;
+	char *gz = read_file(p, &len);
+	assert_non_null(gz);
+	len -= 12;
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(gz, 1, len, f), len);
+	fclose(f);
+	free(gz);
+	free(p);
+	fx.cfg.initdb_d = bad;
+	assert_int_equal(srv_run_initdb_d(s, &fx.cfg), -1);
+	/* A missing directory is nothing to do. */
+	rm_rf(bad);
+	fx.cfg.initdb_d = bad;
+	assert_int_equal(srv_run_initdb_d(s, &fx.cfg), 0);
+	fx.cfg.initdb_d = NULL;
+	free(bad);
+
+	char *sockdir = xstrdup(s->sockdir);
+	t0 = log_now();
+	assert_int_equal(srv_stop(s), 0);
+	printf("timing: temporary server stop %.3f s\n", log_now() - t0);
+	assert_int_equal(access(sockdir, F_OK), -1);
+	assert_int_equal(srv_stop(s), 0);
+	/* A clean shutdown leaves no postmaster.pid. */
+	char *pid_path = path_join(fx.pgdata, "postmaster.pid");
+	assert_int_equal(access(pid_path, F_OK), -1);
+	free(pid_path);
+	free(sockdir);
+	unsetenv("MARKER_DIR");
+	rm_rf(marker);
+	free(marker);
+	rm_rf(d);
+	free(d);
+}
+
+/* Decodes base64 into out (at most cap bytes); returns the length or -1. */
+static int
+b64(const char *in, size_t len, unsigned char *out, size_t cap)
+{
+	if (len % 4 != 0 || len / 4 * 3 > cap)
+		return -1;
+	int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)len);
+	if (n < 0)
+		return -1;
+	for (size_t i = len; i > 0 && in[i - 1] == '='; i--)
+		n--;
+	return n;
+}
+
+/* True when `verifier` (SCRAM-SHA-256$iter:salt$stored:server) was made from `password`. */
+static bool
+scram_matches(const char *verifier, const char *password)
+{
+	long iter;
+	char salt64[128], stored64[128], server64[128];
+	if (sscanf(verifier, "SCRAM-SHA-256$%ld:%127[^$]$%127[^:]:%127s", &iter, salt64, stored64, server64) != 4)
+		return false;
+	unsigned char salt[96], stored[96], server[96];
+	int salt_len = b64(salt64, strlen(salt64), salt, sizeof(salt));
+	if (salt_len <= 0 || b64(stored64, strlen(stored64), stored, sizeof(stored)) != 32 ||
+	    b64(server64, strlen(server64), server, sizeof(server)) != 32)
+		return false;
+	unsigned char salted[32], client_key[32], stored_key[32], server_key[32];
+	unsigned int l = 32;
+	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, salt_len, (int)iter, EVP_sha256(), 32, salted) != 1)
+		return false;
+	HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Client Key", 10, client_key, &l);
+	SHA256(client_key, 32, stored_key);
+	HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Server Key", 10, server_key, &l);
+	return memcmp(stored_key, stored, 32) == 0 && memcmp(server_key, server, 32) == 0;
+}
+
+static void
+test_per_start(void **state)
+{
+	/* Quotes, backslashes, a newline, a statement terminator and UTF-8: all must arrive intact. */
+	const char *password = "p'a\\ss\"w;ord\n\n$x é";
+	struct cfg cfg = fx.cfg;
+	cfg.db_password = (char *)password;
+
+	double t0 = log_now();
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg), 0);
+	printf("timing: per-start with password (pg_hba + single-user + syncfs) %.3f s\n", log_now() - t0);
+
+	char *hba_path = path_join(fx.pgdata, "pg_hba.conf");
+	char *hba = read_file(hba_path, NULL);
+	expect_contains(hba, "\nlocal   all             all                                     trust\n");
+	expect_contains(hba, "\nhost    all             all             127.0.0.1/32            trust\n");
+	expect_contains(hba, "\nhost    replication     all             ::1/128                 trust\n");
+	expect_contains(hba, "\nhost all all all scram-sha-256\n");
+	assert_null(strstr(hba, "trust is enabled"));
+	free(hba);
+
+	struct srv *s = &fx.srv;
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	char *verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
+	assert_non_null(verifier);
+	assert_true(strncmp(verifier, "SCRAM-SHA-256$", 14) == 0);
+	assert_true(scram_matches(verifier, password));
+	assert_false(scram_matches(verifier, "p'a\\ss\"w;ord"));
+	free(verifier);
+	/* The server log never saw the password. */
+	char *log = read_file(s->logfile, NULL);
+	assert_non_null(log);
+	assert_null(strstr(log, "ss\"w;ord"));
+	free(log);
+	assert_int_equal(srv_stop(s), 0);
+
+	/* Trust, no password: the hba line changes and the stored password stays. */
+	cfg.db_password = NULL;
+	cfg.host_auth_method = "trust";
+	t0 = log_now();
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg), 0);
+	printf("timing: per-start without password (pg_hba + syncfs) %.3f s\n", log_now() - t0);
+	hba = read_file(hba_path, NULL);
+	expect_contains(hba, "# warning trust is enabled for all connections\n");
+	expect_contains(hba, "\nhost all all all trust\n");
+	free(hba);
+	cfg.host_auth_method = "md5\nhost all all all trust";
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg), -1);
+
+	/* Timing of single-user mode alone, a few runs. */
+	cfg.host_auth_method = NULL;
+	cfg.db_password = "another";
+	log_min_level = LOG_DEBUG; /* prints the single-user and syncfs times separately */
+	for (int i = 0; i < 3; i++) {
+		t0 = log_now();
+		assert_int_equal(srv_apply_per_start(&cfg, &fx.pg), 0);
+		printf("timing: per-start with password, run %d: %.3f s\n", i + 1, log_now() - t0);
+	}
+	log_min_level = LOG_INFO;
+
+	/* Single-user mode fails on a running cluster: reported, password not shown. */
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	cfg.db_password = "visible-if-leaked";
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg), -1);
+	assert_int_equal(srv_stop(s), 0);
+	free(hba_path);
+}
+
+/* postgres refuses root: become the postgres user for the whole run. */
+static int
+drop_root(void)
+{
+	if (geteuid() != 0)
+		return 0;
+	struct passwd *pw = getpwnam("postgres");
+	if (!pw) {
+		fprintf(stderr, "running as root and there is no postgres user\n");
+		return -1;
+	}
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+		fprintf(stderr, "could not become postgres: %s\n", strerror(errno));
+		return -1;
+	}
+	/* A uid change makes us undumpable, which LeakSanitizer needs us not to be. */
+	prctl(PR_SET_DUMPABLE, 1);
+	if (chdir("/tmp") != 0)
+		return -1;
+	return 0;
+}
+
+int
+main(void)
+{
+	if (drop_root() != 0 || sig_init() != 0)
+		return 1;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	const struct CMUnitTest pure[] = {
+		cmocka_unit_test(test_quote),
+		cmocka_unit_test(test_initdb_argv),
+		cmocka_unit_test(test_client_env),
+		cmocka_unit_test(test_check_auth),
+		cmocka_unit_test(test_stop_never_started),
+	};
+	const struct CMUnitTest cluster[] = {
+		cmocka_unit_test(test_stop_start_fails_fast),
+		cmocka_unit_test(test_databases_and_initdb_d),
+		cmocka_unit_test(test_per_start),
+	};
+	int failed = cmocka_run_group_tests_name("server helpers", pure, NULL, NULL);
+	failed += cmocka_run_group_tests_name("server cluster", cluster, setup_cluster, teardown_cluster);
+	return failed;
+}
