@@ -1,0 +1,80 @@
+# pgstash — a drop-in for the official postgres image whose entrypoint restores
+# a cached, already-migrated PGDATA instead of running migrations on every start.
+#
+#   docker build -t pgstash .                       # PostgreSQL 15
+#   docker build --build-arg PG_MAJOR=16 -t pgstash:16 .
+#
+# Built on Debian's own PostgreSQL packages.  Where no registry is reachable,
+# docker/build-base.sh creates debian:bookworm-slim locally with debootstrap;
+# the same Dockerfile builds against the real image anywhere else.  Build
+# arguments APT_MIRROR / APT_PROXY point apt at a local mirror or proxy for
+# the build only (docker/apt-install.sh).
+
+FROM debian:bookworm-slim AS build
+ARG APT_MIRROR=
+ARG APT_PROXY=
+COPY docker/apt-install.sh /usr/local/lib/pgstash/apt-install.sh
+RUN /usr/local/lib/pgstash/apt-install.sh build-essential pkg-config \
+	libpq-dev libarchive-dev libssl-dev libinih-dev libcurl4-openssl-dev libcjson-dev
+WORKDIR /usr/src/pgstash
+COPY Makefile VERSION ./
+COPY src/ src/
+COPY entrypoint/ entrypoint/
+# No .git in the context: the revision comes from the build argument.
+ARG PGSTASH_REVISION=unknown
+RUN make -j"$(nproc)" pgstash GIT_REV="$PGSTASH_REVISION" && strip pgstash && ./pgstash --version
+
+FROM debian:bookworm-slim
+ARG APT_MIRROR=
+ARG APT_PROXY=
+ARG PG_MAJOR=15
+ENV PG_MAJOR=$PG_MAJOR
+
+# The official image's uid/gid (999), so volumes move between the two images
+# without a chown; Debian's package would otherwise pick a dynamic system id.
+RUN set -eu; \
+	groupadd -r postgres --gid=999; \
+	useradd -r -g postgres --uid=999 --home-dir=/var/lib/postgresql --shell=/bin/bash postgres; \
+	mkdir -p /var/lib/postgresql; \
+	chown -R postgres:postgres /var/lib/postgresql
+
+COPY docker/apt-install.sh /usr/local/lib/pgstash/apt-install.sh
+# postgresql-common first, so that installing the server creates no
+# "main" cluster: pgstash runs initdb itself, into $PGDATA.
+RUN set -eu; \
+	/usr/local/lib/pgstash/apt-install.sh postgresql-common; \
+	sed -ri 's/#? *(create_main_cluster) .*$/\1 = false/' /etc/postgresql-common/createcluster.conf; \
+	grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf; \
+	/usr/local/lib/pgstash/apt-install.sh "postgresql-$PG_MAJOR" \
+		libpq5 libarchive13 libssl3 libinih1 libcurl4 libcjson1; \
+	rm -rf /var/lib/postgresql/$PG_MAJOR /etc/postgresql/$PG_MAJOR; \
+	sed -ri "s!^#?(listen_addresses)\s*=\s*\S+.*!\1 = '*'!" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample; \
+	grep -F "listen_addresses = '*'" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample; \
+	postgres --version 2>/dev/null || /usr/lib/postgresql/$PG_MAJOR/bin/postgres --version
+
+ENV PATH=/usr/lib/postgresql/$PG_MAJOR/bin:$PATH \
+	PGDATA=/var/lib/postgresql/data \
+	LANG=C.UTF-8
+
+# As the official image: a socket directory anyone may use, a PGDATA that
+# works under an arbitrary --user, the init-script directory.
+RUN set -eu; \
+	mkdir -p /var/run/postgresql "$PGDATA" /var/cache/pgstash /docker-entrypoint-initdb.d /etc/pgstash; \
+	chown postgres:postgres /var/run/postgresql "$PGDATA" /var/cache/pgstash; \
+	chmod 3777 /var/run/postgresql; \
+	chmod 1777 "$PGDATA"
+VOLUME /var/lib/postgresql/data /var/cache/pgstash
+
+COPY docker/pgstash.ini /etc/pgstash/pgstash.ini
+COPY --from=build /usr/src/pgstash/pgstash /usr/local/bin/pgstash
+
+ENTRYPOINT ["pgstash"]
+# Postgres' fast shutdown, as the official image (docker stop sends it to
+# postgres itself: pgstash execs it as PID 1).
+STOPSIGNAL SIGINT
+# Healthy once bootstrap is done and the final server answers.  The start
+# period covers a cache miss that runs every migration (lock_timeout's
+# default); a hit turns healthy within a second or two.
+HEALTHCHECK --interval=1s --timeout=5s --start-period=900s --retries=5 CMD ["pgstash", "healthcheck"]
+EXPOSE 5432
+CMD ["postgres"]

@@ -1,0 +1,135 @@
+/*
+ * docker — the smallest Docker Engine API client that runs a migration step
+ * in a container: libcurl over the engine's unix socket, cJSON for the
+ * bodies.  A step container is created, started, its output followed and
+ * relayed line by line to our stderr, waited for, and always removed — also
+ * when a terminating signal or the step's timeout cuts it short.  Every
+ * container carries the label DOCKER_LABEL_STEP (and DOCKER_LABEL_OWNER when
+ * given) so leftovers of a killed sidecar can be found and removed.
+ *
+ * Not for: pulling or building images, deciding which images may run (the
+ * caller passes only images named in the config), or anything a step does
+ * inside its container.
+ */
+#ifndef PGSTASH_DOCKER_H
+#define PGSTASH_DOCKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define DOCKER_DEFAULT_SOCKET "/var/run/docker.sock"
+/* The API version this client was written against; older engines get their own. */
+#define DOCKER_API_VERSION "1.41"
+#define DOCKER_LABEL_STEP "pgstash.step"
+#define DOCKER_LABEL_OWNER "pgstash.owner"
+
+/* A connection to one engine; fill with docker_open, release with docker_close. */
+struct docker {
+	char *socket_path;
+	char *api_prefix;   /* "/v1.41": the negotiated version, path prefix of every call */
+	void *multi;        /* CURLM *, polled together with the signal descriptor */
+};
+
+struct docker_run_opts {
+	const char *image;        /* required: a name or id the engine has locally */
+	char *const *argv;        /* NULL-terminated Cmd; NULL: the image's own CMD */
+	char *const *env;         /* NULL-terminated "NAME=value" list; may be NULL */
+	const char *workdir;      /* NULL: the image's WORKDIR */
+	const char *network_mode; /* "container:<id>", "host", ...; NULL: the engine's default */
+	const char *volumes_from; /* "<container>[:ro]" whose volumes the step sees; NULL: none */
+	const char *user;         /* "uid[:gid]" or a name; NULL: the image's USER */
+	const char *step;         /* required: step name, the DOCKER_LABEL_STEP value and part of the name */
+	const char *owner;        /* DOCKER_LABEL_OWNER value (e.g. our container id); NULL: no label */
+	const char *log_prefix;   /* prepended to every relayed output line; NULL: "" */
+	double timeout_s;         /* > 0: kill the container after this many seconds and fail */
+};
+
+/*
+ * Connects to the engine at `socket_path` (NULL: DOCKER_DEFAULT_SOCKET),
+ * checks it answers GET /_ping and picks the API version (ours, or the
+ * engine's when it is older).  0, or -1 (logged: "cannot reach the Docker
+ * Engine at ...") with *d still safe to docker_close.
+ */
+int docker_open(struct docker *d, const char *socket_path);
+/* Releases everything docker_open took; accepts a zeroed or closed struct. */
+void docker_close(struct docker *d);
+
+/*
+ * Looks up `image` locally (GET /images/{name}/json).  0 with *id_out set to
+ * a malloc'ed "sha256:..." (caller frees; id_out may be NULL), 1 when the
+ * engine has no such image (logged as an error: pgstash does not pull), -1
+ * on any other failure (logged).
+ */
+int docker_image_id(struct docker *d, const char *image, char **id_out);
+
+/*
+ * Finds the id of the container this process runs in, for
+ * network_mode "container:<id>".  Sources, in order: the bind mounts Docker
+ * makes for /etc/hostname, /etc/hosts and /etc/resolv.conf in
+ * /proc/self/mountinfo (cgroup v1 and v2 alike, any storage driver), the
+ * cgroup path in /proc/self/cgroup (cgroup v1, or v2 without a cgroup
+ * namespace), and last the host name when it is a 12-digit hex short id.
+ * 0 with *id_out malloc'ed (caller frees), or -1 when none applies (not
+ * logged: running outside a container is normal; the caller decides).
+ */
+int docker_self_container_id(char **id_out);
+/* The same, reading the given files (tests); any path may be NULL. */
+int docker_self_container_id_from(const char *mountinfo, const char *cgroup,
+				  const char *hostname, char **id_out);
+
+/*
+ * Runs one step container to its end: create, start, relay its output
+ * (stdout and stderr, each line to our stderr as "<log_prefix>line"), wait,
+ * remove.  The container is removed on every path, with its anonymous
+ * volumes.  0 with *exit_code set to the container's exit status when it ran
+ * to its end (whatever the status); -1 on failure, on timeout, or when a
+ * terminating signal was received (sig_received is set; the container was
+ * killed and removed), all logged.
+ */
+int docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code);
+
+/*
+ * Force-removes every container carrying `label` ("key" or "key=value"),
+ * running or not, with its anonymous volumes.  Returns how many were
+ * removed (each logged), or -1 (logged) when listing them failed.
+ */
+int docker_remove_labelled(struct docker *d, const char *label);
+
+/* Pure helpers, exposed for the unit tests. */
+
+/* The JSON body of POST /containers/create for `o`; malloc'ed, caller frees. */
+char *docker_create_body(const struct docker_run_opts *o);
+/* A container name for step `step`: "pgstash-<step, sanitised>-<suffix>"; malloc'ed. */
+char *docker_container_name(const char *step, const char *suffix);
+/*
+ * The "ApiVersion" to use given the engine's (from /_ping's API-Version
+ * header, NULL if absent): ours unless the engine's is older.  Returns a
+ * static string or `engine` itself.
+ */
+const char *docker_pick_api_version(const char *engine);
+
+/*
+ * Splits the engine's multiplexed log stream (Tty=false: frames of an 8-byte
+ * header — stream 1/2, three zero bytes, big-endian payload length — then the
+ * payload) into lines per stream.  Zero-initialise; feed bytes as they come
+ * in any chunking; finish once at the end (flushes unterminated lines); free.
+ */
+typedef void (*docker_line_fn)(void *arg, int stream, const char *line, size_t len);
+struct docker_demux {
+	unsigned char hdr[8];
+	size_t hdr_len;      /* header bytes collected for the current frame */
+	size_t left;         /* payload bytes still to come in the current frame */
+	int stream;          /* the current frame's stream: 1 stdout, 2 stderr */
+	char *line[3];       /* partial line per stream (index 1, 2) */
+	size_t line_len[3];
+	size_t line_cap[3];
+	bool bad;            /* a header was not a valid frame header */
+	docker_line_fn fn;
+	void *arg;
+};
+/* 0, or -1 once the stream is not a multiplexed stream (the rest is dropped). */
+int docker_demux_feed(struct docker_demux *m, const char *buf, size_t n);
+void docker_demux_finish(struct docker_demux *m);
+void docker_demux_free(struct docker_demux *m);
+
+#endif

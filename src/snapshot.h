@@ -1,0 +1,79 @@
+/*
+ * snapshot — a cleanly shut down PGDATA as one compressed tar stream, and
+ * back.  Writing walks the directory in a fixed, sorted order and leaves out
+ * what a restored cluster must not inherit (postmaster.pid and .opts, the
+ * contents of pg_stat_tmp, server logs, pgstash's own marker files); the
+ * archive's SHA-256 is computed while it is written.  Restoring streams the
+ * archive into an empty directory through libarchive's secure disk writer,
+ * refuses anything a PGDATA never holds (devices, fifos, hard links, paths or
+ * symlinks leaving the directory), and verifies the digest on the same single
+ * pass over the bytes.
+ *
+ * Not for: where archives live, locking, meta data (see store.h).
+ */
+#ifndef PGSTASH_SNAPSHOT_H
+#define PGSTASH_SNAPSHOT_H
+
+#include "config.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Buffer size of every read and write of archive and file bytes. */
+#define SNAP_BUF_SIZE (1024 * 1024)
+/* Restore refuses an entry larger than this, or archives expanding to more than SNAP_MAX_TOTAL. */
+#define SNAP_MAX_ENTRY_BYTES (64ULL << 30)
+#define SNAP_MAX_TOTAL_BYTES (1ULL << 40)
+/* Default zstd level when the configured level is 0. */
+#define SNAP_ZSTD_DEFAULT_LEVEL 3
+
+/* Restore's return values below 0. */
+#define SNAP_BAD_ARCHIVE (-1) /* the archive is at fault: corrupt, wrong digest, hostile, wrong version */
+#define SNAP_FAILED (-2)      /* something else: a signal, the target directory, the local disk */
+
+struct snap_stats {
+	uint64_t archive_bytes; /* bytes of the compressed archive written or read */
+	uint64_t pgdata_bytes;  /* sum of the regular files' sizes */
+	uint64_t files;         /* regular files */
+	char sha256[65];        /* lowercase hex digest of the archive bytes */
+	double seconds;         /* wall time of the operation */
+};
+
+/* The file name suffix of an archive: ".tar.zst", ".tar.gz" or ".tar". Static string. */
+const char *snap_suffix(enum cfg_compression comp);
+
+/*
+ * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
+ * `comp` at `level` (0: the codec's default; zstd's is 3) to `out_fd`, from its
+ * current position; `out_name` names it in messages.  The fd is neither
+ * fsynced nor closed.  Owners are written as 0 without names; modes kept.
+ * A symlink that a restore would refuse (absolute or leaving PGDATA: a
+ * tablespace, a pg_wal elsewhere) makes the snapshot fail rather than produce
+ * an entry that cannot be restored whole.
+ * 0, or -1 (logged as a warning: callers go on without caching).  *st filled on success.
+ */
+int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
+               int level, struct snap_stats *st);
+
+/*
+ * Extracts `archive_path` (any of the compressions, detected) into `pgdata`,
+ * which must be empty or absent (created 0700).  The archive's SHA-256 must
+ * equal `expected_sha256` (NULL: not checked).  Files are owned by uid:gid
+ * when running as root and uid != (uid_t)-1, else by the running user.  When
+ * expected_pg_major > 0, PG_VERSION must name that major.  A terminating
+ * signal (sig_received) aborts between entries.
+ * 0 on success (pgdata mode 0700); on failure pgdata's contents are removed
+ * and SNAP_BAD_ARCHIVE or SNAP_FAILED is returned (logged as warnings).  A
+ * pgdata that is not empty at the start is left alone: SNAP_FAILED.
+ * *st (optional) is filled with what was read, also on failure.
+ */
+int snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid,
+                 gid_t gid, int expected_pg_major, struct snap_stats *st);
+
+/*
+ * SHA-256 of a whole file, streamed with SNAP_BUF_SIZE reads; *bytes optional.
+ * 0, or -1 with errno set (not logged).
+ */
+int snap_digest_file(const char *path, char out[65], uint64_t *bytes);
+
+#endif

@@ -1,0 +1,206 @@
+"""The command line and the config file: --help, --version, usage errors
+(exit 2), and config errors that name the file and line (exit 2)."""
+import os
+import re
+
+import pytest
+
+from helpers import REPO, need_unprivileged
+
+GOOD = """\
+[pgstash]
+cache_dir   = cache
+compression = zstd
+max_bytes   = 1G
+
+[database]
+name = app
+
+[step one]
+root       = repo
+migrations = migrations/*.sql
+run        = /bin/true
+"""
+
+
+@pytest.fixture()
+def cfg(work):
+    """Writes a small valid config and its repo; returns write(text) → path."""
+    work.file("repo/migrations/0001_init.sql", "CREATE TABLE t (id int);\n")
+
+    def write(text=GOOD, name="pgstash.ini"):
+        return work.file(name, text)
+    return write
+
+
+def line_of(text, needle):
+    for i, line in enumerate(text.splitlines(), 1):
+        if needle in line:
+            return i
+    raise AssertionError(f"{needle!r} not in config")
+
+
+def assert_config_error(r, path, *lines):
+    """Exit 2, nothing on stdout, and stderr naming path:line for one of `lines`."""
+    assert r.rc == 2, r
+    assert r.stdout == "", r
+    assert any(f"{path}:{n}" in r.stderr for n in lines), f"expected {path}:{'|'.join(map(str, lines))}\n{r!r}"
+
+
+# ---- the front end ---------------------------------------------------------------------
+
+def test_help(pgstash):
+    r = pgstash("--help")
+    assert r.rc == 0, r
+    out = r.stdout.lower()
+    assert "usage" in out, r
+    for cmd in ("run", "prepare", "key", "ls", "verify", "prune", "healthcheck"):
+        assert re.search(rf"\b{cmd}\b", out), f"--help does not mention {cmd}\n{r!r}"
+    assert "--config" in out, r
+
+
+def test_version(pgstash):
+    with open(os.path.join(REPO, "VERSION")) as f:
+        version = f.read().strip()
+    r = pgstash("--version")
+    assert r.rc == 0, r
+    assert version in r.stdout, r
+    assert r.stdout.endswith("\n"), r
+
+
+def test_unknown_command_is_a_usage_error(pgstash, cfg):
+    r = pgstash("frobnicate", config=cfg())
+    assert r.rc == 2, r
+    assert "frobnicate" in r.stderr, r
+    assert r.stdout == "", r
+
+
+def test_unknown_option_is_a_usage_error(pgstash, cfg):
+    # (a leading unknown "-x" means `run -x`: postgres arguments, as in the official image)
+    r = pgstash("key", "--frobnicate", config=cfg())
+    assert r.rc == 2, r
+    assert "frobnicate" in r.stderr, r
+
+
+def test_good_config_works(work, cfg):
+    work.key(cfg())
+
+
+def test_verbosity_flags_keep_stdout_clean(work, cfg):
+    path = cfg()
+    key = work.key(path)
+    for flag in ("-v", "-q"):
+        r = work.run(flag, "key", config=path)
+        assert r.rc == 0, r
+        assert r.stdout == key + "\n", r
+    # logs go to stderr as "pgstash: LEVEL: ..."
+    r = work.run("-v", "key", config=path)
+    for line in r.stderr.splitlines():
+        assert line.startswith("pgstash: "), r
+
+
+# ---- where the config comes from ----------------------------------------------------------
+
+def test_config_from_env(work, cfg):
+    path = cfg()
+    assert work.key(env={"PGSTASH_CONFIG": path}) == work.key(path)
+
+
+def test_missing_config_file(pgstash, work):
+    missing = os.path.join(work.path, "nope.ini")
+    r = pgstash("key", config=missing)
+    assert r.rc == 2, r
+    assert missing in r.stderr, r
+    r = pgstash("key", env={"PGSTASH_CONFIG": missing})
+    assert r.rc == 2, r
+    assert missing in r.stderr, r
+
+
+def test_unreadable_config_file(pgstash, cfg):
+    need_unprivileged()
+    path = cfg()
+    os.chmod(path, 0)
+    r = pgstash("key", config=path)
+    assert r.rc == 2, r
+    assert path in r.stderr, r
+    assert "ermission denied" in r.stderr, r
+
+
+# ---- errors that name file:line -----------------------------------------------------------
+
+def test_unknown_key(pgstash, cfg):
+    text = GOOD.replace("compression = zstd\n", "compression = zstd\ncolour = blue\n")
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "colour"))
+    assert "colour" in r.stderr, r
+
+
+def test_unknown_key_in_step(pgstash, cfg):
+    text = GOOD + "rnu = typo\n"
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "rnu"))
+
+
+def test_unknown_section(pgstash, cfg):
+    text = GOOD + "\n[frobnicate]\nwhat = ever\n"
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "[frobnicate]"), line_of(text, "what = ever"))
+    assert "frobnicate" in r.stderr, r
+
+
+@pytest.mark.parametrize("key,value", [
+    ("max_bytes", "10X"),
+    ("max_bytes", "-1G"),
+    ("max_entries", "many"),
+    ("lock_timeout", "15s0"),
+    ("compression", "lz4"),
+    ("compression", "zstd:abc"),
+])
+def test_bad_value(pgstash, cfg, key, value):
+    text = GOOD.replace("[database]", f"{key} = {value}\n\n[database]")
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, f"{key} = {value}"))
+
+
+def test_missing_step_root(pgstash, cfg):
+    text = GOOD.replace("root       = repo", "root       = no-such-dir")
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "no-such-dir"), line_of(text, "[step one]"))
+    assert "no-such-dir" in r.stderr, r
+
+
+def test_step_without_run(pgstash, cfg):
+    text = GOOD.replace("run        = /bin/true\n", "")
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "[step one]"))
+    assert "run" in r.stderr, r
+
+
+def test_step_without_migrations(pgstash, cfg):
+    text = GOOD.replace("migrations = migrations/*.sql\n", "")
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "[step one]"))
+
+
+def test_every_problem_is_reported(pgstash, cfg):
+    text = GOOD.replace("compression = zstd\n", "compression = zstd\ncolour = blue\n") + "rnu = typo\n"
+    path = cfg(text)
+    r = pgstash("key", config=path)
+    assert_config_error(r, path, line_of(text, "colour"))
+    assert f"{path}:{line_of(text, 'rnu')}" in r.stderr, r
+
+
+def test_relative_root_is_taken_from_the_config_file_directory(work, cfg):
+    path = cfg()
+    # run from another directory: "root = repo" still means <config dir>/repo
+    elsewhere = os.path.join(work.path, "cache")
+    r = work.run("key", config=path, cwd=elsewhere)
+    assert r.rc == 0, r
+    assert r.stdout.strip() == work.key(path)

@@ -1,0 +1,215 @@
+"""The image (Dockerfile) as users run it: the official image's conventions,
+a plain start that turns healthy, a container step through the Docker Engine
+API (a miss, then a hit from the same cache volume), and docker stop.
+
+Needs a Docker Engine on /var/run/docker.sock and the base image
+debian:bookworm-slim (docker/build-base.sh makes it when no registry is
+reachable; it runs here when debootstrap is installed).  The image is built
+once per session from this checkout as pgstash-it:test (set
+PGSTASH_TEST_IMAGE to test a prebuilt one instead).  Skipped, visibly,
+without an engine.
+"""
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from helpers import REPO, need
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+SOCKET = "/var/run/docker.sock"
+BASE = "debian:bookworm-slim"
+
+
+def docker(*args, check=True, timeout=300, input=None):
+    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input)
+    if check and r.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def engine_answers():
+    if not shutil.which("docker") or not os.path.exists(SOCKET):
+        return False
+    try:
+        return docker("version", check=False, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def image():
+    need(engine_answers(), f"no Docker Engine answers at {SOCKET}")
+    prebuilt = os.environ.get("PGSTASH_TEST_IMAGE")
+    if prebuilt:
+        return prebuilt
+    if docker("image", "inspect", BASE, check=False).returncode != 0:
+        need(shutil.which("debootstrap") is not None,
+             f"no base image {BASE} and no debootstrap to make it (docker/build-base.sh)")
+        r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
+                           timeout=1200)
+        assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
+    tag = "pgstash-it:test"
+    t0 = time.monotonic()
+    docker("build", "-q", "-t", tag, REPO, timeout=1800)
+    print(f"\nbuilt {tag} in {time.monotonic() - t0:.1f} s")
+    return tag
+
+
+@pytest.fixture(scope="session")
+def step_image(image):
+    """The pgstash image without its entrypoint: a step image that has psql."""
+    tag = "pgstash-it/psql:test"
+    docker("build", "-q", "-t", tag, "-", input=f"FROM {image}\nENTRYPOINT []\nCMD [\"psql\"]\n")
+    return tag
+
+
+class Containers:
+    """Names of the containers a test starts; all force-removed at the end."""
+
+    def __init__(self):
+        self.names = []
+
+    def run(self, image, *args, env=None, mounts=(), name=None):
+        name = name or f"pgstash-it-{uuid.uuid4().hex[:10]}"
+        cmd = ["run", "-d", "--name", name]
+        for k, v in (env or {}).items():
+            cmd += ["-e", f"{k}={v}"]
+        for m in mounts:
+            cmd += ["-v", m]
+        docker(*cmd, image, *args)
+        self.names.append(name)
+        return name
+
+    def logs(self, name):
+        r = docker("logs", name, check=False)
+        return r.stdout + r.stderr
+
+    def inspect(self, name):
+        return json.loads(docker("inspect", name).stdout)[0]
+
+    def wait_healthy(self, name, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.inspect(name)["State"]
+            health = (state.get("Health") or {}).get("Status")
+            if health == "healthy":
+                return time.monotonic()
+            if state["Status"] == "exited":
+                raise AssertionError(f"{name} exited ({state['ExitCode']}):\n{self.logs(name)}")
+            time.sleep(0.2)
+        raise AssertionError(f"{name} not healthy after {timeout} s:\n{self.logs(name)}")
+
+    def psql(self, name, sql, db="postgres"):
+        return docker("exec", name, "psql", "-U", "postgres", "-d", db, "-tAc", sql).stdout.strip()
+
+
+@pytest.fixture()
+def containers():
+    c = Containers()
+    yield c
+    for n in c.names:
+        docker("rm", "-f", "-v", n, check=False)
+
+
+@pytest.fixture()
+def tmp():
+    d = tempfile.mkdtemp(prefix="pgstash-it-docker-")
+    os.chmod(d, 0o755)
+    yield d
+    # The cache was written by the container's postgres user: remove it as root in a container if need be.
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_image_follows_the_official_conventions(image):
+    cfg = json.loads(docker("image", "inspect", image).stdout)[0]["Config"]
+    assert cfg["Entrypoint"] == ["pgstash"]
+    assert cfg["Cmd"] == ["postgres"]
+    assert cfg["StopSignal"] == "SIGINT"
+    assert "5432/tcp" in cfg["ExposedPorts"]
+    assert set(cfg["Volumes"]) == {"/var/lib/postgresql/data", "/var/cache/pgstash"}
+    assert cfg["Healthcheck"]["Test"] == ["CMD", "pgstash", "healthcheck"]
+    env = dict(e.split("=", 1) for e in cfg["Env"])
+    assert env["PGDATA"] == "/var/lib/postgresql/data"
+    assert env["PATH"].startswith(f"/usr/lib/postgresql/{env['PG_MAJOR']}/bin:")
+    out = docker("run", "--rm", "--entrypoint", "sh", image, "-c",
+                 "id -u postgres; id -g postgres; stat -c %a /var/run/postgresql $PGDATA;"
+                 " grep -c \"^listen_addresses = '\\*'\" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample;"
+                 " ls /etc/postgresql/ | wc -l; test -d /docker-entrypoint-initdb.d && echo initdb.d;"
+                 " test -f /etc/pgstash/pgstash.ini && echo config; pgstash --version").stdout.split()
+    assert out[:7] == ["999", "999", "3777", "1777", "1", "0", "initdb.d"], out
+    assert out[7] == "config" and out[8] == "pgstash", out
+
+
+def test_plain_start_turns_healthy_and_stops_fast(image, containers):
+    name = containers.run(image, env={"POSTGRES_PASSWORD": "secret"})
+    t0 = time.monotonic()
+    containers.wait_healthy(name)
+    print(f"healthy in {time.monotonic() - t0:.1f} s")
+    assert containers.psql(name, "select 1") == "1"
+    t0 = time.monotonic()
+    docker("stop", name)
+    assert time.monotonic() - t0 < 8, "docker stop should not wait for the kill timeout"
+    assert containers.inspect(name)["State"]["ExitCode"] == 0, containers.logs(name)
+
+
+def test_container_step_miss_then_hit(image, step_image, containers, tmp):
+    mig = os.path.join(tmp, "migrations")
+    cache = os.path.join(tmp, "cache")
+    os.makedirs(mig)
+    os.makedirs(cache)
+    os.chmod(cache, 0o777)
+    with open(os.path.join(mig, "0001.sql"), "w") as f:
+        f.write("-- its content is what the key hashes\n")
+    ini = os.path.join(tmp, "pgstash.ini")
+    with open(ini, "w") as f:
+        f.write("[database]\nname = app\n\n"
+                "[step ddl]\nroot = /migrations\nmigrations = *.sql\n"
+                "run = psql -v ON_ERROR_STOP=1 -c \"create table t (i int); insert into t values (42)\"\n"
+                f"image = {step_image}\n")
+    mounts = [f"{SOCKET}:{SOCKET}", f"{mig}:/migrations:ro", f"{cache}:/var/cache/pgstash",
+              f"{ini}:/etc/pgstash/pgstash.ini:ro"]
+    env = {"POSTGRES_PASSWORD": "secret"}
+
+    first = containers.run(image, env=env, mounts=mounts)
+    containers.wait_healthy(first)
+    logs = containers.logs(first)
+    assert "[step ddl] INSERT 0 1" in logs, logs
+    assert containers.psql(first, "select i from t", db="app") == "42"
+    own_id = containers.inspect(first)["Id"]
+    # The step container is gone, and it carried our labels.
+    left = docker("ps", "-aq", "--filter", f"label=pgstash.owner={own_id}").stdout.split()
+    assert left == []
+    docker("rm", "-f", "-v", first)
+
+    second = containers.run(image, env=env, mounts=mounts)
+    containers.wait_healthy(second)
+    logs = containers.logs(second)
+    assert "cache hit" in logs, logs
+    assert "[step ddl]" not in logs, logs
+    assert containers.psql(second, "select i from t", db="app") == "42"
+    # Clean up as root inside a container: the cache belongs to uid 999.
+    docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
+
+
+def test_missing_step_image_is_a_step_failure(image, containers, tmp):
+    ini = os.path.join(tmp, "pgstash.ini")
+    mig = os.path.join(tmp, "migrations")
+    os.makedirs(mig)
+    with open(os.path.join(mig, "0001.sql"), "w") as f:
+        f.write("select 1;\n")
+    with open(ini, "w") as f:
+        f.write("[step ddl]\nroot = /migrations\nmigrations = *.sql\nrun = true\n"
+                "image = pgstash-it/no-such-image:nope\n")
+    name = containers.run(image, env={"POSTGRES_PASSWORD": "secret"},
+                          mounts=[f"{SOCKET}:{SOCKET}", f"{mig}:/migrations:ro", f"{ini}:/etc/pgstash/pgstash.ini:ro"])
+    code = int(docker("wait", name, timeout=120).stdout.strip())
+    logs = containers.logs(name)
+    assert code != 0, logs
+    assert "no-such-image" in logs, logs

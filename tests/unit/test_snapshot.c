@@ -1,0 +1,690 @@
+/*
+ * Unit tests for snapshot: round trips (synthetic tree, and a real PGDATA
+ * from initdb when PostgreSQL is installed), damaged archives, and hostile
+ * archives that try to write outside the target.
+ */
+#include "unit.h"
+
+#include "log.h"
+#include "sig.h"
+#include "snapshot.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <pwd.h>
+#include <signal.h>
+#include <dirent.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+
+#define PG_BINDIR "/usr/lib/postgresql/15/bin"
+
+struct fixture {
+	char *root;   /* temp dir */
+	char *src;    /* root/src: the tree to snapshot */
+	char *dst;    /* root/dst: restore target */
+	char *arch;   /* root/snap.tar.zst */
+};
+
+static char *
+rd(const char *dir, const char *rel)
+{
+	char *p = path_join(dir, rel);
+	char *t = read_file(p, NULL);
+	free(p);
+	return t;
+}
+
+static mode_t
+mode_of(const char *dir, const char *rel)
+{
+	char *p = path_join(dir, rel);
+	struct stat sb;
+	assert_int_equal(lstat(p, &sb), 0);
+	free(p);
+	return sb.st_mode;
+}
+
+static bool
+exists(const char *dir, const char *rel)
+{
+	char *p = path_join(dir, rel);
+	struct stat sb;
+	bool r = lstat(p, &sb) == 0;
+	free(p);
+	return r;
+}
+
+static void
+chmod_rel(const char *dir, const char *rel, mode_t m)
+{
+	char *p = path_join(dir, rel);
+	assert_int_equal(chmod(p, m), 0);
+	free(p);
+}
+
+static void
+make_tree(const char *src)
+{
+	unit_write(src, "PG_VERSION", "15\n");
+	unit_write(src, "base/1/1259", "relation bytes\n");
+	unit_write(src, "base/1/1259_fsm", "");
+	unit_write(src, "base/1/postmaster.pid", "nested, kept\n");
+	unit_write(src, "global/pg_control", "control");
+	unit_write(src, "postgresql.conf", "# conf\nport = 5432\n");
+	unit_write(src, "pg_stat_tmp/global.stat", "stats");
+	unit_write(src, "log/postgresql.log", "server log");
+	unit_write(src, "pg_log/old.log", "old log");
+	unit_write(src, "postmaster.pid", "4242\n");
+	unit_write(src, "postmaster.opts", "postgres\n");
+	unit_write(src, "pgstash.state", "ready\n");
+	unit_write(src, "a/b/c/deep.txt", "deep");
+	/* A larger file, so data spans several buffers of the compressor. */
+	char *big = xmalloc(3 * 1024 * 1024 + 1);
+	for (size_t i = 0; i < 3 * 1024 * 1024; i++)
+		big[i] = (char)('a' + (i * 7 + i / 4096) % 26);
+	big[3 * 1024 * 1024] = '\0';
+	unit_write(src, "base/1/16384", big);
+	free(big);
+	char *empty = path_join(src, "pg_tblspc");
+	assert_int_equal(mkdir(empty, 0700), 0);
+	free(empty);
+	char *link = path_join(src, "a/link");
+	assert_int_equal(symlink("b/c/deep.txt", link), 0);
+	free(link);
+	chmod_rel(src, "postgresql.conf", 0600);
+	chmod_rel(src, "a/b/c/deep.txt", 0751);
+	chmod_rel(src, "base", 0700);
+	chmod_rel(src, "a/b", 0750);
+}
+
+static int
+setup(void **state)
+{
+	struct fixture *f = xcalloc(1, sizeof(*f));
+	f->root = unit_tmpdir();
+	f->src = path_join(f->root, "src");
+	f->dst = path_join(f->root, "dst");
+	f->arch = path_join(f->root, "snap.tar.zst");
+	assert_int_equal(mkdir(f->src, 0700), 0);
+	make_tree(f->src);
+	*state = f;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	struct fixture *f = *state;
+	rm_rf(f->root);
+	free(f->root);
+	free(f->src);
+	free(f->dst);
+	free(f->arch);
+	free(f);
+	return 0;
+}
+
+static void
+write_snapshot(const char *src, const char *path, enum cfg_compression comp, int level, struct snap_stats *st)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(snap_write(src, fd, path, comp, level, st), 0);
+	assert_int_equal(close(fd), 0);
+}
+
+static void
+check_restored(const char *dst)
+{
+	char *t;
+	t = rd(dst, "PG_VERSION");
+	assert_string_equal(t, "15\n");
+	free(t);
+	t = rd(dst, "base/1/1259");
+	assert_string_equal(t, "relation bytes\n");
+	free(t);
+	t = rd(dst, "base/1/1259_fsm");
+	assert_string_equal(t, "");
+	free(t);
+	t = rd(dst, "base/1/postmaster.pid");
+	assert_string_equal(t, "nested, kept\n");
+	free(t);
+	t = rd(dst, "a/b/c/deep.txt");
+	assert_string_equal(t, "deep");
+	free(t);
+	size_t len;
+	char *p = path_join(dst, "base/1/16384");
+	t = read_file(p, &len);
+	free(p);
+	assert_non_null(t);
+	assert_int_equal(len, 3 * 1024 * 1024);
+	for (size_t i = 0; i < len; i += 4093)
+		assert_int_equal(t[i], (char)('a' + (i * 7 + i / 4096) % 26));
+	free(t);
+
+	assert_int_equal(mode_of(dst, "postgresql.conf") & 07777, 0600);
+	assert_int_equal(mode_of(dst, "a/b/c/deep.txt") & 07777, 0751);
+	assert_int_equal(mode_of(dst, "base") & 07777, 0700);
+	assert_int_equal(mode_of(dst, "a/b") & 07777, 0750);
+	assert_true(S_ISDIR(mode_of(dst, "pg_tblspc")));
+	assert_true(S_ISLNK(mode_of(dst, "a/link")));
+	char target[64];
+	char *lp = path_join(dst, "a/link");
+	ssize_t n = readlink(lp, target, sizeof(target) - 1);
+	free(lp);
+	assert_true(n > 0);
+	target[n] = '\0';
+	assert_string_equal(target, "b/c/deep.txt");
+
+	/* Left out, or kept as empty directories. */
+	assert_false(exists(dst, "postmaster.pid"));
+	assert_false(exists(dst, "postmaster.opts"));
+	assert_false(exists(dst, "pgstash.state"));
+	assert_true(S_ISDIR(mode_of(dst, "pg_stat_tmp")));
+	assert_false(exists(dst, "pg_stat_tmp/global.stat"));
+	assert_true(S_ISDIR(mode_of(dst, "log")));
+	assert_false(exists(dst, "log/postgresql.log"));
+	assert_false(exists(dst, "pg_log/old.log"));
+	assert_int_equal(mode_of(dst, ".") & 07777, 0700);
+}
+
+static void
+roundtrip(void **state, enum cfg_compression comp, int level)
+{
+	struct fixture *f = *state;
+	struct snap_stats w, r;
+	write_snapshot(f->src, f->arch, comp, level, &w);
+	assert_int_equal(strlen(w.sha256), 64);
+	assert_int_equal(w.files, 8);
+	assert_true(w.pgdata_bytes > 3 * 1024 * 1024);
+
+	char digest[65];
+	uint64_t bytes;
+	assert_int_equal(snap_digest_file(f->arch, digest, &bytes), 0);
+	assert_string_equal(digest, w.sha256);
+	assert_int_equal(bytes, w.archive_bytes);
+	if (comp != CFG_COMP_NONE)
+		assert_true(w.archive_bytes < w.pgdata_bytes);
+
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, &r), 0);
+	assert_string_equal(r.sha256, w.sha256);
+	assert_int_equal(r.archive_bytes, w.archive_bytes);
+	assert_int_equal(r.files, w.files);
+	assert_int_equal(r.pgdata_bytes, w.pgdata_bytes);
+	check_restored(f->dst);
+}
+
+static void test_roundtrip_zstd(void **state) { roundtrip(state, CFG_COMP_ZSTD, 0); }
+static void test_roundtrip_zstd_level(void **state) { roundtrip(state, CFG_COMP_ZSTD, 9); }
+static void test_roundtrip_gzip(void **state) { roundtrip(state, CFG_COMP_GZIP, 1); }
+static void test_roundtrip_none(void **state) { roundtrip(state, CFG_COMP_NONE, 0); }
+
+static void
+test_deterministic(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats a, b;
+	char *second = path_join(f->root, "again.tar.zst");
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &a);
+	write_snapshot(f->src, second, CFG_COMP_ZSTD, 0, &b);
+	assert_string_equal(a.sha256, b.sha256);
+	free(second);
+}
+
+static void
+test_suffix(void **state)
+{
+	(void)state;
+	assert_string_equal(snap_suffix(CFG_COMP_ZSTD), ".tar.zst");
+	assert_string_equal(snap_suffix(CFG_COMP_GZIP), ".tar.gz");
+	assert_string_equal(snap_suffix(CFG_COMP_NONE), ".tar");
+}
+
+static void
+test_target_not_empty(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	unit_write(f->dst, "precious", "keep me");
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), SNAP_FAILED);
+	char *t = rd(f->dst, "precious");
+	assert_string_equal(t, "keep me");
+	free(t);
+}
+
+static void
+copy_file(const char *from, const char *to, size_t max)
+{
+	size_t len;
+	char *data = read_file(from, &len);
+	assert_non_null(data);
+	if (len > max)
+		len = max;
+	assert_int_equal(write_file_atomic(to, data, len, 0644, false), 0);
+	free(data);
+}
+
+static void
+expect_bad(struct fixture *f, const char *arch, const char *sha, int major)
+{
+	int r = snap_restore(arch, sha, f->dst, (uid_t)-1, (gid_t)-1, major, NULL);
+	assert_int_equal(r, SNAP_BAD_ARCHIVE);
+	assert_true(dir_is_empty(f->dst));
+}
+
+static void
+test_truncated(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	char *cut = path_join(f->root, "cut.tar.zst");
+	copy_file(f->arch, cut, (size_t)w.archive_bytes / 2);
+	expect_bad(f, cut, w.sha256, 15);
+	/* Without the digest, the broken stream alone is caught. */
+	expect_bad(f, cut, NULL, 15);
+	/* An empty file is no archive. */
+	copy_file(f->arch, cut, 0);
+	expect_bad(f, cut, NULL, 0);
+	free(cut);
+}
+
+static void
+test_flipped_byte(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_NONE, 0, &w);
+	size_t len;
+	char *data = read_file(f->arch, &len);
+	/* Inside a file's data: the tar stays well formed, only the digest notices. */
+	char *hit = memmem(data, len, "relation bytes", 14);
+	assert_non_null(hit);
+	hit[0] ^= 0x01;
+	char *bad = path_join(f->root, "flip.tar");
+	assert_int_equal(write_file_atomic(bad, data, len, 0644, false), 0);
+	expect_bad(f, bad, w.sha256, 15);
+
+	/* And a compressed one, flipped in the middle. */
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	free(data);
+	data = read_file(f->arch, &len);
+	data[len / 2] ^= 0x40;
+	assert_int_equal(write_file_atomic(bad, data, len, 0644, false), 0);
+	expect_bad(f, bad, w.sha256, 15);
+	free(data);
+	free(bad);
+}
+
+static void
+test_trailing_garbage(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_NONE, 0, &w);
+	size_t len;
+	char *data = read_file(f->arch, &len);
+	data = xrealloc(data, len + 5);
+	memcpy(data + len, "junk!", 5);
+	char *bad = path_join(f->root, "junk.tar");
+	assert_int_equal(write_file_atomic(bad, data, len + 5, 0644, false), 0);
+	/* The digest covers bytes after the tar trailer too. */
+	expect_bad(f, bad, w.sha256, 15);
+	free(data);
+	free(bad);
+}
+
+static void
+test_digest_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	char wrong[65];
+	memcpy(wrong, w.sha256, 65);
+	wrong[0] = wrong[0] == '0' ? '1' : '0';
+	expect_bad(f, f->arch, wrong, 15);
+}
+
+static void
+test_major_mismatch(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	expect_bad(f, f->arch, w.sha256, 14);
+	/* 0: no expectation. */
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 0, NULL), 0);
+}
+
+static void
+test_signal_aborts(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	sig_received = SIGTERM;
+	int r = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL);
+	sig_received = 0;
+	assert_int_equal(r, SNAP_FAILED);
+	assert_true(dir_is_empty(f->dst));
+}
+
+static void
+test_write_refuses_outside_symlink(void **state)
+{
+	struct fixture *f = *state;
+	char *l = path_join(f->src, "pg_wal");
+	assert_int_equal(symlink("/var/lib/elsewhere", l), 0);
+	free(l);
+	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	struct snap_stats w;
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &w), -1);
+	close(fd);
+}
+
+static void
+test_write_missing_source(void **state)
+{
+	struct fixture *f = *state;
+	char *nowhere = path_join(f->root, "nowhere");
+	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	struct snap_stats w;
+	assert_int_equal(snap_write(nowhere, fd, f->arch, CFG_COMP_ZSTD, 0, &w), -1);
+	close(fd);
+	free(nowhere);
+}
+
+/* ------------------------------------------------------------- hostile */
+
+enum hkind { H_FILE, H_DIR, H_SYMLINK, H_HARDLINK, H_CHR, H_FIFO };
+
+struct hentry {
+	enum hkind kind;
+	const char *path;
+	const char *data; /* file contents, or link target */
+};
+
+static void
+hostile_archive(const char *out, const struct hentry *ents, size_t n)
+{
+	struct archive *a = archive_write_new();
+	assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_add_filter_zstd(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_filename(a, out), ARCHIVE_OK);
+	struct archive_entry *e = archive_entry_new();
+	for (size_t i = 0; i < n; i++) {
+		archive_entry_clear(e);
+		archive_entry_set_pathname(e, ents[i].path);
+		archive_entry_set_mtime(e, 1700000000, 0);
+		size_t size = 0;
+		switch (ents[i].kind) {
+		case H_FILE:
+			archive_entry_set_mode(e, AE_IFREG | 0644);
+			size = strlen(ents[i].data);
+			break;
+		case H_DIR:
+			archive_entry_set_mode(e, AE_IFDIR | 0755);
+			break;
+		case H_SYMLINK:
+			archive_entry_set_mode(e, AE_IFLNK | 0777);
+			archive_entry_set_symlink(e, ents[i].data);
+			break;
+		case H_HARDLINK:
+			archive_entry_set_mode(e, AE_IFREG | 0644);
+			archive_entry_set_hardlink(e, ents[i].data);
+			break;
+		case H_CHR:
+			archive_entry_set_mode(e, AE_IFCHR | 0666);
+			archive_entry_set_rdev(e, makedev(1, 3));
+			break;
+		case H_FIFO:
+			archive_entry_set_mode(e, AE_IFIFO | 0644);
+			break;
+		}
+		archive_entry_set_size(e, (la_int64_t)size);
+		assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+		if (size)
+			assert_int_equal(archive_write_data(a, ents[i].data, size), (la_ssize_t)size);
+	}
+	archive_entry_free(e);
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_write_free(a);
+}
+
+/* Restores a hostile archive (with its correct digest) into root/box/dst; nothing may appear outside dst. */
+static void
+hostile_case(struct fixture *f, const struct hentry *ents, size_t n, const char *const *must_not_exist)
+{
+	char *box = path_join(f->root, "box");
+	char *dst = path_join(box, "dst");
+	char *arch = path_join(f->root, "hostile.tar.zst");
+	assert_int_equal(mkdir_p(box, 0755), 0);
+	hostile_archive(arch, ents, n);
+	char sha[65];
+	assert_int_equal(snap_digest_file(arch, sha, NULL), 0);
+	assert_int_equal(snap_restore(arch, sha, dst, (uid_t)-1, (gid_t)-1, 0, NULL), SNAP_BAD_ARCHIVE);
+	assert_true(dir_is_empty(dst));
+	for (size_t i = 0; must_not_exist && must_not_exist[i]; i++) {
+		struct stat sb;
+		if (lstat(must_not_exist[i], &sb) == 0)
+			fail_msg("hostile archive wrote \"%s\"", must_not_exist[i]);
+	}
+	/* Only dst itself may be in the box. */
+	DIR *d = opendir(box);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") && strcmp(de->d_name, "dst"))
+			fail_msg("hostile archive wrote \"%s\" beside the target", de->d_name);
+	}
+	closedir(d);
+	rm_rf(box);
+	free(box);
+	free(dst);
+	free(arch);
+}
+
+static void
+test_hostile_dotdot(void **state)
+{
+	struct fixture *f = *state;
+	char *victim = path_join(f->root, "box/x");
+	const char *const gone[] = {victim, NULL};
+	struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "../x", "owned"}};
+	hostile_case(f, e, 2, gone);
+	struct hentry e2[] = {{H_DIR, "base", NULL}, {H_FILE, "base/../../x", "owned"}};
+	hostile_case(f, e2, 2, gone);
+	free(victim);
+}
+
+static void
+test_hostile_absolute(void **state)
+{
+	struct fixture *f = *state;
+	char *victim = path_join(f->root, "abs-victim");
+	const char *const gone[] = {victim, NULL};
+	struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, victim, "owned"}};
+	hostile_case(f, e, 2, gone);
+	free(victim);
+}
+
+static void
+test_hostile_symlink(void **state)
+{
+	struct fixture *f = *state;
+	char *outside = path_join(f->root, "outside");
+	assert_int_equal(mkdir(outside, 0755), 0);
+	char *victim = path_join(outside, "owned");
+	const char *const gone[] = {victim, NULL};
+	/* Absolute target, then a file through it. */
+	struct hentry e[] = {{H_SYMLINK, "evil", outside}, {H_FILE, "evil/owned", "owned"}};
+	hostile_case(f, e, 2, gone);
+	/* Relative target climbing out, then a file through it. */
+	struct hentry e2[] = {{H_SYMLINK, "evil", "../../outside"}, {H_FILE, "evil/owned", "owned"}};
+	hostile_case(f, e2, 2, gone);
+	/* A symlink inside is fine, but nothing may be written through it. */
+	struct hentry e3[] = {{H_DIR, "sub", NULL}, {H_SYMLINK, "in", "sub"}, {H_FILE, "in/f", "x"}};
+	hostile_case(f, e3, 3, NULL);
+	free(victim);
+	free(outside);
+}
+
+static void
+test_hostile_hardlink(void **state)
+{
+	struct fixture *f = *state;
+	struct stat before, after;
+	assert_int_equal(stat("/etc/passwd", &before), 0);
+	struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_HARDLINK, "pw", "/etc/passwd"}};
+	hostile_case(f, e, 2, NULL);
+	struct hentry e2[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_HARDLINK, "pw", "PG_VERSION"}};
+	hostile_case(f, e2, 2, NULL);
+	assert_int_equal(stat("/etc/passwd", &after), 0);
+	assert_int_equal(before.st_nlink, after.st_nlink);
+}
+
+static void
+test_hostile_device_fifo(void **state)
+{
+	struct fixture *f = *state;
+	struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_CHR, "null", NULL}};
+	hostile_case(f, e, 2, NULL);
+	struct hentry e2[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FIFO, "fifo", NULL}};
+	hostile_case(f, e2, 2, NULL);
+}
+
+/* ------------------------------------------------------------ real PGDATA */
+
+/* Runs argv (as the postgres user when we are root); returns the exit status or -1. */
+static int
+run_pg(const char *const *argv, const struct passwd *pw)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (pw && (setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0))
+			_exit(125);
+		int devnull = open("/dev/null", O_WRONLY);
+		if (devnull >= 0)
+			dup2(devnull, STDOUT_FILENO);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	int status;
+	if (waitpid(pid, &status, 0) != pid)
+		return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void
+test_real_pgdata(void **state)
+{
+	struct fixture *f = *state;
+	if (access(PG_BINDIR "/initdb", X_OK) != 0) {
+		fprintf(stderr, "skipped: no initdb at %s\n", PG_BINDIR);
+		skip();
+	}
+	const struct passwd *pw = NULL;
+	if (geteuid() == 0) {
+		pw = getpwnam("postgres");
+		if (!pw) {
+			fprintf(stderr, "skipped: running as root and there is no postgres user\n");
+			skip();
+		}
+		assert_int_equal(chown(f->root, pw->pw_uid, pw->pw_gid), 0);
+		assert_int_equal(chmod(f->root, 0755), 0);
+	}
+	char *pg1 = path_join(f->root, "pg1");
+	char *pg2 = path_join(f->root, "pg2");
+	char *sock = path_join(f->root, "sock");
+	char *logf = path_join(f->root, "server.log");
+	assert_int_equal(mkdir(sock, 0777), 0);
+	assert_int_equal(chmod(sock, 0777), 0);
+
+	const char *const initdb[] = {PG_BINDIR "/initdb", "-D", pg1, "-U", "postgres", "--auth=trust",
+	                              "-E", "UTF8", "--locale=C", "--no-sync", NULL};
+	assert_int_equal(run_pg(initdb, pw), 0);
+
+	struct snap_stats w, r;
+	write_snapshot(pg1, f->arch, CFG_COMP_ZSTD, 0, &w);
+	fprintf(stderr, "initdb PGDATA: %llu bytes in %llu files -> %llu byte snapshot (%.1f%%) in %.2f s\n",
+	        (unsigned long long)w.pgdata_bytes, (unsigned long long)w.files,
+	        (unsigned long long)w.archive_bytes, 100.0 * (double)w.archive_bytes / (double)w.pgdata_bytes,
+	        w.seconds);
+	assert_int_equal(snap_restore(f->arch, w.sha256, pg2, pw ? pw->pw_uid : (uid_t)-1,
+	                              pw ? pw->pw_gid : (gid_t)-1, 15, &r),
+	                 0);
+	fprintf(stderr, "restored in %.2f s\n", r.seconds);
+	if (pw) {
+		struct stat sb;
+		char *ctl = path_join(pg2, "global/pg_control");
+		assert_int_equal(stat(ctl, &sb), 0);
+		assert_int_equal(sb.st_uid, pw->pw_uid);
+		free(ctl);
+		assert_int_equal(stat(pg2, &sb), 0);
+		assert_int_equal(sb.st_uid, pw->pw_uid);
+		assert_int_equal(sb.st_mode & 0777, 0700);
+	}
+
+	char *opts = xasprintf("-c listen_addresses= -c unix_socket_directories=%s -c port=%d", sock,
+	                       50000 + (int)(getpid() % 10000));
+	char *port = xasprintf("%d", 50000 + (int)(getpid() % 10000));
+	const char *const start[] = {PG_BINDIR "/pg_ctl", "-D", pg2, "-l", logf, "-o", opts, "-w", "-t", "60",
+	                             "start", NULL};
+	int started = run_pg(start, pw);
+	if (started != 0) {
+		char *log = read_file(logf, NULL);
+		fprintf(stderr, "server log:\n%s\n", log ? log : "(none)");
+		free(log);
+	}
+	assert_int_equal(started, 0);
+	const char *const psql[] = {PG_BINDIR "/psql", "-X", "-h", sock, "-p", port, "-U", "postgres",
+	                            "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", "select 1", NULL};
+	int q = run_pg(psql, pw);
+	const char *const stop[] = {PG_BINDIR "/pg_ctl", "-D", pg2, "-m", "fast", "-w", "stop", NULL};
+	int stopped = run_pg(stop, pw);
+	assert_int_equal(q, 0);
+	assert_int_equal(stopped, 0);
+	free(opts);
+	free(port);
+	free(pg1);
+	free(pg2);
+	free(sock);
+	free(logf);
+}
+
+int
+main(void)
+{
+	log_min_level = LOG_ERROR + 1;
+	if (getenv("UNIT_VERBOSE"))
+		log_min_level = LOG_DEBUG;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_suffix),
+		cmocka_unit_test_setup_teardown(test_roundtrip_zstd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roundtrip_zstd_level, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roundtrip_gzip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_roundtrip_none, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_target_not_empty, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_flipped_byte, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_trailing_garbage, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_digest_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_major_mismatch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_signal_aborts, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_refuses_outside_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_missing_source, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_dotdot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_absolute, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_symlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_hardlink, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_device_fifo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_real_pgdata, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
