@@ -94,6 +94,7 @@ usage(FILE *out)
 	    "  database    = DB       the step's PGDATABASE / DATABASE_URL (default: the main database)\n"
 	    "  env         = NAME=VALUE  one per line; values are hashed into the key, never shown\n"
 	    "  image       = IMAGE    run the step as a container through the Docker Engine API\n"
+	    "  image_id    = yes | no also key on the image's ID, not only its name (asks the engine)\n"
 	    "  layer       = schema | fixtures\n"
 	    "  incremental = yes | no reuse a cached prefix when only migrations were added\n"
 	    "  timeout     = SECONDS\n"
@@ -118,6 +119,10 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 	struct pgbin pg;
 	if (pgbin_find(cfg->pg_bindir, &pg) != 0)
 		return EXIT_RUNTIME;
+	if (boot_resolve_images(cfg) != 0) {
+		pgbin_free(&pg);
+		return EXIT_RUNTIME;
+	}
 	struct fp_result fp;
 	double t0 = log_now();
 	if (fp_compute(cfg, pg.major, NULL, &fp) != 0) {

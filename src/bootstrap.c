@@ -376,6 +376,79 @@ run_container_step(struct boot *b, const struct cfg_step *step)
 	return rc;
 }
 
+int
+boot_resolve_images(struct cfg *cfg)
+{
+	struct docker d;
+	bool opened = false;
+	int rc = 0;
+	for (size_t i = 0; i < cfg->n_steps && rc == 0; i++) {
+		struct cfg_step *st = &cfg->steps[i];
+		if (!st->image || !st->image_id)
+			continue;
+		if (!opened) {
+			if (docker_open(&d, cfg->docker_socket) != 0)
+				return -1;
+			opened = true;
+		}
+		free(st->resolved_image_id);
+		st->resolved_image_id = NULL;
+		int r = docker_image_id(&d, st->image, &st->resolved_image_id);
+		if (r != 0) {
+			log_error("step \"%s\": image_id = yes, but the ID of image \"%s\" is unknown", st->name, st->image);
+			rc = -1;
+		}
+	}
+	if (opened)
+		docker_close(&d);
+	return rc;
+}
+
+/*
+ * Before initdb: every step image must exist, and containers a killed
+ * predecessor of this sidecar left behind are removed.  0 or -1 (logged).
+ */
+static int
+check_images(struct boot *b)
+{
+	const struct cfg *cfg = b->cfg;
+	struct docker d;
+	bool opened = false;
+	int rc = 0;
+	for (size_t i = 0; i < cfg->n_steps; i++) {
+		const struct cfg_step *st = &cfg->steps[i];
+		if (!st->image)
+			continue;
+		if (!opened) {
+			if (docker_open(&d, cfg->docker_socket) != 0)
+				return -1;
+			opened = true;
+			if (!b->self_container && docker_self_container_id(&b->self_container) != 0) {
+				log_error("step \"%s\" runs in a container, which must join this container's network, but pgstash "
+				          "could not find its own container id (is it running in a container?)",
+				          st->name);
+				rc = -1;
+				break;
+			}
+			char *label = xasprintf("%s=%s", DOCKER_LABEL_OWNER, b->self_container);
+			int n = docker_remove_labelled(&d, label);
+			if (n > 0)
+				log_info("removed %d step container%s left by an earlier, interrupted start", n, n == 1 ? "" : "s");
+			free(label);
+		}
+		char *id = NULL;
+		int r = docker_image_id(&d, st->image, &id);
+		free(id);
+		if (r != 0) {
+			rc = -1;
+			break;
+		}
+	}
+	if (opened)
+		docker_close(&d);
+	return rc;
+}
+
 /* Returns BOOT_OK, BOOT_STEP (a step or initdb.d script failed) or BOOT_RUNTIME. */
 static int
 build(struct boot *b, double *seconds)
@@ -385,6 +458,8 @@ build(struct boot *b, double *seconds)
 	bool tcp = false;
 	for (size_t i = 0; i < cfg->n_steps; i++)
 		tcp = tcp || cfg->steps[i].image;
+	if (tcp && check_images(b) != 0)
+		return BOOT_RUNTIME;
 
 	if (srv_initdb(cfg, &b->pg) != 0)
 		return BOOT_RUNTIME;
@@ -612,6 +687,8 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 
 	if (pgbin_find(cfg->pg_bindir, &b.pg) != 0)
 		goto cleanup;
+	if (boot_resolve_images(cfg) != 0)
+		goto cleanup;
 	double t = log_now();
 	if (fp_compute(cfg, b.pg.major, NULL, &b.fp) != 0) {
 		rc = 2;
@@ -708,9 +785,11 @@ boot_healthcheck(const struct cfg *cfg)
 	}
 	const char *host = getenv("PGHOST");
 	const char *port = getenv("PGPORT");
-	const char *keys[] = {"host", "port", "dbname", "connect_timeout", "fallback_application_name", NULL};
-	const char *vals[] = {host && *host ? host : cfg->socket_dir, port && *port ? port : "5432", "postgres", "3",
-	                      "pgstash-healthcheck", NULL};
+	const char *user = getenv("PGUSER");
+	/* A user that exists: pinging as "root" fills the server log with FATAL lines. */
+	const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "fallback_application_name", NULL};
+	const char *vals[] = {host && *host ? host : cfg->socket_dir, port && *port ? port : "5432", "postgres",
+	                      user && *user ? user : cfg->db_user, "3", "pgstash-healthcheck", NULL};
 	PGPing r = PQpingParams(keys, vals, 0);
 	if (r != PQPING_OK) {
 		fprintf(stderr, "pgstash: not ready: the server does not accept connections yet\n");

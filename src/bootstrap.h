@@ -28,6 +28,13 @@
 int boot_main(struct cfg *cfg, bool exec_postgres, int pg_argc, char **pg_argv);
 
 /*
+ * For steps with image_id = yes: asks the Docker Engine for the image's ID,
+ * which then enters the key.  0, or -1 (logged) when the engine or the image
+ * is missing.
+ */
+int boot_resolve_images(struct cfg *cfg);
+
+/*
  * Exit code for `pgstash healthcheck`: 0 only when bootstrap has finished and
  * the final server answers; 1 otherwise (the reason on stderr).
  */

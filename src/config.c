@@ -58,7 +58,7 @@ static const char *const database_keys[] = {
 	"user", "name", "extra", "initdb_args", NULL,
 };
 static const char *const step_keys[] = {
-	"root", "migrations", "exclude", "run", "database", "env", "image", "layer",
+	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
 	"incremental", "timeout", NULL,
 };
 
@@ -464,6 +464,9 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 			st->layer = CFG_LAYER_FIXTURES;
 		else
 			ctx_error(ctx, "bad value \"%s\" for layer: expected schema or fixtures", value);
+	} else if (strcmp(name, "image_id") == 0) {
+		if (parse_bool(value, &st->image_id, &why) != 0)
+			ctx_error(ctx, "bad value \"%s\" for image_id: %s", value, why);
 	} else if (strcmp(name, "incremental") == 0) {
 		if (parse_bool(value, &st->incremental, &why) != 0)
 			ctx_error(ctx, "bad value \"%s\" for incremental: %s", value, why);
@@ -869,6 +872,10 @@ cfg_validate(const struct cfg *cfg)
 				errors++;
 			}
 		}
+		if (st->image_id && !st->image) {
+			log_error("%s:%d: step \"%s\": image_id = yes needs image = IMAGE", st->file, st->line, st->name);
+			errors++;
+		}
 		if (st->image && strpbrk(st->image, " \t")) {
 			log_error("%s:%d: step \"%s\": image \"%s\" contains blanks", st->file, st->line, st->name, st->image);
 			errors++;
@@ -929,6 +936,7 @@ cfg_free(struct cfg *cfg)
 		free(st->database);
 		sl_free(&st->env);
 		free(st->image);
+		free(st->resolved_image_id);
 	}
 	free(cfg->steps);
 	memset(cfg, 0, sizeof(*cfg));

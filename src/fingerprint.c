@@ -306,6 +306,10 @@ add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, con
 	fp_quote(m, st->run ? st->run : "");
 	sb_append(m, " image=");
 	fp_quote(m, st->image ? st->image : "-");
+	if (st->resolved_image_id) {
+		sb_append(m, " image-id=");
+		fp_quote(m, st->resolved_image_id);
+	}
 	sb_append(m, " database=");
 	fp_quote(m, st->database ? st->database : (cfg->db_name ? cfg->db_name : cfg->db_user));
 	if (st->env.n == 0)

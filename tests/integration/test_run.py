@@ -1,0 +1,312 @@
+"""`pgstash run` (issue 4, "Must hold"): bootstrap, then exec postgres.
+
+  - the process that was started becomes the postmaster (postmaster.pid names
+    it), the healthcheck says ready only once bootstrap is done and the
+    server answers, and SIGINT to that pid is a clean fast shutdown (exit 0);
+  - `pgstash -c k=v`, `pgstash postgres -c k=v` and `pgstash run -c k=v`
+    hand their arguments to postgres;
+  - the password is applied at every start (miss, hit, reuse), works over
+    TCP, never reaches a snapshot, the key, argv or the log.
+
+pgstash runs in the background through Popen, as the run user when the suite
+runs as root; its output goes to a .log file the harness keeps on failure.
+"""
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port
+
+pytestmark = pytest.mark.slow
+
+# The step holds the build until the test creates work/go, so the test can
+# look at the healthcheck while bootstrap is still under way.
+GATED = ("/bin/sh -c 'touch ../started; while [ ! -e ../go ]; do sleep 0.05; done; "
+         "psql -v ON_ERROR_STOP=1 -c \"CREATE TABLE made_by_step (id int)\"'")
+QUICK = "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE made_by_step (id int)'"
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+def small_config(work, run, name="small.ini"):
+    """One command step in work/repo (its working directory: ../x is work/x)."""
+    work.file("repo/migrations/0001_init.sql", "-- one\n")
+    return work.file(name, f"[pgstash]\n\n[database]\nname = app\n\n[step only]\nroot = repo\n"
+                           f"migrations = migrations/*.sql\nrun = {run}\n")
+
+
+def socket_dir(work):
+    p = os.path.join(work.path, "ps")
+    if not os.path.isdir(p):
+        os.makedirs(p)
+        work.chown_up(p)
+    return p
+
+
+def base_env(work, **extra):
+    e = {"PGSTASH_SOCKET_DIR": socket_dir(work), "PGSTASH_INITDB_D": os.path.join(work.path, "initdb.d")}
+    e.update(extra)
+    return e
+
+
+def fresh_pgdata(work, name):
+    p = os.path.join(work.path, name)
+    os.makedirs(p, mode=0o700)
+    work.chown_up(p)
+    return p
+
+
+class Background:
+    """pgstash started with Popen in its own session; cleanup kills only those."""
+
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+
+    def start(self, *args, env=None, config=None):
+        argv = [self.work.binary] + ([f"--config={config}"] if config else []) + list(args)
+        kw = {}
+        if IS_ROOT and USER_IDS is not None:
+            kw = dict(user=USER_IDS[0], group=USER_IDS[1], extra_groups=[])
+        log = os.path.join(self.work.path, f"background-{len(self.procs)}.log")
+        with open(log, "w") as out:
+            p = subprocess.Popen(argv, env=self.work.env(env), cwd=self.work.path, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        p.log = log
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def output(p):
+        with open(p.log, errors="replace") as f:
+            return f.read()
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=30)
+
+
+@pytest.fixture()
+def bg(work):
+    b = Background(work)
+    yield b
+    b.cleanup()
+
+
+def wait_healthy(work, bg, p, env, timeout=90):
+    """Polls `pgstash healthcheck` until it exits 0; fails if pgstash exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hc = work.run("healthcheck", env=env)
+        if hc.rc == 0:
+            return hc
+        if p.poll() is not None:
+            raise AssertionError(f"pgstash exited ({p.returncode}) before it was healthy:\n{bg.output(p)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not healthy after {timeout} s: {hc!r}\n{bg.output(p)}")
+        time.sleep(0.1)
+
+
+def stop(bg, p, sig=signal.SIGINT):
+    os.kill(p.pid, sig)
+    try:
+        return p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"pgstash/postgres did not stop within 60 s of signal {sig}:\n{bg.output(p)}")
+
+
+def psql_socket(work, sock, query, db="postgres"):
+    p = work._as_user([os.path.join(PG_BINDIR, "psql"), "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", sock,
+                       "-p", "5432", "-U", "postgres", "-d", db, "-c", query])
+    return p.stdout.strip()
+
+
+def psql_tcp(port, password, query="SELECT current_user"):
+    """A TCP login as postgres with `password` (None: none); returns the CompletedProcess."""
+    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "5", "PGPASSFILE": "/nonexistent"}
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return subprocess.run([os.path.join(PG_BINDIR, "psql"), "-X", "-At", "-w",
+                           f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable",
+                           "-c", query], env=env, capture_output=True, text=True, timeout=30,
+                          stdin=subprocess.DEVNULL)
+
+
+def first_line(path):
+    with open(path) as f:
+        return f.readline().strip()
+
+
+# ---- 2. run execs postgres -----------------------------------------------------------------
+
+def test_run_becomes_postgres_healthcheck_and_sigint(work, bg):
+    cfg = small_config(work, GATED)
+    env = base_env(work)
+    hc = work.run("healthcheck", env=env)
+    assert hc.rc != 0, hc  # nothing started yet
+
+    p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env)
+    started = os.path.join(work.path, "started")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(started):
+        assert p.poll() is None, bg.output(p)
+        assert time.monotonic() < deadline, bg.output(p)
+        time.sleep(0.05)
+    # bootstrap is under way (the step waits): not ready, and still pgstash
+    hc = work.run("healthcheck", env=env)
+    assert hc.rc != 0, hc
+    assert "not ready" in hc.stderr, hc
+    assert not os.path.exists(os.path.join(work.pgdata, "postmaster.pid")) or \
+        first_line(os.path.join(work.pgdata, "postmaster.pid")) != str(p.pid)
+    time.sleep(0.3)
+    assert work.run("healthcheck", env=env).rc != 0
+
+    with open(os.path.join(work.path, "go"), "w"):
+        pass
+    wait_healthy(work, bg, p, env)
+    assert p.poll() is None, bg.output(p)
+    # the pid we started is the postmaster
+    assert first_line(os.path.join(work.pgdata, "postmaster.pid")) == str(p.pid), bg.output(p)
+    assert os.path.realpath(f"/proc/{p.pid}/exe") == os.path.realpath(os.path.join(PG_BINDIR, "postgres"))
+    sock = env["PGSTASH_SOCKET_DIR"]
+    assert psql_socket(work, sock, "SELECT count(*) FROM made_by_step", db="app") == "0"
+
+    rc = stop(bg, p, signal.SIGINT)
+    out = bg.output(p)
+    assert rc == 0, out
+    assert not os.path.exists(os.path.join(work.pgdata, "postmaster.pid")), out
+    assert "database system is shut down" in out, out
+    hc = work.run("healthcheck", env=env)
+    assert hc.rc != 0, hc
+
+
+def test_prepare_is_not_healthy(work):
+    cfg = small_config(work, QUICK)
+    env = base_env(work)
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0, r
+    hc = work.run("healthcheck", env=env)
+    assert hc.rc != 0, hc
+
+
+def test_sigterm_to_the_running_server_is_a_clean_stop(work, bg):
+    cfg = small_config(work, QUICK)
+    env = base_env(work)
+    p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env)
+    wait_healthy(work, bg, p, env)
+    assert first_line(os.path.join(work.pgdata, "postmaster.pid")) == str(p.pid)
+    rc = stop(bg, p, signal.SIGTERM)
+    assert rc == 0, bg.output(p)
+    assert not os.path.exists(os.path.join(work.pgdata, "postmaster.pid"))
+    # a restart reuses the cleanly stopped cluster
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0, r
+    assert "already holds" in r.stderr, r
+
+
+@pytest.mark.parametrize("form", [
+    ("-c", "listen_addresses=", "-c", "log_min_messages=warning"),
+    ("postgres", "-c", "listen_addresses=", "-c", "log_min_messages=error"),
+    ("run", "-c", "listen_addresses=", "-c", "log_min_messages=fatal"),
+    ("postgres", "-c", "listen_addresses=", "-clog_min_messages=notice"),
+], ids=["dash-c", "postgres", "run", "attached-c"])
+def test_arguments_reach_postgres(work, bg, form):
+    cfg = small_config(work, QUICK)
+    env = base_env(work)
+    want = form[-1].split("=", 1)[1]
+    p = bg.start(*form, config=cfg, env=env)
+    wait_healthy(work, bg, p, env)
+    sock = env["PGSTASH_SOCKET_DIR"]
+    assert psql_socket(work, sock, "SHOW log_min_messages") == want, bg.output(p)
+    assert psql_socket(work, sock, "SHOW listen_addresses") == ""
+    assert first_line(os.path.join(work.pgdata, "postmaster.pid")) == str(p.pid)
+    assert stop(bg, p) == 0, bg.output(p)
+
+
+# ---- 7. the password ------------------------------------------------------------------------
+
+PW = {n: f"pw-{n}-Qz7{n[::-1]}K" for n in ("one", "two", "three")}
+
+
+def run_with_password(work, bg, cfg, pgdata, password):
+    """`run` on TCP 127.0.0.1:<free port> with POSTGRES_PASSWORD=password;
+    returns (process, port) once healthy."""
+    port = free_port()
+    env = base_env(work, PGDATA=pgdata, POSTGRES_PASSWORD=password, POSTGRES_HOST_AUTH_METHOD=None)
+    p = bg.start("run", "-c", "listen_addresses=127.0.0.1", "-p", str(port), config=cfg, env=env)
+    wait_healthy(work, bg, p, dict(env, PGPORT=str(port)))
+    with open(f"/proc/{p.pid}/cmdline", "rb") as f:
+        cmdline = f.read().decode(errors="replace")
+    assert password not in cmdline
+    return p, port
+
+
+def assert_only_password(port, good, bad):
+    ok = psql_tcp(port, good)
+    assert ok.returncode == 0 and ok.stdout.strip() == "postgres", ok
+    for pw in bad + [None]:
+        no = psql_tcp(port, pw)
+        assert no.returncode != 0, (pw, no)
+        assert "password" in no.stderr, no
+
+
+def test_password_is_applied_at_every_start(work, bg):
+    cfg = small_config(work, QUICK)
+    for n, pw in PW.items():
+        ex = work.run("key", "--explain", config=cfg, env=base_env(work, POSTGRES_PASSWORD=pw))
+        assert ex.rc == 0, ex
+        assert pw not in ex.stdout and pw not in ex.stderr, ex
+    keys = {work.key(config=cfg, env=base_env(work, POSTGRES_PASSWORD=pw)) for pw in PW.values()}
+    assert len(keys) == 1
+
+    # miss with "one"
+    p, port = run_with_password(work, bg, cfg, work.pgdata, PW["one"])
+    assert_only_password(port, PW["one"], [PW["two"]])
+    assert stop(bg, p) == 0, bg.output(p)
+    assert "cache miss" in bg.output(p)
+
+    # hit with "two" into a fresh PGDATA
+    second = fresh_pgdata(work, "pgdata2")
+    p, port = run_with_password(work, bg, cfg, second, PW["two"])
+    assert "cache hit" in bg.output(p), bg.output(p)
+    assert_only_password(port, PW["two"], [PW["one"]])
+    assert stop(bg, p) == 0, bg.output(p)
+
+    # restart of the same PGDATA with "three"
+    p, port = run_with_password(work, bg, cfg, second, PW["three"])
+    assert "already holds" in bg.output(p), bg.output(p)
+    assert_only_password(port, PW["three"], [PW["one"], PW["two"]])
+    assert stop(bg, p) == 0, bg.output(p)
+
+    # the snapshot holds no password: a hit without one has none set
+    third = fresh_pgdata(work, "pgdata3")
+    r = work.run("prepare", config=cfg, env=base_env(work, PGDATA=third))
+    assert r.rc == 0 and "cache hit" in r.stderr, r
+    assert work.sql("SELECT rolpassword IS NULL FROM pg_authid WHERE rolname = 'postgres'", pgdata=third) == "t"
+
+    for p in bg.procs:
+        out = bg.output(p)
+        for pw in PW.values():
+            assert pw not in out
+    for dirpath, dirnames, filenames in os.walk(work.path):
+        for n in filenames:
+            if n.endswith(".log"):
+                with open(os.path.join(dirpath, n), errors="replace") as f:
+                    text = f.read()
+                assert not any(pw in text for pw in PW.values()), os.path.join(dirpath, n)
+
+
+def test_no_password_and_no_trust_is_refused(work):
+    cfg = small_config(work, QUICK)
+    r = work.run("prepare", config=cfg, env=base_env(work, POSTGRES_HOST_AUTH_METHOD=None, POSTGRES_PASSWORD=None))
+    assert r.rc not in (0, None), r
+    assert "POSTGRES_PASSWORD" in r.stderr, r
+    assert os.listdir(work.pgdata) == []
