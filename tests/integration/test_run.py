@@ -6,19 +6,21 @@
   - `pgstash -c k=v`, `pgstash postgres -c k=v` and `pgstash run -c k=v`
     hand their arguments to postgres;
   - the password is applied at every start (miss, hit, reuse), works over
-    TCP, never reaches a snapshot, the key, argv or the log.
+    TCP from a non-loopback address (loopback is trusted, as in the official
+    image), never reaches a snapshot, the key, argv or the log.
 
 pgstash runs in the background through Popen, as the run user when the suite
 runs as root; its output goes to a .log file the harness keeps on failure.
 """
 import os
 import signal
+import socket
 import subprocess
 import time
 
 import pytest
 
-from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port
+from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port, need
 
 pytestmark = pytest.mark.slow
 
@@ -129,13 +131,13 @@ def psql_socket(work, sock, query, db="postgres"):
     return p.stdout.strip()
 
 
-def psql_tcp(port, password, query="SELECT current_user"):
+def psql_tcp(host, port, password, query="SELECT current_user"):
     """A TCP login as postgres with `password` (None: none); returns the CompletedProcess."""
     env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "5", "PGPASSFILE": "/nonexistent"}
     if password is not None:
         env["PGPASSWORD"] = password
     return subprocess.run([os.path.join(PG_BINDIR, "psql"), "-X", "-At", "-w",
-                           f"host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable",
+                           f"host={host} port={port} user=postgres dbname=postgres sslmode=disable",
                            "-c", query], env=env, capture_output=True, text=True, timeout=30,
                           stdin=subprocess.DEVNULL)
 
@@ -236,12 +238,29 @@ def test_arguments_reach_postgres(work, bg, form):
 PW = {n: f"pw-{n}-Qz7{n[::-1]}K" for n in ("one", "two", "three")}
 
 
-def run_with_password(work, bg, cfg, pgdata, password):
-    """`run` on TCP 127.0.0.1:<free port> with POSTGRES_PASSWORD=password;
+def outside_address():
+    """A non-loopback IPv4 address of this machine (no packet is sent), or None.
+    As in the official image, pg_hba trusts 127.0.0.1 and ::1 (initdb's own
+    lines) and asks everyone else for the password (`host all all all
+    scram-sha-256`): a password check over TCP must come from elsewhere."""
+    for target in ("198.51.100.1", "10.255.255.254", "8.8.8.8"):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.connect((target, 9))
+                addr = s.getsockname()[0]
+            except OSError:
+                continue
+        if not addr.startswith("127.") and addr != "0.0.0.0":
+            return addr
+    return None
+
+
+def run_with_password(work, bg, cfg, pgdata, password, host):
+    """`run` on TCP host:<free port> with POSTGRES_PASSWORD=password;
     returns (process, port) once healthy."""
     port = free_port()
     env = base_env(work, PGDATA=pgdata, POSTGRES_PASSWORD=password, POSTGRES_HOST_AUTH_METHOD=None)
-    p = bg.start("run", "-c", "listen_addresses=127.0.0.1", "-p", str(port), config=cfg, env=env)
+    p = bg.start("run", "-c", f"listen_addresses={host}", "-p", str(port), config=cfg, env=env)
     wait_healthy(work, bg, p, dict(env, PGPORT=str(port)))
     with open(f"/proc/{p.pid}/cmdline", "rb") as f:
         cmdline = f.read().decode(errors="replace")
@@ -249,16 +268,18 @@ def run_with_password(work, bg, cfg, pgdata, password):
     return p, port
 
 
-def assert_only_password(port, good, bad):
-    ok = psql_tcp(port, good)
+def assert_only_password(host, port, good, bad):
+    ok = psql_tcp(host, port, good)
     assert ok.returncode == 0 and ok.stdout.strip() == "postgres", ok
     for pw in bad + [None]:
-        no = psql_tcp(port, pw)
+        no = psql_tcp(host, port, pw)
         assert no.returncode != 0, (pw, no)
         assert "password" in no.stderr, no
 
 
 def test_password_is_applied_at_every_start(work, bg):
+    host = outside_address()
+    need(host is not None, "no non-loopback IPv4 address to test password logins over TCP with")
     cfg = small_config(work, QUICK)
     for n, pw in PW.items():
         ex = work.run("key", "--explain", config=cfg, env=base_env(work, POSTGRES_PASSWORD=pw))
@@ -268,22 +289,22 @@ def test_password_is_applied_at_every_start(work, bg):
     assert len(keys) == 1
 
     # miss with "one"
-    p, port = run_with_password(work, bg, cfg, work.pgdata, PW["one"])
-    assert_only_password(port, PW["one"], [PW["two"]])
+    p, port = run_with_password(work, bg, cfg, work.pgdata, PW["one"], host)
+    assert_only_password(host, port, PW["one"], [PW["two"]])
     assert stop(bg, p) == 0, bg.output(p)
     assert "cache miss" in bg.output(p)
 
     # hit with "two" into a fresh PGDATA
     second = fresh_pgdata(work, "pgdata2")
-    p, port = run_with_password(work, bg, cfg, second, PW["two"])
+    p, port = run_with_password(work, bg, cfg, second, PW["two"], host)
     assert "cache hit" in bg.output(p), bg.output(p)
-    assert_only_password(port, PW["two"], [PW["one"]])
+    assert_only_password(host, port, PW["two"], [PW["one"]])
     assert stop(bg, p) == 0, bg.output(p)
 
     # restart of the same PGDATA with "three"
-    p, port = run_with_password(work, bg, cfg, second, PW["three"])
+    p, port = run_with_password(work, bg, cfg, second, PW["three"], host)
     assert "already holds" in bg.output(p), bg.output(p)
-    assert_only_password(port, PW["three"], [PW["one"], PW["two"]])
+    assert_only_password(host, port, PW["three"], [PW["one"], PW["two"]])
     assert stop(bg, p) == 0, bg.output(p)
 
     # the snapshot holds no password: a hit without one has none set
