@@ -74,8 +74,9 @@ if [[ ! -x $repo/pgstash ]]; then
 fi
 
 # ---- 2. a scratch directory the unprivileged user owns ------------------------
-work=$(mktemp -d /tmp/pgstash-demo.XXXXXX)
-chmod 0755 "$work"
+# mkdir fails on anything already there (a file, a symlink someone planted).
+work=/tmp/pgstash-demo.$$.$RANDOM
+mkdir -m 0755 "$work" || die "could not create $work"
 server_pgdata=
 cleanup() {
 	if [[ -n $server_pgdata && -f $server_pgdata/postmaster.pid ]]; then

@@ -45,8 +45,11 @@ const char *snap_suffix(enum cfg_compression comp);
 /*
  * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
  * `comp` at `level` (0: the codec's default; zstd's is 3) to `out_fd`, from its
- * current position; `out_name` names it in messages.  The fd is neither
- * fsynced nor closed.  Owners are written as 0 without names; modes kept.
+ * current position.  Peak memory follows zstd's window: levels up to 9 stay
+ * under 30 MB; 12 takes about 65 MB and 19 about 100 MB (restoring any level
+ * stays under 20 MB).  zstd runs single-threaded: its worker mode took 47-59 MB
+ * for a 15% gain.  `out_name` names the output in messages.  The fd is
+ * neither fsynced nor closed.  Owners are written as 0 without names; modes kept.
  * A symlink that a restore would refuse (absolute or leaving PGDATA: a
  * tablespace, a pg_wal elsewhere) makes the snapshot fail rather than produce
  * an entry that cannot be restored whole.

@@ -491,14 +491,18 @@ meta_lock(struct store *st, int *fd_out)
 /* -------------------------------------------------------------- temp files */
 
 /*
- * Creates .tmp/<key>-XXXXXX<suffix>, flocked exclusive for as long as the fd
+ * Creates .tmp/<key>-<6 random characters><suffix>, flocked exclusive for as long as the fd
  * is open.  Returns the fd (path in *path_out, caller frees) or -1 (logged).
  */
 static int
 tmp_create(struct store *st, const char *key, const char *suffix, char **path_out)
 {
+	/* mkostemps' template: six 'X' that it replaces. */
+	char rnd[7];
+	memset(rnd, 'X', 6);
+	rnd[6] = '\0';
 	for (int tries = 0; tries < 10; tries++) {
-		char *path = xasprintf("%s/%s-XXXXXX%s", st->tmp_dir, key, suffix);
+		char *path = xasprintf("%s/%s-%s%s", st->tmp_dir, key, rnd, suffix);
 		int fd = mkostemps(path, (int)strlen(suffix), O_CLOEXEC);
 		if (fd < 0) {
 			log_warning("could not create temp file in \"%s\": %s", st->tmp_dir, strerror(errno));

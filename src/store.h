@@ -16,7 +16,7 @@
  * of one key cannot pair one's archive with the other's meta; the first
  * complete entry wins.
  *
- * Temp files are named .tmp/<key>-XXXXXX<suffix> and their writer holds an
+ * Temp files are named .tmp/<key>-<random><suffix> and their writer holds an
  * exclusive flock on them until they are renamed or removed; store_open
  * removes only temp files it can lock, so a live writer in another container
  * sharing the volume keeps its file.

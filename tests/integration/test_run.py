@@ -68,10 +68,10 @@ class Background:
         self.work = work
         self.procs = []
 
-    def start(self, *args, env=None, config=None):
+    def start(self, *args, env=None, config=None, as_root=False):
         argv = [self.work.binary] + ([f"--config={config}"] if config else []) + list(args)
         kw = {}
-        if IS_ROOT and USER_IDS is not None:
+        if IS_ROOT and not as_root and USER_IDS is not None:
             kw = dict(user=USER_IDS[0], group=USER_IDS[1], extra_groups=[])
         log = os.path.join(self.work.path, f"background-{len(self.procs)}.log")
         with open(log, "w") as out:
@@ -331,3 +331,81 @@ def test_no_password_and_no_trust_is_refused(work):
     assert r.rc not in (0, None), r
     assert "POSTGRES_PASSWORD" in r.stderr, r
     assert os.listdir(work.pgdata) == []
+
+
+def test_healthcheck_follows_a_custom_port(work, bg):
+    """`pgstash -p N` (as `docker run IMAGE -p N`): the healthcheck must find
+    the server where it listens, without being told PGPORT."""
+    cfg = small_config(work, QUICK)
+    env = base_env(work)
+    port = free_port()
+    p = bg.start("-p", str(port), "-c", "listen_addresses=", config=cfg, env=env)
+    sock = env["PGSTASH_SOCKET_DIR"]
+    deadline = time.monotonic() + 60
+    while not os.path.exists(os.path.join(sock, f".s.PGSQL.{port}")):
+        assert p.poll() is None, bg.output(p)
+        assert time.monotonic() < deadline, bg.output(p)
+        time.sleep(0.05)
+    work._as_user([os.path.join(PG_BINDIR, "pg_isready"), "-h", sock, "-p", str(port), "-t", "30"])
+    deadline = time.monotonic() + 15
+    while True:
+        hc = work.run("healthcheck", env=env)
+        if hc.rc == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert hc.rc == 0, (hc, bg.output(p))
+    assert stop(bg, p) == 0, bg.output(p)
+
+
+@pytest.mark.root
+def test_root_run_becomes_postgres_as_the_postgres_user(work, bg):
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    uid, gid = USER_IDS
+    cfg = small_config(work, QUICK)
+    top = os.path.join(work.path, "rootowned")
+    os.makedirs(top)
+    pgdata, cache, sock = (os.path.join(top, n) for n in ("pgdata", "cache", "sock"))
+    for d in (pgdata, cache, sock):
+        os.makedirs(d, mode=0o755)
+    env = base_env(work, PGDATA=pgdata, PGSTASH_CACHE_DIR=cache, PGSTASH_SOCKET_DIR=sock)
+    p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env, as_root=True)
+    wait_healthy(work, bg, p, env)
+    assert first_line(os.path.join(pgdata, "postmaster.pid")) == str(p.pid)
+    with open(f"/proc/{p.pid}/status") as f:
+        ids = {line.split(":")[0]: line.split()[1:] for line in f if line.startswith(("Uid:", "Gid:", "Groups:"))}
+    assert ids["Uid"] == [str(uid)] * 4, ids
+    assert ids["Gid"] == [str(gid)] * 4, ids
+    assert "0" not in ids["Groups"], ids
+    assert os.stat(pgdata).st_uid == uid
+    assert stop(bg, p) == 0, bg.output(p)
+
+
+def test_awkward_password(work, bg):
+    host = outside_address()
+    need(host is not None, "no non-loopback IPv4 address to test password logins over TCP with")
+    cfg = small_config(work, QUICK)
+    pw = "it's a \\\"pass\\word\\\" $HOME; --"
+    p, port = run_with_password(work, bg, cfg, work.pgdata, pw, host)
+    assert_only_password(host, port, pw, [pw[:-1]])
+    assert stop(bg, p) == 0, bg.output(p)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_during_bootstrap_of_run(work, bg, sig):
+    cfg = small_config(work, GATED)
+    env = base_env(work)
+    p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env)
+    started = os.path.join(work.path, "started")
+    deadline = time.monotonic() + 60
+    while not os.path.exists(started):
+        assert p.poll() is None, bg.output(p)
+        assert time.monotonic() < deadline, bg.output(p)
+        time.sleep(0.05)
+    rc = stop(bg, p, sig)
+    out = bg.output(p)
+    assert rc == 128 + sig, out
+    assert os.listdir(work.pgdata) == [], out
+    assert not os.path.exists(os.path.join(work.cache, "pgstash-v1")) or \
+        [n for n in os.listdir(os.path.join(work.cache, "pgstash-v1")) if not n.startswith(".")] == [], out
+    hc = work.run("healthcheck", env=env)
+    assert hc.rc != 0, hc

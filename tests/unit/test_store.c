@@ -75,7 +75,7 @@ static void
 fill_meta(struct store_meta *m, const char *key, const char *manifest)
 {
 	memset(m, 0, sizeof(*m));
-	snprintf(m->key, sizeof(m->key), "%s", key);
+	memcpy(m->key, key, 65);
 	m->layer = CFG_LAYER_SCHEMA;
 	m->manifest = xstrdup(manifest);
 	snprintf(m->pg_version, sizeof(m->pg_version), "15.18");
@@ -152,8 +152,9 @@ static int
 capture_stdout(int (*fn)(void *), void *arg, char **out)
 {
 	fflush(stdout);
-	char tmpl[] = "/tmp/pgstash-unit-out-XXXXXX";
-	int fd = mkstemp(tmpl);
+	char *dir = unit_tmpdir();
+	char *tmpl = path_join(dir, "out");
+	int fd = open(tmpl, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	assert_true(fd >= 0);
 	int saved = dup(STDOUT_FILENO);
 	dup2(fd, STDOUT_FILENO);
@@ -163,7 +164,9 @@ capture_stdout(int (*fn)(void *), void *arg, char **out)
 	close(saved);
 	close(fd);
 	*out = read_file(tmpl, NULL);
-	unlink(tmpl);
+	rm_rf(dir);
+	free(tmpl);
+	free(dir);
 	return r;
 }
 
@@ -246,7 +249,7 @@ test_publish_lookup_roundtrip(void **state)
 	sb_append(&man, "last line without newline \\");
 	struct store_meta m;
 	fill_meta(&m, key_of(1), sb_str(&man));
-	snprintf(m.parent, sizeof(m.parent), "%s", key_of(2));
+	memcpy(m.parent, key_of(2), 65);
 	m.layer = CFG_LAYER_FIXTURES;
 	struct snap_stats sst;
 	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, &sst), 0);
@@ -382,29 +385,30 @@ test_stale_tmp_cleaned(void **state)
 	unit_write(f->st.tmp_dir, "live-abc.tar.zst", "being written");
 	char *live = path_join(f->st.tmp_dir, "live-abc.tar.zst");
 	char *stale = path_join(f->st.tmp_dir, "stale-abc.tar.zst");
-	int p[2];
-	assert_int_equal(pipe(p), 0);
+	int ready[2], go[2];
+	assert_int_equal(pipe(ready), 0);
+	assert_int_equal(pipe(go), 0);
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0) {
 		int fd = open(live, O_RDONLY);
 		if (fd < 0 || flock(fd, LOCK_EX) != 0)
 			_exit(1);
-		if (write(p[1], "x", 1) != 1)
+		if (write(ready[1], "x", 1) != 1)
 			_exit(1);
 		char c;
-		if (read(p[0], &c, 1) < 0)
+		if (read(go[0], &c, 1) < 0)
 			_exit(1);
 		_exit(0);
 	}
 	char c;
-	assert_int_equal(read(p[0], &c, 1), 1);
+	assert_int_equal(read(ready[0], &c, 1), 1);
 	struct store st2;
 	assert_int_equal(store_open(&st2, f->cache), 0);
 	assert_false(path_exists(stale));
 	assert_true(path_exists(live));
 	store_close(&st2);
-	assert_int_equal(write(p[1], "x", 1), 1);
+	assert_int_equal(write(go[1], "x", 1), 1);
 	int status;
 	waitpid(pid, &status, 0);
 	assert_int_equal(WEXITSTATUS(status), 0);
@@ -412,8 +416,10 @@ test_stale_tmp_cleaned(void **state)
 	assert_int_equal(store_open(&st2, f->cache), 0);
 	assert_false(path_exists(live));
 	store_close(&st2);
-	close(p[0]);
-	close(p[1]);
+	close(ready[0]);
+	close(ready[1]);
+	close(go[0]);
+	close(go[1]);
 	free(live);
 	free(stale);
 }
@@ -848,7 +854,7 @@ test_ls_and_verify(void **state)
 	four_entries(f);
 	struct store_meta m;
 	fill_meta(&m, key_of(5), "x\n");
-	snprintf(m.parent, sizeof(m.parent), "%s", key_of(1));
+	memcpy(m.parent, key_of(1), 65);
 	m.layer = CFG_LAYER_FIXTURES;
 	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL), 0);
 	store_meta_free(&m);
