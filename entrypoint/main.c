@@ -215,7 +215,7 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 		store_close(&st);
 		return EXIT_RUNTIME;
 	}
-	int rc = store_prune(&st, max_bytes, max_entries, dry, NULL, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+	int rc = store_prune(&st, max_bytes, max_entries, dry, NULL, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	store_close(&st);
 	return rc;
 }
