@@ -489,6 +489,8 @@ build(struct boot *b, double *seconds)
 	}
 	if (srv_stop(&b->srv) != 0)
 		return BOOT_RUNTIME;
+	if (srv_reset_wal(cfg, &b->pg) != 0)
+		return BOOT_RUNTIME;
 	*seconds = log_now() - t0;
 	return BOOT_OK;
 }

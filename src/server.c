@@ -266,31 +266,31 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 	return argv.v;
 }
 
-int
-srv_initdb(const struct cfg *cfg, const struct pgbin *pg)
+/*
+ * Runs a cluster tool (initdb, pg_resetwal) quietly: its output goes to a
+ * private log file whose tail is printed only when it fails (or straight to
+ * stderr at debug level).  0 or -1 (logged).
+ */
+static int
+run_tool(const char *what, char **argv)
 {
-	char **argv = srv_initdb_argv(cfg, pg);
 	char *dir = NULL;
 	char *logpath = NULL;
 	int logfd = -1;
 	int rc = -1;
 	bool verbose = log_min_level <= LOG_DEBUG;
 
-	if (!argv)
-		return -1;
 	if (!verbose) {
-		dir = make_private_dir("initdb");
+		dir = make_private_dir(what);
 		if (!dir)
 			goto cleanup;
-		logpath = path_join(dir, "initdb.log");
+		logpath = xasprintf("%s/%s.log", dir, what);
 		logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (logfd < 0) {
 			log_error("could not create file \"%s\": %s", logpath, strerror(errno));
 			goto cleanup;
 		}
 	}
-	log_info("initializing a cluster in \"%s\"", cfg->pgdata);
-	double t0 = log_now();
 	struct spawn_opts o = {.argv = argv, .in_fd = -1, .out_fd = logfd, .own_group = true};
 	pid_t pid = spawn(&o);
 	if (pid < 0)
@@ -300,15 +300,14 @@ srv_initdb(const struct cfg *cfg, const struct pgbin *pg)
 		goto cleanup;
 	if (!exited_ok(status)) {
 		char how[64];
-		log_error("initdb failed: %s", describe_status(status, how, sizeof(how)));
-		print_file_tail("initdb", logpath);
+		log_error("%s failed: %s", what, describe_status(status, how, sizeof(how)));
+		print_file_tail(what, logpath);
 		goto cleanup;
 	}
 	if (sig_received) {
-		log_error("initdb interrupted by signal %d", (int)sig_received);
+		log_error("%s interrupted by signal %d", what, (int)sig_received);
 		goto cleanup;
 	}
-	log_info("initdb done in %.1f s", log_now() - t0);
 	rc = 0;
 cleanup:
 	if (logfd >= 0)
@@ -317,7 +316,35 @@ cleanup:
 		rm_rf(dir);
 	free(logpath);
 	free(dir);
+	return rc;
+}
+
+int
+srv_initdb(const struct cfg *cfg, const struct pgbin *pg)
+{
+	char **argv = srv_initdb_argv(cfg, pg);
+	if (!argv)
+		return -1;
+	log_info("initializing a cluster in \"%s\"", cfg->pgdata);
+	double t0 = log_now();
+	int rc = run_tool("initdb", argv);
+	if (rc == 0)
+		log_info("initdb done in %.1f s", log_now() - t0);
 	step_argv_free(argv);
+	return rc;
+}
+
+int
+srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg)
+{
+	char *prog = pgbin_path(pg, "pg_resetwal");
+	/* No -f: pg_resetwal itself refuses a cluster that was not shut down cleanly. */
+	char *argv[] = {prog, "-D", cfg->pgdata, NULL};
+	double t0 = log_now();
+	int rc = run_tool("pg_resetwal", argv);
+	if (rc == 0)
+		log_debug("build WAL discarded in %.3f s", log_now() - t0);
+	free(prog);
 	return rc;
 }
 

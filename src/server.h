@@ -53,6 +53,14 @@ char **srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg);
 int srv_initdb(const struct cfg *cfg, const struct pgbin *pg);
 
 /*
+ * After the build's clean shutdown: `pg_resetwal` replaces the WAL the build
+ * wrote (initdb's and the migrations', several MB that compress poorly and
+ * that a cleanly shut-down cluster never reads again) with one empty segment,
+ * as pg_upgrade does.  Snapshots shrink by about a third.  0 or -1 (logged).
+ */
+int srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg);
+
+/*
  * Starts a temporary server on PGDATA: unix socket in a fresh private
  * directory, TCP on 127.0.0.1 too when `tcp`, durability off (the build is
  * thrown away unless it ends in a clean shutdown).  Returns once it accepts

@@ -146,7 +146,8 @@ sig_track(pid_t pid)
 bool
 sig_child_done(pid_t pid, int *status)
 {
-	sig_drain();
+	/* Reap only: reading the signalfd here would swallow a signal its caller is about to look for. */
+	reap();
 	for (int i = 0; i < MAX_TRACKED; i++) {
 		if (tracked[i].pid == pid && tracked[i].done) {
 			if (status)

@@ -588,8 +588,13 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 	archive_read_support_format_tar(ar);
 	archive_read_support_filter_zstd(ar);
 	archive_read_support_filter_gzip(ar);
+	/*
+	 * SPARSE: the one WAL segment of a snapshot is 16 MB of zeros after
+	 * pg_resetwal; holes save writing them (postgres reads holes as zeros and
+	 * fills them as it writes).
+	 */
 	int flags = ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-	            ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS;
+	            ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS | ARCHIVE_EXTRACT_SPARSE;
 	if (as_owner)
 		flags |= ARCHIVE_EXTRACT_OWNER;
 	archive_write_disk_set_options(aw, flags);

@@ -162,7 +162,11 @@ emit_lines(const char *name, struct strbuf *pending, bool flush)
 		const char *base = pending->buf + start;
 		size_t left = pending->len - start;
 		const char *nl = memchr(base, '\n', left);
-		if (nl) {
+		if (nl && (size_t)(nl - base) > STEP_MAX_LINE) {
+			/* Long lines come out in the same pieces however the reads split them. */
+			emit_line(name, base, STEP_MAX_LINE);
+			start += STEP_MAX_LINE;
+		} else if (nl) {
 			size_t n = (size_t)(nl - base);
 			if (n > 0 && base[n - 1] == '\r')
 				n--;
@@ -352,6 +356,8 @@ step_run_command(const struct cfg_step *step, const struct cfg *cfg, const struc
 		if (out_open)
 			out_open = pump_output(out[0], name, &pending);
 		int sig = sig_drain();
+		if (!sig && sig_received && !forwarded)
+			sig = sig_received; /* read by someone else's drain: still ours to forward */
 		if (sig) {
 			kill(-pid, sig);
 			if (!forwarded)

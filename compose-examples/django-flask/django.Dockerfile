@@ -29,4 +29,4 @@ USER app
 # The database comes from PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE
 # (proj/settings.py): pgstash sets them for the migration step, the compose
 # file for the tests.
-CMD ["python3", "manage.py", "test", "--keepdb"]
+CMD ["python3", "manage.py", "test", "--keepdb", "--noinput"]

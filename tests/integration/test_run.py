@@ -346,7 +346,11 @@ def test_healthcheck_follows_a_custom_port(work, bg):
         assert p.poll() is None, bg.output(p)
         assert time.monotonic() < deadline, bg.output(p)
         time.sleep(0.05)
-    work._as_user([os.path.join(PG_BINDIR, "pg_isready"), "-h", sock, "-p", str(port), "-t", "30"])
+    while work._as_user([os.path.join(PG_BINDIR, "pg_isready"), "-q", "-h", sock, "-p", str(port)],
+                        check=False).returncode != 0:
+        assert p.poll() is None, bg.output(p)
+        assert time.monotonic() < deadline, bg.output(p)
+        time.sleep(0.05)
     deadline = time.monotonic() + 15
     while True:
         hc = work.run("healthcheck", env=env)

@@ -11,6 +11,7 @@
 #include "sig.h"
 
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #define CHECK(cond)                                                                 \
@@ -49,15 +50,29 @@ in_child(void (*body)(void), const char *name)
 
 #define RUN_IN_CHILD(body) in_child(body, #body)
 
+/*
+ * In a grandchild: die with the child that forked us, so a failed check never
+ * leaves a sleeper behind holding the runner's output pipe open.
+ */
+static void
+die_with_parent(pid_t parent)
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(99);
+}
+
 /* Forks a process that runs fn (after sig_child_reset); returns its pid. */
 static pid_t
 spawn(void (*fn)(void), bool own_group)
 {
 	fflush(stdout);
 	fflush(stderr);
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	CHECK(pid >= 0);
 	if (pid == 0) {
+		die_with_parent(parent);
 		if (own_group)
 			setpgid(0, 0);
 		sig_child_reset();
@@ -252,9 +267,11 @@ body_forward(void)
 	sig_track(leader);
 	/* A second member of the leader's group must get the signal too. */
 	fflush(stderr);
+	pid_t parent = getpid();
 	pid_t member = fork();
 	CHECK(member >= 0);
 	if (member == 0) {
+		die_with_parent(parent);
 		setpgid(0, leader);
 		sig_child_reset();
 		sleep_long();

@@ -1,0 +1,57 @@
+#!/bin/sh
+# run.sh — the single-django stack in one command.
+#
+#   ./run.sh          build the pgstash image (../..) and its Django extension,
+#                     start the sidecar, wait until it is healthy, show what
+#                     pgstash did and how to connect.  It keeps running.
+#   ./run.sh down     stop it (the cache and PGDATA volumes stay)
+#   ./run.sh clean    remove it with its volumes, the cache included
+#
+# Environment: COMPOSE_PROJECT_NAME (default pgstash-single-django), plus the
+# variables docker-compose.yml reads (POSTGRES_PASSWORD, PGSTASH_IMAGE,
+# PGSTASH_PORT, PGSTASH_CACHE).
+set -eu
+cd "$(dirname "$0")"
+
+COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-pgstash-single-django}
+export COMPOSE_PROJECT_NAME
+if command -v docker-compose >/dev/null 2>&1; then
+	compose() { docker-compose "$@"; }
+else
+	compose() { docker compose "$@"; }
+fi
+
+case ${1:-up} in
+up) ;;
+down) exec compose down --remove-orphans ;;
+clean) exec compose down --volumes --remove-orphans ;;
+*) echo "usage: $0 [up|down|clean]" >&2; exit 2 ;;
+esac
+
+# The base image first: the Dockerfile here starts FROM it.
+docker build -t "${PGSTASH_IMAGE:-pgstash:latest}" ../..
+compose build
+compose up -d
+
+id=$(compose ps -q db)
+echo "waiting for the sidecar to turn healthy..."
+while :; do
+	state=$(docker inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$id")
+	case $state in
+	*" healthy") break ;;
+	exited*|dead*)
+		compose logs --no-color db
+		echo "run.sh: the sidecar exited" >&2
+		exit 1
+		;;
+	esac
+	sleep 0.5
+done
+compose logs --no-color db | grep -E 'pgstash: |\[step ' || true
+cat <<MSG
+
+The migrated database is up:
+  docker-compose exec db psql -U postgres -d app -c '\\dt'
+  psql "postgresql://postgres:${POSTGRES_PASSWORD:-example}@127.0.0.1:${PGSTASH_PORT:-5432}/app"
+Stop it with ./run.sh down.
+MSG
