@@ -792,7 +792,7 @@ def parse_strace_t(path, pgdata):
         pid, t, rest = int(m.group(1)), ts(m.group(2)), m.group(3)
         first = t if first is None else first
         last = t
-        c = (re.match(r"^(clone3?|vfork|fork)\(.*\) = (\d+)", rest)
+        c = (re.match(r"^(clone3?|vfork|fork)\(.*\)\s+=\s+(\d+)", rest)
              or re.match(r"^<\.\.\. (clone3?|vfork|fork) resumed>.* = (\d+)", rest))
         if c:
             children[int(c.group(2))] = t
@@ -801,7 +801,7 @@ def parse_strace_t(path, pgdata):
             execs[pid] = " ".join(x for x in (os.path.basename(e.group(1)), e.group(2)) if x)
         if rest.startswith("+++ exited"):
             exits[pid] = t
-        s = re.match(r"^syncfs\(.*\) = \d+ <([\d.]+)>", rest)
+        s = re.match(r"^syncfs\(.*\)\s+=\s+\d+ <([\d.]+)>", rest)
         if s:
             syncfs.append(float(s.group(1)))
         if "O_CREAT|O_EXCL" in rest and "openat(AT_FDCWD" in rest:
@@ -830,7 +830,7 @@ def precise_start(ctx, pgdata, sock, logpath):
     raise BenchError(f"server in {pgdata} not ready after 60 s")
 
 
-def analyse(ctx, sz, reps, walseg):
+def analyse(ctx, sz, reps, walseg, light=False):
     a = {}
     lg = sz.log("analysis")
     say(f"{sz.name}: analysis — what the snapshot holds")
@@ -845,6 +845,7 @@ def analyse(ctx, sz, reps, walseg):
         comp = subprocess.run(["zstd", "-q", "-3", "-c", os.path.join(base, "pg_wal", w["name"])],
                               capture_output=True, check=True).stdout
         w["zstd3_bytes"] = len(comp)
+    shutil.rmtree(base)
     # The floor: a bare cluster (initdb, one clean start and stop).
     bare = sz.fresh("an-bare")
     ctx.run(sz.initdb_argv(bare), lg)
@@ -853,54 +854,51 @@ def analyse(ctx, sz, reps, walseg):
     a["bare_cluster"] = tree_stats(bare)
     shutil.rmtree(bare)
 
-    say(f"{sz.name}: analysis — components of the hit")
-    comp = {k: [] for k in ("zstd_d", "sha256_archive", "tar_x", "syncfs_after_tar", "pg_ctl_start_w",
-                            "precise_start")}
+    say(f"{sz.name}: analysis — fixed costs of a hit")
+    comp = {k: [] for k in ("zstd_d", "sha256_archive", "postgres_version", "pg_ctl_start_w", "precise_start")}
     for i in range(reps):
         settle(ctx)
         comp["zstd_d"].append(ctx.run(["zstd", "-q", "-d", "-c", sz.meta["archive_path"]], lg,
                                       stdout=os.devnull)["s"])
         comp["sha256_archive"].append(ctx.run(["sha256sum", sz.meta["archive_path"]], lg, stdout=os.devnull)["s"])
-        d = sz.fresh(f"an-tar-{i}")
+        comp["postgres_version"].append(ctx.run([ctx.bin("postgres"), "--version"], lg, stdout=os.devnull)["s"])
+        d = sz.fresh(f"an-start")
+        ctx.run(["tar", "-xf", sz.snap_tar, "-C", d], lg)
         settle(ctx)
-        comp["tar_x"].append(ctx.run(["tar", "-xf", sz.snap_tar, "-C", d], lg)["s"])
-        comp["syncfs_after_tar"].append(ctx.run(["sync", "-f", d], lg)["s"])
         comp["pg_ctl_start_w"].append(ctx.start(d, sz.sock, lg)["s"])
         ctx.stop(d, lg)
-        shutil.rmtree(d)
-        d = sz.fresh(f"an-tar-{i}")
-        ctx.run(["tar", "-xf", sz.snap_tar, "-C", d], lg)
         settle(ctx)
         comp["precise_start"].append(precise_start(ctx, d, sz.sock, lg))
         ctx.stop(d, lg)
         shutil.rmtree(d)
     a["components"] = {k: stats(v) for k, v in comp.items()}
 
-    say(f"{sz.name}: analysis — strace of a hit and of tar -x")
     if shutil.which("strace"):
-        d = sz.fresh("an-strace-c")
+        say(f"{sz.name}: analysis — strace of a hit and of tar -x")
+        d = sz.fresh("an-strace")
         sc = os.path.join(sz.logs, "strace-c-hit.txt")
         settle(ctx)
         sz.pgstash(d, sz.cache, lg, wrap=["strace", "-c", "-o", sc])
         a["strace_c_hit"] = parse_strace_c(sc)
         shutil.rmtree(d)
-        d = sz.fresh("an-strace-c")
+        d = sz.fresh("an-strace")
         st = os.path.join(sz.logs, "strace-c-tar.txt")
         settle(ctx)
         ctx.run(["strace", "-c", "-o", st, "tar", "-xf", sz.snap_tar, "-C", d], lg)
         a["strace_c_tar"] = parse_strace_c(st)
-        shutil.rmtree(d)
-        d = sz.fresh("an-strace-t")
-        stt = os.path.join(sz.logs, "strace-tt-hit.txt")
-        settle(ctx)
-        sz.pgstash(d, sz.cache, lg, wrap=["strace", "-f", "-tt", "-T", "-o", stt])
-        a["strace_timeline_hit"] = parse_strace_t(stt, d)
         shutil.rmtree(d)
         entries = inv["entries"]
         a["syscalls_per_entry"] = {
             "pgstash_hit": sum(r["calls"] for r in a["strace_c_hit"]) / entries,
             "tar_x": sum(r["calls"] for r in a["strace_c_tar"]) / entries,
         }
+        if not light:
+            d = sz.fresh("an-strace")
+            stt = os.path.join(sz.logs, "strace-tt-hit.txt")
+            settle(ctx)
+            sz.pgstash(d, sz.cache, lg, wrap=["strace", "-f", "-tt", "-T", "-s", "256", "-o", stt])
+            a["strace_timeline_hit"] = parse_strace_t(stt, d)
+            shutil.rmtree(d)
     # /usr/bin/time -v reports ru_maxrss of the process it waited for, which Linux makes the maximum of
     # that process and every descendant it reaped: pgstash's children (postgres --version, --single) count.
     if os.path.exists("/usr/bin/time"):
@@ -911,49 +909,62 @@ def analyse(ctx, sz, reps, walseg):
             m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
         a["time_v_hit_maxrss_kb"] = int(m.group(1)) if m else None
         shutil.rmtree(d)
+    if light:
+        return a
 
-    say(f"{sz.name}: analysis — cache-entry variants restored by pgstash")
-    future = {w["name"] for w in inv["wal"] if w["future"] or w["past"]}
+    say(f"{sz.name}: analysis — extraction variants, interleaved")
+    removable = {w["name"] for w in inv["wal"] if w["future"] or w["past"]}
 
     def trim(m):
         parts = m.name.split("/")
-        return parts[-1] == "pg_internal.init" or (parts[0] == "pg_wal" and len(parts) == 2 and parts[1] in future)
+        return parts[-1] == "pg_internal.init" or (parts[0] == "pg_wal" and len(parts) == 2 and parts[1] in removable)
 
-    variants = {"zstd": (sz.cache, {"archive_bytes": int(sz.meta["archive_bytes"]), "compression": "zstd"})}
-    variants["none"] = write_variant(ctx, sz, sz.snap_tar, "none", lambda m: False, "none")
-    variants["trim_zstd"] = write_variant(ctx, sz, sz.snap_tar, "trim", trim, "zstd")
+    caches = {"pgstash_zstd": (sz.cache, {"archive_bytes": int(sz.meta["archive_bytes"]), "compression": "zstd"})}
+    caches["pgstash_none"] = write_variant(ctx, sz, sz.snap_tar, "none", lambda m: False, "none")
+    caches["pgstash_trim_zstd"] = write_variant(ctx, sz, sz.snap_tar, "trim", trim, "zstd")
     trim_tar = os.path.join(sz.dir, "snap-trim.tar")
     with tarfile.open(sz.snap_tar) as src, tarfile.open(trim_tar, "w", format=tarfile.PAX_FORMAT) as dst:
         for m in src:
             if not trim(m):
                 dst.addfile(m, src.extractfile(m) if m.isfile() else None)
-    ctx.own(trim_tar)
-    vres = {k: {"prepare": [], "restore": [], "start": []} for k in list(variants) + ["tar_trim", "tar_full"]}
+    extractors = {"gnu_tar": ["tar", "-xf", sz.snap_tar], "gnu_tar_trim": ["tar", "-xf", trim_tar]}
+    if shutil.which("bsdtar"):
+        # bsdtar is libarchive's own tar: -P drops the SECURE_* checks, -S extracts sparse, -m skips mtimes
+        # (pgstash sets none); the .tar.zst one is pgstash's restore without its digest and bookkeeping.
+        extractors.update({
+            "bsdtar": ["bsdtar", "-x", "-m", "-f", sz.snap_tar],
+            "bsdtar_nosecure": ["bsdtar", "-x", "-m", "-P", "-f", sz.snap_tar],
+            "bsdtar_sparse": ["bsdtar", "-x", "-m", "-S", "-f", sz.snap_tar],
+            "bsdtar_sparse_zstd": ["bsdtar", "-x", "-m", "-S", "-f", sz.meta["archive_path"]],
+        })
+    sync_after = {"gnu_tar", "bsdtar_sparse_zstd"}
+    names = list(caches) + list(extractors)
+    res = {k: {"extract": [], "restore_s": [], "syncfs": [], "start": []} for k in names}
     for i in range(reps):
-        for name, (cache, _) in variants.items():
-            d = sz.fresh(f"an-v-{name}")
-            l2 = sz.log(f"an-v-{name}-{i}")
+        k0 = i % len(names)
+        for name in names[k0:] + names[:k0]:
+            d = sz.fresh("an-x")
+            l2 = sz.log(f"an-x-{name}-{i}")
             settle(ctx)
-            r = sz.pgstash(d, cache, l2)
-            inner = parse_pgstash_log(l2)
-            if not inner["hit"]:
-                raise BenchError(f"variant {name} was not restored; see {l2}")
-            vres[name]["prepare"].append(r["s"])
-            vres[name]["restore"].append(inner.get("restore_s"))
-            vres[name]["start"].append(ctx.start(d, sz.sock, lg)["s"])
-            sz.verify(f"variant {name}")
-            ctx.stop(d, lg)
+            if name in caches:
+                r = sz.pgstash(d, caches[name][0], l2)
+                inner = parse_pgstash_log(l2)
+                if not inner["hit"]:
+                    raise BenchError(f"variant {name} was not restored; see {l2}")
+                res[name]["extract"].append(r["s"])
+                res[name]["restore_s"].append(inner.get("restore_s"))
+            else:
+                res[name]["extract"].append(ctx.run(extractors[name] + ["-C", d], l2)["s"])
+            if name in sync_after:
+                res[name]["syncfs"].append(ctx.run(["sync", "-f", d], l2)["s"])
+            if name in caches or name == "gnu_tar_trim":
+                res[name]["start"].append(ctx.start(d, sz.sock, l2)["s"])
+                sz.verify(name)
+                ctx.stop(d, l2)
             shutil.rmtree(d)
-        for name, tarp in (("tar_full", sz.snap_tar), ("tar_trim", trim_tar)):
-            d = sz.fresh(f"an-{name}")
-            settle(ctx)
-            vres[name]["restore"].append(ctx.run(["tar", "-xf", tarp, "-C", d], lg)["s"])
-            vres[name]["start"].append(ctx.start(d, sz.sock, lg)["s"])
-            sz.verify(name)
-            ctx.stop(d, lg)
-            shutil.rmtree(d)
-    a["variants"] = {k: {"info": variants[k][1] if k in variants else None,
-                         **{p: stats(v) for p, v in vres[k].items()}} for k in vres}
+    a["extraction"] = {k: {"info": caches[k][1] if k in caches else None,
+                           **{p: stats(v) for p, v in res[k].items() if any(x is not None for x in v)}}
+                       for k in names}
     os.unlink(trim_tar)
 
     if walseg:
@@ -968,20 +979,26 @@ def analyse(ctx, sz, reps, walseg):
         res = {"build_s": r["s"], "archive_bytes": int(meta["archive_bytes"]),
                "pgdata_bytes": int(meta["pgdata_bytes"]), "wal_segments": len(segs),
                "wal_bytes": sum(os.path.getsize(os.path.join(d, "pg_wal", w)) for w in segs),
-               "prepare": [], "restore": []}
+               "prepare": [], "restore": [], "default_prepare": [], "default_restore": []}
         shutil.rmtree(d)
         for i in range(reps):
-            d = sz.fresh("an-walseg1")
-            l3 = sz.log(f"an-walseg1-{i}")
-            settle(ctx)
-            r = sz.pgstash(d, cache, l3, extra_env={"POSTGRES_INITDB_ARGS": "--wal-segsize=1"})
-            res["prepare"].append(r["s"])
-            res["restore"].append(parse_pgstash_log(l3).get("restore_s"))
-            shutil.rmtree(d)
-        res["prepare"], res["restore"] = stats(res["prepare"]), stats(res["restore"])
+            for which in (("walseg1", "default") if i % 2 == 0 else ("default", "walseg1")):
+                d = sz.fresh("an-walseg1")
+                l3 = sz.log(f"an-walseg1-{which}-{i}")
+                settle(ctx)
+                if which == "walseg1":
+                    r = sz.pgstash(d, cache, l3, extra_env={"POSTGRES_INITDB_ARGS": "--wal-segsize=1"})
+                    res["prepare"].append(r["s"])
+                    res["restore"].append(parse_pgstash_log(l3).get("restore_s"))
+                else:
+                    r = sz.pgstash(d, sz.cache, l3)
+                    res["default_prepare"].append(r["s"])
+                    res["default_restore"].append(parse_pgstash_log(l3).get("restore_s"))
+                shutil.rmtree(d)
+        for k in ("prepare", "restore", "default_prepare", "default_restore"):
+            res[k] = stats(res[k])
         a["walseg1"] = res
         shutil.rmtree(cache)
-    shutil.rmtree(base)
     return a
 
 
@@ -1010,6 +1027,9 @@ def machine_info(ctx):
         "libarchive": cmd(["dpkg-query", "-W", "-f", "${Version}", "libarchive13"]),
         "zstd": cmd(["zstd", "--version"]), "tar": (cmd(["tar", "--version"]) or "").split("\n")[0],
         "python": platform.python_version(),
+        "repo_head": cmd(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]),
+        "src_changes_not_committed": cmd(["git", "-C", REPO, "status", "--short", "--", "src", "entrypoint"]),
+        "pgstash_sha256": hashlib.sha256(open(ctx.pgstash, "rb").read()).hexdigest(),
     }
 
 
@@ -1115,42 +1135,54 @@ def analysis_text(data):
         inv = a["inventory"]
         wal = inv["wal"]
         comp = a["components"]
+        med = lambda st: fmt_s(st["median"]) if st else "-"
         out.append(f"#### {s}")
         out.append(f"- snapshot: {inv['entries']} entries ({inv['files']} files, {inv['dirs']} directories), "
                    f"{mib(inv['bytes']):.1f} MiB; {inv['empty_files']} empty files "
                    f"({inv['empty_fraction'] * 100:.0f} % of files); {inv['zero_page_fraction'] * 100:.0f} % of "
-                   f"8 KiB pages all zero. Bare initdb cluster: {a['bare_cluster']['files']} files, "
+                   f"8 KiB pages all zero. A bare initdb cluster: {a['bare_cluster']['files']} files, "
                    f"{mib(a['bare_cluster']['bytes']):.1f} MiB.")
-        out.append(f"- pg_wal: {len(wal)} segments of {mib(inv['wal_segment_bytes']):.0f} MiB "
-                   f"({mib(sum(w['bytes'] for w in wal)):.0f} MiB, "
-                   f"{sum(w['bytes'] for w in wal) / inv['bytes'] * 100:.0f} % of the bytes); REDO is in "
-                   f"{inv['redo_wal_file']}; not needed after the clean shutdown: {inv['wal_not_needed']['files']} "
-                   f"segments, {mib(inv['wal_not_needed']['bytes']):.0f} MiB ("
-                   + ", ".join(f"{w['name'][-8:]}: zstd {w['zstd3_bytes'] / 1024:.0f} KiB" for w in wal) + ").")
-        out.append(f"- relcache init files (removed by the server at start): {inv['relcache_init']['files']} files, "
-                   f"{inv['relcache_init']['bytes'] / 1024:.0f} KiB; contents of {', '.join(RESET_DIRS)}: "
-                   f"{inv['reset_dirs']['files']} files, {inv['reset_dirs']['bytes'] / 1024:.0f} KiB.")
-        out.append(f"- components (median of {comp['tar_x']['n']}): zstd -d {fmt_s(comp['zstd_d']['median'])} s, "
-                   f"sha256sum of the archive {fmt_s(comp['sha256_archive']['median'])} s, tar -x "
-                   f"{fmt_s(comp['tar_x']['median'])} s, syncfs right after it "
-                   f"{fmt_s(comp['syncfs_after_tar']['median'])} s, pg_ctl start -w "
-                   f"{fmt_s(comp['pg_ctl_start_w']['median'])} s vs start until ready polled every ms "
-                   f"{fmt_s(comp['precise_start']['median'])} s.")
+        out.append(f"- pg_wal: {len(wal)} segment(s) of {mib(inv['wal_segment_bytes']):.0f} MiB "
+                   f"({sum(w['bytes'] for w in wal) / inv['bytes'] * 100:.0f} % of the bytes; "
+                   f"{sum(w['zero_pages'] for w in wal) * 8192 / max(1, sum(w['bytes'] for w in wal)) * 100:.0f} % "
+                   f"zero pages); REDO in {inv['redo_wal_file']}; segments other than the REDO one: "
+                   f"{inv['wal_not_needed']['files']} ({mib(inv['wal_not_needed']['bytes']):.0f} MiB).")
+        out.append(f"- not needed by a cleanly shut down cluster: relcache init files {inv['relcache_init']['files']} "
+                   f"({inv['relcache_init']['bytes'] / 1024:.0f} KiB, deleted by the server at start); contents of "
+                   f"the directories pg_basebackup skips: {inv['reset_dirs']['files']} files "
+                   f"({inv['reset_dirs']['bytes'] / 1024:.0f} KiB). FSM forks {inv['fsm']['files']} "
+                   f"({mib(inv['fsm']['bytes']):.1f} MiB), VM forks {inv['vm']['files']}.")
+        out.append(f"- fixed costs (median of {comp['zstd_d']['n']}): zstd -d {med(comp['zstd_d'])} s, sha256sum of "
+                   f"the archive {med(comp['sha256_archive'])} s, postgres --version {med(comp['postgres_version'])} "
+                   f"s, pg_ctl start -w {med(comp['pg_ctl_start_w'])} s vs start until postmaster.pid says ready "
+                   f"(polled every ms) {med(comp['precise_start'])} s.")
         if "syscalls_per_entry" in a:
-            top = ", ".join(f"{r['syscall']} {r['calls']}" for r in a["strace_c_hit"][:8])
+            top = ", ".join(f"{r['syscall']} {r['calls']}" for r in a["strace_c_hit"][:9])
             out.append(f"- syscalls per archive entry: pgstash hit {a['syscalls_per_entry']['pgstash_hit']:.1f}, "
-                       f"tar -x {a['syscalls_per_entry']['tar_x']:.1f} (pgstash: {top}).")
-        v = a["variants"]
-        out.append("- the same key restored by pgstash from other archives (prepare / restore, median): "
-                   + "; ".join(f"{k} {fmt_s(v[k]['prepare']['median']) if v[k]['prepare'] else '-'} / "
-                               f"{fmt_s(v[k]['restore']['median'])} s"
-                               + (f" ({mib(v[k]['info']['archive_bytes']):.1f} MiB)" if v[k].get('info') else "")
-                               for k in v) + ".")
+                       f"GNU tar -x {a['syscalls_per_entry']['tar_x']:.1f} (pgstash: {top}).")
+        tl = a.get("strace_timeline_hit")
+        if tl:
+            kids = ", ".join(f"{k['exec']} {k['s'] * 1000:.0f} ms" for k in tl["children"])
+            out.append(f"- strace -f -tt of a hit: {tl['wall_s']:.2f} s under strace, {tl['file_creates']} files "
+                       f"created in {tl['create_window_s']:.2f} s; children: {kids}; syncfs "
+                       + ", ".join(f"{x * 1000:.0f} ms" for x in tl["syncfs_s"]) + ".")
+        x = a.get("extraction")
+        if x:
+            cells = []
+            for k, v in x.items():
+                t = f"{k} {med(v.get('extract'))}"
+                if v.get("restore_s"):
+                    t += f" (restore {med(v['restore_s'])})"
+                if v.get("syncfs"):
+                    t += f" + syncfs {med(v['syncfs'])}"
+                cells.append(t)
+            out.append("- extraction, interleaved, median s (pgstash_*: whole prepare): " + "; ".join(cells) + ".")
         if "walseg1" in a:
             w = a["walseg1"]
-            out.append(f"- initdb --wal-segsize=1: {w['wal_segments']} WAL segments, {mib(w['wal_bytes']):.0f} MiB; "
-                       f"snapshot {mib(w['archive_bytes']):.1f} MiB of {mib(w['pgdata_bytes']):.1f} MiB; prepare "
-                       f"{fmt_stat(w['prepare'])} s, restore {fmt_stat(w['restore'])} s.")
+            out.append(f"- initdb --wal-segsize=1: {w['wal_segments']} WAL segment(s), {mib(w['wal_bytes']):.0f} MiB; "
+                       f"snapshot {mib(w['archive_bytes']):.2f} MiB of {mib(w['pgdata_bytes']):.1f} MiB; prepare "
+                       f"{med(w['prepare'])} s vs {med(w['default_prepare'])} s with 16 MiB segments (restore "
+                       f"{med(w['restore'])} vs {med(w['default_restore'])} s).")
         out.append("")
     return "\n".join(out)
 
@@ -1267,7 +1299,8 @@ def main():
             data["fingerprint"] = fingerprint_bench(ctx, max(reps, 3))
         if not args.no_analysis:
             for sz in szs:
-                data["sizes"][sz.name]["analysis"] = analyse(ctx, sz, max(reps, 3) if not args.quick else 2, walseg)
+                data["sizes"][sz.name]["analysis"] = (analyse(ctx, sz, 1, False, light=True) if args.quick
+                                                      else analyse(ctx, sz, max(reps, 3), walseg))
     except (BenchError, subprocess.CalledProcessError) as e:
         say(f"FAILED: {e}")
         rc = 1

@@ -449,44 +449,55 @@ check_images(struct boot *b)
 	return rc;
 }
 
-/* Returns BOOT_OK, BOOT_STEP (a step or initdb.d script failed) or BOOT_RUNTIME. */
+/*
+ * Runs the steps of one layer on PGDATA and leaves a cleanly shut-down
+ * cluster.  `fresh`: initdb, the databases and initdb.d first (otherwise
+ * PGDATA holds a restored snapshot to build on).  `last`: the clones are made
+ * once the steps are done.  Returns BOOT_OK, BOOT_STEP (a step or initdb.d
+ * script failed) or BOOT_RUNTIME.
+ */
 static int
-build(struct boot *b, double *seconds)
+build_layer(struct boot *b, enum cfg_layer layer, bool fresh, bool last, double *seconds)
 {
 	const struct cfg *cfg = b->cfg;
 	double t0 = log_now();
 	bool tcp = false;
 	for (size_t i = 0; i < cfg->n_steps; i++)
-		tcp = tcp || cfg->steps[i].image;
+		tcp = tcp || (cfg->steps[i].image && cfg->steps[i].layer == layer);
 	if (tcp && check_images(b) != 0)
 		return BOOT_RUNTIME;
 
-	if (srv_initdb(cfg, &b->pg) != 0)
-		return BOOT_RUNTIME;
-	char *text = xasprintf("building %s\n", b->fp.key);
-	if (write_marker(cfg, text) != 0) {
+	if (fresh) {
+		if (srv_initdb(cfg, &b->pg) != 0)
+			return BOOT_RUNTIME;
+		char *text = xasprintf("building %s\n", b->fp.key);
+		int r = write_marker(cfg, text);
 		free(text);
-		return BOOT_RUNTIME;
+		if (r != 0)
+			return BOOT_RUNTIME;
 	}
-	free(text);
 	if (sig_received)
 		return BOOT_RUNTIME;
-
 	if (srv_start_temp(&b->srv, cfg, &b->pg, tcp) != 0)
 		return BOOT_RUNTIME;
-	if (srv_setup_databases(&b->srv, cfg) != 0)
-		return BOOT_RUNTIME;
-	if (srv_run_initdb_d(&b->srv, cfg) != 0)
-		return sig_received ? BOOT_RUNTIME : BOOT_STEP;
-
+	if (fresh) {
+		if (srv_setup_databases(&b->srv, cfg) != 0)
+			return BOOT_RUNTIME;
+		if (srv_run_initdb_d(&b->srv, cfg) != 0)
+			return sig_received ? BOOT_RUNTIME : BOOT_STEP;
+	}
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		if (sig_received)
 			return BOOT_RUNTIME;
 		const struct cfg_step *step = &cfg->steps[i];
+		if (step->layer != layer)
+			continue;
 		int r = step->image ? run_container_step(b, step) : step_run_command(step, cfg, &b->srv);
 		if (r != 0)
 			return sig_received ? BOOT_RUNTIME : BOOT_STEP;
 	}
+	if (last && srv_create_clones(&b->srv, cfg) != 0)
+		return BOOT_RUNTIME;
 	if (srv_stop(&b->srv) != 0)
 		return BOOT_RUNTIME;
 	if (srv_reset_wal(cfg, &b->pg) != 0)
@@ -497,9 +508,13 @@ build(struct boot *b, double *seconds)
 
 /* ---------- hit / miss ---------- */
 
-/* 0 restored; -1 failed (PGDATA left empty, the bad entry removed by the store). */
+/*
+ * Restores `meta` into PGDATA (marked as pgstash's first).  0 restored; -1
+ * failed (PGDATA left empty, a bad entry removed by the store).  `what`
+ * names the restore in the summary line ("cache hit", "schema layer"...).
+ */
 static int
-restore(struct boot *b, struct store_meta *meta)
+restore(struct boot *b, struct store_meta *meta, const char *what)
 {
 	struct snap_stats st;
 	char *text = xasprintf("restoring %s\n", b->fp.key);
@@ -512,7 +527,7 @@ restore(struct boot *b, struct store_meta *meta)
 		return -1;
 	}
 	char size[32];
-	log_info("cache hit %s: restored %s in %.2f s (building it took %.1f s)", short_key(b->fp.key),
+	log_info("%s %s: restored %s in %.2f s (building it took %.1f s)", what, short_key(meta->key),
 	         log_bytes(size, st.archive_bytes), st.seconds, meta->build_seconds);
 	return 0;
 }
@@ -535,7 +550,7 @@ try_hit(struct boot *b)
 		/* The entry may have been pruned while we waited. */
 		struct store_meta again;
 		if (store_lookup(&b->store, b->fp.key, &again) == 1) {
-			rc = restore(b, &again) == 0 ? 1 : 0;
+			rc = restore(b, &again, "cache hit") == 0 ? 1 : 0;
 			store_meta_free(&again);
 		}
 		store_unlock(fd);
@@ -548,13 +563,157 @@ try_hit(struct boot *b)
 	return rc;
 }
 
+static bool
+cache_usable(const struct boot *b)
+{
+	return b->store_open && b->store.usable;
+}
+
+/*
+ * Prefix reuse: restores the cached entry of `layer` that `manifest` extends
+ * the most (fp_prefix_score), when a step of the layer has incremental = yes.
+ * Returns true when PGDATA now holds it.  One pass over the entries.
+ */
+static bool
+restore_prefix(struct boot *b, enum cfg_layer layer, const char *manifest, char *from, size_t from_cap)
+{
+	const struct cfg *cfg = b->cfg;
+	bool wanted = false;
+	for (size_t i = 0; i < cfg->n_steps; i++)
+		wanted = wanted || (cfg->steps[i].layer == layer && cfg->steps[i].incremental);
+	if (!wanted || !cache_usable(b))
+		return false;
+	struct store_meta *all = NULL;
+	size_t n = 0;
+	if (store_list(&b->store, &all, &n) != 0)
+		return false;
+	long best_score = -1;
+	size_t best = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (all[i].layer != layer || !all[i].manifest)
+			continue;
+		long sc = fp_prefix_score(all[i].manifest, manifest, cfg);
+		if (sc > best_score) {
+			best_score = sc;
+			best = i;
+		}
+	}
+	bool ok = false;
+	if (best_score >= 0) {
+		int fd = -1;
+		char key[65];
+		snprintf(key, sizeof(key), "%s", all[best].key);
+		if (store_lock(&b->store, key, false, cfg->lock_timeout, &fd) == 0) {
+			struct store_meta meta;
+			if (store_lookup(&b->store, key, &meta) == 1) {
+				ok = restore(b, &meta, "prefix") == 0;
+				store_meta_free(&meta);
+			}
+			store_unlock(fd);
+		}
+		if (ok) {
+			snprintf(from, from_cap, "%s", key);
+			log_info("starting from cached entry %s (%ld migration files already applied)", short_key(key),
+			         best_score);
+		}
+	}
+	store_list_free(all, n);
+	return ok;
+}
+
+/*
+ * Publishes PGDATA (cleanly shut down) as `key`.  Not fatal: a cache that
+ * cannot take it only costs the caching.  Returns the archive size, 0 when
+ * not cached.
+ */
+static uint64_t
+publish(struct boot *b, const char *key, const char *parent, enum cfg_layer layer, const char *manifest,
+        double seconds)
+{
+	const struct cfg *cfg = b->cfg;
+	if (!cache_usable(b))
+		return 0;
+	struct store_meta meta;
+	memset(&meta, 0, sizeof(meta));
+	snprintf(meta.key, sizeof(meta.key), "%s", key);
+	if (parent)
+		snprintf(meta.parent, sizeof(meta.parent), "%s", parent);
+	meta.layer = layer;
+	meta.manifest = xstrdup(manifest);
+	snprintf(meta.pg_version, sizeof(meta.pg_version), "%s", b->pg.version);
+	meta.build_seconds = seconds;
+	struct snap_stats st;
+	double t = log_now();
+	uint64_t bytes = 0;
+	if (store_publish(&b->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &st) == 0) {
+		char a[32], p[32];
+		log_info("snapshot %s written in %.2f s (%s from %s of PGDATA)", short_key(key), log_now() - t,
+		         log_bytes(a, st.archive_bytes), log_bytes(p, st.pgdata_bytes));
+		bytes = st.archive_bytes ? st.archive_bytes : 1;
+	}
+	store_meta_free(&meta);
+	return bytes;
+}
+
+/*
+ * Brings PGDATA to `layer` under `key`: restores the key itself when asked
+ * (the schema layer below fixtures), else starts from a prefix entry or from
+ * scratch (schema) / from the schema layer already in PGDATA (fixtures), runs
+ * the layer's steps and publishes.  Returns a BOOT_ code.
+ */
+static int
+obtain_layer(struct boot *b, enum cfg_layer layer, const char *key, const char *parent, const char *manifest,
+             bool try_key, bool last)
+{
+	if (try_key && cache_usable(b)) {
+		struct store_meta meta;
+		if (store_lookup(&b->store, key, &meta) == 1) {
+			int r = restore(b, &meta, "schema layer");
+			store_meta_free(&meta);
+			if (r == 0)
+				return BOOT_OK;
+			if (sig_received)
+				return exit_for_signal();
+		}
+	}
+	char from[65] = "";
+	bool fresh;
+	if (layer == CFG_LAYER_SCHEMA)
+		fresh = !restore_prefix(b, layer, manifest, from, sizeof(from));
+	else
+		fresh = false;
+	if (sig_received)
+		return exit_for_signal();
+	if (fresh)
+		log_info("cache miss %s: building (initdb + %s steps)", short_key(key), cfg_layer_name(layer));
+	else
+		log_info("cache miss %s: running the %s steps on %s", short_key(key), cfg_layer_name(layer),
+		         *from ? short_key(from) : "the schema layer");
+	double seconds = 0;
+	int rc = build_layer(b, layer, fresh, last, &seconds);
+	if (rc != BOOT_OK)
+		return sig_received ? exit_for_signal() : rc;
+	uint64_t bytes = publish(b, key, parent, layer, manifest, seconds);
+	if (sig_received)
+		return exit_for_signal();
+	char a[32];
+	const char *what = layer == CFG_LAYER_FIXTURES ? "fixtures loaded" : "migrated";
+	if (*from)
+		log_info("cache miss %s: started from %s, %s in %.1f s, %s%s", short_key(key), short_key(from), what, seconds,
+		         bytes ? "cached " : "not cached", bytes ? log_bytes(a, bytes) : "");
+	else
+		log_info("cache miss %s: %s in %.1f s, %s%s", short_key(key), what, seconds, bytes ? "cached " : "not cached",
+		         bytes ? log_bytes(a, bytes) : "");
+	return BOOT_OK;
+}
+
 static int
 miss(struct boot *b)
 {
 	const struct cfg *cfg = b->cfg;
 	int rc;
 
-	if (b->store_open && b->store.usable) {
+	if (cache_usable(b)) {
 		int lr = store_lock(&b->store, b->fp.key, true, cfg->lock_timeout, &b->lock_fd);
 		if (lr == 1)
 			log_warning("gave up waiting for another builder of %s after %ld s: building too",
@@ -566,7 +725,7 @@ miss(struct boot *b)
 			struct store_meta meta;
 			if (store_lookup(&b->store, b->fp.key, &meta) == 1) {
 				log_info("another pgstash built %s while we waited", short_key(b->fp.key));
-				int r = restore(b, &meta);
+				int r = restore(b, &meta, "cache hit");
 				store_meta_free(&meta);
 				if (r == 0)
 					return BOOT_OK;
@@ -576,45 +735,22 @@ miss(struct boot *b)
 		}
 	}
 
-	log_info("cache miss %s: building (initdb + %zu step%s)", short_key(b->fp.key), cfg->n_steps,
-	         cfg->n_steps == 1 ? "" : "s");
-	double seconds = 0;
-	rc = build(b, &seconds);
-	if (rc != BOOT_OK) {
-		if (sig_received)
-			return exit_for_signal();
-		return rc;
+	if (!b->fp.has_fixtures) {
+		rc = obtain_layer(b, CFG_LAYER_SCHEMA, b->fp.key, NULL, b->fp.manifest, false, true);
+	} else {
+		/* Lock order is always full key, then schema key: two builders cannot deadlock. */
+		int sfd = -1;
+		if (cache_usable(b) && store_lock(&b->store, b->fp.schema_key, true, cfg->lock_timeout, &sfd) < 0)
+			return sig_received ? exit_for_signal() : BOOT_RUNTIME;
+		rc = obtain_layer(b, CFG_LAYER_SCHEMA, b->fp.schema_key, NULL, b->fp.schema_manifest, true, false);
+		if (sfd >= 0)
+			store_unlock(sfd);
+		if (rc == BOOT_OK)
+			rc = obtain_layer(b, CFG_LAYER_FIXTURES, b->fp.key, b->fp.schema_key, b->fp.manifest, false, true);
 	}
-
-	if (!b->store_open || !b->store.usable) {
-		log_info("cache miss %s: migrated in %.1f s, not cached (the cache is unusable)", short_key(b->fp.key),
-		         seconds);
-		return BOOT_OK;
-	}
-	struct store_meta meta;
-	memset(&meta, 0, sizeof(meta));
-	snprintf(meta.key, sizeof(meta.key), "%s", b->fp.key);
-	if (b->fp.has_fixtures)
-		snprintf(meta.parent, sizeof(meta.parent), "%s", b->fp.schema_key);
-	meta.layer = b->fp.has_fixtures ? CFG_LAYER_FIXTURES : CFG_LAYER_SCHEMA;
-	meta.manifest = xstrdup(b->fp.manifest);
-	snprintf(meta.pg_version, sizeof(meta.pg_version), "%s", b->pg.version);
-	meta.build_seconds = seconds;
-	struct snap_stats st;
-	double t = log_now();
-	if (store_publish(&b->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &st) == 0) {
-		char a[32], p[32];
-		log_info("snapshot written in %.2f s (%s from %s of PGDATA)", log_now() - t, log_bytes(a, st.archive_bytes),
-		         log_bytes(p, st.pgdata_bytes));
-		log_info("cache miss %s: migrated in %.1f s, cached %s", short_key(b->fp.key), seconds,
-		         log_bytes(a, st.archive_bytes));
+	if (rc == BOOT_OK && cache_usable(b))
 		store_prune(&b->store, cfg->max_bytes, cfg->max_entries, false, b->fp.key, NULL);
-	} else if (sig_received)
-		return exit_for_signal();
-	else
-		log_info("cache miss %s: migrated in %.1f s, not cached", short_key(b->fp.key), seconds);
-	store_meta_free(&meta);
-	return BOOT_OK;
+	return rc;
 }
 
 /* ---------- exec ---------- */
@@ -781,7 +917,7 @@ boot_healthcheck(const struct cfg *cfg)
 		fprintf(stderr, "pgstash: not ready: bootstrap is %s\n", ok >= 1 ? state : "in an unknown state");
 		return 1;
 	}
-	if (kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+	if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
 		fprintf(stderr, "pgstash: not ready: the server (pid %ld) is not running\n", pid);
 		return 1;
 	}

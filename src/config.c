@@ -29,6 +29,7 @@ enum section_kind {
 	SEC_PGSTASH,
 	SEC_DATABASE,
 	SEC_STEP,
+	SEC_CLONES,
 	SEC_BAD, /* an unknown section: its keys are not reported again */
 };
 
@@ -56,6 +57,9 @@ static const char *const pgstash_keys[] = {
 };
 static const char *const database_keys[] = {
 	"user", "name", "extra", "initdb_args", NULL,
+};
+static const char *const clones_keys[] = {
+	"count", "naming", "pattern", "template", NULL,
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
@@ -177,7 +181,10 @@ begin_section(struct parse_ctx *ctx, const char *raw)
 		ctx->sec = SEC_PGSTASH;
 	else if (strcmp(s, "database") == 0)
 		ctx->sec = SEC_DATABASE;
-	else if (strncmp(s, "step", 4) == 0 && (s[4] == '\0' || isspace((unsigned char)s[4]))) {
+	else if (strcmp(s, "clones") == 0) {
+		ctx->sec = SEC_CLONES;
+		ctx->cfg->clones_line = ctx->line;
+	} else if (strncmp(s, "step", 4) == 0 && (s[4] == '\0' || isspace((unsigned char)s[4]))) {
 		char *sn = s + 4;
 		while (isspace((unsigned char)*sn))
 			sn++;
@@ -197,7 +204,7 @@ begin_section(struct parse_ctx *ctx, const char *raw)
 			ctx->sec = SEC_STEP;
 		}
 	} else {
-		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database] or [step NAME])", s);
+		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database], [clones] or [step NAME])", s);
 		ctx->sec = SEC_BAD;
 	}
 	free(name);
@@ -479,6 +486,75 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 	}
 }
 
+static void
+handle_clones(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	struct cfg *cfg = ctx->cfg;
+	const char *why;
+	if (strcmp(name, "count") == 0) {
+		if (parse_long(value, 0, 64, &cfg->clone_count, &why) != 0)
+			ctx_error(ctx, "bad value \"%s\" for count: %s (0 to 64)", value, why);
+	} else if (strcmp(name, "naming") == 0) {
+		if (strcmp(value, "django") != 0 && strcmp(value, "xdist") != 0 && strcmp(value, "pattern") != 0)
+			ctx_error(ctx, "bad value \"%s\" for naming: expected django, xdist or pattern", value);
+		else
+			set_str(&cfg->clone_naming, value);
+	} else if (strcmp(name, "pattern") == 0) {
+		if (!strstr(value, "{n}") && !strstr(value, "{i}"))
+			ctx_error(ctx, "bad value \"%s\" for pattern: it must contain {n} (1..N) or {i} (0..N-1)", value);
+		else
+			set_str(&cfg->clone_pattern, value);
+	} else if (strcmp(name, "template") == 0)
+		set_str(&cfg->clone_template, value);
+}
+
+/* Replaces every `from` in `s` by `to`; returns a new string. */
+static char *
+replace_all(const char *s, const char *from, const char *to)
+{
+	struct strbuf sb = {0};
+	size_t fl = strlen(from);
+	for (const char *p = s; *p;) {
+		if (strncmp(p, from, fl) == 0) {
+			sb_append(&sb, to);
+			p += fl;
+		} else
+			sb_appendc(&sb, *p++);
+	}
+	return sb_take(&sb);
+}
+
+void
+cfg_clone_names(const struct cfg *cfg, struct strlist *out)
+{
+	const char *db = cfg->clone_template ? cfg->clone_template : cfg->db_name;
+	const char *naming = cfg->clone_naming ? cfg->clone_naming : "django";
+	if (cfg->clone_count <= 0 || !db)
+		return;
+	if (strcmp(naming, "django") == 0) {
+		/* manage.py test --keepdb --parallel N: test_DB, then test_DB_1..N cloned from it. */
+		char *t = xasprintf("test_%s", db);
+		sl_add_owned(out, t);
+		for (long n = 1; n <= cfg->clone_count; n++)
+			sl_add_owned(out, xasprintf("test_%s_%ld", db, n));
+	} else if (strcmp(naming, "xdist") == 0) {
+		/* pytest-django under xdist: test_DB_gw0..gwN-1. */
+		for (long i = 0; i < cfg->clone_count; i++)
+			sl_add_owned(out, xasprintf("test_%s_gw%ld", db, i));
+	} else {
+		for (long i = 0; i < cfg->clone_count; i++) {
+			char nbuf[24], ibuf[24];
+			snprintf(nbuf, sizeof(nbuf), "%ld", i + 1);
+			snprintf(ibuf, sizeof(ibuf), "%ld", i);
+			char *a = replace_all(cfg->clone_pattern ? cfg->clone_pattern : "{db}_{n}", "{db}", db);
+			char *b2 = replace_all(a, "{n}", nbuf);
+			sl_add_owned(out, replace_all(b2, "{i}", ibuf));
+			free(a);
+			free(b2);
+		}
+	}
+}
+
 /* Keys whose continuation lines add to the value. */
 static bool
 multi_line_key(enum section_kind sec, const char *name)
@@ -522,6 +598,10 @@ handler(void *user, const char *section, const char *name, const char *value)
 	case SEC_DATABASE:
 		keys = database_keys;
 		secname = "[database]";
+		break;
+	case SEC_CLONES:
+		keys = clones_keys;
+		secname = "[clones]";
 		break;
 	case SEC_STEP:
 	default:
@@ -570,6 +650,8 @@ handler(void *user, const char *section, const char *name, const char *value)
 		}
 	} else if (ctx->sec == SEC_DATABASE)
 		handle_database(ctx, name, value);
+	else if (ctx->sec == SEC_CLONES)
+		handle_clones(ctx, name, value);
 	else
 		handle_step(ctx, name, value);
 	return 1;
@@ -766,6 +848,9 @@ cfg_load_env(struct cfg *cfg)
 	w = getenv("POSTGRES_HOST_AUTH_METHOD");
 	if (w && *w)
 		set_str(&cfg->host_auth_method, w);
+	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
+	if (!cfg->db_name && cfg->db_user)
+		cfg->db_name = xstrdup(cfg->db_user);
 	return errors ? -1 : 0;
 }
 
@@ -819,6 +904,36 @@ cfg_validate(const struct cfg *cfg)
 		log_error("POSTGRES_HOST_AUTH_METHOD=\"%s\" is not a pg_hba.conf method (trust, scram-sha-256, md5, ...)",
 		          cfg->host_auth_method);
 		errors++;
+	}
+
+	if (cfg->clone_count > 0) {
+		const char *cf = cfg->config_file ? cfg->config_file : "config";
+		const char *tmpl = cfg->clone_template ? cfg->clone_template : dbname;
+		const char *naming = cfg->clone_naming ? cfg->clone_naming : "django";
+		if (strcmp(naming, "pattern") == 0 && !cfg->clone_pattern) {
+			log_error("%s:%d: [clones] naming = pattern needs pattern = NAME{n}", cf, cfg->clones_line);
+			errors++;
+		}
+		if (strcmp(tmpl, dbname) != 0 && !sl_contains(&cfg->db_extra, tmpl)) {
+			log_error("%s:%d: [clones] template \"%s\" is not created by pgstash", cf, cfg->clones_line, tmpl);
+			errors++;
+		}
+		struct strlist names = {0};
+		cfg_clone_names(cfg, &names);
+		for (size_t i = 0; i < names.n; i++) {
+			const char *c = names.v[i];
+			bool clash = strcmp(c, tmpl) == 0 || strcmp(c, dbname) == 0 || sl_contains(&cfg->db_extra, c) ||
+			             strcmp(c, "postgres") == 0 || strncmp(c, "template", 8) == 0;
+			for (size_t j = 0; j < i; j++)
+				clash = clash || strcmp(c, names.v[j]) == 0;
+			if (clash || !valid_identifier(c)) {
+				log_error("%s:%d: [clones] clone name \"%s\" clashes with another database or is not a valid name",
+				          cf, cfg->clones_line, c);
+				errors++;
+				break;
+			}
+		}
+		sl_free(&names);
 	}
 
 	for (size_t i = 0; i < cfg->n_steps; i++) {
@@ -925,6 +1040,9 @@ cfg_free(struct cfg *cfg)
 	free(cfg->initdb_d);
 	free(cfg->socket_dir);
 	free(cfg->docker_socket);
+	free(cfg->clone_naming);
+	free(cfg->clone_pattern);
+	free(cfg->clone_template);
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		struct cfg_step *st = &cfg->steps[i];
 		free(st->name);

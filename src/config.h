@@ -74,7 +74,21 @@ struct cfg {
 
 	struct cfg_step *steps;
 	size_t n_steps;
+
+	/* [clones]: copies of the migrated database for parallel test workers. */
+	long clone_count;          /* 0: none */
+	char *clone_naming;        /* "django" (test_DB, test_DB_1..N), "xdist" (test_DB_gw0..N-1) or "pattern" */
+	char *clone_pattern;       /* naming = pattern: "{db}" and "{n}" (1..N) or "{i}" (0..N-1) replaced */
+	char *clone_template;      /* the database copied; default: the main database */
+	int clones_line;
 };
+
+/*
+ * The clone database names for `cfg` (empty when clone_count is 0), in
+ * creation order; the caller frees the list.  For naming = django the first
+ * is test_DB itself, the database `manage.py test --keepdb` uses.
+ */
+void cfg_clone_names(const struct cfg *cfg, struct strlist *out);
 
 /* Sets every default; `cfg` is overwritten (free it first if it was loaded). */
 void cfg_defaults(struct cfg *cfg);

@@ -415,6 +415,18 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 			add_step(&schema, cfg, st, &files);
 		fp_step_files_free(&files);
 	}
+	/* Clones are made after the last layer's steps: their lines close that layer's manifest. */
+	struct strlist clones = {0};
+	cfg_clone_names(cfg, &clones);
+	for (size_t i = 0; i < clones.n; i++) {
+		struct strbuf *m = out->has_fixtures ? &fixtures : &schema;
+		sb_append(m, "clone ");
+		fp_quote(m, clones.v[i]);
+		sb_append(m, " template=");
+		fp_quote(m, cfg->clone_template ? cfg->clone_template : dbname);
+		sb_appendc(m, '\n');
+	}
+	sl_free(&clones);
 	fp_sha256_hex(schema.buf, schema.len, out->schema_key);
 	if (out->has_fixtures) {
 		struct strbuf full = {0};
@@ -435,4 +447,99 @@ cleanup:
 	if (rc != 0)
 		fp_result_free(out);
 	return rc;
+}
+
+/* Splits `text` into its lines (without the newlines); the caller frees the list. */
+static void
+split_lines(const char *text, struct strlist *out)
+{
+	const char *p = text;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		char *line = xmalloc(n + 1);
+		memcpy(line, p, n);
+		line[n] = '\0';
+		sl_add_owned(out, line);
+		p += n + (nl ? 1 : 0);
+	}
+}
+
+/* The step name of a "file STEP REL sha256=..." line (step names need no quoting); NULL otherwise. */
+static bool
+file_line_step(const char *line, char *step, size_t cap)
+{
+	if (strncmp(line, "file ", 5) != 0)
+		return false;
+	const char *s = line + 5;
+	size_t n = strcspn(s, " ");
+	if (n + 1 > cap)
+		return false;
+	memcpy(step, s, n);
+	step[n] = '\0';
+	return true;
+}
+
+static bool
+step_incremental(const struct cfg *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_steps; i++)
+		if (strcmp(cfg->steps[i].name, name) == 0)
+			return cfg->steps[i].incremental;
+	return false;
+}
+
+long
+fp_prefix_score(const char *entry, const char *current, const struct cfg *cfg)
+{
+	struct strlist el = {0}, cl = {0};
+	long score = -1;
+	split_lines(entry, &el);
+	split_lines(current, &cl);
+
+	/* Everything but the file lines must be the same, in the same order. */
+	size_t ei = 0, ci = 0;
+	long files = 0;
+	char step[128];
+	bool proper = false;
+	for (;;) {
+		while (ei < el.n && strncmp(el.v[ei], "file ", 5) == 0)
+			ei++;
+		while (ci < cl.n && strncmp(cl.v[ci], "file ", 5) == 0)
+			ci++;
+		if (ei >= el.n || ci >= cl.n) {
+			if (ei < el.n || ci < cl.n)
+				goto cleanup;
+			break;
+		}
+		if (strcmp(el.v[ei], cl.v[ci]) != 0)
+			goto cleanup;
+		ei++;
+		ci++;
+	}
+	/*
+	 * Every file of the entry must be in the current set with the same hash
+	 * (an edited or removed migration disqualifies it), and only steps with
+	 * incremental = yes may have gained files.
+	 */
+	for (size_t i = 0; i < el.n; i++) {
+		if (!file_line_step(el.v[i], step, sizeof(step)))
+			continue;
+		if (!sl_contains(&cl, el.v[i]))
+			goto cleanup;
+		files++;
+	}
+	for (size_t i = 0; i < cl.n; i++) {
+		if (!file_line_step(cl.v[i], step, sizeof(step)) || sl_contains(&el, cl.v[i]))
+			continue;
+		if (!step_incremental(cfg, step))
+			goto cleanup;
+		proper = true;
+	}
+	if (proper)
+		score = files;
+cleanup:
+	sl_free(&el);
+	sl_free(&cl);
+	return score;
 }

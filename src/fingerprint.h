@@ -60,6 +60,16 @@ int fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_
 void fp_result_free(struct fp_result *r);
 
 /*
+ * How well the cached manifest `entry` serves as a starting point for
+ * `current` (prefix reuse, `incremental = yes`): the number of its file
+ * lines when every non-file line is the same, every file of the entry is in
+ * `current` with the same hash, and only incremental steps gained files; -1
+ * when it cannot serve (including when it is the same set).  One call per
+ * cached entry: no search over combinations of apps.
+ */
+long fp_prefix_score(const char *entry, const char *current, const struct cfg *cfg);
+
+/*
  * Writes `s` as a manifest token: bare when it is made only of safe
  * characters, else double-quoted with \\ \" \n \t \xHH escapes.
  */

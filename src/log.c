@@ -69,11 +69,12 @@ log_now(void)
 const char *
 log_bytes(char *buf, unsigned long long bytes)
 {
+	/* The bounds sit where rounding to one decimal would print "1000.0". */
 	if (bytes < 1000ULL)
 		snprintf(buf, 32, "%llu B", bytes);
-	else if (bytes < 1000ULL * 1000)
+	else if (bytes < 999950ULL)
 		snprintf(buf, 32, "%.1f kB", (double)bytes / 1e3);
-	else if (bytes < 1000ULL * 1000 * 1000)
+	else if (bytes < 999950000ULL)
 		snprintf(buf, 32, "%.1f MB", (double)bytes / 1e6);
 	else
 		snprintf(buf, 32, "%.2f GB", (double)bytes / 1e9);

@@ -605,6 +605,52 @@ cleanup:
 	return rc;
 }
 
+int
+srv_create_clones(const struct srv *s, const struct cfg *cfg)
+{
+	struct strlist names = {0};
+	cfg_clone_names(cfg, &names);
+	if (names.n == 0)
+		return 0;
+	const char *tmpl = cfg->clone_template ? cfg->clone_template : cfg->db_name;
+	int rc = -1;
+	char *qt = srv_quote_ident(tmpl);
+	double t0 = log_now();
+	PGconn *conn = srv_connect(s, "postgres");
+	if (!conn)
+		goto cleanup;
+	for (size_t i = 0; i < names.n; i++) {
+		char *qn = srv_quote_ident(names.v[i]);
+		/* A prefix snapshot holds clones of an older schema: replace them. */
+		char *drop = xasprintf("DROP DATABASE IF EXISTS %s", qn);
+		char *create = xasprintf("CREATE DATABASE %s TEMPLATE %s", qn, qt);
+		PGresult *res = PQexec(conn, drop);
+		bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+		PQclear(res);
+		if (ok) {
+			res = PQexec(conn, create);
+			ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+			PQclear(res);
+		}
+		free(drop);
+		free(create);
+		free(qn);
+		if (!ok) {
+			char *what = xasprintf("could not create clone \"%s\" of \"%s\"", names.v[i], tmpl);
+			log_pq(what, PQerrorMessage(conn));
+			free(what);
+			goto cleanup;
+		}
+	}
+	log_info("created %zu clone%s of \"%s\" in %.2f s", names.n, names.n == 1 ? "" : "s", tmpl, log_now() - t0);
+	rc = 0;
+cleanup:
+	PQfinish(conn);
+	free(qt);
+	sl_free(&names);
+	return rc;
+}
+
 /* ---- /docker-entrypoint-initdb.d ---- */
 
 static bool

@@ -90,6 +90,13 @@ PGconn *srv_connect(const struct srv *s, const char *dbname);
 int srv_setup_databases(const struct srv *s, const struct cfg *cfg);
 
 /*
+ * Creates cfg's [clones] with CREATE DATABASE ... TEMPLATE (dropping any of
+ * the same name first: a prefix snapshot holds clones of an older schema).
+ * No client may be connected to the template.  0 or -1 (logged).
+ */
+int srv_create_clones(const struct srv *s, const struct cfg *cfg);
+
+/*
  * Runs cfg->initdb_d's files in bytewise name order with the official
  * image's rules: *.sh executed (or, when not executable, run by /bin/sh: we
  * can't source into C, so its exported variables don't reach later files),

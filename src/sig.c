@@ -65,6 +65,7 @@ sig_child_reset(void)
 	}
 	if (sfd >= 0) {
 		close(sfd);
+		sfd = -1;
 		/* What we were started with: a child must not inherit our blocked set. */
 		sigprocmask(SIG_SETMASK, &old_mask, NULL);
 	} else {

@@ -299,6 +299,10 @@ hex_encode(const unsigned char *in, size_t len, char *out)
 int
 mkdir_p(const char *path, mode_t mode)
 {
+	if (!*path) {
+		log_error("could not create directory: empty path");
+		return -1;
+	}
 	char *p = xstrdup(path);
 	int rc = 0;
 
@@ -574,6 +578,9 @@ path_join(const char *a, const char *b)
 {
 	size_t la = strlen(a);
 	if (la > 0 && a[la - 1] == '/')
+		while (*b == '/')
+			b++;
+	if ((la > 0 && a[la - 1] == '/') || *b == '/')
 		return xasprintf("%s%s", a, b);
 	return xasprintf("%s/%s", a, b);
 }

@@ -14,8 +14,10 @@
 #   ./run.sh clean    remove the stack with its volumes, the cache included
 #
 # Environment: COMPOSE_PROJECT_NAME (default pgstash-django-flask); KEEP=1
-# leaves the stack running after the tests; plus the variables
-# docker-compose.yml reads (POSTGRES_PASSWORD, PGSTASH_IMAGE, PGSTASH_CACHE).
+# leaves the stack running after the tests; NO_BUILD=1 skips the build (the
+# images exist already: a CI job that built or loaded them); plus the
+# variables docker-compose.yml reads (POSTGRES_PASSWORD, PGSTASH_IMAGE,
+# PGSTASH_CACHE).
 set -eu
 cd "$(dirname "$0")"
 
@@ -27,7 +29,7 @@ else
 	compose() { docker compose "$@"; }
 fi
 # Compose's own normalisation of the project name, for the volume's name.
-project=$(printf '%s' "$COMPOSE_PROJECT_NAME" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_-')
+project=$(printf '%s' "$COMPOSE_PROJECT_NAME" | tr '[:upper:]' '[:lower:]' | tr -cd 'a-z0-9_-')
 say() { printf '\n== %s\n' "$*"; }
 
 fresh_pgdata() {
@@ -38,10 +40,12 @@ fresh_pgdata() {
 case ${1:-test} in
 test) ;;
 key)
-	exec compose run --rm --no-deps -T db key
+	compose run --rm --no-deps -T db key
+	exit
 	;;
 clean)
-	exec compose down --volumes --remove-orphans
+	compose down --volumes --remove-orphans
+	exit
 	;;
 *)
 	echo "usage: $0 [test|key|clean]" >&2
@@ -49,17 +53,19 @@ clean)
 	;;
 esac
 
-say "building the images"
-# The migration containers run the images' copies of the repos while the key
-# hashes the mounted checkouts: building first keeps the two the same.
-compose build
+if [ "${NO_BUILD:-0}" != 1 ]; then
+	say "building the images"
+	# The migration containers run the images' copies of the repos while the
+	# key hashes the mounted checkouts: building first keeps the two the same.
+	compose build
+fi
 
 say "starting the pgstash sidecar on a fresh PGDATA (the cache volume is kept)"
 fresh_pgdata
 if [ "${KEEP:-0}" != 1 ]; then
 	trap fresh_pgdata EXIT
 fi
-compose up -d db
+compose up -d --no-build db
 
 status=0
 say "Django tests (waits for the sidecar to turn healthy)"

@@ -7,7 +7,7 @@
 # Uses the django-flask stack's image, config, repos and cache volume, each run
 # on a fresh anonymous PGDATA volume: what a CI job or a `docker-compose up`
 # on a warm cache pays.  Fills the cache first (./run.sh) when the volume
-# holds no entry for the current key.  Two series:
+# holds no entry for the current key.  Three series:
 #   - with the image's healthcheck (every 1 s): what compose's
 #     `condition: service_healthy` waits for; docker runs the first check one
 #     interval after the start, so this is quantised to whole seconds;
@@ -15,12 +15,13 @@
 #   - the same with PGDATA on a tmpfs (--tmpfs): no disk writes for the
 #     restore, which is what the hit path is bound by on a slow disk.
 # Each line also shows pgstash's own "restored … in" and "bootstrap done in".
+# shellcheck disable=SC2086  # $mounts is a list of words, split on purpose
 set -eu
 cd "$(dirname "$0")"
 
 runs=${1:-5}
 COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-pgstash-django-flask}
-project=$(printf '%s' "$COMPOSE_PROJECT_NAME" | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_-')
+project=$(printf '%s' "$COMPOSE_PROJECT_NAME" | tr '[:upper:]' '[:lower:]' | tr -cd 'a-z0-9_-')
 image=${PGSTASH_IMAGE:-pgstash:latest}
 cache=${PGSTASH_CACHE:-${project}_pgstash-cache}
 here=$(pwd)
@@ -31,9 +32,9 @@ mounts="-v $here/pgstash.ini:/etc/pgstash/pgstash.ini:ro -v $repos/django-app:/r
 
 now() { date +%s.%N; }
 
-# shellcheck disable=SC2086  # $mounts is a list of words
 key=$(docker run --rm $mounts "$image" key)
-if ! docker run --rm $mounts "$image" ls | grep -q "^${key%"${key#????????????}"}"; then
+short=$(printf '%.12s' "$key")
+if ! docker run --rm $mounts "$image" ls | grep -q "^$short"; then
 	echo "time-hit: no cache entry for key ${key} in $cache: filling it with ./run.sh" >&2
 	./run.sh >/dev/null 2>&1 || { echo "time-hit: ./run.sh failed" >&2; exit 1; }
 fi
@@ -41,7 +42,6 @@ fi
 one() { # one [docker run options]: prints seconds to healthy and pgstash's own times
 	name="pgstash-time-hit-$$-$(date +%s%N)"
 	t0=$(now)
-	# shellcheck disable=SC2086
 	docker run -d --name "$name" -e POSTGRES_PASSWORD=example $mounts "$@" "$image" >/dev/null
 	while :; do
 		s=$(docker inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$name")
@@ -60,7 +60,7 @@ one() { # one [docker run options]: prints seconds to healthy and pgstash's own 
 		'BEGIN { printf "  run -d -> healthy %5.2f s   (pgstash: restored %s, bootstrap done in %s)\n", b - a, r, d }'
 }
 
-echo "image $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')), key ${key%"${key#????????????}"}, cache $cache"
+echo "image $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{ printf "%.0f MB", $1 / 1e6 }')), key $short, cache $cache"
 echo "image healthcheck (interval 1 s):"
 i=0; while [ $i -lt "$runs" ]; do one; i=$((i + 1)); done
 echo "--health-interval=100ms:"

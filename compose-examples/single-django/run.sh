@@ -7,9 +7,10 @@
 #   ./run.sh down     stop it (the cache and PGDATA volumes stay)
 #   ./run.sh clean    remove it with its volumes, the cache included
 #
-# Environment: COMPOSE_PROJECT_NAME (default pgstash-single-django), plus the
-# variables docker-compose.yml reads (POSTGRES_PASSWORD, PGSTASH_IMAGE,
-# PGSTASH_PORT, PGSTASH_CACHE).
+# Environment: COMPOSE_PROJECT_NAME (default pgstash-single-django); NO_BUILD=1
+# skips the builds (the images exist already); plus the variables
+# docker-compose.yml reads (POSTGRES_PASSWORD, PGSTASH_IMAGE, PGSTASH_PORT,
+# PGSTASH_CACHE).
 set -eu
 cd "$(dirname "$0")"
 
@@ -23,15 +24,17 @@ fi
 
 case ${1:-up} in
 up) ;;
-down) exec compose down --remove-orphans ;;
-clean) exec compose down --volumes --remove-orphans ;;
+down) compose down --remove-orphans; exit ;;
+clean) compose down --volumes --remove-orphans; exit ;;
 *) echo "usage: $0 [up|down|clean]" >&2; exit 2 ;;
 esac
 
-# The base image first: the Dockerfile here starts FROM it.
-docker build -t "${PGSTASH_IMAGE:-pgstash:latest}" ../..
-compose build
-compose up -d
+if [ "${NO_BUILD:-0}" != 1 ]; then
+	# The base image first: the Dockerfile here starts FROM it.
+	docker build -t "${PGSTASH_IMAGE:-pgstash:latest}" ../..
+	compose build
+fi
+compose up -d --no-build
 
 id=$(compose ps -q db)
 echo "waiting for the sidecar to turn healthy..."

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import tarfile
+import time
 
 import pytest
 
@@ -153,8 +154,11 @@ def test_prune_lru_and_dry_run(work):
         r, _ = prepare(work, cfg, f"pg{i}")
         assert r.rc == 0 and "cache miss" in r.stderr, r
         keys.append(work.key(config=cfg))
+        time.sleep(1.1)
     assert len(set(keys)) == 3
-    # Use the first again: it becomes the most recently used.
+    # Use the first again: it becomes the most recently used (last_used has
+    # one-second resolution, so step past the second the builds ended in).
+    time.sleep(1.1)
     r, _ = prepare(work, cfgs[0], "pg-again")
     assert r.rc == 0 and "cache hit" in r.stderr, r
     dry = work.run("prune", "--max-entries=1", "--dry-run", config=cfgs[0])

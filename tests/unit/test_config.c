@@ -141,7 +141,7 @@ test_defaults_and_env(void **state)
 	assert_string_equal(cfg.pgdata, "/tmp/somewhere");
 	assert_true(cfg.max_bytes == 512ULL << 20);
 	assert_string_equal(cfg.db_user, "alice");
-	assert_null(cfg.db_name); /* the main database defaults to the user, as the official image */
+	assert_string_equal(cfg.db_name, "alice"); /* the main database defaults to the user, as the official image */
 	assert_string_equal(cfg.cache_dir, "/var/cache/pgstash");
 	cfg_free(&cfg);
 	unsetenv("PGDATA");

@@ -100,6 +100,7 @@ exit_0(void)
 static void
 sleep_long(void)
 {
+	alarm(60); /* a last resort, should a broken parent leave us behind */
 	for (;;)
 		pause();
 }

@@ -1,0 +1,353 @@
+/*
+ * Unit tests for pgbin: parsing `postgres --version` output, finding the
+ * binaries in a configured directory (the real Debian one and fake ones whose
+ * `postgres` is a shell script), the pg_config and PATH fallbacks, and the
+ * messages when nothing usable is there.
+ */
+#include "unit.h"
+
+#include "log.h"
+#include "pgbin.h"
+
+#define PG_BINDIR "/usr/lib/postgresql/15/bin"
+
+static char *tmp;
+static char *saved_path;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	tmp = unit_tmpdir();
+	const char *p = getenv("PATH");
+	saved_path = p ? xstrdup(p) : NULL;
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	if (saved_path)
+		setenv("PATH", saved_path, 1);
+	else
+		unsetenv("PATH");
+	free(saved_path);
+	saved_path = NULL;
+	rm_rf(tmp);
+	free(tmp);
+	return 0;
+}
+
+static void
+expect_contains(const char *hay, const char *needle)
+{
+	if (!hay || !strstr(hay, needle))
+		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
+}
+
+/* Writes an executable shell script dir/rel with `body` after the #! line; returns its directory. */
+static char *
+fake_prog(const char *rel, const char *body)
+{
+	char *text = xasprintf("#!/bin/sh\n%s", body);
+	unit_write(tmp, rel, text);
+	free(text);
+	char *path = path_join(tmp, rel);
+	assert_int_equal(chmod(path, 0755), 0);
+	char *slash = strrchr(path, '/');
+	*slash = '\0';
+	return path;
+}
+
+/* pgbin_find with stderr captured; *err gets the text. */
+static int
+find(const char *configured, struct pgbin *pg, char **err)
+{
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	int rc = pgbin_find(configured, pg);
+	char *e = unit_stderr_end(&cap);
+	if (err)
+		*err = e;
+	else
+		free(e);
+	return rc;
+}
+
+/* ---- pgbin_parse_version ---- */
+
+static void
+expect_version(const char *text, const char *version, int major)
+{
+	char *v = NULL;
+	int m = -1;
+	int rc = pgbin_parse_version(text, &v, &m);
+	if (rc != 0)
+		fail_msg("could not parse \"%s\"", text);
+	if (strcmp(v, version) != 0 || m != major)
+		fail_msg("\"%s\" gave version \"%s\" major %d, want \"%s\" %d", text, v, m, version, major);
+	free(v);
+}
+
+static void
+expect_no_version(const char *text)
+{
+	char *v = NULL;
+	int m = -1;
+	if (pgbin_parse_version(text, &v, &m) != -1)
+		fail_msg("\"%s\" parsed as \"%s\" %d", text, v ? v : "(null)", m);
+	if (v != NULL || m != -1)
+		fail_msg("\"%s\": outputs written on failure", text);
+}
+
+static void
+test_parse_version(void **state)
+{
+	(void)state;
+	expect_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", "15.18", 15);
+	expect_version("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)\n", "15.18", 15);
+	expect_version("postgres (PostgreSQL) 16beta2", "16beta2", 16);
+	expect_version("postgres (PostgreSQL) 16beta2\n", "16beta2", 16);
+	expect_version("postgres (PostgreSQL) 9.6.24", "9.6.24", 9);
+	expect_version("postgres (PostgreSQL) 9.6.24\n", "9.6.24", 9);
+	expect_version("postgres (PostgreSQL) 17.0\n", "17.0", 17);
+	expect_version("postgres (PostgreSQL) 18devel\n", "18devel", 18);
+	expect_version("postgres (PostgreSQL) 12.22 (Ubuntu 12.22-1.pgdg22.04+1)\n", "12.22", 12);
+	expect_version("postgres (PostgreSQL) 16.1\tmore", "16.1", 16);
+
+	expect_no_version("");
+	expect_no_version("garbage");
+	expect_no_version("bash: postgres: command not found\n");
+	expect_no_version("postgres (PostgreSQL)");
+	expect_no_version("postgres (PostgreSQL) ");
+	expect_no_version("postgres (PostgreSQL) \n");
+	expect_no_version("postgres (PostgreSQL) beta");
+	expect_no_version("postgres (PostgreSQL) v15.2");
+	expect_no_version("postgres (PostgreSQL)  15.2");
+	expect_no_version("postgres (PostgreSQL) -15");
+	expect_no_version("postgres (PostgreSQL) 0.1");
+	expect_no_version("postgres (PostgreSQL) 99999999999999999999");
+	expect_no_version("postgres 15.2");
+	expect_no_version("(postgresql) 15.2");
+}
+
+/* ---- pgbin_find ---- */
+
+static void
+test_find_real(void **state)
+{
+	(void)state;
+	if (access(PG_BINDIR "/postgres", X_OK) != 0) {
+		fprintf(stderr, "skipped: no postgres at %s\n", PG_BINDIR);
+		skip();
+	}
+	struct pgbin pg;
+	char *err;
+	int rc = find(PG_BINDIR, &pg, &err);
+	if (rc != 0)
+		fail_msg("pgbin_find(%s) failed: %s", PG_BINDIR, err);
+	free(err);
+	assert_int_equal(pg.major, 15);
+	assert_string_equal(pg.bindir, PG_BINDIR);
+	assert_non_null(pg.version);
+	assert_memory_equal(pg.version, "15.", 3);
+	char *initdb = pgbin_path(&pg, "initdb");
+	assert_string_equal(initdb, PG_BINDIR "/initdb");
+	assert_int_equal(access(initdb, X_OK), 0);
+	free(initdb);
+	pgbin_free(&pg);
+	assert_null(pg.bindir);
+	assert_null(pg.version);
+	pgbin_free(&pg); /* twice is harmless */
+}
+
+static void
+test_find_fake(void **state)
+{
+	(void)state;
+	char *dir = fake_prog("bin16/postgres", "[ \"$1\" = --version ] || exit 3\necho 'postgres (PostgreSQL) 16.1'\n");
+	struct pgbin pg;
+	char *err;
+	int rc = find(dir, &pg, &err);
+	if (rc != 0)
+		fail_msg("pgbin_find(%s) failed: %s", dir, err);
+	assert_string_equal(err, "");
+	free(err);
+	assert_int_equal(pg.major, 16);
+	assert_string_equal(pg.version, "16.1");
+	assert_string_equal(pg.bindir, dir);
+	char *ctl = pgbin_path(&pg, "pg_ctl");
+	char *want = path_join(dir, "pg_ctl");
+	assert_string_equal(ctl, want);
+	free(ctl);
+	free(want);
+	pgbin_free(&pg);
+
+	/* A configured dir with a trailing slash finds the same postgres. */
+	char *slashed = xasprintf("%s/", dir);
+	assert_int_equal(find(slashed, &pg, NULL), 0);
+	assert_int_equal(pg.major, 16);
+	char *p = pgbin_path(&pg, "postgres");
+	assert_string_equal(p, want = path_join(dir, "postgres"));
+	free(p);
+	free(want);
+	pgbin_free(&pg);
+	free(slashed);
+	free(dir);
+}
+
+static void
+test_find_missing(void **state)
+{
+	(void)state;
+	char *dir = path_join(tmp, "empty-bin");
+	assert_int_equal(mkdir(dir, 0755), 0);
+	struct pgbin pg;
+	char *err;
+	assert_int_equal(find(dir, &pg, &err), -1);
+	char *want = xasprintf("pgstash: error: no executable \"postgres\" in \"%s\" (from pg_bindir)", dir);
+	expect_contains(err, want);
+	free(want);
+	free(err);
+	assert_null(pg.bindir);
+	assert_null(pg.version);
+	pgbin_free(&pg);
+
+	/* A directory that does not exist at all. */
+	char *nowhere = path_join(tmp, "nowhere");
+	assert_int_equal(find(nowhere, &pg, &err), -1);
+	expect_contains(err, "no executable \"postgres\" in \"");
+	expect_contains(err, "/nowhere\"");
+	free(err);
+	pgbin_free(&pg);
+
+	/* A postgres that is not executable, and one that is a directory. */
+	unit_write(tmp, "noexec/postgres", "#!/bin/sh\necho 'postgres (PostgreSQL) 16.1'\n");
+	char *noexec = path_join(tmp, "noexec");
+	assert_int_equal(find(noexec, &pg, &err), -1);
+	expect_contains(err, "no executable \"postgres\"");
+	free(err);
+	char *isdir = path_join(tmp, "isdir/postgres");
+	assert_int_equal(mkdir_p(isdir, 0755), 0);
+	*strrchr(isdir, '/') = '\0';
+	assert_int_equal(find(isdir, &pg, &err), -1);
+	expect_contains(err, "no executable \"postgres\"");
+	free(err);
+	free(dir);
+	free(nowhere);
+	free(noexec);
+	free(isdir);
+}
+
+static void
+test_find_bad_version(void **state)
+{
+	(void)state;
+	struct {
+		const char *rel, *body;
+	} cases[] = {
+		{"garbage/postgres", "echo 'this is not postgres'\n"},
+		{"silent/postgres", "exit 0\n"},
+		{"fails/postgres", "echo 'postgres (PostgreSQL) 16.1'\nexit 1\n"},
+		{"killed/postgres", "echo 'postgres (PostgreSQL) 16.1'\nkill -9 $$\n"},
+		{"stderr/postgres", "echo 'postgres (PostgreSQL) 16.1' >&2\n"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *dir = fake_prog(cases[i].rel, cases[i].body);
+		struct pgbin pg;
+		char *err;
+		int rc = find(dir, &pg, &err);
+		if (rc != -1)
+			fail_msg("%s: pgbin_find succeeded with major %d", cases[i].rel, pg.major);
+		char *want = xasprintf("could not read the version of \"%s/postgres\"", dir);
+		expect_contains(err, want);
+		free(want);
+		free(err);
+		assert_null(pg.bindir);
+		pgbin_free(&pg);
+		free(dir);
+	}
+}
+
+static void
+test_find_fallbacks(void **state)
+{
+	(void)state;
+	/* Only PATH knows: a postgres in a PATH directory, no pg_config anywhere on it. */
+	char *onpath = fake_prog("onpath/postgres", "echo 'postgres (PostgreSQL) 14.9'\n");
+	char *other = path_join(tmp, "other");
+	assert_int_equal(mkdir(other, 0755), 0);
+	char *path = xasprintf("%s:%s", other, onpath);
+	setenv("PATH", path, 1);
+	struct pgbin pg;
+	char *err;
+	int rc = find(NULL, &pg, &err);
+	if (rc != 0)
+		fail_msg("PATH fallback failed: %s", err);
+	free(err);
+	assert_string_equal(pg.bindir, onpath);
+	assert_int_equal(pg.major, 14);
+	pgbin_free(&pg);
+	/* An empty configured value means "not configured". */
+	assert_int_equal(find("", &pg, NULL), 0);
+	assert_string_equal(pg.bindir, onpath);
+	pgbin_free(&pg);
+
+	/* pg_config --bindir comes before PATH. */
+	char *real = fake_prog("real/bin/postgres", "echo 'postgres (PostgreSQL) 13.2'\n");
+	char *body = xasprintf("[ \"$1\" = --bindir ] || exit 1\necho '%s'\n", real);
+	char *cfgdir = fake_prog("cfg/pg_config", body);
+	free(path);
+	path = xasprintf("%s:%s", cfgdir, onpath);
+	setenv("PATH", path, 1);
+	assert_int_equal(find(NULL, &pg, NULL), 0);
+	assert_string_equal(pg.bindir, real);
+	assert_int_equal(pg.major, 13);
+	pgbin_free(&pg);
+
+	/* Nothing anywhere: a message naming every way to fix it. */
+	setenv("PATH", other, 1);
+	assert_int_equal(find(NULL, &pg, &err), -1);
+	expect_contains(err, "could not find the PostgreSQL server binaries");
+	expect_contains(err, "pg_bindir");
+	free(err);
+	pgbin_free(&pg);
+
+	free(onpath);
+	free(other);
+	free(path);
+	free(real);
+	free(body);
+	free(cfgdir);
+}
+
+static void
+test_path(void **state)
+{
+	(void)state;
+	struct pgbin pg = {.bindir = "/opt/pg/bin", .version = "16.1", .major = 16};
+	char *p = pgbin_path(&pg, "initdb");
+	assert_string_equal(p, "/opt/pg/bin/initdb");
+	free(p);
+	struct pgbin slash = {.bindir = "/opt/pg/bin/"};
+	p = pgbin_path(&slash, "pg_ctl");
+	assert_string_equal(p, "/opt/pg/bin/pg_ctl");
+	free(p);
+}
+
+int
+main(void)
+{
+	log_min_level = LOG_INFO;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_version),
+		cmocka_unit_test_setup_teardown(test_find_real, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_find_fake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_find_missing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_find_bad_version, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_find_fallbacks, setup, teardown),
+		cmocka_unit_test(test_path),
+	};
+	return cmocka_run_group_tests_name("pgbin", tests, NULL, NULL);
+}
