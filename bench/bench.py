@@ -830,6 +830,39 @@ def precise_start(ctx, pgdata, sock, logpath):
     raise BenchError(f"server in {pgdata} not ready after 60 s")
 
 
+def extraction_loop(ctx, sz, reps, caches, extractors, root, sync_after, start_after, tag):
+    """Each variant once per repetition, rotating; pgstash variants are whole `pgstash prepare` runs."""
+    names = list(caches) + list(extractors)
+    res = {k: {"extract": [], "restore_s": [], "syncfs": [], "start": []} for k in names}
+    for i in range(reps):
+        k0 = i % len(names)
+        for name in names[k0:] + names[:k0]:
+            d = os.path.join(root, "x")
+            if os.path.exists(d):
+                shutil.rmtree(d)
+            ctx.mkdir(d, 0o700)
+            l2 = sz.log(f"an-{tag}-{name}-{i}")
+            settle(ctx)
+            if name in caches:
+                r = sz.pgstash(d, caches[name][0], l2)
+                inner = parse_pgstash_log(l2)
+                if not inner["hit"]:
+                    raise BenchError(f"variant {name} was not restored; see {l2}")
+                res[name]["extract"].append(r["s"])
+                res[name]["restore_s"].append(inner.get("restore_s"))
+            else:
+                res[name]["extract"].append(ctx.run(extractors[name] + ["-C", d], l2)["s"])
+            if name in sync_after:
+                res[name]["syncfs"].append(ctx.run(["sync", "-f", d], l2)["s"])
+            if name in start_after:
+                res[name]["start"].append(ctx.start(d, sz.sock, l2)["s"])
+                sz.verify(name)
+                ctx.stop(d, l2)
+            shutil.rmtree(d)
+    return {k: {"info": caches[k][1] if k in caches else None,
+                **{p: stats(v) for p, v in res[k].items() if any(x is not None for x in v)}} for k in names}
+
+
 def analyse(ctx, sz, reps, walseg, light=False):
     a = {}
     lg = sz.log("analysis")
@@ -937,34 +970,20 @@ def analyse(ctx, sz, reps, walseg, light=False):
             "bsdtar_sparse": ["bsdtar", "-x", "-m", "-S", "-f", sz.snap_tar],
             "bsdtar_sparse_zstd": ["bsdtar", "-x", "-m", "-S", "-f", sz.meta["archive_path"]],
         })
-    sync_after = {"gnu_tar", "bsdtar_sparse_zstd"}
-    names = list(caches) + list(extractors)
-    res = {k: {"extract": [], "restore_s": [], "syncfs": [], "start": []} for k in names}
-    for i in range(reps):
-        k0 = i % len(names)
-        for name in names[k0:] + names[:k0]:
-            d = sz.fresh("an-x")
-            l2 = sz.log(f"an-x-{name}-{i}")
-            settle(ctx)
-            if name in caches:
-                r = sz.pgstash(d, caches[name][0], l2)
-                inner = parse_pgstash_log(l2)
-                if not inner["hit"]:
-                    raise BenchError(f"variant {name} was not restored; see {l2}")
-                res[name]["extract"].append(r["s"])
-                res[name]["restore_s"].append(inner.get("restore_s"))
-            else:
-                res[name]["extract"].append(ctx.run(extractors[name] + ["-C", d], l2)["s"])
-            if name in sync_after:
-                res[name]["syncfs"].append(ctx.run(["sync", "-f", d], l2)["s"])
-            if name in caches or name == "gnu_tar_trim":
-                res[name]["start"].append(ctx.start(d, sz.sock, l2)["s"])
-                sz.verify(name)
-                ctx.stop(d, l2)
-            shutil.rmtree(d)
-    a["extraction"] = {k: {"info": caches[k][1] if k in caches else None,
-                           **{p: stats(v) for p, v in res[k].items() if any(x is not None for x in v)}}
-                       for k in names}
+    a["extraction"] = extraction_loop(ctx, sz, reps, caches, extractors, sz.runs,
+                                      sync_after={"gnu_tar", "bsdtar_sparse_zstd"},
+                                      start_after=set(caches) | {"gnu_tar_trim"}, tag="disk")
+    # The same on tmpfs: no disk, no journal, so what is left is CPU (decompression, digest, syscalls).
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        say(f"{sz.name}: analysis — extraction variants on tmpfs (/dev/shm)")
+        shm = tempfile.mkdtemp(prefix="pgstash-bench.", dir="/dev/shm")
+        os.chmod(shm, 0o755)
+        ctx.own(shm)
+        try:
+            a["extraction_tmpfs"] = extraction_loop(ctx, sz, reps, caches, extractors, shm, set(), set(),
+                                                        tag="tmpfs")
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)
     os.unlink(trim_tar)
 
     if walseg:
@@ -1166,8 +1185,10 @@ def analysis_text(data):
             out.append(f"- strace -f -tt of a hit: {tl['wall_s']:.2f} s under strace, {tl['file_creates']} files "
                        f"created in {tl['create_window_s']:.2f} s; children: {kids}; syncfs "
                        + ", ".join(f"{x * 1000:.0f} ms" for x in tl["syncfs_s"]) + ".")
-        x = a.get("extraction")
-        if x:
+        for key, where in (("extraction", "on /tmp"), ("extraction_tmpfs", "on tmpfs")):
+            x = a.get(key)
+            if not x:
+                continue
             cells = []
             for k, v in x.items():
                 t = f"{k} {med(v.get('extract'))}"
@@ -1176,7 +1197,8 @@ def analysis_text(data):
                 if v.get("syncfs"):
                     t += f" + syncfs {med(v['syncfs'])}"
                 cells.append(t)
-            out.append("- extraction, interleaved, median s (pgstash_*: whole prepare): " + "; ".join(cells) + ".")
+            out.append(f"- extraction {where}, interleaved, median s (pgstash_*: the whole prepare): "
+                       + "; ".join(cells) + ".")
         if "walseg1" in a:
             w = a["walseg1"]
             out.append(f"- initdb --wal-segsize=1: {w['wal_segments']} WAL segment(s), {mib(w['wal_bytes']):.0f} MiB; "

@@ -122,11 +122,14 @@ exit_for_signal(void)
 	return sig_received ? 128 + sig_received : BOOT_RUNTIME;
 }
 
+/* The first 12 characters of a key, for messages; several may appear in one call. */
 static const char *
 short_key(const char *key)
 {
-	static char buf[16];
-	snprintf(buf, sizeof(buf), "%.12s", key);
+	static char bufs[4][16];
+	static unsigned next;
+	char *buf = bufs[next++ % 4];
+	snprintf(buf, 16, "%.12s", key);
 	return buf;
 }
 
@@ -921,13 +924,45 @@ boot_healthcheck(const struct cfg *cfg)
 		fprintf(stderr, "pgstash: not ready: the server (pid %ld) is not running\n", pid);
 		return 1;
 	}
+	/*
+	 * Where the server listens: PGHOST/PGPORT when set, else what the
+	 * postmaster itself wrote in postmaster.pid (line 4 the port, line 5 the
+	 * first socket directory), so `pgstash -p 5433` is found too.
+	 */
 	const char *host = getenv("PGHOST");
 	const char *port = getenv("PGPORT");
+	char pm_port[16] = "", pm_sock[1024] = "";
+	char *pidpath = path_join(cfg->pgdata, "postmaster.pid");
+	char *pm = read_file(pidpath, NULL);
+	free(pidpath);
+	if (pm) {
+		char *save = NULL;
+		int n = 0;
+		long pm_pid = 0;
+		for (char *line = strtok_r(pm, "\n", &save); line && n < 5; line = strtok_r(NULL, "\n", &save), n++) {
+			if (n == 0)
+				pm_pid = strtol(line, NULL, 10);
+			else if (n == 3)
+				snprintf(pm_port, sizeof(pm_port), "%s", line);
+			else if (n == 4)
+				snprintf(pm_sock, sizeof(pm_sock), "%s", line);
+		}
+		free(pm);
+		if (pm_pid != pid) {
+			fprintf(stderr, "pgstash: not ready: PGDATA's postmaster (pid %ld) is not the final server (pid %ld)\n",
+			        pm_pid, pid);
+			return 1;
+		}
+	}
+	if (!host || !*host)
+		host = *pm_sock ? pm_sock : cfg->socket_dir;
+	if (!port || !*port)
+		port = *pm_port ? pm_port : "5432";
 	const char *user = getenv("PGUSER");
 	/* A user that exists: pinging as "root" fills the server log with FATAL lines. */
 	const char *keys[] = {"host", "port", "dbname", "user", "connect_timeout", "fallback_application_name", NULL};
-	const char *vals[] = {host && *host ? host : cfg->socket_dir, port && *port ? port : "5432", "postgres",
-	                      user && *user ? user : cfg->db_user, "3", "pgstash-healthcheck", NULL};
+	const char *vals[] = {host, port, "postgres", user && *user ? user : cfg->db_user, "3", "pgstash-healthcheck",
+	                      NULL};
 	PGPing r = PQpingParams(keys, vals, 0);
 	if (r != PQPING_OK) {
 		fprintf(stderr, "pgstash: not ready: the server does not accept connections yet\n");

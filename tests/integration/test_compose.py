@@ -1,12 +1,14 @@
 """The compose examples (compose-examples/) as users run them, with
 docker-compose and a real Docker Engine.
 
-- django-flask: the first ./run.sh is a cache miss (both repos' migration
-  containers run, the entry is published), the second one, on a fresh PGDATA
-  volume, is a hit (no migration container is created at all); both repos'
-  test suites pass both times.
-- django-flask, `docker stop` of the sidecar while a migration container runs:
-  no orphaned step container, no partial cache entry, PGDATA emptied.
+- django-flask, the cache as the CI recipes keep it (a host directory): the
+  first ./run.sh is a cache miss (both repos' migration containers run, the
+  entry is published); the second one, on a fresh PGDATA volume and a copy of
+  that directory (a CI cache's save and restore), is a hit (no migration
+  container is created at all); both repos' test suites pass both times.
+- django-flask with its cache volume, `docker stop` of the sidecar while a
+  migration container runs: no orphaned step container, no partial cache
+  entry, PGDATA emptied.
 - single-django: ./run.sh turns healthy with the command step's migrations in.
 
 Each test has its own compose project (unique name) and takes it down with
@@ -168,17 +170,23 @@ def leftovers(owner):
                   ).stdout.split("\n")[:-1]
 
 
-def cache_files(volume):
-    """Paths of the files in a cache volume, relative to its pgstash-v1/."""
-    r = docker("run", "--rm", "--entrypoint", "find", "-v", f"{volume}:/c:ro", IMAGE, "/c", "-mindepth", "1",
+def cache_files(source):
+    """Paths of the files in a cache (a volume name or a host directory), relative to its pgstash-v1/."""
+    r = docker("run", "--rm", "--entrypoint", "find", "-v", f"{source}:/c:ro", IMAGE, "/c", "-mindepth", "1",
                "-type", "f", "-printf", "%P\\n")
     return sorted(p[len("pgstash-v1/"):] if p.startswith("pgstash-v1/") else p for p in r.stdout.split())
 
 
-def test_django_flask_miss_then_hit(compose_images):
-    stack = Stack(compose_images, DJANGO_FLASK)
+def test_django_flask_miss_then_hit(compose_images, tmp_path):
+    # The cache as the CI recipes (compose-examples/ci) keep it: a host
+    # directory, saved after the first job and restored, under another path
+    # and owner, for the second.
+    job1 = tmp_path / "job1" / ".pgstash-cache"
+    job2 = tmp_path / "job2" / ".pgstash-cache"
+    job1.mkdir(parents=True)
+    stack = Stack(compose_images, DJANGO_FLASK, PGSTASH_CACHE=job1)
     try:
-        # ---- run 1: empty cache volume → miss: both migration containers run
+        # ---- job 1: empty cache → miss: both migration containers run
         t0 = time.time()
         r = stack.run_sh(KEEP=1)
         t1 = time.time()
@@ -199,10 +207,17 @@ def test_django_flask_miss_then_hit(compose_images):
         assert f"key {key}" in log1, log1
         entries = json.loads(stack.compose("exec", "-T", "db", "pgstash", "ls", "--json").stdout)
         assert [e["key"] for e in entries] == [key], entries
-        files = [p for p in cache_files(stack.volume("pgstash-cache")) if not p.startswith(".locks/")]
+        files = [p for p in cache_files(job1) if not p.startswith(".locks/")]
         assert files == [f"{key}.meta", f"{key}.tar.zst"], files
 
-        # ---- run 2: fresh PGDATA volume, same files → hit, no migration container
+        # ---- the CI's save and restore: the recipes' chown back to the CI
+        # user, then a copy elsewhere (owned by root here, not by uid 999)
+        docker("run", "--rm", "--entrypoint", "chown", "-v", f"{job1}:/c", IMAGE, "-R", "65534:65534", "/c")
+        assert {os.stat(os.path.join(d, n)).st_uid for d, _, ns in os.walk(job1) for n in ns} == {65534}
+        shutil.copytree(job1, job2)
+
+        # ---- job 2: fresh PGDATA volume, restored cache → hit, no migration container
+        stack.env["PGSTASH_CACHE"] = str(job2)
         t0 = time.time()
         r = stack.run_sh(KEEP=1)
         t1 = time.time()
@@ -218,6 +233,9 @@ def test_django_flask_miss_then_hit(compose_images):
         assert leftovers(db2) == []
     finally:
         stack.down()
+        # What the sidecar wrote belongs to uid 999: remove it as root in a container.
+        docker("run", "--rm", "--entrypoint", "rm", "-v", f"{tmp_path}:/t", IMAGE, "-rf", "/t/job1", "/t/job2",
+               check=False)
 
 
 def test_docker_stop_during_a_miss_leaves_nothing_behind(compose_images, tmp_path):
