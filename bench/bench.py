@@ -850,6 +850,8 @@ def extraction_loop(ctx, sz, reps, caches, extractors, root, sync_after, start_a
                     raise BenchError(f"variant {name} was not restored; see {l2}")
                 res[name]["extract"].append(r["s"])
                 res[name]["restore_s"].append(inner.get("restore_s"))
+            elif callable(extractors[name]):
+                res[name]["extract"].append(extractors[name](d, l2))
             else:
                 res[name]["extract"].append(ctx.run(extractors[name] + ["-C", d], l2)["s"])
             if name in sync_after:
@@ -960,7 +962,43 @@ def analyse(ctx, sz, reps, walseg, light=False):
         for m in src:
             if not trim(m):
                 dst.addfile(m, src.extractfile(m) if m.isfile() else None)
-    extractors = {"gnu_tar": ["tar", "-xf", sz.snap_tar], "gnu_tar_trim": ["tar", "-xf", trim_tar]}
+    # Free space maps and visibility maps are optional forks: the server works without them (it rebuilds
+    # them lazily); how much of the extraction do they cost?
+    nofsm_tar = os.path.join(sz.dir, "snap-nofsmvm.tar")
+    # Two workers creating the files: the directories first, then two halves of the files (alternating,
+    # so both work in the same directories) extracted at the same time.
+    dirs_tar, half_tars = os.path.join(sz.dir, "snap-dirs.tar"), [os.path.join(sz.dir, f"snap-half{i}.tar")
+                                                                  for i in range(2)]
+    with tarfile.open(sz.snap_tar) as src, tarfile.open(nofsm_tar, "w", format=tarfile.PAX_FORMAT) as nf, \
+            tarfile.open(dirs_tar, "w", format=tarfile.PAX_FORMAT) as dt, \
+            tarfile.open(half_tars[0], "w", format=tarfile.PAX_FORMAT) as h0, \
+            tarfile.open(half_tars[1], "w", format=tarfile.PAX_FORMAT) as h1:
+        n = 0
+        for m in src:
+            if not (m.name.endswith("_fsm") or m.name.endswith("_vm")):
+                nf.addfile(m, src.extractfile(m) if m.isfile() else None)
+            if m.isdir():
+                dt.addfile(m)
+            else:
+                (h0, h1)[n % 2].addfile(m, src.extractfile(m) if m.isfile() else None)
+                n += 1
+    for p in (trim_tar, nofsm_tar, dirs_tar, *half_tars):
+        ctx.own(p)
+
+    def two_workers(d, logpath):
+        kw = {"user": ctx.uid, "group": ctx.gid, "extra_groups": []} if ctx.as_root else {}
+        t0 = time.perf_counter()
+        ctx.run(["tar", "-xf", dirs_tar, "-C", d], logpath)
+        with open(logpath, "ab") as lf:
+            ps = [subprocess.Popen(["tar", "-xf", h, "-C", d], stdin=subprocess.DEVNULL, stdout=lf, stderr=lf,
+                                   env=ctx.env(), umask=0o022, **kw) for h in half_tars]
+            rcs = [p.wait() for p in ps]
+        if any(rcs):
+            raise BenchError(f"parallel tar -x failed; see {logpath}")
+        return time.perf_counter() - t0
+
+    extractors = {"gnu_tar": ["tar", "-xf", sz.snap_tar], "gnu_tar_trim": ["tar", "-xf", trim_tar],
+                  "gnu_tar_no_fsm_vm": ["tar", "-xf", nofsm_tar], "gnu_tar_2_workers": two_workers}
     if shutil.which("bsdtar"):
         # bsdtar is libarchive's own tar: -P drops the SECURE_* checks, -S extracts sparse, -m skips mtimes
         # (pgstash sets none); the .tar.zst one is pgstash's restore without its digest and bookkeeping.
@@ -972,7 +1010,8 @@ def analyse(ctx, sz, reps, walseg, light=False):
         })
     a["extraction"] = extraction_loop(ctx, sz, reps, caches, extractors, sz.runs,
                                       sync_after={"gnu_tar", "bsdtar_sparse_zstd"},
-                                      start_after=set(caches) | {"gnu_tar_trim"}, tag="disk")
+                                      start_after=set(caches) | {"gnu_tar_trim", "gnu_tar_no_fsm_vm",
+                                                                 "gnu_tar_2_workers"}, tag="disk")
     # The same on tmpfs: no disk, no journal, so what is left is CPU (decompression, digest, syscalls).
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         say(f"{sz.name}: analysis — extraction variants on tmpfs (/dev/shm)")
@@ -984,7 +1023,8 @@ def analyse(ctx, sz, reps, walseg, light=False):
                                                         tag="tmpfs")
         finally:
             shutil.rmtree(shm, ignore_errors=True)
-    os.unlink(trim_tar)
+    for p in (trim_tar, nofsm_tar, dirs_tar, *half_tars):
+        os.unlink(p)
 
     if walseg:
         say(f"{sz.name}: analysis — the same build with initdb --wal-segsize=1")

@@ -269,15 +269,30 @@ claim_pgdata(struct boot *b)
 		return -1;
 	}
 
+	/* A live server on this PGDATA: neither reuse nor wipe under it. */
+	char *pidpath = path_join(cfg->pgdata, "postmaster.pid");
+	char *pidtext = read_file(pidpath, NULL);
+	free(pidpath);
+	if (pidtext) {
+		long pm = strtol(pidtext, NULL, 10);
+		free(pidtext);
+		/* In a restarted container the stale pid is often 1: ours now, as postgres does it. */
+		if (pm > 0 && pm != (long)getpid() && pm != (long)getppid() && (kill((pid_t)pm, 0) == 0 || errno == EPERM)) {
+			log_error("PGDATA \"%s\" is in use by a running server (pid %ld, from postmaster.pid)", cfg->pgdata, pm);
+			return -1;
+		}
+	}
+
 	char *marker = read_marker(cfg);
 	if (marker) {
-		if (strcmp(marker, b->fp.key) == 0 && file_exists(cfg->pgdata, "PG_VERSION") &&
-		    !file_exists(cfg->pgdata, "postmaster.pid")) {
+		/*
+		 * This key's cluster: reuse it, also after an unclean stop (postgres
+		 * recovers it; the stale postmaster.pid is its own business).
+		 */
+		if (strcmp(marker, b->fp.key) == 0 && file_exists(cfg->pgdata, "PG_VERSION")) {
 			free(marker);
 			return 1;
 		}
-		if (file_exists(cfg->pgdata, "postmaster.pid"))
-			log_warning("PGDATA \"%s\" has a postmaster.pid left by a server that did not shut down cleanly", cfg->pgdata);
 		if (*marker && strcmp(marker, b->fp.key) != 0)
 			log_info("PGDATA holds the cluster of key %s: replacing it with %s", short_key(marker),
 			         short_key(b->fp.key));
@@ -362,8 +377,13 @@ run_container_step(struct boot *b, const struct cfg_step *step)
 	double t0 = log_now();
 	log_info("step %s: running \"%s\" in a container of image \"%s\"", step->name, step->run, step->image);
 	int code = 0;
-	if (docker_run(&d, &o, &code) != 0)
-		log_error("step %s: the container could not be run", step->name);
+	if (docker_run(&d, &o, &code) != 0) {
+		if (sig_received)
+			log_error("step %s stopped after %.1f s: pgstash received signal %d", step->name, log_now() - t0,
+			          (int)sig_received);
+		else
+			log_error("step %s: the container could not be run", step->name);
+	}
 	else if (code != 0)
 		log_error("step %s failed: the container exited with status %d after %.1f s", step->name, code,
 		          log_now() - t0);
@@ -932,9 +952,12 @@ boot_healthcheck(const struct cfg *cfg)
 	const char *host = getenv("PGHOST");
 	const char *port = getenv("PGPORT");
 	char pm_port[16] = "", pm_sock[1024] = "";
-	char *pidpath = path_join(cfg->pgdata, "postmaster.pid");
-	char *pm = read_file(pidpath, NULL);
-	free(pidpath);
+	char *pm = NULL;
+	if (cfg->pgdata) {
+		char *pidpath = path_join(cfg->pgdata, "postmaster.pid");
+		pm = read_file(pidpath, NULL);
+		free(pidpath);
+	}
 	if (pm) {
 		char *save = NULL;
 		int n = 0;

@@ -8,6 +8,7 @@
  * multi-threaded mode buffers several jobs of 4 windows each).
  */
 #include "snapshot.h"
+#include "fingerprint.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"
@@ -66,36 +67,7 @@ digest_new(void)
 int
 snap_digest_file(const char *path, char out[65], uint64_t *bytes)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	unsigned char *buf = xmalloc(SNAP_BUF_SIZE);
-	EVP_MD_CTX *md = digest_new();
-	uint64_t total = 0;
-	int rc = -1;
-	for (;;) {
-		ssize_t n = read(fd, buf, SNAP_BUF_SIZE);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			goto cleanup;
-		}
-		if (n == 0)
-			break;
-		EVP_DigestUpdate(md, buf, (size_t)n);
-		total += (uint64_t)n;
-	}
-	digest_hex(md, out);
-	if (bytes)
-		*bytes = total;
-	rc = 0;
-cleanup:;
-	int e = errno;
-	EVP_MD_CTX_free(md);
-	free(buf);
-	close(fd);
-	errno = e;
-	return rc;
+	return fp_sha256_file(path, out, bytes);
 }
 
 /* A path or link target that stays below its directory: relative, no ".." component. */

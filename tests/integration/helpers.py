@@ -20,6 +20,7 @@ import pwd
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -292,3 +293,38 @@ class Work:
                     relp = os.path.relpath(src, self.path).replace("/", "__")
                     with contextlib.suppress(OSError):
                         shutil.copyfile(src, os.path.join(dest, relp))
+
+
+class Background:
+    """pgstash started with Popen in its own session; cleanup kills only those."""
+
+    def __init__(self, work):
+        self.work = work
+        self.procs = []
+
+    def start(self, *args, env=None, config=None, as_root=False):
+        argv = [self.work.binary] + ([f"--config={config}"] if config else []) + list(args)
+        kw = {}
+        if IS_ROOT and not as_root and USER_IDS is not None:
+            kw = dict(user=USER_IDS[0], group=USER_IDS[1], extra_groups=[])
+        log = os.path.join(self.work.path, f"background-{len(self.procs)}.log")
+        with open(log, "w") as out:
+            p = subprocess.Popen(argv, env=self.work.env(env), cwd=self.work.path, stdin=subprocess.DEVNULL,
+                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw)
+        p.log = log
+        self.procs.append(p)
+        return p
+
+    @staticmethod
+    def output(p):
+        with open(p.log, errors="replace") as f:
+            return f.read()
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait(timeout=30)

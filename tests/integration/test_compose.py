@@ -67,6 +67,20 @@ def compose_command():
     return None
 
 
+def compose_works(cmd):
+    """(True, None), or (False, why) when the compose command cannot talk to the engine."""
+    r = subprocess.run(cmd + ["-p", "pgstash-it-probe", "ps", "-q"], cwd=DJANGO_FLASK, env=base_env(),
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode == 0:
+        return True, None
+    last = (r.stderr.strip().splitlines() or ["no message"])[-1]
+    why = f"{' '.join(cmd)} does not work here: {last}"
+    if "http+docker" in r.stderr:
+        # docker-compose 1.29's docker-py 5 and requests >= 2.32 do not go together.
+        why += " (a requests >= 2.32, e.g. pip-installed in /usr/local, shadows Debian's python3-requests)"
+    return False, why
+
+
 def base_env(**extra):
     env = dict(os.environ)
     # Whatever the caller's shell has must not steer the stacks.
@@ -81,12 +95,13 @@ def base_env(**extra):
 @pytest.fixture(scope="session")
 def compose_images():
     """Builds every image the examples use, once; returns the compose command."""
-    need(engine_answers(), f"no Docker Engine answers at {SOCKET}")
-    cmd = compose_command()
-    need(cmd is not None, "neither docker-compose nor the docker compose plugin is installed")
     need(os.environ.get("PGSTASH_TEST_VARIANT") != "asan" or os.environ.get("PGSTASH_TEST_COMPOSE") == "always",
          "compose examples run in the release pass only: they test the image, whose pgstash is built inside "
          "Docker, not the asan binary (PGSTASH_TEST_COMPOSE=always to run them here too)")
+    need(engine_answers(), f"no Docker Engine answers at {SOCKET}")
+    cmd = compose_command()
+    need(cmd is not None, "neither docker-compose nor the docker compose plugin is installed")
+    need(*compose_works(cmd))
     if docker("image", "inspect", BASE, check=False).returncode != 0:
         need(shutil.which("debootstrap") is not None,
              f"no base image {BASE} and no debootstrap to make it (docker/build-base.sh)")
@@ -273,7 +288,6 @@ def test_docker_stop_during_a_miss_leaves_nothing_behind(compose_images, tmp_pat
         # SIGINT (the image's STOPSIGNAL) → 128 + 2, well before the kill timeout
         assert state["ExitCode"] == 130, f"exit code {state['ExitCode']}\n{log}"
         assert stop_seconds < 20, f"docker stop took {stop_seconds:.1f} s\n{log}"
-        assert "removing the unfinished cluster" in log, log
         assert leftovers(db) == [], f"orphaned step containers\n{log}"
         files = cache_files(stack.volume("pgstash-cache"))
         assert not [p for p in files if p.startswith(".tmp/")], files

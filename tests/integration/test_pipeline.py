@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from helpers import IS_ROOT, PG_BINDIR, USER_IDS, need
+from helpers import IS_ROOT, PG_BINDIR, USER_IDS, need, Background
 
 pytestmark = pytest.mark.slow
 
@@ -201,42 +201,6 @@ def schema_state(sql):
         "flask_tables": sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' "
                             "ORDER BY 1", db="flask_app").splitlines(),
     }
-
-
-class Background:
-    """pgstash started with Popen (as the run user when the suite is root),
-    its output in a .log file the harness keeps when the test fails."""
-
-    def __init__(self, work):
-        self.work = work
-        self.procs = []
-
-    def start(self, *args, env=None, config=None, as_root=False):
-        argv = [self.work.binary] + ([f"--config={config}"] if config else []) + list(args)
-        kw = {}
-        if IS_ROOT and not as_root and USER_IDS is not None:
-            kw = dict(user=USER_IDS[0], group=USER_IDS[1], extra_groups=[])
-        log = os.path.join(self.work.path, f"background-{len(self.procs)}.log")
-        with open(log, "w") as out:
-            p = subprocess.Popen(argv, env=self.work.env(env), cwd=self.work.path, stdin=subprocess.DEVNULL,
-                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw)
-        p.log = log
-        self.procs.append(p)
-        return p
-
-    @staticmethod
-    def output(p):
-        with open(p.log, errors="replace") as f:
-            return f.read()
-
-    def cleanup(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(timeout=30)
 
 
 @pytest.fixture()

@@ -32,6 +32,7 @@ setup(void **state)
 	tmp = unit_tmpdir();
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.socket_dir = tmp;
+	cfg.pgdata = tmp; /* no postmaster.pid here: PGHOST/PGPORT or the defaults decide */
 	cfg.db_user = "postgres";
 	unsetenv("PGHOST");
 	unsetenv("PGPORT");
@@ -241,6 +242,8 @@ test_ready_real_server(void **state)
 		assert_int_equal(chown(tmp, pw->pw_uid, pw->pw_gid), 0);
 	}
 	char *data = path_join(tmp, "data");
+	/* The healthcheck reads the postmaster's own pid, port and socket from PGDATA/postmaster.pid. */
+	cfg.pgdata = data;
 	char *logf = path_join(tmp, "server.log");
 
 	fflush(stdout);

@@ -1,0 +1,192 @@
+/*
+ * remote — an S3-compatible bucket behind the local cache volume, shared by a
+ * fleet of runners.  Objects mirror the cache layout (README "Cache layout"):
+ *
+ *   <prefix>/pgstash-v1/<key>.tar.zst   the archive (.tar.gz, .tar: the meta's compression)
+ *   <prefix>/pgstash-v1/<key>.meta      the store's meta, byte for byte
+ *   <prefix>/pgstash-v1/<key>.lease     "owner = …", "acquired = UNIX", "ttl = S": who is building
+ *
+ * Writers upload the archive before the meta and pruners delete the meta
+ * before the archive, so a meta is never visible without its archive.  Two
+ * builders racing on one key may still pair one's meta with the other's
+ * archive for a moment: readers compare the archive's SHA-256 with the meta's
+ * while downloading, so that costs a local build, never a bad restore.
+ *
+ * Requests are signed by libcurl (CURLOPT_AWS_SIGV4).  libcurl 7.88 signs the
+ * path and the query exactly as given, so this module sends both already in
+ * canonical form (S3 URI encoding, query parameters sorted), and always sends
+ * x-amz-content-sha256 with the real payload digest: without it libcurl would
+ * sign a streamed body as the empty string.
+ *
+ * Every transfer runs on a curl multi handle polled together with sig_fd(),
+ * so a terminating signal cuts it short at once (sig_received is then set;
+ * the functions return -1 and log at info level only).
+ *
+ * The remote is never essential: every failure is a warning and the caller
+ * goes on with the local cache.  Secrets (secret_key) are never logged.
+ *
+ * Not for: deciding when to download, build or upload (the front end and the
+ * pipeline do); publishing into the local cache (store_import does).
+ */
+#ifndef PGSTASH_REMOTE_H
+#define PGSTASH_REMOTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define REMOTE_DEFAULT_REGION "us-east-1"
+#define REMOTE_DEFAULT_TIMEOUT 30
+/* Archives larger than this are sent as a multipart upload... */
+#define REMOTE_MULTIPART_THRESHOLD (64ull * 1024 * 1024)
+/* ...in parts of this size (S3's minimum is 5 MiB, its maximum part count 10000). */
+#define REMOTE_PART_SIZE (16ull * 1024 * 1024)
+#define REMOTE_MIN_PART_SIZE (5ull * 1024 * 1024)
+
+struct remote_cfg {
+	char *url;                    /* s3://bucket[/prefix]; NULL or "": no remote */
+	char *endpoint;               /* http(s)://host[:port]; NULL: https://s3.REGION.amazonaws.com */
+	char *region;                 /* NULL: REMOTE_DEFAULT_REGION */
+	char *access_key;             /* NULL: unsigned (anonymous) requests */
+	char *secret_key;             /* secret: never logged */
+	bool path_style;              /* <endpoint>/<bucket>/<object>; else <bucket>.<host>/<object> */
+	long timeout_s;               /* connect limit, limit of a small request, longest stall of a
+	                               * transfer; 0: REMOTE_DEFAULT_TIMEOUT */
+	uint64_t multipart_threshold; /* 0: REMOTE_MULTIPART_THRESHOLD (tests set it lower) */
+	uint64_t part_size;           /* 0: REMOTE_PART_SIZE; raised to REMOTE_MIN_PART_SIZE */
+};
+
+/* true when a remote is configured (url set). */
+bool remote_enabled(const struct remote_cfg *rc);
+/*
+ * Whole-configuration check for cfg_validate: url syntax and bucket name,
+ * endpoint (http or https, no path), region, both keys or neither, timeout,
+ * virtual-host style only with a DNS name.  0, or -1 with every problem
+ * logged as an error (a usage error: exit 2).
+ */
+int remote_validate(const struct remote_cfg *rc);
+/* Frees the strings (the secret is zeroed first) and zeroes *rc; NULL is fine. */
+void remote_cfg_free(struct remote_cfg *rc);
+
+/*
+ * Downloads entry `key` into two new files in `local_dir_tmp` (the store's
+ * .tmp/, so that store_import can rename them into place): first the meta,
+ * then the archive it names, its SHA-256 computed while downloading and
+ * compared with the meta's archive_sha256 and archive_bytes.  Both temp files
+ * are named <key>-XXXXXX<suffix> and flocked while written (store_open's
+ * sweep leaves locked temp files alone), mode 0644.
+ * 0: *archive_path_out and *meta_path_out set (caller frees the strings and
+ * owns the files: store_import them, or unlink them); logs "remote hit".
+ * 1: no such entry in the remote (logged at info level: "remote miss").
+ * -1: error (logged as a warning; a signal only at info), no file left behind.
+ */
+int remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp,
+               char **archive_path_out, char **meta_path_out);
+
+/*
+ * Uploads a local entry: the archive first (a multipart upload above the
+ * threshold, aborted on failure), then the meta, read from the given files.
+ * The meta must name `key` and the archive's size.  Existing objects are
+ * overwritten (that is how a damaged remote entry is repaired).
+ * 0, or -1 (logged as a warning).
+ */
+int remote_put(const struct remote_cfg *rc, const char *key, const char *archive_path, const char *meta_path);
+
+/*
+ * Fleet-wide single flight for building `key`: creates <key>.lease with
+ * If-None-Match: * (S3's conditional write, AWS since 2024, MinIO, moto).  A
+ * lease older than its ttl (by the acquired time it holds) is taken over
+ * with If-Match on its ETag; a lease already naming `owner` is ours again.
+ * Best effort where the server ignores the conditions: every write is read
+ * back and only counts when the owner read is ours (two writers a few ms
+ * apart may then both build; the result is extra work, not a bad entry).
+ * A server answering 501 to the condition gets a read-then-write instead.
+ * `owner`: printable, no newline (e.g. "host:pid"); ttl_s > 0.
+ * 0: acquired; 1: held by another owner (fresh); -1: error (warning).
+ */
+int remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s);
+/*
+ * Removes <key>.lease when it still names `owner` (If-Match on its ETag).
+ * 0: removed or absent; 1: another owner holds it (left alone); -1: error (warning).
+ */
+int remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner);
+
+/*
+ * Waits for another runner's upload of `key`: polls the meta with HEAD every
+ * 2 s for up to timeout_s seconds, logging progress every 30 s.  Gives up
+ * early when the builder's lease disappears or expires while the meta is
+ * still missing (the builder failed or went away).  Request errors are
+ * warned about once and polling goes on.
+ * 0: the meta appeared (remote_get it); 1: timeout or builder gone; -1: signal.
+ */
+int remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s);
+
+/*
+ * `pgstash ls --remote`: the entries under <prefix>/pgstash-v1/ (ListObjectsV2,
+ * all pages), most recently uploaded first: key, archive size, last modified,
+ * state ("ok", "no meta": an upload in progress or an orphan, "no archive")
+ * and whether a lease is present; or (json) an array of objects with raw
+ * numbers.  0 or -1 (logged as an error).
+ */
+int remote_list(const struct remote_cfg *rc, FILE *out, bool json);
+
+/*
+ * `pgstash prune --remote`: removes the oldest complete entries (by the meta's
+ * LastModified, i.e. upload time) until at most max_entries remain and their
+ * archives total at most max_bytes (0: no limit), deleting each meta before
+ * its archive.  Also removes orphans older than an hour (archive or meta
+ * alone, leases of absent entries) unless dry_run.  Reports each removal
+ * ("removed KEY …" or "would remove KEY …") on `out`.  Returns the number of
+ * entries removed (or that would be), -1 on error (logged).
+ */
+int remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, bool dry_run, FILE *out);
+
+/* ---- helpers, exposed for the unit tests ---- */
+
+/*
+ * Splits "s3://bucket/some/prefix/" into "bucket" and "some/prefix" (no
+ * leading or trailing '/'; "" when none).  0 (caller frees both) or -1.
+ */
+int remote_parse_url(const char *url, char **bucket, char **prefix);
+/*
+ * S3's URI encoding: every byte but A-Z a-z 0-9 - . _ ~ as %XX (uppercase),
+ * '/' kept when keep_slash (object paths), encoded otherwise (query values).
+ * Returns a malloc'ed string.
+ */
+char *remote_uri_encode(const char *s, bool keep_slash);
+/*
+ * The text of the first element <tag> in xml[0..len) (attributes allowed,
+ * <tag/> is ""), entities decoded (&lt; &gt; &amp; &quot; &apos; &#N; &#xH;).
+ * Returns a malloc'ed string, or NULL when there is none or it is malformed.
+ */
+char *remote_xml_text(const char *xml, size_t len, const char *tag);
+/* "2026-11-21T10:18:30.000Z" (ISO 8601, UTC) to unix seconds; -1 when malformed. */
+int64_t remote_parse_time(const char *iso);
+
+struct remote_object {
+	char *name;        /* object name, entities decoded; owned */
+	uint64_t size;
+	int64_t mtime;     /* LastModified, unix seconds */
+};
+/*
+ * Parses one ListObjectsV2 page: appends its <Contents> to *v (*n entries,
+ * grown with realloc), sets *truncated and *next_token (malloc'ed, NULL when
+ * none; freed first if set).  0, or -1 when the page is not a listing.
+ */
+int remote_parse_list(const char *xml, size_t len, struct remote_object **v, size_t *n, bool *truncated,
+                      char **next_token);
+void remote_objects_free(struct remote_object *v, size_t n);
+
+/* What remote_get needs from a meta (the store's INI format, see store.h). */
+struct remote_meta_info {
+	char key[65];
+	char archive_sha256[65];
+	uint64_t archive_bytes;
+	char compression[8];   /* "zstd", "gzip" or "none" */
+	const char *suffix;    /* ".tar.zst", ".tar.gz", ".tar" (static) */
+};
+/* Parses meta text (len bytes, no NUL inside).  0, or -1 with why filled. */
+int remote_meta_parse(const char *text, size_t len, struct remote_meta_info *mi, char *why, size_t why_len);
+
+#endif
