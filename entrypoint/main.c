@@ -10,6 +10,7 @@
 #include "fingerprint.h"
 #include "log.h"
 #include "pgbin.h"
+#include "remote.h"
 #include "sig.h"
 #include "store.h"
 #include "util.h"
@@ -50,10 +51,10 @@ usage(FILE *out)
 	    "                          as with the official postgres image's entrypoint.\n"
 	    "  prepare                 bootstrap PGDATA and exit 0 with no server running\n"
 	    "  key [--explain]         print the cache key (64 hex chars); --explain prints the manifest\n"
-	    "  ls [--json]             list cache entries: key, layer, parent, created, last used, bytes,\n"
-	    "                          PostgreSQL version, build seconds\n"
+	    "  ls [--json] [--remote]  list cache entries: key, layer, parent, created, last used, bytes,\n"
+	    "                          PostgreSQL version, build seconds (--remote: the bucket's)\n"
 	    "  verify [KEY...]         re-check entries' SHA-256 (all when no KEY); exit 1 if any is bad\n"
-	    "  prune [--max-bytes=N] [--max-entries=N] [--dry-run]\n"
+	    "  prune [--max-bytes=N] [--max-entries=N] [--dry-run] [--remote]\n"
 	    "                          remove least recently used entries beyond the limits\n"
 	    "                          (default: max_bytes and max_entries of the config)\n"
 	    "  healthcheck             exit 0 only when bootstrap is done and the final server answers\n"
@@ -98,6 +99,13 @@ usage(FILE *out)
 	    "  layer       = schema | fixtures\n"
 	    "  incremental = yes | no reuse a cached prefix when only migrations were added\n"
 	    "  timeout     = SECONDS\n"
+	    "  [clones]               copies of the migrated database for parallel test workers\n"
+	    "  count = N   naming = django | xdist | pattern   pattern = NAME{n}   template = DB\n"
+	    "  [remote]               an S3-compatible bucket shared by CI runners\n"
+	    "  url = s3://BUCKET/PREFIX   PGSTASH_REMOTE_URL      endpoint = URL   PGSTASH_REMOTE_ENDPOINT\n"
+	    "  region = us-east-1         AWS_REGION              path_style = yes | no\n"
+	    "  access_key_file = FILE     AWS_ACCESS_KEY_ID(_FILE)    secret_key_file = FILE\n"
+	    "                             AWS_SECRET_ACCESS_KEY(_FILE)    timeout = 30   PGSTASH_REMOTE_TIMEOUT\n"
 	    "\n"
 	    "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 a migration step failed,\n"
 	    "126 postgres could not be executed, 127 postgres not found, 128+N killed by signal N.\n",
@@ -146,14 +154,23 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 static int
 cmd_ls(struct cfg *cfg, int argc, char **argv)
 {
-	bool json = false;
+	bool json = false, remote = false;
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
 			json = true;
+		else if (strcmp(argv[i], "--remote") == 0)
+			remote = true;
 		else {
-			log_error("ls: unknown argument \"%s\" (expected --json)", argv[i]);
+			log_error("ls: unknown argument \"%s\" (expected --json, --remote)", argv[i]);
 			return EXIT_USAGE;
 		}
+	}
+	if (remote) {
+		if (!remote_enabled(&cfg->remote)) {
+			log_error("ls --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
+			return EXIT_USAGE;
+		}
+		return remote_list(&cfg->remote, stdout, json) == 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
 	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
@@ -189,9 +206,13 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 {
 	uint64_t max_bytes = cfg->max_bytes;
 	long max_entries = cfg->max_entries;
-	bool dry = false;
+	bool dry = false, remote = false;
 	for (int i = 0; i < argc; i++) {
 		const char *why;
+		if (strcmp(argv[i], "--remote") == 0) {
+			remote = true;
+			continue;
+		}
 		if (strncmp(argv[i], "--max-bytes=", 12) == 0) {
 			if (parse_size(argv[i] + 12, &max_bytes, &why) != 0) {
 				log_error("prune: bad --max-bytes \"%s\": %s", argv[i] + 12, why);
@@ -205,10 +226,17 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 		} else if (strcmp(argv[i], "--dry-run") == 0)
 			dry = true;
 		else {
-			log_error("prune: unknown argument \"%s\" (expected --max-bytes=N, --max-entries=N, --dry-run)",
+			log_error("prune: unknown argument \"%s\" (expected --max-bytes=N, --max-entries=N, --dry-run, --remote)",
 			          argv[i]);
 			return EXIT_USAGE;
 		}
+	}
+	if (remote) {
+		if (!remote_enabled(&cfg->remote)) {
+			log_error("prune --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
+			return EXIT_USAGE;
+		}
+		return remote_prune(&cfg->remote, max_bytes, max_entries, dry, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
 	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {

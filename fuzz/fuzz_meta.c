@@ -82,8 +82,8 @@ same_or_die(const struct store_meta *a, const struct store_meta *b)
 		field = "pgdata_bytes";
 	else if (a->compression != b->compression)
 		field = "compression";
-	/* Written with "%.3f": equal to within the rounding of three decimals. */
-	else if (fabs(a->build_seconds - b->build_seconds) > 0.0005 * fmax(1.0, fabs(a->build_seconds)))
+	/* Written with "%.3f": equal to within half a thousandth (and a double's rounding). */
+	else if (fabs(a->build_seconds - b->build_seconds) > 0.0005001 + 1e-15 * fabs(a->build_seconds))
 		field = "build_seconds";
 	if (field)
 		fuzz_die("meta round trip changed %s", field);

@@ -15,6 +15,7 @@
 #include "fingerprint.h"
 #include "log.h"
 #include "pgbin.h"
+#include "remote.h"
 #include "server.h"
 #include "sig.h"
 #include "snapshot.h"
@@ -57,6 +58,9 @@ struct boot {
 	uid_t uid;
 	gid_t gid;
 	char *self_container;
+	/* Fleet single-flight on the remote: our lease on fp.key, released in boot_free. */
+	char *lease_owner;
+	bool leased;
 };
 
 /* ---------- small helpers ---------- */
@@ -673,6 +677,14 @@ publish(struct boot *b, const char *key, const char *parent, enum cfg_layer laye
 		log_info("snapshot %s written in %.2f s (%s from %s of PGDATA)", short_key(key), log_now() - t,
 		         log_bytes(a, st.archive_bytes), log_bytes(p, st.pgdata_bytes));
 		bytes = st.archive_bytes ? st.archive_bytes : 1;
+		/* Before the lease goes: waiters on other runners give up when it disappears. */
+		if (remote_enabled(&cfg->remote) && strcmp(key, b->fp.key) == 0 && meta.archive) {
+			char *mp = xasprintf("%s/%s.meta", b->store.dir, key);
+			double tu = log_now();
+			if (remote_put(&cfg->remote, key, meta.archive, mp) == 0)
+				log_info("uploaded %s to the remote in %.2f s", short_key(key), log_now() - tu);
+			free(mp);
+		}
 	}
 	store_meta_free(&meta);
 	return bytes;
@@ -730,6 +742,60 @@ obtain_layer(struct boot *b, enum cfg_layer layer, const char *key, const char *
 	return BOOT_OK;
 }
 
+/*
+ * The shared remote, on a local miss: download the entry (digest checked
+ * while downloading), import it into the local cache and restore it; or take
+ * the fleet lease and build; or wait for another runner's build.  1 restored,
+ * 0 build locally, -1 interrupted.
+ */
+static int
+try_remote(struct boot *b)
+{
+	const struct remote_cfg *rc = &b->cfg->remote;
+	if (!remote_enabled(rc) || !cache_usable(b))
+		return 0;
+	if (!b->lease_owner) {
+		char host[256] = "";
+		gethostname(host, sizeof(host) - 1);
+		b->lease_owner = xasprintf("%s:%ld", *host ? host : "pgstash", (long)getpid());
+	}
+	for (int round = 0; round < 2; round++) {
+		char *a = NULL, *m = NULL;
+		int g = remote_get(rc, b->fp.key, b->store.tmp_dir, &a, &m);
+		if (g == 0) {
+			int ok = 0;
+			struct store_meta meta;
+			if (store_import(&b->store, b->fp.key, a, m) == 0 && store_lookup(&b->store, b->fp.key, &meta) == 1) {
+				ok = restore(b, &meta, "remote hit") == 0;
+				store_meta_free(&meta);
+			}
+			free(a);
+			free(m);
+			return sig_received ? -1 : ok;
+		}
+		if (sig_received)
+			return -1;
+		if (g < 0 || round == 1)
+			return 0;
+		int l = remote_lease(rc, b->fp.key, b->lease_owner, b->cfg->lock_timeout);
+		if (l == 0) {
+			b->leased = true;
+			return 0;
+		}
+		if (l < 0)
+			return sig_received ? -1 : 0;
+		log_info("another runner is building %s: waiting for it on the remote", short_key(b->fp.key));
+		int w = remote_wait_for(rc, b->fp.key, b->cfg->lock_timeout);
+		if (w < 0)
+			return -1;
+		if (w == 1) {
+			b->leased = remote_lease(rc, b->fp.key, b->lease_owner, b->cfg->lock_timeout) == 0;
+			return 0;
+		}
+	}
+	return 0;
+}
+
 static int
 miss(struct boot *b)
 {
@@ -757,6 +823,12 @@ miss(struct boot *b)
 			}
 		}
 	}
+
+	int rr = try_remote(b);
+	if (rr == 1)
+		return BOOT_OK;
+	if (rr < 0)
+		return exit_for_signal();
 
 	if (!b->fp.has_fixtures) {
 		rc = obtain_layer(b, CFG_LAYER_SCHEMA, b->fp.key, NULL, b->fp.manifest, false, true);
@@ -817,6 +889,12 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 static void
 boot_free(struct boot *b)
 {
+	if (b->leased) {
+		remote_lease_release(&b->cfg->remote, b->fp.key, b->lease_owner);
+		b->leased = false;
+	}
+	free(b->lease_owner);
+	b->lease_owner = NULL;
 	if (b->lock_fd >= 0)
 		store_unlock(b->lock_fd);
 	if (b->store_open)

@@ -30,6 +30,7 @@ enum section_kind {
 	SEC_DATABASE,
 	SEC_STEP,
 	SEC_CLONES,
+	SEC_REMOTE,
 	SEC_BAD, /* an unknown section: its keys are not reported again */
 };
 
@@ -60,6 +61,9 @@ static const char *const database_keys[] = {
 };
 static const char *const clones_keys[] = {
 	"count", "naming", "pattern", "template", NULL,
+};
+static const char *const remote_keys[] = {
+	"url", "endpoint", "region", "path_style", "access_key_file", "secret_key_file", "timeout", NULL,
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
@@ -181,6 +185,8 @@ begin_section(struct parse_ctx *ctx, const char *raw)
 		ctx->sec = SEC_PGSTASH;
 	else if (strcmp(s, "database") == 0)
 		ctx->sec = SEC_DATABASE;
+	else if (strcmp(s, "remote") == 0)
+		ctx->sec = SEC_REMOTE;
 	else if (strcmp(s, "clones") == 0) {
 		ctx->sec = SEC_CLONES;
 		ctx->cfg->clones_line = ctx->line;
@@ -204,7 +210,7 @@ begin_section(struct parse_ctx *ctx, const char *raw)
 			ctx->sec = SEC_STEP;
 		}
 	} else {
-		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database], [clones] or [step NAME])", s);
+		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database], [clones], [remote] or [step NAME])", s);
 		ctx->sec = SEC_BAD;
 	}
 	free(name);
@@ -508,6 +514,62 @@ handle_clones(struct parse_ctx *ctx, const char *name, const char *value)
 		set_str(&cfg->clone_template, value);
 }
 
+/* Reads a secret file (as the shell's $(< file): trailing newlines go); NULL on error, logged by the caller. */
+static char *
+read_secret(const char *path, const char **why)
+{
+	size_t len;
+	char *data = read_file(path, &len);
+	if (!data) {
+		*why = strerror(errno);
+		return NULL;
+	}
+	if (memchr(data, '\0', len)) {
+		free(data);
+		*why = "the file contains a NUL byte";
+		return NULL;
+	}
+	while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
+		data[--len] = '\0';
+	return data;
+}
+
+static void
+handle_remote(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	struct remote_cfg *rc = &ctx->cfg->remote;
+	const char *why;
+	if (strcmp(name, "url") == 0)
+		set_str(&rc->url, value);
+	else if (strcmp(name, "endpoint") == 0)
+		set_str(&rc->endpoint, value);
+	else if (strcmp(name, "region") == 0)
+		set_str(&rc->region, value);
+	else if (strcmp(name, "path_style") == 0) {
+		if (parse_bool(value, &rc->path_style, &why) != 0)
+			ctx_error(ctx, "bad value \"%s\" for path_style: %s", value, why);
+	} else if (strcmp(name, "timeout") == 0) {
+		if (parse_long(value, 1, 3600, &rc->timeout_s, &why) != 0)
+			ctx_error(ctx, "bad value \"%s\" for timeout: %s (1 to 3600 seconds)", value, why);
+	} else {
+		/* access_key_file / secret_key_file, relative to the config file */
+		char *path = resolve_against(ctx->path, value);
+		char *secret = read_secret(path, &why);
+		if (!secret)
+			ctx_error(ctx, "%s: could not read \"%s\": %s", name, path, why);
+		else if (strcmp(name, "access_key_file") == 0) {
+			free(rc->access_key);
+			rc->access_key = secret;
+		} else {
+			if (rc->secret_key)
+				explicit_bzero(rc->secret_key, strlen(rc->secret_key));
+			free(rc->secret_key);
+			rc->secret_key = secret;
+		}
+		free(path);
+	}
+}
+
 /* Replaces every `from` in `s` by `to`; returns a new string. */
 static char *
 replace_all(const char *s, const char *from, const char *to)
@@ -603,6 +665,10 @@ handler(void *user, const char *section, const char *name, const char *value)
 		keys = clones_keys;
 		secname = "[clones]";
 		break;
+	case SEC_REMOTE:
+		keys = remote_keys;
+		secname = "[remote]";
+		break;
 	case SEC_STEP:
 	default:
 		keys = step_keys;
@@ -652,6 +718,8 @@ handler(void *user, const char *section, const char *name, const char *value)
 		handle_database(ctx, name, value);
 	else if (ctx->sec == SEC_CLONES)
 		handle_clones(ctx, name, value);
+	else if (ctx->sec == SEC_REMOTE)
+		handle_remote(ctx, name, value);
 	else
 		handle_step(ctx, name, value);
 	return 1;
@@ -848,6 +916,38 @@ cfg_load_env(struct cfg *cfg)
 	w = getenv("POSTGRES_HOST_AUTH_METHOD");
 	if (w && *w)
 		set_str(&cfg->host_auth_method, w);
+	/* The remote: plain variables, and the AWS keys (with their *_FILE forms). */
+	w = getenv("PGSTASH_REMOTE_URL");
+	if (w && *w)
+		set_str(&cfg->remote.url, w);
+	w = getenv("PGSTASH_REMOTE_ENDPOINT");
+	if (w && *w)
+		set_str(&cfg->remote.endpoint, w);
+	w = getenv("AWS_REGION");
+	if (w && *w)
+		set_str(&cfg->remote.region, w);
+	w = getenv("PGSTASH_REMOTE_TIMEOUT");
+	if (w && *w) {
+		const char *why;
+		if (parse_long(w, 1, 3600, &cfg->remote.timeout_s, &why) != 0) {
+			log_error("environment variable PGSTASH_REMOTE_TIMEOUT: bad value \"%s\": %s", w, why);
+			errors++;
+		}
+	}
+	if (file_env("AWS_ACCESS_KEY_ID", &v) != 0)
+		errors++;
+	else if (v) {
+		free(cfg->remote.access_key);
+		cfg->remote.access_key = v;
+	}
+	if (file_env("AWS_SECRET_ACCESS_KEY", &v) != 0)
+		errors++;
+	else if (v) {
+		if (cfg->remote.secret_key)
+			explicit_bzero(cfg->remote.secret_key, strlen(cfg->remote.secret_key));
+		free(cfg->remote.secret_key);
+		cfg->remote.secret_key = v;
+	}
 	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
 	if (!cfg->db_name && cfg->db_user)
 		cfg->db_name = xstrdup(cfg->db_user);
@@ -906,6 +1006,8 @@ cfg_validate(const struct cfg *cfg)
 		errors++;
 	}
 
+	if (remote_enabled(&cfg->remote) && remote_validate(&cfg->remote) != 0)
+		errors++;
 	if (cfg->clone_count > 0) {
 		const char *cf = cfg->config_file ? cfg->config_file : "config";
 		const char *tmpl = cfg->clone_template ? cfg->clone_template : dbname;
@@ -1043,6 +1145,7 @@ cfg_free(struct cfg *cfg)
 	free(cfg->clone_naming);
 	free(cfg->clone_pattern);
 	free(cfg->clone_template);
+	remote_cfg_free(&cfg->remote);
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		struct cfg_step *st = &cfg->steps[i];
 		free(st->name);

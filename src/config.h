@@ -9,6 +9,7 @@
 #ifndef PGSTASH_CONFIG_H
 #define PGSTASH_CONFIG_H
 
+#include "remote.h"
 #include "util.h"
 
 #include <stdbool.h>
@@ -81,6 +82,9 @@ struct cfg {
 	char *clone_pattern;       /* naming = pattern: "{db}" and "{n}" (1..N) or "{i}" (0..N-1) replaced */
 	char *clone_template;      /* the database copied; default: the main database */
 	int clones_line;
+
+	/* [remote]: an S3-compatible bucket shared by a fleet of runners (see remote.h). */
+	struct remote_cfg remote;
 };
 
 /*

@@ -1225,14 +1225,18 @@ write_all_fd(int fd, const char *data, size_t len)
 }
 
 /*
- * Creates dir/<key>-XXXXXX<suffix>, flocked exclusive (store.h: the sweep of
+ * Creates dir/<key>-<6 random characters><suffix>, flocked exclusive (store.h: the sweep of
  * .tmp/ leaves locked files alone).  Returns the fd (path in *path_out) or -1
  * (logged).
  */
 static int
 tmp_create(const char *dir, const char *key, const char *suffix, char **path_out)
 {
-	char *path = xasprintf("%s/%s-XXXXXX%s", dir, key, suffix);
+	/* mkostemps' template: six 'X' that it replaces. */
+	char rnd[7];
+	memset(rnd, 'X', 6);
+	rnd[6] = '\0';
+	char *path = xasprintf("%s/%s-%s%s", dir, key, rnd, suffix);
 	int fd = mkostemps(path, (int)strlen(suffix), O_CLOEXEC);
 	if (fd < 0) {
 		log_warning("could not create a temp file in \"%s\": %s", dir, strerror(errno));
@@ -1672,12 +1676,12 @@ owner_ok(const char *owner)
 
 /*
  * Reads the lease: 0 with *l (and *etag, caller frees) set, 1 when there is
- * none, -1 on error (warned, with `what`).
+ * none, -1 on error (warned).  `cleanup`: not cut short by a signal.
  */
 static int
-lease_read(struct s3 *s, const char *object, struct lease *l, char **etag)
+lease_read(struct s3 *s, const char *object, struct lease *l, char **etag, bool cleanup)
 {
-	struct req rq = {.method = "GET", .object = object, .out_fd = -1, .body_fd = -1};
+	struct req rq = {.method = "GET", .object = object, .out_fd = -1, .body_fd = -1, .cleanup = cleanup};
 	int ret = -1;
 
 	memset(l, 0, sizeof(*l));
@@ -1731,7 +1735,7 @@ static int
 lease_confirm(struct s3 *s, const char *object, const char *owner)
 {
 	struct lease l;
-	int r = lease_read(s, object, &l, NULL);
+	int r = lease_read(s, object, &l, NULL, false);
 	if (r < 0)
 		return -1;
 	return r == 0 && l.valid && strcmp(l.owner, owner) == 0 ? 0 : 1;
@@ -1764,7 +1768,7 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 			ret = lease_confirm(&s, object, owner);
 			goto cleanup;
 		}
-		int r = lease_read(&s, object, &l, &etag);
+		int r = lease_read(&s, object, &l, &etag, false);
 		if (r < 0)
 			goto cleanup;
 		no_cond = w == 2;
@@ -1841,7 +1845,8 @@ remote_lease_release(const struct remote_cfg *rc, const char *key, const char *o
 	if (s3_open(&s, rc) != 0)
 		return -1;
 	object = obj_name(&s, key, ".lease");
-	int r = lease_read(&s, object, &l, &etag);
+	/* Released on the way out of a SIGTERM too: else the fleet waits out the ttl. */
+	int r = lease_read(&s, object, &l, &etag, true);
 	if (r != 0) {
 		ret = r == 1 ? 0 : -1;
 		goto cleanup;
@@ -1907,7 +1912,7 @@ remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 		req_free(&rq);
 		if (r == 0 && status == 404) {
 			struct lease l;
-			int lr = lease_read(&s, lname, &l, NULL);
+			int lr = lease_read(&s, lname, &l, NULL, false);
 			if (lr == 1 || (lr == 0 && lease_expired(&l, timeout_s > 0 ? timeout_s : 1))) {
 				/* The meta may have landed just before the lease went. */
 				struct req again = {.method = "HEAD", .object = mname, .out_fd = -1, .body_fd = -1};

@@ -74,7 +74,7 @@ void remote_cfg_free(struct remote_cfg *rc);
  * .tmp/, so that store_import can rename them into place): first the meta,
  * then the archive it names, its SHA-256 computed while downloading and
  * compared with the meta's archive_sha256 and archive_bytes.  Both temp files
- * are named <key>-XXXXXX<suffix> and flocked while written (store_open's
+ * are named <key>-<random><suffix> and flocked while written (store_open's
  * sweep leaves locked temp files alone), mode 0644.
  * 0: *archive_path_out and *meta_path_out set (caller frees the strings and
  * owns the files: store_import them, or unlink them); logs "remote hit".
@@ -108,6 +108,9 @@ int remote_put(const struct remote_cfg *rc, const char *key, const char *archive
 int remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s);
 /*
  * Removes <key>.lease when it still names `owner` (If-Match on its ETag).
+ * Works after a terminating signal too (its requests are not interruptible
+ * and take at most ~10 s each): a cancelled builder must not leave the fleet
+ * waiting for its ttl.
  * 0: removed or absent; 1: another owner holds it (left alone); -1: error (warning).
  */
 int remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner);

@@ -913,6 +913,117 @@ cleanup:
 }
 
 int
+store_import(struct store *st, const char *key, const char *archive_tmp, const char *meta_tmp)
+{
+	struct store_meta m = {0};
+	struct meta_parse p = {.m = &m};
+	char *text = NULL, *new_meta = NULL, *final_arch = NULL, *final_meta = NULL;
+	int afd = -1, mfd = -1, lfd = -1, rc = -1;
+	bool arch_placed = false, meta_placed = false;
+	struct stat sb;
+	char why[512];
+
+	if (!st->usable) {
+		log_warning("cache is not usable: downloaded entry not stored");
+		goto cleanup;
+	}
+	if (!store_key_valid(key)) {
+		log_error("invalid cache key \"%s\"", key ? key : "");
+		goto cleanup;
+	}
+	text = read_file(meta_tmp, NULL);
+	if (!text) {
+		log_warning("could not read \"%s\": %s", meta_tmp, strerror(errno));
+		goto cleanup;
+	}
+	int line = ini_parse_string(text, meta_handler, &p);
+	if (line != 0 || (p.seen & F_REQUIRED) != F_REQUIRED || strcmp(m.key, key) != 0) {
+		log_warning("downloaded meta of %.12s is not valid: %s", key,
+		            line != 0 ? (p.why[0] ? p.why : "syntax error") : "it lacks fields or names another key");
+		goto cleanup;
+	}
+	m.manifest = sb_take(&p.manifest);
+	afd = open(archive_tmp, O_RDONLY | O_CLOEXEC);
+	if (afd < 0 || fstat(afd, &sb) != 0) {
+		log_warning("could not open \"%s\": %s", archive_tmp, strerror(errno));
+		goto cleanup;
+	}
+	if (!S_ISREG(sb.st_mode) || (uint64_t)sb.st_size != m.archive_bytes) {
+		log_warning("downloaded archive of %.12s is %lld bytes, its meta says %" PRIu64, key,
+		            (long long)sb.st_size, m.archive_bytes);
+		goto cleanup;
+	}
+	/* As store_publish: the bytes are on disk before any rename. */
+	if (fchmod(afd, 0644) != 0 || fsync(afd) != 0) {
+		log_warning("could not fsync \"%s\": %s", archive_tmp, strerror(errno));
+		goto cleanup;
+	}
+	/* A download is a use: local LRU pruning must not take it first. */
+	m.last_used = (int64_t)time(NULL);
+	mfd = meta_tmp_write(st, &m, &new_meta);
+	if (mfd < 0)
+		goto cleanup;
+	if (meta_lock(st, &lfd) != 0)
+		goto cleanup;
+	struct store_meta existing;
+	if (meta_read(st, key, &existing, why, sizeof(why)) == 1 && archive_check(&existing, why, sizeof(why)) == 0) {
+		log_info("another pgstash stored %.12s meanwhile; keeping that entry", key);
+		store_meta_free(&existing);
+		rc = 0;
+		goto cleanup;
+	}
+	store_meta_free(&existing);
+	for (size_t i = 0; i < 3; i++) {
+		if (all_comps[i] == m.compression)
+			continue;
+		char *other = archive_path(st, key, all_comps[i]);
+		unlink(other);
+		free(other);
+	}
+	final_arch = archive_path(st, key, m.compression);
+	final_meta = meta_path(st, key);
+	if (rename(archive_tmp, final_arch) != 0) {
+		log_warning("could not rename \"%s\" to \"%s\": %s", archive_tmp, final_arch, strerror(errno));
+		goto cleanup;
+	}
+	arch_placed = true;
+	if (fsync_dir(st->dir) != 0)
+		goto cleanup;
+	if (rename(new_meta, final_meta) != 0) {
+		log_warning("could not rename \"%s\" to \"%s\": %s", new_meta, final_meta, strerror(errno));
+		goto cleanup;
+	}
+	meta_placed = true;
+	if (fsync_dir(st->dir) != 0)
+		goto cleanup;
+	rc = 0;
+cleanup:
+	if (rc != 0 && meta_placed)
+		unlink(final_meta);
+	if (rc != 0 && arch_placed)
+		unlink(final_arch);
+	store_unlock(lfd);
+	if (afd >= 0)
+		close(afd);
+	if (mfd >= 0)
+		close(mfd);
+	if (!arch_placed)
+		unlink(archive_tmp);
+	if (new_meta && !meta_placed)
+		unlink(new_meta);
+	unlink(meta_tmp);
+	if (rc != 0)
+		log_warning("could not store downloaded entry %.12s: going on without it", key);
+	sb_free(&p.manifest);
+	store_meta_free(&m);
+	free(text);
+	free(new_meta);
+	free(final_arch);
+	free(final_meta);
+	return rc;
+}
+
+int
 store_restore(struct store *st, struct store_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
               int pg_major, struct snap_stats *sst)
 {

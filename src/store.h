@@ -133,6 +133,13 @@ int store_restore(struct store *st, struct store_meta *meta, const char *pgdata,
                   int pg_major, struct snap_stats *sst);
 
 /* Removes entry `key` (meta first, then its archives).  0 (also when absent) or -1 (logged). */
+/*
+ * Moves a downloaded entry (temp files under st->tmp_dir, e.g. from
+ * remote_get) into the store by rename, as store_publish does; an entry that
+ * appeared meanwhile is kept.  Both temp files are gone afterwards on every
+ * path.  0 or -1 (warning).
+ */
+int store_import(struct store *st, const char *key, const char *archive_tmp, const char *meta_tmp);
 int store_remove(struct store *st, const char *key);
 /* Sets the entry's last_used to now.  0, or -1 when there is no such entry or on error (logged). */
 int store_touch(struct store *st, const char *key);

@@ -293,7 +293,7 @@ def related(needles, extra=()):
 
 
 def kind_of(cmd):
-    if "initdb" in cmd:
+    if "initdb" in cmd or "--boot" in cmd:
         return "initdb"
     if "pg_resetwal" in cmd:
         return "pg_resetwal"
@@ -313,6 +313,7 @@ def kill_related(needles, extra=(), timeout=20):
     while True:
         found = related(needles, extra)
         if not found:
+            gone(killed)
             return killed
         for pid, cmd in found.items():
             killed.setdefault(pid, cmd)
@@ -321,6 +322,14 @@ def kill_related(needles, extra=(), timeout=20):
         if time.monotonic() > deadline:
             raise AssertionError(f"could not get rid of {found}")
         time.sleep(0.05)
+
+
+def gone(pids, timeout=10):
+    """Waits until the killed `pids` are reaped (not even zombies: a zombie
+    still answers kill(pid, 0), so it would look like a live postmaster)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.02)
 
 
 # ---- projects, caches, clusters ------------------------------------------------------------
@@ -353,6 +362,42 @@ def env_for(work, pgdata, cache=None, tmp=None, sock=None, **extra):
         e["TMPDIR"] = tmp
     e.update({k: str(v) for k, v in extra.items()})
     return e
+
+
+@pytest.fixture(scope="module")
+def fastfs():
+    """A tmpfs for this module's clusters and caches: hundreds of PGDATAs are
+    written and removed, which a loaded disk makes slow.  None when no tmpfs
+    can be mounted (not root): then the work directories are used."""
+    d = tempfile.mkdtemp(prefix="pgstash-it-faults-fs-")
+    os.chmod(d, 0o755)
+    ok = IS_ROOT and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8g,mode=0755", "tmpfs", d],
+                                    capture_output=True).returncode == 0
+    yield d if ok else None
+    if ok:
+        subprocess.run(["umount", "-l", d], capture_output=True)
+    rm_rf(d)
+
+
+class Place:
+    """Where one test's clusters and cache live (on fastfs when there is one)."""
+
+    def __init__(self, path):
+        self.path = user_dir(path)
+        self.pgdata = user_dir(os.path.join(path, "pgdata"), 0o700)
+        self.cache = user_dir(os.path.join(path, "cache"))
+
+    def dir(self, name, mode=0o755):
+        return user_dir(os.path.join(self.path, name), mode)
+
+
+@pytest.fixture()
+def place(work, fastfs):
+    path = tempfile.mkdtemp(prefix=work.name[:40] + "-", dir=fastfs) if fastfs else os.path.join(work.path, "place")
+    pl = Place(path)
+    yield pl
+    kill_related([path])
+    rm_rf(path)
 
 
 @pytest.fixture()
@@ -575,10 +620,10 @@ def phase_of(lines, kind):
 class CrashWorker:
     """One sequence of kill -9 trials with its own cache, TMPDIR and PGDATAs."""
 
-    def __init__(self, work, cfg, n, tmpdirs):
-        self.work, self.cfg, self.n = work, cfg, n
-        self.cache = user_dir(os.path.join(work.path, f"cache-w{n}"))
-        self.sock = user_dir(os.path.join(work.path, f"sock-w{n}"))
+    def __init__(self, work, cfg, n, tmpdirs, base):
+        self.work, self.cfg, self.n, self.base = work, cfg, n, base
+        self.cache = user_dir(os.path.join(base, f"cache-w{n}"))
+        self.sock = user_dir(os.path.join(base, f"sock-w{n}"))
         self.tmp = tmpdirs()
         self.count = 0
         self.key = None
@@ -588,7 +633,7 @@ class CrashWorker:
 
     def new_pgdata(self):
         self.count += 1
-        return user_dir(os.path.join(self.work.path, f"pg-w{self.n}-t{self.count:03d}"), 0o700)
+        return user_dir(os.path.join(self.base, f"pg-w{self.n}-t{self.count:03d}"), 0o700)
 
     def calibrate(self):
         """A timed miss and a timed hit: where the phases fall on this machine now."""
@@ -603,6 +648,8 @@ class CrashWorker:
         p = run_to_end(self.work, "prepare", config=self.cfg, env=self.env(pg))
         assert p.rc == 0 and "cache hit" in p.text, p.output
         self.t_hit = p.seconds
+        # The restore runs between the key line and the "cache hit ...: restored" line.
+        self.t_restore = (p.line_time(r"info: key ") or 0.0, p.line_time(r"cache hit \S+: restored") or p.seconds)
         rm_rf(pg)
 
     def ensure_entry(self):
@@ -621,12 +668,13 @@ class CrashWorker:
             if rng.random() < 0.3:
                 delay = rng.uniform(0, self.t_miss)
             else:
-                delay = rng.uniform(max(0.0, self.t_step_end - 0.05), self.t_miss * 1.02)
+                delay = rng.uniform(max(0.0, self.t_step_end - 0.05), self.t_miss)
         else:
             if not self.ensure_entry():
                 t["problems"].append("could not build the entry to restore")
                 return t
-            delay = rng.uniform(0.02, self.t_hit * 1.02)
+            lo, hi = self.t_restore
+            delay = rng.uniform(0.02, self.t_hit) if rng.random() < 0.2 else rng.uniform(lo, hi)
         pg = self.new_pgdata()
         env = self.env(pg)
         t["delay"] = round(delay, 3)
@@ -682,17 +730,24 @@ class CrashWorker:
         rm_rf(pg)
         return t
 
-    def run(self, plan):
+    def run(self, plan, log):
+        """Runs each planned trial; one whose pgstash finished before the kill
+        is run again (up to 3 more times), so that every slot is a real kill."""
         out = []
         for i, kind in plan:
-            t = self.trial(kind, random.Random(SEED * 1000 + i))
-            t["n"] = i
-            out.append(t)
+            for attempt in range(4):
+                t = self.trial(kind, random.Random(SEED * 1000 + i * 10 + attempt))
+                t["n"] = i
+                t["attempt"] = attempt
+                log(t)
+                out.append(t)
+                if t.get("killed") or t["problems"]:
+                    break
         return out
 
 
 @pytest.mark.slow
-def test_crash_consistency_kill9(work, report, tmpdirs):
+def test_crash_consistency_kill9(work, place, report, tmpdirs):
     """kill -9 at random points of misses (weighted to shutdown/snapshot/publish)
     and of restores: nothing partial is ever visible, and the next start copes."""
     total = TRIALS
@@ -700,20 +755,28 @@ def test_crash_consistency_kill9(work, report, tmpdirs):
     kinds = ["miss"] * (total - n_restore) + ["restore"] * n_restore
     random.Random(SEED).shuffle(kinds)
     cfg = project(work, rows=CRASH_ROWS)
-    workers = [CrashWorker(work, cfg, n, tmpdirs) for n in range(JOBS)]
+    workers = [CrashWorker(work, cfg, n, tmpdirs, place.path) for n in range(JOBS)]
+    lock = threading.Lock()
+    trial_log = os.path.join(work.path, "crash-trials.log")
+
+    def log(t):
+        with lock, open(trial_log, "a") as f:
+            f.write(json.dumps(t, sort_keys=True) + "\n")
     with concurrent.futures.ThreadPoolExecutor(JOBS) as ex:
         list(ex.map(lambda w: w.calibrate(), workers))
         plans = [[(i, k) for i, k in enumerate(kinds) if i % JOBS == n] for n in range(JOBS)]
-        results = [t for part in ex.map(lambda wp: wp[0].run(wp[1]), zip(workers, plans)) for t in part]
-    results.sort(key=lambda t: t["n"])
+        results = [t for part in ex.map(lambda wp: wp[0].run(wp[1], log), zip(workers, plans)) for t in part]
+    results.sort(key=lambda t: (t["n"], t["attempt"]))
     bad = [t for t in results if t["problems"]]
-    phases = collections.Counter(f"{t['kind']}:{t.get('phase')}" for t in results)
+    kills = [t for t in results if t.get("killed")]
+    phases = collections.Counter(f"{t['kind']}:{t.get('phase')}" for t in kills)
     nexts = collections.Counter(t.get("next") for t in results)
     leftovers = collections.Counter(k for t in results for k in t["leftovers"])
     w0 = workers[0]
-    report(f"crash-consistency: {len(results)} trials, {len(bad)} bad (seed {SEED}; "
-           f"{total - n_restore} during a miss, {n_restore} during a restore; calibration: miss {w0.t_miss:.2f} s, "
-           f"step done at {w0.t_step_end:.2f} s, hit {w0.t_hit:.2f} s)")
+    report(f"crash-consistency: {len(results)} trials, {len(bad)} bad (seed {SEED}; {len(kills)} kill -9 "
+           f"({sum(t['kind'] == 'miss' for t in kills)} during a miss, {sum(t['kind'] == 'restore' for t in kills)} "
+           f"during a restore), {len(results) - len(kills)} finished first; calibration: miss {w0.t_miss:.2f} s, "
+           f"step done at {w0.t_step_end:.2f} s, restore {w0.t_restore[0]:.2f}-{w0.t_restore[1]:.2f} s)")
     report(f"crash-consistency: killed in {dict(sorted(phases.items()))}")
     report(f"crash-consistency: next start {dict(nexts)}; processes left by kill -9 "
            f"(then killed) {dict(leftovers)}; trials leaving pgstash-* dirs in TMPDIR: "
@@ -737,47 +800,64 @@ def _start_and_kill_at(work, cfg, env, pattern, settle=0.3):
 
 
 @pytest.mark.slow
-def test_kill9_during_initdb_then_next_start_recovers(work, tmpdirs):
+def test_kill9_during_initdb_then_next_start_recovers(work, place, tmpdirs):
     """A kill -9 while initdb runs (initdb and its children killed too): the
     next start on the same PGDATA must wipe what pgstash began and build."""
     cfg = project(work)
     tmp = tmpdirs()
-    env = env_for(work, work.pgdata, tmp=tmp)
+    env = env_for(work, place.pgdata, cache=place.cache, tmp=tmp)
     p, tree_pids = _start_and_kill_at(work, cfg, env, r"initializing a cluster", settle=0.4)
-    killed = kill_related([work.pgdata, tmp], extra=tree_pids)
+    killed = kill_related([place.pgdata, tmp], extra=tree_pids)
     p.finish()
     assert any(kind_of(c) == "initdb" for c in killed.values()), (killed, p.output)
-    marker = os.path.join(work.pgdata, "pgstash.key")
-    state = sorted(os.listdir(work.pgdata))
+    marker = os.path.join(place.pgdata, "pgstash.key")
+    state = sorted(os.listdir(place.pgdata))
     r = work.run("prepare", config=cfg, env=env)
     assert r.rc == 0, (f"PGDATA after kill -9 during initdb holds {state} "
                        f"(marker present: {os.path.exists(marker)}); the next start:\n{r!r}")
-    assert {"a"} <= set(tables(work.pgdata) or []), r
+    assert {"a"} <= set(tables(place.pgdata) or []), r
 
 
 @pytest.mark.slow
-def test_kill9_leaves_temp_server_next_start_copes(work, tmpdirs):
+def test_kill9_leaves_temp_server_next_start_copes(work, place, report, tmpdirs):
     """A real kill -9 of pgstash (not of its process group) leaves the temporary
     server and the step running.  The next start on the same PGDATA must cope:
-    stop that server (or wait for it) and build, not wipe a live cluster's files
-    and then fail."""
-    cfg = project(work, prelude="echo $$ > ../step.pid; sleep 30;")
+    build, or refuse clearly without touching the live cluster's files; once
+    the orphans are gone, a start must build."""
+    cfg = project(work, prelude="echo $$ > ../step.pid; if [ -e ../hold ]; then sleep 30; fi;")
+    work.file("hold", "")
     tmp = tmpdirs()
-    env = env_for(work, work.pgdata, tmp=tmp)
+    env = env_for(work, place.pgdata, cache=place.cache, tmp=tmp)
     p, tree_pids = _start_and_kill_at(work, cfg, env, r"step sql: running", settle=0.3)
     try:
-        alive = related([work.pgdata, tmp], extra=tree_pids)
+        alive = related([place.pgdata, tmp], extra=tree_pids)
         kinds = sorted({kind_of(c) for c in alive.values()})
         assert "temporary server" in kinds, f"expected the temporary server to outlive pgstash: {alive}"
-        with open(os.path.join(work.pgdata, "postmaster.pid")) as f:
+        with open(os.path.join(place.pgdata, "postmaster.pid")) as f:
             pm = int(f.readline())
+        before = tree(place.pgdata)
         r = work.run("prepare", config=cfg, env=env, timeout=240)
-        pm_alive = os.path.exists(f"/proc/{pm}") and _proc_info(pm) and _proc_info(pm)[0] not in "ZX"
-        assert r.rc == 0, (f"left running by kill -9: {kinds}; the orphaned postmaster (pid {pm}) "
-                           f"{'is still running' if pm_alive else 'is gone'}; the next start:\n{r!r}")
-        assert {"a"} <= set(tables(work.pgdata) or []), r
+        pm_alive = bool(_proc_info(pm)) and _proc_info(pm)[0] not in "ZX"
+        if r.rc == 0:
+            outcome = "built"
+            assert {"a"} <= set(tables(place.pgdata) or []), r
+        else:
+            outcome = f"refused (exit {r.rc})"
+            assert str(pm) in r.stderr and place.pgdata in r.stderr, \
+                f"a refusal must name the running server and PGDATA:\n{r!r}"
+            assert pm_alive, f"the refusing start disturbed the orphaned server:\n{r!r}"
+            now = tree(place.pgdata)
+            gone = sorted(set(before) - set(now))
+            assert not gone, f"the refusing start removed files of a live cluster: {gone[:10]}\n{r!r}"
+        kill_related([place.pgdata, tmp], extra=tree_pids)
+        os.unlink(os.path.join(work.path, "hold"))
+        r2 = work.run("prepare", config=cfg, env=env, timeout=240)
+        assert r2.rc == 0, f"with the orphans gone the start still fails:\n{r2!r}"
+        assert {"a"} <= set(tables(place.pgdata) or []), r2
+        report(f"crash-consistency: kill -9 during a step left {kinds}; the next start with them running: "
+               f"{outcome}; after killing them: built")
     finally:
-        kill_related([work.pgdata, tmp], extra=tree_pids)
+        kill_related([place.pgdata, tmp], extra=tree_pids)
         p.finish()
 
 
@@ -841,7 +921,7 @@ def flip(data, offsets):
 
 
 @pytest.mark.slow
-def test_flipped_bytes_detected_then_rebuilt(work, golden, report, tmpdirs):
+def test_flipped_bytes_detected_then_rebuilt(work, place, golden, report, tmpdirs):
     """Bytes flipped at several random offsets of a zstd or a plain-tar entry
     (meta untouched): detected before any server runs, removed, rebuilt."""
     n = scaled(20)
@@ -854,8 +934,8 @@ def test_flipped_bytes_detected_then_rebuilt(work, golden, report, tmpdirs):
         data = golden.tar if plain else golden.zst
         k = rng.randint(1, 6)
         offsets = sorted(rng.sample(range(len(data)), k))
-        cache = user_dir(os.path.join(work.path, f"cache-f{i}"))
-        pg = user_dir(os.path.join(work.path, f"pg-f{i}"), 0o700)
+        cache = place.dir(f"cache-f{i}")
+        pg = place.dir(f"pg-f{i}", 0o700)
         tmp = tmpdirs()
         golden.install(cache, suffix=".tar" if plain else ".tar.zst")
         mp = os.path.join(v1(cache), golden.key + ".meta")
@@ -932,16 +1012,17 @@ DAMAGE = {
     "meta-duplicate-field": "stop",
     "meta-garbage-lines": "full",
     "meta-binary-garbage": "stop",
+    "meta-nul-byte": "stop",
     "pg-major-14": "full",
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", list(DAMAGE))
-def test_damaged_entry_detected_then_rebuilt(work, golden, tmpdirs, damage):
+def test_damaged_entry_detected_then_rebuilt(work, place, golden, tmpdirs, damage):
     cfg = project(work)
     tmp = tmpdirs()
-    cache = work.cache
+    cache = place.cache
     meta = golden.meta_for(golden.zst)
     archive = golden.zst
     if damage == "empty-archive":
@@ -976,7 +1057,10 @@ def test_damaged_entry_detected_then_rebuilt(work, golden, tmpdirs, damage):
     elif damage == "meta-garbage-lines":
         meta = meta + "this is not ini at all\n[section]\n= no name\n"
     elif damage == "meta-binary-garbage":
-        meta = meta.encode() + b"\x00\xff\xfe garbage \x01\n"
+        meta = meta.encode() + b"\xff\xfe garbage \x01\n"
+    elif damage == "meta-nul-byte":
+        # everything after the NUL is lost to a C string: the fields after it are missing
+        meta = meta.replace("layer = ", "layer\0 = ", 1).encode()
     elif damage == "pg-major-14":
         archive = _pg_version_14(golden)
         meta = golden.meta_for(archive)
@@ -984,8 +1068,8 @@ def test_damaged_entry_detected_then_rebuilt(work, golden, tmpdirs, damage):
         raise AssertionError(damage)
     golden.install(cache, archive=archive, meta=meta)
     full = DAMAGE[damage] == "full"
-    pg = work.pgdata
-    p = detect_run(work, cfg, env_for(work, pg, tmp=tmp), full)
+    pg = place.pgdata
+    p = detect_run(work, cfg, env_for(work, pg, cache=cache, tmp=tmp), full)
     problems = judge_detection(p, golden.key, full, pg, cache)
     if damage == "pg-major-14" and not re.search(r"warning: .*PostgreSQL 14", p.text):
         problems.append("no warning naming the archive's PostgreSQL 14")
@@ -993,7 +1077,7 @@ def test_damaged_entry_detected_then_rebuilt(work, golden, tmpdirs, damage):
     if tmpfiles:
         problems.append(f"temp files left: {tmpfiles}")
     if full:
-        v = work.run("verify", config=cfg, env=env_for(work, pg))
+        v = work.run("verify", config=cfg, env=env_for(work, pg, cache=cache))
         if v.rc != 0 or f"ok {golden.key}" not in v.stdout:
             problems.append(f"the rebuilt entry does not verify: {v.stdout}")
         if set(archives) - metas:
@@ -1019,9 +1103,9 @@ def _ti(name, type=tarfile.REGTYPE, size=0, linkname="", mode=0o600, **kw):
     return ti
 
 
-def _hostile(work, case):
+def _hostile(base, case):
     """(entries to put first: [(TarInfo, data bytes or None)], paths that must not appear, raw tail or None)."""
-    out = os.path.join(work.path, "outside")
+    out = os.path.join(base, "outside")
     victim = os.path.join(out, "victim.txt")
     if case == "dotdot":
         return [(_ti("../outside/dotdot.txt", size=5), b"pwned")], [os.path.join(out, "dotdot.txt")]
@@ -1076,23 +1160,25 @@ HOSTILE = ["dotdot", "dotdot-nested", "absolute", "symlink-absolute-then-file", 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", HOSTILE)
-def test_hostile_archive_refused_nothing_outside(work, golden, tmpdirs, case):
+def test_hostile_archive_refused_nothing_outside(work, place, golden, tmpdirs, case):
     """The real snapshot with a hostile member in front (or a huge one instead),
     recompressed, the meta's digest and size made to agree: refused, nothing
     written outside PGDATA, rebuilt."""
     cfg = project(work)
     tmp = tmpdirs()
-    out = user_dir(os.path.join(work.path, "outside"))
-    work.file("outside/victim.txt", "canary\n")
+    out = place.dir("outside")
+    with open(os.path.join(out, "victim.txt"), "w") as f:
+        f.write("canary\n")
+    give(os.path.join(out, "victim.txt"))
     before_out = tree(out)
-    before_top = set(os.listdir(work.path))
+    before_top = set(os.listdir(place.path))
     buf = io.BytesIO()
     if case.startswith("huge"):
         raw = _huge_tail(case)
         must_not_exist = []
         name = "base/huge.bin"
     else:
-        entries, must_not_exist = _hostile(work, case)
+        entries, must_not_exist = _hostile(place.path, case)
         name = entries[0][0].name
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
             for ti, data in entries:
@@ -1105,9 +1191,10 @@ def test_hostile_archive_refused_nothing_outside(work, golden, tmpdirs, case):
         with tarfile.open(fileobj=io.BytesIO(raw)) as chk:
             assert chk.getmembers()[0].name == name
     archive = zstd(raw)
-    golden.install(work.cache, archive=archive)
-    pg = work.pgdata
-    r = work.run("prepare", config=cfg, env=env_for(work, pg, tmp=tmp), timeout=180)
+    golden.install(place.cache, archive=archive)
+    pg = place.pgdata
+    env = env_for(work, pg, cache=place.cache, tmp=tmp)
+    r = work.run("prepare", config=cfg, env=env, timeout=180)
     problems = []
     if r.rc != 0:
         problems.append(f"exit {r.rc}")
@@ -1125,7 +1212,7 @@ def test_hostile_archive_refused_nothing_outside(work, golden, tmpdirs, case):
     for p in must_not_exist:
         if os.path.lexists(p):
             problems.append(f"{p} was written")
-    new_top = set(os.listdir(work.path)) - before_top - {"server-pgdata.log"}
+    new_top = set(os.listdir(place.path)) - before_top
     if new_top:
         problems.append(f"new entries next to PGDATA: {sorted(new_top)}")
     for n in ("evil", "hl", "devnull", "blockdev", "fifo", "base/huge.bin", "global/evil"):
@@ -1133,7 +1220,7 @@ def test_hostile_archive_refused_nothing_outside(work, golden, tmpdirs, case):
             problems.append(f"PGDATA holds the hostile {n}")
     if r.rc == 0 and "a" not in (tables(pg) or []):
         problems.append("the rebuilt cluster lacks table a")
-    v = work.run("verify", config=cfg, env=env_for(work, pg))
+    v = work.run("verify", config=cfg, env=env)
     if v.rc != 0 or f"ok {golden.key}" not in v.stdout:
         problems.append(f"the rebuilt entry does not verify: {v.stdout}")
     if os.listdir(tmp):
@@ -1153,16 +1240,16 @@ def _runs(path):
 
 
 @pytest.mark.slow
-def test_eight_cold_starts_one_build(work, report, tmpdirs):
+def test_eight_cold_starts_one_build(work, place, report, tmpdirs):
     """8 cold starts on one cache volume at once, each with its own PGDATA and
     socket dir: one migration run, 8 clusters of the same key with the table."""
     cfg = project(work, prelude="echo x >> ../count;")
     count = os.path.join(work.path, "count")
     starts = []
     for i in range(8):
-        pg = user_dir(os.path.join(work.path, f"pg{i}"), 0o700)
-        sock = user_dir(os.path.join(work.path, f"sock{i}"))
-        starts.append((pg, env_for(work, pg, sock=sock, tmp=tmpdirs(), PGSTASH_LOCK_TIMEOUT=600)))
+        pg = place.dir(f"pg{i}", 0o700)
+        sock = place.dir(f"sock{i}")
+        starts.append((pg, env_for(work, pg, cache=place.cache, sock=sock, tmp=tmpdirs(), PGSTASH_LOCK_TIMEOUT=600)))
     t0 = time.monotonic()
     procs = [Proc(work, "prepare", config=cfg, env=e) for _, e in starts]
     for p in procs:
@@ -1197,16 +1284,16 @@ def test_eight_cold_starts_one_build(work, report, tmpdirs):
 
 
 @pytest.mark.slow
-def test_waiter_takes_over_from_a_killed_builder(work, report, tmpdirs):
+def test_waiter_takes_over_from_a_killed_builder(work, place, report, tmpdirs):
     """The builder is killed -9 while its step runs (then its temporary server
     and step too): a waiter gets the lock from the kernel and builds, well
     before lock_timeout; a later start hits."""
     cfg = project(work, prelude="echo x >> ../count; echo $$ > ../step.pid; if [ -e ../hold ]; then sleep 60; fi;")
     count = os.path.join(work.path, "count")
     work.file("hold", "")
-    pgs = [user_dir(os.path.join(work.path, f"pg{i}"), 0o700) for i in range(3)]
+    pgs = [place.dir(f"pg{i}", 0o700) for i in range(3)]
     tmps = [tmpdirs() for _ in range(3)]
-    envs = [env_for(work, pg, sock=user_dir(os.path.join(work.path, f"sock{i}")), tmp=t, PGSTASH_LOCK_TIMEOUT=120)
+    envs = [env_for(work, pg, cache=place.cache, sock=place.dir(f"sock{i}"), tmp=t, PGSTASH_LOCK_TIMEOUT=120)
             for i, (pg, t) in enumerate(zip(pgs, tmps))]
     builder = Proc(work, "prepare", config=cfg, env=envs[0])
     assert builder.wait_line(r"step sql: running", timeout=120), builder.output
@@ -1343,11 +1430,12 @@ SIGNAL_PHASES = ["initdb", "temp-server-start", "step", "snapshot", "restore"]
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 @pytest.mark.parametrize("phase", SIGNAL_PHASES)
-def test_signal_at_each_phase(work, golden, tmpdirs, phase, sig):
+def test_signal_at_each_phase(work, place, golden, tmpdirs, phase, sig):
     """docker stop's signal to pgstash alone, in each phase: exit 128+N, no
     server, no step, no temp file or dir, PGDATA empty, nothing partial cached."""
     tmp = tmpdirs()
-    pg = work.pgdata
+    pg = place.pgdata
+    cache = place.cache
     if phase == "step":
         cfg = project(work, prelude="echo $$ > ../step.pid; sleep 60;")
     elif phase == "snapshot":
@@ -1355,9 +1443,9 @@ def test_signal_at_each_phase(work, golden, tmpdirs, phase, sig):
     else:
         cfg = project(work)
     if phase == "restore":
-        golden.install(work.cache)
-    env = env_for(work, pg, tmp=tmp)
-    v1tmp = os.path.join(v1(work.cache), ".tmp")
+        golden.install(cache)
+    env = env_for(work, pg, cache=cache, tmp=tmp)
+    v1tmp = os.path.join(v1(cache), ".tmp")
     p = Proc(work, "prepare", config=cfg, env=env)
     bpg = pg.encode()
 
@@ -1406,7 +1494,7 @@ def test_signal_at_each_phase(work, golden, tmpdirs, phase, sig):
         problems.append(f"the step (pid {step_pid}) is still running")
     if os.listdir(tmp):
         problems.append(f"left in TMPDIR: {os.listdir(tmp)}")
-    archives, metas, tmpfiles = cache_files(work.cache)
+    archives, metas, tmpfiles = cache_files(cache)
     if tmpfiles:
         problems.append(f"temp files in the cache: {tmpfiles}")
     if set(archives) != set(metas):

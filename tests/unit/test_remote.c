@@ -1048,6 +1048,37 @@ test_live_signal_while_waiting(void **state)
 	assert_int_equal(remote_lease_release(&rc, k, "holder"), 0);
 }
 
+/* A builder stopped by SIGTERM still releases its lease on the way out. */
+static void
+test_live_release_after_signal(void **state)
+{
+	NEED_S3();
+	struct remote_cfg rc = live_cfg();
+	const char *k = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff";
+
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		if (sig_init() != 0)
+			_exit(90);
+		if (remote_lease(&rc, k, "stopped", 60) != 0)
+			_exit(91);
+		kill(getpid(), SIGTERM);
+		sig_drain();
+		if (sig_received != SIGTERM)
+			_exit(92);
+		_exit(remote_lease_release(&rc, k, "stopped") == 0 ? 42 : 93);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 42);
+	/* Gone: anyone acquires it at once. */
+	assert_int_equal(remote_lease(&rc, k, "next", 60), 0);
+	assert_int_equal(remote_lease_release(&rc, k, "next"), 0);
+}
+
 int
 main(void)
 {
@@ -1073,6 +1104,7 @@ main(void)
 		cmocka_unit_test(test_live_wait_for),
 		cmocka_unit_test(test_live_list_prune),
 		cmocka_unit_test(test_live_signal_while_waiting),
+		cmocka_unit_test(test_live_release_after_signal),
 	};
 	int failed = cmocka_run_group_tests_name("remote", pure, NULL, NULL);
 	failed += cmocka_run_group_tests_name("remote-s3", live, live_setup, live_teardown);
