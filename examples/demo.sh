@@ -123,7 +123,7 @@ mkdir -p "$work/cache" "$work/sock"
 pgstash_env=(
 	env -i
 	HOME="$work" LANG=C.UTF-8 PATH=/usr/bin:/bin TERM="${TERM:-dumb}"
-	PGSTASH_CACHE_DIR="$work/cache" PGSTASH_PG_BINDIR="$bindir"
+	PGSTASH_CACHE_DIR="$work/cache" PGSTASH_PG_BINDIR="$bindir" PGSTASH_SOCKET_DIR="$work/sock"
 	POSTGRES_HOST_AUTH_METHOD=trust
 )
 

@@ -1,7 +1,7 @@
 /*
  * fuzz_common — the scratch directory the libFuzzer harnesses share.
  *
- * Each fuzzer process makes one directory, "pgstash-fuzz-<pid>-XXXXXX" under
+ * Each fuzzer process makes one directory, "pgstash-fuzz-<pid>-<random>" under
  * $FUZZ_TMPDIR, else /dev/shm (tmpfs: the store fsyncs its directory on every
  * removal, which costs milliseconds per input on a disk), else /tmp, and
  * removes it at exit.  A harness writes nothing anywhere else.  A crash (and
@@ -63,7 +63,7 @@ fuzz_make_removable(int dfd, const char *name)
 /*
  * Removes the scratch directories of fuzzer processes that are gone: a crash
  * or a fork-mode job ends without atexit handlers.  Only names of the form
- * pgstash-fuzz-<pid>-XXXXXX whose pid no longer exists are touched.
+ * pgstash-fuzz-<pid>-<random> whose pid no longer exists are touched.
  */
 static void
 fuzz_sweep_stale(const char *base)
@@ -129,7 +129,11 @@ fuzz_setup(void)
 		base = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0 ? "/dev/shm"
 		                                                                                        : "/tmp";
 	fuzz_sweep_stale(base);
-	char *tmpl = xasprintf("%s/pgstash-fuzz-%ld-XXXXXX", base, (long)getpid());
+	/* mkdtemp's template: six 'X' that it replaces. */
+	char rnd[7];
+	memset(rnd, 'X', 6);
+	rnd[6] = '\0';
+	char *tmpl = xasprintf("%s/pgstash-fuzz-%ld-%s", base, (long)getpid(), rnd);
 	if (!mkdtemp(tmpl))
 		fuzz_die("could not create a scratch directory under \"%s\": %s", base, strerror(errno));
 	fuzz_scratch = tmpl;

@@ -6,7 +6,7 @@
 # the tree), with crash inputs in build/fuzz/artifacts/.  The whole libFuzzer
 # output goes to build/fuzz/NAME.log; the last line printed is the summary:
 #
-#   fuzz NAME: ok|FAILED  RUNS runs in S s (E exec/s), cov C ft F, corpus N (+NEW)
+#   fuzz NAME: ok|FAILED  RUNS runs in S s, C CPU s (E exec/s), cov C ft F, corpus N (+NEW); log FILE
 #
 # Exit status: non-zero when libFuzzer failed or left a crash, leak,
 # timeout or OOM input in build/fuzz/artifacts/ (with -fork=N
@@ -37,11 +37,13 @@ stamp=$dir/.start-$name
 
 : "${UBSAN_OPTIONS:=print_stacktrace=1}"
 export UBSAN_OPTIONS
+t0=$(date +%s)
 # /usr/bin/time -f: %U and %S include the children waited for (fork mode's workers).
 /usr/bin/time -f 'cpu-seconds %U %S' -o "$dir/.cpu-$name" \
 	"$bin" -max_total_time="$seconds" -max_len="$max_len" -timeout="$timeout" -print_final_stats=1 \
 	-artifact_prefix="$dir/artifacts/$name-" "$@" "$corpus" >"$log" 2>&1
 rc=$?
+elapsed=$(($(date +%s) - t0))
 found=$(find "$dir/artifacts" -name "$name-*" -newer "$stamp" | wc -l)
 [ "$found" -gt 0 ] && [ "$rc" -eq 0 ] && rc=1
 cpu=$(awk '/^cpu-seconds/ { printf "%.0f", $2 + $3 }' "$dir/.cpu-$name" 2>/dev/null)
@@ -57,7 +59,7 @@ new=$(sed -n 's/^stat::new_units_added: *//p' "$log" | tail -n 1)
 # Fork mode prints no stat:: lines: take the runs from "#RUNS: cov: ...".
 if [ -z "$runs" ]; then
 	runs=$(printf '%s\n' "$last" | sed -n 's/^#\([0-9]*\).*/\1/p')
-	[ -n "$runs" ] && eps=$((runs / seconds))
+	[ -n "$runs" ] && eps=$((runs / (elapsed > 0 ? elapsed : 1)))
 fi
 if [ "$rc" -eq 0 ]; then
 	verdict=ok
@@ -66,5 +68,5 @@ else
 	grep -E 'ERROR|SUMMARY|fuzz harness:|Test unit written|runtime error' "$log" | head -n 20 >&2
 	find "$dir/artifacts" -name "$name-*" -newer "$stamp" | sed 's/^/  found: /' >&2
 fi
-echo "fuzz $name: $verdict  ${runs:-?} runs in $seconds s, ${cpu:-?} CPU s (${eps:-?} exec/s), cov ${cov:-?} ft ${ft:-?}, corpus ${corp:-?} (+${new:-?}); log $log"
+echo "fuzz $name: $verdict  ${runs:-?} runs in $elapsed s, ${cpu:-?} CPU s (${eps:-?} exec/s), cov ${cov:-?} ft ${ft:-?}, corpus ${corp:-?} (+${new:-?}); log $log"
 exit "$rc"

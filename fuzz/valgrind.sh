@@ -47,7 +47,7 @@ if [ -z "$pg_bindir" ] || [ ! -x "$pg_bindir/postgres" ]; then
 	exit 1
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/pgstash-valgrind-XXXXXX")
+work=$(mktemp -d)
 cleanup() {
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "valgrind: work directory kept: $work"

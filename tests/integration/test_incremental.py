@@ -12,7 +12,7 @@ import pytest
 
 from helpers import PG_BINDIR, REPO, chown_tree
 
-GEN = os.path.join(os.path.dirname(REPO), "shared", "workloads", "gen_django.py")
+GEN = os.path.join(REPO, "bench", "gen_django.py")  # a copy of shared/workloads/gen_django.py
 SIZE = tuple(int(x) for x in os.environ.get("PGSTASH_IT_DJ", "4 6").split())
 
 
