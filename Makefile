@@ -87,3 +87,4 @@ install: pgstash
 
 clean:
 	rm -rf build pgstash
+include fuzz/fuzz.mk

@@ -42,8 +42,16 @@ fuzz: $(FUZZ_BINS)
 		fuzz/run-fuzzer.sh $$f $(FUZZ_SECONDS) $(FUZZ_ARGS) || exit 1; \
 	done
 
+# First the inputs that once crashed (fuzz/crashes-found/<fuzzer>-*), replayed
+# as regression tests; then a bounded run of each fuzzer.
 fuzz-ci: $(FUZZ_BINS)
 	@rc=0; for f in $(FUZZERS); do \
+		set -- fuzz/crashes-found/$$f-*; \
+		if [ -e "$$1" ]; then \
+			$(FUZZ_DIR)/fuzz_$$f "$$@" >$(FUZZ_DIR)/regress-$$f.log 2>&1 \
+				&& echo "fuzz regress $$f: $$# inputs ok" \
+				|| { echo "fuzz regress $$f: FAILED (see $(FUZZ_DIR)/regress-$$f.log)"; rc=1; }; \
+		fi; \
 		fuzz/run-fuzzer.sh $$f 30 $(FUZZ_ARGS) || rc=1; \
 	done; exit $$rc
 

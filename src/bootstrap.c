@@ -23,6 +23,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -118,6 +119,14 @@ file_exists(const char *dir, const char *name)
 	bool ok = access(p, F_OK) == 0;
 	free(p);
 	return ok;
+}
+
+/* Reads pending signals first: long library calls (snapshot, prune) do not. */
+static bool
+interrupted(void)
+{
+	sig_drain();
+	return sig_received != 0;
 }
 
 static int
@@ -247,6 +256,24 @@ cleanup:
 
 /* ---------- PGDATA ---------- */
 
+/* A process that exists and is not a zombie waiting to be reaped (a killed postmaster is one for a while). */
+static bool
+process_alive(pid_t pid)
+{
+	if (kill(pid, 0) != 0 && errno != EPERM)
+		return false;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	char *stat = read_file(path, NULL);
+	if (!stat)
+		return true;
+	/* "pid (comm) S ...": the state follows the last ')'. */
+	const char *close = strrchr(stat, ')');
+	bool zombie = close && close[1] == ' ' && close[2] == 'Z';
+	free(stat);
+	return !zombie;
+}
+
 /*
  * Decides what PGDATA is: 1 = already holds this key's cluster (reuse),
  * 0 = empty and ours now, -1 = not ours to touch or unusable (logged).
@@ -281,7 +308,7 @@ claim_pgdata(struct boot *b)
 		long pm = strtol(pidtext, NULL, 10);
 		free(pidtext);
 		/* In a restarted container the stale pid is often 1: ours now, as postgres does it. */
-		if (pm > 0 && pm != (long)getpid() && pm != (long)getppid() && (kill((pid_t)pm, 0) == 0 || errno == EPERM)) {
+		if (pm > 0 && pm != (long)getpid() && pm != (long)getppid() && process_alive((pid_t)pm)) {
 			log_error("PGDATA \"%s\" is in use by a running server (pid %ld, from postmaster.pid)", cfg->pgdata, pm);
 			return -1;
 		}
@@ -297,11 +324,11 @@ claim_pgdata(struct boot *b)
 			free(marker);
 			return 1;
 		}
-		if (*marker && strcmp(marker, b->fp.key) != 0)
+		if (strncmp(marker, "building ", 9) == 0 || strncmp(marker, "restoring ", 10) == 0 || !*marker)
+			log_info("PGDATA holds an unfinished bootstrap: starting it over");
+		else
 			log_info("PGDATA holds the cluster of key %s: replacing it with %s", short_key(marker),
 			         short_key(b->fp.key));
-		else
-			log_info("PGDATA holds an unfinished bootstrap: starting it over");
 		free(marker);
 		b->pgdata_ours = true;
 		if (empty_dir(cfg->pgdata) != 0)
@@ -477,6 +504,64 @@ check_images(struct boot *b)
 }
 
 /*
+ * initdb needs an empty directory, and PGDATA must carry pgstash's marker
+ * before anything else lands in it: a kill -9 during initdb would otherwise
+ * leave a cluster without a marker, which no later start may touch.  So the
+ * marker goes first, initdb runs into PGDATA/pgstash.initdb, and its entries
+ * are renamed up (cheap: two dozen names on one file system).
+ */
+static int
+initdb_in_place(struct boot *b)
+{
+	const struct cfg *cfg = b->cfg;
+	char *text = xasprintf("building %s\n", b->fp.key);
+	int rc = write_marker(cfg, text);
+	free(text);
+	if (rc != 0)
+		return -1;
+	char *sub = path_join(cfg->pgdata, "pgstash.initdb");
+	struct cfg at = *cfg;
+	at.pgdata = sub;
+	rc = -1;
+	if (srv_initdb(&at, &b->pg) != 0)
+		goto cleanup;
+	DIR *d = opendir(sub);
+	if (!d) {
+		log_error("could not open directory \"%s\": %s", sub, strerror(errno));
+		goto cleanup;
+	}
+	struct dirent *de;
+	rc = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *from = path_join(sub, de->d_name);
+		char *to = path_join(cfg->pgdata, de->d_name);
+		if (rename(from, to) != 0) {
+			log_error("could not rename \"%s\" to \"%s\": %s", from, to, strerror(errno));
+			rc = -1;
+		}
+		free(from);
+		free(to);
+		if (rc != 0)
+			break;
+	}
+	closedir(d);
+	if (rc == 0 && rmdir(sub) != 0) {
+		log_error("could not remove directory \"%s\": %s", sub, strerror(errno));
+		rc = -1;
+	}
+	/* What initdb does to its target: the server refuses a group- or world-accessible PGDATA. */
+	if (rc == 0 && chmod(cfg->pgdata, 0700) != 0) {
+		log_error("could not change mode of \"%s\": %s", cfg->pgdata, strerror(errno));
+		rc = -1;
+	}
+cleanup:
+	free(sub);
+	return rc;
+}
+
+/*
  * Runs the steps of one layer on PGDATA and leaves a cleanly shut-down
  * cluster.  `fresh`: initdb, the databases and initdb.d first (otherwise
  * PGDATA holds a restored snapshot to build on).  `last`: the clones are made
@@ -494,15 +579,8 @@ build_layer(struct boot *b, enum cfg_layer layer, bool fresh, bool last, double 
 	if (tcp && check_images(b) != 0)
 		return BOOT_RUNTIME;
 
-	if (fresh) {
-		if (srv_initdb(cfg, &b->pg) != 0)
-			return BOOT_RUNTIME;
-		char *text = xasprintf("building %s\n", b->fp.key);
-		int r = write_marker(cfg, text);
-		free(text);
-		if (r != 0)
-			return BOOT_RUNTIME;
-	}
+	if (fresh && initdb_in_place(b) != 0)
+		return BOOT_RUNTIME;
 	if (sig_received)
 		return BOOT_RUNTIME;
 	if (srv_start_temp(&b->srv, cfg, &b->pg, tcp) != 0)
@@ -729,7 +807,7 @@ obtain_layer(struct boot *b, enum cfg_layer layer, const char *key, const char *
 	if (rc != BOOT_OK)
 		return sig_received ? exit_for_signal() : rc;
 	uint64_t bytes = publish(b, key, parent, layer, manifest, seconds);
-	if (sig_received)
+	if (interrupted())
 		return exit_for_signal();
 	char a[32];
 	const char *what = layer == CFG_LAYER_FIXTURES ? "fixtures loaded" : "migrated";
@@ -955,12 +1033,12 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 				goto cleanup;
 		}
 	}
-	if (sig_received) {
+	if (interrupted()) {
 		rc = exit_for_signal();
 		goto cleanup;
 	}
-	if (srv_apply_per_start(cfg, &b.pg) != 0) {
-		rc = BOOT_RUNTIME;
+	if (srv_apply_per_start(cfg, &b.pg) != 0 || interrupted()) {
+		rc = interrupted() ? exit_for_signal() : BOOT_RUNTIME;
 		goto cleanup;
 	}
 	char *text = xasprintf("%s\n", b.fp.key);

@@ -9,6 +9,7 @@
  */
 #include "config.h"
 #include "log.h"
+#include "steps.h"
 #include "util.h"
 
 #include <ctype.h>
@@ -411,16 +412,29 @@ bad:
 }
 
 static void
+set_from(char **dst, struct parse_ctx *ctx)
+{
+	free(*dst);
+	*dst = xasprintf("%s:%d", ctx->path, ctx->line);
+}
+
+static void
 handle_database(struct parse_ctx *ctx, const char *name, const char *value)
 {
 	struct cfg *cfg = ctx->cfg;
-	if (strcmp(name, "user") == 0)
+	if (strcmp(name, "user") == 0) {
 		set_str(&cfg->db_user, value);
-	else if (strcmp(name, "name") == 0)
+		set_from(&cfg->db_user_from, ctx);
+	} else if (strcmp(name, "name") == 0) {
 		set_str(&cfg->db_name, value);
-	else if (strcmp(name, "extra") == 0)
+		set_from(&cfg->db_name_from, ctx);
+	} else if (strcmp(name, "extra") == 0) {
 		add_words(&cfg->db_extra, value);
-	else if (strcmp(name, "initdb_args") == 0) {
+		if (!ctx->continuation)
+			set_from(&cfg->db_extra_from, ctx);
+	} else if (strcmp(name, "initdb_args") == 0) {
+		if (!ctx->continuation)
+			set_from(&cfg->initdb_args_from, ctx);
 		if (ctx->continuation && cfg->initdb_args) {
 			char *j = xasprintf("%s %s", cfg->initdb_args, value);
 			free(cfg->initdb_args);
@@ -451,8 +465,10 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 			char *j = xasprintf("%s %s", st->run, value);
 			free(st->run);
 			st->run = j;
-		} else
+		} else {
 			set_str(&st->run, value);
+			st->run_line = ctx->line;
+		}
 	} else if (strcmp(name, "database") == 0) {
 		set_str(&st->database, value);
 		st->database_line = ctx->line;
@@ -891,6 +907,8 @@ cfg_load_env(struct cfg *cfg)
 	else if (v) {
 		free(cfg->db_user);
 		cfg->db_user = v;
+		free(cfg->db_user_from);
+		cfg->db_user_from = xstrdup(getenv("POSTGRES_USER_FILE") && *getenv("POSTGRES_USER_FILE") ? "POSTGRES_USER_FILE" : "POSTGRES_USER");
 	}
 	if (file_env("POSTGRES_PASSWORD", &v) != 0)
 		errors++;
@@ -903,12 +921,16 @@ cfg_load_env(struct cfg *cfg)
 	else if (v) {
 		free(cfg->db_name);
 		cfg->db_name = v;
+		free(cfg->db_name_from);
+		cfg->db_name_from = xstrdup(getenv("POSTGRES_DB_FILE") && *getenv("POSTGRES_DB_FILE") ? "POSTGRES_DB_FILE" : "POSTGRES_DB");
 	}
 	if (file_env("POSTGRES_INITDB_ARGS", &v) != 0)
 		errors++;
 	else if (v) {
 		free(cfg->initdb_args);
 		cfg->initdb_args = v;
+		free(cfg->initdb_args_from);
+		cfg->initdb_args_from = xstrdup("POSTGRES_INITDB_ARGS");
 	}
 	const char *w = getenv("POSTGRES_INITDB_WALDIR");
 	if (w && *w)
@@ -949,8 +971,11 @@ cfg_load_env(struct cfg *cfg)
 		cfg->remote.secret_key = v;
 	}
 	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
-	if (!cfg->db_name && cfg->db_user)
+	if (!cfg->db_name && cfg->db_user) {
 		cfg->db_name = xstrdup(cfg->db_user);
+		if (cfg->db_user_from)
+			cfg->db_name_from = xstrdup(cfg->db_user_from);
+	}
 	return errors ? -1 : 0;
 }
 
@@ -978,27 +1003,41 @@ cfg_validate(const struct cfg *cfg)
 		log_error("pgdata (PGDATA) is empty");
 		errors++;
 	}
+	const char *uf = cfg->db_user_from ? cfg->db_user_from : "[database] user";
+	const char *nf = cfg->db_name_from ? cfg->db_name_from : "[database] name";
+	const char *xf = cfg->db_extra_from ? cfg->db_extra_from : "[database] extra";
 	if (!valid_identifier(cfg->db_user)) {
-		log_error("database user must be 1 to %d bytes", NAMEDATALEN_MAX);
+		log_error("%s: database user must be 1 to %d bytes", uf, NAMEDATALEN_MAX);
 		errors++;
 	}
 	if (!valid_identifier(dbname)) {
-		log_error("database name must be 1 to %d bytes", NAMEDATALEN_MAX);
+		log_error("%s: database name must be 1 to %d bytes", nf, NAMEDATALEN_MAX);
 		errors++;
 	}
 	for (size_t i = 0; i < cfg->db_extra.n; i++) {
 		const char *x = cfg->db_extra.v[i];
 		if (!valid_identifier(x)) {
-			log_error("extra database name \"%s\" must be 1 to %d bytes", x, NAMEDATALEN_MAX);
+			log_error("%s: extra database name \"%s\" must be 1 to %d bytes", xf, x, NAMEDATALEN_MAX);
 			errors++;
 		}
 		bool dup = dbname && strcmp(x, dbname) == 0;
 		for (size_t j = 0; j < i; j++)
 			dup = dup || strcmp(x, cfg->db_extra.v[j]) == 0;
 		if (dup) {
-			log_error("database \"%s\" is listed twice ([database] name/extra, POSTGRES_DB)", x);
+			log_error("%s: database \"%s\" is listed twice (with [database] name/extra or POSTGRES_DB)", xf, x);
 			errors++;
 		}
+	}
+	if (cfg->initdb_args) {
+		const char *why = NULL;
+		char **words = step_split_argv(cfg->initdb_args, &why);
+		if (!words) {
+			/* The splitter's hint is about steps: say it for initdb. */
+			log_error("%s: bad initdb arguments: %s", cfg->initdb_args_from ? cfg->initdb_args_from : "initdb_args",
+			          strncmp(why, "shell syntax", 12) == 0 ? "shell syntax is not supported (quote the word)" : why);
+			errors++;
+		}
+		step_argv_free(words);
 	}
 	if (cfg->host_auth_method && !key_known(methods, cfg->host_auth_method)) {
 		log_error("POSTGRES_HOST_AUTH_METHOD=\"%s\" is not a pg_hba.conf method (trust, scram-sha-256, md5, ...)",
@@ -1008,6 +1047,9 @@ cfg_validate(const struct cfg *cfg)
 
 	if (remote_enabled(&cfg->remote) && remote_validate(&cfg->remote) != 0)
 		errors++;
+	/* Without a main database name the checks below have nothing to compare with. */
+	if (!dbname)
+		return -1;
 	if (cfg->clone_count > 0) {
 		const char *cf = cfg->config_file ? cfg->config_file : "config";
 		const char *tmpl = cfg->clone_template ? cfg->clone_template : dbname;
@@ -1050,6 +1092,16 @@ cfg_validate(const struct cfg *cfg)
 		if (!st->run) {
 			log_error("%s:%d: step \"%s\" has no command: expected run = COMMAND", st->file, st->line, st->name);
 			errors++;
+		} else {
+			/* Split now, so a bad command fails before initdb rather than after it. */
+			const char *why = NULL;
+			char **words = step_split_argv(st->run, &why);
+			if (!words) {
+				log_error("%s:%d: step \"%s\": bad run command: %s", st->file, st->run_line ? st->run_line : st->line,
+				          st->name, why);
+				errors++;
+			}
+			step_argv_free(words);
 		}
 		if (!st->root) {
 			log_error("%s:%d: step \"%s\" has no root: expected root = DIRECTORY (the migration globs are relative to it)",
@@ -1145,6 +1197,10 @@ cfg_free(struct cfg *cfg)
 	free(cfg->clone_naming);
 	free(cfg->clone_pattern);
 	free(cfg->clone_template);
+	free(cfg->db_user_from);
+	free(cfg->db_name_from);
+	free(cfg->db_extra_from);
+	free(cfg->initdb_args_from);
 	remote_cfg_free(&cfg->remote);
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		struct cfg_step *st = &cfg->steps[i];

@@ -38,6 +38,7 @@ struct cfg_step {
 	int migrations_line;
 	struct strlist exclude;    /* fnmatch patterns on the relative path, '*' may span '/' */
 	char *run;                 /* command line; see step_split_argv for the splitting rule */
+	int run_line;
 	char *database;            /* the step's database; defaults to cfg.db_name */
 	int database_line;
 	struct strlist env;        /* "NAME=value", in file order; values are secrets */
@@ -68,6 +69,8 @@ struct cfg {
 	char *initdb_args;         /* POSTGRES_INITDB_ARGS; NULL if none */
 	char *initdb_waldir;       /* POSTGRES_INITDB_WALDIR; NULL if none */
 	char *host_auth_method;    /* POSTGRES_HOST_AUTH_METHOD; NULL: scram-sha-256 */
+	/* Where db_user, db_name, db_extra and initdb_args were set ("file:line" or an environment variable), for messages. */
+	char *db_user_from, *db_name_from, *db_extra_from, *initdb_args_from;
 
 	char *initdb_d;            /* scripts run once after initdb: /docker-entrypoint-initdb.d */
 	char *socket_dir;          /* the final server's unix socket dir; the ready-state file lives here */

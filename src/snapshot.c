@@ -306,6 +306,12 @@ walk_dir(struct walk *w, int parent_fd, const char *name, const char *rel, bool 
 	if (names.n > 1)
 		qsort(names.v, names.n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < names.n; i++) {
+		/* docker stop during a snapshot: give up now, the caller removes the temp file. */
+		sig_drain();
+		if (sig_received) {
+			log_warning("snapshot of \"%s\" interrupted by signal %d", w->pgdata, (int)sig_received);
+			goto cleanup;
+		}
 		char *sub = *rel ? xasprintf("%s/%s", rel, names.v[i]) : xstrdup(names.v[i]);
 		int r = write_one(w, dirfd(d), names.v[i], sub, top);
 		free(sub);

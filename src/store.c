@@ -310,7 +310,9 @@ meta_handler(void *user, const char *section, const char *name, const char *valu
 		m->compression = all_comps[i];
 	} else if (strcmp(name, "pg_version") == 0) {
 		bit = F_PGV;
-		if (!*value || strlen(value) >= sizeof(m->pg_version))
+		/* Only what a version looks like: it is written back on every touch. */
+		if (!*value || strlen(value) >= sizeof(m->pg_version) ||
+		    strspn(value, "0123456789.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-+~") != strlen(value))
 			return meta_bad(p, "bad pg_version");
 		memcpy(m->pg_version, value, strlen(value) + 1);
 	} else if (strcmp(name, "created") == 0 || strcmp(name, "last_used") == 0) {
@@ -335,7 +337,8 @@ meta_handler(void *user, const char *section, const char *name, const char *valu
 		char *end;
 		errno = 0;
 		double d = strtod(value, &end);
-		if (!*value || *end || errno || !isfinite(d) || d < 0)
+		/* Bounded, so that writing it back stays a short line (a year is plenty). */
+		if (!*value || *end || errno || !isfinite(d) || d < 0 || d > 366.0 * 86400)
 			return meta_bad(p, "bad build_seconds");
 		m->build_seconds = d;
 	} else {

@@ -349,6 +349,13 @@ rm_rf_at(int parent, const char *name, const char *shown)
 		}
 		return 0;
 	}
+	/*
+	 * Our own directory without owner rwx (a hostile archive's mode 0000 or
+	 * 0500) could be neither listed nor emptied: give the owner its rights back.
+	 */
+	if (st.st_uid == geteuid() && (st.st_mode & 0700) != 0700)
+		if (fchmodat(parent, name, (st.st_mode & 07777) | 0700, 0) != 0)
+			log_debug("could not change mode of \"%s\": %s", shown, strerror(errno));
 	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		log_error("could not open directory \"%s\": %s", shown, strerror(errno));

@@ -214,6 +214,9 @@ test_bad_inputs(void **state)
 	expect_error("[step s]\nroot = .\nmigrations = /abs/*.py\nrun = x\n", "must be relative");
 	expect_error("[pgstash]\ncache_dir = x\n  more\n", ":3: continuation line for \"cache_dir\"");
 	expect_error("[database]\nextra = a a\n", "listed twice");
+	/* An empty user leaves no main database name: an error, not a crash (found by fuzzing). */
+	expect_error("[database]\nuser =\n[clones]\ncount = 2\n[step s]\nroot = .\nmigrations = *.py\nrun = x\ndatabase = d\n",
+	             "database user must be");
 	expect_error("[step f]\nroot = .\nmigrations = *.py\nrun = x\nlayer = fixtures\n[step s]\nroot = .\nmigrations = *.py\nrun = x\n",
 	             "fixtures steps must come last");
 }
