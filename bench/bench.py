@@ -309,7 +309,7 @@ def parse_pgstash_log(path):
         "initdb_s": r"initdb done in ([\d.]+) s",
         "temp_start_s": r"temporary server ready in ([\d.]+) s",
         "temp_stop_s": r"temporary server stopped in ([\d.]+) s",
-        "snapshot_write_s": r"snapshot written in ([\d.]+) s",
+        "snapshot_write_s": r"snapshot (?:\w+ )?written in ([\d.]+) s",
         "build_s": r"cache miss \w+: migrated in ([\d.]+) s",
     }
     for k, p in pats.items():
@@ -1361,8 +1361,15 @@ def main():
             data["fingerprint"] = fingerprint_bench(ctx, max(reps, 3))
         if not args.no_analysis:
             for sz in szs:
-                data["sizes"][sz.name]["analysis"] = (analyse(ctx, sz, 1, False, light=True) if args.quick
-                                                      else analyse(ctx, sz, max(reps, 3), walseg))
+                try:
+                    data["sizes"][sz.name]["analysis"] = (analyse(ctx, sz, 1, False, light=True) if args.quick
+                                                          else analyse(ctx, sz, max(reps, 3), walseg))
+                except (BenchError, subprocess.CalledProcessError, OSError) as e:
+                    # The timed results stand without it.
+                    say(f"{sz.name}: analysis failed: {e}")
+                    data["sizes"][sz.name]["analysis_error"] = str(e)
+                    ctx.stop_all()
+                    args.keep = True
     except (BenchError, subprocess.CalledProcessError) as e:
         say(f"FAILED: {e}")
         rc = 1
