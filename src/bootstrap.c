@@ -1001,6 +1001,7 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 	if (mkdir_p(cfg->socket_dir, 0775) != 0)
 		log_warning("the healthcheck will not work without the socket directory \"%s\"", cfg->socket_dir);
 	write_state(cfg, "starting");
+	srv_sweep_stale_dirs();
 
 	if (pgbin_find(cfg->pg_bindir, &b.pg) != 0)
 		goto cleanup;

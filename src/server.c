@@ -118,14 +118,23 @@ log_pq(const char *what, const char *msg)
  * path must fit in sun_path and unix_socket_directories is a comma list, so
  * an unusual or long $TMPDIR gives way to /tmp.  NULL on error (logged).
  */
-static char *
-make_private_dir(const char *name)
+/* Where private directories go: $TMPDIR when it is short and plain (socket paths are limited), else /tmp. */
+static const char *
+private_base(void)
 {
 	const char *base = getenv("TMPDIR");
 	if (!base || !*base || base[0] != '/' || strlen(base) > 40 ||
 	    strspn(base, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_.-") != strlen(base))
 		base = "/tmp";
-	char *dir = xasprintf("%s/pgstash-%s-......", base, name);
+	return base;
+}
+
+static char *
+make_private_dir(const char *name)
+{
+	const char *base = private_base();
+	/* Our pid in the name: a later start can tell a dead run's directory from a live one's. */
+	char *dir = xasprintf("%s/pgstash-%s-%ld-......", base, name, (long)getpid());
 	memset(dir + strlen(dir) - 6, 'X', 6); /* mkdtemp's template */
 	if (!mkdtemp(dir)) {
 		log_error("could not create a temporary directory \"%s\": %s", dir, strerror(errno));
@@ -133,6 +142,39 @@ make_private_dir(const char *name)
 		return NULL;
 	}
 	return dir;
+}
+
+void
+srv_sweep_stale_dirs(void)
+{
+	const char *base = private_base();
+	DIR *d = opendir(base);
+	if (!d)
+		return;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		/* pgstash-WHAT-PID-XXXXXX */
+		if (strncmp(de->d_name, "pgstash-", 8) != 0)
+			continue;
+		const char *p = strchr(de->d_name + 8, '-');
+		if (!p)
+			continue;
+		char *end;
+		long pid = strtol(p + 1, &end, 10);
+		if (pid <= 0 || end == p + 1 || *end != '-' || strlen(end + 1) != 6)
+			continue;
+		if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno == EPERM)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode) ||
+		    st.st_uid != geteuid())
+			continue;
+		char *path = path_join(base, de->d_name);
+		log_debug("removing \"%s\", left by pgstash pid %ld", path, pid);
+		rm_rf(path);
+		free(path);
+	}
+	closedir(d);
 }
 
 /* How a child is started; see spawn(). */

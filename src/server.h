@@ -61,6 +61,13 @@ int srv_initdb(const struct cfg *cfg, const struct pgbin *pg);
 int srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg);
 
 /*
+ * Removes this user's private directories (sockets, tool logs) that a
+ * pgstash killed with -9 left in $TMPDIR: their names carry the pid, and
+ * only those of pids that no longer exist go.
+ */
+void srv_sweep_stale_dirs(void);
+
+/*
  * Starts a temporary server on PGDATA: unix socket in a fresh private
  * directory, TCP on 127.0.0.1 too when `tcp`, durability off (the build is
  * thrown away unless it ends in a clean shutdown).  Returns once it accepts

@@ -183,3 +183,31 @@ def test_unusable_cache_still_starts(work):
     assert "warning" in r.stderr and "not-a-dir" in r.stderr
     assert work.sql("select count(*) from pg_tables where tablename = 'a'", db="app", pgdata=pgdata) == "1"
     assert open(blocker).read() == "x"
+
+
+def test_stale_private_dirs_of_dead_runs_are_swept(work):
+    """A pgstash killed with -9 leaves its socket/log directories in TMPDIR;
+    the next start removes those whose pid is gone, and no others."""
+    cfg = sql_project(work)
+    # A short TMPDIR: pgstash ignores one too long for socket paths.
+    import tempfile
+    tmpdir = tempfile.mkdtemp(prefix="pgs-", dir="/tmp")
+    dead = os.path.join(tmpdir, "pgstash-srv-999999-abcdef")   # no such pid (pid_max is lower)
+    alive = os.path.join(tmpdir, f"pgstash-srv-{os.getpid()}-ghijkl")  # the test runner: alive
+    other = os.path.join(tmpdir, "pgstash-unrelated")
+    for d in (dead, alive, other):
+        os.makedirs(d)
+    with open(os.path.join(dead, "server.log"), "w") as f:
+        f.write("old")
+    chown_tree(tmpdir)
+    pgdata = os.path.join(work.path, "pg1")
+    r = work.run("prepare", config=cfg, env={"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock, "TMPDIR": tmpdir})
+    assert r.rc == 0, r
+    assert not os.path.exists(dead)
+    assert os.path.isdir(alive) and os.path.isdir(other)
+    # Nothing of this run is left behind either.
+    try:
+        assert sorted(os.listdir(tmpdir)) == sorted([os.path.basename(alive), "pgstash-unrelated"])
+    finally:
+        import shutil
+        shutil.rmtree(tmpdir, ignore_errors=True)
