@@ -87,4 +87,5 @@ install: pgstash
 
 clean:
 	rm -rf build pgstash
-include fuzz/fuzz.mk
+# Optional: the image build copies only what the binary needs.
+-include fuzz/fuzz.mk
