@@ -973,8 +973,8 @@ cfg_load_env(struct cfg *cfg)
 	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
 	if (!cfg->db_name && cfg->db_user) {
 		cfg->db_name = xstrdup(cfg->db_user);
-		if (cfg->db_user_from)
-			cfg->db_name_from = xstrdup(cfg->db_user_from);
+		free(cfg->db_name_from);
+		cfg->db_name_from = cfg->db_user_from ? xstrdup(cfg->db_user_from) : NULL;
 	}
 	return errors ? -1 : 0;
 }
