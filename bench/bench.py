@@ -151,11 +151,43 @@ class Ctx:
             self.user = pwd.getpwuid(self.uid).pw_name
         self.bindir = args.pg_bindir
         self.scratch = None
+        self.trash, self.trash_n, self.trash_bytes, self.trash_budget, self.purges = None, 0, 0, 0, 0
         self.running = set()  # PGDATAs with a server we started
         self.base_env = {"LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"}
 
     def bin(self, name):
         return os.path.join(self.bindir, name)
+
+    # Deleting a PGDATA between measurements would slow the next ones down: on ext4 without a journal
+    # (this benchmark's first machine) the inode allocator skips every inode freed in the last 60 s
+    # (360 s while its inode-table block is dirty), and each skip is a lookup, so creating files right
+    # after deleting thousands costs up to 20x more (perf: find_inode_bit -> recently_deleted).  So what
+    # a measurement leaves is moved aside and deleted in bulk, followed by a pause, only when the trash
+    # outgrows its budget (and at the end).
+    def discard(self, path):
+        if not os.path.lexists(path):
+            return
+        if not path.startswith(self.scratch + "/") or self.args.trash_gb <= 0:
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        os.makedirs(self.trash, exist_ok=True)
+        self.trash_n += 1
+        self.trash_bytes += sum(os.lstat(os.path.join(r, f)).st_size for r, _, fs in os.walk(path) for f in fs)
+        os.rename(path, os.path.join(self.trash, str(self.trash_n)))
+        if self.trash_bytes > self.trash_budget:
+            self.purge()
+
+    def purge(self, pause=True):
+        if not os.path.exists(self.trash):
+            return
+        say(f"deleting {self.trash_bytes / (1 << 30):.1f} GiB of finished measurements"
+            + (f", then pausing {self.args.purge_pause:.0f} s" if pause else ""))
+        shutil.rmtree(self.trash, ignore_errors=True)
+        self.trash_bytes = 0
+        self.purges += 1
+        os.sync()
+        if pause:
+            time.sleep(self.args.purge_pause)
 
     def own(self, path):
         if self.as_root:
@@ -365,7 +397,7 @@ class Size:
     def fresh(self, label):
         path = os.path.join(self.runs, label)
         if os.path.exists(path):
-            shutil.rmtree(path)
+            self.ctx.discard(path)
         return self.ctx.mkdir(path, 0o700)
 
     def log(self, label):
@@ -501,22 +533,35 @@ class Size:
         ctx, d, lg = self.ctx, self.fresh(label), self.log(label)
         cache = os.path.join(self.runs, label + "-cache")
         if os.path.exists(cache):
-            shutil.rmtree(cache)
+            self.ctx.discard(cache)
         ctx.mkdir(cache)
         r = self.pgstash(d, cache, lg, hwm=max(self.ctx.args.rss_interval, 0.01))
         inner = parse_pgstash_log(lg)
         if not inner["miss"]:
             raise BenchError(f"{self.name} {label}: not a cache miss; see {lg}")
         meta = read_meta(cache)
-        shutil.rmtree(cache)
+        self.ctx.discard(cache)
         return {"phases": {"prepare": r["s"]}, "total": r["s"], "pgstash": inner, "hwm_kb": r["hwm_kb"],
                 "tree_maxrss_kb": r["tree_maxrss_kb"], "archive_bytes": int(meta["archive_bytes"]),
                 "pgdata_bytes": int(meta["pgdata_bytes"])}
 
+    def create_probe(self, label, n=200):
+        """Microseconds per file creation right now, next to where the measurement will create its files."""
+        probe = os.path.join(self.runs, f"probe-{label}")
+        os.mkdir(probe)
+        t0 = time.perf_counter()
+        for i in range(n):
+            os.close(os.open(os.path.join(probe, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        us = (time.perf_counter() - t0) / n * 1e6
+        self.ctx.discard(probe)
+        return round(us, 1)
+
     def measure(self, method, rep):
         label = f"{method}-{rep}"
+        create_us = self.create_probe(label)
         settle(self.ctx)
         noise = pressure()
+        noise["create_us"] = create_us
         if method == "migrate":
             r = self.m_migrate(label)
         elif method in ("pg_restore", "structure"):
@@ -529,7 +574,7 @@ class Size:
             r = self.m_limit(label)
         else:
             r = self.m_miss(label)
-        shutil.rmtree(os.path.join(self.runs, label), ignore_errors=True)
+        self.ctx.discard(os.path.join(self.runs, label))
         r.update({"rep": rep, "noise": noise})
         self.results[method].append(r)
         say(f"{self.name} rep {rep + 1} {method:<10} {r['total']:8.3f} s  "
@@ -642,7 +687,7 @@ def fingerprint_bench(ctx, reps):
            "sha256sum": stats(res["sha256sum"])}
     out["key_vs_sha256sum"] = out["pgstash_key"]["median"] / out["sha256sum"]["median"]
     say(f"fingerprint: pgstash key {fmt_stat(out['pgstash_key'])} s, sha256sum {fmt_stat(out['sha256sum'])} s")
-    shutil.rmtree(root)
+    ctx.discard(root)
     return out
 
 
@@ -839,7 +884,7 @@ def extraction_loop(ctx, sz, reps, caches, extractors, root, sync_after, start_a
         for name in names[k0:] + names[:k0]:
             d = os.path.join(root, "x")
             if os.path.exists(d):
-                shutil.rmtree(d)
+                ctx.discard(d)
             ctx.mkdir(d, 0o700)
             l2 = sz.log(f"an-{tag}-{name}-{i}")
             settle(ctx)
@@ -860,7 +905,7 @@ def extraction_loop(ctx, sz, reps, caches, extractors, root, sync_after, start_a
                 res[name]["start"].append(ctx.start(d, sz.sock, l2)["s"])
                 sz.verify(name)
                 ctx.stop(d, l2)
-            shutil.rmtree(d)
+            ctx.discard(d)
     return {k: {"info": caches[k][1] if k in caches else None,
                 **{p: stats(v) for p, v in res[k].items() if any(x is not None for x in v)}} for k in names}
 
@@ -880,14 +925,14 @@ def analyse(ctx, sz, reps, walseg, light=False):
         comp = subprocess.run(["zstd", "-q", "-3", "-c", os.path.join(base, "pg_wal", w["name"])],
                               capture_output=True, check=True).stdout
         w["zstd3_bytes"] = len(comp)
-    shutil.rmtree(base)
+    ctx.discard(base)
     # The floor: a bare cluster (initdb, one clean start and stop).
     bare = sz.fresh("an-bare")
     ctx.run(sz.initdb_argv(bare), lg)
     ctx.start(bare, sz.sock, lg)
     ctx.stop(bare, lg)
     a["bare_cluster"] = tree_stats(bare)
-    shutil.rmtree(bare)
+    ctx.discard(bare)
 
     say(f"{sz.name}: analysis — fixed costs of a hit")
     comp = {k: [] for k in ("zstd_d", "sha256_archive", "postgres_version", "pg_ctl_start_w", "precise_start")}
@@ -905,7 +950,7 @@ def analyse(ctx, sz, reps, walseg, light=False):
         settle(ctx)
         comp["precise_start"].append(precise_start(ctx, d, sz.sock, lg))
         ctx.stop(d, lg)
-        shutil.rmtree(d)
+        ctx.discard(d)
     a["components"] = {k: stats(v) for k, v in comp.items()}
 
     if shutil.which("strace"):
@@ -915,13 +960,13 @@ def analyse(ctx, sz, reps, walseg, light=False):
         settle(ctx)
         sz.pgstash(d, sz.cache, lg, wrap=["strace", "-c", "-o", sc])
         a["strace_c_hit"] = parse_strace_c(sc)
-        shutil.rmtree(d)
+        ctx.discard(d)
         d = sz.fresh("an-strace")
         st = os.path.join(sz.logs, "strace-c-tar.txt")
         settle(ctx)
         ctx.run(["strace", "-c", "-o", st, "tar", "-xf", sz.snap_tar, "-C", d], lg)
         a["strace_c_tar"] = parse_strace_c(st)
-        shutil.rmtree(d)
+        ctx.discard(d)
         entries = inv["entries"]
         a["syscalls_per_entry"] = {
             "pgstash_hit": sum(r["calls"] for r in a["strace_c_hit"]) / entries,
@@ -933,7 +978,7 @@ def analyse(ctx, sz, reps, walseg, light=False):
             settle(ctx)
             sz.pgstash(d, sz.cache, lg, wrap=["strace", "-f", "-tt", "-T", "-s", "256", "-o", stt])
             a["strace_timeline_hit"] = parse_strace_t(stt, d)
-            shutil.rmtree(d)
+            ctx.discard(d)
     # /usr/bin/time -v reports ru_maxrss of the process it waited for, which Linux makes the maximum of
     # that process and every descendant it reaped: pgstash's children (postgres --version, --single) count.
     if os.path.exists("/usr/bin/time"):
@@ -943,7 +988,7 @@ def analyse(ctx, sz, reps, walseg, light=False):
         with open(tl) as f:
             m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", f.read())
         a["time_v_hit_maxrss_kb"] = int(m.group(1)) if m else None
-        shutil.rmtree(d)
+        ctx.discard(d)
     if light:
         return a
 
@@ -1039,7 +1084,7 @@ def analyse(ctx, sz, reps, walseg, light=False):
                "pgdata_bytes": int(meta["pgdata_bytes"]), "wal_segments": len(segs),
                "wal_bytes": sum(os.path.getsize(os.path.join(d, "pg_wal", w)) for w in segs),
                "prepare": [], "restore": [], "default_prepare": [], "default_restore": []}
-        shutil.rmtree(d)
+        ctx.discard(d)
         for i in range(reps):
             for which in (("walseg1", "default") if i % 2 == 0 else ("default", "walseg1")):
                 d = sz.fresh("an-walseg1")
@@ -1053,11 +1098,11 @@ def analyse(ctx, sz, reps, walseg, light=False):
                     r = sz.pgstash(d, sz.cache, l3)
                     res["default_prepare"].append(r["s"])
                     res["default_restore"].append(parse_pgstash_log(l3).get("restore_s"))
-                shutil.rmtree(d)
+                ctx.discard(d)
         for k in ("prepare", "restore", "default_prepare", "default_restore"):
             res[k] = stats(res[k])
         a["walseg1"] = res
-        shutil.rmtree(cache)
+        ctx.discard(cache)
     return a
 
 
@@ -1253,9 +1298,14 @@ def noise_text(data):
     loads = [r["noise"]["load1"] for d in data["sizes"].values() for runs in d["runs"].values() for r in runs]
     io = [r["noise"].get("psi_io_some_avg10") for d in data["sizes"].values() for runs in d["runs"].values()
           for r in runs if r["noise"].get("psi_io_some_avg10") is not None]
+    cr = [r["noise"].get("create_us") for d in data["sizes"].values() for runs in d["runs"].values()
+          for r in runs if r["noise"].get("create_us") is not None]
     t = f"1-min load average before each measurement: median {statistics.median(loads):.2f}, max {max(loads):.2f}"
     if io:
         t += f"; I/O pressure (PSI some avg10): median {statistics.median(io):.1f} %, max {max(io):.1f} %"
+    if cr:
+        t += (f"; one file creation (a probe of 200 just before each measurement): median "
+              f"{statistics.median(cr):.0f} µs, min {min(cr):.0f}, max {max(cr):.0f}")
     return t + f" ({data['machine']['nproc']} CPUs)."
 
 
@@ -1301,9 +1351,14 @@ def main():
     ap.add_argument("--settle", type=float, default=0.3, help="pause after sync before each measurement, s")
     ap.add_argument("--rss-interval", type=float, default=0.002, help="VmHWM sampling period, s")
     ap.add_argument("--no-analysis", action="store_true", help="skip the investigation of the hit path")
+    ap.add_argument("--analysis-reps", type=int, default=3, help="repetitions of each investigation measurement")
     ap.add_argument("--no-fingerprint", action="store_true")
     ap.add_argument("--walseg", choices=["auto", "yes", "no"], default="auto",
                     help="rebuild with initdb --wal-segsize=1 for comparison (auto: not with --quick)")
+    ap.add_argument("--trash-gb", type=float, default=20,
+                    help="finished measurements are deleted in bulk past this many GiB (at most half the free "
+                         "space); 0 deletes each at once")
+    ap.add_argument("--purge-pause", type=float, default=360, help="pause after a bulk delete, s")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--publish", choices=["auto", "yes", "no"], default="auto",
                     help="refresh bench/last-results.json and bench/README.md (auto: full runs only)")
@@ -1329,6 +1384,9 @@ def main():
     ctx.scratch = tempfile.mkdtemp(prefix="pgstash-bench.", dir="/tmp")
     os.chmod(ctx.scratch, 0o755)
     ctx.own(ctx.scratch)
+    ctx.trash = os.path.join(ctx.scratch, "trash")
+    st = os.statvfs(ctx.scratch)
+    ctx.trash_budget = min(args.trash_gb * (1 << 30), st.f_bavail * st.f_frsize // 2)
     ctx.pgstash = os.path.join(ctx.scratch, "pgstash")
     shutil.copy2(args.pgstash, ctx.pgstash)  # the binary measured stays the same while others rebuild
     gen = os.path.join(ctx.scratch, "gen_django.py")
@@ -1339,6 +1397,7 @@ def main():
     data = {"schema": 1, "date": date.strftime("%Y-%m-%d %H:%M:%S"), "mode": mode,
             "machine": machine_info(ctx),
             "config": {"reps": reps, "sizes": sizes, "methods": methods, "settle_s": args.settle,
+                       "trash_gb": args.trash_gb, "purge_pause_s": args.purge_pause,
                        "rss_interval_s": args.rss_interval, "server_opts_baselines": FAST_OPTS,
                        "password": "POSTGRES_PASSWORD set for hit and miss; hit_trust uses trust"},
             "sizes": {}}
@@ -1363,7 +1422,7 @@ def main():
             for sz in szs:
                 try:
                     data["sizes"][sz.name]["analysis"] = (analyse(ctx, sz, 1, False, light=True) if args.quick
-                                                          else analyse(ctx, sz, max(reps, 3), walseg))
+                                                          else analyse(ctx, sz, args.analysis_reps, walseg))
                 except (BenchError, subprocess.CalledProcessError, OSError) as e:
                     # The timed results stand without it.
                     say(f"{sz.name}: analysis failed: {e}")
@@ -1380,6 +1439,7 @@ def main():
     finally:
         ctx.stop_all()
     data["elapsed_s"] = time.perf_counter() - t_start
+    data["bulk_deletes_during_run"] = ctx.purges
     if rc == 0:
         text = render(data)
         print(text)
