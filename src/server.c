@@ -153,7 +153,7 @@ srv_sweep_stale_dirs(void)
 		return;
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
-		/* pgstash-WHAT-PID-XXXXXX */
+		/* pgstash-WHAT-PID-(six random characters) */
 		if (strncmp(de->d_name, "pgstash-", 8) != 0)
 			continue;
 		const char *p = strchr(de->d_name + 8, '-');
