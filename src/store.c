@@ -774,6 +774,42 @@ meta_tmp_write(struct store *st, const struct store_meta *m, char **path_out)
 	return fd;
 }
 
+/*
+ * Under the meta lock: moves an entry's temp files into place, the way every
+ * entry is published — an archive of the key in another compression removed
+ * (it would be an orphan), the archive renamed and the directory fsynced,
+ * then the meta renamed and fsynced (a reader never sees a meta without its
+ * archive).  *arch_placed / *meta_placed tell the caller's cleanup how far it
+ * got; *final_arch / *final_meta are set (caller frees).  0 or -1 (warning).
+ */
+static int
+place_entry(struct store *st, const char *key, enum cfg_compression comp, const char *arch_tmp,
+            const char *meta_tmp, char **final_arch, char **final_meta, bool *arch_placed, bool *meta_placed)
+{
+	for (size_t i = 0; i < 3; i++) {
+		if (all_comps[i] == comp)
+			continue;
+		char *other = archive_path(st, key, all_comps[i]);
+		unlink(other);
+		free(other);
+	}
+	*final_arch = archive_path(st, key, comp);
+	*final_meta = meta_path(st, key);
+	if (rename(arch_tmp, *final_arch) != 0) {
+		log_warning("could not rename \"%s\" to \"%s\": %s", arch_tmp, *final_arch, strerror(errno));
+		return -1;
+	}
+	*arch_placed = true;
+	if (fsync_dir(st->dir) != 0)
+		return -1;
+	if (rename(meta_tmp, *final_meta) != 0) {
+		log_warning("could not rename \"%s\" to \"%s\": %s", meta_tmp, *final_meta, strerror(errno));
+		return -1;
+	}
+	*meta_placed = true;
+	return fsync_dir(st->dir);
+}
+
 int
 store_publish(struct store *st, const char *pgdata, struct store_meta *meta, enum cfg_compression comp,
               int level, struct snap_stats *sst)
@@ -826,29 +862,8 @@ store_publish(struct store *st, const char *pgdata, struct store_meta *meta, enu
 		goto cleanup;
 	}
 	store_meta_free(&existing);
-	/* An old archive of this key in another compression would be an orphan. */
-	for (size_t i = 0; i < 3; i++) {
-		if (all_comps[i] == comp)
-			continue;
-		char *other = archive_path(st, meta->key, all_comps[i]);
-		unlink(other);
-		free(other);
-	}
-	final_arch = archive_path(st, meta->key, comp);
-	final_meta = meta_path(st, meta->key);
-	if (rename(arch_tmp, final_arch) != 0) {
-		log_warning("could not rename \"%s\" to \"%s\": %s", arch_tmp, final_arch, strerror(errno));
-		goto cleanup;
-	}
-	arch_placed = true;
-	if (fsync_dir(st->dir) != 0)
-		goto cleanup;
-	if (rename(meta_tmp, final_meta) != 0) {
-		log_warning("could not rename \"%s\" to \"%s\": %s", meta_tmp, final_meta, strerror(errno));
-		goto cleanup;
-	}
-	meta_placed = true;
-	if (fsync_dir(st->dir) != 0)
+	if (place_entry(st, meta->key, comp, arch_tmp, meta_tmp, &final_arch, &final_meta, &arch_placed,
+	                &meta_placed) != 0)
 		goto cleanup;
 	free(meta->archive);
 	meta->archive = xstrdup(final_arch);
@@ -976,28 +991,8 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 		goto cleanup;
 	}
 	store_meta_free(&existing);
-	for (size_t i = 0; i < 3; i++) {
-		if (all_comps[i] == m.compression)
-			continue;
-		char *other = archive_path(st, key, all_comps[i]);
-		unlink(other);
-		free(other);
-	}
-	final_arch = archive_path(st, key, m.compression);
-	final_meta = meta_path(st, key);
-	if (rename(archive_tmp, final_arch) != 0) {
-		log_warning("could not rename \"%s\" to \"%s\": %s", archive_tmp, final_arch, strerror(errno));
-		goto cleanup;
-	}
-	arch_placed = true;
-	if (fsync_dir(st->dir) != 0)
-		goto cleanup;
-	if (rename(new_meta, final_meta) != 0) {
-		log_warning("could not rename \"%s\" to \"%s\": %s", new_meta, final_meta, strerror(errno));
-		goto cleanup;
-	}
-	meta_placed = true;
-	if (fsync_dir(st->dir) != 0)
+	if (place_entry(st, key, m.compression, archive_tmp, new_meta, &final_arch, &final_meta, &arch_placed,
+	                &meta_placed) != 0)
 		goto cleanup;
 	rc = 0;
 cleanup:
