@@ -8,7 +8,7 @@
 CC      ?= cc
 PKGS    := libpq libarchive libcrypto inih libcurl libcjson
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpq -larchive -lcrypto -linih -lcurl -lcjson)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpq -larchive -lcrypto -linih -lcurl -lcjson) -pthread
 
 OPT     ?= -O2 -g
 WARN    := -std=c11 -Wall -Wextra -Wformat=2 -Wshadow -Wno-missing-field-initializers

@@ -19,6 +19,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -393,6 +395,79 @@ cleanup:
 
 /* ---------------------------------------------------------------- restore */
 
+/*
+ * The restore does not go through archive_write_disk: for a PGDATA of
+ * thousands of small files its per-entry work (umask twice, fcntl, lseek,
+ * stat, ownership and time calls, 4 KiB-sliced sparse writes) made it about
+ * twice the system calls of GNU tar, and creating files is what a hit spends
+ * its time on.  libarchive still parses the stream; the files are written
+ * here:
+ *
+ * - the reading thread (the caller) parses entries, refuses what a PGDATA
+ *   never holds, creates directories, and hands each small file whole to a
+ *   pool of writer threads (openat O_EXCL|O_NOFOLLOW, one write, close);
+ *   creating files is the expensive part and runs in parallel on every file
+ *   system measured (bench/README.md);
+ * - files above SNAP_SMALL_FILE are streamed by the reading thread itself
+ *   into a file first extended to its size, skipping all-zero pieces of
+ *   SNAP_HOLE bytes, which stay holes (the one WAL segment of a snapshot is
+ *   16 MiB of zeros after pg_resetwal);
+ * - the queue holds at most SNAP_QUEUE_BYTES of file data, so memory stays
+ *   flat whatever the size of PGDATA;
+ * - directory modes other than 0700 are applied at the end, when no more
+ *   entries go into them.
+ *
+ * Safety does not depend on libarchive's checks any more: paths are
+ * lexically confined (relative, no ".."), no entry can be a symlink, hard
+ * link or device, the target starts empty but for pgstash's regular marker
+ * files, and every file is created with O_EXCL|O_NOFOLLOW relative to a
+ * descriptor of PGDATA, so nothing is written outside it or through a link.
+ */
+
+/* Files up to this size go to the writer threads whole. */
+#define SNAP_SMALL_FILE (256 * 1024)
+/* File data waiting in the queue, at most. */
+#define SNAP_QUEUE_BYTES (8 * 1024 * 1024)
+#define SNAP_QUEUE_JOBS 4096
+#define SNAP_MAX_WRITERS 4
+/* Large files: all-zero pieces of (up to) this size, on its boundaries, are not written. */
+#define SNAP_HOLE (64 * 1024)
+/* Pending signals are read every this many entries. */
+#define SNAP_SIG_EVERY 64
+
+struct wjob {
+	char *path;
+	unsigned char *data;
+	size_t len;
+	mode_t mode;
+};
+
+struct wpool {
+	pthread_mutex_t mu;
+	pthread_cond_t can_take, can_put;
+	struct wjob *ring;
+	size_t head, n;   /* queued jobs: ring[head .. head+n) mod SNAP_QUEUE_JOBS */
+	size_t bytes;     /* their data */
+	bool closing;     /* no more jobs: writers exit when the queue is empty */
+	bool failed;      /* a writer failed: everybody stops */
+	int err;          /* its errno */
+	char *err_path;   /* and the file */
+	/* read-only while the writers run */
+	int dirfd;
+	mode_t umask;
+	bool chown;
+	uid_t uid;
+	gid_t gid;
+	pthread_t th[SNAP_MAX_WRITERS];
+	int nth;
+};
+
+/* A directory whose final mode is not the 0700 it was created with. */
+struct dirmode {
+	char *path;
+	mode_t mode;
+};
+
 struct rctx {
 	int fd;
 	const char *name;
@@ -457,7 +532,7 @@ entry_refusal(struct archive_entry *e)
 	case AE_IFDIR:
 		break;
 	case AE_IFLNK:
-		/* pgstash never writes one (snap_write refuses them): see the restore flags. */
+		/* pgstash never writes one (snap_write refuses them). */
 		return "symbolic link";
 	default:
 		return "entry type other than file or directory";
@@ -468,12 +543,386 @@ entry_refusal(struct archive_entry *e)
 	return NULL;
 }
 
+/*
+ * The entry's path as written below PGDATA: "./" prefixes, repeated and
+ * trailing slashes and "." components dropped.  NULL when nothing is left
+ * (the archive's "./" entry: PGDATA itself).  Caller frees.
+ */
+static char *
+clean_path(const char *path)
+{
+	size_t n = strlen(path);
+	char *out = xmalloc(n + 1);
+	size_t o = 0;
+	const char *s = path;
+	while (*s) {
+		const char *slash = strchr(s, '/');
+		size_t len = slash ? (size_t)(slash - s) : strlen(s);
+		if (len > 0 && !(len == 1 && s[0] == '.')) {
+			if (o > 0)
+				out[o++] = '/';
+			memcpy(out + o, s, len);
+			o += len;
+		}
+		s += len + (slash ? 1 : 0);
+	}
+	out[o] = '\0';
+	if (o == 0) {
+		free(out);
+		return NULL;
+	}
+	return out;
+}
+
 /* True when a disk write failure is the local system's and not the archive's. */
 static bool
 local_errno(int e)
 {
 	return e == ENOSPC || e == EDQUOT || e == EROFS || e == EIO || e == ENOMEM || e == EMFILE ||
-	       e == ENFILE;
+	       e == ENFILE || e == EFBIG || e == EINTR;
+}
+
+static int
+write_all(int fd, const unsigned char *p, size_t len, off_t off)
+{
+	while (len > 0) {
+		ssize_t k = pwrite(fd, p, len, off);
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (k == 0) {
+			errno = EIO;
+			return -1;
+		}
+		p += k;
+		len -= (size_t)k;
+		off += k;
+	}
+	return 0;
+}
+
+/* Creates the file `path` below dirfd with `mode`; -1 with errno. */
+static int
+create_file(const struct wpool *p, const char *path, mode_t mode)
+{
+	int fd = openat(p->dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+	if (fd < 0)
+		return -1;
+	/* Only when the umask took bits the archive asked for, or for another owner. */
+	if (((mode & p->umask) != 0 && fchmod(fd, mode) != 0) || (p->chown && fchown(fd, p->uid, p->gid) != 0)) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
+	}
+	return fd;
+}
+
+static void
+pool_fail(struct wpool *p, int err, const char *path)
+{
+	pthread_mutex_lock(&p->mu);
+	if (!p->failed) {
+		p->failed = true;
+		p->err = err;
+		p->err_path = xstrdup(path);
+	}
+	pthread_cond_broadcast(&p->can_put);
+	pthread_cond_broadcast(&p->can_take);
+	pthread_mutex_unlock(&p->mu);
+}
+
+static void *
+writer_main(void *arg)
+{
+	struct wpool *p = arg;
+	for (;;) {
+		pthread_mutex_lock(&p->mu);
+		while (p->n == 0 && !p->closing && !p->failed)
+			pthread_cond_wait(&p->can_take, &p->mu);
+		if (p->failed || p->n == 0) {
+			pthread_mutex_unlock(&p->mu);
+			return NULL;
+		}
+		struct wjob j = p->ring[p->head];
+		p->head = (p->head + 1) % SNAP_QUEUE_JOBS;
+		p->n--;
+		p->bytes -= j.len;
+		pthread_cond_signal(&p->can_put);
+		pthread_mutex_unlock(&p->mu);
+
+		int fd = create_file(p, j.path, j.mode);
+		int err = 0;
+		if (fd < 0)
+			err = errno;
+		else {
+			if (j.len > 0 && write_all(fd, j.data, j.len, 0) != 0)
+				err = errno;
+			if (close(fd) != 0 && !err)
+				err = errno;
+		}
+		if (err)
+			pool_fail(p, err, j.path);
+		free(j.path);
+		free(j.data);
+	}
+}
+
+/* Queues a file for the writers, waiting for room.  Takes path and data.  -1 when the pool failed. */
+static int
+pool_put(struct wpool *p, char *path, unsigned char *data, size_t len, mode_t mode)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!p->failed && (p->n == SNAP_QUEUE_JOBS || (p->n > 0 && p->bytes + len > SNAP_QUEUE_BYTES)))
+		pthread_cond_wait(&p->can_put, &p->mu);
+	if (p->failed) {
+		pthread_mutex_unlock(&p->mu);
+		free(path);
+		free(data);
+		return -1;
+	}
+	p->ring[(p->head + p->n) % SNAP_QUEUE_JOBS] = (struct wjob){.path = path, .data = data, .len = len, .mode = mode};
+	p->n++;
+	p->bytes += len;
+	pthread_cond_signal(&p->can_take);
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+static bool
+pool_failed(struct wpool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	bool f = p->failed;
+	pthread_mutex_unlock(&p->mu);
+	return f;
+}
+
+/*
+ * How many writer threads: one per CPU, 2 to SNAP_MAX_WRITERS (file creation
+ * waits on the file system more than it computes: two overlap even on one CPU).
+ */
+static int
+writer_count(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 2)
+		n = 2;
+	return n > SNAP_MAX_WRITERS ? SNAP_MAX_WRITERS : (int)n;
+}
+
+static int
+pool_start(struct wpool *p)
+{
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->can_take, NULL);
+	pthread_cond_init(&p->can_put, NULL);
+	p->ring = xcalloc(SNAP_QUEUE_JOBS, sizeof(*p->ring));
+	/* The writers take no signals: the reading thread handles them (sig_drain). */
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int want = writer_count();
+	for (int i = 0; i < want; i++) {
+		int e = pthread_create(&p->th[p->nth], NULL, writer_main, p);
+		if (e != 0) {
+			if (p->nth == 0) {
+				pthread_sigmask(SIG_SETMASK, &old, NULL);
+				log_warning("could not start a writer thread: %s", strerror(e));
+				return -1;
+			}
+			break;
+		}
+		p->nth++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return 0;
+}
+
+/* Lets the writers finish the queue (or drop it when `abandon`), joins them. */
+static void
+pool_stop(struct wpool *p, bool abandon)
+{
+	if (!p->ring)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->closing = true;
+	if (abandon)
+		p->failed = true;
+	pthread_cond_broadcast(&p->can_take);
+	pthread_cond_broadcast(&p->can_put);
+	pthread_mutex_unlock(&p->mu);
+	for (int i = 0; i < p->nth; i++)
+		pthread_join(p->th[i], NULL);
+	p->nth = 0;
+	for (; p->n > 0; p->n--) {
+		struct wjob *j = &p->ring[p->head];
+		free(j->path);
+		free(j->data);
+		p->head = (p->head + 1) % SNAP_QUEUE_JOBS;
+	}
+	free(p->ring);
+	p->ring = NULL;
+	pthread_cond_destroy(&p->can_take);
+	pthread_cond_destroy(&p->can_put);
+	pthread_mutex_destroy(&p->mu);
+}
+
+/*
+ * Creates every missing directory leading to `path` (not path itself), below
+ * dirfd.  `made` caches the last parent known to exist.  -1 with errno.
+ */
+static int
+make_parents(const struct wpool *p, const char *path, struct strbuf *made)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		return 0;
+	size_t plen = (size_t)(slash - path);
+	if (made->len == plen && memcmp(made->buf, path, plen) == 0)
+		return 0;
+	char *dir = xmalloc(plen + 1);
+	memcpy(dir, path, plen);
+	dir[plen] = '\0';
+	for (char *s = dir;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdirat(p->dirfd, dir, 0700) == 0) {
+				if (p->chown && fchownat(p->dirfd, dir, p->uid, p->gid, AT_SYMLINK_NOFOLLOW) != 0)
+					goto fail;
+			} else if (errno != EEXIST)
+				goto fail;
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	made->len = 0;
+	sb_appendn(made, dir, plen);
+	free(dir);
+	return 0;
+fail:;
+	int e = errno;
+	free(dir);
+	errno = e;
+	return -1;
+}
+
+/*
+ * A large file, streamed from the archive by the reading thread, with
+ * aligned zero runs left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
+ */
+static int
+stream_file(struct archive *ar, const struct wpool *p, const char *archive_path, const char *path, mode_t mode,
+            uint64_t size)
+{
+	int fd = create_file(p, path, mode);
+	if (fd < 0) {
+		int e = errno;
+		log_warning("could not create \"%s\": %s", path, strerror(e));
+		return local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+	}
+	int rc = SNAP_FAILED;
+	/* The holes need the size set; writes then fill the data in. */
+	if (ftruncate(fd, (off_t)size) != 0) {
+		int e = errno;
+		log_warning("could not extend \"%s\": %s", path, strerror(e));
+		rc = local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+		goto out;
+	}
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(ar, &buf, &len, &off);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r != ARCHIVE_OK) {
+			log_warning("snapshot \"%s\" is damaged at \"%s\": %s", archive_path, path,
+			            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
+			rc = SNAP_BAD_ARCHIVE;
+			goto out;
+		}
+		if (off < 0 || (uint64_t)off + len > size) {
+			log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size", archive_path, path);
+			rc = SNAP_BAD_ARCHIVE;
+			goto out;
+		}
+		/*
+		 * Write runs of pieces that are not all zeros.  The file is already
+		 * its full size, so skipped zeros read back as zeros; pieces follow
+		 * the file's 64 KiB blocks whatever the sizes of libarchive's blocks.
+		 */
+		const unsigned char *b = buf;
+		size_t i = 0, run = 0;
+		while (i < len) {
+			uint64_t at = (uint64_t)off + i;
+			size_t piece = SNAP_HOLE - (size_t)(at % SNAP_HOLE);
+			if (piece > len - i)
+				piece = len - i;
+			bool hole = b[i] == 0 && (piece == 1 || memcmp(b + i, b + i + 1, piece - 1) == 0);
+			if (hole) {
+				if (i > run && write_all(fd, b + run, i - run, (off_t)(off + (la_int64_t)run)) != 0)
+					goto write_failed;
+				run = i + piece;
+			}
+			i += piece;
+		}
+		if (len > run && write_all(fd, b + run, len - run, (off_t)(off + (la_int64_t)run)) != 0)
+			goto write_failed;
+	}
+	rc = 0;
+	goto out;
+write_failed:;
+	int e = errno;
+	log_warning("could not write \"%s\": %s", path, strerror(e));
+	rc = local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+out:
+	if (close(fd) != 0 && rc == 0) {
+		log_warning("could not write \"%s\": %s", path, strerror(errno));
+		rc = SNAP_FAILED;
+	}
+	return rc;
+}
+
+/* A small file read whole from the archive.  NULL (logged) when the archive is damaged; *bad set. */
+static unsigned char *
+read_small(struct archive *ar, const char *archive_path, const char *path, size_t size)
+{
+	unsigned char *data = size ? xmalloc(size) : NULL;
+	size_t filled = 0;
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(ar, &buf, &len, &off);
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r != ARCHIVE_OK) {
+			log_warning("snapshot \"%s\" is damaged at \"%s\": %s", archive_path, path,
+			            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
+			free(data);
+			return NULL;
+		}
+		if (off < 0 || (uint64_t)off + len > size) {
+			log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size", archive_path, path);
+			free(data);
+			return NULL;
+		}
+		/* Sparse entries come with gaps: they read as zeros. */
+		if ((size_t)off > filled)
+			memset(data + filled, 0, (size_t)off - filled);
+		if (len)
+			memcpy(data + off, buf, len);
+		if ((size_t)off + len > filled)
+			filled = (size_t)off + len;
+	}
+	if (filled < size)
+		memset(data + filled, 0, size - filled);
+	return data ? data : xmalloc(1);
 }
 
 static int
@@ -504,6 +953,64 @@ cleanup:
 	return rc;
 }
 
+/* One entry (already checked by entry_refusal).  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged). */
+static int
+extract_entry(struct archive *ar, struct archive_entry *e, struct wpool *p, const char *archive_path,
+              struct strbuf *made, struct dirmode **dirs, size_t *ndirs, struct snap_stats *st)
+{
+	char *path = clean_path(archive_entry_pathname(e));
+	mode_t perm = archive_entry_perm(e) & 0777;
+	if (path && skip_top(path)) {
+		/* The markers already in PGDATA, or postmaster.pid: snap_write never writes them. */
+		log_warning("snapshot \"%s\" refused: entry \"%s\": a name pgstash never writes", archive_path, path);
+		free(path);
+		return SNAP_BAD_ARCHIVE;
+	}
+	if (archive_entry_filetype(e) == AE_IFDIR) {
+		if (!path)
+			return 0; /* "./": PGDATA itself, made 0700 at the end */
+		int rc = 0;
+		if (make_parents(p, path, made) != 0 || (mkdirat(p->dirfd, path, 0700) != 0 && errno != EEXIST)) {
+			int e2 = errno;
+			log_warning("could not create directory \"%s\": %s", path, strerror(e2));
+			rc = local_errno(e2) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+		} else if ((perm | 0700) != 0700 || p->chown) {
+			*dirs = xrealloc(*dirs, (*ndirs + 1) * sizeof(**dirs));
+			(*dirs)[(*ndirs)++] = (struct dirmode){.path = path, .mode = perm | 0700};
+			path = NULL;
+		}
+		free(path);
+		return rc;
+	}
+	if (!path) {
+		log_warning("snapshot \"%s\" refused: a file entry names the directory itself", archive_path);
+		return SNAP_BAD_ARCHIVE;
+	}
+	uint64_t size = archive_entry_size_is_set(e) ? (uint64_t)archive_entry_size(e) : 0;
+	mode_t mode = perm | 0600;
+	st->files++;
+	st->pgdata_bytes += size;
+	if (make_parents(p, path, made) != 0) {
+		int e2 = errno;
+		log_warning("could not create the directories of \"%s\": %s", path, strerror(e2));
+		free(path);
+		return local_errno(e2) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+	}
+	if (size > SNAP_SMALL_FILE) {
+		int rc = stream_file(ar, p, archive_path, path, mode, size);
+		free(path);
+		return rc;
+	}
+	unsigned char *data = read_small(ar, archive_path, path, (size_t)size);
+	if (!data) {
+		free(path);
+		return SNAP_BAD_ARCHIVE;
+	}
+	if (pool_put(p, path, data, (size_t)size, mode) != 0)
+		return SNAP_BAD_ARCHIVE; /* the writer's failure is reported by the caller */
+	return 0;
+}
+
 int
 snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid, gid_t gid,
              int expected_pg_major, struct snap_stats *st_out)
@@ -511,10 +1018,13 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 	double t0 = log_now();
 	struct snap_stats st = {0};
 	struct rctx rc_in = {.fd = -1, .name = archive_path};
-	struct archive *ar = NULL, *aw = NULL;
+	struct archive *ar = NULL;
 	struct archive_entry *e;
-	int old_cwd = -1, pg_fd = -1;
-	bool in_pgdata = false, wipe = false;
+	struct wpool pool = {.dirfd = -1};
+	struct strbuf made = {0};
+	struct dirmode *dirs = NULL;
+	size_t ndirs = 0;
+	bool wipe = false;
 	bool as_owner = geteuid() == 0 && uid != (uid_t)-1;
 	int rc = SNAP_FAILED;
 	uint64_t entries = 0, total = 0;
@@ -545,57 +1055,40 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 	rc_in.md = digest_new();
 	rc_in.buf = xmalloc(SNAP_BUF_SIZE);
 
+	pool.dirfd = open(pgdata, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pool.dirfd < 0) {
+		log_warning("could not open \"%s\": %s", pgdata, strerror(errno));
+		goto cleanup;
+	}
+	pool.umask = umask(077);
+	umask(pool.umask);
+	pool.chown = as_owner;
+	pool.uid = uid;
+	pool.gid = gid;
+
 	ar = archive_read_new();
-	aw = archive_write_disk_new();
-	if (!ar || !aw) {
+	if (!ar) {
 		log_warning("could not allocate an archive reader");
 		goto cleanup;
 	}
 	archive_read_support_format_tar(ar);
 	archive_read_support_filter_zstd(ar);
 	archive_read_support_filter_gzip(ar);
-	/*
-	 * No SECURE_SYMLINKS: it lstat()s every component of every path, which
-	 * made extraction 2-3x slower (bench/README.md), and it guards against
-	 * writing through a symlink that an earlier entry created.  Here no entry
-	 * may be a symlink (entry_refusal) and PGDATA starts empty but for our
-	 * marker file, so no path component can be one.  NODOTDOT and
-	 * NOABSOLUTEPATHS stay: they are lexical and cost nothing.
-	 * SPARSE: the one WAL segment of a snapshot is 16 MB of zeros after
-	 * pg_resetwal; holes save writing them (postgres reads holes as zeros and
-	 * fills them as it writes).
-	 */
-	int flags = ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS |
-	            ARCHIVE_EXTRACT_SPARSE;
-	if (as_owner)
-		flags |= ARCHIVE_EXTRACT_OWNER;
-	archive_write_disk_set_options(aw, flags);
-	archive_write_disk_set_standard_lookup(aw);
-
-	/*
-	 * Entries are relative to PGDATA and NOABSOLUTEPATHS refuses an absolute
-	 * prefix, so extract from inside it, as bsdtar -C does; the process is
-	 * single-threaded and cwd is restored on every path out.
-	 */
-	old_cwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	pg_fd = open(pgdata, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (old_cwd < 0 || pg_fd < 0 || fchdir(pg_fd) != 0) {
-		log_warning("could not enter \"%s\": %s", pgdata, strerror(errno));
-		goto cleanup;
-	}
-	in_pgdata = true;
-
 	if (archive_read_open(ar, &rc_in, NULL, r_read, NULL) != ARCHIVE_OK) {
 		log_warning("could not read snapshot \"%s\": %s", archive_path, archive_error_string(ar));
 		rc = SNAP_BAD_ARCHIVE;
 		goto cleanup;
 	}
+	if (pool_start(&pool) != 0)
+		goto cleanup;
 	for (;;) {
-		sig_drain();
-		if (sig_received) {
-			log_warning("restore of \"%s\" interrupted by signal %d", archive_path, (int)sig_received);
-			rc = SNAP_FAILED;
-			goto cleanup;
+		if (entries % SNAP_SIG_EVERY == 0) {
+			sig_drain();
+			if (sig_received) {
+				log_warning("restore of \"%s\" interrupted by signal %d", archive_path, (int)sig_received);
+				rc = SNAP_FAILED;
+				goto cleanup;
+			}
 		}
 		int r = archive_read_next_header(ar, &e);
 		if (r == ARCHIVE_EOF)
@@ -622,66 +1115,27 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 			rc = SNAP_BAD_ARCHIVE;
 			goto cleanup;
 		}
-		/* The archive says nothing about owners worth keeping; no set-id bits in a PGDATA. */
-		archive_entry_set_uname(e, NULL);
-		archive_entry_set_gname(e, NULL);
-		archive_entry_set_uid(e, as_owner ? uid : geteuid());
-		archive_entry_set_gid(e, as_owner ? gid : getegid());
-		archive_entry_set_perm(e, archive_entry_perm(e) & 01777);
-
-		r = archive_write_header(aw, e);
-		if (r != ARCHIVE_OK) {
-			log_warning("could not extract \"%s\" from \"%s\": %s", archive_entry_pathname(e), archive_path,
-			            archive_error_string(aw) ? archive_error_string(aw) : "unknown error");
-			rc = local_errno(archive_errno(aw)) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
-			goto cleanup;
-		}
-		if (archive_entry_filetype(e) == AE_IFREG) {
-			uint64_t size = archive_entry_size_is_set(e) ? (uint64_t)archive_entry_size(e) : 0;
-			const void *buf;
-			size_t len;
-			la_int64_t off;
-			st.files++;
-			for (;;) {
-				r = archive_read_data_block(ar, &buf, &len, &off);
-				if (r == ARCHIVE_EOF)
-					break;
-				if (r != ARCHIVE_OK) {
-					log_warning("snapshot \"%s\" is damaged at \"%s\": %s", archive_path,
-					            archive_entry_pathname(e),
-					            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
-					rc = SNAP_BAD_ARCHIVE;
-					goto cleanup;
-				}
-				if (off < 0 || (uint64_t)off + len > size) {
-					log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size",
-					            archive_path, archive_entry_pathname(e));
-					rc = SNAP_BAD_ARCHIVE;
-					goto cleanup;
-				}
-				if (archive_write_data_block(aw, buf, len, off) != ARCHIVE_OK) {
-					log_warning("could not write \"%s/%s\": %s", pgdata, archive_entry_pathname(e),
-					            archive_error_string(aw) ? archive_error_string(aw) : "unknown error");
-					rc = local_errno(archive_errno(aw)) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
-					goto cleanup;
-				}
-			}
-			st.pgdata_bytes += size;
-		}
-		r = archive_write_finish_entry(aw);
-		if (r != ARCHIVE_OK) {
-			log_warning("could not finish \"%s/%s\": %s", pgdata, archive_entry_pathname(e),
-			            archive_error_string(aw) ? archive_error_string(aw) : "unknown error");
-			rc = local_errno(archive_errno(aw)) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
-			goto cleanup;
-		}
+		rc = extract_entry(ar, e, &pool, archive_path, &made, &dirs, &ndirs, &st);
+		if (rc != 0 || pool_failed(&pool))
+			goto writers;
 	}
-	/* Applies the deferred directory modes; relative names, so still from inside PGDATA. */
-	if (archive_write_close(aw) != ARCHIVE_OK) {
-		log_warning("could not finish restoring into \"%s\": %s", pgdata,
-		            archive_error_string(aw) ? archive_error_string(aw) : "unknown error");
-		rc = local_errno(archive_errno(aw)) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+	rc = 0;
+writers:
+	/* Every queued file is written (or the first writer failure known) before anything else. */
+	pool_stop(&pool, rc != 0);
+	if (pool.failed && pool.err_path) {
+		log_warning("could not write \"%s/%s\": %s", pgdata, pool.err_path, strerror(pool.err));
+		rc = local_errno(pool.err) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+	}
+	if (rc != 0)
 		goto cleanup;
+	rc = SNAP_FAILED;
+	for (size_t i = 0; i < ndirs; i++) {
+		if (fchmodat(pool.dirfd, dirs[i].path, dirs[i].mode, 0) != 0 ||
+		    (as_owner && fchownat(pool.dirfd, dirs[i].path, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)) {
+			log_warning("could not set the mode of \"%s/%s\": %s", pgdata, dirs[i].path, strerror(errno));
+			goto cleanup;
+		}
 	}
 	if (r_drain(&rc_in) != 0)
 		goto cleanup;
@@ -694,39 +1148,34 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 		rc = SNAP_BAD_ARCHIVE;
 		goto cleanup;
 	}
-	if (fchdir(old_cwd) != 0) {
-		log_warning("could not return to the working directory: %s", strerror(errno));
-		goto cleanup;
-	}
-	in_pgdata = false;
 	if (check_pg_version(pgdata, expected_pg_major) != 0) {
 		rc = SNAP_BAD_ARCHIVE;
 		goto cleanup;
 	}
-	if (fchmod(pg_fd, 0700) != 0 || (as_owner && fchown(pg_fd, uid, gid) != 0)) {
+	if (fchmod(pool.dirfd, 0700) != 0 || (as_owner && fchown(pool.dirfd, uid, gid) != 0)) {
 		log_warning("could not set the mode or owner of \"%s\": %s", pgdata, strerror(errno));
 		goto cleanup;
 	}
 	rc = 0;
 cleanup:
+	pool_stop(&pool, true);
+	free(pool.err_path);
 	st.archive_bytes = rc_in.bytes;
 	st.seconds = log_now() - t0;
 	if (ar)
 		archive_read_free(ar);
-	if (aw)
-		archive_write_free(aw);
-	if (in_pgdata && fchdir(old_cwd) != 0)
-		log_error("could not return to the working directory: %s", strerror(errno));
 	if (rc != 0 && wipe)
 		empty_dir(pgdata);
-	if (old_cwd >= 0)
-		close(old_cwd);
-	if (pg_fd >= 0)
-		close(pg_fd);
+	if (pool.dirfd >= 0)
+		close(pool.dirfd);
 	if (rc_in.fd >= 0)
 		close(rc_in.fd);
 	EVP_MD_CTX_free(rc_in.md);
 	free(rc_in.buf);
+	for (size_t i = 0; i < ndirs; i++)
+		free(dirs[i].path);
+	free(dirs);
+	sb_free(&made);
 	if (st_out)
 		*st_out = st;
 	return rc;

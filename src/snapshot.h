@@ -4,10 +4,11 @@
  * what a restored cluster must not inherit (postmaster.pid and .opts, the
  * contents of pg_stat_tmp, server logs, pgstash's own marker files); the
  * archive's SHA-256 is computed while it is written.  Restoring streams the
- * archive into an empty directory through libarchive's secure disk writer,
- * refuses anything a PGDATA never holds (devices, fifos, hard links, paths or
- * symlinks leaving the directory), and verifies the digest on the same single
- * pass over the bytes.
+ * archive into an empty directory (libarchive parses, a small pool of writer
+ * threads creates the files), refuses anything a PGDATA never holds
+ * (symlinks, devices, fifos, hard links, paths leaving the directory, names
+ * that collide), and verifies the digest on the same single pass over the
+ * bytes.
  *
  * Not for: where archives live, locking, meta data (see store.h).
  */
@@ -62,7 +63,11 @@ int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_co
  * Extracts `archive_path` (any of the compressions, detected) into `pgdata`,
  * which must be empty or absent (created 0700).  The archive's SHA-256 must
  * equal `expected_sha256` (NULL: not checked).  Files are owned by uid:gid
- * when running as root and uid != (uid_t)-1, else by the running user.  When
+ * when running as root and uid != (uid_t)-1, else by the running user.  Modes
+ * are the archive's, with u+rw (files) and u+rwx (directories) always, and no
+ * set-id or sticky bits; times are not restored.  Large files keep holes
+ * where their data is zeros.  Uses up to 4 writer threads, with signals
+ * blocked in them; peak memory about 8 MiB of queued file data more.  When
  * expected_pg_major > 0, PG_VERSION must name that major.  A terminating
  * signal (sig_received) aborts between entries.
  * 0 on success (pgdata mode 0700); on failure pgdata's contents are removed

@@ -14,6 +14,8 @@
 #include <pwd.h>
 #include <signal.h>
 #include <dirent.h>
+#include <sys/resource.h>
+#include <sys/vfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 
@@ -558,6 +560,213 @@ test_hostile_device_fifo(void **state)
 	hostile_case(f, e2, 2, NULL);
 }
 
+/* ------------------------------------------------- the restore's own writer */
+
+/* Writes `len` bytes of `data` to dir/rel (parents made). */
+static void
+write_bytes(const char *dir, const char *rel, const unsigned char *data, size_t len)
+{
+	char *path = path_join(dir, rel);
+	char *slash = strrchr(path, '/');
+	*slash = '\0';
+	assert_int_equal(mkdir_p(path, 0755), 0);
+	*slash = '/';
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	for (size_t off = 0; off < len;) {
+		ssize_t k = write(fd, data + off, len - off);
+		assert_true(k > 0);
+		off += (size_t)k;
+	}
+	assert_int_equal(close(fd), 0);
+	free(path);
+}
+
+static unsigned char *
+pattern(size_t len, unsigned seed)
+{
+	unsigned char *b = xmalloc(len ? len : 1);
+	for (size_t i = 0; i < len; i++)
+		b[i] = (unsigned char)((i * 131 + seed * 7919 + i / 8192) % 251);
+	return b;
+}
+
+static void
+assert_file_bytes(const char *dir, const char *rel, const unsigned char *want, size_t len)
+{
+	char *p = path_join(dir, rel);
+	size_t got_len = 0;
+	char *got = read_file(p, &got_len);
+	if (!got)
+		fail_msg("\"%s\" was not restored", rel);
+	assert_int_equal(got_len, len);
+	if (len && memcmp(got, want, len) != 0)
+		fail_msg("\"%s\" restored with other bytes", rel);
+	free(got);
+	free(p);
+}
+
+/*
+ * More files and more bytes than the writer queue holds at once (4096 jobs,
+ * 8 MiB), of every size class: empty, small, at the small/large boundary,
+ * large: each comes back byte for byte.
+ */
+static void
+test_many_files(void **state)
+{
+	struct fixture *f = *state;
+	char *src = path_join(f->root, "many");
+	unit_write(src, "PG_VERSION", "15\n");
+	const size_t sizes[] = {0, 1, 8192, 100000, 256 * 1024, 256 * 1024 + 1, 1 << 20};
+	enum { NDIR = 6, PER = 900 };
+	for (unsigned d = 0; d < NDIR; d++) {
+		for (unsigned i = 0; i < PER; i++) {
+			char rel[64];
+			snprintf(rel, sizeof(rel), "base/%u/%u", 16384 + d, i);
+			size_t len = i % 50 == 0 ? sizes[(i / 50) % 7] : (i % 3 == 0 ? 0 : 8192);
+			unsigned char *b = pattern(len, d * PER + i);
+			write_bytes(src, rel, b, len);
+			free(b);
+		}
+	}
+	struct snap_stats w, r;
+	write_snapshot(src, f->arch, CFG_COMP_ZSTD, 1, &w);
+	assert_int_equal(w.files, NDIR * PER + 1);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, &r), 0);
+	assert_int_equal(r.files, w.files);
+	assert_int_equal(r.pgdata_bytes, w.pgdata_bytes);
+	for (unsigned d = 0; d < NDIR; d++) {
+		for (unsigned i = 0; i < PER; i++) {
+			char rel[64];
+			snprintf(rel, sizeof(rel), "base/%u/%u", 16384 + d, i);
+			size_t len = i % 50 == 0 ? sizes[(i / 50) % 7] : (i % 3 == 0 ? 0 : 8192);
+			unsigned char *b = pattern(len, d * PER + i);
+			assert_file_bytes(f->dst, rel, b, len);
+			assert_int_equal(mode_of(f->dst, rel) & 07777, 0600);
+			free(b);
+		}
+	}
+	rm_rf(src);
+	free(src);
+}
+
+/*
+ * A large file of mostly zeros (a WAL segment after pg_resetwal) comes back
+ * with the same bytes and holes where whole aligned 64 KiB blocks were zero;
+ * data in a partial block at the end is kept.
+ */
+static void
+test_large_file_holes(void **state)
+{
+	struct fixture *f = *state;
+	unit_write(f->src, "pg_wal/000000010000000000000001", "");
+	size_t len = 16 * 1024 * 1024 + 1000;
+	unsigned char *b = xcalloc(len, 1);
+	memset(b, 0x11, 8192);                       /* the segment's first page */
+	memset(b + 5 * 65536 + 100, 0x22, 10);       /* a few bytes inside one block */
+	memset(b + len - 10, 0x33, 10);              /* the tail, after the last whole block */
+	write_bytes(f->src, "pg_wal/000000010000000000000001", b, len);
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_file_bytes(f->dst, "pg_wal/000000010000000000000001", b, len);
+	char *p = path_join(f->dst, "pg_wal/000000010000000000000001");
+	struct stat sb;
+	assert_int_equal(stat(p, &sb), 0);
+	assert_int_equal((size_t)sb.st_size, len);
+	/* Three blocks hold data; a file system without holes would allocate all 16 MiB. */
+	struct statfs fs;
+	assert_int_equal(statfs(p, &fs), 0);
+	if (fs.f_type == 0xEF53 || fs.f_type == 0x01021994) /* ext4, tmpfs: both keep holes */
+		assert_true((uint64_t)sb.st_blocks * 512 <= 4 * 65536);
+	else
+		print_message("note: file system %#lx, %lld blocks allocated\n", (unsigned long)fs.f_type,
+		              (long long)sb.st_blocks);
+	free(p);
+	free(b);
+	check_restored(f->dst);
+}
+
+/* Entries in an order pgstash never writes: files before (or without) their directories. */
+static void
+test_implicit_parents(void **state)
+{
+	struct fixture *f = *state;
+	struct hentry e[] = {{H_FILE, "base/1/1259", "rel"}, {H_FILE, "./global/pg_control", "ctl"},
+	                     {H_DIR, "base/", NULL},        {H_DIR, "./", NULL},
+	                     {H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "a//b/./c", "c"}};
+	hostile_archive(f->arch, e, sizeof(e) / sizeof(e[0]));
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	char *t = rd(f->dst, "base/1/1259");
+	assert_string_equal(t, "rel");
+	free(t);
+	t = rd(f->dst, "global/pg_control");
+	assert_string_equal(t, "ctl");
+	free(t);
+	t = rd(f->dst, "a/b/c");
+	assert_string_equal(t, "c");
+	free(t);
+	/* hostile_archive's directories say 0755: kept (a PGDATA made with initdb -g has 0750). */
+	assert_int_equal(mode_of(f->dst, "base") & 07777, 0755);
+	assert_int_equal(mode_of(f->dst, "base/1") & 07777, 0700);
+	assert_int_equal(mode_of(f->dst, ".") & 07777, 0700);
+}
+
+/* Names that collide with each other or with pgstash's markers: refused, PGDATA left empty. */
+static void
+test_hostile_collisions(void **state)
+{
+	struct fixture *f = *state;
+	struct hentry dup[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base", "x"}, {H_FILE, "base", "y"}};
+	hostile_case(f, dup, 3, NULL);
+	struct hentry file_dir[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base", "x"}, {H_FILE, "base/1", "y"}};
+	hostile_case(f, file_dir, 3, NULL);
+	struct hentry dir_file[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_DIR, "base", NULL}, {H_FILE, "base", "y"}};
+	hostile_case(f, dir_file, 3, NULL);
+	struct hentry marker[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "pgstash.key", "0000\n"}};
+	hostile_case(f, marker, 2, NULL);
+	struct hentry pid[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "./postmaster.pid", "1\n"}};
+	hostile_case(f, pid, 2, NULL);
+	struct hentry self[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "./", "x"}};
+	hostile_case(f, self, 2, NULL);
+
+	/* The marker already in PGDATA survives a refused archive that names it. */
+	unit_write(f->dst, "pgstash.key", "restoring k\n");
+	hostile_archive(f->arch, marker, 2);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 0, NULL), SNAP_BAD_ARCHIVE);
+}
+
+/*
+ * A write that fails (here: RLIMIT_FSIZE, as a full disk would) in a writer
+ * thread or in the streaming of a large file: SNAP_FAILED (the local system's
+ * fault, not the archive's), PGDATA left empty.
+ */
+static void
+test_write_failure(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	struct sigaction ign = {.sa_handler = SIG_IGN}, old;
+	sigaction(SIGXFSZ, &ign, &old);
+	struct rlimit saved, lim;
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+	/* 1: below the 3 MiB file (streamed); 2: below the small files too (writer threads). */
+	const rlim_t caps[] = {1024 * 1024, 4};
+	for (size_t i = 0; i < 2; i++) {
+		lim = saved;
+		lim.rlim_cur = caps[i];
+		assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+		int rc = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL);
+		assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+		assert_int_equal(rc, SNAP_FAILED);
+		assert_true(dir_is_empty(f->dst));
+	}
+	sigaction(SIGXFSZ, &old, NULL);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	check_restored(f->dst);
+}
+
 /* ------------------------------------------------------------ real PGDATA */
 
 /* Runs argv (as the postgres user when we are root); returns the exit status or -1. */
@@ -688,6 +897,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_symlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_hardlink, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_device_fifo, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_file_holes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_implicit_parents, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_collisions, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_pgdata, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
