@@ -430,6 +430,9 @@ cleanup:
 #define SNAP_QUEUE_BYTES (8 * 1024 * 1024)
 #define SNAP_QUEUE_JOBS 4096
 #define SNAP_MAX_WRITERS 4
+/* A writer takes up to this many queued files (and about this much data) at once. */
+#define SNAP_BATCH 16
+#define SNAP_BATCH_BYTES (512 * 1024)
 /* Large files: all-zero pieces of (up to) this size, on its boundaries, are not written. */
 #define SNAP_HOLE (64 * 1024)
 /* Pending signals are read every this many entries. */
@@ -448,6 +451,8 @@ struct wpool {
 	struct wjob *ring;
 	size_t head, n;   /* queued jobs: ring[head .. head+n) mod SNAP_QUEUE_JOBS */
 	size_t bytes;     /* their data */
+	int idle;         /* writers waiting for a job */
+	bool full;        /* the reading thread waits for room */
 	bool closing;     /* no more jobs: writers exit when the queue is empty */
 	bool failed;      /* a writer failed: everybody stops */
 	int err;          /* its errno */
@@ -634,39 +639,75 @@ pool_fail(struct wpool *p, int err, const char *path)
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* One file, written whole.  0, or an errno value. */
+static int
+write_job(const struct wpool *p, const struct wjob *j)
+{
+	int fd = create_file(p, j->path, j->mode);
+	if (fd < 0)
+		return errno;
+	int err = 0;
+	if (j->len > 0 && write_all(fd, j->data, j->len, 0) != 0)
+		err = errno;
+	if (close(fd) != 0 && !err)
+		err = errno;
+	return err;
+}
+
 static void *
 writer_main(void *arg)
 {
 	struct wpool *p = arg;
+	struct wjob batch[SNAP_BATCH];
 	for (;;) {
 		pthread_mutex_lock(&p->mu);
-		while (p->n == 0 && !p->closing && !p->failed)
+		while (p->n == 0 && !p->closing && !p->failed) {
+			p->idle++;
 			pthread_cond_wait(&p->can_take, &p->mu);
+			p->idle--;
+		}
 		if (p->failed || p->n == 0) {
 			pthread_mutex_unlock(&p->mu);
 			return NULL;
 		}
-		struct wjob j = p->ring[p->head];
-		p->head = (p->head + 1) % SNAP_QUEUE_JOBS;
-		p->n--;
-		p->bytes -= j.len;
-		pthread_cond_signal(&p->can_put);
+		/*
+		 * A share of the queue at a time, so that the threads do not take
+		 * the lock once per file; at least one job, and little data.
+		 */
+		size_t take = p->n / (size_t)(p->nth + 1);
+		if (take < 1)
+			take = 1;
+		if (take > SNAP_BATCH)
+			take = SNAP_BATCH;
+		size_t k = 0, bytes = 0;
+		while (k < take && (k == 0 || bytes + p->ring[p->head].len <= SNAP_BATCH_BYTES)) {
+			batch[k] = p->ring[p->head];
+			bytes += batch[k].len;
+			p->head = (p->head + 1) % SNAP_QUEUE_JOBS;
+			p->n--;
+			p->bytes -= batch[k].len;
+			k++;
+		}
+		/* Wake-ups only for a thread that waits: a futex call per file otherwise. */
+		if (p->full) {
+			p->full = false;
+			pthread_cond_signal(&p->can_put);
+		}
 		pthread_mutex_unlock(&p->mu);
 
-		int fd = create_file(p, j.path, j.mode);
-		int err = 0;
-		if (fd < 0)
-			err = errno;
-		else {
-			if (j.len > 0 && write_all(fd, j.data, j.len, 0) != 0)
-				err = errno;
-			if (close(fd) != 0 && !err)
-				err = errno;
+		for (size_t i = 0; i < k; i++) {
+			int err = write_job(p, &batch[i]);
+			if (err) {
+				pool_fail(p, err, batch[i].path);
+				for (size_t r = i; r < k; r++) {
+					free(batch[r].path);
+					free(batch[r].data);
+				}
+				return NULL;
+			}
+			free(batch[i].path);
+			free(batch[i].data);
 		}
-		if (err)
-			pool_fail(p, err, j.path);
-		free(j.path);
-		free(j.data);
 	}
 }
 
@@ -675,8 +716,10 @@ static int
 pool_put(struct wpool *p, char *path, unsigned char *data, size_t len, mode_t mode)
 {
 	pthread_mutex_lock(&p->mu);
-	while (!p->failed && (p->n == SNAP_QUEUE_JOBS || (p->n > 0 && p->bytes + len > SNAP_QUEUE_BYTES)))
+	while (!p->failed && (p->n == SNAP_QUEUE_JOBS || (p->n > 0 && p->bytes + len > SNAP_QUEUE_BYTES))) {
+		p->full = true;
 		pthread_cond_wait(&p->can_put, &p->mu);
+	}
 	if (p->failed) {
 		pthread_mutex_unlock(&p->mu);
 		free(path);
@@ -686,7 +729,8 @@ pool_put(struct wpool *p, char *path, unsigned char *data, size_t len, mode_t mo
 	p->ring[(p->head + p->n) % SNAP_QUEUE_JOBS] = (struct wjob){.path = path, .data = data, .len = len, .mode = mode};
 	p->n++;
 	p->bytes += len;
-	pthread_cond_signal(&p->can_take);
+	if (p->idle > 0)
+		pthread_cond_signal(&p->can_take);
 	pthread_mutex_unlock(&p->mu);
 	return 0;
 }
