@@ -1085,7 +1085,7 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 	 * A PGDATA on disk must stay so across the per-start changes: postgres
 	 * fsyncs the password, pg_hba.conf is fsynced, and the marker stays KEY.
 	 * Any other is marked "unsynced" and synced in the background: a host
-	 * crash before that means a rebuild.
+	 * crash before that means a rebuild, so the password step skips fsync.
 	 */
 	if (srv_apply_per_start(cfg, &b.pg, b.pgdata_durable) != 0 || interrupted()) {
 		rc = interrupted() ? exit_for_signal() : BOOT_RUNTIME;

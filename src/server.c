@@ -1020,7 +1020,7 @@ print_single_user_output(const char *out, const char *password, const char *lite
 }
 
 static int
-set_password(const struct cfg *cfg, const struct pgbin *pg)
+set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 {
 	int in[2] = {-1, -1};
 	int out[2] = {-1, -1};
@@ -1042,6 +1042,12 @@ set_password(const struct cfg *cfg, const struct pgbin *pg)
 	/*
 	 * --single must come first.  The statement goes on stdin, never argv; the
 	 * log settings keep the server from echoing it should it fail.
+	 *
+	 * Without `durable` the cluster is not on disk yet anyway (a restore or a
+	 * build just wrote it, and the marker says "unsynced", see marker.h):
+	 * fsync=off spares the shutdown checkpoint's fsyncs; the background
+	 * syncfs covers what it writes, and a host crash before that means a
+	 * rebuild.  A cluster that is on disk keeps postgres' own fsyncs.
 	 */
 	char *argv[] = {
 		postgres, "--single", "-D", cfg->pgdata, "-j",
@@ -1049,8 +1055,15 @@ set_password(const struct cfg *cfg, const struct pgbin *pg)
 		"-c", "log_statement=none",
 		"-c", "log_min_error_statement=panic",
 		"-c", "log_min_duration_statement=-1",
+		"-c", "fsync=off",
 		"postgres", NULL,
 	};
+	size_t argc = sizeof(argv) / sizeof(argv[0]) - 1;
+	if (durable) {
+		/* postgresql.conf's own setting, as before. */
+		argv[argc - 3] = "postgres";
+		argv[argc - 2] = NULL;
+	}
 	double t0 = log_now();
 	struct spawn_opts o = {.argv = argv, .in_fd = in[0], .out_fd = out[1], .own_group = true};
 	pid_t pid = spawn(&o);
@@ -1131,7 +1144,7 @@ srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 {
 	if (write_hba(cfg, durable) != 0)
 		return -1;
-	if (has_password(cfg) && set_password(cfg, pg) != 0)
+	if (has_password(cfg) && set_password(cfg, pg, durable) != 0)
 		return -1;
 	return 0;
 }

@@ -118,9 +118,9 @@ int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
  * pg_hba.conf (trust locally, `host all all all METHOD` with
  * cfg->host_auth_method or scram-sha-256) and sets cfg->db_password in
  * single-user mode when it is set (the password is never in argv, a log or a
- * snapshot).  `durable`: pg_hba.conf is fsynced (PGDATA is on disk, and must
- * stay so; postgres fsyncs the password itself); otherwise it is not: the
- * caller syncs PGDATA after (marker.h).  0 or -1 (logged).
+ * snapshot).  `durable`: both are on disk when it returns (PGDATA is, and
+ * must stay so); otherwise neither is fsynced, nor is the single-user
+ * checkpoint: the caller syncs PGDATA after (marker.h).  0 or -1 (logged).
  */
 int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable);
 /*

@@ -428,10 +428,11 @@ test_per_start(void **state)
 	struct cfg cfg = fx.cfg;
 	cfg.db_password = (char *)password;
 
-	/* Not durable (after a restore): nothing fsynced by us, and the password lands. */
+	/* Not durable (after a restore): single-user mode runs with fsync=off, and the password still lands. */
 	double t0 = log_now();
 	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), 0);
-	printf("timing: per-start with password, not durable (pg_hba + single-user) %.3f s\n", log_now() - t0);
+	printf("timing: per-start with password, not durable (pg_hba + single-user, fsync=off) %.3f s\n",
+	       log_now() - t0);
 
 	char *hba_path = path_join(fx.pgdata, "pg_hba.conf");
 	char *hba = read_file(hba_path, NULL);
@@ -470,7 +471,7 @@ test_per_start(void **state)
 	cfg.host_auth_method = "md5\nhost all all all trust";
 	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), -1);
 
-	/* Timing, a few runs each way. */
+	/* Timing, a few runs each way: durable (postgres' fsyncs) and not (fsync=off). */
 	cfg.host_auth_method = NULL;
 	cfg.db_password = "another";
 	log_min_level = LOG_DEBUG; /* prints the single-user time separately */
@@ -478,11 +479,11 @@ test_per_start(void **state)
 		bool durable = i % 2 == 0;
 		t0 = log_now();
 		assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, durable), 0);
-		printf("timing: per-start with password, %s, run %d: %.3f s\n", durable ? "durable" : "not durable",
-		       i / 2 + 1, log_now() - t0);
+		printf("timing: per-start with password, %s, run %d: %.3f s\n", durable ? "durable" : "fsync=off", i / 2 + 1,
+		       log_now() - t0);
 	}
 	log_min_level = LOG_INFO;
-	/* Durable: the password is there too. */
+	/* Durable: the password set with postgres' own fsyncs is there too. */
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
 	verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
 	assert_non_null(verifier);
