@@ -336,7 +336,8 @@ def parse_pgstash_log(path):
         "key_s": r"info: key \w+ \((\d+) files, ([\d.]+) s\)",
         "restore_s": r"cache hit \w+: restored [\d.]+ \S+ in ([\d.]+) s",
         "password_ms": r"set in single-user mode in (\d+) ms",
-        "syncfs_ms": r"debug: synced \".*\" in (\d+) ms",
+        # the background syncer's line (src/marker.c), or mark_sync's when the sync was not deferred
+        "syncfs_ms": r"debug: (?:background sync \(pid \d+\) of PGDATA done|synced \".*\") in (\d+) ms",
         "bootstrap_s": r"bootstrap done in ([\d.]+) s",
         "initdb_s": r"initdb done in ([\d.]+) s",
         "temp_start_s": r"temporary server ready in ([\d.]+) s",

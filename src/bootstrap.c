@@ -9,11 +9,19 @@
  *   4. miss: exclusive lock, look again, initdb, temporary server, databases,
  *      initdb.d, steps, fast shutdown, snapshot + publish, prune
  *   5. per-start settings (password, pg_hba), marker, "ready", exec postgres
+ *
+ * Durability (marker.h): nothing a restore or a build writes is fsynced.  A
+ * finished start marks PGDATA "unsynced KEY BOOT_ID" and leaves a background
+ * process to syncfs and mark it KEY; a crash of the host before that makes
+ * the next start rebuild.  The start never waits for the disk, except when
+ * it comes right after another one on the same PGDATA, whose syncer it waits
+ * for (the PGDATA lock).
  */
 #include "bootstrap.h"
 #include "docker.h"
 #include "fingerprint.h"
 #include "log.h"
+#include "marker.h"
 #include "pgbin.h"
 #include "remote.h"
 #include "server.h"
@@ -56,6 +64,10 @@ struct boot {
 	bool pgdata_ours;
 	/* Set when PGDATA holds a complete cluster for fp.key: nothing to roll back. */
 	bool pgdata_done;
+	/* Set when it was found complete and on disk (the marker says KEY): nothing to sync. */
+	bool pgdata_durable;
+	/* mark_lock's flock on PGDATA, -1 when not held; closed, never unlocked (the syncer shares it). */
+	int pgdata_lock;
 	uid_t uid;
 	gid_t gid;
 	char *self_container;
@@ -84,32 +96,10 @@ write_state(const struct cfg *cfg, const char *state)
 	free(p);
 }
 
-static char *
-marker_path(const struct cfg *cfg)
-{
-	return path_join(cfg->pgdata, BOOT_MARKER);
-}
-
 static int
-write_marker(const struct cfg *cfg, const char *text)
+write_marker(const struct cfg *cfg, const char *line)
 {
-	char *p = marker_path(cfg);
-	int rc = write_file_atomic(p, text, strlen(text), 0600, false);
-	free(p);
-	return rc;
-}
-
-/* The key PGDATA's marker names ("" while a bootstrap was under way), or NULL when there is no marker. */
-static char *
-read_marker(const struct cfg *cfg)
-{
-	char *p = marker_path(cfg);
-	char *text = read_file(p, NULL);
-	free(p);
-	if (!text)
-		return NULL;
-	text[strcspn(text, "\n")] = '\0';
-	return text;
+	return mark_write(cfg->pgdata, line, false);
 }
 
 static bool
@@ -146,6 +136,19 @@ short_key(const char *key)
 	return buf;
 }
 
+/*
+ * Whether stderr is a pipe or a socket.  The background syncer of `prepare`
+ * then logs nowhere: whoever reads the other end (`out=$(pgstash prepare
+ * 2>&1)`, a CI log collector) would otherwise wait for it to end, as if
+ * prepare still ran.  Under `run` postgres holds stderr open anyway.
+ */
+static bool
+stderr_is_a_pipe(void)
+{
+	struct stat st;
+	return fstat(STDERR_FILENO, &st) == 0 && (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode));
+}
+
 /* ---------- privileges (as the official image's gosu step) ---------- */
 
 static uid_t chown_uid;
@@ -154,9 +157,12 @@ static gid_t chown_gid;
 static int
 chown_one(const char *path, const struct stat *sb, int type, struct FTW *ftw)
 {
-	(void)type;
 	(void)ftw;
-	if ((sb->st_uid != chown_uid || sb->st_gid != chown_gid) && lchown(path, chown_uid, chown_gid) != 0) {
+	/* Gone between readdir and stat or lchown: the temp file of a background syncer's marker. */
+	if (type == FTW_NS)
+		return 0;
+	if ((sb->st_uid != chown_uid || sb->st_gid != chown_gid) && lchown(path, chown_uid, chown_gid) != 0 &&
+	    errno != ENOENT) {
 		log_error("could not change owner of \"%s\": %s", path, strerror(errno));
 		return -1;
 	}
@@ -300,6 +306,19 @@ claim_pgdata(struct boot *b)
 		return -1;
 	}
 
+	/*
+	 * From here on nobody else changes PGDATA: the background syncer of an
+	 * earlier start still at work (tens of milliseconds, usually), or a
+	 * second start on the same PGDATA, finishes first.
+	 */
+	int lr = mark_lock(cfg->pgdata, cfg->lock_timeout, &b->pgdata_lock);
+	if (lr != 0) {
+		if (lr == 1)
+			log_error("PGDATA \"%s\" is locked by another pgstash process for more than %ld s", cfg->pgdata,
+			          cfg->lock_timeout);
+		return -1;
+	}
+
 	/* A live server on this PGDATA: neither reuse nor wipe under it. */
 	char *pidpath = path_join(cfg->pgdata, "postmaster.pid");
 	char *pidtext = read_file(pidpath, NULL);
@@ -314,20 +333,39 @@ claim_pgdata(struct boot *b)
 		}
 	}
 
-	char *marker = read_marker(cfg);
+	char *marker = mark_read(cfg->pgdata);
 	if (marker) {
+		char key[MARK_KEY_MAX + 1], boot[MARK_BOOT_ID_LEN + 1], now[MARK_BOOT_ID_LEN + 1];
+		bool unsynced = mark_parse_unsynced(marker, key, boot);
+		const char *named = unsynced ? key : marker;
 		/*
 		 * This key's cluster: reuse it, also after an unclean stop (postgres
-		 * recovers it; the stale postmaster.pid is its own business).
+		 * recovers it; the stale postmaster.pid is its own business).  One
+		 * not yet confirmed on disk only under the kernel that wrote it: the
+		 * page cache then still holds every write.  Its sync is left to the
+		 * marker this start writes at its end.
 		 */
-		if (strcmp(marker, b->fp.key) == 0 && file_exists(cfg->pgdata, "PG_VERSION")) {
-			free(marker);
-			return 1;
-		}
-		if (strncmp(marker, "building ", 9) == 0 || strncmp(marker, "restoring ", 10) == 0 || !*marker)
+		if (strcmp(named, b->fp.key) == 0 && file_exists(cfg->pgdata, "PG_VERSION")) {
+			if (!unsynced) {
+				free(marker);
+				b->pgdata_durable = true;
+				return 1;
+			}
+			if (mark_boot_id(now) == 0 && strcmp(now, boot) == 0) {
+				log_info("PGDATA's cluster of %s is not confirmed on disk yet, but the host has not restarted since "
+				         "it was written: reusing it",
+				         short_key(key));
+				free(marker);
+				return 1;
+			}
+			log_info("PGDATA's cluster of %s was never confirmed on disk and the host has restarted since (boot id "
+			         "%.8s, now %.8s): it may be incomplete, starting it over",
+			         short_key(key), boot, mark_boot_id(now) == 0 ? now : "unknown");
+		} else if (!unsynced && (strncmp(marker, "building ", 9) == 0 || strncmp(marker, "restoring ", 10) == 0 ||
+		                         strncmp(marker, "unsynced", 8) == 0 || !*marker))
 			log_info("PGDATA holds an unfinished bootstrap: starting it over");
 		else
-			log_info("PGDATA holds the cluster of key %s: replacing it with %s", short_key(marker),
+			log_info("PGDATA holds the cluster of key %s: replacing it with %s", short_key(named),
 			         short_key(b->fp.key));
 		free(marker);
 		b->pgdata_ours = true;
@@ -514,7 +552,7 @@ static int
 initdb_in_place(struct boot *b)
 {
 	const struct cfg *cfg = b->cfg;
-	char *text = xasprintf("building %s\n", b->fp.key);
+	char *text = xasprintf("building %s", b->fp.key);
 	int rc = write_marker(cfg, text);
 	free(text);
 	if (rc != 0)
@@ -622,7 +660,7 @@ static int
 restore(struct boot *b, struct store_meta *meta, const char *what)
 {
 	struct snap_stats st;
-	char *text = xasprintf("restoring %s\n", b->fp.key);
+	char *text = xasprintf("restoring %s", b->fp.key);
 	int rc = write_marker(b->cfg, text);
 	free(text);
 	if (rc != 0)
@@ -975,6 +1013,10 @@ boot_free(struct boot *b)
 	b->lease_owner = NULL;
 	if (b->lock_fd >= 0)
 		store_unlock(b->lock_fd);
+	/* close, not LOCK_UN: that would unlock the background syncer's share too. */
+	if (b->pgdata_lock >= 0)
+		close(b->pgdata_lock);
+	b->pgdata_lock = -1;
 	if (b->store_open)
 		store_close(&b->store);
 	fp_result_free(&b->fp);
@@ -989,6 +1031,7 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 	memset(&b, 0, sizeof(b));
 	b.cfg = cfg;
 	b.lock_fd = -1;
+	b.pgdata_lock = -1;
 	int rc = BOOT_RUNTIME;
 	double t0 = log_now();
 
@@ -1038,14 +1081,17 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 		rc = exit_for_signal();
 		goto cleanup;
 	}
-	if (srv_apply_per_start(cfg, &b.pg) != 0 || interrupted()) {
+	/*
+	 * A PGDATA on disk must stay so across the per-start changes: postgres
+	 * fsyncs the password, pg_hba.conf is fsynced, and the marker stays KEY.
+	 * Any other is marked "unsynced" and synced in the background: a host
+	 * crash before that means a rebuild, so the password step skips fsync.
+	 */
+	if (srv_apply_per_start(cfg, &b.pg, b.pgdata_durable) != 0 || interrupted()) {
 		rc = interrupted() ? exit_for_signal() : BOOT_RUNTIME;
 		goto cleanup;
 	}
-	char *text = xasprintf("%s\n", b.fp.key);
-	int mr = write_marker(cfg, text);
-	free(text);
-	if (mr != 0)
+	if (!b.pgdata_durable && mark_finish(cfg->pgdata, b.fp.key, b.pgdata_lock, exec_pg || !stderr_is_a_pipe()) != 0)
 		goto cleanup;
 	b.pgdata_done = true;
 	log_info("bootstrap done in %.2f s", log_now() - t0);

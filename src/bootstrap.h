@@ -14,8 +14,6 @@
 
 #include <stdbool.h>
 
-/* Name of the marker pgstash keeps in PGDATA: "<key>\n" once complete. */
-#define BOOT_MARKER "pgstash.key"
 /* Name of the state file in cfg->socket_dir that the healthcheck reads. */
 #define BOOT_STATE "pgstash.state"
 

@@ -284,7 +284,7 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 	sl_add(&argv, "--locale=C.UTF-8");
 	sl_add(&argv, "--auth-local=trust");
 	sl_add(&argv, "--auth-host=trust");
-	/* The whole cluster is synced once, by srv_apply_per_start, before the final server. */
+	/* The whole cluster is synced once, in the background, after bootstrap (marker.h). */
 	sl_add(&argv, "--no-sync");
 	if (cfg->initdb_args && cfg->initdb_args[strspn(cfg->initdb_args, " \t\r\n")]) {
 		/*
@@ -434,7 +434,8 @@ srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, boo
 	 * Durability off: a crash during the build leaves a PGDATA that is
 	 * wiped and rebuilt anyway, and the clean shutdown at the end writes a
 	 * consistent checkpoint; only that state is ever snapshotted or used, and
-	 * srv_apply_per_start syncs it to disk before the final server starts.
+	 * it is synced to disk after bootstrap (marker.h: until then the marker
+	 * says "unsynced", and a start after a host crash rebuilds it).
 	 */
 	char *argv[] = {
 		postgres, "-D", s->pgdata, "-p", port,
@@ -957,7 +958,7 @@ host_method(const struct cfg *cfg)
 }
 
 static int
-write_hba(const struct cfg *cfg)
+write_hba(const struct cfg *cfg, bool durable)
 {
 	const char *method = host_method(cfg);
 	for (const char *p = method; *p; p++) {
@@ -984,8 +985,8 @@ write_hba(const struct cfg *cfg)
 		               "# see https://www.postgresql.org/docs/current/auth-trust.html\n");
 	sb_appendf(&sb, "host all all all %s\n", method);
 	char *path = path_join(cfg->pgdata, "pg_hba.conf");
-	/* Not durable on its own: srv_apply_per_start syncs the whole file system after. */
-	int rc = write_file_atomic(path, sb.buf, sb.len, 0600, false);
+	/* Without `durable` PGDATA's marker says "unsynced": a later syncfs makes it durable. */
+	int rc = write_file_atomic(path, sb.buf, sb.len, 0600, durable);
 	free(path);
 	sb_free(&sb);
 	return rc;
@@ -1019,7 +1020,7 @@ print_single_user_output(const char *out, const char *password, const char *lite
 }
 
 static int
-set_password(const struct cfg *cfg, const struct pgbin *pg)
+set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 {
 	int in[2] = {-1, -1};
 	int out[2] = {-1, -1};
@@ -1041,6 +1042,12 @@ set_password(const struct cfg *cfg, const struct pgbin *pg)
 	/*
 	 * --single must come first.  The statement goes on stdin, never argv; the
 	 * log settings keep the server from echoing it should it fail.
+	 *
+	 * Without `durable` the cluster is not on disk yet anyway (a restore or a
+	 * build just wrote it, and the marker says "unsynced", see marker.h):
+	 * fsync=off spares the shutdown checkpoint's fsyncs; the background
+	 * syncfs covers what it writes, and a host crash before that means a
+	 * rebuild.  A cluster that is on disk keeps postgres' own fsyncs.
 	 */
 	char *argv[] = {
 		postgres, "--single", "-D", cfg->pgdata, "-j",
@@ -1048,8 +1055,15 @@ set_password(const struct cfg *cfg, const struct pgbin *pg)
 		"-c", "log_statement=none",
 		"-c", "log_min_error_statement=panic",
 		"-c", "log_min_duration_statement=-1",
+		"-c", "fsync=off",
 		"postgres", NULL,
 	};
+	size_t argc = sizeof(argv) / sizeof(argv[0]) - 1;
+	if (durable) {
+		/* postgresql.conf's own setting, as before. */
+		argv[argc - 3] = "postgres";
+		argv[argc - 2] = NULL;
+	}
 	double t0 = log_now();
 	struct spawn_opts o = {.argv = argv, .in_fd = in[0], .out_fd = out[1], .own_group = true};
 	pid_t pid = spawn(&o);
@@ -1125,47 +1139,14 @@ cleanup:
 	return rc;
 }
 
-/* syncfs() on the file system holding `path` (and pg_wal's, when it lives elsewhere). */
-static int
-sync_pgdata(const char *pgdata)
-{
-	char *wal = path_join(pgdata, "pg_wal");
-	const char *paths[2] = {pgdata, wal};
-	int rc = 0;
-	double t0 = log_now();
-
-	for (int i = 0; i < 2; i++) {
-		int fd = open(paths[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (fd < 0) {
-			if (i == 1 && errno == ENOENT)
-				break;
-			log_error("could not open directory \"%s\": %s", paths[i], strerror(errno));
-			rc = -1;
-			break;
-		}
-		if (syncfs(fd) != 0) {
-			log_error("could not sync the file system of \"%s\": %s", paths[i], strerror(errno));
-			rc = -1;
-		}
-		close(fd);
-		struct stat st;
-		/* pg_wal is only elsewhere when initdb --waldir made it a symlink. */
-		if (i == 0 && (lstat(wal, &st) != 0 || !S_ISLNK(st.st_mode)))
-			break;
-	}
-	log_debug("synced \"%s\" in %.0f ms", pgdata, (log_now() - t0) * 1000.0);
-	free(wal);
-	return rc;
-}
-
 int
-srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg)
+srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 {
-	if (write_hba(cfg) != 0)
+	if (write_hba(cfg, durable) != 0)
 		return -1;
-	if (has_password(cfg) && set_password(cfg, pg) != 0)
+	if (has_password(cfg) && set_password(cfg, pg, durable) != 0)
 		return -1;
-	return sync_pgdata(cfg->pgdata);
+	return 0;
 }
 
 int

@@ -114,15 +114,15 @@ int srv_create_clones(const struct srv *s, const struct cfg *cfg);
 int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
 
 /*
- * On a stopped cluster, before the final exec, after every restore or build:
- * rewrites pg_hba.conf (trust locally, `host all all all METHOD` with
- * cfg->host_auth_method or scram-sha-256), sets cfg->db_password in
+ * On a stopped cluster, before the final exec, at every start: rewrites
+ * pg_hba.conf (trust locally, `host all all all METHOD` with
+ * cfg->host_auth_method or scram-sha-256) and sets cfg->db_password in
  * single-user mode when it is set (the password is never in argv, a log or a
- * snapshot), then syncfs()es PGDATA: the build ran with fsync=off and the
- * restore writes without fsync, and the final server must not start from
- * pages that are only in the page cache.  0 or -1 (logged).
+ * snapshot).  `durable`: both are on disk when it returns (PGDATA is, and
+ * must stay so); otherwise neither is fsynced, nor is the single-user
+ * checkpoint: the caller syncs PGDATA after (marker.h).  0 or -1 (logged).
  */
-int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg);
+int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable);
 /*
  * The official image's refusal: no password and a host auth method other
  * than trust is an error (-1, with its explanation logged); trust logs the

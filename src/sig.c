@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -170,33 +171,83 @@ sig_forward(pid_t pgid, int sig)
 		kill(pgid, sig);
 }
 
+/*
+ * Without the signalfd (sig_init not called: `pgstash key`'s `postgres
+ * --version`, unit tests) nothing wakes us when the child exits: a pidfd
+ * does (Linux 5.3+); failing that, naps that start at 1 ms and double up to
+ * 50 ms, so a child that lives a few milliseconds costs about as much again,
+ * not a fixed 200 ms.  -1 when there is no pidfd.
+ */
+static int
+open_pidfd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+	/* A pidfd is always close-on-exec. */
+	return (int)syscall(SYS_pidfd_open, pid, 0);
+#else
+	(void)pid;
+	return -1;
+#endif
+}
+
 int
 sig_wait_child(pid_t pid, int *status, double timeout_s, pid_t fwd_pgid)
 {
 	double deadline = timeout_s >= 0 ? log_now() + timeout_s : 0;
+	int pidfd = -2; /* -2: not tried yet */
+	int nap_ms = 1;
+	int rc = -1;
 
 	for (;;) {
 		int got = sig_drain();
 		if (got && fwd_pgid > 0)
 			sig_forward(fwd_pgid, got);
-		if (sig_child_done(pid, status))
-			return 0;
+		if (sig_child_done(pid, status)) {
+			rc = 0;
+			break;
+		}
+		/* With a pidfd, still wake now and then: sig_drain looks for pending signals. */
 		int wait_ms = 200;
+		if (sfd < 0 && pidfd == -2)
+			pidfd = open_pidfd(pid);
+		if (sfd < 0 && pidfd < 0) {
+			wait_ms = nap_ms;
+			nap_ms = nap_ms * 2 > 50 ? 50 : nap_ms * 2;
+		}
 		if (timeout_s >= 0) {
 			double left = deadline - log_now();
-			if (left <= 0)
-				return 1;
+			if (left <= 0) {
+				rc = 1;
+				break;
+			}
 			if (left * 1000 < wait_ms)
 				wait_ms = (int)(left * 1000) + 1;
 		}
-		if (sfd >= 0) {
-			struct pollfd p = {.fd = sfd, .events = POLLIN};
-			if (poll(&p, 1, wait_ms) < 0 && errno != EINTR) {
+		int fd = sfd >= 0 ? sfd : pidfd;
+		if (fd >= 0) {
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+			int n = poll(&p, 1, wait_ms);
+			if (n < 0 && errno != EINTR) {
 				log_error("poll failed: %s", strerror(errno));
-				return -1;
+				break;
+			}
+			/*
+			 * A pidfd stays readable once the child has exited: should it not
+			 * be ours to reap (untracked), naps from here on, no spinning.
+			 */
+			if (n > 0 && fd == pidfd) {
+				if (sig_child_done(pid, status)) {
+					rc = 0;
+					break;
+				}
+				close(pidfd);
+				pidfd = -1;
 			}
 		} else {
 			usleep((useconds_t)wait_ms * 1000);
 		}
 	}
+	if (pidfd >= 0)
+		close(pidfd);
+	return rc;
 }

@@ -47,6 +47,8 @@ bool sig_child_done(pid_t pid, int *status);
  * limit).  When a terminating signal arrives it is recorded and, when
  * fwd_pgid > 0, forwarded to that process group (tini's habit); waiting goes
  * on.  Returns 0 with *status set, 1 on timeout, -1 on error (logged).
+ * Before sig_init it waits on a pidfd of `pid` (or short naps without one),
+ * so it returns about when the child exits.
  */
 int sig_wait_child(pid_t pid, int *status, double timeout_s, pid_t fwd_pgid);
 /* Sends `sig` to process group `pgid` (and to `pgid` itself if it is no group leader). */

@@ -15,6 +15,7 @@ the real pgstash binary, a real PostgreSQL, the real example repos.
   Flask-Migrate) runs them, not a pyenv or virtualenv python3.
 """
 import contextlib
+import fcntl
 import os
 import pwd
 import re
@@ -104,6 +105,71 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def final_marker(pgdata, timeout=15.0):
+    """PGDATA's marker (pgstash.key, stripped) once it is final.  A finished
+    start marks PGDATA "unsynced KEY BOOT_ID" and leaves a background process
+    to syncfs it and then write KEY (src/marker.h): this waits up to `timeout`
+    seconds for that.  None when there is no marker; an unfinished one (say
+    "building KEY") is returned at once."""
+    p = os.path.join(pgdata, "pgstash.key")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(p) as f:
+                text = f.read().strip()
+        except FileNotFoundError:
+            return None
+        if not text.startswith("unsynced ") or time.monotonic() > deadline:
+            return text
+        time.sleep(0.01)
+
+
+def pgdata_unlocked(pgdata, timeout=15.0):
+    """Waits up to `timeout` seconds until nothing holds PGDATA's lock (a flock
+    on the directory that a start, then its background syncer, holds); true
+    once it is free.  The syncer holds it until it exits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(pgdata, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+
+
+def background_syncers(pgdata):
+    """Live pgstash processes (the background syncer: comm "pgstash-sync") whose
+    environment names PGDATA=pgdata; {pid: cmdline}."""
+    want = b"PGDATA=" + os.fsencode(pgdata)
+    found = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/comm", "rb") as f:
+                comm = f.read().strip()
+            with open(f"/proc/{d}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{d}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, IndexError):
+            continue
+        if comm.startswith(b"pgstash") and want in env and state not in ("Z", "X"):
+            found[int(d)] = cmd
+    return found
 
 
 class Result:

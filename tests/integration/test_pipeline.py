@@ -9,6 +9,10 @@ a real PostgreSQL, the real Django and Flask-Migrate (Alembic) examples.
     clearly and cache nothing;
   - a restart on the same PGDATA reuses it; another key's PGDATA (made by
     pgstash) is replaced; a user's own cluster is never touched;
+  - PGDATA is synced in the background: the marker says "unsynced KEY
+    BOOT_ID" until it becomes KEY, a moment after prepare has returned; one
+    never confirmed before a reboot (another boot id) is rebuilt, one of the
+    running kernel is reused;
   - started as root, pgstash hands PGDATA to postgres and runs steps as it;
   - an unusable cache costs only the caching.
 
@@ -25,7 +29,8 @@ import time
 
 import pytest
 
-from helpers import IS_ROOT, PG_BINDIR, USER_IDS, need, Background
+from helpers import (IS_ROOT, PG_BINDIR, USER_IDS, need, Background, background_syncers, final_marker,
+                     pgdata_unlocked)
 
 pytestmark = pytest.mark.slow
 
@@ -112,10 +117,13 @@ def tmp_leftovers(work, cache=None):
 
 
 def marker(pgdata):
-    p = os.path.join(pgdata, "pgstash.key")
-    if not os.path.exists(p):
-        return None
-    with open(p) as f:
+    """The marker once its background sync has made it final (KEY, not
+    "unsynced KEY BOOT_ID"), or None."""
+    return final_marker(pgdata)
+
+
+def boot_id():
+    with open("/proc/sys/kernel/random/boot_id") as f:
         return f.read().strip()
 
 
@@ -485,6 +493,90 @@ def test_unfinished_bootstrap_is_started_over(work):
     assert runs(count) == 1
     assert not os.path.exists(os.path.join(work.pgdata, "base", "1", "junk"))
     assert marker(work.pgdata) == work.key(config=cfg, env=env)
+
+
+def test_prepare_syncs_in_the_background(work):
+    cfg = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE made_by_step (id int)'")])
+    env = base_env(work)
+    key = work.key(config=cfg, env=env)
+    for what, pgdata in (("miss", work.pgdata), ("hit", mkdir_user(work, "pgdata2", 0o700))):
+        r = work.run("-v", "prepare", config=cfg, env=dict(env, PGDATA=pgdata))
+        assert r.rc == 0 and f"cache {what}" in r.stderr, r
+        assert "flushed to disk in the background" in r.stderr, r
+        # stderr is a pipe here: the syncer does not hold it (run() returned), and logs nothing into it
+        assert "background sync" not in r.stderr, r
+        with open(os.path.join(pgdata, "pgstash.key")) as f:
+            first = f.read()
+        # right after prepare: the unsynced form, or already the final one
+        assert first in (f"unsynced {key} {boot_id()}\n", f"{key}\n"), first
+        deadline = time.monotonic() + 10
+        while True:
+            with open(os.path.join(pgdata, "pgstash.key")) as f:
+                now = f.read()
+            if now == key + "\n" or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        assert now == key + "\n", now
+        # the syncer is gone once the marker is final, and nothing else of pgstash is left
+        assert pgdata_unlocked(pgdata, timeout=5)
+        wait_for("no pgstash process left", lambda: not background_syncers(pgdata), timeout=5)
+        assert sorted(n for n in os.listdir(pgdata) if n.startswith("pgstash")) == ["pgstash.key"]
+    assert work.sql("SELECT count(*) FROM made_by_step", db="app", pgdata=pgdata) == "0"
+
+
+def test_prepare_with_stderr_in_a_file_shows_the_sync(work):
+    """A file (or a terminal) has no reader waiting for its end: the syncer logs there."""
+    cfg = small_config(work, [("only", "/bin/true")])
+    log = work.file("prepare.log", "")
+    argv = [work.binary, f"--config={cfg}", "-v", "prepare"]
+    kw = dict(user=USER_IDS[0], group=USER_IDS[1], extra_groups=[]) if IS_ROOT and USER_IDS else {}
+    with open(log, "w") as out:
+        rc = subprocess.run(argv, env=work.env(base_env(work)), cwd=work.path, stdin=subprocess.DEVNULL,
+                            stdout=out, stderr=out, timeout=120, **kw).returncode
+    assert rc == 0
+    assert marker(work.pgdata) == work.key(config=cfg, env=base_env(work))
+    assert pgdata_unlocked(work.pgdata, timeout=5)
+    with open(log) as f:
+        text = f.read()
+    assert re.search(r"debug: background sync \(pid \d+\) of PGDATA done in \d+ ms: its marker is final", text), text
+    assert [line for line in text.splitlines() if "warning" in line and "trust" not in line] == [], text
+
+
+@pytest.mark.parametrize("case", ["other-boot", "this-boot", "other-key"])
+def test_unsynced_marker(work, case):
+    count = os.path.join(work.path, "count-step")
+    cfg = small_config(work, [("only", f"/bin/sh -c 'echo x >> {count}'")])
+    env = base_env(work)
+    key = work.key(config=cfg, env=env)
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0 and "cache miss" in r.stderr, r
+    assert marker(work.pgdata) == key
+    assert pgdata_unlocked(work.pgdata)
+    # what a start leaves when its syncer never finished (killed with the container, the host crashed)
+    other = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    line = {"other-boot": f"unsynced {key} {other}", "this-boot": f"unsynced {key} {boot_id()}",
+            "other-key": f"unsynced {'e' * 64} {boot_id()}"}[case]
+    work.file("pgdata/pgstash.key", line + "\n", mode=0o600)
+    sentinel = work.file("pgdata/sentinel", "still here\n")
+
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0, r
+    assert runs(count) == 1, r  # never built again: the cache has the entry
+    if case == "this-boot":
+        assert "not confirmed on disk yet, but the host has not restarted" in r.stderr, r
+        assert "already holds" in r.stderr, r
+        assert "cache hit" not in r.stderr, r
+        assert os.path.exists(sentinel), r
+    else:
+        if case == "other-boot":
+            assert re.search(r"never confirmed on disk and the host has restarted since \(boot id 00000000, now "
+                             + boot_id()[:8] + r"\): it may be incomplete, starting it over", r.stderr), r
+        else:
+            assert f"holds the cluster of key {'e' * 12}: replacing it with {key[:12]}" in r.stderr, r
+        assert "cache hit" in r.stderr, r
+        assert not os.path.exists(sentinel), r
+    assert marker(work.pgdata) == key
+    assert work.sql("SELECT 1", db="app") == "1"
 
 
 @pytest.mark.parametrize("what", ["cluster", "files"])

@@ -7,7 +7,10 @@
     hand their arguments to postgres;
   - the password is applied at every start (miss, hit, reuse), works over
     TCP from a non-loopback address (loopback is trusted, as in the official
-    image), never reaches a snapshot, the key, argv or the log.
+    image), never reaches a snapshot, the key, argv or the log;
+  - PGDATA's background sync outlives pgstash: as PID 1 (a container) its
+    syncer becomes the postmaster's child, which must reap it as a harmless
+    exit 0, not a crashed backend that restarts the cluster.
 
 pgstash runs in the background through Popen, as the run user when the suite
 runs as root; its output goes to a .log file the harness keeps on failure.
@@ -20,7 +23,10 @@ import time
 
 import pytest
 
-from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port, need, Background
+import re
+import shutil
+
+from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port, need, Background, final_marker, pgdata_unlocked
 
 pytestmark = pytest.mark.slow
 
@@ -378,3 +384,72 @@ def test_signal_during_bootstrap_of_run(work, bg, sig):
         [n for n in os.listdir(os.path.join(work.cache, "pgstash-v1")) if not n.startswith(".")] == [], out
     hc = work.run("healthcheck", env=env)
     assert hc.rc != 0, hc
+
+
+# ---- the background sync under postgres -------------------------------------------------------
+
+@pytest.mark.parametrize("pid1", [False, True], ids=["plain", "pid1"])
+def test_background_sync_does_not_disturb_the_server(work, bg, pid1):
+    """`run` marks PGDATA "unsynced" and execs postgres while a detached
+    syncer syncs it.  As PID 1 of a PID namespace (as in a container) the
+    orphaned syncer is re-parented to PID 1, which is postgres by then:
+    postgres must see it exit 0 (logged at DEBUG2 as a server process that
+    exited with exit code 0) and go on, with no crash restart."""
+    cfg = small_config(work, QUICK)
+    env = base_env(work)
+    key = None
+    pg_args = ["-v", "run", "-c", "listen_addresses=", "-c", "log_min_messages=debug2"]
+    if not pid1:
+        p = bg.start(*pg_args, config=cfg, env=env)
+        log = p.log
+    else:
+        need(IS_ROOT and USER_IDS is not None, "needs root (a PID namespace) and a user to drop to")
+        need(shutil.which("unshare") and shutil.which("setpriv"), "needs unshare and setpriv (util-linux)")
+        probe = subprocess.run(["unshare", "--pid", "--fork", "--kill-child", "true"], capture_output=True)
+        need(probe.returncode == 0, f"cannot make a PID namespace here: {probe.stderr.decode(errors='replace')}")
+        uid, gid = USER_IDS
+        log = os.path.join(work.path, "pid1.log")
+        argv = ["unshare", "--pid", "--fork", "--kill-child", "--", "setpriv", f"--reuid={uid}", f"--regid={gid}",
+                "--clear-groups", "--", work.binary, f"--config={cfg}"] + pg_args
+        with open(log, "w") as out:
+            p = subprocess.Popen(argv, env=work.env(env), cwd=work.path, stdin=subprocess.DEVNULL, stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        p.log = log
+        bg.procs.append(p)
+    key = work.key(config=cfg, env=env)
+    wait_healthy(work, bg, p, env)
+    assert final_marker(work.pgdata) == key, bg.output(p)
+    assert pgdata_unlocked(work.pgdata)
+    out = bg.output(p)
+    m = re.search(r"debug: background sync \(pid (\d+)\) of PGDATA done in \d+ ms: its marker is final", out)
+    assert m, out
+    if pid1:
+        assert first_line(os.path.join(work.pgdata, "postmaster.pid")) == "1", out
+        # postgres reaped it, and took it for what it is
+        deadline = time.monotonic() + 10
+        while not re.search(rf"server process \(PID {m.group(1)}\) exited with exit code 0", bg.output(p)):
+            assert time.monotonic() < deadline, bg.output(p)
+            time.sleep(0.05)
+    # the server keeps going: queries work a while later, and nothing restarted it
+    time.sleep(0.5)
+    sock = env["PGSTASH_SOCKET_DIR"]
+    assert psql_socket(work, sock, "SELECT count(*) FROM made_by_step", db="app") == "0"
+    out = bg.output(p)
+    for bad in ("terminating any other active server processes", "was terminated by signal",
+                "all server processes terminated; reinitializing", "database system was interrupted"):
+        assert bad not in out, out
+    # exit code 1 is a backend's FATAL (a healthcheck ping while it starts up): no crash to postgres either
+    assert not re.search(r"exited with exit code (?:[2-9]|\d\d+)", out), out
+    assert p.poll() is None, out
+
+    # a clean stop: SIGINT to the postmaster (the namespace's PID 1 is unshare's child)
+    if pid1:
+        kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(p.pid)], capture_output=True, text=True).stdout.split()
+        assert len(kids) == 1, kids
+        os.kill(int(kids[0]), signal.SIGINT)
+        rc = p.wait(timeout=60)
+    else:
+        rc = stop(bg, p, signal.SIGINT)
+    out = bg.output(p)
+    assert rc == 0, out
+    assert "database system is shut down" in out, out

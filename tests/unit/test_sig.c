@@ -252,6 +252,55 @@ body_wait_timeout(void)
 	CHECK(sig_wait_child(d, &status, 10, 0) == 0);
 }
 
+static void
+exit_3_soon(void)
+{
+	usleep(5 * 1000);
+	_exit(3);
+}
+
+static void
+body_wait_uninit(void)
+{
+	/*
+	 * No sig_init (as `pgstash key`, whose `postgres --version` lives some
+	 * 10 ms): the wait ends about when the child does, not on a 200 ms tick.
+	 */
+	CHECK(sig_fd() == -1);
+	double worst = 0;
+	for (int i = 0; i < 10; i++) {
+		pid_t c = spawn(exit_3_soon, false);
+		sig_track(c);
+		int status = -1;
+		double t0 = log_now();
+		CHECK(sig_wait_child(c, &status, 10, 0) == 0);
+		double took = log_now() - t0;
+		worst = took > worst ? took : worst;
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+	}
+	if (worst >= 0.1)
+		fprintf(stderr, "slowest wait %.3f s\n", worst);
+	CHECK(worst < 0.1);
+	/* A timeout still ends the wait, and a later wait still gets the status. */
+	pid_t c = spawn(sleep_long, false);
+	sig_track(c);
+	int status = -1;
+	double t0 = log_now();
+	CHECK(sig_wait_child(c, &status, 0.3, 0) == 1);
+	double took = log_now() - t0;
+	CHECK(took >= 0.29 && took < 3);
+	CHECK(kill(c, SIGKILL) == 0);
+	CHECK(sig_wait_child(c, &status, 10, 0) == 0);
+	CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	/* An untracked child that has exited: reaped, never reported, and the wait times out without spinning. */
+	pid_t u = spawn(exit_0, false);
+	wait_zombie(u);
+	t0 = log_now();
+	CHECK(sig_wait_child(u, &status, 0.2, 0) == 1);
+	CHECK(log_now() - t0 >= 0.19);
+	CHECK(waitpid(u, NULL, WNOHANG) == -1 && errno == ECHILD);
+}
+
 /* Sends SIGTERM to the parent a moment after starting. */
 static void
 term_parent_soon(void)
@@ -430,6 +479,13 @@ test_wait_timeout(void **state)
 }
 
 static void
+test_wait_uninit(void **state)
+{
+	(void)state;
+	RUN_IN_CHILD(body_wait_uninit);
+}
+
+static void
 test_forward(void **state)
 {
 	(void)state;
@@ -474,6 +530,7 @@ main(void)
 		cmocka_unit_test(test_drain_records),
 		cmocka_unit_test(test_wait_status),
 		cmocka_unit_test(test_wait_timeout),
+		cmocka_unit_test(test_wait_uninit),
 		cmocka_unit_test(test_forward),
 		cmocka_unit_test(test_forward_no_group),
 		cmocka_unit_test(test_child_reset),

@@ -1,0 +1,431 @@
+/*
+ * marker — see marker.h.
+ */
+#include "marker.h"
+#include "log.h"
+#include "sig.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
+
+char *
+mark_read(const char *pgdata)
+{
+	char *p = path_join(pgdata, MARK_FILE);
+	char *text = read_file(p, NULL);
+	free(p);
+	if (text)
+		text[strcspn(text, "\n")] = '\0';
+	return text;
+}
+
+int
+mark_write(const char *pgdata, const char *line, bool durable)
+{
+	char *p = path_join(pgdata, MARK_FILE);
+	char *text = xasprintf("%s\n", line);
+	int rc = write_file_atomic(p, text, strlen(text), 0600, durable);
+	free(text);
+	free(p);
+	return rc;
+}
+
+static bool
+is_boot_id(const char *s, size_t n)
+{
+	if (n != MARK_BOOT_ID_LEN)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+		if (dash ? s[i] != '-' : !strchr("0123456789abcdef", s[i]) || !s[i])
+			return false;
+	}
+	return true;
+}
+
+int
+mark_boot_id(char out[MARK_BOOT_ID_LEN + 1])
+{
+	char *text = read_file(BOOT_ID_PATH, NULL);
+	if (!text)
+		return -1;
+	size_t n = strcspn(text, "\n");
+	int rc = is_boot_id(text, n) ? 0 : -1;
+	if (rc == 0) {
+		memcpy(out, text, n);
+		out[n] = '\0';
+	}
+	free(text);
+	return rc;
+}
+
+bool
+mark_parse_unsynced(const char *line, char key[MARK_KEY_MAX + 1], char boot_id[MARK_BOOT_ID_LEN + 1])
+{
+	if (strncmp(line, "unsynced ", 9) != 0)
+		return false;
+	const char *k = line + 9;
+	size_t kn = strcspn(k, " ");
+	if (kn == 0 || kn > MARK_KEY_MAX || k[kn] != ' ')
+		return false;
+	const char *b = k + kn + 1;
+	if (!is_boot_id(b, strlen(b)))
+		return false;
+	memcpy(key, k, kn);
+	key[kn] = '\0';
+	memcpy(boot_id, b, MARK_BOOT_ID_LEN + 1);
+	return true;
+}
+
+/* ---------- the lock ---------- */
+
+int
+mark_lock(const char *pgdata, long timeout_s, int *fd_out)
+{
+	*fd_out = -1;
+	int fd = open(pgdata, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("could not open PGDATA \"%s\": %s", pgdata, strerror(errno));
+		return -1;
+	}
+	double start = log_now();
+	double next_report = start + 10;
+	long nap_us = 1000;
+	bool said = false;
+	for (;;) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			break;
+		/* EBADF: NFS turns flock into a POSIX lock, which a read-only descriptor cannot take. */
+		if (errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL || errno == EBADF) {
+			log_debug("no flock on PGDATA \"%s\" (%s): its sync is not deferred", pgdata, strerror(errno));
+			close(fd);
+			return 0;
+		}
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			log_error("could not lock PGDATA \"%s\": %s", pgdata, strerror(errno));
+			close(fd);
+			return -1;
+		}
+		double waited = log_now() - start;
+		if (!said) {
+			log_debug("PGDATA \"%s\" is locked (by its background sync, or by another start): waiting", pgdata);
+			said = true;
+		}
+		if (timeout_s == 0 || (timeout_s > 0 && waited >= (double)timeout_s)) {
+			close(fd);
+			return 1;
+		}
+		sig_drain();
+		if (sig_received) {
+			log_error("stopped waiting for the lock on PGDATA \"%s\": signal %d received", pgdata, (int)sig_received);
+			close(fd);
+			return -1;
+		}
+		if (log_now() >= next_report) {
+			log_info("waiting for another pgstash process on PGDATA \"%s\" (%.0f s)", pgdata, waited);
+			next_report += 10;
+		}
+		/* The usual holder is a syncer with tens of milliseconds to go: short naps first. */
+		struct timespec ts = {0, nap_us * 1000};
+		nanosleep(&ts, NULL);
+		nap_us = nap_us * 2 > 100000 ? 100000 : nap_us * 2;
+	}
+	double waited = log_now() - start;
+	if (said)
+		log_debug("waited %.0f ms for the lock on PGDATA", waited * 1000.0);
+	*fd_out = fd;
+	return 0;
+}
+
+/* ---------- syncing ---------- */
+
+/*
+ * syncfs() of dir_fd's file system and, when pg_wal is a link, of pg_wal's.
+ * 0, or -1 with errno set and *what naming the step that failed.
+ */
+static int
+sync_fs(int dir_fd, const char **what)
+{
+	if (syncfs(dir_fd) != 0) {
+		*what = "sync the file system of";
+		return -1;
+	}
+	struct stat st;
+	/* pg_wal is only elsewhere when initdb --waldir made it a symlink. */
+	if (fstatat(dir_fd, "pg_wal", &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISLNK(st.st_mode))
+		return 0;
+	int wal = openat(dir_fd, "pg_wal", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (wal < 0) {
+		*what = "open pg_wal of";
+		return -1;
+	}
+	int rc = syncfs(wal);
+	int e = errno;
+	close(wal);
+	errno = e;
+	if (rc != 0)
+		*what = "sync the file system of pg_wal of";
+	return rc;
+}
+
+int
+mark_sync(const char *pgdata)
+{
+	double t0 = log_now();
+	int fd = open(pgdata, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0) {
+		log_error("could not open directory \"%s\": %s", pgdata, strerror(errno));
+		return -1;
+	}
+	const char *what = NULL;
+	int rc = sync_fs(fd, &what);
+	if (rc != 0)
+		log_error("could not %s \"%s\": %s", what, pgdata, strerror(errno));
+	close(fd);
+	log_debug("synced \"%s\" in %.0f ms", pgdata, (log_now() - t0) * 1000.0);
+	return rc;
+}
+
+/* The marker's first line, read through dir_fd; NULL when there is none. */
+static char *
+read_at(int dir_fd)
+{
+	int fd = openat(dir_fd, MARK_FILE, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	char buf[256];
+	size_t n = 0;
+	for (;;) {
+		ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (n == sizeof(buf) - 1)
+			break;
+	}
+	close(fd);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return xstrdup(buf);
+}
+
+/*
+ * write_file_atomic's steps, through dir_fd (the locked directory itself,
+ * whatever now sits at its path) and with warnings: only the background
+ * process writes this way.
+ */
+static int
+write_at_durably(int dir_fd, const char *line)
+{
+	char tmp[64];
+	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", MARK_FILE, (long)getpid());
+	char *text = xasprintf("%s\n", line);
+	size_t len = strlen(text);
+	int rc = -1;
+	int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_warning("could not create the marker's temp file in PGDATA: %s", strerror(errno));
+		goto cleanup;
+	}
+	size_t off = 0;
+	while (off < len) {
+		ssize_t n = write(fd, text + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			log_warning("could not write the marker's temp file in PGDATA: %s", strerror(errno));
+			goto cleanup;
+		}
+		off += (size_t)n;
+	}
+	if (fsync(fd) != 0 || close(fd) != 0) {
+		fd = -1;
+		log_warning("could not fsync the marker's temp file in PGDATA: %s", strerror(errno));
+		goto cleanup;
+	}
+	fd = -1;
+	if (renameat(dir_fd, tmp, dir_fd, MARK_FILE) != 0) {
+		log_warning("could not rename the marker in PGDATA: %s", strerror(errno));
+		goto cleanup;
+	}
+	if (fsync(dir_fd) != 0) {
+		log_warning("could not fsync PGDATA after writing its marker: %s", strerror(errno));
+		goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	if (rc != 0)
+		unlinkat(dir_fd, tmp, 0);
+	free(text);
+	return rc;
+}
+
+int
+mark_confirm(int dir_fd, const char *expect, const char *key)
+{
+	const char *what = NULL;
+	if (sync_fs(dir_fd, &what) != 0) {
+		log_warning("background sync: could not %s PGDATA: %s; its marker stays \"unsynced\" (a start after a "
+		            "reboot rebuilds it)",
+		            what, strerror(errno));
+		return -1;
+	}
+	/* Someone may have replaced PGDATA meanwhile (a start that did not wait for the lock: no flock). */
+	char *now = read_at(dir_fd);
+	bool same = now && strcmp(now, expect) == 0;
+	free(now);
+	if (!same)
+		return 1;
+	if (write_at_durably(dir_fd, key) != 0) {
+		log_warning("background sync: PGDATA is on disk, but its marker stays \"unsynced\" (a start after a "
+		            "reboot rebuilds it)");
+		return -1;
+	}
+	return 0;
+}
+
+/* ---------- the background process ---------- */
+
+/* Closes every descriptor from 3 up except `keep`. */
+static void
+close_other_fds(int keep)
+{
+	if ((keep <= 3 || close_range(3, (unsigned)keep - 1, 0) == 0) && close_range((unsigned)keep + 1, ~0U, 0) == 0)
+		return;
+	/* Kernels before 5.9. */
+	long max = sysconf(_SC_OPEN_MAX);
+	if (max < 0 || max > 65536)
+		max = 65536;
+	for (int fd = 3; fd < (int)max; fd++)
+		if (fd != keep)
+			close(fd);
+}
+
+/*
+ * The syncer: in its own session (no terminal's or process group's signal
+ * reaches it), deaf to the terminating signals and to SIGPIPE, holding only
+ * the lock (dir_fd) and maybe stderr.  Under `run` its parent is, or becomes,
+ * postgres, whose reaper takes a child it does not know that dies by a
+ * signal or exits non-zero for a crashed backend and restarts the cluster:
+ * so whatever happens it ends with _exit(0), and failures are warnings.
+ */
+static noreturn void
+syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr)
+{
+	sig_child_reset(); /* the signalfd is closed, the mask is what we were started with */
+	struct sigaction ign = {.sa_handler = SIG_IGN};
+	sigemptyset(&ign.sa_mask);
+	const int deaf[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2};
+	for (size_t i = 0; i < sizeof(deaf) / sizeof(deaf[0]); i++)
+		sigaction(deaf[i], &ign, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	prctl(PR_SET_NAME, "pgstash-sync", 0, 0, 0);
+
+	if (dir_fd < 3) {
+		int moved = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+		if (moved < 0)
+			_exit(0);
+		dir_fd = moved;
+	}
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, STDIN_FILENO);
+		dup2(devnull, STDOUT_FILENO);
+		if (!keep_stderr)
+			dup2(devnull, STDERR_FILENO);
+	}
+	close_other_fds(dir_fd);
+
+	double t0 = log_now();
+	int r = mark_confirm(dir_fd, expect, key);
+	if (r == 0)
+		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms: its marker is final", (long)getpid(),
+		          (log_now() - t0) * 1000.0);
+	else if (r == 1)
+		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms; its marker changed meanwhile, so it is "
+		          "left alone",
+		          (long)getpid(), (log_now() - t0) * 1000.0);
+	fflush(stderr);
+	_exit(0);
+}
+
+int
+mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr)
+{
+	char boot[MARK_BOOT_ID_LEN + 1];
+	char *line = NULL;
+	int rc = -1;
+
+	if (lock_fd < 0) {
+		log_debug("PGDATA is not locked: syncing it now");
+		goto now;
+	}
+	if (mark_boot_id(boot) != 0) {
+		log_debug("no boot id in \"%s\": syncing PGDATA now", BOOT_ID_PATH);
+		goto now;
+	}
+	line = xasprintf("unsynced %s %s", key, boot);
+	if (mark_write(pgdata, line, false) != 0)
+		goto cleanup;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_warning("could not start the background sync of PGDATA (fork: %s): syncing now", strerror(errno));
+		goto now;
+	}
+	if (pid == 0) {
+		/*
+		 * A go-between, reaped below before we return or exec: its child,
+		 * the syncer, is nobody's to wait for (PID 1, or the nearest
+		 * subreaper, adopts it), which `prepare` needs to return at once.
+		 */
+		if (setsid() < 0)
+			_exit(1);
+		pid_t gc = fork();
+		if (gc == 0)
+			syncer(lock_fd, line, key, keep_stderr);
+		_exit(gc < 0 ? 1 : 0);
+	}
+	sig_track(pid);
+	int status = 0;
+	if (sig_wait_child(pid, &status, -1, 0) != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		log_warning("could not start the background sync of PGDATA: syncing now");
+		goto now;
+	}
+	log_info("PGDATA is flushed to disk in the background (its marker says \"unsynced\" until then)");
+	rc = 0;
+	goto cleanup;
+
+now:
+	/*
+	 * No fsync of the marker itself: should a crash lose it, the one before
+	 * ("unsynced" of that boot, "restoring", "building") makes the next start
+	 * rebuild.
+	 */
+	if (mark_sync(pgdata) == 0 && mark_write(pgdata, key, false) == 0)
+		rc = 0;
+cleanup:
+	free(line);
+	return rc;
+}

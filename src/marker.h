@@ -1,0 +1,93 @@
+/*
+ * marker — PGDATA/pgstash.key, pgstash's claim on a PGDATA, and the deferred
+ * sync that makes a finished PGDATA durable without holding up the start.
+ *
+ * The marker is one line:
+ *   building KEY, restoring KEY   a bootstrap is under way, or was killed: start over
+ *   unsynced KEY BOOT_ID          finished, but maybe only in the page cache.  Good
+ *                                 while the kernel that wrote it runs (the same
+ *                                 /proc/sys/kernel/random/boot_id, which containers
+ *                                 share with the host); after a reboot it may be torn
+ *   KEY                           finished and on disk
+ *
+ * A restore writes without fsync and the build runs with fsync=off: nothing in
+ * PGDATA is known to be on disk until a syncfs().  Rather than make every start
+ * wait for one (40-100 ms on a hit), the marker says "unsynced" and a
+ * background process syncs, then rewrites it to KEY durably.  A host crash
+ * before that leaves "unsynced" with an old boot id, and the next start
+ * rebuilds; a start under the same kernel trusts the page cache.
+ *
+ * Whoever changes PGDATA holds mark_lock's flock on the directory: a start from
+ * its claim to its end, then the background syncer it hands the lock to (by
+ * fork) until the marker is confirmed.  A later start waits for it, briefly,
+ * and never races it.
+ *
+ * Not for: what a marker means for a start (bootstrap decides), the per-start
+ * settings (server).
+ */
+#ifndef PGSTASH_MARKER_H
+#define PGSTASH_MARKER_H
+
+#include <stdbool.h>
+
+/* The marker's name in PGDATA. */
+#define MARK_FILE "pgstash.key"
+/* A boot id: a UUID in its 36-character text form. */
+#define MARK_BOOT_ID_LEN 36
+/* Longest key an "unsynced" line may name (a key is 64 hex digits). */
+#define MARK_KEY_MAX 64
+
+/* The marker's first line without its newline (malloc'ed), or NULL when there is none (not logged). */
+char *mark_read(const char *pgdata);
+/*
+ * Replaces the marker with `line` and a newline, atomically (temp file and
+ * rename); `durable`: fsync of the file and of PGDATA.  0 or -1 (logged).
+ */
+int mark_write(const char *pgdata, const char *line, bool durable);
+
+/* The running kernel's boot id into `out`: 0, or -1 when unreadable or malformed (not logged). */
+int mark_boot_id(char out[MARK_BOOT_ID_LEN + 1]);
+/*
+ * True when `line` is "unsynced KEY BOOT_ID" (single spaces, nothing after);
+ * then copies KEY and BOOT_ID out.
+ */
+bool mark_parse_unsynced(const char *line, char key[MARK_KEY_MAX + 1], char boot_id[MARK_BOOT_ID_LEN + 1]);
+
+/*
+ * Takes the exclusive flock on directory `pgdata`, waiting for its holder (a
+ * background syncer, another start) up to timeout_s seconds (< 0: no limit),
+ * with a progress line every 10 s.  Returns 0 with *fd_out set (O_CLOEXEC;
+ * release it with close(), never LOCK_UN: a syncer may share it), 1 on
+ * timeout, -1 on a signal or an error (logged).  A file system without flock
+ * gives 0 with *fd_out = -1: then mark_finish syncs before it returns.
+ */
+int mark_lock(const char *pgdata, long timeout_s, int *fd_out);
+
+/*
+ * syncfs() of the file system holding PGDATA, and of pg_wal's when pg_wal is
+ * a link elsewhere (initdb --waldir).  0 or -1 (logged).
+ */
+int mark_sync(const char *pgdata);
+
+/*
+ * Marks PGDATA as holding `key`'s finished cluster.  With lock_fd (from
+ * mark_lock), a boot id and a fork: writes "unsynced KEY BOOT_ID" and leaves
+ * a detached process (own session, deaf to TERM INT HUP QUIT PIPE, always
+ * exits 0: under `run` postgres may reap it) that syncs and then writes KEY
+ * durably, unless the marker changed meanwhile.  That process holds the lock
+ * until it is done; the caller only closes lock_fd.  Without them: syncs,
+ * then writes KEY, before returning.  keep_stderr: the background process
+ * logs to our stderr, else to /dev/null.  0, or -1 (logged) when no marker
+ * could be written.
+ */
+int mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr);
+
+/*
+ * The background process's work, on directory descriptor dir_fd: syncs, then
+ * replaces the marker with `key` durably if it still says `expect`.  0 done,
+ * 1 the marker says something else (left alone), -1 failure (a warning).
+ * Exposed for tests.
+ */
+int mark_confirm(int dir_fd, const char *expect, const char *key);
+
+#endif

@@ -1,0 +1,306 @@
+/*
+ * Unit tests for marker: the "unsynced KEY BOOT_ID" form, the boot id, the
+ * PGDATA lock, the background process's confirmation (sync, then KEY only
+ * if the marker is still the expected line), and mark_finish end to end: the
+ * marker is "unsynced" when it returns and becomes KEY a moment later, once
+ * the detached syncer is done and has let go of the lock.
+ */
+#include "unit.h"
+
+#include "log.h"
+#include "marker.h"
+
+#include <dirent.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+
+#define KEY "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+#define BOOT "6f2b1c8e-6a4d-4b7e-9a53-2c1d0e9f8a7b"
+
+static char *tmp;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	tmp = unit_tmpdir();
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	rm_rf(tmp);
+	free(tmp);
+	return 0;
+}
+
+static void
+assert_marker(const char *want)
+{
+	char *got = mark_read(tmp);
+	if (!want) {
+		assert_null(got);
+		return;
+	}
+	assert_non_null(got);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+/* Waits up to 10 s for the marker to read `want`; true when it does. */
+static bool
+marker_becomes(const char *want)
+{
+	for (int i = 0; i < 1000; i++) {
+		char *got = mark_read(tmp);
+		bool ok = got && strcmp(got, want) == 0;
+		free(got);
+		if (ok)
+			return true;
+		usleep(10 * 1000);
+	}
+	return false;
+}
+
+static void
+test_parse_unsynced(void **state)
+{
+	(void)state;
+	char key[MARK_KEY_MAX + 1], boot[MARK_BOOT_ID_LEN + 1];
+	assert_true(mark_parse_unsynced("unsynced " KEY " " BOOT, key, boot));
+	assert_string_equal(key, KEY);
+	assert_string_equal(boot, BOOT);
+	assert_true(mark_parse_unsynced("unsynced abc " BOOT, key, boot));
+	assert_string_equal(key, "abc");
+
+	const char *bad[] = {
+		KEY,
+		"",
+		"unsynced",
+		"unsynced ",
+		"unsynced " KEY,
+		"unsynced " KEY " ",
+		"unsynced  " KEY " " BOOT,           /* two spaces */
+		"unsynced " KEY " " BOOT " extra",   /* something after */
+		"unsynced " KEY " " BOOT "0",        /* a boot id too long */
+		"unsynced " KEY " 6f2b1c8e-6a4d-4b7e-9a53-2c1d0e9f8a7",
+		"unsynced " KEY " 6F2B1C8E-6A4D-4B7E-9A53-2C1D0E9F8A7B", /* the kernel writes lowercase */
+		"unsynced " KEY " 6f2b1c8e06a4d-4b7e-9a53-2c1d0e9f8a7b",
+		"unsynced " KEY "0 " BOOT,           /* a key longer than any */
+		"restoring " KEY,
+		"building " KEY,
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (mark_parse_unsynced(bad[i], key, boot))
+			fail_msg("parsed \"%s\"", bad[i]);
+	}
+}
+
+static void
+test_boot_id(void **state)
+{
+	(void)state;
+	char a[MARK_BOOT_ID_LEN + 1], b[MARK_BOOT_ID_LEN + 1];
+	assert_int_equal(mark_boot_id(a), 0);
+	assert_int_equal(strlen(a), MARK_BOOT_ID_LEN);
+	assert_int_equal(mark_boot_id(b), 0);
+	assert_string_equal(a, b);
+	/* What bootstrap writes parses back. */
+	char *line = xasprintf("unsynced %s %s", KEY, a);
+	char key[MARK_KEY_MAX + 1], boot[MARK_BOOT_ID_LEN + 1];
+	assert_true(mark_parse_unsynced(line, key, boot));
+	assert_string_equal(boot, a);
+	free(line);
+}
+
+static void
+test_read_write(void **state)
+{
+	(void)state;
+	assert_marker(NULL);
+	assert_int_equal(mark_write(tmp, "restoring " KEY, false), 0);
+	assert_marker("restoring " KEY);
+	assert_int_equal(mark_write(tmp, KEY, true), 0);
+	assert_marker(KEY);
+	char *path = path_join(tmp, MARK_FILE);
+	char *text = read_file(path, NULL);
+	assert_string_equal(text, KEY "\n");
+	free(text);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	free(path);
+	/* No temp file is left beside it. */
+	DIR *d = opendir(tmp);
+	struct dirent *de;
+	int n = 0;
+	while ((de = readdir(d)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(d);
+	assert_int_equal(n, 1);
+}
+
+static int
+open_dir(void)
+{
+	int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	return fd;
+}
+
+static void
+test_confirm(void **state)
+{
+	(void)state;
+	const char *line = "unsynced " KEY " " BOOT;
+	int fd = open_dir();
+
+	/* Still the line it expects: KEY, durably. */
+	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(mark_confirm(fd, line, KEY), 0);
+	assert_marker(KEY);
+
+	/* Anything else is left alone: another start's marker, or none at all. */
+	const char *others[] = {"restoring " KEY, "unsynced " KEY " 00000000-0000-0000-0000-000000000000", KEY};
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		assert_int_equal(mark_write(tmp, others[i], false), 0);
+		assert_int_equal(mark_confirm(fd, line, KEY), 1);
+		assert_marker(others[i]);
+	}
+	char *path = path_join(tmp, MARK_FILE);
+	unlink(path);
+	assert_int_equal(mark_confirm(fd, line, KEY), 1);
+	assert_marker(NULL);
+
+	/* pg_wal linked elsewhere (initdb --waldir) is synced too; a dangling link is a failure that changes nothing. */
+	char *wal = xasprintf("%s-wal", tmp);
+	assert_int_equal(mkdir(wal, 0700), 0);
+	char *link = path_join(tmp, "pg_wal");
+	assert_int_equal(symlink(wal, link), 0);
+	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(mark_confirm(fd, line, KEY), 0);
+	assert_marker(KEY);
+	assert_int_equal(rmdir(wal), 0);
+	assert_int_equal(mark_write(tmp, line, false), 0);
+	log_min_level = LOG_ERROR; /* the warning is expected */
+	assert_int_equal(mark_confirm(fd, line, KEY), -1);
+	log_min_level = LOG_INFO;
+	assert_marker(line);
+
+	/* A PGDATA replaced under its path: the syncer's directory is the old one, the new marker is not touched. */
+	unlink(link);
+	unlink(path);
+	char *moved = xasprintf("%s-old", tmp);
+	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(rename(tmp, moved), 0);
+	assert_int_equal(mkdir(tmp, 0700), 0);
+	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(mark_confirm(fd, line, KEY), 0);
+	assert_marker(line);
+	char *old = mark_read(moved);
+	assert_string_equal(old, KEY);
+	free(old);
+	rm_rf(moved);
+
+	free(moved);
+	free(link);
+	free(wal);
+	free(path);
+	close(fd);
+}
+
+static void
+test_lock(void **state)
+{
+	(void)state;
+	int a = -1, b = -1;
+	assert_int_equal(mark_lock(tmp, 0, &a), 0);
+	assert_true(a >= 0);
+	assert_true(fcntl(a, F_GETFD) & FD_CLOEXEC);
+	/* Held: another open file description waits, then gives up. */
+	assert_int_equal(mark_lock(tmp, 0, &b), 1);
+	assert_int_equal(b, -1);
+	double t0 = log_now();
+	assert_int_equal(mark_lock(tmp, 1, &b), 1);
+	assert_true(log_now() - t0 >= 0.99);
+	/* A duplicate shares the lock: closing one copy keeps it. */
+	int dup_a = dup(a);
+	close(a);
+	assert_int_equal(mark_lock(tmp, 0, &b), 1);
+	close(dup_a);
+	assert_int_equal(mark_lock(tmp, 0, &b), 0);
+	close(b);
+	/* Not a directory, or missing: an error. */
+	char *missing = path_join(tmp, "nope");
+	log_min_level = LOG_ERROR + 1;
+	assert_int_equal(mark_lock(missing, 0, &b), -1);
+	log_min_level = LOG_INFO;
+	free(missing);
+}
+
+static void
+test_finish_in_background(void **state)
+{
+	(void)state;
+	char boot[MARK_BOOT_ID_LEN + 1];
+	assert_int_equal(mark_boot_id(boot), 0);
+	char *line = xasprintf("unsynced %s %s", KEY, boot);
+
+	int fd = -1;
+	assert_int_equal(mark_lock(tmp, 0, &fd), 0);
+	assert_int_equal(mark_write(tmp, "restoring " KEY, false), 0);
+	log_min_level = LOG_WARNING;
+	assert_int_equal(mark_finish(tmp, KEY, fd, false), 0);
+	log_min_level = LOG_INFO;
+	/* The syncer shares the lock: our copy goes, the lock stays until it is done. */
+	close(fd);
+	assert_true(marker_becomes(KEY));
+	int again = -1;
+	assert_int_equal(mark_lock(tmp, 10, &again), 0);
+	close(again);
+	/* It was no child of ours left to reap (the go-between is reaped by mark_finish). */
+	assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+
+	/* Until then it says so. */
+	assert_int_equal(mark_lock(tmp, 0, &fd), 0);
+	log_min_level = LOG_WARNING;
+	assert_int_equal(mark_finish(tmp, KEY, fd, false), 0);
+	log_min_level = LOG_INFO;
+	char *now = mark_read(tmp);
+	assert_true(strcmp(now, line) == 0 || strcmp(now, KEY) == 0);
+	free(now);
+	close(fd);
+	assert_int_equal(mark_lock(tmp, 10, &again), 0);
+	assert_marker(KEY);
+	close(again);
+	free(line);
+}
+
+static void
+test_finish_now(void **state)
+{
+	(void)state;
+	/* Without the lock (a file system without flock): synced before it returns, KEY at once. */
+	assert_int_equal(mark_write(tmp, "restoring " KEY, false), 0);
+	assert_int_equal(mark_finish(tmp, KEY, -1, false), 0);
+	assert_marker(KEY);
+}
+
+int
+main(void)
+{
+	log_min_level = LOG_INFO;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_unsynced),
+		cmocka_unit_test(test_boot_id),
+		cmocka_unit_test_setup_teardown(test_read_write, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_confirm, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_finish_in_background, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_finish_now, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("marker", tests, NULL, NULL);
+}
