@@ -823,6 +823,39 @@ def parse_strace_c(path):
     return rows
 
 
+def parse_strace_f_own(path):
+    """`strace -f -o` output -> the same rows as parse_strace_c, for the first process and its threads
+    only: the writer threads of a restore count, the children it runs (postgres --version, --single,
+    the background syncer) do not, as with `strace -c` without -f on a single-threaded process."""
+    pat = re.compile(r"^(\d+)\s+(?:<\.\.\. )?(\w+)(\(| resumed>)")
+    with open(path) as f:
+        lines = [(m, line) for line in f for m in [pat.match(line)] if m]
+    # Pass 1: which clones made processes (no CLONE_THREAD), whatever line their result is on.
+    pending, procs, threads = {}, {}, 0
+    for m, line in lines:
+        pid, name, kind = int(m.group(1)), m.group(2), m.group(3)
+        if name not in ("clone", "clone3", "fork", "vfork"):
+            continue
+        if kind == "(":
+            pending[pid] = "CLONE_THREAD" in line
+        r = re.search(r"\) = (\d+)\s*$", line)
+        if r and pid in pending:
+            if pending.pop(pid):
+                threads += 1
+            else:
+                procs[int(r.group(1))] = pid
+    counts = {}
+    for m, line in lines:
+        pid, name, kind = int(m.group(1)), m.group(2), m.group(3)
+        if kind != "(" or pid in procs:
+            continue
+        c = counts.setdefault(name, {"syscall": name, "calls": 0, "errors": 0, "seconds": 0.0})
+        c["calls"] += 1
+        if re.search(r"= -1 E", line):
+            c["errors"] += 1
+    return sorted(counts.values(), key=lambda r: -r["calls"]), threads
+
+
 def parse_strace_t(path, pgdata):
     """Timeline of `strace -f -tt -T`: children, syncfs, file creation window."""
     def ts(s):
@@ -959,8 +992,9 @@ def analyse(ctx, sz, reps, walseg, light=False):
         d = sz.fresh("an-strace")
         sc = os.path.join(sz.logs, "strace-c-hit.txt")
         settle(ctx)
-        sz.pgstash(d, sz.cache, lg, wrap=["strace", "-c", "-o", sc])
-        a["strace_c_hit"] = parse_strace_c(sc)
+        # -f: the restore's writer threads make most of its calls; only pgstash's own are counted.
+        sz.pgstash(d, sz.cache, lg, wrap=["strace", "-f", "-o", sc])
+        a["strace_c_hit"], a["strace_hit_threads"] = parse_strace_f_own(sc)
         ctx.discard(d)
         d = sz.fresh("an-strace")
         st = os.path.join(sz.logs, "strace-c-tar.txt")

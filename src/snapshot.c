@@ -427,7 +427,7 @@ cleanup:
 /* Files up to this size go to the writer threads whole. */
 #define SNAP_SMALL_FILE (256 * 1024)
 /* File data waiting in the queue, at most. */
-#define SNAP_QUEUE_BYTES (8 * 1024 * 1024)
+#define SNAP_QUEUE_BYTES (4 * 1024 * 1024)
 #define SNAP_QUEUE_JOBS 4096
 #define SNAP_MAX_WRITERS 4
 /* A writer takes up to this many queued files (and about this much data) at once. */

@@ -67,7 +67,7 @@ int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_co
  * are the archive's, with u+rw (files) and u+rwx (directories) always, and no
  * set-id or sticky bits; times are not restored.  Large files keep holes
  * where their data is zeros.  Uses up to 4 writer threads, with signals
- * blocked in them; peak memory about 8 MiB of queued file data more.  When
+ * blocked in them; peak memory about 4 MiB of queued file data more.  When
  * expected_pg_major > 0, PG_VERSION must name that major.  A terminating
  * signal (sig_received) aborts between entries.
  * 0 on success (pgdata mode 0700); on failure pgdata's contents are removed

@@ -608,7 +608,7 @@ assert_file_bytes(const char *dir, const char *rel, const unsigned char *want, s
 
 /*
  * More files and more bytes than the writer queue holds at once (4096 jobs,
- * 8 MiB), of every size class: empty, small, at the small/large boundary,
+ * 4 MiB), of every size class: empty, small, at the small/large boundary,
  * large: each comes back byte for byte.
  */
 static void
