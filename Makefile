@@ -33,6 +33,9 @@ ASAN_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_REV := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 VER_DEFS := -DPGSTASH_VERSION='"$(VERSION)"' -DPGSTASH_REVISION='"$(GIT_REV)"'
+# Rewritten only when the revision changes, so that main.o (which prints it) follows new commits.
+REV_STAMP := build/revision
+$(shell mkdir -p build && { echo '$(GIT_REV)' | cmp -s - $(REV_STAMP) || echo '$(GIT_REV)' >$(REV_STAMP); })
 
 .PHONY: all asan unit unit-asan test test-unit test-integration demo bench clean install fuzz
 
@@ -42,7 +45,7 @@ define variant
 $(1)_OBJ := $$(patsubst src/%.c,$(2)/src/%.o,$$(SRC))
 $(2)/src/%.o: src/%.c $$(HDRS) | $(2)/src
 	$$(CC) $$(WARN) $(3) $$(BASE_CPPFLAGS) $$(CPPFLAGS) $$(CFLAGS) -c -o $$@ $$<
-$(2)/main.o: $$(MAIN) $$(HDRS) VERSION | $(2)/src
+$(2)/main.o: $$(MAIN) $$(HDRS) VERSION $(REV_STAMP) | $(2)/src
 	$$(CC) $$(WARN) $(3) $$(BASE_CPPFLAGS) $$(VER_DEFS) $$(CPPFLAGS) $$(CFLAGS) -c -o $$@ $$<
 $(2)/pgstash: $(2)/main.o $$($(1)_OBJ)
 	$$(CC) $(3) $$(BASE_LDFLAGS) $$(LDFLAGS) -o $$@ $$^ $$(PKG_LIBS) $$(LDLIBS)

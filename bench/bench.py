@@ -66,6 +66,8 @@ TARGETS = {
     "snapshot_ratio": ("<=", 0.12, "snapshot bytes / PGDATA bytes"),
     "peak_rss_mb": ("<=", 32.0, "pgstash peak RSS, MB (own process, hit and miss)"),
 }
+# The size the targets are set on (issue 6: "ratios in one run, dj-800").
+TARGET_SIZE = "dj-800"
 PASSWORD = "bench-password"
 FP_FILES = 10000
 FP_FILE_BYTES = 10000
@@ -863,7 +865,7 @@ def parse_strace_t(path, pgdata):
         return int(h) * 3600 + int(m) * 60 + float(sec)
     first = last = None
     children, execs, exits = {}, {}, {}
-    syncfs, creates, create_t = [], 0, []
+    syncfs, creates, create_t, pending = [], 0, [], {}
     for line in open(path, errors="replace"):
         m = re.match(r"^(\d+)\s+(\d\d:\d\d:\d\d\.\d+) (.*)$", line)
         if not m:
@@ -871,22 +873,30 @@ def parse_strace_t(path, pgdata):
         pid, t, rest = int(m.group(1)), ts(m.group(2)), m.group(3)
         first = t if first is None else first
         last = t
+        if re.match(r"^(clone3?|vfork|fork)\(", rest):
+            pending[pid] = "CLONE_THREAD" in rest
         c = (re.match(r"^(clone3?|vfork|fork)\(.*\)\s+=\s+(\d+)", rest)
              or re.match(r"^<\.\.\. (clone3?|vfork|fork) resumed>.* = (\d+)", rest))
-        if c:
-            children[int(c.group(2))] = t
+        if c and pid in pending:
+            # Threads (the restore's writers) are not children: their calls are the process's own.
+            if not pending.pop(pid):
+                children[int(c.group(2))] = t
         e = re.match(r'^execve\("([^"]+)", \["[^"]*"(?:, "([^"]*)")?', rest)
         if e and pid in children:
             execs[pid] = " ".join(x for x in (os.path.basename(e.group(1)), e.group(2)) if x)
         if rest.startswith("+++ exited"):
             exits[pid] = t
-        s = re.match(r"^syncfs\(.*\)\s+=\s+\d+ <([\d.]+)>", rest)
+        s = (re.match(r"^syncfs\(.*\)\s+=\s+\d+ <([\d.]+)>", rest)
+             or re.match(r"^<\.\.\. syncfs resumed>.*=\s+\d+ <([\d.]+)>", rest))
         if s:
             syncfs.append(float(s.group(1)))
-        if "O_CREAT|O_EXCL" in rest and "openat(AT_FDCWD" in rest:
+        # Files of PGDATA: GNU tar and libarchive open by name, pgstash's writers relative to PGDATA's fd.
+        if "O_CREAT|O_EXCL" in rest and rest.startswith("openat(") and ".tmp" not in rest:
             creates += 1
             create_t.append(t)
-    kids = [{"exec": execs.get(p, "?"), "s": exits[p] - t0} for p, t0 in children.items() if p in exits]
+    # A child that never executes anything is pgstash's background syncer (it syncs PGDATA after prepare).
+    kids = [{"exec": execs.get(p, "pgstash syncer"), "s": exits[p] - t0} for p, t0 in children.items()
+            if p in exits]
     return {"wall_s": (last - first) if first is not None else None, "children": kids, "syncfs_s": syncfs,
             "file_creates": creates,
             "create_window_s": (create_t[-1] - create_t[0]) if create_t else None}
@@ -1212,6 +1222,12 @@ def results_table(data):
     return "\n".join(lines)
 
 
+def binding(sizes, size):
+    """The targets are set on dj-800: its verdicts count; other sizes' are for reference (unless
+    dj-800 was not measured, as in --quick)."""
+    return size == TARGET_SIZE or TARGET_SIZE not in sizes
+
+
 def ratio_table(data):
     sizes = list(data["sizes"])
     lines = ["| target | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(sizes)]
@@ -1225,8 +1241,13 @@ def ratio_table(data):
             val = f"{v['value'] * 100:+.1f} %" if k == "miss_overhead" else (
                 f"{v['value']:.1f}" if k == "peak_rss_mb" else f"{v['value']:.3f}" if v["value"] < 1 else
                 f"{v['value']:.2f}")
-            cells.append(f"{val} {'PASS' if v['pass'] else '**FAIL**'}")
+            if binding(sizes, s):
+                cells.append(f"{val} {'PASS' if v['pass'] else '**FAIL**'}")
+            else:
+                cells.append(f"{val} ({'met' if v['pass'] else 'not met'}; reference)")
         lines.append(f"| {label} {op} {target:g} | " + " | ".join(cells) + " |")
+    if any(not binding(sizes, s) for s in sizes):
+        lines += ["", f"The targets are ratios on {TARGET_SIZE} (issue 6); the other sizes' are shown for reference."]
     return "\n".join(lines)
 
 
@@ -1397,7 +1418,21 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--publish", choices=["auto", "yes", "no"], default="auto",
                     help="refresh bench/last-results.json and bench/README.md (auto: full runs only)")
+    ap.add_argument("--render", metavar="RESULTS.json",
+                    help="measure nothing: print the tables of a results file (with --publish yes: into "
+                         "bench/README.md)")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            data = json.load(f)
+        for d in data["sizes"].values():
+            d["verdicts"] = verdicts(d.get("ratios", {})) if "ratios" in d else d.get("verdicts", {})
+        text = render(data)
+        print(text)
+        if args.publish == "yes":
+            update_readme(text)
+            say("updated bench/README.md")
+        return 0
 
     sizes = args.sizes.split(",") if args.sizes else (["dj-200"] if args.quick else DEFAULT_SIZES)
     for s in sizes:
@@ -1488,7 +1523,8 @@ def main():
             shutil.copy(out, os.path.join(HERE, "last-results.json"))
             update_readme(text)
             say("updated bench/last-results.json and bench/README.md")
-        fails = [f"{s}:{k}" for s, d in data["sizes"].items() for k, v in d["verdicts"].items() if not v["pass"]]
+        fails = [f"{s}:{k}" for s, d in data["sizes"].items() for k, v in d["verdicts"].items()
+                 if not v["pass"] and binding(list(data["sizes"]), s)]
         say("targets: " + ("all met" if not fails else "missed " + ", ".join(fails)))
     if args.keep:
         say(f"kept {ctx.scratch}")
