@@ -856,6 +856,30 @@ fail:;
 }
 
 /*
+ * The next data block of the current entry, of `size` bytes in all: 1 with
+ * all-zero pieces left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
+ * block lies beyond the size (logged).
+ */
+static int
+next_block(struct archive *ar, const char *archive_path, const char *path, uint64_t size, const void **buf,
+           size_t *len, la_int64_t *off)
+{
+	int r = archive_read_data_block(ar, buf, len, off);
+	if (r == ARCHIVE_EOF)
+		return 0;
+	if (r != ARCHIVE_OK) {
+		log_warning("snapshot \"%s\" is damaged at \"%s\": %s", archive_path, path,
+		            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
+		return -1;
+	}
+	if (*off < 0 || (uint64_t)*off + *len > size) {
+		log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size", archive_path, path);
+		return -1;
+	}
+	return 1;
+}
+
+/*
  * A large file, streamed from the archive by the reading thread, with
  * aligned zero runs left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
  */
@@ -881,17 +905,10 @@ stream_file(struct archive *ar, const struct wpool *p, const char *archive_path,
 		const void *buf;
 		size_t len;
 		la_int64_t off;
-		int r = archive_read_data_block(ar, &buf, &len, &off);
-		if (r == ARCHIVE_EOF)
+		int r = next_block(ar, archive_path, path, size, &buf, &len, &off);
+		if (r == 0)
 			break;
-		if (r != ARCHIVE_OK) {
-			log_warning("snapshot \"%s\" is damaged at \"%s\": %s", archive_path, path,
-			            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
-			rc = SNAP_BAD_ARCHIVE;
-			goto out;
-		}
-		if (off < 0 || (uint64_t)off + len > size) {
-			log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size", archive_path, path);
+		if (r < 0) {
 			rc = SNAP_BAD_ARCHIVE;
 			goto out;
 		}
@@ -932,7 +949,7 @@ out:
 	return rc;
 }
 
-/* A small file read whole from the archive.  NULL (logged) when the archive is damaged; *bad set. */
+/* A small file read whole from the archive.  NULL (logged) when the archive is damaged. */
 static unsigned char *
 read_small(struct archive *ar, const char *archive_path, const char *path, size_t size)
 {
@@ -942,17 +959,10 @@ read_small(struct archive *ar, const char *archive_path, const char *path, size_
 		const void *buf;
 		size_t len;
 		la_int64_t off;
-		int r = archive_read_data_block(ar, &buf, &len, &off);
-		if (r == ARCHIVE_EOF)
+		int r = next_block(ar, archive_path, path, size, &buf, &len, &off);
+		if (r == 0)
 			break;
-		if (r != ARCHIVE_OK) {
-			log_warning("snapshot \"%s\" is damaged at \"%s\": %s", archive_path, path,
-			            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
-			free(data);
-			return NULL;
-		}
-		if (off < 0 || (uint64_t)off + len > size) {
-			log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size", archive_path, path);
+		if (r < 0) {
 			free(data);
 			return NULL;
 		}
