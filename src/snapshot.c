@@ -857,7 +857,7 @@ fail:;
 
 /*
  * The next data block of the current entry, of `size` bytes in all: 1 with
- * all-zero pieces left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
+ * *buf, *len, *off set; 0 at its end; -1 when the archive is damaged or the
  * block lies beyond the size (logged).
  */
 static int
@@ -881,7 +881,7 @@ next_block(struct archive *ar, const char *archive_path, const char *path, uint6
 
 /*
  * A large file, streamed from the archive by the reading thread, with
- * aligned zero runs left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
+ * all-zero pieces left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
  */
 static int
 stream_file(struct archive *ar, const struct wpool *p, const char *archive_path, const char *path, mode_t mode,
