@@ -170,6 +170,10 @@ proc_env_set(struct strlist *env, const char *name, const char *value)
 
 /* ---- starting a child ---- */
 
+/* A child's stream as child_exec takes it: a descriptor, or one of these. */
+#define CHILD_DEFAULT (-1)
+#define CHILD_DEVNULL (-2)
+
 /* What a child reports on the status pipe when it could not start. */
 struct start_report {
 	enum proc_spawn_result what;
@@ -196,7 +200,7 @@ child_fail(const struct proc_opts *o, int report_fd, enum proc_spawn_result what
 static void
 child_stream(int fd, int target, int flags)
 {
-	if (fd == PROC_DEVNULL) {
+	if (fd == CHILD_DEVNULL) {
 		fd = open("/dev/null", flags | O_CLOEXEC);
 		if (fd < 0)
 			return;
@@ -206,7 +210,7 @@ child_stream(int fd, int target, int flags)
 
 /* In the child, after fork: never returns. */
 static void __attribute__((__noreturn__))
-child_exec(const struct proc_opts *o, int in, int out, int report_fd)
+child_exec(const struct proc_opts *o, int in, int out, int err, int report_fd)
 {
 	/* Its own group, so a signal or a final SIGKILL reaches everything it started. */
 	if (o->own_group)
@@ -214,14 +218,14 @@ child_exec(const struct proc_opts *o, int in, int out, int report_fd)
 	sig_child_reset();
 	if (o->cwd && chdir(o->cwd) != 0)
 		child_fail(o, report_fd, PROC_CHDIR_FAILED, errno);
-	child_stream(in == PROC_DEFAULT ? PROC_DEVNULL : in, STDIN_FILENO, O_RDONLY);
-	if (out == PROC_DEFAULT)
+	child_stream(in == CHILD_DEFAULT ? CHILD_DEVNULL : in, STDIN_FILENO, O_RDONLY);
+	if (out == CHILD_DEFAULT)
 		dup2(STDERR_FILENO, STDOUT_FILENO);
 	else
 		child_stream(out, STDOUT_FILENO, O_WRONLY);
-	if (o->err_fd != PROC_DEFAULT)
-		child_stream(o->err_fd, STDERR_FILENO, O_WRONLY);
-	else if (out != PROC_DEFAULT)
+	if (err != CHILD_DEFAULT)
+		child_stream(err, STDERR_FILENO, O_WRONLY);
+	else if (out != CHILD_DEFAULT)
 		child_stream(out, STDERR_FILENO, O_WRONLY);
 	/* execvp searches the PATH of `environ`: let the child's own PATH count. */
 	if (o->envp)
@@ -252,8 +256,8 @@ close_pair(int pair[2])
 static int
 make_pipes(const struct proc_opts *o, int in[2], int out[2], int st[2])
 {
-	if ((o->in_fd == PROC_PIPE && pipe2(in, O_CLOEXEC) != 0) ||
-	    (o->out_fd == PROC_PIPE && pipe2(out, O_CLOEXEC) != 0) ||
+	if ((o->in.io == PROC_IO_PIPE && pipe2(in, O_CLOEXEC) != 0) ||
+	    (o->out.io == PROC_IO_PIPE && pipe2(out, O_CLOEXEC) != 0) ||
 	    (o->report_start_error && pipe2(st, O_CLOEXEC) != 0)) {
 		log_error("could not create a pipe: %s", strerror(errno));
 		close_pair(in);
@@ -262,6 +266,23 @@ make_pipes(const struct proc_opts *o, int in[2], int out[2], int st[2])
 		return -1;
 	}
 	return 0;
+}
+
+/* The descriptor child_exec puts on a stream; `pipe_end` is the child's end of its pipe. */
+static int
+child_fd(const struct proc_stream *s, int pipe_end)
+{
+	switch (s->io) {
+	case PROC_IO_DEFAULT:
+		return CHILD_DEFAULT;
+	case PROC_IO_NULL:
+		return CHILD_DEVNULL;
+	case PROC_IO_PIPE:
+		return pipe_end;
+	case PROC_IO_FD:
+		return s->fd;
+	}
+	return CHILD_DEFAULT;
 }
 
 /*
@@ -303,7 +324,7 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 		return PROC_NOT_STARTED;
 	}
 	if (pid == 0)
-		child_exec(o, o->in_fd == PROC_PIPE ? in[0] : o->in_fd, o->out_fd == PROC_PIPE ? out[1] : o->out_fd, st[1]);
+		child_exec(o, child_fd(&o->in, in[0]), child_fd(&o->out, out[1]), child_fd(&o->err, -1), st[1]);
 	/* Also here: whichever of parent and child runs first, the group exists before we signal it. */
 	if (o->own_group)
 		setpgid(pid, pid);
@@ -420,9 +441,9 @@ proc_capture(const struct proc_opts *o, struct proc_capture *c)
 	struct proc_opts so = *o;
 	struct proc p;
 
-	so.in_fd = c->input ? PROC_PIPE : PROC_DEVNULL;
-	so.out_fd = PROC_PIPE;
-	so.err_fd = c->with_stderr ? PROC_DEFAULT : PROC_DEVNULL;
+	so.in.io = c->input ? PROC_IO_PIPE : PROC_IO_NULL;
+	so.out.io = PROC_IO_PIPE;
+	so.err.io = c->with_stderr ? PROC_IO_DEFAULT : PROC_IO_NULL;
 	c->input_short = false;
 	if (proc_spawn(&so, &p) != PROC_SPAWNED)
 		return PROC_FAILED;

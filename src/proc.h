@@ -49,10 +49,19 @@ void proc_env_set(struct strlist *env, const char *name, const char *value);
 
 /* ---- starting a child ---- */
 
-/* For proc_opts' stream descriptors. */
-#define PROC_DEFAULT (-1) /* stdin: /dev/null; stdout: our stderr; stderr: as stdout */
-#define PROC_PIPE (-2)    /* a new pipe: its other end is returned in struct proc */
-#define PROC_DEVNULL (-3) /* /dev/null */
+/* Where one of a child's standard streams goes. */
+enum proc_io {
+	PROC_IO_DEFAULT, /* stdin: /dev/null; stdout: our stderr (our stdout is program output: a key, a
+	                  * listing); stderr: where stdout goes */
+	PROC_IO_NULL,    /* /dev/null */
+	PROC_IO_PIPE,    /* a new pipe: our end is returned in struct proc */
+	PROC_IO_FD,      /* .fd, a descriptor of ours */
+};
+
+struct proc_stream {
+	enum proc_io io;
+	int fd;          /* with PROC_IO_FD */
+};
 
 struct proc_opts {
 	char *const *argv;     /* argv[0] is run as given unless search_path */
@@ -60,9 +69,7 @@ struct proc_opts {
 	bool search_path;      /* execvp: argv[0] is looked up in the PATH of envp (else ours) */
 	const char *cwd;       /* NULL: ours */
 	bool own_group;        /* setpgid(0, 0): signals are forwarded to its group, and a kill reaches all it starts */
-	int in_fd;             /* stdin: a descriptor, PROC_DEFAULT, PROC_PIPE or PROC_DEVNULL */
-	int out_fd;            /* stdout: our stdout is program output (a key, a listing), so PROC_DEFAULT is our stderr */
-	int err_fd;            /* stderr: PROC_DEFAULT follows stdout */
+	struct proc_stream in, out, err; /* zero: PROC_IO_DEFAULT */
 	/*
 	 * false: a chdir or exec failure is logged by the child on its stderr,
 	 * which ends with 127 (ENOENT) or 126, as a shell's would.  true: it is
@@ -74,8 +81,8 @@ struct proc_opts {
 /* A started child. */
 struct proc {
 	pid_t pid;   /* tracked (sig_track); also its process group with own_group */
-	int in;      /* write end of its stdin with in_fd = PROC_PIPE (O_CLOEXEC), else -1 */
-	int out;     /* read end of its stdout with out_fd = PROC_PIPE (O_CLOEXEC), else -1 */
+	int in;      /* write end of its stdin with in PROC_IO_PIPE (O_CLOEXEC), else -1 */
+	int out;     /* read end of its stdout with out PROC_IO_PIPE (O_CLOEXEC), else -1 */
 	int err;     /* the errno of a PROC_CHDIR_FAILED or PROC_EXEC_FAILED */
 };
 

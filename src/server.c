@@ -160,16 +160,16 @@ srv_sweep_stale_dirs(void)
 }
 
 /*
- * Starts `argv` (argv[0] a path) in its own process group with stdin `in_fd`
- * (PROC_DEFAULT: /dev/null) and stdout + stderr on `out_fd` (PROC_DEFAULT:
- * our stderr).  An exec failure is logged by the child, which ends with 127
+ * Starts `argv` (argv[0] a path) in its own process group, stdin
+ * /dev/null, stdout and stderr on `out_fd` (-1: our stderr).  An exec failure is logged by the child, which ends with 127
  * or 126.  Returns the pid, or -1 (logged).
  */
 static pid_t
-spawn(char *const *argv, char *const *envp, int in_fd, int out_fd)
+spawn(char *const *argv, int out_fd)
 {
-	struct proc_opts o = {.argv = argv, .envp = envp, .own_group = true, .in_fd = in_fd, .out_fd = out_fd,
-	                      .err_fd = PROC_DEFAULT};
+	struct proc_opts o = {.argv = argv, .own_group = true};
+	if (out_fd >= 0)
+		o.out = (struct proc_stream){PROC_IO_FD, out_fd};
 	struct proc p;
 	if (proc_spawn(&o, &p) != PROC_SPAWNED)
 		return -1;
@@ -279,7 +279,7 @@ run_tool(const char *what, char **argv)
 			goto cleanup;
 		}
 	}
-	pid_t pid = spawn(argv, NULL, PROC_DEFAULT, logfd >= 0 ? logfd : PROC_DEFAULT);
+	pid_t pid = spawn(argv, logfd);
 	if (pid < 0)
 		goto cleanup;
 	int status = 0;
@@ -396,7 +396,7 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 		"-c", "logging_collector=off",
 		NULL,
 	};
-	pid_t pid = spawn(argv, NULL, PROC_DEFAULT, logfd);
+	pid_t pid = spawn(argv, logfd);
 	close(logfd);
 	free(sockopt);
 	free(postgres);
@@ -726,8 +726,9 @@ cleanup:
 static int
 run_init_file(char *const argv[], char *const envp[], const char *file, const char *compressed)
 {
-	struct proc_opts o = {.argv = argv, .envp = envp, .own_group = true, .in_fd = compressed ? PROC_PIPE : PROC_DEFAULT,
-	                      .out_fd = PROC_DEFAULT, .err_fd = PROC_DEFAULT};
+	struct proc_opts o = {.argv = argv, .envp = envp, .own_group = true};
+	if (compressed)
+		o.in.io = PROC_IO_PIPE;
 	struct proc p;
 	struct sigaction ign = {.sa_handler = SIG_IGN};
 	struct sigaction old_pipe;

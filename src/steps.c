@@ -250,9 +250,7 @@ start_step(const struct cfg_step *step, char **argv, const struct strlist *env, 
 		.search_path = true,
 		.cwd = step->root,
 		.own_group = true,
-		.in_fd = PROC_DEVNULL,
-		.out_fd = PROC_PIPE,
-		.err_fd = PROC_DEFAULT,
+		.out = {PROC_IO_PIPE},
 		.report_start_error = true,
 	};
 	switch (proc_spawn(&o, p)) {
