@@ -657,14 +657,99 @@ repeatable_key(enum section_kind sec, const char *name)
 	       (sec == SEC_DATABASE && strcmp(name, "extra") == 0);
 }
 
+/* The keys of a section that takes keys, and its name for messages. */
+static void
+section_keys(enum section_kind sec, const char *const **keys, const char **secname)
+{
+	switch (sec) {
+	case SEC_NONE:
+	case SEC_BAD:
+	case SEC_STEP:
+		*keys = step_keys;
+		*secname = "[step]";
+		return;
+	case SEC_PGSTASH:
+		*keys = pgstash_keys;
+		*secname = "[pgstash]";
+		return;
+	case SEC_DATABASE:
+		*keys = database_keys;
+		*secname = "[database]";
+		return;
+	case SEC_CLONES:
+		*keys = clones_keys;
+		*secname = "[clones]";
+		return;
+	case SEC_REMOTE:
+		*keys = remote_keys;
+		*secname = "[remote]";
+		return;
+	}
+}
+
+/*
+ * Whether key `name` may be set here: known in the section, continued only
+ * when it takes several values, repeated only when it adds.  false when not
+ * (reported).
+ */
+static bool
+key_allowed(struct parse_ctx *ctx, const char *name)
+{
+	const char *const *keys = step_keys;
+	const char *secname = "[step]";
+
+	section_keys(ctx->sec, &keys, &secname);
+	if (!key_known(keys, name)) {
+		char *list = join_keys(keys);
+		ctx_error(ctx, "unknown key \"%s\" in %s (expected one of: %s)", name, secname, list);
+		free(list);
+		return false;
+	}
+	if (ctx->continuation) {
+		if (!multi_line_key(ctx->sec, name)) {
+			ctx_error(ctx, "continuation line for \"%s\", which takes a single value", name);
+			return false;
+		}
+	} else if (sl_contains(&ctx->seen, name) && !repeatable_key(ctx->sec, name)) {
+		ctx_error(ctx, "duplicate key \"%s\" in %s", name, secname);
+		return false;
+	}
+	if (!ctx->continuation)
+		sl_add(&ctx->seen, name);
+	return true;
+}
+
+static void
+handle_pgstash(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	char *where = xasprintf("%s:%d", ctx->path, ctx->line);
+	if (cfg_set_option(ctx->cfg, name, value, where) != 0) {
+		if (!ctx->errors)
+			ctx->first_error_line = ctx->line;
+		ctx->errors++;
+	}
+	free(where);
+	/* Relative paths in a file are taken from the file's directory. */
+	char **pathkey = NULL;
+	if (strcmp(name, "cache_dir") == 0)
+		pathkey = &ctx->cfg->cache_dir;
+	else if (strcmp(name, "pgdata") == 0)
+		pathkey = &ctx->cfg->pgdata;
+	else if (strcmp(name, "initdb_d") == 0)
+		pathkey = &ctx->cfg->initdb_d;
+	if (pathkey && *pathkey && (*pathkey)[0] != '/') {
+		char *abs = resolve_against(ctx->path, *pathkey);
+		free(*pathkey);
+		*pathkey = abs;
+	}
+}
+
 /* inih's handler: returns non-zero to mean "fine" (inih's convention); our errors are counted in ctx. */
 static int
 handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_ctx *ctx = user;
 	(void)section;
-	const char *const *keys;
-	const char *secname;
 
 	switch (ctx->sec) {
 	case SEC_BAD:
@@ -673,74 +758,34 @@ handler(void *user, const char *section, const char *name, const char *value)
 		ctx_error(ctx, "key \"%s\" outside any section (expected [pgstash], [database] or [step NAME] first)", name);
 		return 1;
 	case SEC_PGSTASH:
-		keys = pgstash_keys;
-		secname = "[pgstash]";
+	case SEC_DATABASE:
+	case SEC_CLONES:
+	case SEC_REMOTE:
+	case SEC_STEP:
+		break;
+	}
+	if (!key_allowed(ctx, name))
+		return 1;
+	switch (ctx->sec) {
+	case SEC_PGSTASH:
+		handle_pgstash(ctx, name, value);
 		break;
 	case SEC_DATABASE:
-		keys = database_keys;
-		secname = "[database]";
+		handle_database(ctx, name, value);
 		break;
 	case SEC_CLONES:
-		keys = clones_keys;
-		secname = "[clones]";
+		handle_clones(ctx, name, value);
 		break;
 	case SEC_REMOTE:
-		keys = remote_keys;
-		secname = "[remote]";
+		handle_remote(ctx, name, value);
 		break;
 	case SEC_STEP:
-	default:
-		keys = step_keys;
-		secname = "[step]";
+		handle_step(ctx, name, value);
+		break;
+	case SEC_NONE:
+	case SEC_BAD:
 		break;
 	}
-	if (!key_known(keys, name)) {
-		char *list = join_keys(keys);
-		ctx_error(ctx, "unknown key \"%s\" in %s (expected one of: %s)", name, secname, list);
-		free(list);
-		return 1;
-	}
-	if (ctx->continuation) {
-		if (!multi_line_key(ctx->sec, name)) {
-			ctx_error(ctx, "continuation line for \"%s\", which takes a single value", name);
-			return 1;
-		}
-	} else if (sl_contains(&ctx->seen, name) && !repeatable_key(ctx->sec, name)) {
-		ctx_error(ctx, "duplicate key \"%s\" in %s", name, secname);
-		return 1;
-	}
-	if (!ctx->continuation)
-		sl_add(&ctx->seen, name);
-
-	if (ctx->sec == SEC_PGSTASH) {
-		char *where = xasprintf("%s:%d", ctx->path, ctx->line);
-		if (cfg_set_option(ctx->cfg, name, value, where) != 0) {
-			if (!ctx->errors)
-				ctx->first_error_line = ctx->line;
-			ctx->errors++;
-		}
-		free(where);
-		/* Relative paths in a file are taken from the file's directory. */
-		char **pathkey = NULL;
-		if (strcmp(name, "cache_dir") == 0)
-			pathkey = &ctx->cfg->cache_dir;
-		else if (strcmp(name, "pgdata") == 0)
-			pathkey = &ctx->cfg->pgdata;
-		else if (strcmp(name, "initdb_d") == 0)
-			pathkey = &ctx->cfg->initdb_d;
-		if (pathkey && *pathkey && (*pathkey)[0] != '/') {
-			char *abs = resolve_against(ctx->path, *pathkey);
-			free(*pathkey);
-			*pathkey = abs;
-		}
-	} else if (ctx->sec == SEC_DATABASE)
-		handle_database(ctx, name, value);
-	else if (ctx->sec == SEC_CLONES)
-		handle_clones(ctx, name, value);
-	else if (ctx->sec == SEC_REMOTE)
-		handle_remote(ctx, name, value);
-	else
-		handle_step(ctx, name, value);
 	return 1;
 }
 
