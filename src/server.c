@@ -160,9 +160,9 @@ srv_sweep_stale_dirs(void)
 }
 
 /*
- * Starts `argv` (argv[0] a path) in its own process group, stdin
- * /dev/null, stdout and stderr on `out_fd` (-1: our stderr).  An exec failure is logged by the child, which ends with 127
- * or 126.  Returns the pid, or -1 (logged).
+ * Starts `argv` (argv[0] a path) in its own process group, stdin /dev/null,
+ * stdout and stderr on `out_fd` (-1: our stderr).  An exec failure is logged
+ * by the child, which ends with 127 or 126.  Returns the pid, or -1 (logged).
  */
 static pid_t
 spawn(char *const *argv, int out_fd)
