@@ -27,6 +27,7 @@
 #include "server.h"
 #include "sig.h"
 #include "snapshot.h"
+#include "proc.h"
 #include "steps.h"
 #include "store.h"
 #include "util.h"
@@ -418,19 +419,19 @@ run_container_step(struct boot *b, const struct cfg_step *step)
 		          step->name);
 		return -1;
 	}
-	argv = step_split_argv(step->run, &why);
+	argv = proc_split_argv(step->run, &why);
 	if (!argv) {
 		log_error("step \"%s\": bad run command: %s", step->name, why);
 		return -1;
 	}
 	if (docker_open(&d, cfg->docker_socket) != 0) {
-		step_argv_free(argv);
+		proc_argv_free(argv);
 		return -1;
 	}
 	const char *db = step->database ? step->database : (cfg->db_name ? cfg->db_name : cfg->db_user);
 	srv_client_env(&b->srv, cfg, db, &env);
 	for (size_t i = 0; i < step->env.n; i++)
-		srv_env_put(&env, step->env.v[i]);
+		proc_env_put(&env, step->env.v[i]);
 	char *net = xasprintf("container:%s", b->self_container);
 	char *prefix = xasprintf("[step %s] ", step->name);
 	struct docker_run_opts o = {
@@ -463,7 +464,7 @@ run_container_step(struct boot *b, const struct cfg_step *step)
 	free(prefix);
 	free(net);
 	sl_free(&env);
-	step_argv_free(argv);
+	proc_argv_free(argv);
 	docker_close(&d);
 	return rc;
 }

@@ -9,13 +9,16 @@
  */
 #include "config.h"
 #include "log.h"
-#include "steps.h"
+#include "proc.h"
 #include "util.h"
+
+#include <curl/curl.h>
 
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -654,14 +657,99 @@ repeatable_key(enum section_kind sec, const char *name)
 	       (sec == SEC_DATABASE && strcmp(name, "extra") == 0);
 }
 
+/* The keys of a section that takes keys, and its name for messages. */
+static void
+section_keys(enum section_kind sec, const char *const **keys, const char **secname)
+{
+	switch (sec) {
+	case SEC_NONE:
+	case SEC_BAD:
+	case SEC_STEP:
+		*keys = step_keys;
+		*secname = "[step]";
+		return;
+	case SEC_PGSTASH:
+		*keys = pgstash_keys;
+		*secname = "[pgstash]";
+		return;
+	case SEC_DATABASE:
+		*keys = database_keys;
+		*secname = "[database]";
+		return;
+	case SEC_CLONES:
+		*keys = clones_keys;
+		*secname = "[clones]";
+		return;
+	case SEC_REMOTE:
+		*keys = remote_keys;
+		*secname = "[remote]";
+		return;
+	}
+}
+
+/*
+ * Whether key `name` may be set here: known in the section, continued only
+ * when it takes several values, repeated only when it adds.  false when not
+ * (reported).
+ */
+static bool
+key_allowed(struct parse_ctx *ctx, const char *name)
+{
+	const char *const *keys = step_keys;
+	const char *secname = "[step]";
+
+	section_keys(ctx->sec, &keys, &secname);
+	if (!key_known(keys, name)) {
+		char *list = join_keys(keys);
+		ctx_error(ctx, "unknown key \"%s\" in %s (expected one of: %s)", name, secname, list);
+		free(list);
+		return false;
+	}
+	if (ctx->continuation) {
+		if (!multi_line_key(ctx->sec, name)) {
+			ctx_error(ctx, "continuation line for \"%s\", which takes a single value", name);
+			return false;
+		}
+	} else if (sl_contains(&ctx->seen, name) && !repeatable_key(ctx->sec, name)) {
+		ctx_error(ctx, "duplicate key \"%s\" in %s", name, secname);
+		return false;
+	}
+	if (!ctx->continuation)
+		sl_add(&ctx->seen, name);
+	return true;
+}
+
+static void
+handle_pgstash(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	char *where = xasprintf("%s:%d", ctx->path, ctx->line);
+	if (cfg_set_option(ctx->cfg, name, value, where) != 0) {
+		if (!ctx->errors)
+			ctx->first_error_line = ctx->line;
+		ctx->errors++;
+	}
+	free(where);
+	/* Relative paths in a file are taken from the file's directory. */
+	char **pathkey = NULL;
+	if (strcmp(name, "cache_dir") == 0)
+		pathkey = &ctx->cfg->cache_dir;
+	else if (strcmp(name, "pgdata") == 0)
+		pathkey = &ctx->cfg->pgdata;
+	else if (strcmp(name, "initdb_d") == 0)
+		pathkey = &ctx->cfg->initdb_d;
+	if (pathkey && *pathkey && (*pathkey)[0] != '/') {
+		char *abs = resolve_against(ctx->path, *pathkey);
+		free(*pathkey);
+		*pathkey = abs;
+	}
+}
+
 /* inih's handler: returns non-zero to mean "fine" (inih's convention); our errors are counted in ctx. */
 static int
 handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct parse_ctx *ctx = user;
 	(void)section;
-	const char *const *keys;
-	const char *secname;
 
 	switch (ctx->sec) {
 	case SEC_BAD:
@@ -670,74 +758,34 @@ handler(void *user, const char *section, const char *name, const char *value)
 		ctx_error(ctx, "key \"%s\" outside any section (expected [pgstash], [database] or [step NAME] first)", name);
 		return 1;
 	case SEC_PGSTASH:
-		keys = pgstash_keys;
-		secname = "[pgstash]";
+	case SEC_DATABASE:
+	case SEC_CLONES:
+	case SEC_REMOTE:
+	case SEC_STEP:
+		break;
+	}
+	if (!key_allowed(ctx, name))
+		return 1;
+	switch (ctx->sec) {
+	case SEC_PGSTASH:
+		handle_pgstash(ctx, name, value);
 		break;
 	case SEC_DATABASE:
-		keys = database_keys;
-		secname = "[database]";
+		handle_database(ctx, name, value);
 		break;
 	case SEC_CLONES:
-		keys = clones_keys;
-		secname = "[clones]";
+		handle_clones(ctx, name, value);
 		break;
 	case SEC_REMOTE:
-		keys = remote_keys;
-		secname = "[remote]";
+		handle_remote(ctx, name, value);
 		break;
 	case SEC_STEP:
-	default:
-		keys = step_keys;
-		secname = "[step]";
+		handle_step(ctx, name, value);
+		break;
+	case SEC_NONE:
+	case SEC_BAD:
 		break;
 	}
-	if (!key_known(keys, name)) {
-		char *list = join_keys(keys);
-		ctx_error(ctx, "unknown key \"%s\" in %s (expected one of: %s)", name, secname, list);
-		free(list);
-		return 1;
-	}
-	if (ctx->continuation) {
-		if (!multi_line_key(ctx->sec, name)) {
-			ctx_error(ctx, "continuation line for \"%s\", which takes a single value", name);
-			return 1;
-		}
-	} else if (sl_contains(&ctx->seen, name) && !repeatable_key(ctx->sec, name)) {
-		ctx_error(ctx, "duplicate key \"%s\" in %s", name, secname);
-		return 1;
-	}
-	if (!ctx->continuation)
-		sl_add(&ctx->seen, name);
-
-	if (ctx->sec == SEC_PGSTASH) {
-		char *where = xasprintf("%s:%d", ctx->path, ctx->line);
-		if (cfg_set_option(ctx->cfg, name, value, where) != 0) {
-			if (!ctx->errors)
-				ctx->first_error_line = ctx->line;
-			ctx->errors++;
-		}
-		free(where);
-		/* Relative paths in a file are taken from the file's directory. */
-		char **pathkey = NULL;
-		if (strcmp(name, "cache_dir") == 0)
-			pathkey = &ctx->cfg->cache_dir;
-		else if (strcmp(name, "pgdata") == 0)
-			pathkey = &ctx->cfg->pgdata;
-		else if (strcmp(name, "initdb_d") == 0)
-			pathkey = &ctx->cfg->initdb_d;
-		if (pathkey && *pathkey && (*pathkey)[0] != '/') {
-			char *abs = resolve_against(ctx->path, *pathkey);
-			free(*pathkey);
-			*pathkey = abs;
-		}
-	} else if (ctx->sec == SEC_DATABASE)
-		handle_database(ctx, name, value);
-	else if (ctx->sec == SEC_CLONES)
-		handle_clones(ctx, name, value);
-	else if (ctx->sec == SEC_REMOTE)
-		handle_remote(ctx, name, value);
-	else
-		handle_step(ctx, name, value);
 	return 1;
 }
 
@@ -870,8 +918,9 @@ cleanup:
 	return rc;
 }
 
-int
-cfg_load_env(struct cfg *cfg)
+/* The [pgstash] keys the environment sets, by variable. */
+static int
+load_option_vars(struct cfg *cfg)
 {
 	static const struct {
 		const char *env;
@@ -900,76 +949,110 @@ cfg_load_env(struct cfg *cfg)
 			errors++;
 		free(where);
 	}
+	return errors;
+}
 
-	char *v;
-	if (file_env("POSTGRES_USER", &v) != 0)
-		errors++;
-	else if (v) {
-		free(cfg->db_user);
-		cfg->db_user = v;
-		free(cfg->db_user_from);
-		cfg->db_user_from = xstrdup(getenv("POSTGRES_USER_FILE") && *getenv("POSTGRES_USER_FILE") ? "POSTGRES_USER_FILE" : "POSTGRES_USER");
-	}
-	if (file_env("POSTGRES_PASSWORD", &v) != 0)
-		errors++;
-	else if (v) {
-		free(cfg->db_password);
-		cfg->db_password = v;
-	}
-	if (file_env("POSTGRES_DB", &v) != 0)
-		errors++;
-	else if (v) {
-		free(cfg->db_name);
-		cfg->db_name = v;
-		free(cfg->db_name_from);
-		cfg->db_name_from = xstrdup(getenv("POSTGRES_DB_FILE") && *getenv("POSTGRES_DB_FILE") ? "POSTGRES_DB_FILE" : "POSTGRES_DB");
-	}
-	if (file_env("POSTGRES_INITDB_ARGS", &v) != 0)
-		errors++;
-	else if (v) {
-		free(cfg->initdb_args);
-		cfg->initdb_args = v;
-		free(cfg->initdb_args_from);
-		cfg->initdb_args_from = xstrdup("POSTGRES_INITDB_ARGS");
-	}
-	const char *w = getenv("POSTGRES_INITDB_WALDIR");
-	if (w && *w)
-		set_str(&cfg->initdb_waldir, w);
-	w = getenv("POSTGRES_HOST_AUTH_METHOD");
-	if (w && *w)
-		set_str(&cfg->host_auth_method, w);
+/* How a variable of env_vars sets its field. */
+enum env_kind {
+	ENV_PLAIN,   /* VAR: the string */
+	ENV_SECRET,  /* VAR or VAR_FILE (file_env): the string */
+	ENV_SECONDS, /* VAR: a long, 1 to 3600 */
+};
+
+/* Where a field's origin is recorded, for messages. */
+enum env_from {
+	FROM_NONE,
+	FROM_SET,    /* the variable that was set: VAR or VAR_FILE */
+	FROM_VAR,    /* VAR, even when VAR_FILE was set */
+};
+
+/* The official image's variables and the remote's, in the order they are read (and their errors reported). */
+static const struct env_var {
+	const char *var;
+	enum env_kind kind;
+	size_t field;       /* offset in struct cfg of a char * (a long for ENV_SECONDS) */
+	enum env_from from;
+	size_t from_field;  /* offset in struct cfg of the char * recording the origin */
+	bool secret;        /* the old value is zeroed before it is freed */
+} env_vars[] = {
+	{"POSTGRES_USER", ENV_SECRET, offsetof(struct cfg, db_user), FROM_SET, offsetof(struct cfg, db_user_from), false},
+	{"POSTGRES_PASSWORD", ENV_SECRET, offsetof(struct cfg, db_password), FROM_NONE, 0, false},
+	{"POSTGRES_DB", ENV_SECRET, offsetof(struct cfg, db_name), FROM_SET, offsetof(struct cfg, db_name_from), false},
+	{"POSTGRES_INITDB_ARGS", ENV_SECRET, offsetof(struct cfg, initdb_args), FROM_VAR,
+	 offsetof(struct cfg, initdb_args_from), false},
+	{"POSTGRES_INITDB_WALDIR", ENV_PLAIN, offsetof(struct cfg, initdb_waldir), FROM_NONE, 0, false},
+	{"POSTGRES_HOST_AUTH_METHOD", ENV_PLAIN, offsetof(struct cfg, host_auth_method), FROM_NONE, 0, false},
 	/* The remote: plain variables, and the AWS keys (with their *_FILE forms). */
-	w = getenv("PGSTASH_REMOTE_URL");
-	if (w && *w)
-		set_str(&cfg->remote.url, w);
-	w = getenv("PGSTASH_REMOTE_ENDPOINT");
-	if (w && *w)
-		set_str(&cfg->remote.endpoint, w);
-	w = getenv("AWS_REGION");
-	if (w && *w)
-		set_str(&cfg->remote.region, w);
-	w = getenv("PGSTASH_REMOTE_TIMEOUT");
-	if (w && *w) {
-		const char *why;
-		if (parse_long(w, 1, 3600, &cfg->remote.timeout_s, &why) != 0) {
-			log_error("environment variable PGSTASH_REMOTE_TIMEOUT: bad value \"%s\": %s", w, why);
-			errors++;
+	{"PGSTASH_REMOTE_URL", ENV_PLAIN, offsetof(struct cfg, remote.url), FROM_NONE, 0, false},
+	{"PGSTASH_REMOTE_ENDPOINT", ENV_PLAIN, offsetof(struct cfg, remote.endpoint), FROM_NONE, 0, false},
+	{"AWS_REGION", ENV_PLAIN, offsetof(struct cfg, remote.region), FROM_NONE, 0, false},
+	{"PGSTASH_REMOTE_TIMEOUT", ENV_SECONDS, offsetof(struct cfg, remote.timeout_s), FROM_NONE, 0, false},
+	{"AWS_ACCESS_KEY_ID", ENV_SECRET, offsetof(struct cfg, remote.access_key), FROM_NONE, 0, false},
+	{"AWS_SECRET_ACCESS_KEY", ENV_SECRET, offsetof(struct cfg, remote.secret_key), FROM_NONE, 0, true},
+};
+
+static char **
+str_field(struct cfg *cfg, size_t off)
+{
+	return (char **)(void *)((char *)cfg + off);
+}
+
+/* Replaces the string at *dst by `v` (taken). */
+static void
+replace_str(char **dst, char *v, bool secret)
+{
+	if (secret && *dst)
+		explicit_bzero(*dst, strlen(*dst));
+	free(*dst);
+	*dst = v;
+}
+
+/* Applies one variable of env_vars.  0 or -1 (logged). */
+static int
+load_env_var(struct cfg *cfg, const struct env_var *e)
+{
+	const char *w = getenv(e->var);
+	const char *why;
+	char *v;
+
+	switch (e->kind) {
+	case ENV_PLAIN:
+		if (w && *w)
+			set_str(str_field(cfg, e->field), w);
+		return 0;
+	case ENV_SECONDS:
+		if (w && *w && parse_long(w, 1, 3600, (long *)(void *)((char *)cfg + e->field), &why) != 0) {
+			log_error("environment variable %s: bad value \"%s\": %s", e->var, w, why);
+			return -1;
 		}
+		return 0;
+	case ENV_SECRET:
+		if (file_env(e->var, &v) != 0)
+			return -1;
+		if (!v)
+			return 0;
+		replace_str(str_field(cfg, e->field), v, e->secret);
+		if (e->from != FROM_NONE) {
+			char *fvar = xasprintf("%s_FILE", e->var);
+			const char *fv = getenv(fvar);
+			bool file = e->from == FROM_SET && fv && *fv;
+			replace_str(str_field(cfg, e->from_field), file ? fvar : xstrdup(e->var), false);
+			if (!file)
+				free(fvar);
+		}
+		return 0;
 	}
-	if (file_env("AWS_ACCESS_KEY_ID", &v) != 0)
-		errors++;
-	else if (v) {
-		free(cfg->remote.access_key);
-		cfg->remote.access_key = v;
-	}
-	if (file_env("AWS_SECRET_ACCESS_KEY", &v) != 0)
-		errors++;
-	else if (v) {
-		if (cfg->remote.secret_key)
-			explicit_bzero(cfg->remote.secret_key, strlen(cfg->remote.secret_key));
-		free(cfg->remote.secret_key);
-		cfg->remote.secret_key = v;
-	}
+	return 0;
+}
+
+int
+cfg_load_env(struct cfg *cfg)
+{
+	int errors = load_option_vars(cfg);
+
+	for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
+		if (load_env_var(cfg, &env_vars[i]) != 0)
+			errors++;
 	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
 	if (!cfg->db_name && cfg->db_user) {
 		cfg->db_name = xstrdup(cfg->db_user);
@@ -979,22 +1062,226 @@ cfg_load_env(struct cfg *cfg)
 	return errors ? -1 : 0;
 }
 
+/* ---- [remote] ---- */
+
+static bool
+bucket_name_ok(const char *b)
+{
+	size_t n = strlen(b);
+	if (n < 3 || n > 63)
+		return false;
+	for (const char *p = b; *p; p++) {
+		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_')
+			return false;
+	}
+	return isalnum((unsigned char)b[0]) && isalnum((unsigned char)b[n - 1]);
+}
+
+static bool
+prefix_ok(const char *prefix)
+{
+	if (strstr(prefix, "//") || strchr(prefix, '?') || strchr(prefix, '#'))
+		return false;
+	for (const char *c = prefix; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return false;
+	return true;
+}
+
+int
+cfg_remote_parse_url(const char *url, char **bucket, char **prefix)
+{
+	*bucket = *prefix = NULL;
+	if (!url || strncmp(url, "s3://", 5) != 0)
+		return -1;
+	const char *b = url + 5;
+	size_t bl = strcspn(b, "/");
+	const char *p = b + bl;
+	while (*p == '/')
+		p++;
+	size_t pl = strlen(p);
+	while (pl > 0 && p[pl - 1] == '/')
+		pl--;
+	if (bl == 0)
+		return -1;
+	*bucket = xasprintf("%.*s", (int)bl, b);
+	*prefix = xasprintf("%.*s", (int)pl, p);
+	if (!bucket_name_ok(*bucket) || !prefix_ok(*prefix)) {
+		free(*bucket);
+		free(*prefix);
+		*bucket = *prefix = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+const char *
+cfg_remote_region(const struct remote_cfg *rc)
+{
+	return rc->region && rc->region[0] ? rc->region : REMOTE_DEFAULT_REGION;
+}
+
+void
+cfg_endpoint_free(struct cfg_endpoint *ep)
+{
+	free(ep->scheme);
+	free(ep->host);
+	free(ep->port);
+	memset(ep, 0, sizeof(*ep));
+}
+
+int
+cfg_remote_endpoint(const struct remote_cfg *rc, struct cfg_endpoint *ep, const char **why)
+{
+	char *def = NULL, *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *query = NULL, *user = NULL;
+	const char *url = rc->endpoint;
+	CURLU *u = curl_url();
+	int ret = -1;
+
+	memset(ep, 0, sizeof(*ep));
+	if (!u) {
+		*why = "out of memory";
+		return -1;
+	}
+	if (!url || !*url)
+		url = def = xasprintf("https://s3.%s.amazonaws.com", cfg_remote_region(rc));
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
+		*why = "not a URL";
+		goto cleanup;
+	}
+	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
+	curl_url_get(u, CURLUPART_HOST, &host, 0);
+	curl_url_get(u, CURLUPART_PORT, &port, 0);
+	curl_url_get(u, CURLUPART_PATH, &path, 0);
+	curl_url_get(u, CURLUPART_QUERY, &query, 0);
+	curl_url_get(u, CURLUPART_USER, &user, 0);
+	if (!scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
+		*why = "the scheme must be http or https";
+		goto cleanup;
+	}
+	if (!host || !*host) {
+		*why = "no host";
+		goto cleanup;
+	}
+	if ((path && strcmp(path, "/") != 0 && *path) || query || user) {
+		*why = "an endpoint is scheme://host[:port] only (no path, query or user)";
+		goto cleanup;
+	}
+	ep->scheme = xstrdup(scheme);
+	ep->host = xstrdup(host);
+	ep->port = port ? xstrdup(port) : NULL;
+	ret = 0;
+cleanup:
+	curl_free(scheme);
+	curl_free(host);
+	curl_free(port);
+	curl_free(path);
+	curl_free(query);
+	curl_free(user);
+	curl_url_cleanup(u);
+	free(def);
+	return ret;
+}
+
+static bool
+host_is_dns_name(const char *host)
+{
+	if (host[0] == '[' || strcmp(host, "localhost") == 0)
+		return false;
+	for (const char *p = host; *p; p++) {
+		if (!isdigit((unsigned char)*p) && *p != '.')
+			return true;
+	}
+	return false; /* an IPv4 literal */
+}
+
+/* The endpoint against the addressing style and the bucket.  Returns the number of problems (logged). */
+static int
+validate_remote_endpoint(const struct remote_cfg *rc, const char *bucket)
+{
+	struct cfg_endpoint ep;
+	const char *why = NULL;
+	int bad = 0;
+	if (cfg_remote_endpoint(rc, &ep, &why) != 0) {
+		log_error("[remote] endpoint \"%s\": %s", rc->endpoint ? rc->endpoint : "", why);
+		return 1;
+	}
+	if (!rc->path_style && !host_is_dns_name(ep.host)) {
+		log_error("[remote] endpoint \"%s\": an IP address or localhost needs path_style = yes", rc->endpoint);
+		bad = 1;
+	}
+	if (!rc->path_style && bucket && strchr(bucket, '.') && strcmp(ep.scheme, "https") == 0) {
+		log_error("[remote] bucket \"%s\" has dots, which TLS certificates do not cover in virtual-host "
+		          "style: set path_style = yes", bucket);
+		bad = 1;
+	}
+	cfg_endpoint_free(&ep);
+	return bad;
+}
+
+/* The region, the keys and the timeout.  Returns the number of problems (logged). */
+static int
+validate_remote_access(const struct remote_cfg *rc)
+{
+	int bad = 0;
+	for (const char *p = cfg_remote_region(rc); *p; p++) {
+		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-') {
+			log_error("[remote] region \"%s\": expected something like us-east-1", cfg_remote_region(rc));
+			bad = 1;
+			break;
+		}
+	}
+	bool ak = rc->access_key && rc->access_key[0], sk = rc->secret_key && rc->secret_key[0];
+	if (ak != sk) {
+		log_error("[remote] needs both an access key and a secret key, or neither (anonymous access)");
+		bad = 1;
+	}
+	if (ak && (strchr(rc->access_key, '\n') || strchr(rc->access_key, '/'))) {
+		log_error("[remote] the access key contains a character access keys never have");
+		bad = 1;
+	}
+	if (rc->timeout_s < 0 || rc->timeout_s > 3600) {
+		log_error("[remote] timeout %ld: expected 1 to 3600 seconds", rc->timeout_s);
+		bad = 1;
+	}
+	return bad;
+}
+
+/*
+ * [remote], when a url is set: url syntax and bucket name, endpoint (http or
+ * https, no path), region, both keys or neither, timeout, virtual-host style
+ * only with a DNS name.  1 when anything is wrong (every problem logged), else 0.
+ */
+static int
+validate_remote(const struct remote_cfg *rc)
+{
+	char *bucket = NULL, *prefix = NULL;
+	int bad = 0;
+
+	if (!rc->url || !rc->url[0])
+		return 0;
+	if (cfg_remote_parse_url(rc->url, &bucket, &prefix) != 0) {
+		log_error("[remote] url \"%s\": expected s3://BUCKET[/PREFIX] with a valid bucket name", rc->url);
+		bad = 1;
+	}
+	bad |= validate_remote_endpoint(rc, bucket);
+	bad |= validate_remote_access(rc);
+	free(bucket);
+	free(prefix);
+	return bad;
+}
+
 static bool
 valid_identifier(const char *s)
 {
 	return s && *s && strlen(s) <= NAMEDATALEN_MAX;
 }
 
-int
-cfg_validate(const struct cfg *cfg)
+/* [pgstash]: the paths everything else is under.  Returns the number of problems (logged). */
+static int
+validate_paths(const struct cfg *cfg)
 {
-	static const char *const methods[] = {
-		"trust", "reject", "scram-sha-256", "md5", "password", "gss", "sspi", "ident", "peer",
-		"ldap", "radius", "cert", "pam", "bsd", NULL,
-	};
 	int errors = 0;
-	const char *dbname = cfg->db_name ? cfg->db_name : cfg->db_user;
-
 	if (!cfg->cache_dir) {
 		log_error("cache_dir is empty");
 		errors++;
@@ -1003,6 +1290,14 @@ cfg_validate(const struct cfg *cfg)
 		log_error("pgdata (PGDATA) is empty");
 		errors++;
 	}
+	return errors;
+}
+
+/* [database]: user, name, extra.  Returns the number of problems (logged). */
+static int
+validate_database(const struct cfg *cfg, const char *dbname)
+{
+	int errors = 0;
 	const char *uf = cfg->db_user_from ? cfg->db_user_from : "[database] user";
 	const char *nf = cfg->db_name_from ? cfg->db_name_from : "[database] name";
 	const char *xf = cfg->db_extra_from ? cfg->db_extra_from : "[database] extra";
@@ -1028,138 +1323,192 @@ cfg_validate(const struct cfg *cfg)
 			errors++;
 		}
 	}
+	return errors;
+}
+
+/* initdb_args and the host auth method.  Returns the number of problems (logged). */
+static int
+validate_initdb(const struct cfg *cfg)
+{
+	static const char *const methods[] = {
+		"trust", "reject", "scram-sha-256", "md5", "password", "gss", "sspi", "ident", "peer",
+		"ldap", "radius", "cert", "pam", "bsd", NULL,
+	};
+	int errors = 0;
 	if (cfg->initdb_args) {
 		const char *why = NULL;
-		char **words = step_split_argv(cfg->initdb_args, &why);
+		char **words = proc_split_argv(cfg->initdb_args, &why);
 		if (!words) {
 			/* The splitter's hint is about steps: say it for initdb. */
 			log_error("%s: bad initdb arguments: %s", cfg->initdb_args_from ? cfg->initdb_args_from : "initdb_args",
 			          strncmp(why, "shell syntax", 12) == 0 ? "shell syntax is not supported (quote the word)" : why);
 			errors++;
 		}
-		step_argv_free(words);
+		proc_argv_free(words);
 	}
 	if (cfg->host_auth_method && !key_known(methods, cfg->host_auth_method)) {
 		log_error("POSTGRES_HOST_AUTH_METHOD=\"%s\" is not a pg_hba.conf method (trust, scram-sha-256, md5, ...)",
 		          cfg->host_auth_method);
 		errors++;
 	}
+	return errors;
+}
 
-	if (remote_enabled(&cfg->remote) && remote_validate(&cfg->remote) != 0)
+/* [clones], when clone_count > 0.  Returns the number of problems (logged). */
+static int
+validate_clones(const struct cfg *cfg, const char *dbname)
+{
+	int errors = 0;
+	const char *cf = cfg->config_file ? cfg->config_file : "config";
+	const char *tmpl = cfg->clone_template ? cfg->clone_template : dbname;
+	const char *naming = cfg->clone_naming ? cfg->clone_naming : "django";
+	if (strcmp(naming, "pattern") == 0 && !cfg->clone_pattern) {
+		log_error("%s:%d: [clones] naming = pattern needs pattern = NAME{n}", cf, cfg->clones_line);
 		errors++;
-	/* Without a main database name the checks below have nothing to compare with. */
-	if (!dbname)
-		return -1;
-	if (cfg->clone_count > 0) {
-		const char *cf = cfg->config_file ? cfg->config_file : "config";
-		const char *tmpl = cfg->clone_template ? cfg->clone_template : dbname;
-		const char *naming = cfg->clone_naming ? cfg->clone_naming : "django";
-		if (strcmp(naming, "pattern") == 0 && !cfg->clone_pattern) {
-			log_error("%s:%d: [clones] naming = pattern needs pattern = NAME{n}", cf, cfg->clones_line);
+	}
+	if (strcmp(tmpl, dbname) != 0 && !sl_contains(&cfg->db_extra, tmpl)) {
+		log_error("%s:%d: [clones] template \"%s\" is not created by pgstash", cf, cfg->clones_line, tmpl);
+		errors++;
+	}
+	struct strlist names = {0};
+	cfg_clone_names(cfg, &names);
+	for (size_t i = 0; i < names.n; i++) {
+		const char *c = names.v[i];
+		bool clash = strcmp(c, tmpl) == 0 || strcmp(c, dbname) == 0 || sl_contains(&cfg->db_extra, c) ||
+		             strcmp(c, "postgres") == 0 || strncmp(c, "template", 8) == 0;
+		for (size_t j = 0; j < i; j++)
+			clash = clash || strcmp(c, names.v[j]) == 0;
+		if (clash || !valid_identifier(c)) {
+			log_error("%s:%d: [clones] clone name \"%s\" clashes with another database or is not a valid name",
+			          cf, cfg->clones_line, c);
+			errors++;
+			break;
+		}
+	}
+	sl_free(&names);
+	return errors;
+}
+
+/* A step's run line and root.  Returns the number of problems (logged). */
+static int
+validate_step_command(const struct cfg_step *st)
+{
+	int errors = 0;
+	if (!st->run) {
+		log_error("%s:%d: step \"%s\" has no command: expected run = COMMAND", st->file, st->line, st->name);
+		errors++;
+	} else {
+		/* Split now, so a bad command fails before initdb rather than after it. */
+		const char *why = NULL;
+		char **words = proc_split_argv(st->run, &why);
+		if (!words) {
+			log_error("%s:%d: step \"%s\": bad run command: %s", st->file, st->run_line ? st->run_line : st->line,
+			          st->name, why);
 			errors++;
 		}
-		if (strcmp(tmpl, dbname) != 0 && !sl_contains(&cfg->db_extra, tmpl)) {
-			log_error("%s:%d: [clones] template \"%s\" is not created by pgstash", cf, cfg->clones_line, tmpl);
+		proc_argv_free(words);
+	}
+	if (!st->root) {
+		log_error("%s:%d: step \"%s\" has no root: expected root = DIRECTORY (the migration globs are relative to it)",
+		          st->file, st->line, st->name);
+		errors++;
+	} else {
+		struct stat sb;
+		int line = st->root_line ? st->root_line : st->line;
+		if (stat(st->root, &sb) != 0) {
+			log_error("%s:%d: step \"%s\": root \"%s\": %s", st->file, line, st->name, st->root, strerror(errno));
+			errors++;
+		} else if (!S_ISDIR(sb.st_mode)) {
+			log_error("%s:%d: step \"%s\": root \"%s\" is not a directory", st->file, line, st->name, st->root);
 			errors++;
 		}
-		struct strlist names = {0};
-		cfg_clone_names(cfg, &names);
-		for (size_t i = 0; i < names.n; i++) {
-			const char *c = names.v[i];
-			bool clash = strcmp(c, tmpl) == 0 || strcmp(c, dbname) == 0 || sl_contains(&cfg->db_extra, c) ||
-			             strcmp(c, "postgres") == 0 || strncmp(c, "template", 8) == 0;
-			for (size_t j = 0; j < i; j++)
-				clash = clash || strcmp(c, names.v[j]) == 0;
-			if (clash || !valid_identifier(c)) {
-				log_error("%s:%d: [clones] clone name \"%s\" clashes with another database or is not a valid name",
-				          cf, cfg->clones_line, c);
+	}
+	return errors;
+}
+
+/* A step's migrations, database and image.  Returns the number of problems (logged). */
+static int
+validate_step_inputs(const struct cfg *cfg, const struct cfg_step *st, const char *dbname)
+{
+	int errors = 0;
+	if (st->migrations.n == 0) {
+		log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ...", st->file,
+		          st->line, st->name);
+		errors++;
+	}
+	for (size_t k = 0; k < st->migrations.n; k++) {
+		if (st->migrations.v[k][0] == '/') {
+			log_error("%s:%d: step \"%s\": migration glob \"%s\" must be relative to the step root", st->file,
+			          st->migrations_line, st->name, st->migrations.v[k]);
+			errors++;
+		}
+	}
+	if (st->database) {
+		bool known = strcmp(st->database, dbname) == 0 || strcmp(st->database, "postgres") == 0 ||
+		             sl_contains(&cfg->db_extra, st->database);
+		if (!known) {
+			log_error("%s:%d: step \"%s\": database \"%s\" is not created by pgstash: name it in [database] "
+			          "name or extra",
+			          st->file, st->database_line, st->name, st->database);
+			errors++;
+		}
+	}
+	if (st->image_id && !st->image) {
+		log_error("%s:%d: step \"%s\": image_id = yes needs image = IMAGE", st->file, st->line, st->name);
+		errors++;
+	}
+	if (st->image && strpbrk(st->image, " \t")) {
+		log_error("%s:%d: step \"%s\": image \"%s\" contains blanks", st->file, st->line, st->name, st->image);
+		errors++;
+	}
+	return errors;
+}
+
+/* [step NAME] number i, against the steps before it.  Returns the number of problems (logged). */
+static int
+validate_step(const struct cfg *cfg, size_t i, const char *dbname)
+{
+	const struct cfg_step *st = &cfg->steps[i];
+	int errors = 0;
+	for (size_t j = 0; j < i; j++) {
+		if (strcmp(cfg->steps[j].name, st->name) == 0) {
+			log_error("%s:%d: duplicate step \"%s\" (first at line %d)", st->file, st->line, st->name,
+			          cfg->steps[j].line);
+			errors++;
+		}
+	}
+	errors += validate_step_command(st);
+	errors += validate_step_inputs(cfg, st, dbname);
+	if (st->layer == CFG_LAYER_SCHEMA) {
+		for (size_t j = 0; j < i; j++) {
+			if (cfg->steps[j].layer == CFG_LAYER_FIXTURES) {
+				log_error("%s:%d: schema step \"%s\" follows fixtures step \"%s\": fixtures steps must come last",
+				          st->file, st->line, st->name, cfg->steps[j].name);
 				errors++;
 				break;
 			}
 		}
-		sl_free(&names);
 	}
+	return errors;
+}
 
-	for (size_t i = 0; i < cfg->n_steps; i++) {
-		const struct cfg_step *st = &cfg->steps[i];
-		for (size_t j = 0; j < i; j++) {
-			if (strcmp(cfg->steps[j].name, st->name) == 0) {
-				log_error("%s:%d: duplicate step \"%s\" (first at line %d)", st->file, st->line, st->name,
-				          cfg->steps[j].line);
-				errors++;
-			}
-		}
-		if (!st->run) {
-			log_error("%s:%d: step \"%s\" has no command: expected run = COMMAND", st->file, st->line, st->name);
-			errors++;
-		} else {
-			/* Split now, so a bad command fails before initdb rather than after it. */
-			const char *why = NULL;
-			char **words = step_split_argv(st->run, &why);
-			if (!words) {
-				log_error("%s:%d: step \"%s\": bad run command: %s", st->file, st->run_line ? st->run_line : st->line,
-				          st->name, why);
-				errors++;
-			}
-			step_argv_free(words);
-		}
-		if (!st->root) {
-			log_error("%s:%d: step \"%s\" has no root: expected root = DIRECTORY (the migration globs are relative to it)",
-			          st->file, st->line, st->name);
-			errors++;
-		} else {
-			struct stat sb;
-			int line = st->root_line ? st->root_line : st->line;
-			if (stat(st->root, &sb) != 0) {
-				log_error("%s:%d: step \"%s\": root \"%s\": %s", st->file, line, st->name, st->root,
-				          strerror(errno));
-				errors++;
-			} else if (!S_ISDIR(sb.st_mode)) {
-				log_error("%s:%d: step \"%s\": root \"%s\" is not a directory", st->file, line, st->name, st->root);
-				errors++;
-			}
-		}
-		if (st->migrations.n == 0) {
-			log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ...", st->file,
-			          st->line, st->name);
-			errors++;
-		}
-		for (size_t k = 0; k < st->migrations.n; k++) {
-			if (st->migrations.v[k][0] == '/') {
-				log_error("%s:%d: step \"%s\": migration glob \"%s\" must be relative to the step root", st->file,
-				          st->migrations_line, st->name, st->migrations.v[k]);
-				errors++;
-			}
-		}
-		if (st->database) {
-			bool known = strcmp(st->database, dbname) == 0 || strcmp(st->database, "postgres") == 0 ||
-			             sl_contains(&cfg->db_extra, st->database);
-			if (!known) {
-				log_error("%s:%d: step \"%s\": database \"%s\" is not created by pgstash: name it in [database] "
-				          "name or extra",
-				          st->file, st->database_line, st->name, st->database);
-				errors++;
-			}
-		}
-		if (st->image_id && !st->image) {
-			log_error("%s:%d: step \"%s\": image_id = yes needs image = IMAGE", st->file, st->line, st->name);
-			errors++;
-		}
-		if (st->image && strpbrk(st->image, " \t")) {
-			log_error("%s:%d: step \"%s\": image \"%s\" contains blanks", st->file, st->line, st->name, st->image);
-			errors++;
-		}
-		if (st->layer == CFG_LAYER_SCHEMA) {
-			for (size_t j = 0; j < i; j++) {
-				if (cfg->steps[j].layer == CFG_LAYER_FIXTURES) {
-					log_error("%s:%d: schema step \"%s\" follows fixtures step \"%s\": fixtures steps must come last",
-					          st->file, st->line, st->name, cfg->steps[j].name);
-					errors++;
-					break;
-				}
-			}
-		}
-	}
+int
+cfg_validate(const struct cfg *cfg)
+{
+	int errors = 0;
+	const char *dbname = cfg->db_name ? cfg->db_name : cfg->db_user;
+
+	errors += validate_paths(cfg);
+	errors += validate_database(cfg, dbname);
+	errors += validate_initdb(cfg);
+	errors += validate_remote(&cfg->remote);
+	/* Without a main database name the checks below have nothing to compare with. */
+	if (!dbname)
+		return -1;
+	if (cfg->clone_count > 0)
+		errors += validate_clones(cfg, dbname);
+	for (size_t i = 0; i < cfg->n_steps; i++)
+		errors += validate_step(cfg, i, dbname);
 	return errors ? -1 : 0;
 }
 
@@ -1175,6 +1524,20 @@ cfg_load(struct cfg *cfg, const char *explicit_path)
 	if (rc == 0 && cfg_validate(cfg) != 0)
 		rc = -1;
 	return rc;
+}
+
+/* Frees the remote's strings, the secret zeroed first. */
+static void
+free_remote(struct remote_cfg *rc)
+{
+	if (rc->secret_key)
+		explicit_bzero(rc->secret_key, strlen(rc->secret_key));
+	free(rc->url);
+	free(rc->endpoint);
+	free(rc->region);
+	free(rc->access_key);
+	free(rc->secret_key);
+	memset(rc, 0, sizeof(*rc));
 }
 
 void
@@ -1201,7 +1564,7 @@ cfg_free(struct cfg *cfg)
 	free(cfg->db_name_from);
 	free(cfg->db_extra_from);
 	free(cfg->initdb_args_from);
-	remote_cfg_free(&cfg->remote);
+	free_remote(&cfg->remote);
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		struct cfg_step *st = &cfg->steps[i];
 		free(st->name);

@@ -9,7 +9,6 @@
 #ifndef PGSTASH_CONFIG_H
 #define PGSTASH_CONFIG_H
 
-#include "remote.h"
 #include "util.h"
 
 #include <stdbool.h>
@@ -28,6 +27,23 @@ enum cfg_layer {
 	CFG_LAYER_FIXTURES,
 };
 
+#define REMOTE_DEFAULT_REGION "us-east-1"
+#define REMOTE_DEFAULT_TIMEOUT 30
+
+/* [remote]: an S3-compatible bucket shared by a fleet of runners (remote.h uses it). */
+struct remote_cfg {
+	char *url;                    /* s3://bucket[/prefix]; NULL or "": no remote */
+	char *endpoint;               /* http(s)://host[:port]; NULL: https://s3.REGION.amazonaws.com */
+	char *region;                 /* NULL: REMOTE_DEFAULT_REGION */
+	char *access_key;             /* NULL: unsigned (anonymous) requests */
+	char *secret_key;             /* secret: never logged */
+	bool path_style;              /* <endpoint>/<bucket>/<object>; else <bucket>.<host>/<object> */
+	long timeout_s;               /* connect limit, limit of a small request, longest stall of a
+	                               * transfer; 0: REMOTE_DEFAULT_TIMEOUT */
+	uint64_t multipart_threshold; /* 0: REMOTE_MULTIPART_THRESHOLD (tests set it lower) */
+	uint64_t part_size;           /* 0: REMOTE_PART_SIZE; raised to REMOTE_MIN_PART_SIZE */
+};
+
 struct cfg_step {
 	char *name;                /* from [step NAME] */
 	char *file;                /* config file and line of the section, for messages */
@@ -37,7 +53,7 @@ struct cfg_step {
 	struct strlist migrations; /* globs relative to root */
 	int migrations_line;
 	struct strlist exclude;    /* fnmatch patterns on the relative path, '*' may span '/' */
-	char *run;                 /* command line; see step_split_argv for the splitting rule */
+	char *run;                 /* command line; see proc_split_argv for the splitting rule */
 	int run_line;
 	char *database;            /* the step's database; defaults to cfg.db_name */
 	int database_line;
@@ -89,6 +105,29 @@ struct cfg {
 	/* [remote]: an S3-compatible bucket shared by a fleet of runners (see remote.h). */
 	struct remote_cfg remote;
 };
+
+/* The parts of a remote endpoint URL; cfg_endpoint_free frees them. */
+struct cfg_endpoint {
+	char *scheme; /* "http" or "https" */
+	char *host;   /* as in the URL: "[::1]" keeps its brackets */
+	char *port;   /* NULL: the scheme's */
+};
+
+/*
+ * Splits s3://BUCKET[/PREFIX] (bucket 3-63 letters, digits, '-', '.', '_',
+ * starting and ending alphanumeric; prefix without "//", '?', '#' or control
+ * characters; slashes around it dropped).  0 with both malloc'ed, or -1.
+ */
+int cfg_remote_parse_url(const char *url, char **bucket, char **prefix);
+/*
+ * Splits rc's endpoint (default https://s3.REGION.amazonaws.com) with
+ * libcurl's URL parser: scheme http or https, a host, no path, query or user.
+ * 0, or -1 with *why set to a static explanation.
+ */
+int cfg_remote_endpoint(const struct remote_cfg *rc, struct cfg_endpoint *ep, const char **why);
+void cfg_endpoint_free(struct cfg_endpoint *ep);
+/* rc's region, else REMOTE_DEFAULT_REGION. */
+const char *cfg_remote_region(const struct remote_cfg *rc);
 
 /*
  * The clone database names for `cfg` (empty when clone_count is 0), in

@@ -7,7 +7,7 @@
  */
 #include "fingerprint.h"
 #include "log.h"
-#include "steps.h"
+#include "proc.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -371,7 +371,7 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 	if (cfg->initdb_args) {
 		/* The same words srv_initdb passes, split by the same rule. */
 		const char *why = NULL;
-		char **words = step_split_argv(cfg->initdb_args, &why);
+		char **words = proc_split_argv(cfg->initdb_args, &why);
 		if (!words) {
 			log_error("POSTGRES_INITDB_ARGS: %s", why);
 			goto cleanup;
@@ -380,7 +380,7 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 			sb_appendc(&schema, ' ');
 			fp_quote(&schema, *w);
 		}
-		step_argv_free(words);
+		proc_argv_free(words);
 	}
 	sb_append(&schema, "\nsuperuser ");
 	fp_quote(&schema, cfg->db_user);

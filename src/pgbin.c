@@ -4,64 +4,33 @@
  * PG_VERSION files belong to data directories, not installations.
  */
 #include "pgbin.h"
+#include "pgbin_int.h"
 #include "log.h"
-#include "sig.h"
+#include "proc.h"
 #include "util.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-/* Runs argv, returns its stdout (malloc'ed) when it exits 0, else NULL. */
+/* The most of a version or bindir answer we read. */
+#define PGBIN_CAPTURE_MAX 65536
+
+/* Runs argv (searched in PATH), returns its stdout (malloc'ed) when it exits 0, else NULL. */
 static char *
 capture(char *const argv[])
 {
-	int pfd[2];
-	if (pipe2(pfd, O_CLOEXEC) != 0)
-		return NULL;
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0) {
-		close(pfd[0]);
-		close(pfd[1]);
+	struct strbuf out = {0};
+	struct proc_opts o = {.argv = argv, .search_path = true, .report_start_error = true};
+	struct proc_capture c = {.max = PGBIN_CAPTURE_MAX, .timeout_s = -1, .output = &out};
+	if (proc_capture(&o, &c) != PROC_EXITED || !proc_exited_ok(c.status)) {
+		sb_free(&out);
 		return NULL;
 	}
-	if (pid == 0) {
-		sig_child_reset();
-		dup2(pfd[1], STDOUT_FILENO);
-		int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
-		if (devnull >= 0)
-			dup2(devnull, STDERR_FILENO);
-		execvp(argv[0], argv);
-		_exit(127);
-	}
-	sig_track(pid);
-	close(pfd[1]);
-	struct strbuf sb = {0};
-	char buf[1024];
-	ssize_t n;
-	while ((n = read(pfd[0], buf, sizeof(buf))) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		sb_appendn(&sb, buf, (size_t)n);
-	}
-	close(pfd[0]);
-	int status = 0;
-	if (sig_wait_child(pid, &status, -1, 0) != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-		sb_free(&sb);
-		return NULL;
-	}
-	return sb_take(&sb);
+	return sb_take(&out);
 }
 
 static bool

@@ -17,7 +17,5 @@ int pgbin_find(const char *configured, struct pgbin *pg);
 /* Returns malloc'ed "<bindir>/<prog>". */
 char *pgbin_path(const struct pgbin *pg, const char *prog);
 void pgbin_free(struct pgbin *pg);
-/* Parses "postgres (PostgreSQL) 15.18 (Debian ...)" → version "15.18", major 15; 0 or -1. Exposed for tests. */
-int pgbin_parse_version(const char *text, char **version, int *major);
 
 #endif

@@ -7,6 +7,7 @@
  * signal descriptor alongside, and retries what S3 asks clients to retry.
  */
 #include "remote.h"
+#include "config.h"
 #include "log.h"
 #include "sig.h"
 #include "snapshot.h"
@@ -532,73 +533,6 @@ cleanup:
 	curl_url_cleanup(u);
 	free(def);
 	return ret;
-}
-
-static bool
-host_is_dns_name(const char *host)
-{
-	if (host[0] == '[' || strcmp(host, "localhost") == 0)
-		return false;
-	for (const char *p = host; *p; p++) {
-		if (!isdigit((unsigned char)*p) && *p != '.')
-			return true;
-	}
-	return false; /* an IPv4 literal */
-}
-
-int
-remote_validate(const struct remote_cfg *rc)
-{
-	char *bucket = NULL, *prefix = NULL;
-	struct endpoint ep;
-	const char *why = NULL;
-	int bad = 0;
-
-	if (!remote_enabled(rc))
-		return 0;
-	if (remote_parse_url(rc->url, &bucket, &prefix) != 0) {
-		log_error("[remote] url \"%s\": expected s3://BUCKET[/PREFIX] with a valid bucket name", rc->url);
-		bad = 1;
-	}
-	if (endpoint_parse(rc, &ep, &why) != 0) {
-		log_error("[remote] endpoint \"%s\": %s", rc->endpoint ? rc->endpoint : "", why);
-		bad = 1;
-	} else {
-		if (!rc->path_style && !host_is_dns_name(ep.host)) {
-			log_error("[remote] endpoint \"%s\": an IP address or localhost needs path_style = yes",
-			          rc->endpoint);
-			bad = 1;
-		}
-		if (!rc->path_style && bucket && strchr(bucket, '.') && strcmp(ep.scheme, "https") == 0) {
-			log_error("[remote] bucket \"%s\" has dots, which TLS certificates do not cover in virtual-host "
-			          "style: set path_style = yes", bucket);
-			bad = 1;
-		}
-		endpoint_free(&ep);
-	}
-	for (const char *p = region_of(rc); *p; p++) {
-		if (!islower((unsigned char)*p) && !isdigit((unsigned char)*p) && *p != '-') {
-			log_error("[remote] region \"%s\": expected something like us-east-1", region_of(rc));
-			bad = 1;
-			break;
-		}
-	}
-	bool ak = rc->access_key && rc->access_key[0], sk = rc->secret_key && rc->secret_key[0];
-	if (ak != sk) {
-		log_error("[remote] needs both an access key and a secret key, or neither (anonymous access)");
-		bad = 1;
-	}
-	if (ak && (strchr(rc->access_key, '\n') || strchr(rc->access_key, '/'))) {
-		log_error("[remote] the access key contains a character access keys never have");
-		bad = 1;
-	}
-	if (rc->timeout_s < 0 || rc->timeout_s > 3600) {
-		log_error("[remote] timeout %ld: expected 1 to 3600 seconds", rc->timeout_s);
-		bad = 1;
-	}
-	free(bucket);
-	free(prefix);
-	return bad ? -1 : 0;
 }
 
 void

@@ -36,36 +36,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define REMOTE_DEFAULT_REGION "us-east-1"
-#define REMOTE_DEFAULT_TIMEOUT 30
 /* Archives larger than this are sent as a multipart upload... */
 #define REMOTE_MULTIPART_THRESHOLD (64ull * 1024 * 1024)
 /* ...in parts of this size (S3's minimum is 5 MiB, its maximum part count 10000). */
 #define REMOTE_PART_SIZE (16ull * 1024 * 1024)
 #define REMOTE_MIN_PART_SIZE (5ull * 1024 * 1024)
 
-struct remote_cfg {
-	char *url;                    /* s3://bucket[/prefix]; NULL or "": no remote */
-	char *endpoint;               /* http(s)://host[:port]; NULL: https://s3.REGION.amazonaws.com */
-	char *region;                 /* NULL: REMOTE_DEFAULT_REGION */
-	char *access_key;             /* NULL: unsigned (anonymous) requests */
-	char *secret_key;             /* secret: never logged */
-	bool path_style;              /* <endpoint>/<bucket>/<object>; else <bucket>.<host>/<object> */
-	long timeout_s;               /* connect limit, limit of a small request, longest stall of a
-	                               * transfer; 0: REMOTE_DEFAULT_TIMEOUT */
-	uint64_t multipart_threshold; /* 0: REMOTE_MULTIPART_THRESHOLD (tests set it lower) */
-	uint64_t part_size;           /* 0: REMOTE_PART_SIZE; raised to REMOTE_MIN_PART_SIZE */
-};
+struct remote_cfg; /* config.h */
 
 /* true when a remote is configured (url set). */
 bool remote_enabled(const struct remote_cfg *rc);
-/*
- * Whole-configuration check for cfg_validate: url syntax and bucket name,
- * endpoint (http or https, no path), region, both keys or neither, timeout,
- * virtual-host style only with a DNS name.  0, or -1 with every problem
- * logged as an error (a usage error: exit 2).
- */
-int remote_validate(const struct remote_cfg *rc);
 /* Frees the strings (the secret is zeroed first) and zeroes *rc; NULL is fine. */
 void remote_cfg_free(struct remote_cfg *rc);
 

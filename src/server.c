@@ -8,9 +8,12 @@
  * exit status is ours to read and no shell is involved.
  */
 #include "server.h"
+#include "server_int.h"
+#include "config.h"
 #include "log.h"
+#include "pgbin.h"
+#include "proc.h"
 #include "sig.h"
-#include "steps.h"
 #include "util.h"
 
 #include <archive.h>
@@ -37,27 +40,6 @@
 #define TAIL_LINES 30
 
 /* ---- small helpers ---- */
-
-static void env_set(struct strlist *env, const char *name, const char *value);
-
-/* "exit status 1", "killed by signal 9 (Killed)" into buf. */
-static const char *
-describe_status(int status, char *buf, size_t n)
-{
-	if (WIFEXITED(status))
-		snprintf(buf, n, "exit status %d", WEXITSTATUS(status));
-	else if (WIFSIGNALED(status))
-		snprintf(buf, n, "killed by signal %d (%s)", WTERMSIG(status), strsignal(WTERMSIG(status)));
-	else
-		snprintf(buf, n, "wait status %d", status);
-	return buf;
-}
-
-static bool
-exited_ok(int status)
-{
-	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
-}
 
 /* Prints the last TAIL_LINES lines of `text` to stderr as "[label] line". */
 static void
@@ -177,57 +159,21 @@ srv_sweep_stale_dirs(void)
 	closedir(d);
 }
 
-/* How a child is started; see spawn(). */
-struct spawn_opts {
-	char *const *argv;   /* argv[0] is a path: no PATH search */
-	char *const *envp;   /* NULL: ours */
-	int in_fd;           /* the child's stdin; -1: /dev/null */
-	int out_fd;          /* the child's stdout and stderr; -1: our stderr */
-	bool own_group;      /* setpgid(0, 0): signals are forwarded to its group */
-};
-
 /*
- * Forks and execs; the child is tracked (sig_track).  Returns its pid or -1
- * (logged).  An exec failure is reported by the child on its stderr and
- * ends it with 127 (ENOENT) or 126.
+ * Starts `argv` (argv[0] a path) in its own process group, stdin /dev/null,
+ * stdout and stderr on `out_fd` (-1: our stderr).  An exec failure is logged
+ * by the child, which ends with 127 or 126.  Returns the pid, or -1 (logged).
  */
 static pid_t
-spawn(const struct spawn_opts *o)
+spawn(char *const *argv, int out_fd)
 {
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0) {
-		log_error("could not fork: %s", strerror(errno));
+	struct proc_opts o = {.argv = argv, .own_group = true};
+	if (out_fd >= 0)
+		o.out = (struct proc_stream){PROC_IO_FD, out_fd};
+	struct proc p;
+	if (proc_spawn(&o, &p) != PROC_SPAWNED)
 		return -1;
-	}
-	if (pid == 0) {
-		if (o->own_group)
-			setpgid(0, 0);
-		sig_child_reset();
-		int in = o->in_fd;
-		if (in < 0)
-			in = open("/dev/null", O_RDONLY | O_CLOEXEC);
-		if (in >= 0)
-			dup2(in, STDIN_FILENO);
-		if (o->out_fd >= 0) {
-			dup2(o->out_fd, STDOUT_FILENO);
-			dup2(o->out_fd, STDERR_FILENO);
-		} else {
-			/* Our stdout is program output (a key, a listing): children talk on stderr. */
-			dup2(STDERR_FILENO, STDOUT_FILENO);
-		}
-		if (o->envp)
-			environ = (char **)o->envp;
-		execv(o->argv[0], o->argv);
-		int e = errno;
-		log_error("could not execute \"%s\": %s", o->argv[0], strerror(e));
-		_exit(e == ENOENT ? 127 : 126);
-	}
-	if (o->own_group)
-		setpgid(pid, pid);
-	sig_track(pid);
-	return pid;
+	return p.pid;
 }
 
 /*
@@ -293,7 +239,7 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 		 * everything but expansions and operators, which it refuses.
 		 */
 		const char *why;
-		char **words = step_split_argv(cfg->initdb_args, &why);
+		char **words = proc_split_argv(cfg->initdb_args, &why);
 		if (!words) {
 			log_error("POSTGRES_INITDB_ARGS: %s", why);
 			sl_free(&argv);
@@ -301,7 +247,7 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 		}
 		for (char **w = words; *w; w++)
 			sl_add(&argv, *w);
-		step_argv_free(words);
+		proc_argv_free(words);
 	}
 	if (cfg->initdb_waldir && *cfg->initdb_waldir)
 		sl_add_owned(&argv, xasprintf("--waldir=%s", cfg->initdb_waldir));
@@ -333,16 +279,15 @@ run_tool(const char *what, char **argv)
 			goto cleanup;
 		}
 	}
-	struct spawn_opts o = {.argv = argv, .in_fd = -1, .out_fd = logfd, .own_group = true};
-	pid_t pid = spawn(&o);
+	pid_t pid = spawn(argv, logfd);
 	if (pid < 0)
 		goto cleanup;
 	int status = 0;
-	if (sig_wait_child(pid, &status, -1, pid) != 0)
+	if (proc_wait(pid, &status, -1, pid) != PROC_EXITED)
 		goto cleanup;
-	if (!exited_ok(status)) {
+	if (!proc_exited_ok(status)) {
 		char how[64];
-		log_error("%s failed: %s", what, describe_status(status, how, sizeof(how)));
+		log_error("%s failed: %s", what, proc_describe_status(status, how, sizeof(how)));
 		print_file_tail(what, logpath);
 		goto cleanup;
 	}
@@ -372,7 +317,7 @@ srv_initdb(const struct cfg *cfg, const struct pgbin *pg)
 	int rc = run_tool("initdb", argv);
 	if (rc == 0)
 		log_info("initdb done in %.1f s", log_now() - t0);
-	step_argv_free(argv);
+	proc_argv_free(argv);
 	return rc;
 }
 
@@ -403,14 +348,10 @@ srv_clear(struct srv *s)
 	memset(s, 0, sizeof(*s));
 }
 
-int
-srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
+/* Fills s's strings and makes its private directory.  0 or -1 (logged). */
+static int
+prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
 {
-	int logfd = -1;
-	char *postgres = NULL;
-	char *sockopt = NULL;
-	char port[16];
-
 	memset(s, 0, sizeof(*s));
 	s->port = SRV_PORT;
 	s->tcp = tcp;
@@ -419,17 +360,24 @@ srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, boo
 	s->pgdata = xstrdup(cfg->pgdata);
 	s->sockdir = make_private_dir("srv");
 	if (!s->sockdir)
-		goto fail;
+		return -1;
 	s->logfile = path_join(s->sockdir, "server.log");
-	logfd = open(s->logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	return 0;
+}
+
+/* Starts the postmaster, its output in s->logfile; sets s->pid.  0 or -1 (logged). */
+static int
+spawn_postmaster(struct srv *s, const struct pgbin *pg)
+{
+	char port[16];
+	int logfd = open(s->logfile, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (logfd < 0) {
 		log_error("could not create file \"%s\": %s", s->logfile, strerror(errno));
-		goto fail;
+		return -1;
 	}
-
 	snprintf(port, sizeof(port), "%d", s->port);
-	postgres = pgbin_path(pg, "postgres");
-	sockopt = xasprintf("unix_socket_directories=%s", s->sockdir);
+	char *postgres = pgbin_path(pg, "postgres");
+	char *sockopt = xasprintf("unix_socket_directories=%s", s->sockdir);
 	/*
 	 * Durability off: a crash during the build leaves a PGDATA that is
 	 * wiped and rebuilt anyway, and the clean shutdown at the end writes a
@@ -439,7 +387,7 @@ srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, boo
 	 */
 	char *argv[] = {
 		postgres, "-D", s->pgdata, "-p", port,
-		"-c", tcp ? "listen_addresses=127.0.0.1" : "listen_addresses=",
+		"-c", s->tcp ? "listen_addresses=127.0.0.1" : "listen_addresses=",
 		"-c", sockopt,
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
@@ -448,61 +396,79 @@ srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, boo
 		"-c", "logging_collector=off",
 		NULL,
 	};
-	double t0 = log_now();
-	struct spawn_opts o = {.argv = argv, .in_fd = -1, .out_fd = logfd, .own_group = true};
-	s->pid = spawn(&o);
+	pid_t pid = spawn(argv, logfd);
 	close(logfd);
-	logfd = -1;
-	if (s->pid < 0) {
-		s->pid = 0;
-		goto fail;
-	}
+	free(sockopt);
+	free(postgres);
+	if (pid < 0)
+		return -1;
+	s->pid = pid;
+	return 0;
+}
 
+/* Naps SRV_POLL_MS, waking early for a signal. */
+static void
+nap_or_signal(void)
+{
+	if (sig_fd() >= 0) {
+		struct pollfd p = {.fd = sig_fd(), .events = POLLIN};
+		poll(&p, 1, SRV_POLL_MS);
+	} else {
+		usleep(SRV_POLL_MS * 1000);
+	}
+}
+
+/* Waits until the server started at t0 accepts connections.  0 or -1 (logged). */
+static int
+wait_ready(struct srv *s, double t0)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", s->port);
 	const char *const kw[] = {"host", "port", "dbname", "user", "connect_timeout", NULL};
 	const char *const val[] = {s->sockdir, port, "postgres", s->user, "5", NULL};
 	for (;;) {
 		PGPing ping = PQpingParams(kw, val, 0);
 		if (ping == PQPING_OK)
-			break;
+			return 0;
 		if (ping == PQPING_NO_ATTEMPT) {
 			log_error("could not check the temporary server: bad connection parameters");
-			goto fail;
+			return -1;
 		}
 		int status;
 		if (sig_child_done(s->pid, &status)) {
 			char how[64];
 			s->pid = 0;
-			log_error("the temporary server exited during start-up: %s", describe_status(status, how, sizeof(how)));
+			log_error("the temporary server exited during start-up: %s",
+			          proc_describe_status(status, how, sizeof(how)));
 			print_file_tail("postgres", s->logfile);
-			goto fail;
+			return -1;
 		}
 		if (sig_received) {
 			log_error("start-up of the temporary server interrupted by signal %d", (int)sig_received);
-			goto fail;
+			return -1;
 		}
 		if (log_now() - t0 > SRV_START_TIMEOUT_S) {
 			log_error("the temporary server did not accept connections within %.0f s", SRV_START_TIMEOUT_S);
 			print_file_tail("postgres", s->logfile);
-			goto fail;
+			return -1;
 		}
-		if (sig_fd() >= 0) {
-			struct pollfd p = {.fd = sig_fd(), .events = POLLIN};
-			poll(&p, 1, SRV_POLL_MS);
-		} else {
-			usleep(SRV_POLL_MS * 1000);
-		}
+		nap_or_signal();
 	}
+}
+
+int
+srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
+{
+	double t0 = 0;
+	if (prepare_temp(s, cfg, pg, tcp) != 0)
+		goto fail;
+	t0 = log_now();
+	if (spawn_postmaster(s, pg) != 0 || wait_ready(s, t0) != 0)
+		goto fail;
 	log_info("temporary server ready in %.2f s (socket in \"%s\"%s)", log_now() - t0, s->sockdir,
 	         tcp ? ", TCP on 127.0.0.1" : "");
-	free(sockopt);
-	free(postgres);
 	return 0;
-
 fail:
-	if (logfd >= 0)
-		close(logfd);
-	free(sockopt);
-	free(postgres);
 	srv_stop(s);
 	return -1;
 }
@@ -519,22 +485,23 @@ srv_stop(struct srv *s)
 		/* SIGINT is the postmaster's "fast" shutdown: roll back sessions, checkpoint, exit 0. */
 		if (kill(pid, SIGINT) != 0 && errno != ESRCH)
 			log_warning("could not signal the temporary server: %s", strerror(errno));
-		int w = sig_wait_child(pid, &status, SRV_STOP_TIMEOUT_S, 0);
-		if (w == 1) {
+		enum proc_wait_result w = proc_wait(pid, &status, SRV_STOP_TIMEOUT_S, 0);
+		if (w == PROC_TIMEOUT) {
 			log_error("the temporary server did not stop within %.0f s: sending SIGQUIT", SRV_STOP_TIMEOUT_S);
 			kill(pid, SIGQUIT);
-			w = sig_wait_child(pid, &status, SRV_QUIT_TIMEOUT_S, 0);
-			if (w == 1) {
+			w = proc_wait(pid, &status, SRV_QUIT_TIMEOUT_S, 0);
+			if (w == PROC_TIMEOUT) {
 				kill(-pid, SIGKILL);
-				w = sig_wait_child(pid, &status, -1, 0);
+				w = proc_wait(pid, &status, -1, 0);
 			}
 			rc = -1;
 		}
-		if (w != 0) {
+		if (w != PROC_EXITED) {
 			rc = -1;
-		} else if (!exited_ok(status)) {
+		} else if (!proc_exited_ok(status)) {
 			char how[64];
-			log_error("the temporary server did not shut down cleanly: %s", describe_status(status, how, sizeof(how)));
+			log_error("the temporary server did not shut down cleanly: %s",
+			          proc_describe_status(status, how, sizeof(how)));
 			rc = -1;
 		}
 		if (rc != 0) {
@@ -759,57 +726,130 @@ cleanup:
 static int
 run_init_file(char *const argv[], char *const envp[], const char *file, const char *compressed)
 {
-	int in[2] = {-1, -1};
-	int rc = -1;
+	struct proc_opts o = {.argv = argv, .envp = envp, .own_group = true};
+	if (compressed)
+		o.in.io = PROC_IO_PIPE;
+	struct proc p;
 	struct sigaction ign = {.sa_handler = SIG_IGN};
 	struct sigaction old_pipe;
-	bool pipe_ignored = false;
 
-	if (compressed && pipe2(in, O_CLOEXEC) != 0) {
-		log_error("could not create a pipe: %s", strerror(errno));
+	if (proc_spawn(&o, &p) != PROC_SPAWNED)
 		return -1;
-	}
-	struct spawn_opts o = {.argv = argv, .envp = envp, .in_fd = in[0], .out_fd = -1, .own_group = true};
-	pid_t pid = spawn(&o);
-	if (in[0] >= 0)
-		close(in[0]);
-	if (pid < 0)
-		goto cleanup;
 	int fed = 0;
 	if (compressed) {
 		/* Ignored only now, after the fork: psql must start with the default disposition. */
 		sigaction(SIGPIPE, &ign, &old_pipe);
-		pipe_ignored = true;
-		fcntl(in[1], F_SETFL, O_NONBLOCK);
-		fed = feed_compressed(compressed, in[1], pid);
+		fcntl(p.in, F_SETFL, O_NONBLOCK);
+		fed = feed_compressed(compressed, p.in, p.pid);
 		if (fed != 0)
-			sig_forward(pid, SIGTERM); /* half a script must not run as if it were whole */
-		close(in[1]);
-		in[1] = -1;
+			sig_forward(p.pid, SIGTERM); /* half a script must not run as if it were whole */
+		proc_close(&p);
 	}
 	int status = 0;
-	if (sig_wait_child(pid, &status, -1, pid) != 0)
-		goto cleanup;
+	enum proc_wait_result w = proc_wait(p.pid, &status, -1, p.pid);
+	if (compressed)
+		sigaction(SIGPIPE, &old_pipe, NULL);
+	if (w != PROC_EXITED)
+		return -1;
 	if (sig_received) {
 		log_error("\"%s\" interrupted by signal %d", file, (int)sig_received);
-		goto cleanup;
+		return -1;
 	}
-	if (!exited_ok(status)) {
+	if (!proc_exited_ok(status)) {
 		char how[64];
-		log_error("\"%s\" failed: %s", file, describe_status(status, how, sizeof(how)));
-		goto cleanup;
+		log_error("\"%s\" failed: %s", file, proc_describe_status(status, how, sizeof(how)));
+		return -1;
 	}
 	if (fed != 0) {
 		log_error("\"%s\" failed", file);
-		goto cleanup;
+		return -1;
 	}
-	rc = 0;
-cleanup:
-	if (pipe_ignored)
-		sigaction(SIGPIPE, &old_pipe, NULL);
-	if (in[1] >= 0)
-		close(in[1]);
-	return rc;
+	return 0;
+}
+
+/*
+ * The names in `dir` that the image's glob "*" gives, in bytewise order.
+ * 1 when there is no such directory, 0, or -1 (logged).
+ */
+static int
+list_init_files(const char *dir, struct strlist *names)
+{
+	DIR *d = opendir(dir);
+	if (!d) {
+		if (errno == ENOENT) {
+			log_debug("no \"%s\": nothing to run", dir);
+			return 1;
+		}
+		log_error("could not open directory \"%s\": %s", dir, strerror(errno));
+		return -1;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		/* The image's glob "*" skips dot files (Kubernetes' ..data links among them). */
+		if (de->d_name[0] != '.')
+			sl_add(names, de->d_name);
+	}
+	closedir(d);
+	if (names->n > 0)
+		qsort(names->v, names->n, sizeof(char *), cmp_names);
+	return 0;
+}
+
+/* The environment the image gives init scripts: client settings, POSTGRES_*, and PATH with our psql first. */
+static void
+init_files_env(const struct srv *s, const struct cfg *cfg, struct strlist *env)
+{
+	proc_env_inherit(env);
+	srv_client_env(s, cfg, cfg->db_name, env);
+	proc_env_set(env, "POSTGRES_USER", cfg->db_user);
+	proc_env_set(env, "POSTGRES_DB", cfg->db_name);
+	if (cfg->db_password)
+		proc_env_set(env, "POSTGRES_PASSWORD", cfg->db_password);
+	/* Scripts written for the image call `psql`: give them the one matching the server. */
+	const char *path_env = getenv("PATH");
+	char *path_var = xasprintf("%s%s%s", s->bindir, path_env && *path_env ? ":" : "", path_env ? path_env : "");
+	proc_env_set(env, "PATH", path_var);
+	free(path_var);
+}
+
+/* Runs or ignores init file `name` (at `path`) by its suffix.  0 or -1 (logged). */
+static int
+run_one_init_file(const char *name, char *path, const char *psql, const struct cfg *cfg, char *const env[])
+{
+	struct stat st;
+	char *sql_argv[] = {(char *)psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password",
+	                    "--dbname", cfg->db_name, NULL, NULL, NULL};
+
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+		log_info("ignoring \"%s\"", path);
+		return 0;
+	}
+	if (ends_with(name, ".sh")) {
+		if (access(path, X_OK) == 0) {
+			log_info("running \"%s\"", path);
+			char *argv[] = {path, NULL};
+			return run_init_file(argv, env, path, NULL);
+		}
+		/*
+		 * The image sources non-executable scripts into its own shell;
+		 * a C program can't, so variables they set or export stay theirs.
+		 */
+		log_info("running \"%s\" with /bin/sh (not executable)", path);
+		char *argv[] = {"/bin/sh", path, NULL};
+		return run_init_file(argv, env, path, NULL);
+	}
+	if (ends_with(name, ".sql")) {
+		log_info("running \"%s\"", path);
+		sql_argv[7] = "-f";
+		sql_argv[8] = path;
+		return run_init_file(sql_argv, env, path, NULL);
+	}
+	if (ends_with(name, ".sql.gz") || ends_with(name, ".sql.xz") || ends_with(name, ".sql.zst")) {
+		log_info("running \"%s\"", path);
+		return run_init_file(sql_argv, env, path, path);
+	}
+	log_info("ignoring \"%s\"", path);
+	return 0;
 }
 
 int
@@ -822,79 +862,18 @@ srv_run_initdb_d(const struct srv *s, const struct cfg *cfg)
 
 	if (!cfg->initdb_d || !*cfg->initdb_d)
 		return 0;
-	DIR *d = opendir(cfg->initdb_d);
-	if (!d) {
-		if (errno == ENOENT) {
-			log_debug("no \"%s\": nothing to run", cfg->initdb_d);
-			return 0;
-		}
-		log_error("could not open directory \"%s\": %s", cfg->initdb_d, strerror(errno));
-		return -1;
-	}
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		/* The image's glob "*" skips dot files (Kubernetes' ..data links among them). */
-		if (de->d_name[0] != '.')
-			sl_add(&names, de->d_name);
-	}
-	closedir(d);
-	if (names.n == 0) {
-		rc = 0;
+	int listed = list_init_files(cfg->initdb_d, &names);
+	if (listed != 0 || names.n == 0) {
+		rc = listed < 0 ? -1 : 0;
 		goto cleanup;
 	}
-	qsort(names.v, names.n, sizeof(char *), cmp_names);
-
-	srv_env_inherit(&env);
-	srv_client_env(s, cfg, cfg->db_name, &env);
-	env_set(&env, "POSTGRES_USER", cfg->db_user);
-	env_set(&env, "POSTGRES_DB", cfg->db_name);
-	if (cfg->db_password)
-		env_set(&env, "POSTGRES_PASSWORD", cfg->db_password);
-	/* Scripts written for the image call `psql`: give them the one matching the server. */
-	const char *path_env = getenv("PATH");
-	char *path_var = xasprintf("%s%s%s", s->bindir, path_env && *path_env ? ":" : "", path_env ? path_env : "");
-	env_set(&env, "PATH", path_var);
-	free(path_var);
+	init_files_env(s, cfg, &env);
 	psql = path_join(s->bindir, "psql");
-
 	for (size_t i = 0; i < names.n; i++) {
-		const char *name = names.v[i];
-		char *path = path_join(cfg->initdb_d, name);
-		struct stat st;
-		int r = 0;
-		if (sig_received) {
-			free(path);
+		if (sig_received)
 			goto cleanup;
-		}
-		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
-			log_info("ignoring \"%s\"", path);
-		} else if (ends_with(name, ".sh")) {
-			if (access(path, X_OK) == 0) {
-				log_info("running \"%s\"", path);
-				char *argv[] = {path, NULL};
-				r = run_init_file(argv, env.v, path, NULL);
-			} else {
-				/*
-				 * The image sources non-executable scripts into its own shell;
-				 * a C program can't, so variables they set or export stay theirs.
-				 */
-				log_info("running \"%s\" with /bin/sh (not executable)", path);
-				char *argv[] = {"/bin/sh", path, NULL};
-				r = run_init_file(argv, env.v, path, NULL);
-			}
-		} else if (ends_with(name, ".sql")) {
-			log_info("running \"%s\"", path);
-			char *argv[] = {psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password",
-			                "--dbname", cfg->db_name, "-f", path, NULL};
-			r = run_init_file(argv, env.v, path, NULL);
-		} else if (ends_with(name, ".sql.gz") || ends_with(name, ".sql.xz") || ends_with(name, ".sql.zst")) {
-			log_info("running \"%s\"", path);
-			char *argv[] = {psql, "-v", "ON_ERROR_STOP=1", "--no-psqlrc", "--no-password",
-			                "--dbname", cfg->db_name, NULL};
-			r = run_init_file(argv, env.v, path, path);
-		} else {
-			log_info("ignoring \"%s\"", path);
-		}
+		char *path = path_join(cfg->initdb_d, names.v[i]);
+		int r = run_one_init_file(names.v[i], path, psql, cfg, env.v);
 		free(path);
 		if (r != 0)
 			goto cleanup;
@@ -1019,36 +998,25 @@ print_single_user_output(const char *out, const char *password, const char *lite
 	sb_free(&clean);
 }
 
-static int
-set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
-{
-	int in[2] = {-1, -1};
-	int out[2] = {-1, -1};
-	int rc = -1;
-	char *postgres = pgbin_path(pg, "postgres");
-	char *ident = srv_quote_ident(cfg->db_user);
-	char *literal = srv_quote_literal(cfg->db_password);
-	/* -j: a statement ends at ";" and an empty line, not at the first newline. */
-	char *sql = xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n", ident, literal);
-	struct strbuf output = {0};
-	struct sigaction ign = {.sa_handler = SIG_IGN};
-	struct sigaction old_pipe;
-	bool pipe_ignored = false;
+/* What single-user mode may print; more is dropped (only its tail is shown). */
+#define SINGLE_USER_OUTPUT_MAX (1024 * 1024)
 
-	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0) {
-		log_error("could not create a pipe: %s", strerror(errno));
-		goto cleanup;
-	}
-	/*
-	 * --single must come first.  The statement goes on stdin, never argv; the
-	 * log settings keep the server from echoing it should it fail.
-	 *
-	 * Without `durable` the cluster is not on disk yet anyway (a restore or a
-	 * build just wrote it, and the marker says "unsynced", see marker.h):
-	 * fsync=off spares the shutdown checkpoint's fsyncs; the background
-	 * syncfs covers what it writes, and a host crash before that means a
-	 * rebuild.  A cluster that is on disk keeps postgres' own fsyncs.
-	 */
+/*
+ * Runs `sql` through `postgres --single` on cfg->pgdata, its output in
+ * `output`.  --single must come first.  The statement goes on stdin, never
+ * argv; the log settings keep the server from echoing it should it fail.
+ *
+ * Without `durable` the cluster is not on disk yet anyway (a restore or a
+ * build just wrote it, and the marker says "unsynced", see marker.h):
+ * fsync=off spares the shutdown checkpoint's fsyncs; the background syncfs
+ * covers what it writes, and a host crash before that means a rebuild.  A
+ * cluster that is on disk keeps postgres' own fsyncs.
+ */
+static enum proc_wait_result
+run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, const char *sql,
+                struct proc_capture *c)
+{
+	char *postgres = pgbin_path(pg, "postgres");
 	char *argv[] = {
 		postgres, "--single", "-D", cfg->pgdata, "-j",
 		"-c", "exit_on_error=true",
@@ -1064,53 +1032,46 @@ set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 		argv[argc - 3] = "postgres";
 		argv[argc - 2] = NULL;
 	}
-	double t0 = log_now();
-	struct spawn_opts o = {.argv = argv, .in_fd = in[0], .out_fd = out[1], .own_group = true};
-	pid_t pid = spawn(&o);
-	close(in[0]);
-	close(out[1]);
-	in[0] = out[1] = -1;
-	if (pid < 0)
-		goto cleanup;
-
+	struct proc_opts o = {.argv = argv, .own_group = true};
 	/* The statement is far below a pipe's capacity: one write, then EOF ends the session. */
-	sigaction(SIGPIPE, &ign, &old_pipe);
-	pipe_ignored = true;
-	size_t len = strlen(sql);
-	size_t off = 0;
-	while (off < len) {
-		ssize_t n = write(in[1], sql + off, len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break; /* it exited early: its output and status say why */
-		off += (size_t)n;
-	}
-	close(in[1]);
-	in[1] = -1;
-	char buf[4096];
-	for (;;) {
-		ssize_t n = read(out[0], buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		sb_appendn(&output, buf, (size_t)n);
-	}
-	int status = 0;
-	int w = sig_wait_child(pid, &status, SRV_STOP_TIMEOUT_S, pid);
-	if (w == 1) {
-		kill(-pid, SIGKILL);
-		sig_wait_child(pid, &status, -1, 0);
+	c->input = sql;
+	c->input_len = strlen(sql);
+	c->max = SINGLE_USER_OUTPUT_MAX;
+	c->with_stderr = true;
+	c->timeout_s = SRV_STOP_TIMEOUT_S;
+	enum proc_wait_result w = proc_capture(&o, c);
+	free(postgres);
+	return w;
+}
+
+static int
+set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
+{
+	int rc = -1;
+	char *ident = srv_quote_ident(cfg->db_user);
+	char *literal = srv_quote_literal(cfg->db_password);
+	/* -j: a statement ends at ";" and an empty line, not at the first newline. */
+	char *sql = xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n", ident, literal);
+	struct strbuf output = {0};
+	struct proc_capture c = {.output = &output};
+
+	double t0 = log_now();
+	switch (run_single_user(cfg, pg, durable, sql, &c)) {
+	case PROC_EXITED:
+		break;
+	case PROC_TIMEOUT:
+		/* Still running: its pid is its group. */
+		kill(-c.pid, SIGKILL);
+		proc_wait(c.pid, &c.status, -1, 0);
 		log_error("setting the password in single-user mode did not finish within %.0f s", SRV_STOP_TIMEOUT_S);
 		goto cleanup;
-	}
-	if (w != 0)
+	case PROC_FAILED:
 		goto cleanup;
-	if (!exited_ok(status) || off < len) {
+	}
+	if (!proc_exited_ok(c.status) || c.input_short) {
 		char how[64];
 		log_error("could not set the password of role \"%s\" in single-user mode: %s", cfg->db_user,
-		          describe_status(status, how, sizeof(how)));
+		          proc_describe_status(c.status, how, sizeof(how)));
 		print_single_user_output(sb_str(&output), cfg->db_password, literal);
 		goto cleanup;
 	}
@@ -1118,14 +1079,6 @@ set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 	          (log_now() - t0) * 1000.0);
 	rc = 0;
 cleanup:
-	if (pipe_ignored)
-		sigaction(SIGPIPE, &old_pipe, NULL);
-	for (int i = 0; i < 2; i++) {
-		if (in[i] >= 0)
-			close(in[i]);
-		if (out[i] >= 0)
-			close(out[i]);
-	}
 	/* The buffers held the password: don't leave it in freed memory. */
 	explicit_bzero(sql, strlen(sql));
 	explicit_bzero(literal, strlen(literal));
@@ -1135,7 +1088,6 @@ cleanup:
 	free(sql);
 	free(literal);
 	free(ident);
-	free(postgres);
 	return rc;
 }
 
@@ -1170,36 +1122,6 @@ srv_check_auth(const struct cfg *cfg)
 
 /* ---- client environment ---- */
 
-void
-srv_env_inherit(struct strlist *env)
-{
-	for (char **e = environ; e && *e; e++)
-		sl_add(env, *e);
-}
-
-void
-srv_env_put(struct strlist *env, const char *entry)
-{
-	const char *eq = strchr(entry, '=');
-	size_t n = eq ? (size_t)(eq - entry) : strlen(entry);
-	for (size_t i = 0; i < env->n; i++) {
-		if (strncmp(env->v[i], entry, n) == 0 && env->v[i][n] == '=') {
-			free(env->v[i]);
-			env->v[i] = xstrdup(entry);
-			return;
-		}
-	}
-	sl_add(env, entry);
-}
-
-static void
-env_set(struct strlist *env, const char *name, const char *value)
-{
-	char *e = xasprintf("%s=%s", name, value);
-	srv_env_put(env, e);
-	free(e);
-}
-
 /* RFC 3986 percent-encoding; `keep` lists reserved characters allowed through. */
 static void
 url_encode(struct strbuf *sb, const char *s, const char *keep)
@@ -1221,11 +1143,11 @@ srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, s
 	struct strbuf url = {0};
 
 	snprintf(port, sizeof(port), "%d", s->port);
-	env_set(env, "PGHOST", s->tcp ? "127.0.0.1" : s->sockdir);
-	env_set(env, "PGPORT", port);
-	env_set(env, "PGUSER", user);
-	env_set(env, "PGPASSWORD", has_password(cfg) ? cfg->db_password : "");
-	env_set(env, "PGDATABASE", dbname);
+	proc_env_set(env, "PGHOST", s->tcp ? "127.0.0.1" : s->sockdir);
+	proc_env_set(env, "PGPORT", port);
+	proc_env_set(env, "PGUSER", user);
+	proc_env_set(env, "PGPASSWORD", has_password(cfg) ? cfg->db_password : "");
+	proc_env_set(env, "PGDATABASE", dbname);
 
 	sb_append(&url, "postgresql://");
 	url_encode(&url, user, NULL);
@@ -1240,6 +1162,6 @@ srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, s
 		url_encode(&url, s->sockdir, "/");
 		sb_appendf(&url, "&port=%s", port);
 	}
-	env_set(env, "DATABASE_URL", sb_str(&url));
+	proc_env_set(env, "DATABASE_URL", sb_str(&url));
 	sb_free(&url);
 }

@@ -14,13 +14,12 @@
 #ifndef PGSTASH_SERVER_H
 #define PGSTASH_SERVER_H
 
-#include "config.h"
-#include "pgbin.h"
-#include "util.h"
-
-#include <libpq-fe.h>
 #include <stdbool.h>
 #include <sys/types.h>
+
+struct cfg;
+struct pgbin;
+struct strlist;
 
 /* The temporary server always uses this port: the socket directory is private. */
 #define SRV_PORT 5432
@@ -38,10 +37,10 @@ struct srv {
 };
 
 /*
- * Returns the initdb argv (NULL-terminated, free with step_argv_free):
+ * Returns the initdb argv (NULL-terminated, free with proc_argv_free):
  * initdb -D PGDATA --username=USER --encoding=UTF8 --locale=C.UTF-8
  * --auth-local=trust --auth-host=trust --no-sync, then the words of
- * POSTGRES_INITDB_ARGS (split by step_split_argv, which honours quotes as the
+ * POSTGRES_INITDB_ARGS (split by proc_split_argv, which honours quotes as the
  * official image's eval does), then --waldir when set.  NULL when the args
  * can't be split (logged).  Never holds the password.
  */
@@ -82,12 +81,6 @@ int srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg,
  * and on a zeroed srv.
  */
 int srv_stop(struct srv *s);
-
-/*
- * Connects to `dbname` on the temporary server.  Returns a connection with
- * CONNECTION_OK (caller PQfinish'es) or NULL (logged).
- */
-PGconn *srv_connect(const struct srv *s, const char *dbname);
 
 /*
  * As the official image: the superuser is cfg->db_user (initdb made it);
@@ -138,18 +131,5 @@ int srv_check_auth(const struct cfg *cfg);
  * postgresql://user@127.0.0.1:5432/db when s->tcp).  No password in the URL.
  */
 void srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, struct strlist *env);
-/* Appends a copy of every entry of the process environment to `env`. */
-void srv_env_inherit(struct strlist *env);
-/* Sets "NAME=value" `entry` in env, replacing an earlier entry for NAME. */
-void srv_env_put(struct strlist *env, const char *entry);
-
-/*
- * Returns the SQL literal E'...' for `s` (malloc'ed), independent of
- * standard_conforming_strings and free of raw control characters.  For
- * single-user mode, where libpq's escaping is not available.  Exposed for tests.
- */
-char *srv_quote_literal(const char *s);
-/* Returns the quoted identifier "..." for `s` (malloc'ed).  Exposed for tests. */
-char *srv_quote_ident(const char *s);
 
 #endif

@@ -4,7 +4,10 @@
  * to that group, and one poll() waits for output, signals and the deadline.
  */
 #include "steps.h"
+#include "config.h"
 #include "log.h"
+#include "proc.h"
+#include "server.h"
 #include "sig.h"
 #include "util.h"
 
@@ -22,122 +25,6 @@
 #define STEP_KILL_GRACE_S 10.0
 /* A line longer than this is printed in pieces, each with the prefix. */
 #define STEP_MAX_LINE 16384
-
-static const char shell_syntax[] = "shell syntax is not supported: write run = /bin/sh -c '…'";
-
-static bool
-is_blank(char c)
-{
-	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-char **
-step_split_argv(const char *cmdline, const char **why)
-{
-	struct strlist words = {0};
-	struct strbuf cur = {0};
-	bool in_word = false;
-	const char *p = cmdline ? cmdline : "";
-
-	*why = NULL;
-	while (*p) {
-		char c = *p;
-		if (is_blank(c)) {
-			if (in_word)
-				sl_add_owned(&words, sb_take(&cur));
-			in_word = false;
-			p++;
-		} else if (c == '\'') {
-			const char *end = strchr(p + 1, '\'');
-			if (!end) {
-				*why = "unterminated single quote";
-				goto fail;
-			}
-			sb_appendn(&cur, p + 1, (size_t)(end - p - 1));
-			in_word = true;
-			p = end + 1;
-		} else if (c == '"') {
-			for (p++;; p++) {
-				if (!*p) {
-					*why = "unterminated double quote";
-					goto fail;
-				}
-				if (*p == '"')
-					break;
-				if (*p == '\\' && (p[1] == '"' || p[1] == '\\'))
-					p++;
-				sb_appendc(&cur, *p);
-			}
-			in_word = true;
-			p++;
-		} else if (c == '\\') {
-			if (!p[1]) {
-				*why = "trailing backslash";
-				goto fail;
-			}
-			/* As in sh, backslash-newline joins lines and is dropped. */
-			if (p[1] != '\n') {
-				sb_appendc(&cur, p[1]);
-				in_word = true;
-			}
-			p += 2;
-		} else if (strchr("|&;<>()`$", c) || (c == '#' && !in_word)) {
-			/*
-			 * Running these literally would do something quite different
-			 * from what the line says in a shell: refuse rather than guess.
-			 */
-			*why = shell_syntax;
-			goto fail;
-		} else {
-			sb_appendc(&cur, c);
-			in_word = true;
-			p++;
-		}
-	}
-	if (in_word)
-		sl_add_owned(&words, sb_take(&cur));
-	if (words.n == 0) {
-		*why = "empty command";
-		goto fail;
-	}
-	sb_free(&cur);
-	return words.v;
-
-fail:
-	sb_free(&cur);
-	sl_free(&words);
-	return NULL;
-}
-
-void
-step_argv_free(char **argv)
-{
-	if (!argv)
-		return;
-	for (char **a = argv; *a; a++)
-		free(*a);
-	free(argv);
-}
-
-/* What a child reports on the status pipe when it could not start the step. */
-enum child_stage {
-	STAGE_CHDIR = 1,
-	STAGE_EXEC = 2,
-};
-
-struct child_report {
-	int stage;
-	int err;
-};
-
-static void
-child_fail(int fd, int stage, int err)
-{
-	struct child_report r = {.stage = stage, .err = err};
-	ssize_t n = write(fd, &r, sizeof(r));
-	(void)n;
-	_exit(err == ENOENT ? 127 : 126);
-}
 
 /* Prints one line of step output with the prefix, in a single write. */
 static void
@@ -223,168 +110,115 @@ ms_until(double t, double now)
 	return (int)ms + 1;
 }
 
-int
-step_run_command(const struct cfg_step *step, const struct cfg *cfg, const struct srv *s)
+/* What the supervision of a running step saw. */
+struct step_watch {
+	const char *name;
+	pid_t pid;
+	int out;             /* its stdout and stderr, non-blocking */
+	struct strbuf pending;
+	long timeout;        /* seconds; 0: none */
+	double start;
+	double deadline;     /* 0: none */
+	double kill_at;      /* SIGKILL after SIGTERM; 0: not yet planned */
+	bool timed_out;
+	bool killed;
+	bool out_open;
+	int forwarded;       /* the signal forwarded to its group, or 0 */
+	int status;
+};
+
+/* Sends SIGTERM at the deadline and SIGKILL when the grace after it is over. */
+static void
+enforce_deadlines(struct step_watch *w, double now)
 {
-	const char *why = NULL;
-	char **argv = NULL;
-	struct strlist env = {0};
-	struct strbuf pending = {0};
-	int out[2] = {-1, -1};
-	int st[2] = {-1, -1};
-	int devnull = -1;
-	int rc = -1;
-	const char *name = step->name;
-
-	if (sig_received) {
-		log_error("step %s not started: received signal %d", name, (int)sig_received);
-		return -1;
+	if (w->deadline > 0 && !w->timed_out && now >= w->deadline) {
+		w->timed_out = true;
+		log_warning("step %s timed out after %ld s: stopping it", w->name, w->timeout);
+		kill(-w->pid, SIGTERM);
+		w->kill_at = now + STEP_KILL_GRACE_S;
 	}
-	argv = step_split_argv(step->run, &why);
-	if (!argv) {
-		log_error("step %s: run = %s: %s", name, step->run ? step->run : "", why);
-		return -1;
+	if (w->kill_at > 0 && !w->killed && now >= w->kill_at) {
+		log_warning("step %s is still running %.0f s after SIGTERM: killing it", w->name, STEP_KILL_GRACE_S);
+		kill(-w->pid, SIGKILL);
+		w->killed = true;
 	}
+}
 
-	srv_env_inherit(&env);
-	srv_client_env(s, cfg, step->database ? step->database : cfg->db_name, &env);
-	for (size_t i = 0; i < step->env.n; i++)
-		srv_env_put(&env, step->env.v[i]);
+/* How long the next poll may sleep: until the next deadline, at most 1 s. */
+static int
+poll_wait_ms(const struct step_watch *w, double now)
+{
+	int wait_ms = 1000;
+	if (w->deadline > 0 && !w->timed_out)
+		wait_ms = ms_until(w->deadline, now);
+	if (w->kill_at > 0 && !w->killed && ms_until(w->kill_at, now) < wait_ms)
+		wait_ms = ms_until(w->kill_at, now);
+	return wait_ms;
+}
 
-	devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-	if (devnull < 0) {
-		log_error("could not open \"/dev/null\": %s", strerror(errno));
-		goto cleanup;
-	}
-	if (pipe2(out, O_CLOEXEC) != 0 || pipe2(st, O_CLOEXEC) != 0) {
-		log_error("could not create a pipe: %s", strerror(errno));
-		goto cleanup;
-	}
+/* Forwards a terminating signal to the step's group; the first one plans the SIGKILL. */
+static void
+forward_signals(struct step_watch *w)
+{
+	int sig = sig_drain();
+	if (!sig && sig_received && !w->forwarded)
+		sig = sig_received; /* read by someone else's drain: still ours to forward */
+	if (!sig)
+		return;
+	kill(-w->pid, sig);
+	if (!w->forwarded)
+		w->kill_at = log_now() + STEP_KILL_GRACE_S;
+	w->forwarded = sig;
+}
 
-	log_info("step %s: running %s", name, step->run);
-	double start = log_now();
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	if (pid < 0) {
-		log_error("could not fork: %s", strerror(errno));
-		goto cleanup;
-	}
-	if (pid == 0) {
-		/* Its own group, so a signal or the final SIGKILL reaches everything it started. */
-		setpgid(0, 0);
-		sig_child_reset();
-		if (step->root && chdir(step->root) != 0)
-			child_fail(st[1], STAGE_CHDIR, errno);
-		dup2(devnull, STDIN_FILENO);
-		dup2(out[1], STDOUT_FILENO);
-		dup2(out[1], STDERR_FILENO);
-		/* execvp searches the PATH of `environ`: let the step's own PATH count. */
-		environ = env.v;
-		execvp(argv[0], argv);
-		child_fail(st[1], STAGE_EXEC, errno);
-	}
-	/* Also here: whichever of parent and child runs first, the group exists before we signal it. */
-	setpgid(pid, pid);
-	sig_track(pid);
-	close(out[1]);
-	close(st[1]);
-	out[1] = st[1] = -1;
-
-	struct child_report report;
-	ssize_t got;
-	do
-		got = read(st[0], &report, sizeof(report));
-	while (got < 0 && errno == EINTR);
-	if (got == (ssize_t)sizeof(report)) {
-		int status;
-		sig_wait_child(pid, &status, -1, 0);
-		if (report.stage == STAGE_CHDIR)
-			log_error("step %s: could not change directory to \"%s\": %s", name, step->root,
-			          strerror(report.err));
-		else
-			log_error("step %s: could not execute \"%s\": %s", name, argv[0], strerror(report.err));
-		goto cleanup;
-	}
-
-	if (fcntl(out[0], F_SETFL, O_NONBLOCK) != 0)
-		log_warning("could not make the output pipe of step %s non-blocking: %s", name, strerror(errno));
-
-	long timeout = step->timeout > 0 ? step->timeout : cfg->step_timeout;
-	double deadline = timeout > 0 ? start + (double)timeout : 0;
-	double kill_at = 0;
-	bool timed_out = false;
-	bool killed = false;
-	bool out_open = true;
-	int forwarded = 0;
-	int status = 0;
-
+/*
+ * tini's loop: one poll() waits for output, signals and the next deadline,
+ * until the step has exited.  0, or -1 when poll failed (logged; the step is
+ * killed and reaped).
+ */
+static int
+supervise(struct step_watch *w)
+{
 	for (;;) {
 		double now = log_now();
-		if (deadline > 0 && !timed_out && now >= deadline) {
-			timed_out = true;
-			log_warning("step %s timed out after %ld s: stopping it", name, timeout);
-			kill(-pid, SIGTERM);
-			kill_at = now + STEP_KILL_GRACE_S;
-		}
-		if (kill_at > 0 && !killed && now >= kill_at) {
-			log_warning("step %s is still running %.0f s after SIGTERM: killing it", name, STEP_KILL_GRACE_S);
-			kill(-pid, SIGKILL);
-			killed = true;
-		}
-
-		int wait_ms = 1000;
-		if (deadline > 0 && !timed_out)
-			wait_ms = ms_until(deadline, now);
-		if (kill_at > 0 && !killed && ms_until(kill_at, now) < wait_ms)
-			wait_ms = ms_until(kill_at, now);
+		enforce_deadlines(w, now);
+		int wait_ms = poll_wait_ms(w, now);
 		struct pollfd pfd[2];
 		nfds_t nfds = 0;
-		if (out_open)
-			pfd[nfds++] = (struct pollfd){.fd = out[0], .events = POLLIN};
+		if (w->out_open)
+			pfd[nfds++] = (struct pollfd){.fd = w->out, .events = POLLIN};
 		if (sig_fd() >= 0)
 			pfd[nfds++] = (struct pollfd){.fd = sig_fd(), .events = POLLIN};
 		else if (wait_ms > 50)
 			wait_ms = 50; /* no signalfd (not PID 1 duty): notice the exit by polling */
 		if (poll(pfd, nfds, wait_ms) < 0 && errno != EINTR) {
 			log_error("poll failed: %s", strerror(errno));
-			kill(-pid, SIGKILL);
-			sig_wait_child(pid, &status, -1, 0);
-			goto cleanup;
+			kill(-w->pid, SIGKILL);
+			proc_wait(w->pid, &w->status, -1, 0);
+			return -1;
 		}
-
-		if (out_open)
-			out_open = pump_output(out[0], name, &pending);
-		int sig = sig_drain();
-		if (!sig && sig_received && !forwarded)
-			sig = sig_received; /* read by someone else's drain: still ours to forward */
-		if (sig) {
-			kill(-pid, sig);
-			if (!forwarded)
-				kill_at = log_now() + STEP_KILL_GRACE_S;
-			forwarded = sig;
-		}
-		if (sig_child_done(pid, &status))
-			break;
+		if (w->out_open)
+			w->out_open = pump_output(w->out, w->name, &w->pending);
+		forward_signals(w);
+		if (sig_child_done(w->pid, &w->status))
+			return 0;
 	}
-	double elapsed = log_now() - start;
+}
 
-	/* What the step wrote just before it exited, then whatever a leftover process still holds. */
-	if (out_open)
-		pump_output(out[0], name, &pending);
-	emit_lines(name, &pending, true);
-	/* Nothing the step started may outlive it: a daemon would hold the pipe, files, the server. */
-	if (kill(-pid, SIGKILL) == 0)
-		log_debug("step %s: killed processes it left behind", name);
-
-	if (forwarded) {
-		log_error("step %s stopped after %.1f s: pgstash received signal %d (%s)", name, elapsed, forwarded,
-		          strsignal(forwarded));
-	} else if (timed_out) {
-		log_error("step %s failed: timed out after %ld s", name, timeout);
+/* Logs how the step ended.  0 when it exited 0. */
+static int
+report_end(const struct step_watch *w, double elapsed)
+{
+	const char *name = w->name;
+	int status = w->status;
+	if (w->forwarded) {
+		log_error("step %s stopped after %.1f s: pgstash received signal %d (%s)", name, elapsed, w->forwarded,
+		          strsignal(w->forwarded));
+	} else if (w->timed_out) {
+		log_error("step %s failed: timed out after %ld s", name, w->timeout);
 	} else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
 		log_info("step %s finished in %.1f s", name, elapsed);
-		rc = 0;
+		return 0;
 	} else if (WIFEXITED(status)) {
 		log_error("step %s failed: exit status %d after %.1f s", name, WEXITSTATUS(status), elapsed);
 	} else if (WIFSIGNALED(status)) {
@@ -393,18 +227,94 @@ step_run_command(const struct cfg_step *step, const struct cfg *cfg, const struc
 	} else {
 		log_error("step %s failed: unexpected wait status %d after %.1f s", name, status, elapsed);
 	}
+	return -1;
+}
+
+/* The step's environment: ours, the temporary server's client settings, then the step's own. */
+static void
+step_env(const struct cfg_step *step, const struct cfg *cfg, const struct srv *s, struct strlist *env)
+{
+	proc_env_inherit(env);
+	srv_client_env(s, cfg, step->database ? step->database : cfg->db_name, env);
+	for (size_t i = 0; i < step->env.n; i++)
+		proc_env_put(env, step->env.v[i]);
+}
+
+/* Starts the step in its own process group, its output on a pipe.  0 or -1 (logged). */
+static int
+start_step(const struct cfg_step *step, char **argv, const struct strlist *env, struct proc *p)
+{
+	struct proc_opts o = {
+		.argv = argv,
+		.envp = env->v,
+		.search_path = true,
+		.cwd = step->root,
+		.own_group = true,
+		.out = {PROC_IO_PIPE},
+		.report_start_error = true,
+	};
+	switch (proc_spawn(&o, p)) {
+	case PROC_SPAWNED:
+		return 0;
+	case PROC_NOT_STARTED:
+		return -1;
+	case PROC_CHDIR_FAILED:
+		log_error("step %s: could not change directory to \"%s\": %s", step->name, step->root, strerror(p->err));
+		return -1;
+	case PROC_EXEC_FAILED:
+		log_error("step %s: could not execute \"%s\": %s", step->name, argv[0], strerror(p->err));
+		return -1;
+	}
+	return -1;
+}
+
+int
+step_run_command(const struct cfg_step *step, const struct cfg *cfg, const struct srv *s)
+{
+	const char *why = NULL;
+	struct strlist env = {0};
+	struct proc p = {.pid = 0, .in = -1, .out = -1};
+	struct step_watch w = {.name = step->name, .out_open = true};
+	int rc = -1;
+
+	if (sig_received) {
+		log_error("step %s not started: received signal %d", w.name, (int)sig_received);
+		return -1;
+	}
+	char **argv = proc_split_argv(step->run, &why);
+	if (!argv) {
+		log_error("step %s: run = %s: %s", w.name, step->run ? step->run : "", why);
+		return -1;
+	}
+	step_env(step, cfg, s, &env);
+
+	log_info("step %s: running %s", w.name, step->run);
+	w.start = log_now();
+	if (start_step(step, argv, &env, &p) != 0)
+		goto cleanup;
+	w.pid = p.pid;
+	w.out = p.out;
+	if (fcntl(w.out, F_SETFL, O_NONBLOCK) != 0)
+		log_warning("could not make the output pipe of step %s non-blocking: %s", w.name, strerror(errno));
+	w.timeout = step->timeout > 0 ? step->timeout : cfg->step_timeout;
+	w.deadline = w.timeout > 0 ? w.start + (double)w.timeout : 0;
+	if (supervise(&w) != 0)
+		goto cleanup;
+	double elapsed = log_now() - w.start;
+
+	/* What the step wrote just before it exited, then whatever a leftover process still holds. */
+	if (w.out_open)
+		pump_output(w.out, w.name, &w.pending);
+	emit_lines(w.name, &w.pending, true);
+	/* Nothing the step started may outlive it: a daemon would hold the pipe, files, the server. */
+	if (kill(-w.pid, SIGKILL) == 0)
+		log_debug("step %s: killed processes it left behind", w.name);
+	rc = report_end(&w, elapsed);
 
 cleanup:
-	for (int i = 0; i < 2; i++) {
-		if (out[i] >= 0)
-			close(out[i]);
-		if (st[i] >= 0)
-			close(st[i]);
-	}
-	if (devnull >= 0)
-		close(devnull);
-	sb_free(&pending);
+	proc_close(&p);
+	sb_free(&w.pending);
 	sl_free(&env);
-	step_argv_free(argv);
+	proc_argv_free(argv);
 	return rc;
 }

@@ -306,6 +306,118 @@ test_parsers(void **state)
 	assert_int_equal(parse_bool("maybe", &b, &why), -1);
 }
 
+/* cfg_validate with `rc` as the [remote] of an otherwise valid config. */
+static int
+validate_remote(struct remote_cfg rc)
+{
+	struct cfg cfg;
+	cfg_defaults(&cfg);
+	cfg.remote = rc;
+	int r = cfg_validate(&cfg);
+	memset(&cfg.remote, 0, sizeof(cfg.remote)); /* the literals are not ours to free */
+	cfg_free(&cfg);
+	return r;
+}
+
+static void
+test_remote_validate(void **state)
+{
+	(void)state;
+	assert_int_equal(validate_remote((struct remote_cfg){.url = "s3://bucket/ci", .endpoint = "http://127.0.0.1:9000",
+	                                                     .path_style = true, .access_key = "AK", .secret_key = "SK",
+	                                                     .timeout_s = 5}),
+	                 0);
+	assert_int_equal(validate_remote((struct remote_cfg){.url = "s3://bucket/ci", .region = "eu-west-3"}), 0);
+	/* No url: no remote, nothing else is looked at. */
+	assert_int_equal(validate_remote((struct remote_cfg){.region = "US EAST"}), 0);
+
+	struct remote_cfg bad[] = {
+		{.url = "s3:/bucket"},
+		{.url = "s3://bucket", .endpoint = "ftp://host"},
+		{.url = "s3://bucket", .endpoint = "http://host:9000/path"},
+		{.url = "s3://bucket", .endpoint = "http://user@host"},
+		{.url = "s3://bucket", .endpoint = "http://127.0.0.1:9000"},        /* needs path_style */
+		{.url = "s3://my.bucket", .endpoint = "https://s3.example.com"},  /* dots over TLS */
+		{.url = "s3://bucket", .region = "US EAST"},
+		{.url = "s3://bucket", .access_key = "AK"},
+		{.url = "s3://bucket", .timeout_s = 99999},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(validate_remote(bad[i]), -1);
+}
+
+static void
+test_remote_parsers(void **state)
+{
+	(void)state;
+	char *bucket, *prefix;
+	assert_int_equal(cfg_remote_parse_url("s3://my-bucket//ci/x/", &bucket, &prefix), 0);
+	assert_string_equal(bucket, "my-bucket");
+	assert_string_equal(prefix, "ci/x");
+	free(bucket);
+	free(prefix);
+	const char *bad[] = {"s3://", "s3://ab", "s3://-bucket", "s3://bucket/a//b", "s3://bucket/a?b", "http://bucket",
+	                     "s3://bu cket", NULL};
+	for (size_t i = 0; bad[i]; i++) {
+		assert_int_equal(cfg_remote_parse_url(bad[i], &bucket, &prefix), -1);
+		assert_null(bucket);
+		assert_null(prefix);
+	}
+	struct remote_cfg rc = {.region = "eu-west-3"};
+	struct cfg_endpoint ep;
+	const char *why;
+	assert_int_equal(cfg_remote_endpoint(&rc, &ep, &why), 0);
+	assert_string_equal(ep.scheme, "https");
+	assert_string_equal(ep.host, "s3.eu-west-3.amazonaws.com");
+	assert_null(ep.port);
+	cfg_endpoint_free(&ep);
+	rc.endpoint = "http://[::1]:9000";
+	assert_int_equal(cfg_remote_endpoint(&rc, &ep, &why), 0);
+	assert_string_equal(ep.host, "[::1]");
+	assert_string_equal(ep.port, "9000");
+	cfg_endpoint_free(&ep);
+	assert_string_equal(cfg_remote_region(&(struct remote_cfg){0}), REMOTE_DEFAULT_REGION);
+}
+
+static void
+test_remote_env(void **state)
+{
+	(void)state;
+	unit_write(tmp, "sk", "topsecret\n");
+	char *p = path_join(tmp, "sk");
+	setenv("PGSTASH_REMOTE_URL", "s3://bucket/ci", 1);
+	setenv("PGSTASH_REMOTE_TIMEOUT", "7", 1);
+	setenv("AWS_ACCESS_KEY_ID", "AK", 1);
+	setenv("AWS_SECRET_ACCESS_KEY_FILE", p, 1);
+	setenv("POSTGRES_USER_FILE", p, 1);
+	setenv("POSTGRES_INITDB_ARGS", "--data-checksums", 1);
+	struct cfg cfg;
+	assert_int_equal(load_text("", &cfg, NULL), 0);
+	assert_string_equal(cfg.remote.url, "s3://bucket/ci");
+	assert_int_equal(cfg.remote.timeout_s, 7);
+	assert_string_equal(cfg.remote.access_key, "AK");
+	assert_string_equal(cfg.remote.secret_key, "topsecret");
+	assert_string_equal(cfg.db_user, "topsecret");
+	assert_string_equal(cfg.db_user_from, "POSTGRES_USER_FILE");
+	assert_string_equal(cfg.db_name_from, "POSTGRES_USER_FILE");
+	assert_string_equal(cfg.initdb_args_from, "POSTGRES_INITDB_ARGS");
+	cfg_free(&cfg);
+	unsetenv("POSTGRES_USER_FILE");
+	unsetenv("POSTGRES_INITDB_ARGS");
+
+	setenv("PGSTASH_REMOTE_TIMEOUT", "0", 1);
+	char *err;
+	assert_int_equal(load_text("", &cfg, &err), -1);
+	assert_non_null(strstr(err, "environment variable PGSTASH_REMOTE_TIMEOUT: bad value \"0\""));
+	free(err);
+	cfg_free(&cfg);
+	unsetenv("PGSTASH_REMOTE_URL");
+	unsetenv("PGSTASH_REMOTE_TIMEOUT");
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY_FILE");
+	free(p);
+}
+
 int
 main(void)
 {
@@ -317,6 +429,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_long_line_and_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 		cmocka_unit_test(test_parsers),
+		cmocka_unit_test(test_remote_validate),
+		cmocka_unit_test(test_remote_parsers),
+		cmocka_unit_test_setup_teardown(test_remote_env, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

@@ -8,6 +8,7 @@
 
 #include "log.h"
 #include "pgbin.h"
+#include "pgbin_int.h"
 
 #define PG_BINDIR "/usr/lib/postgresql/15/bin"
 

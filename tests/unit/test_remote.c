@@ -9,6 +9,7 @@
  */
 #include "unit.h"
 
+#include "config.h"
 #include "remote.h"
 #include "log.h"
 #include "sig.h"
@@ -201,33 +202,6 @@ test_meta_parse(void **state)
 	/* A NUL inside is binary, not a shorter meta. */
 	char nul[] = "key = " KEY_A "\0junk";
 	assert_int_equal(remote_meta_parse(nul, sizeof(nul) - 1, &mi, why, sizeof(why)), -1);
-}
-
-static void
-test_validate(void **state)
-{
-	struct remote_cfg ok = {.url = "s3://bucket/ci", .endpoint = "http://127.0.0.1:9000", .path_style = true,
-	                        .access_key = "AK", .secret_key = "SK", .timeout_s = 5};
-	assert_int_equal(remote_validate(&ok), 0);
-	struct remote_cfg aws = {.url = "s3://bucket/ci", .region = "eu-west-3"};
-	assert_int_equal(remote_validate(&aws), 0);
-	struct remote_cfg none = {0};
-	assert_false(remote_enabled(&none));
-	assert_int_equal(remote_validate(&none), 0);
-
-	struct remote_cfg bad[] = {
-		{.url = "s3:/bucket"},
-		{.url = "s3://bucket", .endpoint = "ftp://host"},
-		{.url = "s3://bucket", .endpoint = "http://host:9000/path"},
-		{.url = "s3://bucket", .endpoint = "http://user@host"},
-		{.url = "s3://bucket", .endpoint = "http://127.0.0.1:9000"},        /* needs path_style */
-		{.url = "s3://my.bucket", .endpoint = "https://s3.example.com"},  /* dots over TLS */
-		{.url = "s3://bucket", .region = "US EAST"},
-		{.url = "s3://bucket", .access_key = "AK"},
-		{.url = "s3://bucket", .timeout_s = 99999},
-	};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		assert_int_equal(remote_validate(&bad[i]), -1);
 }
 
 static void
@@ -1089,7 +1063,6 @@ main(void)
 		cmocka_unit_test(test_parse_time),
 		cmocka_unit_test(test_parse_list),
 		cmocka_unit_test(test_meta_parse),
-		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_cfg_free),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_timeout),

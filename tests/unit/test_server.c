@@ -13,8 +13,9 @@
 #include "log.h"
 #include "pgbin.h"
 #include "server.h"
+#include "server_int.h"
 #include "sig.h"
-#include "steps.h"
+#include "proc.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -72,7 +73,7 @@ test_initdb_argv(void **state)
 		assert_null(strstr(argv[i], "never-in-argv"));
 	}
 	assert_null(argv[sizeof(want) / sizeof(want[0]) - 1]);
-	step_argv_free(argv);
+	proc_argv_free(argv);
 
 	cfg.initdb_args = "--foo 'unterminated";
 	assert_null(srv_initdb_argv(&cfg, &pg));
@@ -81,7 +82,7 @@ test_initdb_argv(void **state)
 	argv = srv_initdb_argv(&cfg, &pg);
 	assert_string_equal(argv[8], "--no-sync");
 	assert_null(argv[9]);
-	step_argv_free(argv);
+	proc_argv_free(argv);
 }
 
 static const char *

@@ -1,5 +1,5 @@
 /*
- * test_steps — the run-line splitting rule and command steps: output
+ * test_steps — command steps (the run-line splitting rule is test_proc's): output
  * prefixing, exit statuses, exec failures, environment, working directory,
  * timeout, leftover processes and signal forwarding.
  */
@@ -14,90 +14,6 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
-
-/* ---- step_split_argv ---- */
-
-static void
-expect_words(const char *line, const char *const *want)
-{
-	const char *why = NULL;
-	char **got = step_split_argv(line, &why);
-	if (!got)
-		fail_msg("split of [%s] failed: %s", line, why);
-	size_t i = 0;
-	for (; want[i]; i++) {
-		if (!got[i])
-			fail_msg("split of [%s]: missing word %zu [%s]", line, i, want[i]);
-		assert_string_equal(got[i], want[i]);
-	}
-	if (got[i])
-		fail_msg("split of [%s]: extra word [%s]", line, got[i]);
-	step_argv_free(got);
-}
-
-static void
-expect_error(const char *line, const char *why_part)
-{
-	const char *why = NULL;
-	char **got = step_split_argv(line, &why);
-	if (got)
-		fail_msg("split of [%s] should have failed, got [%s]...", line, got[0]);
-	assert_non_null(why);
-	if (!strstr(why, why_part))
-		fail_msg("split of [%s]: error [%s] lacks [%s]", line, why, why_part);
-}
-
-static void
-test_split_plain(void **state)
-{
-	expect_words("python3 manage.py migrate --noinput",
-	             (const char *[]){"python3", "manage.py", "migrate", "--noinput", NULL});
-	expect_words("  a\t b \n c  ", (const char *[]){"a", "b", "c", NULL});
-	expect_words("alembic", (const char *[]){"alembic", NULL});
-	/* Nothing is expanded or globbed. */
-	expect_words("ls *.py ~/x a#b x=1", (const char *[]){"ls", "*.py", "~/x", "a#b", "x=1", NULL});
-}
-
-static void
-test_split_quotes(void **state)
-{
-	expect_words("/bin/sh -c 'echo \"$HOME\" | wc; x'",
-	             (const char *[]){"/bin/sh", "-c", "echo \"$HOME\" | wc; x", NULL});
-	expect_words("'a b'c\"d e\"f", (const char *[]){"a bcd ef", NULL});
-	/* In single quotes a backslash is just a backslash. */
-	expect_words("'a\\b' 'it'\\''s'", (const char *[]){"a\\b", "it's", NULL});
-	/* In double quotes only \" and \\ are escapes. */
-	expect_words("\"say \\\"hi\\\" \\\\ \\n $x |;\"", (const char *[]){"say \"hi\" \\ \\n $x |;", NULL});
-	/* Empty quoted words are words. */
-	expect_words("cmd '' \"\" x", (const char *[]){"cmd", "", "", "x", NULL});
-	expect_words("''", (const char *[]){"", NULL});
-}
-
-static void
-test_split_escapes(void **state)
-{
-	expect_words("a\\ b c\\\"d \\'e\\' \\$HOME \\|", (const char *[]){"a b", "c\"d", "'e'", "$HOME", "|", NULL});
-	expect_words("one \\\n two", (const char *[]){"one", "two", NULL});
-	expect_words("x\\\\y", (const char *[]){"x\\y", NULL});
-}
-
-static void
-test_split_errors(void **state)
-{
-	expect_error("", "empty command");
-	expect_error("   \t\n ", "empty command");
-	expect_error(NULL, "empty command");
-	expect_error("'unterminated", "unterminated single quote");
-	expect_error("a \"b c", "unterminated double quote");
-	expect_error("a \"b\\\"", "unterminated double quote");
-	expect_error("a\\", "trailing backslash");
-	const char *ops[] = {
-		"make && make install", "a || b", "a | b", "a; b", "a;", "a > out", "a >> out", "a < in",
-		"a 2>err", "a &", "(a)", "echo `date`", "echo $HOME", "echo ${X}", "echo $(date)", "a # comment",
-	};
-	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-		expect_error(ops[i], "shell syntax is not supported: write run = /bin/sh -c '");
-}
 
 /* ---- step_run_command ---- */
 
@@ -402,10 +318,6 @@ main(void)
 		return 1;
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_split_plain),
-		cmocka_unit_test(test_split_quotes),
-		cmocka_unit_test(test_split_escapes),
-		cmocka_unit_test(test_split_errors),
 		cmocka_unit_test_setup_teardown(test_run_output_prefixed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_long_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_exit_status, setup, teardown),

@@ -1,0 +1,301 @@
+/*
+ * test_proc — the one spawn, wait and capture: exit codes, signals, exec and
+ * chdir failures, streams, the capture bound, stdin input; environment lists;
+ * the run-line splitting rule.
+ */
+#include "unit.h"
+
+#include "log.h"
+#include "proc.h"
+#include "sig.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+/* ---- proc_split_argv ---- */
+
+static void
+expect_words(const char *line, const char *const *want)
+{
+	const char *why = NULL;
+	char **got = proc_split_argv(line, &why);
+	if (!got)
+		fail_msg("split of [%s] failed: %s", line, why);
+	size_t i = 0;
+	for (; want[i]; i++) {
+		if (!got[i])
+			fail_msg("split of [%s]: missing word %zu [%s]", line, i, want[i]);
+		assert_string_equal(got[i], want[i]);
+	}
+	if (got[i])
+		fail_msg("split of [%s]: extra word [%s]", line, got[i]);
+	proc_argv_free(got);
+}
+
+static void
+expect_error(const char *line, const char *why_part)
+{
+	const char *why = NULL;
+	char **got = proc_split_argv(line, &why);
+	if (got)
+		fail_msg("split of [%s] should have failed, got [%s]...", line, got[0]);
+	assert_non_null(why);
+	if (!strstr(why, why_part))
+		fail_msg("split of [%s]: error [%s] lacks [%s]", line, why, why_part);
+}
+
+static void
+test_split_plain(void **state)
+{
+	expect_words("python3 manage.py migrate --noinput",
+	             (const char *[]){"python3", "manage.py", "migrate", "--noinput", NULL});
+	expect_words("  a\t b \n c  ", (const char *[]){"a", "b", "c", NULL});
+	expect_words("alembic", (const char *[]){"alembic", NULL});
+	/* Nothing is expanded or globbed. */
+	expect_words("ls *.py ~/x a#b x=1", (const char *[]){"ls", "*.py", "~/x", "a#b", "x=1", NULL});
+}
+
+static void
+test_split_quotes(void **state)
+{
+	expect_words("/bin/sh -c 'echo \"$HOME\" | wc; x'",
+	             (const char *[]){"/bin/sh", "-c", "echo \"$HOME\" | wc; x", NULL});
+	expect_words("'a b'c\"d e\"f", (const char *[]){"a bcd ef", NULL});
+	/* In single quotes a backslash is just a backslash. */
+	expect_words("'a\\b' 'it'\\''s'", (const char *[]){"a\\b", "it's", NULL});
+	/* In double quotes only \" and \\ are escapes. */
+	expect_words("\"say \\\"hi\\\" \\\\ \\n $x |;\"", (const char *[]){"say \"hi\" \\ \\n $x |;", NULL});
+	/* Empty quoted words are words. */
+	expect_words("cmd '' \"\" x", (const char *[]){"cmd", "", "", "x", NULL});
+	expect_words("''", (const char *[]){"", NULL});
+}
+
+static void
+test_split_escapes(void **state)
+{
+	expect_words("a\\ b c\\\"d \\'e\\' \\$HOME \\|", (const char *[]){"a b", "c\"d", "'e'", "$HOME", "|", NULL});
+	expect_words("one \\\n two", (const char *[]){"one", "two", NULL});
+	expect_words("x\\\\y", (const char *[]){"x\\y", NULL});
+}
+
+static void
+test_split_errors(void **state)
+{
+	expect_error("", "empty command");
+	expect_error("   \t\n ", "empty command");
+	expect_error(NULL, "empty command");
+	expect_error("'unterminated", "unterminated single quote");
+	expect_error("a \"b c", "unterminated double quote");
+	expect_error("a \"b\\\"", "unterminated double quote");
+	expect_error("a\\", "trailing backslash");
+	const char *ops[] = {
+		"make && make install", "a || b", "a | b", "a; b", "a;", "a > out", "a >> out", "a < in",
+		"a 2>err", "a &", "(a)", "echo `date`", "echo $HOME", "echo ${X}", "echo $(date)", "a # comment",
+	};
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		expect_error(ops[i], "shell syntax is not supported: write run = /bin/sh -c '");
+}
+
+/* ---- environment lists ---- */
+
+static const char *
+env_get(const struct strlist *env, const char *name)
+{
+	size_t n = strlen(name);
+	const char *found = NULL;
+	for (size_t i = 0; i < env->n; i++) {
+		if (strncmp(env->v[i], name, n) == 0 && env->v[i][n] == '=') {
+			assert_null(found); /* one entry per name */
+			found = env->v[i] + n + 1;
+		}
+	}
+	return found;
+}
+
+static void
+test_env_lists(void **state)
+{
+	struct strlist env = {0};
+	setenv("PROC_TEST_VAR", "from-us", 1);
+	proc_env_inherit(&env);
+	assert_string_equal(env_get(&env, "PROC_TEST_VAR"), "from-us");
+	size_t n = env.n;
+	proc_env_put(&env, "PROC_TEST_VAR=replaced");
+	assert_int_equal(env.n, n);
+	assert_string_equal(env_get(&env, "PROC_TEST_VAR"), "replaced");
+	proc_env_set(&env, "PROC_TEST_NEW", "a=b");
+	assert_int_equal(env.n, n + 1);
+	assert_string_equal(env_get(&env, "PROC_TEST_NEW"), "a=b");
+	/* A name that is a prefix of another is another name. */
+	proc_env_set(&env, "PROC_TEST", "short");
+	assert_string_equal(env_get(&env, "PROC_TEST_VAR"), "replaced");
+	assert_string_equal(env_get(&env, "PROC_TEST"), "short");
+	assert_null(env.v[env.n]);
+	sl_free(&env);
+	unsetenv("PROC_TEST_VAR");
+}
+
+/* ---- spawn, wait, capture ---- */
+
+/* Runs /bin/sh -c `script` (with `env` when set), its output captured; returns the wait result. */
+static enum proc_wait_result
+run_sh(const char *script, char *const *env, struct strbuf *out, int *status, size_t max)
+{
+	char *argv[] = {"/bin/sh", "-c", (char *)script, NULL};
+	struct proc_opts o = {.argv = argv, .envp = env, .own_group = true};
+	struct proc_capture c = {.max = max, .with_stderr = true, .timeout_s = 10, .output = out};
+	enum proc_wait_result r = proc_capture(&o, &c);
+	*status = c.status;
+	return r;
+}
+
+static void
+test_exit_codes_and_signals(void **state)
+{
+	struct strbuf out = {0};
+	int status;
+	char how[64];
+	assert_int_equal(run_sh("exit 0", NULL, &out, &status, 100), PROC_EXITED);
+	assert_true(proc_exited_ok(status));
+	assert_int_equal(run_sh("exit 3", NULL, &out, &status, 100), PROC_EXITED);
+	assert_false(proc_exited_ok(status));
+	assert_string_equal(proc_describe_status(status, how, sizeof(how)), "exit status 3");
+	assert_int_equal(run_sh("kill -KILL $$", NULL, &out, &status, 100), PROC_EXITED);
+	assert_true(WIFSIGNALED(status));
+	assert_string_equal(proc_describe_status(status, how, sizeof(how)), "killed by signal 9 (Killed)");
+	sb_free(&out);
+}
+
+static void
+test_capture_bound_and_env(void **state)
+{
+	struct strbuf out = {0};
+	int status;
+	/* stdout and stderr both, then the rest dropped at the bound; the child still runs to its end. */
+	assert_int_equal(run_sh("echo out; echo err >&2; head -c 100000 /dev/zero | tr '\\0' x; exit 4", NULL, &out,
+	                        &status, 10),
+	                 PROC_EXITED);
+	assert_int_equal(WEXITSTATUS(status), 4);
+	assert_int_equal(out.len, 10);
+	assert_memory_equal(out.buf, "out\nerr\nxx", 10);
+	sb_free(&out);
+
+	struct strlist env = {0};
+	proc_env_set(&env, "ONLY", "this one");
+	assert_int_equal(run_sh("echo \"$ONLY|${HOME-unset}\"", env.v, &out, &status, 1000), PROC_EXITED);
+	assert_string_equal(sb_str(&out), "this one|unset\n");
+	sb_free(&out);
+	sl_free(&env);
+}
+
+static void
+test_capture_input(void **state)
+{
+	struct strbuf out = {0};
+	char *argv[] = {"cat", NULL};
+	struct proc_opts o = {.argv = argv, .search_path = true};
+	struct proc_capture c = {.input = "to stdin\n", .input_len = 9, .max = 100, .timeout_s = -1, .output = &out};
+	assert_int_equal(proc_capture(&o, &c), PROC_EXITED);
+	assert_true(proc_exited_ok(c.status));
+	assert_false(c.input_short);
+	assert_string_equal(sb_str(&out), "to stdin\n");
+	sb_free(&out);
+
+	/* Without input stdin is /dev/null. */
+	struct proc_capture d = {.max = 100, .timeout_s = -1, .output = &out};
+	assert_int_equal(proc_capture(&o, &d), PROC_EXITED);
+	assert_int_equal(out.len, 0);
+	sb_free(&out);
+}
+
+static void
+test_start_errors(void **state)
+{
+	struct proc p;
+	char *missing[] = {"/nonexistent/prog", NULL};
+	struct proc_opts o = {.argv = missing, .report_start_error = true};
+	assert_int_equal(proc_spawn(&o, &p), PROC_EXEC_FAILED);
+	assert_int_equal(p.err, ENOENT);
+	assert_int_equal(p.pid, 0);
+
+	char *not_in_path[] = {"pgstash-no-such-program", NULL};
+	o.argv = not_in_path;
+	o.search_path = true;
+	assert_int_equal(proc_spawn(&o, &p), PROC_EXEC_FAILED);
+	assert_int_equal(p.err, ENOENT);
+
+	char *sh[] = {"/bin/sh", "-c", "exit 0", NULL};
+	o.argv = sh;
+	o.cwd = "/nonexistent/dir";
+	assert_int_equal(proc_spawn(&o, &p), PROC_CHDIR_FAILED);
+	assert_int_equal(p.err, ENOENT);
+
+	/* Without report_start_error the child says it and ends with 127, as a shell. */
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	struct proc_opts q = {.argv = missing};
+	assert_int_equal(proc_spawn(&q, &p), PROC_SPAWNED);
+	int status;
+	assert_int_equal(proc_wait(p.pid, &status, 10, 0), PROC_EXITED);
+	char *err = unit_stderr_end(&cap);
+	assert_int_equal(WEXITSTATUS(status), 127);
+	if (!strstr(err, "could not execute \"/nonexistent/prog\": No such file or directory"))
+		fail_msg("stderr: [%s]", err);
+	free(err);
+}
+
+static void
+test_cwd_pipes_and_timeout(void **state)
+{
+	char *dir = unit_tmpdir();
+	char *argv[] = {"/bin/sh", "-c", "pwd; read x; echo got $x; sleep 30", NULL};
+	struct proc_opts o = {.argv = argv, .cwd = dir, .own_group = true, .in = {PROC_IO_PIPE}, .out = {PROC_IO_PIPE},
+	                      .report_start_error = true};
+	struct proc p;
+	assert_int_equal(proc_spawn(&o, &p), PROC_SPAWNED);
+	assert_true(p.in >= 0 && p.out >= 0);
+	assert_int_equal(write(p.in, "hi\n", 3), 3);
+	char buf[512];
+	size_t got = 0;
+	while (got < sizeof(buf) - 1 && !memchr(buf, 'g', got)) {
+		ssize_t n = read(p.out, buf + got, sizeof(buf) - 1 - got);
+		assert_true(n > 0);
+		got += (size_t)n;
+	}
+	int status;
+	/* Bounded: it is still sleeping. */
+	double t0 = log_now();
+	assert_int_equal(proc_wait(p.pid, &status, 0.2, 0), PROC_TIMEOUT);
+	assert_true(log_now() - t0 < 5);
+	kill(-p.pid, SIGKILL);
+	assert_int_equal(proc_wait(p.pid, &status, 10, 0), PROC_EXITED);
+	assert_true(WIFSIGNALED(status));
+	proc_close(&p);
+	assert_int_equal(p.in, -1);
+	buf[got] = '\0';
+	char *want = xasprintf("%s\n", dir);
+	assert_non_null(strstr(buf, want));
+	free(want);
+	rm_rf(dir);
+	free(dir);
+}
+
+int
+main(void)
+{
+	if (sig_init() != 0)
+		return 1;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_split_plain),
+		cmocka_unit_test(test_split_quotes),
+		cmocka_unit_test(test_split_escapes),
+		cmocka_unit_test(test_split_errors),
+		cmocka_unit_test(test_env_lists),
+		cmocka_unit_test(test_exit_codes_and_signals),
+		cmocka_unit_test(test_capture_bound_and_env),
+		cmocka_unit_test(test_capture_input),
+		cmocka_unit_test(test_start_errors),
+		cmocka_unit_test(test_cwd_pipes_and_timeout),
+	};
+	return cmocka_run_group_tests_name("proc", tests, NULL, NULL);
+}
