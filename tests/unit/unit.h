@@ -1,6 +1,8 @@
 /*
  * unit.h — what every cmocka unit test includes: cmocka itself (it needs
- * these system headers first) and a few fixture helpers.
+ * these system headers first) and the shared fixtures: a temp dir, writing,
+ * reading and testing for a file, stderr capture, a substring assertion, a
+ * dead pid.
  */
 #ifndef PGSTASH_UNIT_H
 #define PGSTASH_UNIT_H
@@ -16,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -51,6 +55,51 @@ unit_write(const char *dir, const char *rel, const char *content)
 }
 
 
+/* The contents of dir/rel (malloc'ed), or NULL when it cannot be read. */
+static inline char *
+unit_read(const char *dir, const char *rel)
+{
+	char *path = path_join(dir, rel);
+	char *s = read_file(path, NULL);
+	free(path);
+	return s;
+}
+
+/* Whether dir/rel exists (a dangling symlink counts). */
+static inline bool
+unit_exists(const char *dir, const char *rel)
+{
+	char *path = path_join(dir, rel);
+	struct stat st;
+	bool ok = lstat(path, &st) == 0;
+	free(path);
+	return ok;
+}
+
+/* Fails the test unless `needle` occurs in `hay`. */
+static inline void
+unit_expect_contains(const char *hay, const char *needle)
+{
+	if (!hay || !strstr(hay, needle))
+		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
+}
+
+/* A pid that was just used and is now free (its child exited and was reaped). */
+static inline pid_t
+unit_dead_pid(void)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0)
+		_exit(0);
+	int status;
+	if (waitpid(pid, &status, 0) != pid)
+		abort();
+	return pid;
+}
 
 /* Redirects fd 2 into a temp file until unit_stderr_end, which returns what was written (malloc'ed). */
 struct unit_capture {
