@@ -54,6 +54,23 @@ failure(void)
 	return sig_received ? ACQ_INTERRUPTED : ACQ_FAILED;
 }
 
+/* Whether a way to the cluster ended the acquisition (into *rc): restored, or failed.  FOUND_NOTHING goes on. */
+static bool
+ended(enum found f, enum acquire_result *rc)
+{
+	switch (f) {
+	case FOUND_RESTORED:
+		*rc = ACQ_OK;
+		return true;
+	case FOUND_FAILED:
+		*rc = failure();
+		return true;
+	case FOUND_NOTHING:
+		return false;
+	}
+	return false;
+}
+
 static bool
 cache_usable(const struct acquire *acq)
 {
@@ -142,6 +159,25 @@ restore(struct acquire *acq, struct store_meta *meta, const char *what)
 	return 0;
 }
 
+/*
+ * Restores the entry `key` when the cache has it (`waited`: another pgstash
+ * built it while we waited for the lock, which is said first).
+ */
+static enum found
+restore_cached(struct acquire *acq, const char *key, const char *what, bool waited)
+{
+	struct store_meta meta;
+	if (store_lookup(&acq->store, key, &meta) != 1)
+		return FOUND_NOTHING;
+	if (waited)
+		log_info("another pgstash built %.12s while we waited", key);
+	int r = restore(acq, &meta, what);
+	store_meta_free(&meta);
+	if (r == 0)
+		return FOUND_RESTORED;
+	return sig_received ? FOUND_FAILED : FOUND_NOTHING;
+}
+
 /* Looks the key up and restores it under a shared lock. */
 static enum found
 try_hit(struct acquire *acq)
@@ -156,11 +192,7 @@ try_hit(struct acquire *acq)
 	enum found rc = FOUND_NOTHING;
 	if (lr == 0) {
 		/* The entry may have been pruned while we waited. */
-		struct store_meta again;
-		if (store_lookup(&acq->store, key, &again) == 1) {
-			rc = restore(acq, &again, "cache hit") == 0 ? FOUND_RESTORED : FOUND_NOTHING;
-			store_meta_free(&again);
-		}
+		rc = restore_cached(acq, key, "cache hit", false);
 		store_unlock(fd);
 	} else if (lr == 1)
 		log_warning("gave up waiting for the lock on %.12s after %ld s: building without it", key,
@@ -188,15 +220,7 @@ wait_for_builder(struct acquire *acq)
 		return FOUND_FAILED;
 	if (lr != 0)
 		return FOUND_NOTHING;
-	struct store_meta meta;
-	if (store_lookup(&acq->store, key, &meta) != 1)
-		return FOUND_NOTHING;
-	log_info("another pgstash built %.12s while we waited", key);
-	int r = restore(acq, &meta, "cache hit");
-	store_meta_free(&meta);
-	if (r == 0)
-		return FOUND_RESTORED;
-	return sig_received ? FOUND_FAILED : FOUND_NOTHING;
+	return restore_cached(acq, key, "cache hit", true);
 }
 
 /*
@@ -222,11 +246,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 		char key[65];
 		snprintf(key, sizeof(key), "%s", all[best].key);
 		if (store_lock(&acq->store, key, false, cfg->lock_timeout, &fd) == 0) {
-			struct store_meta meta;
-			if (store_lookup(&acq->store, key, &meta) == 1) {
-				ok = restore(acq, &meta, "prefix") == 0;
-				store_meta_free(&meta);
-			}
+			ok = restore_cached(acq, key, "prefix", false) == FOUND_RESTORED;
 			store_unlock(fd);
 		}
 		if (ok) {
@@ -295,14 +315,7 @@ restore_layer_key(struct acquire *acq, const struct layer_plan *p)
 {
 	if (!p->try_key || !cache_usable(acq))
 		return FOUND_NOTHING;
-	struct store_meta meta;
-	if (store_lookup(&acq->store, p->key, &meta) != 1)
-		return FOUND_NOTHING;
-	int r = restore(acq, &meta, "schema layer");
-	store_meta_free(&meta);
-	if (r == 0)
-		return FOUND_RESTORED;
-	return sig_received ? FOUND_FAILED : FOUND_NOTHING;
+	return restore_cached(acq, p->key, "schema layer", false);
 }
 
 static void
@@ -326,14 +339,9 @@ log_layer_built(const struct layer_plan *p, const char *from, double seconds, ui
 static enum acquire_result
 obtain_layer(struct acquire *acq, const struct layer_plan *p)
 {
-	switch (restore_layer_key(acq, p)) {
-	case FOUND_RESTORED:
-		return ACQ_OK;
-	case FOUND_FAILED:
-		return failure();
-	case FOUND_NOTHING:
-		break;
-	}
+	enum acquire_result rc;
+	if (ended(restore_layer_key(acq, p), &rc))
+		return rc;
 	char from[65] = "";
 	bool prefix = p->layer == CFG_LAYER_SCHEMA && restore_prefix(acq, p->layer, p->manifest, from, sizeof(from));
 	if (sig_received)
@@ -387,17 +395,14 @@ static enum found
 remote_hit(struct acquire *acq, char *archive, char *meta_file)
 {
 	const char *key = acq->fp->key;
-	bool ok = false;
-	struct store_meta meta;
-	if (store_import(&acq->store, key, archive, meta_file) == 0 && store_lookup(&acq->store, key, &meta) == 1) {
-		ok = restore(acq, &meta, "remote hit") == 0;
-		store_meta_free(&meta);
-	}
+	enum found f = FOUND_NOTHING;
+	if (store_import(&acq->store, key, archive, meta_file) == 0)
+		f = restore_cached(acq, key, "remote hit", false);
 	free(archive);
 	free(meta_file);
 	if (sig_received)
 		return FOUND_FAILED;
-	return ok ? FOUND_RESTORED : FOUND_NOTHING;
+	return f;
 }
 
 /*
@@ -454,15 +459,10 @@ miss(struct acquire *acq)
 	enum found f = cache_usable(acq) ? wait_for_builder(acq) : FOUND_NOTHING;
 	if (f == FOUND_NOTHING)
 		f = try_remote(acq);
-	switch (f) {
-	case FOUND_RESTORED:
-		return ACQ_OK;
-	case FOUND_FAILED:
-		return failure();
-	case FOUND_NOTHING:
-		break;
-	}
-	enum acquire_result rc = obtain_layers(acq);
+	enum acquire_result rc;
+	if (ended(f, &rc))
+		return rc;
+	rc = obtain_layers(acq);
 	if (rc == ACQ_OK && cache_usable(acq))
 		store_prune(&acq->store, acq->cfg->max_bytes, acq->cfg->max_entries, false, acq->fp->key, NULL);
 	return rc;
@@ -473,14 +473,9 @@ acquire_run(struct acquire *acq)
 {
 	acq->store_open = true;
 	store_open(&acq->store, acq->cfg->cache_dir);
-	switch (acq->store.usable ? try_hit(acq) : FOUND_NOTHING) {
-	case FOUND_RESTORED:
-		return ACQ_OK;
-	case FOUND_FAILED:
-		return failure();
-	case FOUND_NOTHING:
-		break;
-	}
+	enum acquire_result rc;
+	if (ended(acq->store.usable ? try_hit(acq) : FOUND_NOTHING, &rc))
+		return rc;
 	return miss(acq);
 }
 
