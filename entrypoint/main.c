@@ -278,14 +278,17 @@ cmd_prepare(struct cfg *cfg, int argc, char **argv)
 		log_error("prepare takes no arguments");
 		return EXIT_USAGE;
 	}
-	return exit_code(boot_main(cfg, false, 0, NULL), sig_received);
+	enum boot_outcome o = boot_main(cfg, false, 0, NULL);
+	/* Read after the bootstrap: it names the signal that ended it. */
+	return exit_code(o, sig_received);
 }
 
 /* run: "run ARGS", "postgres ARGS" or "-c k=v ..." (the args go to postgres). */
 static int
 cmd_run(struct cfg *cfg, int argc, char **argv)
 {
-	return exit_code(boot_main(cfg, true, argc, argv), sig_received);
+	enum boot_outcome o = boot_main(cfg, true, argc, argv);
+	return exit_code(o, sig_received);
 }
 
 static int

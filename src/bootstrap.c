@@ -281,6 +281,34 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 	return rc;
 }
 
+/*
+ * PGDATA/postmaster.pid's pid (line 1), port (line 4) and first socket
+ * directory (line 5).  false when there is no such file.
+ */
+static bool
+read_postmaster_pid(const char *pgdata, long *pid, char *port, size_t port_cap, char *sock, size_t sock_cap)
+{
+	if (!pgdata)
+		return false;
+	char *pidpath = path_join(pgdata, "postmaster.pid");
+	char *pm = read_file(pidpath, NULL);
+	free(pidpath);
+	if (!pm)
+		return false;
+	char *save = NULL;
+	int n = 0;
+	for (char *line = strtok_r(pm, "\n", &save); line && n < 5; line = strtok_r(NULL, "\n", &save), n++) {
+		if (n == 0)
+			*pid = strtol(line, NULL, 10);
+		else if (n == 3)
+			snprintf(port, port_cap, "%s", line);
+		else if (n == 4)
+			snprintf(sock, sock_cap, "%s", line);
+	}
+	free(pm);
+	return true;
+}
+
 int
 boot_healthcheck(const struct cfg *cfg)
 {
@@ -312,25 +340,8 @@ boot_healthcheck(const struct cfg *cfg)
 	const char *host = getenv("PGHOST");
 	const char *port = getenv("PGPORT");
 	char pm_port[16] = "", pm_sock[1024] = "";
-	char *pm = NULL;
-	if (cfg->pgdata) {
-		char *pidpath = path_join(cfg->pgdata, "postmaster.pid");
-		pm = read_file(pidpath, NULL);
-		free(pidpath);
-	}
-	if (pm) {
-		char *save = NULL;
-		int n = 0;
-		long pm_pid = 0;
-		for (char *line = strtok_r(pm, "\n", &save); line && n < 5; line = strtok_r(NULL, "\n", &save), n++) {
-			if (n == 0)
-				pm_pid = strtol(line, NULL, 10);
-			else if (n == 3)
-				snprintf(pm_port, sizeof(pm_port), "%s", line);
-			else if (n == 4)
-				snprintf(pm_sock, sizeof(pm_sock), "%s", line);
-		}
-		free(pm);
+	long pm_pid = 0;
+	if (read_postmaster_pid(cfg->pgdata, &pm_pid, pm_port, sizeof(pm_port), pm_sock, sizeof(pm_sock))) {
 		if (pm_pid != pid) {
 			fprintf(stderr, "pgstash: not ready: PGDATA's postmaster (pid %ld) is not the final server (pid %ld)\n",
 			        pm_pid, pid);
