@@ -130,7 +130,11 @@ take_lock(struct pgdata *pd)
 	return lr == 0 ? 0 : -1;
 }
 
-/* The pid in postmaster.pid when it is a live process other than us: in a restarted container the stale pid is often 1, ours now. */
+/*
+ * The pid in postmaster.pid when it names a live process other than us, else
+ * 0.  In a restarted container the stale pid is often 1: ours now, as
+ * postgres does it.
+ */
 static long
 running_postmaster(const char *dir)
 {
@@ -146,7 +150,7 @@ running_postmaster(const char *dir)
 	return 0;
 }
 
-/* Says why, for each verdict.  `now` the boot id or NULL. */
+/* Says why, for each verdict; `pm` the running postmaster for PGDATA_IN_USE. */
 static void
 report(const struct pgdata *pd, enum pgdata_verdict v, const struct pgdata_facts *f, long pm)
 {

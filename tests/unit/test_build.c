@@ -14,10 +14,6 @@
 #include "pgbin.h"
 #include "sig.h"
 
-#include <grp.h>
-#include <pwd.h>
-#include <sys/prctl.h>
-
 #define KEY "3333333333333333333333333333333333333333333333333333333333333333"
 
 static char *tmp;
@@ -134,29 +130,10 @@ test_step_fails(void **state)
 	assert_false(unit_exists(cfg.pgdata, "postmaster.pid"));
 }
 
-static int
-drop_root(void)
-{
-	if (geteuid() != 0)
-		return 0;
-	struct passwd *pw = getpwnam("postgres");
-	if (!pw) {
-		fprintf(stderr, "running as root and there is no postgres user\n");
-		return -1;
-	}
-	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
-		fprintf(stderr, "could not become postgres: %s\n", strerror(errno));
-		return -1;
-	}
-	/* A uid change makes us undumpable, which LeakSanitizer needs us not to be. */
-	prctl(PR_SET_DUMPABLE, 1);
-	return chdir("/tmp");
-}
-
 int
 main(void)
 {
-	if (drop_root() != 0 || sig_init() != 0)
+	if (unit_drop_root() != 0 || sig_init() != 0)
 		return 1;
 	log_min_level = LOG_ERROR;
 	if (pgbin_find(NULL, &pg) != 0)

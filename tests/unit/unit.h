@@ -2,7 +2,7 @@
  * unit.h — what every cmocka unit test includes: cmocka itself (it needs
  * these system headers first) and the shared fixtures: a temp dir, writing,
  * reading and testing for a file, stderr capture, a substring assertion, a
- * dead pid.
+ * dead pid, becoming the postgres user.
  */
 #ifndef PGSTASH_UNIT_H
 #define PGSTASH_UNIT_H
@@ -15,10 +15,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <stdbool.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -99,6 +102,29 @@ unit_dead_pid(void)
 	if (waitpid(pid, &status, 0) != pid)
 		abort();
 	return pid;
+}
+
+/*
+ * Run as root: becomes the postgres user for the rest of the process (the
+ * server refuses root).  0, or -1 (said on stderr).  As another user: 0.
+ */
+static inline int
+unit_drop_root(void)
+{
+	if (geteuid() != 0)
+		return 0;
+	struct passwd *pw = getpwnam("postgres");
+	if (!pw) {
+		fprintf(stderr, "running as root and there is no postgres user\n");
+		return -1;
+	}
+	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
+		fprintf(stderr, "could not become postgres: %s\n", strerror(errno));
+		return -1;
+	}
+	/* A uid change makes us undumpable, which LeakSanitizer needs us not to be. */
+	prctl(PR_SET_DUMPABLE, 1);
+	return chdir("/tmp");
 }
 
 /* Redirects fd 2 into a temp file until unit_stderr_end, which returns what was written (malloc'ed). */
