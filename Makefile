@@ -59,6 +59,8 @@ endef
 
 $(eval $(call variant,REL,$(REL_DIR),$(REL_FLAGS)))
 $(eval $(call variant,ASAN,$(ASAN_DIR),$(ASAN_FLAGS)))
+# test_main compiles entrypoint/main.c in (the exit-code table and the dispatch).
+$(REL_DIR)/tests/test_main $(ASAN_DIR)/tests/test_main: $(MAIN)
 
 pgstash: $(REL_DIR)/pgstash
 	cp $< $@

@@ -28,12 +28,39 @@
 #define PGSTASH_REVISION "unknown"
 #endif
 
-enum {
+/* The exit codes, as README's table: the only place that chooses them. */
+enum exit_code {
 	EXIT_OK = 0,
 	EXIT_RUNTIME = 1,
 	EXIT_USAGE = 2,
 	EXIT_STEP = 3,
+	EXIT_EXEC_DENIED = 126,
+	EXIT_EXEC_NOT_FOUND = 127,
+	EXIT_SIGNAL_BASE = 128, /* + the signal's number */
 };
+
+/* The exit code of a bootstrap outcome; `signo` is the signal that interrupted it (sig_received). */
+static int
+exit_code(enum boot_outcome o, int signo)
+{
+	switch (o) {
+	case BOOT_OK:
+		return EXIT_OK;
+	case BOOT_FAILED:
+		return EXIT_RUNTIME;
+	case BOOT_BAD_CONFIG:
+		return EXIT_USAGE;
+	case BOOT_STEP_FAILED:
+		return EXIT_STEP;
+	case BOOT_EXEC_DENIED:
+		return EXIT_EXEC_DENIED;
+	case BOOT_EXEC_NOT_FOUND:
+		return EXIT_EXEC_NOT_FOUND;
+	case BOOT_INTERRUPTED:
+		return signo > 0 ? EXIT_SIGNAL_BASE + signo : EXIT_RUNTIME;
+	}
+	return EXIT_RUNTIME;
+}
 
 static void
 usage(FILE *out)
@@ -125,29 +152,24 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 		}
 	}
 	struct pgbin pg;
-	if (pgbin_find(cfg->pg_bindir, &pg) != 0)
-		return EXIT_RUNTIME;
-	if (boot_resolve_images(cfg) != 0) {
-		pgbin_free(&pg);
-		return EXIT_RUNTIME;
-	}
 	struct fp_result fp;
-	double t0 = log_now();
-	if (fp_compute(cfg, pg.major, NULL, &fp) != 0) {
-		pgbin_free(&pg);
-		return EXIT_USAGE;
+	double seconds = 0;
+	enum boot_outcome o = boot_key(cfg, &pg, &fp, &seconds);
+	if (o == BOOT_OK) {
+		log_debug("fingerprinted %llu files (%llu bytes) in %.3f s", (unsigned long long)fp.files,
+		          (unsigned long long)fp.bytes, seconds);
+		if (explain) {
+			if (fp.has_fixtures) {
+				printf("# schema layer %s\n%s# fixtures layer %s\n", fp.schema_key, fp.schema_manifest, fp.key);
+			}
+			fputs(fp.manifest, stdout);
+		} else
+			printf("%s\n", fp.key);
 	}
-	log_debug("fingerprinted %llu files (%llu bytes) in %.3f s", (unsigned long long)fp.files,
-	          (unsigned long long)fp.bytes, log_now() - t0);
-	if (explain) {
-		if (fp.has_fixtures) {
-			printf("# schema layer %s\n%s# fixtures layer %s\n", fp.schema_key, fp.schema_manifest, fp.key);
-		}
-		fputs(fp.manifest, stdout);
-	} else
-		printf("%s\n", fp.key);
 	fp_result_free(&fp);
 	pgbin_free(&pg);
+	if (o != BOOT_OK)
+		return exit_code(o, sig_received);
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
 
@@ -248,6 +270,65 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 	return rc;
 }
 
+static int
+cmd_prepare(struct cfg *cfg, int argc, char **argv)
+{
+	(void)argv;
+	if (argc > 0) {
+		log_error("prepare takes no arguments");
+		return EXIT_USAGE;
+	}
+	enum boot_outcome o = boot_main(cfg, false, 0, NULL);
+	/* Read after the bootstrap: it names the signal that ended it. */
+	return exit_code(o, sig_received);
+}
+
+/* run: "run ARGS", "postgres ARGS" or "-c k=v ..." (the args go to postgres). */
+static int
+cmd_run(struct cfg *cfg, int argc, char **argv)
+{
+	enum boot_outcome o = boot_main(cfg, true, argc, argv);
+	return exit_code(o, sig_received);
+}
+
+static int
+cmd_healthcheck(struct cfg *cfg, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	return boot_healthcheck(cfg);
+}
+
+struct command {
+	const char *name;
+	int (*run)(struct cfg *cfg, int argc, char **argv);
+	/* Cheap, and independent of the config's validity: only socket_dir matters (healthcheck). */
+	bool lax_config;
+};
+
+static const struct command commands[] = {
+	{"run", cmd_run, false},
+	{"postgres", cmd_run, false},
+	{"prepare", cmd_prepare, false},
+	{"key", cmd_key, false},
+	{"ls", cmd_ls, false},
+	{"verify", cmd_verify, false},
+	{"prune", cmd_prune, false},
+	{"healthcheck", cmd_healthcheck, true},
+};
+
+/* The command named `cmd`, or NULL; "-c k=v ..." is run (see means_run). */
+static const struct command *
+find_command(const char *cmd)
+{
+	if (cmd[0] == '-')
+		return &commands[0];
+	for (size_t k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+		if (strcmp(cmd, commands[k].name) == 0)
+			return &commands[k];
+	return NULL;
+}
+
 /* The official image's rule: a first argument starting with '-' means "postgres ARGS". */
 static bool
 means_run(const char *cmd)
@@ -255,13 +336,22 @@ means_run(const char *cmd)
 	return cmd[0] == '-' || strcmp(cmd, "postgres") == 0 || strcmp(cmd, "run") == 0;
 }
 
-int
-main(int argc, char **argv)
-{
-	const char *config_path = NULL;
-	const char *cache_dir = NULL, *pgdata = NULL;
-	int i = 1;
+/* What the global options set. */
+struct options {
+	const char *config_path;
+	const char *cache_dir;
+	const char *pgdata;
+	int cmd;  /* index of the command in argv */
+};
 
+/*
+ * The global options before the command, into *o.  -1 to go on; else the
+ * exit code (--help, --version, a bad option).
+ */
+static int
+parse_options(int argc, char **argv, struct options *o)
+{
+	int i = 1;
 	for (; i < argc; i++) {
 		const char *a = argv[i];
 		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
@@ -275,13 +365,13 @@ main(int argc, char **argv)
 		else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
 			log_min_level = LOG_WARNING;
 		else if (strncmp(a, "--config=", 9) == 0)
-			config_path = a + 9;
+			o->config_path = a + 9;
 		else if (strcmp(a, "--config") == 0 && i + 1 < argc)
-			config_path = argv[++i];
+			o->config_path = argv[++i];
 		else if (strncmp(a, "--cache-dir=", 12) == 0)
-			cache_dir = a + 12;
+			o->cache_dir = a + 12;
 		else if (strncmp(a, "--pgdata=", 9) == 0)
-			pgdata = a + 9;
+			o->pgdata = a + 9;
 		else if (strncmp(a, "--", 2) == 0 && strcmp(a, "--") != 0 && !means_run(a + 1)) {
 			/* "--config" without a value lands here too. */
 			log_error("unknown option \"%s\"; see pgstash --help", a);
@@ -289,7 +379,7 @@ main(int argc, char **argv)
 		} else
 			break;
 	}
-	if (config_path && !*config_path) {
+	if (o->config_path && !*o->config_path) {
 		log_error("--config needs a file name");
 		return EXIT_USAGE;
 	}
@@ -298,71 +388,57 @@ main(int argc, char **argv)
 		log_error("no command given");
 		return EXIT_USAGE;
 	}
-	const char *cmd = argv[i];
-	static const char *const known[] = {"run", "postgres", "prepare", "key", "ls", "verify", "prune", "healthcheck", NULL};
-	bool ok = cmd[0] == '-';
-	for (size_t k = 0; known[k] && !ok; k++)
-		ok = strcmp(cmd, known[k]) == 0;
-	if (!ok) {
+	o->cmd = i;
+	return -1;
+}
+
+/* Defaults, the file, the environment, the options; validated whole unless `lax`.  0, or -1 (logged, freed). */
+static int
+load_config(struct cfg *cfg, const struct options *o, bool lax)
+{
+	cfg_defaults(cfg);
+	int bad = 0;
+	if (cfg_load_file(cfg, o->config_path) != 0)
+		bad++;
+	if (!bad || !lax) {
+		if (cfg_load_env(cfg) != 0)
+			bad++;
+	}
+	if (!lax) {
+		if (o->cache_dir && cfg_set_option(cfg, "cache_dir", o->cache_dir, "--cache-dir") != 0)
+			bad++;
+		if (o->pgdata && cfg_set_option(cfg, "pgdata", o->pgdata, "--pgdata") != 0)
+			bad++;
+		if (!bad && cfg_validate(cfg) != 0)
+			bad++;
+	}
+	if (bad) {
+		cfg_free(cfg);
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options o = {0};
+	int rc = parse_options(argc, argv, &o);
+	if (rc >= 0)
+		return rc;
+	const char *cmd = argv[o.cmd];
+	const struct command *c = find_command(cmd);
+	if (!c) {
 		log_error("unknown command \"%s\" (expected run, prepare, key, ls, verify, prune or healthcheck; see pgstash --help)",
 		          cmd);
 		return EXIT_USAGE;
 	}
-
-	if (strcmp(cmd, "healthcheck") == 0) {
-		/* Cheap, and independent of the config's validity: only socket_dir matters. */
-		struct cfg cfg;
-		cfg_defaults(&cfg);
-		if (cfg_load_file(&cfg, config_path) != 0 || cfg_load_env(&cfg) != 0) {
-			cfg_free(&cfg);
-			return EXIT_USAGE;
-		}
-		int rc = boot_healthcheck(&cfg);
-		cfg_free(&cfg);
-		return rc;
-	}
-
 	struct cfg cfg;
-	cfg_defaults(&cfg);
-	int bad = 0;
-	if (cfg_load_file(&cfg, config_path) != 0)
-		bad++;
-	if (cfg_load_env(&cfg) != 0)
-		bad++;
-	if (cache_dir && cfg_set_option(&cfg, "cache_dir", cache_dir, "--cache-dir") != 0)
-		bad++;
-	if (pgdata && cfg_set_option(&cfg, "pgdata", pgdata, "--pgdata") != 0)
-		bad++;
-	if (!bad && cfg_validate(&cfg) != 0)
-		bad++;
-	if (bad) {
-		cfg_free(&cfg);
+	if (load_config(&cfg, &o, c->lax_config) != 0)
 		return EXIT_USAGE;
-	}
-
-	int rc;
-	int sub_argc = argc - i - 1;
-	char **sub_argv = argv + i + 1;
-	if (strcmp(cmd, "key") == 0)
-		rc = cmd_key(&cfg, sub_argc, sub_argv);
-	else if (strcmp(cmd, "ls") == 0)
-		rc = cmd_ls(&cfg, sub_argc, sub_argv);
-	else if (strcmp(cmd, "verify") == 0)
-		rc = cmd_verify(&cfg, sub_argc, sub_argv);
-	else if (strcmp(cmd, "prune") == 0)
-		rc = cmd_prune(&cfg, sub_argc, sub_argv);
-	else if (strcmp(cmd, "prepare") == 0) {
-		if (sub_argc > 0) {
-			log_error("prepare takes no arguments");
-			rc = EXIT_USAGE;
-		} else
-			rc = boot_main(&cfg, false, 0, NULL);
-	} else {
-		/* run: "run ARGS", "postgres ARGS" or "-c k=v ..." (the args go to postgres). */
-		char **pg_argv = cmd[0] == '-' ? argv + i : sub_argv;
-		int pg_argc = cmd[0] == '-' ? argc - i : sub_argc;
-		rc = boot_main(&cfg, true, pg_argc, pg_argv);
-	}
+	/* "-c k=v ...": the command word is the first argument for postgres. */
+	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
+	rc = c->run(&cfg, argc - first, argv + first);
 	cfg_free(&cfg);
 	return rc;
 }

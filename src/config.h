@@ -60,7 +60,7 @@ struct cfg_step {
 	struct strlist env;        /* "NAME=value", in file order; values are secrets */
 	char *image;               /* NULL: a command step on this host/container */
 	bool image_id;             /* image_id = yes: the image's ID (not just its name) enters the key */
-	char *resolved_image_id;   /* filled by boot_resolve_images when image_id is set; not from the file */
+	char *resolved_image_id;   /* filled by build_resolve_images when image_id is set; not from the file */
 	enum cfg_layer layer;
 	bool incremental;
 	long timeout;              /* seconds; 0: none */

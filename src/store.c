@@ -1430,3 +1430,15 @@ store_prune(struct store *st, uint64_t max_bytes, long max_entries, bool dry_run
 	store_list_free(v, n);
 	return removed;
 }
+
+char *
+store_meta_file(const struct store *st, const char *key)
+{
+	return meta_path(st, key);
+}
+
+const char *
+store_download_dir(const struct store *st)
+{
+	return st->tmp_dir;
+}

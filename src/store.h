@@ -178,4 +178,9 @@ int store_verify(struct store *st, const char *const *keys, size_t n);
 int store_prune(struct store *st, uint64_t max_bytes, long max_entries, bool dry_run, const char *keep_key,
                 FILE *out);
 
+/* The path of `key`'s meta file in the store (malloc'ed), as remote_put uploads it. */
+char *store_meta_file(const struct store *st, const char *key);
+/* Where a download for store_import goes: the store's temp directory, on its file system. */
+const char *store_download_dir(const struct store *st);
+
 #endif

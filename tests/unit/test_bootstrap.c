@@ -16,7 +16,6 @@
 #include <grp.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 
 #define PG_BINDIR "/usr/lib/postgresql/15/bin"
 #define PG_PORT "54329"
@@ -76,13 +75,6 @@ teardown(void **state)
 }
 
 static void
-expect_contains(const char *hay, const char *needle)
-{
-	if (!hay || !strstr(hay, needle))
-		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
-}
-
-static void
 write_state(const char *text)
 {
 	char *p = path_join(tmp, BOOT_STATE);
@@ -112,22 +104,8 @@ expect_not_ready(const char *needle)
 	int rc = check(&err);
 	if (rc != 1)
 		fail_msg("healthcheck returned %d, want 1; stderr: %s", rc, err);
-	expect_contains(err, needle);
+	unit_expect_contains(err, needle);
 	free(err);
-}
-
-/* A pid that was just used and is now free. */
-static pid_t
-dead_pid(void)
-{
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(0);
-	assert_int_equal(waitpid(pid, NULL, 0), pid);
-	return pid;
 }
 
 /* ---- not ready ---- */
@@ -163,7 +141,7 @@ static void
 test_ready_dead_pid(void **state)
 {
 	(void)state;
-	pid_t pid = dead_pid();
+	pid_t pid = unit_dead_pid();
 	char *text = xasprintf("ready %ld\n", (long)pid);
 	write_state(text);
 	expect_not_ready("is not running");

@@ -1,0 +1,59 @@
+/*
+ * acquire — fills a claimed, empty PGDATA with the key's cluster, the
+ * cheapest way there is: a local hit (restore under a shared lock), a build
+ * finished by another pgstash while we waited, the shared remote (download,
+ * or the fleet lease and build, or wait for another runner's build), else
+ * layer by layer: the schema layer restored or built (from the best cached
+ * prefix when a step is incremental), then the fixtures layer on it; each
+ * built layer is published, the cache pruned.
+ *
+ * Not for: running initdb and the steps (build), whether PGDATA may be
+ * written and its rollback (pgdata), the cache's format (store).
+ */
+#ifndef PGSTASH_ACQUIRE_H
+#define PGSTASH_ACQUIRE_H
+
+#include "build.h"
+#include "store.h"
+
+#include <stdbool.h>
+
+struct cfg;
+struct fp_result;
+struct pgbin;
+
+struct acquire {
+	const struct cfg *cfg;
+	const struct pgbin *pg;
+	const struct fp_result *fp;
+	struct store store;
+	bool store_open;
+	int lock_fd;       /* the exclusive build lock on fp->key, -1 when not held */
+	struct build build;
+	/* Fleet single-flight on the remote: our lease on fp->key, released in acquire_free. */
+	char *lease_owner;
+	bool leased;
+};
+
+enum acquire_result {
+	ACQ_OK,
+	ACQ_FAILED,        /* a runtime failure (logged) */
+	ACQ_STEP_FAILED,   /* a step or an initdb.d script failed (logged) */
+	ACQ_INTERRUPTED,   /* a signal arrived (sig_received) */
+};
+
+void acquire_init(struct acquire *acq, const struct cfg *cfg, const struct pgbin *pg, const struct fp_result *fp);
+
+/* Opens the cache and brings PGDATA (claimed and empty) to fp->key's cluster. */
+enum acquire_result acquire_run(struct acquire *acq);
+
+/* After a failure: stops the temporary server when one still runs. */
+void acquire_abort(struct acquire *acq);
+
+/* After a success: drops the build lock and closes the cache (the lease stays until acquire_free). */
+void acquire_finish(struct acquire *acq);
+
+/* Releases the lease and the lock, closes the cache; frees what acq owns. */
+void acquire_free(struct acquire *acq);
+
+#endif

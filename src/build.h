@@ -1,0 +1,55 @@
+/*
+ * build — makes a layer from scratch or on top of a restored one: initdb in
+ * place (marker first), a temporary server, the databases, initdb.d, the
+ * layer's steps (commands, or containers through the Docker Engine), the
+ * clones, a fast shutdown and a WAL reset.
+ *
+ * Not for: deciding what to build or caching it (acquire), PGDATA's
+ * ownership and rollback (pgdata).
+ */
+#ifndef PGSTASH_BUILD_H
+#define PGSTASH_BUILD_H
+
+#include "config.h"
+#include "server.h"
+
+#include <stdbool.h>
+
+struct pgbin;
+
+struct build {
+	const struct cfg *cfg;
+	const struct pgbin *pg;
+	const char *key;      /* the start's key, for the "building KEY" marker; not owned */
+	struct srv srv;       /* the temporary server; pid 0 when none runs */
+	char *self_container; /* this container's id, looked up once; owned */
+};
+
+enum build_result {
+	BUILD_OK,
+	BUILD_FAILED,      /* a runtime failure or a signal (logged) */
+	BUILD_STEP_FAILED, /* a step or an initdb.d script failed (logged) */
+};
+
+void build_init(struct build *bd, const struct cfg *cfg, const struct pgbin *pg, const char *key);
+
+/*
+ * Runs the steps of `layer` on PGDATA and leaves a cleanly shut-down
+ * cluster.  `fresh`: initdb, the databases and initdb.d first (otherwise
+ * PGDATA holds a restored snapshot to build on).  `last`: the clones are made
+ * once the steps are done.  *seconds: how long it took, on BUILD_OK.
+ */
+enum build_result build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, double *seconds);
+
+/* Stops the temporary server when one still runs (a failed build). */
+void build_abort(struct build *bd);
+void build_free(struct build *bd);
+
+/*
+ * For steps with image_id = yes: asks the Docker Engine for the image's ID,
+ * which then enters the key.  0, or -1 (logged) when the engine or the image
+ * is missing.
+ */
+int build_resolve_images(struct cfg *cfg);
+
+#endif

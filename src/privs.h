@@ -1,0 +1,21 @@
+/*
+ * privs — started as root (the official image's gosu step): hands what the
+ * postgres user must write (PGDATA, the socket directory, the WAL directory,
+ * the cache) to it, then becomes it for good, before initdb, the steps and
+ * the exec.  postgres refuses to run as root anyway.
+ *
+ * Not for: what goes into those directories (pgdata, acquire, build).
+ */
+#ifndef PGSTASH_PRIVS_H
+#define PGSTASH_PRIVS_H
+
+struct cfg;
+
+/*
+ * As root: owns cfg's directories to "postgres", joins the Docker socket's
+ * group when a step runs in a container, then setgroups, setgid, setuid (in
+ * that order) and sets HOME, USER, LOGNAME.  0, or -1 (logged).
+ */
+int privs_drop(const struct cfg *cfg);
+
+#endif

@@ -1,0 +1,201 @@
+/*
+ * Unit tests for privs: the ownership walk (every entry of the tree, symlinks
+ * themselves and not their targets, a missing path), the directory
+ * preparation (mode, owner), and, in a child process, the drop to the
+ * postgres user with its directories handed over.  Ownership changes need
+ * root; as another user only the no-op cases run.
+ */
+#include "unit.h"
+
+#include "config.h"
+#include "log.h"
+#include "privs.h"
+#include "privs_int.h"
+
+#include <pwd.h>
+
+#define UID ((uid_t)4321)
+#define GID ((gid_t)4322)
+
+static char *tmp;
+
+static int
+setup(void **state)
+{
+	(void)state;
+	tmp = unit_tmpdir();
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	rm_rf(tmp);
+	free(tmp);
+	return 0;
+}
+
+static void
+assert_owner(const char *dir, const char *rel, uid_t uid, gid_t gid)
+{
+	char *p = path_join(dir, rel);
+	struct stat st;
+	if (lstat(p, &st) != 0)
+		fail_msg("lstat %s: %s", p, strerror(errno));
+	if (st.st_uid != uid || st.st_gid != gid)
+		fail_msg("%s is owned by %ld:%ld, want %ld:%ld", p, (long)st.st_uid, (long)st.st_gid, (long)uid, (long)gid);
+	free(p);
+}
+
+static void
+need_root(void)
+{
+	if (geteuid() != 0) {
+		fprintf(stderr, "skipped: changing owners needs root\n");
+		skip();
+	}
+}
+
+static void
+test_chown_tree(void **state)
+{
+	(void)state;
+	need_root();
+	char *tree = path_join(tmp, "tree");
+	unit_write(tree, "PG_VERSION", "15\n");
+	unit_write(tree, "base/1/1259", "x");
+	unit_write(tree, "base/1/1260", "y");
+	unit_write(tmp, "outside", "not ours");
+	char *outside = path_join(tmp, "outside");
+	char *link = path_join(tree, "pg_wal");
+	assert_int_equal(symlink(outside, link), 0);
+
+	assert_int_equal(privs_chown_tree(tree, UID, GID), 0);
+	assert_owner(tree, "", UID, GID);
+	assert_owner(tree, "PG_VERSION", UID, GID);
+	assert_owner(tree, "base", UID, GID);
+	assert_owner(tree, "base/1", UID, GID);
+	assert_owner(tree, "base/1/1260", UID, GID);
+	assert_owner(tree, "pg_wal", UID, GID);
+	/* A link is changed itself, never followed. */
+	assert_owner(tmp, "outside", 0, 0);
+	/* Again: nothing to change, still fine. */
+	assert_int_equal(privs_chown_tree(tree, UID, GID), 0);
+	free(link);
+	free(outside);
+	free(tree);
+}
+
+static void
+test_chown_tree_missing(void **state)
+{
+	(void)state;
+	char *gone = path_join(tmp, "gone");
+	assert_int_equal(privs_chown_tree(gone, getuid(), getgid()), 0);
+	free(gone);
+	/* Our own ids: nothing to change, as any user. */
+	unit_write(tmp, "a/b", "c");
+	assert_int_equal(privs_chown_tree(tmp, getuid(), getgid()), 0);
+}
+
+static void
+test_prepare_dir(void **state)
+{
+	(void)state;
+	char *dir = path_join(tmp, "x/y/run");
+	assert_int_equal(privs_prepare_dir(dir, 03775, getuid(), getgid(), false), 0);
+	struct stat st;
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 03775);
+	free(dir);
+
+	need_root();
+	dir = path_join(tmp, "data");
+	unit_write(dir, "old/file", "z");
+	assert_int_equal(privs_prepare_dir(dir, 0700, UID, GID, true), 0);
+	assert_int_equal(stat(dir, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_owner(dir, "", UID, GID);
+	assert_owner(dir, "old/file", UID, GID);
+	/* Not recursive: only the directory itself. */
+	char *sock = path_join(tmp, "sock");
+	unit_write(sock, "inside", "i");
+	assert_int_equal(privs_prepare_dir(sock, 0775, UID, GID, false), 0);
+	assert_owner(sock, "", UID, GID);
+	assert_owner(sock, "inside", 0, 0);
+	free(sock);
+	free(dir);
+}
+
+/* In a child: privs_drop, then report (as exit status) what went wrong, 0 when all is as it should be. */
+static int
+drop_in_child(const struct cfg *cfg, const struct passwd *pw)
+{
+	if (privs_drop(cfg) != 0)
+		return 10;
+	if (getuid() != pw->pw_uid || geteuid() != pw->pw_uid || getgid() != pw->pw_gid)
+		return 11;
+	if (setuid(0) == 0)
+		return 12;
+	const char *user = getenv("USER");
+	if (!user || strcmp(user, "postgres") != 0)
+		return 13;
+	return access(cfg->pgdata, W_OK) == 0 && access(cfg->socket_dir, W_OK) == 0 ? 0 : 14;
+}
+
+static void
+test_drop(void **state)
+{
+	(void)state;
+	need_root();
+	struct passwd *pw = getpwnam("postgres");
+	if (!pw) {
+		fprintf(stderr, "skipped: no postgres user\n");
+		skip();
+	}
+	uid_t uid = pw->pw_uid;
+	gid_t gid = pw->pw_gid;
+	struct cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.pgdata = path_join(tmp, "data");
+	cfg.socket_dir = path_join(tmp, "run");
+	cfg.cache_dir = path_join(tmp, "cache");
+	cfg.docker_socket = path_join(tmp, "docker.sock");
+	unit_write(cfg.pgdata, "leftover", "l");
+	unit_write(cfg.cache_dir, "pgstash-v1/entry.meta", "m");
+	assert_int_equal(chmod(tmp, 0755), 0);
+
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(drop_in_child(&cfg, pw));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_owner(cfg.pgdata, "", uid, gid);
+	assert_owner(cfg.pgdata, "leftover", uid, gid);
+	assert_owner(cfg.socket_dir, "", uid, gid);
+	assert_owner(cfg.cache_dir, "", uid, gid);
+	assert_owner(cfg.cache_dir, "pgstash-v1/entry.meta", uid, gid);
+	free(cfg.pgdata);
+	free(cfg.socket_dir);
+	free(cfg.cache_dir);
+	free(cfg.docker_socket);
+}
+
+int
+main(void)
+{
+	log_min_level = LOG_ERROR;
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_chown_tree, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chown_tree_missing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_prepare_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("privs", tests, NULL, NULL);
+}
