@@ -69,7 +69,7 @@ struct proc_opts {
 	bool search_path;      /* execvp: argv[0] is looked up in the PATH of envp (else ours) */
 	const char *cwd;       /* NULL: ours */
 	bool own_group;        /* setpgid(0, 0): signals are forwarded to its group, and a kill reaches all it starts */
-	struct proc_stream in, out, err; /* zero: PROC_IO_DEFAULT */
+	struct proc_stream in, out, err; /* zero: PROC_IO_DEFAULT; no PROC_IO_PIPE for err (it may follow out's) */
 	/*
 	 * false: a chdir or exec failure is logged by the child on its stderr,
 	 * which ends with 127 (ENOENT) or 126, as a shell's would.  true: it is
