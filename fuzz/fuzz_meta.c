@@ -51,7 +51,7 @@ setup_once(void)
 	meta_file = xasprintf("%s/%s.meta", st.dir, FUZZ_KEY);
 	const enum cfg_compression comps[3] = {CFG_COMP_ZSTD, CFG_COMP_GZIP, CFG_COMP_NONE};
 	for (size_t i = 0; i < 3; i++)
-		archives[i] = xasprintf("%s/%s%s", st.dir, FUZZ_KEY, snap_suffix(comps[i]));
+		archives[i] = xasprintf("%s/%s%s", st.dir, FUZZ_KEY, entry_suffix(comps[i]));
 	/* `verify` prints its verdicts on stdout: libFuzzer reports on stderr. */
 	devnull = fopen("/dev/null", "we");
 	if (!devnull || dup2(fileno(devnull), STDOUT_FILENO) < 0)
@@ -59,7 +59,7 @@ setup_once(void)
 }
 
 static void
-same_or_die(const struct store_meta *a, const struct store_meta *b)
+same_or_die(const struct entry_meta *a, const struct entry_meta *b)
 {
 	const char *field = NULL;
 	if (strcmp(a->key, b->key) != 0)
@@ -99,7 +99,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_write(archives[i], (const uint8_t *)archive_bytes, sizeof(archive_bytes) - 1);
 	fuzz_write(meta_file, data, size);
 
-	struct store_meta first = {0}, again = {0};
+	struct entry_meta first = {0}, again = {0};
 	int r = store_lookup(&st, FUZZ_KEY, &first);
 	if (r == 1) {
 		store_print_ls(&st, false, devnull);
@@ -114,7 +114,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_die("the meta written by store_touch does not read back (lookup returned %d)", r);
 		same_or_die(&first, &again);
 	}
-	store_meta_free(&first);
-	store_meta_free(&again);
+	entry_meta_free(&first);
+	entry_meta_free(&again);
 	return 0;
 }

@@ -19,6 +19,7 @@
  */
 #include "bootstrap.h"
 #include "docker.h"
+#include "durable.h"
 #include "fingerprint.h"
 #include "log.h"
 #include "marker.h"
@@ -90,7 +91,7 @@ write_state(const struct cfg *cfg, const char *state)
 	char *p = state_path(cfg);
 	char *text = xasprintf("%s %ld\n", state, (long)getpid());
 	/* Not fatal: without it only the healthcheck is blind. */
-	if (write_file_atomic(p, text, strlen(text), 0644, false) != 0)
+	if (durable_write_file(p, text, strlen(text), 0644, false) != 0)
 		log_warning("the healthcheck will not see the state: could not write \"%s\"", p);
 	free(text);
 	free(p);
@@ -311,9 +312,9 @@ claim_pgdata(struct boot *b)
 	 * earlier start still at work (tens of milliseconds, usually), or a
 	 * second start on the same PGDATA, finishes first.
 	 */
-	int lr = mark_lock(cfg->pgdata, cfg->lock_timeout, &b->pgdata_lock);
-	if (lr != 0) {
-		if (lr == 1)
+	enum mark_lock_result lr = mark_lock(cfg->pgdata, cfg->lock_timeout, &b->pgdata_lock);
+	if (lr != MARK_LOCKED) {
+		if (lr == MARK_LOCK_TIMEOUT)
 			log_error("PGDATA \"%s\" is locked by another pgstash process for more than %ld s", cfg->pgdata,
 			          cfg->lock_timeout);
 		return -1;
@@ -657,7 +658,7 @@ build_layer(struct boot *b, enum cfg_layer layer, bool fresh, bool last, double 
  * names the restore in the summary line ("cache hit", "schema layer"...).
  */
 static int
-restore(struct boot *b, struct store_meta *meta, const char *what)
+restore(struct boot *b, struct entry_meta *meta, const char *what)
 {
 	struct snap_stats st;
 	char *text = xasprintf("restoring %s", b->fp.key);
@@ -682,25 +683,25 @@ restore(struct boot *b, struct store_meta *meta, const char *what)
 static int
 try_hit(struct boot *b)
 {
-	struct store_meta meta;
+	struct entry_meta meta;
 	int found = store_lookup(&b->store, b->fp.key, &meta);
 	if (found != 1)
 		return 0;
 	int fd = -1;
-	int lr = store_lock(&b->store, b->fp.key, false, b->cfg->lock_timeout, &fd);
+	enum store_lock_result lr = store_lock(&b->store, b->fp.key, false, b->cfg->lock_timeout, &fd);
 	int rc = 0;
-	if (lr == 0) {
+	if (lr == STORE_LOCKED) {
 		/* The entry may have been pruned while we waited. */
-		struct store_meta again;
+		struct entry_meta again;
 		if (store_lookup(&b->store, b->fp.key, &again) == 1) {
 			rc = restore(b, &again, "cache hit") == 0 ? 1 : 0;
-			store_meta_free(&again);
+			entry_meta_free(&again);
 		}
 		store_unlock(fd);
-	} else if (lr == 1)
+	} else if (lr == STORE_LOCK_BUSY)
 		log_warning("gave up waiting for the lock on %s after %ld s: building without it", short_key(b->fp.key),
 		            b->cfg->lock_timeout);
-	store_meta_free(&meta);
+	entry_meta_free(&meta);
 	if (sig_received)
 		return -1;
 	return rc;
@@ -726,7 +727,7 @@ restore_prefix(struct boot *b, enum cfg_layer layer, const char *manifest, char 
 		wanted = wanted || (cfg->steps[i].layer == layer && cfg->steps[i].incremental);
 	if (!wanted || !cache_usable(b))
 		return false;
-	struct store_meta *all = NULL;
+	struct entry_meta *all = NULL;
 	size_t n = 0;
 	if (store_list(&b->store, &all, &n) != 0)
 		return false;
@@ -746,11 +747,11 @@ restore_prefix(struct boot *b, enum cfg_layer layer, const char *manifest, char 
 		int fd = -1;
 		char key[65];
 		snprintf(key, sizeof(key), "%s", all[best].key);
-		if (store_lock(&b->store, key, false, cfg->lock_timeout, &fd) == 0) {
-			struct store_meta meta;
+		if (store_lock(&b->store, key, false, cfg->lock_timeout, &fd) == STORE_LOCKED) {
+			struct entry_meta meta;
 			if (store_lookup(&b->store, key, &meta) == 1) {
 				ok = restore(b, &meta, "prefix") == 0;
-				store_meta_free(&meta);
+				entry_meta_free(&meta);
 			}
 			store_unlock(fd);
 		}
@@ -776,7 +777,7 @@ publish(struct boot *b, const char *key, const char *parent, enum cfg_layer laye
 	const struct cfg *cfg = b->cfg;
 	if (!cache_usable(b))
 		return 0;
-	struct store_meta meta;
+	struct entry_meta meta;
 	memset(&meta, 0, sizeof(meta));
 	snprintf(meta.key, sizeof(meta.key), "%s", key);
 	if (parent)
@@ -802,7 +803,7 @@ publish(struct boot *b, const char *key, const char *parent, enum cfg_layer laye
 			free(mp);
 		}
 	}
-	store_meta_free(&meta);
+	entry_meta_free(&meta);
 	return bytes;
 }
 
@@ -817,10 +818,10 @@ obtain_layer(struct boot *b, enum cfg_layer layer, const char *key, const char *
              bool try_key, bool last)
 {
 	if (try_key && cache_usable(b)) {
-		struct store_meta meta;
+		struct entry_meta meta;
 		if (store_lookup(&b->store, key, &meta) == 1) {
 			int r = restore(b, &meta, "schema layer");
-			store_meta_free(&meta);
+			entry_meta_free(&meta);
 			if (r == 0)
 				return BOOT_OK;
 			if (sig_received)
@@ -877,13 +878,13 @@ try_remote(struct boot *b)
 	}
 	for (int round = 0; round < 2; round++) {
 		char *a = NULL, *m = NULL;
-		int g = remote_get(rc, b->fp.key, b->store.tmp_dir, &a, &m);
-		if (g == 0) {
+		enum remote_get_result g = remote_get(rc, b->fp.key, b->store.tmp_dir, &a, &m);
+		if (g == REMOTE_HIT) {
 			int ok = 0;
-			struct store_meta meta;
+			struct entry_meta meta;
 			if (store_import(&b->store, b->fp.key, a, m) == 0 && store_lookup(&b->store, b->fp.key, &meta) == 1) {
 				ok = restore(b, &meta, "remote hit") == 0;
-				store_meta_free(&meta);
+				entry_meta_free(&meta);
 			}
 			free(a);
 			free(m);
@@ -891,21 +892,21 @@ try_remote(struct boot *b)
 		}
 		if (sig_received)
 			return -1;
-		if (g < 0 || round == 1)
+		if (g == REMOTE_GET_ERROR || round == 1)
 			return 0;
-		int l = remote_lease(rc, b->fp.key, b->lease_owner, b->cfg->lock_timeout);
-		if (l == 0) {
+		enum remote_lease_result l = remote_lease(rc, b->fp.key, b->lease_owner, b->cfg->lock_timeout);
+		if (l == REMOTE_LEASED) {
 			b->leased = true;
 			return 0;
 		}
-		if (l < 0)
+		if (l == REMOTE_LEASE_ERROR)
 			return sig_received ? -1 : 0;
 		log_info("another runner is building %s: waiting for it on the remote", short_key(b->fp.key));
-		int w = remote_wait_for(rc, b->fp.key, b->cfg->lock_timeout);
-		if (w < 0)
+		enum remote_wait_result w = remote_wait_for(rc, b->fp.key, b->cfg->lock_timeout);
+		if (w == REMOTE_WAIT_SIGNAL)
 			return -1;
-		if (w == 1) {
-			b->leased = remote_lease(rc, b->fp.key, b->lease_owner, b->cfg->lock_timeout) == 0;
+		if (w == REMOTE_WAIT_GAVE_UP) {
+			b->leased = remote_lease(rc, b->fp.key, b->lease_owner, b->cfg->lock_timeout) == REMOTE_LEASED;
 			return 0;
 		}
 	}
@@ -919,19 +920,19 @@ miss(struct boot *b)
 	int rc;
 
 	if (cache_usable(b)) {
-		int lr = store_lock(&b->store, b->fp.key, true, cfg->lock_timeout, &b->lock_fd);
-		if (lr == 1)
+		enum store_lock_result lr = store_lock(&b->store, b->fp.key, true, cfg->lock_timeout, &b->lock_fd);
+		if (lr == STORE_LOCK_BUSY)
 			log_warning("gave up waiting for another builder of %s after %ld s: building too",
 			            short_key(b->fp.key), cfg->lock_timeout);
-		else if (lr < 0 || sig_received)
+		else if (lr == STORE_LOCK_ERROR || sig_received)
 			return sig_received ? exit_for_signal() : BOOT_RUNTIME;
 		/* Whoever held the lock may have published the key meanwhile. */
-		if (lr == 0) {
-			struct store_meta meta;
+		if (lr == STORE_LOCKED) {
+			struct entry_meta meta;
 			if (store_lookup(&b->store, b->fp.key, &meta) == 1) {
 				log_info("another pgstash built %s while we waited", short_key(b->fp.key));
 				int r = restore(b, &meta, "cache hit");
-				store_meta_free(&meta);
+				entry_meta_free(&meta);
 				if (r == 0)
 					return BOOT_OK;
 				if (sig_received)
@@ -951,7 +952,7 @@ miss(struct boot *b)
 	} else {
 		/* Lock order is always full key, then schema key: two builders cannot deadlock. */
 		int sfd = -1;
-		if (cache_usable(b) && store_lock(&b->store, b->fp.schema_key, true, cfg->lock_timeout, &sfd) < 0)
+		if (cache_usable(b) && store_lock(&b->store, b->fp.schema_key, true, cfg->lock_timeout, &sfd) == STORE_LOCK_ERROR)
 			return sig_received ? exit_for_signal() : BOOT_RUNTIME;
 		rc = obtain_layer(b, CFG_LAYER_SCHEMA, b->fp.schema_key, NULL, b->fp.schema_manifest, true, false);
 		if (sfd >= 0)

@@ -47,11 +47,6 @@ struct fp_result {
 int fp_step_files(const struct cfg_step *step, struct fp_step_files *out);
 void fp_step_files_free(struct fp_step_files *f);
 
-/* Hex SHA-256 of a file's bytes, streamed; 0 or -1 (errno set, not logged). */
-int fp_sha256_file(const char *path, char out[65], uint64_t *bytes);
-/* Hex SHA-256 of a buffer. */
-void fp_sha256_hex(const void *data, size_t len, char out[65]);
-
 /*
  * Builds the manifest and key for `cfg` with server major `pg_major` on
  * `arch` (NULL: this machine's).  0 or -1 (logged).  Free with fp_result_free.

@@ -7,16 +7,15 @@
  * signal descriptor alongside, and retries what S3 asks clients to retry.
  */
 #include "remote.h"
+#include "digest.h"
+#include "durable.h"
+#include "entry.h"
 #include "log.h"
 #include "sig.h"
-#include "snapshot.h"
-#include "store.h"
 #include "util.h"
 
 #include <cJSON.h>
 #include <curl/curl.h>
-#include <ini.h>
-#include <openssl/evp.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -39,7 +38,6 @@
 /* An answer kept in memory (a meta, an XML document) larger than this is refused. */
 #define BODY_MAX_BYTES (4u * 1024 * 1024)
 /* A meta or a lease larger than this is not one of ours. */
-#define META_MAX_BYTES (1u * 1024 * 1024)
 #define ATTEMPTS 3
 #define MAX_PARTS 10000
 #define WAIT_POLL_S 2.0
@@ -356,93 +354,35 @@ remote_parse_list(const char *xml, size_t len, struct remote_object **v, size_t 
 
 /* --------------------------------------------------------------- meta text */
 
-static const struct {
-	const char *name;
-	enum cfg_compression comp;
-} comps[] = {{"zstd", CFG_COMP_ZSTD}, {"gzip", CFG_COMP_GZIP}, {"none", CFG_COMP_NONE}};
-
-enum { MI_KEY = 1, MI_SHA = 2, MI_BYTES = 4, MI_COMP = 8 };
-
-struct mi_parse {
-	struct remote_meta_info *mi;
-	unsigned seen;
-	char why[120];
-};
-
+/*
+ * Parses a downloaded or to-be-uploaded meta (entry.h's format) for what a
+ * transfer needs.  0, or -1 with why filled (no key comparison here).
+ */
 static int
-mi_handler(void *user, const char *section, const char *name, const char *value)
+meta_parse(const char *text, size_t len, struct entry_meta *mi, char *why, size_t why_len)
 {
-	struct mi_parse *p = user;
-	struct remote_meta_info *mi = p->mi;
-	unsigned bit;
-
-	if (*section) {
-		snprintf(p->why, sizeof(p->why), "unexpected section");
-		return 0;
-	}
-	if (strcmp(name, "key") == 0) {
-		bit = MI_KEY;
-		if (!store_key_valid(value)) {
-			snprintf(p->why, sizeof(p->why), "bad key");
-			return 0;
-		}
-		memcpy(mi->key, value, 65);
-	} else if (strcmp(name, "archive_sha256") == 0) {
-		bit = MI_SHA;
-		if (!store_key_valid(value)) { /* the same shape: 64 lowercase hex digits */
-			snprintf(p->why, sizeof(p->why), "bad archive_sha256");
-			return 0;
-		}
-		memcpy(mi->archive_sha256, value, 65);
-	} else if (strcmp(name, "archive_bytes") == 0) {
-		bit = MI_BYTES;
-		if (parse_u64_str(value, &mi->archive_bytes) != 0) {
-			snprintf(p->why, sizeof(p->why), "bad archive_bytes");
-			return 0;
-		}
-	} else if (strcmp(name, "compression") == 0) {
-		bit = MI_COMP;
-		size_t i;
-		for (i = 0; i < sizeof(comps) / sizeof(comps[0]); i++)
-			if (strcmp(value, comps[i].name) == 0)
-				break;
-		if (i == sizeof(comps) / sizeof(comps[0])) {
-			snprintf(p->why, sizeof(p->why), "bad compression");
-			return 0;
-		}
-		snprintf(mi->compression, sizeof(mi->compression), "%s", comps[i].name);
-		mi->suffix = snap_suffix(comps[i].comp);
-	} else {
-		return 1;
-	}
-	if (p->seen & bit) {
-		snprintf(p->why, sizeof(p->why), "duplicate %s", name);
-		return 0;
-	}
-	p->seen |= bit;
-	return 1;
-}
-
-int
-remote_meta_parse(const char *text, size_t len, struct remote_meta_info *mi, char *why, size_t why_len)
-{
-	struct mi_parse p = {.mi = mi};
+	char reason[160];
+	int line;
 
 	memset(mi, 0, sizeof(*mi));
-	if (len > META_MAX_BYTES || memchr(text, '\0', len) || strlen(text) != len) {
+	if (len > ENTRY_META_MAX_BYTES || strlen(text) != len) {
 		snprintf(why, why_len, "not a meta (binary or too large)");
 		return -1;
 	}
-	int line = ini_parse_string(text, mi_handler, &p);
-	if (line != 0) {
-		snprintf(why, why_len, "line %d: %s", line, p.why[0] ? p.why : "syntax error");
+	switch (entry_meta_parse(text, len, ENTRY_F_DOWNLOAD, mi, &line, reason, sizeof(reason))) {
+	case ENTRY_PARSE_OK:
+		return 0;
+	case ENTRY_PARSE_BINARY:
+		snprintf(why, why_len, "%s", reason);
 		return -1;
-	}
-	if (p.seen != (MI_KEY | MI_SHA | MI_BYTES | MI_COMP)) {
+	case ENTRY_PARSE_SYNTAX:
+		snprintf(why, why_len, "line %d: %s", line, reason);
+		return -1;
+	case ENTRY_PARSE_MISSING:
 		snprintf(why, why_len, "lacks key, archive_sha256, archive_bytes or compression");
 		return -1;
 	}
-	return 0;
+	return -1;
 }
 
 /* ------------------------------------------------------------ configuration */
@@ -655,7 +595,7 @@ struct req {
 	/* a 200 answer goes to out_fd (digested into out_md) instead of memory, at most out_max bytes */
 	int out_fd;
 	const char *out_name;
-	EVP_MD_CTX *out_md;
+	struct digest *out_md;
 	uint64_t out_max;
 
 	/* the answer */
@@ -841,10 +781,8 @@ on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 			p += w;
 			left -= (size_t)w;
 		}
-		if (rq->out_md && EVP_DigestUpdate(rq->out_md, ptr, n) != 1) {
-			rq->out_errno = EIO;
-			return 0;
-		}
+		if (rq->out_md)
+			digest_update(rq->out_md, ptr, n);
 		rq->out_bytes += n;
 		return n;
 	}
@@ -906,18 +844,6 @@ req_end(struct s3 *s, struct req *rq)
 	rq->url = NULL;
 }
 
-static void
-sha256_hex(const void *data, size_t len, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
-		log_error("SHA-256 failed");
-		abort();
-	}
-	hex_encode(md, 32, out);
-}
-
 /* Puts rq in flight; 0, or -1 (rq->outcome OUT_FAILED with errbuf set). */
 static int
 req_begin(struct s3 *s, struct req *rq)
@@ -962,7 +888,7 @@ req_begin(struct s3 *s, struct req *rq)
 	bool has_body = rq->body || rq->body_fd >= 0;
 	uint64_t body_size = rq->body_fd >= 0 ? rq->body_size : rq->body_len;
 	if (!payload) {
-		sha256_hex(rq->body ? rq->body : "", rq->body ? rq->body_len : 0, sha);
+		digest_hex(rq->body ? rq->body : "", rq->body ? rq->body_len : 0, sha);
 		payload = sha;
 	}
 	if (strcmp(rq->method, "HEAD") == 0) {
@@ -1129,8 +1055,9 @@ s3_perform(struct s3 *s, struct req *rq)
 {
 	for (int attempt = 1;; attempt++) {
 		if (rq->out_fd >= 0) {
-			if (ftruncate(rq->out_fd, 0) != 0 || lseek(rq->out_fd, 0, SEEK_SET) != 0 ||
-			    (rq->out_md && EVP_DigestInit_ex(rq->out_md, EVP_sha256(), NULL) != 1)) {
+			if (rq->out_md)
+				digest_reset(rq->out_md);
+			if (ftruncate(rq->out_fd, 0) != 0 || lseek(rq->out_fd, 0, SEEK_SET) != 0) {
 				log_warning("could not reset \"%s\": %s", rq->out_name, strerror(errno));
 				rq->outcome = OUT_LOCAL;
 				return -1;
@@ -1209,74 +1136,30 @@ warn_req(const struct s3 *s, const struct req *rq, const char *fmt, ...)
 	free(why);
 }
 
-static int
-write_all_fd(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/*
- * Creates dir/<key>-<6 random characters><suffix>, flocked exclusive (store.h: the sweep of
- * .tmp/ leaves locked files alone).  Returns the fd (path in *path_out) or -1
- * (logged).
- */
-static int
-tmp_create(const char *dir, const char *key, const char *suffix, char **path_out)
-{
-	/* mkostemps' template: six 'X' that it replaces. */
-	char rnd[7];
-	memset(rnd, 'X', 6);
-	rnd[6] = '\0';
-	char *path = xasprintf("%s/%s-%s%s", dir, key, rnd, suffix);
-	int fd = mkostemps(path, (int)strlen(suffix), O_CLOEXEC);
-	if (fd < 0) {
-		log_warning("could not create a temp file in \"%s\": %s", dir, strerror(errno));
-		free(path);
-		return -1;
-	}
-	if (flock(fd, LOCK_EX) != 0 || fchmod(fd, 0644) != 0) {
-		log_warning("could not lock \"%s\": %s", path, strerror(errno));
-		close(fd);
-		unlink(path);
-		free(path);
-		return -1;
-	}
-	*path_out = path;
-	return fd;
-}
-
 /* ------------------------------------------------------------------- get */
 
-int
+enum remote_get_result
 remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp, char **archive_path_out,
            char **meta_path_out)
 {
 	struct s3 s;
 	struct req mrq = {.method = "GET", .out_fd = -1, .body_fd = -1};
 	struct req arq = {.method = "GET", .out_fd = -1, .body_fd = -1, .stream = true};
-	struct remote_meta_info mi;
+	struct entry_meta mi;
 	char *mname = NULL, *aname = NULL, *apath = NULL, *mpath = NULL;
-	int afd = -1, mfd = -1, ret = -1;
-	EVP_MD_CTX *md = NULL;
+	int afd = -1, mfd = -1;
+	enum remote_get_result ret = REMOTE_GET_ERROR;
+	struct digest *md = NULL;
 	char why[200];
 	double t0 = log_now();
 
 	*archive_path_out = *meta_path_out = NULL;
-	if (!store_key_valid(key)) {
+	if (!entry_key_valid(key)) {
 		log_warning("remote: invalid cache key \"%s\"", key ? key : "");
-		return -1;
+		return REMOTE_GET_ERROR;
 	}
 	if (s3_open(&s, rc) != 0)
-		return -1;
+		return REMOTE_GET_ERROR;
 
 	mname = obj_name(&s, key, ".meta");
 	mrq.object = mname;
@@ -1286,14 +1169,14 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 	}
 	if (mrq.status == 404) {
 		log_info("remote miss %.12s…", key);
-		ret = 1;
+		ret = REMOTE_MISS;
 		goto cleanup;
 	}
 	if (mrq.status != 200) {
 		warn_req(&s, &mrq, "could not download the meta of %.12s…", key);
 		goto cleanup;
 	}
-	if (remote_meta_parse(sb_str(&mrq.resp), mrq.resp.len, &mi, why, sizeof(why)) != 0) {
+	if (meta_parse(sb_str(&mrq.resp), mrq.resp.len, &mi, why, sizeof(why)) != 0) {
 		log_warning("remote \"%s\": the meta of %.12s… is not valid: %s", rc->url, key, why);
 		goto cleanup;
 	}
@@ -1302,15 +1185,11 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 		goto cleanup;
 	}
 
-	afd = tmp_create(local_dir_tmp, key, mi.suffix, &apath);
+	afd = durable_tmp_create(local_dir_tmp, key, entry_suffix(mi.compression), 0644, &apath);
 	if (afd < 0)
 		goto cleanup;
-	md = EVP_MD_CTX_new();
-	if (!md) {
-		log_warning("out of memory for a digest");
-		goto cleanup;
-	}
-	aname = obj_name(&s, key, mi.suffix);
+	md = digest_new();
+	aname = obj_name(&s, key, entry_suffix(mi.compression));
 	arq.object = aname;
 	arq.out_fd = afd;
 	arq.out_name = apath;
@@ -1335,24 +1214,18 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 		            rc->url, key, arq.out_bytes, mi.archive_bytes);
 		goto cleanup;
 	}
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned int dlen = 0;
 	char hex[65];
-	if (EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != 32) {
-		log_warning("SHA-256 failed");
-		goto cleanup;
-	}
-	hex_encode(digest, 32, hex);
+	digest_final(md, hex);
 	if (strcmp(hex, mi.archive_sha256) != 0) {
 		log_warning("remote \"%s\": the archive of %.12s… does not match its meta's SHA-256 (%.12s…, meta says "
 		            "%.12s…)", rc->url, key, hex, mi.archive_sha256);
 		goto cleanup;
 	}
 
-	mfd = tmp_create(local_dir_tmp, key, ".meta", &mpath);
+	mfd = durable_tmp_create(local_dir_tmp, key, ".meta", 0644, &mpath);
 	if (mfd < 0)
 		goto cleanup;
-	if (write_all_fd(mfd, sb_str(&mrq.resp), mrq.resp.len) != 0) {
+	if (durable_write_all(mfd, sb_str(&mrq.resp), mrq.resp.len) != 0) {
 		log_warning("could not write \"%s\": %s", mpath, strerror(errno));
 		goto cleanup;
 	}
@@ -1363,7 +1236,7 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 	*archive_path_out = apath;
 	*meta_path_out = mpath;
 	apath = mpath = NULL;
-	ret = 0;
+	ret = REMOTE_HIT;
 
 cleanup:
 	if (afd >= 0)
@@ -1374,7 +1247,7 @@ cleanup:
 		unlink(apath);
 	if (mpath)
 		unlink(mpath);
-	EVP_MD_CTX_free(md);
+	digest_free(md);
 	req_free(&mrq);
 	req_free(&arq);
 	free(apath);
@@ -1386,44 +1259,6 @@ cleanup:
 }
 
 /* ------------------------------------------------------------------- put */
-
-/* SHA-256 of `len` bytes of fd from `off`, by pread; 0 or -1 (errno). */
-static int
-digest_range(int fd, uint64_t off, uint64_t len, char out[65])
-{
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	size_t cap = 1024 * 1024;
-	char *buf = xmalloc(cap);
-	unsigned char d[EVP_MAX_MD_SIZE];
-	unsigned int dl = 0;
-	int rc = -1;
-
-	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-		goto cleanup;
-	while (len > 0) {
-		size_t want = len < cap ? (size_t)len : cap;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			goto cleanup;
-		}
-		if (EVP_DigestUpdate(md, buf, (size_t)n) != 1)
-			goto cleanup;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	if (EVP_DigestFinal_ex(md, d, &dl) != 1 || dl != 32)
-		goto cleanup;
-	hex_encode(d, 32, out);
-	rc = 0;
-cleanup:
-	EVP_MD_CTX_free(md);
-	free(buf);
-	return rc;
-}
 
 /* Is rq's 200 answer really an error?  CompleteMultipartUpload may say so in the body. */
 static bool
@@ -1535,7 +1370,7 @@ int
 remote_put(const struct remote_cfg *rc, const char *key, const char *archive_path, const char *meta_path)
 {
 	struct s3 s;
-	struct remote_meta_info mi;
+	struct entry_meta mi;
 	struct req rq = {.out_fd = -1, .body_fd = -1};
 	char *meta = NULL, *aname = NULL, *mname = NULL;
 	size_t mlen = 0;
@@ -1544,7 +1379,7 @@ remote_put(const struct remote_cfg *rc, const char *key, const char *archive_pat
 	char why[200] = "";
 	double t0 = log_now();
 
-	if (!store_key_valid(key)) {
+	if (!entry_key_valid(key)) {
 		log_warning("remote: invalid cache key \"%s\"", key ? key : "");
 		return -1;
 	}
@@ -1555,7 +1390,7 @@ remote_put(const struct remote_cfg *rc, const char *key, const char *archive_pat
 		log_warning("could not read \"%s\": %s", meta_path, strerror(errno));
 		goto cleanup;
 	}
-	if (remote_meta_parse(meta, mlen, &mi, why, sizeof(why)) != 0 || strcmp(mi.key, key) != 0) {
+	if (meta_parse(meta, mlen, &mi, why, sizeof(why)) != 0 || strcmp(mi.key, key) != 0) {
 		log_warning("not uploading %.12s…: \"%s\" is not its meta%s%s", key, meta_path, why[0] ? ": " : "",
 		            why);
 		goto cleanup;
@@ -1571,7 +1406,7 @@ remote_put(const struct remote_cfg *rc, const char *key, const char *archive_pat
 		goto cleanup;
 	}
 
-	aname = obj_name(&s, key, mi.suffix);
+	aname = obj_name(&s, key, entry_suffix(mi.compression));
 	uint64_t threshold = rc->multipart_threshold ? rc->multipart_threshold : REMOTE_MULTIPART_THRESHOLD;
 	if (mi.archive_bytes > threshold) {
 		if (put_multipart(&s, aname, fd, mi.archive_bytes, key) != 0)
@@ -1730,31 +1565,31 @@ lease_write(struct s3 *s, const char *object, const char *text, const char *cond
 	return ret;
 }
 
-/* Reads the lease back after our write: 0 ours, 1 another's, -1 error. */
-static int
+/* Reads the lease back after our write: is it ours? */
+static enum remote_lease_result
 lease_confirm(struct s3 *s, const char *object, const char *owner)
 {
 	struct lease l;
 	int r = lease_read(s, object, &l, NULL, false);
 	if (r < 0)
-		return -1;
-	return r == 0 && l.valid && strcmp(l.owner, owner) == 0 ? 0 : 1;
+		return REMOTE_LEASE_ERROR;
+	return r == 0 && l.valid && strcmp(l.owner, owner) == 0 ? REMOTE_LEASED : REMOTE_LEASE_HELD;
 }
 
-int
+enum remote_lease_result
 remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s)
 {
 	struct s3 s;
 	struct lease l;
 	char *object = NULL, *text = NULL, *etag = NULL, *cond = NULL;
-	int ret = -1;
+	enum remote_lease_result ret = REMOTE_LEASE_ERROR;
 
-	if (!store_key_valid(key) || !owner_ok(owner) || ttl_s <= 0) {
+	if (!entry_key_valid(key) || !owner_ok(owner) || ttl_s <= 0) {
 		log_warning("remote: bad lease request for \"%s\"", key ? key : "");
-		return -1;
+		return REMOTE_LEASE_ERROR;
 	}
 	if (s3_open(&s, rc) != 0)
-		return -1;
+		return REMOTE_LEASE_ERROR;
 	object = obj_name(&s, key, ".lease");
 	text = xasprintf("owner = %s\nacquired = %lld\nttl = %ld\n", owner, (long long)time(NULL), ttl_s);
 
@@ -1778,13 +1613,13 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 			continue;
 		}
 		if (l.valid && strcmp(l.owner, owner) == 0) {
-			ret = 0; /* ours from an earlier try of this owner */
+			ret = REMOTE_LEASED; /* ours from an earlier try of this owner */
 			goto cleanup;
 		}
 		if (!lease_expired(&l, ttl_s)) {
 			log_info("remote: %.12s… is being built by %s (since %lld s)", key, l.owner,
 			         (long long)((int64_t)time(NULL) - l.acquired));
-			ret = 1;
+			ret = REMOTE_LEASE_HELD;
 			goto cleanup;
 		}
 		if (no_cond)
@@ -1800,7 +1635,7 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 		if (w < 0)
 			goto cleanup;
 		if (w == 1) {
-			ret = 1; /* another runner took it over first */
+			ret = REMOTE_LEASE_HELD; /* another runner took it over first */
 			goto cleanup;
 		}
 		if (w == 2) {
@@ -1811,7 +1646,7 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 		goto cleanup;
 	}
 	if (!no_cond) {
-		ret = 1; /* it came and went twice: contended; let the others have it */
+		ret = REMOTE_LEASE_HELD; /* it came and went twice: contended; let the others have it */
 		goto cleanup;
 	}
 	/*
@@ -1829,31 +1664,31 @@ cleanup:
 	return ret;
 }
 
-int
+enum remote_release_result
 remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner)
 {
 	struct s3 s;
 	struct lease l;
 	char *object = NULL, *etag = NULL, *cond = NULL;
 	struct req rq = {.method = "DELETE", .out_fd = -1, .body_fd = -1, .cleanup = true};
-	int ret = -1;
+	enum remote_release_result ret = REMOTE_RELEASE_ERROR;
 
-	if (!store_key_valid(key) || !owner_ok(owner)) {
+	if (!entry_key_valid(key) || !owner_ok(owner)) {
 		log_warning("remote: bad lease release for \"%s\"", key ? key : "");
-		return -1;
+		return REMOTE_RELEASE_ERROR;
 	}
 	if (s3_open(&s, rc) != 0)
-		return -1;
+		return REMOTE_RELEASE_ERROR;
 	object = obj_name(&s, key, ".lease");
 	/* Released on the way out of a SIGTERM too: else the fleet waits out the ttl. */
 	int r = lease_read(&s, object, &l, &etag, true);
 	if (r != 0) {
-		ret = r == 1 ? 0 : -1;
+		ret = r == 1 ? REMOTE_RELEASED : REMOTE_RELEASE_ERROR;
 		goto cleanup;
 	}
 	if (!l.valid || strcmp(l.owner, owner) != 0) {
 		log_debug("remote: the lease of %.12s… is not ours; left alone", key);
-		ret = 1;
+		ret = REMOTE_RELEASE_NOT_OURS;
 		goto cleanup;
 	}
 	rq.object = object;
@@ -1866,7 +1701,7 @@ remote_lease_release(const struct remote_cfg *rc, const char *key, const char *o
 		warn_req(&s, &rq, "could not remove lease \"%s\"", object);
 		goto cleanup;
 	}
-	ret = rq.status == 412 ? 1 : 0;
+	ret = rq.status == 412 ? REMOTE_RELEASE_NOT_OURS : REMOTE_RELEASED;
 cleanup:
 	req_free(&rq);
 	free(object);
@@ -1876,19 +1711,19 @@ cleanup:
 	return ret;
 }
 
-int
+enum remote_wait_result
 remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 {
 	struct s3 s;
 	char *mname = NULL, *lname = NULL;
 	double start = log_now(), next_report = start + WAIT_REPORT_S;
 	bool warned = false;
-	int ret = 1;
+	enum remote_wait_result ret = REMOTE_WAIT_GAVE_UP;
 
-	if (!store_key_valid(key))
-		return 1;
+	if (!entry_key_valid(key))
+		return REMOTE_WAIT_GAVE_UP;
 	if (s3_open(&s, rc) != 0)
-		return 1;
+		return REMOTE_WAIT_GAVE_UP;
 	mname = obj_name(&s, key, ".meta");
 	lname = obj_name(&s, key, ".lease");
 	for (;;) {
@@ -1897,12 +1732,12 @@ remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 		long status = rq.status;
 		if (r != 0 && rq.outcome == OUT_SIGNAL) {
 			req_free(&rq);
-			ret = -1;
+			ret = REMOTE_WAIT_SIGNAL;
 			break;
 		}
 		if (r == 0 && status == 200) {
 			req_free(&rq);
-			ret = 0;
+			ret = REMOTE_WAIT_APPEARED;
 			break;
 		}
 		if ((r != 0 || status != 404) && !warned) {
@@ -1917,7 +1752,7 @@ remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 				/* The meta may have landed just before the lease went. */
 				struct req again = {.method = "HEAD", .object = mname, .out_fd = -1, .body_fd = -1};
 				if (s3_perform(&s, &again) == 0 && again.status == 200)
-					ret = 0;
+					ret = REMOTE_WAIT_APPEARED;
 				else
 					log_info("remote: the builder of %.12s… %s without uploading it", key,
 					         lr == 1 ? "gave up" : "went quiet");
@@ -1938,7 +1773,7 @@ remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 		if (start + (double)timeout_s - now < nap)
 			nap = start + (double)timeout_s - now;
 		if (!sleep_interruptible(nap)) {
-			ret = -1;
+			ret = REMOTE_WAIT_SIGNAL;
 			break;
 		}
 	}
@@ -2060,7 +1895,7 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 		memcpy(key, name, 64);
 		key[64] = '\0';
 		const char *sfx = name + 64;
-		if (!store_key_valid(key))
+		if (!entry_key_valid(key))
 			continue;
 		size_t j;
 		for (j = 0; j < ne; j++)
@@ -2081,10 +1916,10 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 			e->has_lease = true;
 			e->lease_mtime = objs[i].mtime;
 		} else {
-			for (size_t c = 0; c < sizeof(comps) / sizeof(comps[0]); c++) {
-				if (strcmp(sfx, snap_suffix(comps[c].comp)) == 0) {
+			for (size_t c = 0; c < 3; c++) {
+				if (strcmp(sfx, entry_suffix(entry_all_compressions[c])) == 0) {
 					e->has_archive = true;
-					e->suffix = snap_suffix(comps[c].comp);
+					e->suffix = entry_suffix(entry_all_compressions[c]);
 					e->archive_bytes += objs[i].size;
 					if (objs[i].mtime > e->archive_mtime)
 						e->archive_mtime = objs[i].mtime;
@@ -2108,16 +1943,6 @@ entry_state(const struct rentry *e)
 	if (e->has_meta)
 		return "no archive";
 	return "lease only";
-}
-
-static const char *
-iso_time(char buf[32], int64_t t)
-{
-	struct tm tm;
-	time_t tt = (time_t)t;
-	if (!gmtime_r(&tt, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, 32, "%" PRId64, t);
-	return buf;
 }
 
 int
@@ -2203,8 +2028,8 @@ delete_entry(struct s3 *s, const struct rentry *e)
 	free(m);
 	if (ret != 0)
 		return -1; /* never an archive without its meta gone first */
-	for (size_t c = 0; e->has_archive && c < sizeof(comps) / sizeof(comps[0]); c++) {
-		const char *sfx = snap_suffix(comps[c].comp);
+	for (size_t c = 0; e->has_archive && c < 3; c++) {
+		const char *sfx = entry_suffix(entry_all_compressions[c]);
 		if (e->suffix && strcmp(sfx, e->suffix) != 0)
 			continue;
 		char *a = obj_name(s, e->key, sfx);

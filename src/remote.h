@@ -76,12 +76,18 @@ void remote_cfg_free(struct remote_cfg *rc);
  * compared with the meta's archive_sha256 and archive_bytes.  Both temp files
  * are named <key>-<random><suffix> and flocked while written (store_open's
  * sweep leaves locked temp files alone), mode 0644.
- * 0: *archive_path_out and *meta_path_out set (caller frees the strings and
- * owns the files: store_import them, or unlink them); logs "remote hit".
- * 1: no such entry in the remote (logged at info level: "remote miss").
- * -1: error (logged as a warning; a signal only at info), no file left behind.
+ * REMOTE_HIT: *archive_path_out and *meta_path_out set (caller frees the
+ * strings and owns the files: store_import them, or unlink them); logs
+ * "remote hit".  REMOTE_MISS: no such entry in the remote (logged at info
+ * level: "remote miss").  REMOTE_GET_ERROR: logged as a warning (a signal
+ * only at info), no file left behind.
  */
-int remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp,
+enum remote_get_result {
+	REMOTE_GET_ERROR = -1,
+	REMOTE_HIT = 0,
+	REMOTE_MISS = 1,
+};
+enum remote_get_result remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp,
                char **archive_path_out, char **meta_path_out);
 
 /*
@@ -103,17 +109,29 @@ int remote_put(const struct remote_cfg *rc, const char *key, const char *archive
  * apart may then both build; the result is extra work, not a bad entry).
  * A server answering 501 to the condition gets a read-then-write instead.
  * `owner`: printable, no newline (e.g. "host:pid"); ttl_s > 0.
- * 0: acquired; 1: held by another owner (fresh); -1: error (warning).
+ * REMOTE_LEASED: acquired; REMOTE_LEASE_HELD: held by another owner (fresh);
+ * REMOTE_LEASE_ERROR: error (warning).
  */
-int remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s);
+enum remote_lease_result {
+	REMOTE_LEASE_ERROR = -1,
+	REMOTE_LEASED = 0,
+	REMOTE_LEASE_HELD = 1,
+};
+enum remote_lease_result remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s);
 /*
  * Removes <key>.lease when it still names `owner` (If-Match on its ETag).
  * Works after a terminating signal too (its requests are not interruptible
  * and take at most ~10 s each): a cancelled builder must not leave the fleet
  * waiting for its ttl.
- * 0: removed or absent; 1: another owner holds it (left alone); -1: error (warning).
+ * REMOTE_RELEASED: removed or absent; REMOTE_RELEASE_NOT_OURS: another owner
+ * holds it (left alone); REMOTE_RELEASE_ERROR: error (warning).
  */
-int remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner);
+enum remote_release_result {
+	REMOTE_RELEASE_ERROR = -1,
+	REMOTE_RELEASED = 0,
+	REMOTE_RELEASE_NOT_OURS = 1,
+};
+enum remote_release_result remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner);
 
 /*
  * Waits for another runner's upload of `key`: polls the meta with HEAD every
@@ -121,9 +139,15 @@ int remote_lease_release(const struct remote_cfg *rc, const char *key, const cha
  * early when the builder's lease disappears or expires while the meta is
  * still missing (the builder failed or went away).  Request errors are
  * warned about once and polling goes on.
- * 0: the meta appeared (remote_get it); 1: timeout or builder gone; -1: signal.
+ * REMOTE_WAIT_APPEARED: the meta appeared (remote_get it);
+ * REMOTE_WAIT_GAVE_UP: timeout or builder gone; REMOTE_WAIT_SIGNAL: a signal.
  */
-int remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s);
+enum remote_wait_result {
+	REMOTE_WAIT_SIGNAL = -1,
+	REMOTE_WAIT_APPEARED = 0,
+	REMOTE_WAIT_GAVE_UP = 1,
+};
+enum remote_wait_result remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s);
 
 /*
  * `pgstash ls --remote`: the entries under <prefix>/pgstash-v1/ (ListObjectsV2,
@@ -180,16 +204,5 @@ struct remote_object {
 int remote_parse_list(const char *xml, size_t len, struct remote_object **v, size_t *n, bool *truncated,
                       char **next_token);
 void remote_objects_free(struct remote_object *v, size_t n);
-
-/* What remote_get needs from a meta (the store's INI format, see store.h). */
-struct remote_meta_info {
-	char key[65];
-	char archive_sha256[65];
-	uint64_t archive_bytes;
-	char compression[8];   /* "zstd", "gzip" or "none" */
-	const char *suffix;    /* ".tar.zst", ".tar.gz", ".tar" (static) */
-};
-/* Parses meta text (len bytes, no NUL inside).  0, or -1 with why filled. */
-int remote_meta_parse(const char *text, size_t len, struct remote_meta_info *mi, char *why, size_t why_len);
 
 #endif

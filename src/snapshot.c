@@ -8,7 +8,7 @@
  * multi-threaded mode buffers several jobs of 4 windows each).
  */
 #include "snapshot.h"
-#include "fingerprint.h"
+#include "digest.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"
@@ -18,7 +18,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -31,46 +30,6 @@
 
 /* Above this many entries an archive is not a PGDATA. */
 #define SNAP_MAX_ENTRIES 50000000ULL
-
-const char *
-snap_suffix(enum cfg_compression comp)
-{
-	switch (comp) {
-	case CFG_COMP_ZSTD: return ".tar.zst";
-	case CFG_COMP_GZIP: return ".tar.gz";
-	case CFG_COMP_NONE: return ".tar";
-	}
-	return ".tar";
-}
-
-static void
-digest_hex(EVP_MD_CTX *md, char out[65])
-{
-	unsigned char d[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
-	if (EVP_DigestFinal_ex(md, d, &len) != 1 || len != 32) {
-		out[0] = '\0';
-		return;
-	}
-	hex_encode(d, 32, out);
-}
-
-static EVP_MD_CTX *
-digest_new(void)
-{
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-		fputs("pgstash: error: could not initialise SHA-256\n", stderr);
-		abort();
-	}
-	return md;
-}
-
-int
-snap_digest_file(const char *path, char out[65], uint64_t *bytes)
-{
-	return fp_sha256_file(path, out, bytes);
-}
 
 /* A path or link target that stays below its directory: relative, no ".." component. */
 static bool
@@ -96,7 +55,7 @@ rel_path_ok(const char *p)
 struct wctx {
 	int fd;
 	const char *name;
-	EVP_MD_CTX *md;
+	struct digest *md;
 	uint64_t bytes;
 };
 
@@ -117,7 +76,7 @@ w_write(struct archive *a, void *data, const void *buf, size_t n)
 		p += k;
 		left -= (size_t)k;
 	}
-	EVP_DigestUpdate(w->md, buf, n);
+	digest_update(w->md, buf, n);
 	w->bytes += n;
 	return (la_ssize_t)n;
 }
@@ -380,7 +339,7 @@ snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compre
 		            archive_error_string(w.a) ? archive_error_string(w.a) : "unknown error");
 		goto cleanup;
 	}
-	digest_hex(wc.md, st->sha256);
+	digest_final(wc.md, st->sha256);
 	st->archive_bytes = wc.bytes;
 	st->seconds = log_now() - t0;
 	rc = 0;
@@ -389,7 +348,7 @@ cleanup:
 		archive_write_free(w.a);
 	archive_entry_free(w.e);
 	free(w.buf);
-	EVP_MD_CTX_free(wc.md);
+	digest_free(wc.md);
 	return rc;
 }
 
@@ -476,7 +435,7 @@ struct dirmode {
 struct rctx {
 	int fd;
 	const char *name;
-	EVP_MD_CTX *md;
+	struct digest *md;
 	unsigned char *buf;
 	uint64_t bytes;
 };
@@ -493,7 +452,7 @@ r_read(struct archive *a, void *data, const void **out)
 			archive_set_error(a, errno, "could not read \"%s\": %s", r->name, strerror(errno));
 			return -1;
 		}
-		EVP_DigestUpdate(r->md, r->buf, (size_t)n);
+		digest_update(r->md, r->buf, (size_t)n);
 		r->bytes += (uint64_t)n;
 		*out = r->buf;
 		return n;
@@ -514,7 +473,7 @@ r_drain(struct rctx *r)
 		}
 		if (n == 0)
 			return 0;
-		EVP_DigestUpdate(r->md, r->buf, (size_t)n);
+		digest_update(r->md, r->buf, (size_t)n);
 		r->bytes += (uint64_t)n;
 	}
 }
@@ -1193,8 +1152,8 @@ writers:
 	}
 	if (r_drain(&rc_in) != 0)
 		goto cleanup;
-	digest_hex(rc_in.md, st.sha256);
-	EVP_MD_CTX_free(rc_in.md);
+	digest_final(rc_in.md, st.sha256);
+	digest_free(rc_in.md);
 	rc_in.md = NULL;
 	if (expected_sha256 && strcasecmp(expected_sha256, st.sha256) != 0) {
 		log_warning("snapshot \"%s\" is damaged: SHA-256 is %s, expected %s", archive_path, st.sha256,
@@ -1224,7 +1183,7 @@ cleanup:
 		close(pool.dirfd);
 	if (rc_in.fd >= 0)
 		close(rc_in.fd);
-	EVP_MD_CTX_free(rc_in.md);
+	digest_free(rc_in.md);
 	free(rc_in.buf);
 	for (size_t i = 0; i < ndirs; i++)
 		free(dirs[i].path);

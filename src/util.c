@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void
@@ -498,51 +500,14 @@ read_file(const char *path, size_t *len_out)
 	return sb_take(&sb);
 }
 
-int
-write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable)
+const char *
+iso_time(char buf[32], int64_t t)
 {
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int rc = -1;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0) {
-		log_error("could not create file \"%s\": %s", tmp, strerror(errno));
-		goto cleanup;
-	}
-	size_t off = 0;
-	while (off < len) {
-		ssize_t n = write(fd, data + off, len - off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("could not write file \"%s\": %s", tmp, strerror(errno));
-			goto cleanup;
-		}
-		off += (size_t)n;
-	}
-	if (durable && fsync(fd) != 0) {
-		log_error("could not fsync file \"%s\": %s", tmp, strerror(errno));
-		goto cleanup;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		log_error("could not write file \"%s\": %s", tmp, strerror(errno));
-		goto cleanup;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0) {
-		log_error("could not rename \"%s\" to \"%s\": %s", tmp, path, strerror(errno));
-		goto cleanup;
-	}
-	if (durable && fsync_parent(path) != 0)
-		goto cleanup;
-	rc = 0;
-cleanup:
-	if (fd >= 0)
-		close(fd);
-	if (rc != 0)
-		unlink(tmp);
-	free(tmp);
-	return rc;
+	struct tm tm;
+	time_t tt = (time_t)t;
+	if (!gmtime_r(&tt, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, 32, "%" PRId64, t);
+	return buf;
 }
 
 static uint64_t

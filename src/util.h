@@ -80,11 +80,8 @@ int fsync_dir(const char *path);
 int fsync_parent(const char *path);
 /* Reads a whole (small) file; NUL-terminated, *len_out optional. NULL on error (errno set, not logged). */
 char *read_file(const char *path, size_t *len_out);
-/*
- * Writes `data` to `path` atomically: temp file beside it, fsync, rename,
- * fsync dir when `durable`.  0 or -1 (logged).
- */
-int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable);
+/* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
+const char *iso_time(char buf[32], int64_t t);
 /* Sum of st_size of regular files below path (no symlink following). */
 uint64_t du_bytes(const char *path);
 

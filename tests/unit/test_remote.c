@@ -173,37 +173,6 @@ test_parse_list(void **state)
 #define SHA_0 "0000000000000000000000000000000000000000000000000000000000000000"
 
 static void
-test_meta_parse(void **state)
-{
-	struct remote_meta_info mi;
-	char why[200];
-	const char *good = "; pgstash cache entry\nkey = " KEY_A "\nparent = \nlayer = schema\ncompression = gzip\n"
-	                   "archive_bytes = 42\narchive_sha256 = " SHA_0 "\nmanifest = x %25\\\nnewer_field = 1\n";
-	assert_int_equal(remote_meta_parse(good, strlen(good), &mi, why, sizeof(why)), 0);
-	assert_string_equal(mi.key, KEY_A);
-	assert_string_equal(mi.archive_sha256, SHA_0);
-	assert_int_equal(mi.archive_bytes, 42);
-	assert_string_equal(mi.compression, "gzip");
-	assert_string_equal(mi.suffix, ".tar.gz");
-
-	const char *bad[] = {
-		"key = " KEY_A "\ncompression = zstd\narchive_bytes = 42\n",                        /* no digest */
-		"key = " KEY_A "\ncompression = lz4\narchive_bytes = 42\narchive_sha256 = " SHA_0 "\n",
-		"key = " KEY_A "\ncompression = zstd\narchive_bytes = -1\narchive_sha256 = " SHA_0 "\n",
-		"key = " KEY_A "\ncompression = zstd\narchive_bytes = 1\narchive_sha256 = XYZ\n",
-		"key = " KEY_A "\nkey = " KEY_A "\ncompression = zstd\narchive_bytes = 1\narchive_sha256 = " SHA_0 "\n",
-		"[section]\nkey = " KEY_A "\n",
-		"\x89PNG\r\n\x1a\n garbage",
-		"",
-		NULL};
-	for (size_t i = 0; bad[i]; i++)
-		assert_int_equal(remote_meta_parse(bad[i], strlen(bad[i]), &mi, why, sizeof(why)), -1);
-	/* A NUL inside is binary, not a shorter meta. */
-	char nul[] = "key = " KEY_A "\0junk";
-	assert_int_equal(remote_meta_parse(nul, sizeof(nul) - 1, &mi, why, sizeof(why)), -1);
-}
-
-static void
 test_validate(void **state)
 {
 	struct remote_cfg ok = {.url = "s3://bucket/ci", .endpoint = "http://127.0.0.1:9000", .path_style = true,
@@ -1088,7 +1057,6 @@ main(void)
 		cmocka_unit_test(test_xml_text),
 		cmocka_unit_test(test_parse_time),
 		cmocka_unit_test(test_parse_list),
-		cmocka_unit_test(test_meta_parse),
 		cmocka_unit_test(test_validate),
 		cmocka_unit_test(test_cfg_free),
 		cmocka_unit_test(test_unreachable),
