@@ -16,6 +16,7 @@
  * Not for: restoring (fuzz_archive covers snap_restore), locking, prune.
  */
 #include "fuzz_common.h"
+#include "cli.h"
 #include "store.h"
 
 #include <math.h>
@@ -102,10 +103,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct entry_meta first = {0}, again = {0};
 	int r = store_lookup(&st, FUZZ_KEY, &first);
 	if (r == 1) {
-		store_print_ls(&st, false, devnull);
-		store_print_ls(&st, true, devnull);
+		cli_ls(&st, false, devnull);
+		cli_ls(&st, true, devnull);
 		const char *keys[] = {FUZZ_KEY};
-		store_verify(&st, keys, 1);
+		cli_verify(&st, keys, 1, devnull);
 		/* touch rewrites the meta with meta_text: it must read back the same. */
 		if (store_touch(&st, FUZZ_KEY) != 0)
 			fuzz_die("store_touch failed on an entry store_lookup accepted");

@@ -7,6 +7,7 @@
  * the migration happens to print its next line.
  */
 #include "docker.h"
+#include "http.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"
@@ -33,7 +34,6 @@
 /* Creating and starting on fuse-overlayfs with a large image takes a while. */
 #define CREATE_TIMEOUT_S 300.0
 #define SHORT_TIMEOUT_S 60.0
-#define POLL_MS 200
 
 enum call_outcome {
 	CALL_OK,      /* an HTTP answer arrived (any status) */
@@ -59,13 +59,11 @@ struct call {
 	char errbuf[CURL_ERROR_SIZE];
 
 	/* while in flight */
-	CURL *easy;
+	struct http_xfer x;         /* the easy handle; done and result once curl finished it */
 	struct curl_slist *headers;
 	char *url;
 	double deadline;
 	bool headers_done;          /* the answer's header block has ended */
-	bool done;                  /* curl finished the transfer, see result */
-	CURLcode result;
 };
 
 static size_t
@@ -76,7 +74,7 @@ on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 	if (c->demux) {
 		long status = 0;
-		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(c->x.easy, CURLINFO_RESPONSE_CODE, &status);
 		/* A broken frame stream is reported once the call ends; keep reading. */
 		if (status == 200 || status == 101) {
 			docker_demux_feed(c->demux, ptr, n);
@@ -116,10 +114,10 @@ on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 static void
 call_end(struct docker *d, struct call *c)
 {
-	if (c->easy) {
-		curl_multi_remove_handle(d->multi, c->easy);
-		curl_easy_cleanup(c->easy);
-		c->easy = NULL;
+	if (c->x.easy) {
+		curl_multi_remove_handle(d->multi, c->x.easy);
+		curl_easy_cleanup(c->x.easy);
+		c->x.easy = NULL;
 	}
 	curl_slist_free_all(c->headers);
 	c->headers = NULL;
@@ -145,12 +143,11 @@ call_begin(struct docker *d, struct call *c)
 	c->outcome = CALL_FAILED;
 	c->status = 0;
 	c->errbuf[0] = '\0';
-	c->headers_done = c->done = false;
-	c->result = CURLE_OK;
+	c->headers_done = false;
 	c->deadline = c->timeout_s > 0 ? log_now() + c->timeout_s : 0;
 	sb_free(&c->body);
 
-	easy = c->easy = curl_easy_init();
+	easy = curl_easy_init();
 	if (!easy) {
 		log_error("could not initialise libcurl");
 		return -1;
@@ -167,7 +164,7 @@ call_begin(struct docker *d, struct call *c)
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, c);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, c);
+	http_xfer_attach(&c->x, easy);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "pgstash");
 	if (strcmp(c->method, "POST") == 0) {
 		const char *body = c->json ? c->json : "";
@@ -186,7 +183,7 @@ call_begin(struct docker *d, struct call *c)
 	if (curl_multi_add_handle(d->multi, easy) != CURLM_OK) {
 		log_error("could not start a request to the Docker Engine");
 		curl_easy_cleanup(easy);
-		c->easy = NULL;
+		c->x.easy = NULL;
 		return -1;
 	}
 	return 0;
@@ -203,66 +200,32 @@ call_begin(struct docker *d, struct call *c)
 static int
 call_drive(struct docker *d, struct call *c, bool until_headers)
 {
-	CURLM *multi = d->multi;
+	char err[CURL_ERROR_SIZE];
 
 	c->outcome = CALL_FAILED;
-	if (!c->easy)
+	if (!c->x.easy)
 		return -1;
-	for (;;) {
-		int running = 0;
-		CURLMcode mc = curl_multi_perform(multi, &running);
-		if (mc != CURLM_OK) {
-			log_error("Docker Engine request %s %s failed: %s", c->method, c->path,
-				  curl_multi_strerror(mc));
-			return -1;
-		}
-		CURLMsg *msg;
-		int queued;
-		while ((msg = curl_multi_info_read(multi, &queued)) != NULL) {
-			struct call *other = NULL;
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&other);
-			if (other) {
-				other->done = true;
-				other->result = msg->data.result;
-			}
-		}
-		if (c->done || (until_headers && c->headers_done))
-			break;
-		if (c->interruptible) {
-			sig_drain();
-			if (sig_received) {
-				c->outcome = CALL_SIGNAL;
-				return -1;
-			}
-		}
-		int wait_ms = POLL_MS;
-		if (c->deadline > 0) {
-			double left = c->deadline - log_now();
-			if (left <= 0) {
-				c->outcome = CALL_TIMEOUT;
-				return -1;
-			}
-			if (left * 1000 < wait_ms)
-				wait_ms = (int)(left * 1000) + 1;
-		}
-		struct curl_waitfd extra = {.fd = sig_fd(), .events = CURL_WAIT_POLLIN};
-		unsigned n_extra = c->interruptible && extra.fd >= 0 ? 1 : 0;
-		mc = curl_multi_poll(multi, n_extra ? &extra : NULL, n_extra, wait_ms, NULL);
-		if (mc != CURLM_OK) {
-			log_error("Docker Engine request %s %s failed: %s", c->method, c->path,
-				  curl_multi_strerror(mc));
-			return -1;
-		}
+	switch (http_drive(d->multi, &c->x, until_headers ? &c->headers_done : NULL, c->deadline, c->interruptible, err,
+	                   sizeof(err))) {
+	case HTTP_FINISHED:
+		break;
+	case HTTP_SIGNAL:
+		c->outcome = CALL_SIGNAL;
+		return -1;
+	case HTTP_TIMEOUT:
+		c->outcome = CALL_TIMEOUT;
+		return -1;
+	case HTTP_ERROR:
+		log_error("Docker Engine request %s %s failed: %s", c->method, c->path, err);
+		return -1;
 	}
 
-	if (c->done && c->result != CURLE_OK) {
+	if (c->x.done && c->x.result != CURLE_OK) {
 		log_error("cannot reach the Docker Engine at \"%s\": %s", d->socket_path,
-			  c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->result));
+			  c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->x.result));
 		return -1;
 	}
-	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
+	curl_easy_getinfo(c->x.easy, CURLINFO_RESPONSE_CODE, &c->status);
 	c->outcome = CALL_OK;
 	return 0;
 }

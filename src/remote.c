@@ -7,6 +7,7 @@
  * signal descriptor alongside, and retries what S3 asks clients to retry.
  */
 #include "remote.h"
+#include "http.h"
 #include "digest.h"
 #include "durable.h"
 #include "entry.h"
@@ -14,7 +15,6 @@
 #include "sig.h"
 #include "util.h"
 
-#include <cJSON.h>
 #include <curl/curl.h>
 
 #include <ctype.h>
@@ -32,7 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POLL_MS 200
 /* Connecting never waits longer than this, whatever timeout_s says. */
 #define CONNECT_TIMEOUT_MAX_S 10L
 /* An answer kept in memory (a meta, an XML document) larger than this is refused. */
@@ -612,7 +611,7 @@ struct req {
 
 	/* in flight */
 	uint64_t sent;
-	CURL *easy;
+	struct http_xfer x;         /* the easy handle; done and result once curl finished it */
 	struct curl_slist *headers;
 	char *url;
 };
@@ -762,7 +761,7 @@ on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
 	size_t n = size * nmemb;
 	long status = 0;
 
-	curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(rq->x.easy, CURLINFO_RESPONSE_CODE, &status);
 	if (rq->out_fd >= 0 && status == 200) {
 		if (rq->out_bytes + n > rq->out_max) {
 			rq->out_overflow = true;
@@ -833,10 +832,10 @@ on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 static void
 req_end(struct s3 *s, struct req *rq)
 {
-	if (rq->easy) {
-		curl_multi_remove_handle(s->multi, rq->easy);
-		curl_easy_cleanup(rq->easy);
-		rq->easy = NULL;
+	if (rq->x.easy) {
+		curl_multi_remove_handle(s->multi, rq->x.easy);
+		curl_easy_cleanup(rq->x.easy);
+		rq->x.easy = NULL;
 	}
 	curl_slist_free_all(rq->headers);
 	rq->headers = NULL;
@@ -853,7 +852,7 @@ req_begin(struct s3 *s, struct req *rq)
 	CURL *easy;
 
 	req_reset_answer(rq);
-	easy = rq->easy = curl_easy_init();
+	easy = curl_easy_init();
 	if (!easy) {
 		snprintf(rq->errbuf, sizeof(rq->errbuf), "could not initialise libcurl");
 		return -1;
@@ -864,7 +863,7 @@ req_begin(struct s3 *s, struct req *rq)
 	curl_easy_setopt(easy, CURLOPT_URL, rq->url);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, rq->errbuf);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, rq);
+	http_xfer_attach(&rq->x, easy);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "pgstash");
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_write);
@@ -927,7 +926,7 @@ req_begin(struct s3 *s, struct req *rq)
 	if (curl_multi_add_handle(s->multi, easy) != CURLM_OK) {
 		snprintf(rq->errbuf, sizeof(rq->errbuf), "could not start a request");
 		curl_easy_cleanup(easy);
-		rq->easy = NULL;
+		rq->x.easy = NULL;
 		return -1;
 	}
 	return 0;
@@ -937,52 +936,22 @@ req_begin(struct s3 *s, struct req *rq)
 static void
 req_drive(struct s3 *s, struct req *rq)
 {
-	bool done = false;
 	double deadline = rq->stream ? 0 : log_now() + (double)(rq->cleanup ? 10 : s->timeout_s);
 
 	rq->outcome = OUT_FAILED;
-	for (;;) {
-		int running = 0;
-		CURLMcode mc = curl_multi_perform(s->multi, &running);
-		if (mc != CURLM_OK) {
-			snprintf(rq->errbuf, sizeof(rq->errbuf), "%s", curl_multi_strerror(mc));
-			return;
-		}
-		CURLMsg *msg;
-		int queued;
-		while ((msg = curl_multi_info_read(s->multi, &queued)) != NULL) {
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == rq->easy) {
-				done = true;
-				rq->result = msg->data.result;
-			}
-		}
-		if (done)
-			break;
-		if (!rq->cleanup) {
-			sig_drain();
-			if (sig_received) {
-				rq->outcome = OUT_SIGNAL;
-				return;
-			}
-		}
-		int wait_ms = POLL_MS;
-		if (deadline > 0) {
-			double left = deadline - log_now();
-			if (left <= 0) {
-				rq->outcome = OUT_TIMEOUT;
-				return;
-			}
-			if (left * 1000 < wait_ms)
-				wait_ms = (int)(left * 1000) + 1;
-		}
-		struct curl_waitfd extra = {.fd = sig_fd(), .events = CURL_WAIT_POLLIN};
-		unsigned n_extra = !rq->cleanup && extra.fd >= 0 ? 1 : 0;
-		mc = curl_multi_poll(s->multi, n_extra ? &extra : NULL, n_extra, wait_ms, NULL);
-		if (mc != CURLM_OK) {
-			snprintf(rq->errbuf, sizeof(rq->errbuf), "%s", curl_multi_strerror(mc));
-			return;
-		}
+	switch (http_drive(s->multi, &rq->x, NULL, deadline, !rq->cleanup, rq->errbuf, sizeof(rq->errbuf))) {
+	case HTTP_FINISHED:
+		break;
+	case HTTP_SIGNAL:
+		rq->outcome = OUT_SIGNAL;
+		return;
+	case HTTP_TIMEOUT:
+		rq->outcome = OUT_TIMEOUT;
+		return;
+	case HTTP_ERROR:
+		return;
 	}
+	rq->result = rq->x.result;
 	if (rq->out_errno) {
 		rq->outcome = OUT_LOCAL;
 		return;
@@ -996,7 +965,7 @@ req_drive(struct s3 *s, struct req *rq)
 			snprintf(rq->errbuf, sizeof(rq->errbuf), "%s", curl_easy_strerror(rq->result));
 		return;
 	}
-	curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->status);
+	curl_easy_getinfo(rq->x.easy, CURLINFO_RESPONSE_CODE, &rq->status);
 	rq->outcome = OUT_OK;
 }
 
@@ -1785,19 +1754,8 @@ remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 
 /* ------------------------------------------------------------ list, prune */
 
-struct rentry {
-	char key[65];
-	const char *suffix;     /* of the archive, NULL when none */
-	uint64_t archive_bytes;
-	int64_t archive_mtime;
-	bool has_archive, has_meta, has_lease;
-	uint64_t meta_bytes;
-	int64_t meta_mtime;
-	int64_t lease_mtime;
-};
-
-static int64_t
-entry_mtime(const struct rentry *e)
+int64_t
+remote_entry_mtime(const struct remote_entry *e)
 {
 	int64_t t = e->has_meta ? e->meta_mtime : 0;
 	if (e->has_archive && e->archive_mtime > t)
@@ -1810,8 +1768,8 @@ entry_mtime(const struct rentry *e)
 static int
 cmp_entry_recent_first(const void *x, const void *y)
 {
-	const struct rentry *a = x, *b = y;
-	int64_t ta = entry_mtime(a), tb = entry_mtime(b);
+	const struct remote_entry *a = x, *b = y;
+	int64_t ta = remote_entry_mtime(a), tb = remote_entry_mtime(b);
 	if (ta != tb)
 		return ta > tb ? -1 : 1;
 	return strcmp(a->key, b->key);
@@ -1875,11 +1833,11 @@ list_objects(struct s3 *s, struct remote_object **v, size_t *n)
 
 /* Groups objects into entries by key; objects that are not ours are skipped. */
 static int
-list_entries(struct s3 *s, struct rentry **out, size_t *nout)
+list_entries(struct s3 *s, struct remote_entry **out, size_t *nout)
 {
 	struct remote_object *objs;
 	size_t n, ne = 0;
-	struct rentry *v = NULL;
+	struct remote_entry *v = NULL;
 	size_t dl = strlen(s->dir);
 
 	if (list_objects(s, &objs, &n) != 0)
@@ -1907,7 +1865,7 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 			memcpy(v[ne].key, key, 65);
 			ne++;
 		}
-		struct rentry *e = &v[j];
+		struct remote_entry *e = &v[j];
 		if (strcmp(sfx, ".meta") == 0) {
 			e->has_meta = true;
 			e->meta_bytes = objs[i].size;
@@ -1933,8 +1891,8 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 	return 0;
 }
 
-static const char *
-entry_state(const struct rentry *e)
+const char *
+remote_entry_state(const struct remote_entry *e)
 {
 	if (e->has_meta && e->has_archive)
 		return "ok";
@@ -1946,63 +1904,37 @@ entry_state(const struct rentry *e)
 }
 
 int
-remote_list(const struct remote_cfg *rc, FILE *out, bool json)
+remote_entries(const struct remote_cfg *rc, struct remote_entry **out, size_t *nout)
 {
 	struct s3 s;
-	struct rentry *v = NULL;
+	struct remote_entry *v = NULL;
 	size_t n = 0;
-	int ret = -1;
 
+	*out = NULL;
+	*nout = 0;
 	if (s3_open(&s, rc) != 0)
 		return -1;
-	if (list_entries(&s, &v, &n) != 0)
-		goto cleanup;
+	if (list_entries(&s, &v, &n) != 0) {
+		s3_close(&s);
+		return -1;
+	}
 	if (n > 1)
 		qsort(v, n, sizeof(*v), cmp_entry_recent_first);
-	if (json) {
-		cJSON *arr = cJSON_CreateArray();
-		for (size_t i = 0; arr && i < n; i++) {
-			cJSON *o = cJSON_CreateObject();
-			if (!o)
-				break;
-			cJSON_AddItemToArray(arr, o);
-			cJSON_AddStringToObject(o, "key", v[i].key);
-			cJSON_AddStringToObject(o, "state", entry_state(&v[i]));
-			cJSON_AddBoolToObject(o, "complete", v[i].has_meta && v[i].has_archive);
-			cJSON_AddNumberToObject(o, "archive_bytes", (double)v[i].archive_bytes);
-			cJSON_AddNumberToObject(o, "meta_bytes", (double)v[i].meta_bytes);
-			cJSON_AddNumberToObject(o, "last_modified", (double)entry_mtime(&v[i]));
-			cJSON_AddBoolToObject(o, "leased", v[i].has_lease);
-			if (v[i].suffix) {
-				char *a = xasprintf("%s%s%s", s.dir, v[i].key, v[i].suffix);
-				cJSON_AddStringToObject(o, "archive", a);
-				free(a);
-			} else {
-				cJSON_AddNullToObject(o, "archive");
-			}
-		}
-		char *text = arr ? cJSON_Print(arr) : NULL;
-		cJSON_Delete(arr);
-		if (!text) {
-			log_error("could not build the JSON listing");
-			goto cleanup;
-		}
-		fputs(text, out);
-		fputc('\n', out);
-		cJSON_free(text);
-	} else {
-		fprintf(out, "%-64s  %10s  %-20s  %-10s  %s\n", "KEY", "SIZE", "LAST MODIFIED", "STATE", "LEASE");
-		for (size_t i = 0; i < n; i++) {
-			char b[32], t[32];
-			fprintf(out, "%-64s  %10s  %-20s  %-10s  %s\n", v[i].key, log_bytes(b, v[i].archive_bytes),
-			        iso_time(t, entry_mtime(&v[i])), entry_state(&v[i]), v[i].has_lease ? "yes" : "-");
-		}
-	}
-	ret = fflush(out) == 0 ? 0 : -1;
-cleanup:
-	free(v);
+	for (size_t i = 0; i < n; i++)
+		if (v[i].suffix)
+			v[i].archive = xasprintf("%s%s%s", s.dir, v[i].key, v[i].suffix);
 	s3_close(&s);
-	return ret;
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+void
+remote_entries_free(struct remote_entry *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].archive);
+	free(v);
 }
 
 /* Deletes one object; 0 (also when absent) or -1 (warned). */
@@ -2021,7 +1953,7 @@ delete_object(struct s3 *s, const char *object)
 
 /* Deletes what the entry has: meta, then archives, then lease.  0 or -1. */
 static int
-delete_entry(struct s3 *s, const struct rentry *e)
+delete_entry(struct s3 *s, const struct remote_entry *e)
 {
 	char *m = obj_name(s, e->key, ".meta");
 	int ret = e->has_meta ? delete_object(s, m) : 0;
@@ -2046,18 +1978,18 @@ delete_entry(struct s3 *s, const struct rentry *e)
 }
 
 static void
-prune_line(FILE *out, bool dry_run, const struct rentry *e, const char *why)
+prune_line(FILE *out, bool dry_run, const struct remote_entry *e, const char *why)
 {
 	char b[32], t[32];
 	fprintf(out, "%s %s (%s, %s, %s)\n", dry_run ? "would remove" : "removed", e->key,
-	        log_bytes(b, e->archive_bytes), iso_time(t, entry_mtime(e)), why);
+	        log_bytes(b, e->archive_bytes), iso_time(t, remote_entry_mtime(e)), why);
 }
 
 int
 remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, bool dry_run, FILE *out)
 {
 	struct s3 s;
-	struct rentry *v = NULL;
+	struct remote_entry *v = NULL;
 	size_t n = 0, complete = 0;
 	uint64_t total = 0;
 	int removed = 0, ret = -1;
@@ -2077,7 +2009,7 @@ remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, 
 	}
 	bool failed = false;
 	for (size_t i = 0; i < n; i++) {
-		struct rentry *e = &v[i];
+		struct remote_entry *e = &v[i];
 		if (!(e->has_meta && e->has_archive))
 			continue;
 		bool over = (max_entries > 0 && complete > (size_t)max_entries) || (max_bytes > 0 && total > max_bytes);
@@ -2094,14 +2026,14 @@ remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, 
 	}
 	/* Orphans: only old ones, a young one may be an upload or a build in progress. */
 	for (size_t i = 0; i < n; i++) {
-		struct rentry *e = &v[i];
-		if ((e->has_meta && e->has_archive) || now - entry_mtime(e) < ORPHAN_AGE_S)
+		struct remote_entry *e = &v[i];
+		if ((e->has_meta && e->has_archive) || now - remote_entry_mtime(e) < ORPHAN_AGE_S)
 			continue;
 		if (!dry_run && delete_entry(&s, e) != 0) {
 			failed = true;
 			continue;
 		}
-		prune_line(out, dry_run, e, entry_state(e));
+		prune_line(out, dry_run, e, remote_entry_state(e));
 	}
 	fflush(out);
 	ret = failed ? -1 : removed;

@@ -149,14 +149,29 @@ enum remote_wait_result {
 };
 enum remote_wait_result remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s);
 
+/* One entry of the remote, from its objects' names (what `ls --remote` shows). */
+struct remote_entry {
+	char key[65];
+	const char *suffix;     /* of the archive (static), NULL when none */
+	uint64_t archive_bytes;
+	int64_t archive_mtime;
+	bool has_archive, has_meta, has_lease;
+	uint64_t meta_bytes;
+	int64_t meta_mtime;
+	int64_t lease_mtime;
+	char *archive;          /* object name of the archive (owned), NULL when none */
+};
 /*
- * `pgstash ls --remote`: the entries under <prefix>/pgstash-v1/ (ListObjectsV2,
- * all pages), most recently uploaded first: key, archive size, last modified,
- * state ("ok", "no meta": an upload in progress or an orphan, "no archive")
- * and whether a lease is present; or (json) an array of objects with raw
- * numbers.  0 or -1 (logged as an error).
+ * The entries under <prefix>/pgstash-v1/ (ListObjectsV2, all pages), most
+ * recently uploaded first.  0 (free *out with remote_entries_free) or -1
+ * (logged as an error).
  */
-int remote_list(const struct remote_cfg *rc, FILE *out, bool json);
+int remote_entries(const struct remote_cfg *rc, struct remote_entry **out, size_t *n);
+void remote_entries_free(struct remote_entry *v, size_t n);
+/* The entry's last modification: the newest of its meta and archive. */
+int64_t remote_entry_mtime(const struct remote_entry *e);
+/* "ok", "no meta" (an upload in progress or an orphan), "no archive" or "lease only"; static. */
+const char *remote_entry_state(const struct remote_entry *e);
 
 /*
  * `pgstash prune --remote`: removes the oldest complete entries (by the meta's

@@ -17,7 +17,6 @@
 #include "snapshot.h"
 #include "util.h"
 
-#include <cJSON.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -699,9 +698,8 @@ cmp_str(const void *x, const void *y)
 	return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
-/* Sorted keys of every "<key>.meta" in the store directory. */
-static int
-meta_keys(struct store *st, struct strlist *keys)
+int
+store_keys(struct store *st, struct strlist *keys)
 {
 	DIR *d = opendir(st->dir);
 	if (!d) {
@@ -728,7 +726,7 @@ store_list(struct store *st, struct entry_meta **out, size_t *n)
 	if (!st->usable)
 		return 0;
 	struct strlist keys = {0};
-	if (meta_keys(st, &keys) != 0)
+	if (store_keys(st, &keys) != 0)
 		return -1;
 	struct entry_meta *v = xcalloc(keys.n ? keys.n : 1, sizeof(*v));
 	size_t k = 0;
@@ -750,8 +748,8 @@ store_list(struct store *st, struct entry_meta **out, size_t *n)
 	return 0;
 }
 
-static int
-cmp_recent_first(const void *x, const void *y)
+int
+store_cmp_recent_first(const void *x, const void *y)
 {
 	const struct entry_meta *a = x, *b = y;
 	if (a->last_used != b->last_used)
@@ -762,172 +760,48 @@ cmp_recent_first(const void *x, const void *y)
 static int
 cmp_oldest_first(const void *x, const void *y)
 {
-	return -cmp_recent_first(x, y);
-}
-
-static int
-print_json(const struct entry_meta *v, size_t n, FILE *out)
-{
-	cJSON *arr = cJSON_CreateArray();
-	if (!arr)
-		return -1;
-	for (size_t i = 0; i < n; i++) {
-		const struct entry_meta *m = &v[i];
-		cJSON *o = cJSON_CreateObject();
-		if (!o) {
-			cJSON_Delete(arr);
-			return -1;
-		}
-		cJSON_AddItemToArray(arr, o);
-		cJSON_AddStringToObject(o, "key", m->key);
-		if (m->parent[0])
-			cJSON_AddStringToObject(o, "parent", m->parent);
-		else
-			cJSON_AddNullToObject(o, "parent");
-		cJSON_AddStringToObject(o, "layer", entry_layer_name(m->layer));
-		cJSON_AddNumberToObject(o, "created", (double)m->created);
-		cJSON_AddNumberToObject(o, "last_used", (double)m->last_used);
-		cJSON_AddNumberToObject(o, "archive_bytes", (double)m->archive_bytes);
-		cJSON_AddNumberToObject(o, "pgdata_bytes", (double)m->pgdata_bytes);
-		cJSON_AddStringToObject(o, "pg_version", m->pg_version);
-		cJSON_AddNumberToObject(o, "build_seconds", m->build_seconds);
-		cJSON_AddStringToObject(o, "compression", entry_compression_name(m->compression));
-		cJSON_AddStringToObject(o, "archive_sha256", m->archive_sha256);
-		cJSON_AddStringToObject(o, "archive", m->archive);
-	}
-	char *text = cJSON_Print(arr);
-	cJSON_Delete(arr);
-	if (!text)
-		return -1;
-	fputs(text, out);
-	fputc('\n', out);
-	cJSON_free(text);
-	return 0;
+	return -store_cmp_recent_first(x, y);
 }
 
 int
-store_print_ls(struct store *st, bool json, FILE *out)
-{
-	struct entry_meta *v;
-	size_t n;
-	if (!st->usable) {
-		log_error("cache is not usable");
-		return -1;
-	}
-	if (store_list(st, &v, &n) != 0)
-		return -1;
-	if (n > 1)
-		qsort(v, n, sizeof(*v), cmp_recent_first);
-	int rc = 0;
-	if (json) {
-		rc = print_json(v, n, out);
-		if (rc != 0)
-			log_error("could not build the JSON listing");
-	} else {
-		fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %9s\n", "KEY", "LAYER", "PARENT", "CREATED",
-		        "LAST USED", "SIZE", "PG", "BUILD");
-		for (size_t i = 0; i < n; i++) {
-			char c[32], u[32], b[32], parent[13];
-			snprintf(parent, sizeof(parent), "%.12s", v[i].parent[0] ? v[i].parent : "-");
-			fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %7.1f s\n", v[i].key,
-			        entry_layer_name(v[i].layer), parent, iso_time(c, v[i].created), iso_time(u, v[i].last_used),
-			        log_bytes(b, v[i].archive_bytes), v[i].pg_version, v[i].build_seconds);
-		}
-	}
-	store_list_free(v, n);
-	if (fflush(out) != 0)
-		rc = -1;
-	return rc;
-}
-
-/* Checks one entry; prints the verdict; 0 ok, 1 bad. */
-static int
-verify_one(struct store *st, const char *key)
+store_check(struct store *st, const char *key, char *why, size_t why_len)
 {
 	struct entry_meta m = {0};
-	char why[512] = "";
 	char digest[65];
 	uint64_t bytes;
 	int lfd = -1;
-	int bad = 1;
+	int rc = -1;
 
 	enum store_lock_result lr = store_lock(st, key, false, SHORT_LOCK_TIMEOUT, &lfd);
 	if (lr != STORE_LOCKED) {
-		snprintf(why, sizeof(why), "%s",
+		snprintf(why, why_len, "%s",
 		         lr == STORE_LOCK_BUSY ? "locked by another pgstash for too long" : "could not lock");
 		goto cleanup;
 	}
-	int r = meta_read(st, key, &m, why, sizeof(why));
+	int r = meta_read(st, key, &m, why, why_len);
 	if (r == 0) {
-		snprintf(why, sizeof(why), "no such entry");
+		snprintf(why, why_len, "no such entry");
 		goto cleanup;
 	}
 	if (r < 0)
 		goto cleanup;
 	if (digest_file(m.archive, NULL, 0, digest, &bytes) != 0) {
-		snprintf(why, sizeof(why), "archive \"%s\": %s", m.archive, strerror(errno));
+		snprintf(why, why_len, "archive \"%s\": %s", m.archive, strerror(errno));
 		goto cleanup;
 	}
 	if (bytes != m.archive_bytes) {
-		snprintf(why, sizeof(why), "archive is %" PRIu64 " bytes, its meta says %" PRIu64, bytes,
-		         m.archive_bytes);
+		snprintf(why, why_len, "archive is %" PRIu64 " bytes, its meta says %" PRIu64, bytes, m.archive_bytes);
 		goto cleanup;
 	}
 	if (strcmp(digest, m.archive_sha256) != 0) {
-		snprintf(why, sizeof(why), "archive SHA-256 is %s, its meta says %s", digest, m.archive_sha256);
+		snprintf(why, why_len, "archive SHA-256 is %s, its meta says %s", digest, m.archive_sha256);
 		goto cleanup;
 	}
-	bad = 0;
+	rc = 0;
 cleanup:
 	store_unlock(lfd);
 	entry_meta_free(&m);
-	if (bad)
-		printf("BAD %s: %s\n", key, why);
-	else
-		printf("ok %s\n", key);
-	fflush(stdout);
-	return bad;
-}
-
-int
-store_verify(struct store *st, const char *const *keys, size_t n)
-{
-	struct strlist all = {0};
-	int nbad = 0;
-
-	if (!st->usable) {
-		log_error("cache is not usable");
-		return -1;
-	}
-	if (meta_keys(st, &all) != 0)
-		return -1;
-	if (n == 0) {
-		for (size_t i = 0; i < all.n; i++)
-			nbad += verify_one(st, all.v[i]);
-		sl_free(&all);
-		return nbad;
-	}
-	for (size_t i = 0; i < n; i++) {
-		const char *want = keys[i];
-		size_t wl = strlen(want);
-		const char *found = NULL;
-		size_t matches = 0;
-		for (size_t j = 0; j < all.n && wl >= 4; j++) {
-			if (strncmp(all.v[j], want, wl) == 0) {
-				found = all.v[j];
-				matches++;
-			}
-		}
-		if (matches == 1) {
-			nbad += verify_one(st, found);
-		} else {
-			printf("BAD %s: %s\n", want, matches > 1 ? "ambiguous key prefix" : "no such entry");
-			nbad++;
-		}
-	}
-	fflush(stdout);
-	sl_free(&all);
-	return nbad;
+	return rc;
 }
 
 static void
@@ -957,7 +831,7 @@ sweep_orphans(struct store *st, FILE *out)
 	if (meta_lock(st, &lfd) != 0)
 		return;
 	struct strlist keys = {0};
-	if (meta_keys(st, &keys) == 0) {
+	if (store_keys(st, &keys) == 0) {
 		char why[512];
 		for (size_t i = 0; i < keys.n; i++) {
 			struct entry_meta m;

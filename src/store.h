@@ -41,6 +41,7 @@
 #include <sys/types.h>
 
 struct snap_stats;
+struct strlist;
 
 struct store {
 	char *dir;      /* <cache_dir>/pgstash-v1; owned */
@@ -126,19 +127,18 @@ int store_touch(struct store *st, const char *key);
 int store_list(struct store *st, struct entry_meta **out, size_t *n);
 void store_list_free(struct entry_meta *v, size_t n);
 
-/*
- * `pgstash ls`: most recently used first; text columns or (json) an array of
- * objects with raw numbers.  0 or -1.
- */
-int store_print_ls(struct store *st, bool json, FILE *out);
+/* Sorted keys of every "<key>.meta" in the store directory (appended to *keys).  0 or -1 (logged). */
+int store_keys(struct store *st, struct strlist *keys);
+
+/* qsort order of entry_metas: most recently used first, then by key. */
+int store_cmp_recent_first(const void *a, const void *b);
 
 /*
- * `pgstash verify`: recomputes the digest of each entry's archive (every
- * entry when n == 0; a key may be a unique prefix of at least 4 characters)
- * and prints "ok KEY" or "BAD KEY: reason" on stdout.  Returns the number of
- * bad entries, or -1 on error (logged).  Bad entries are reported, not removed.
+ * Recomputes the digest of entry `key`'s archive under its shared lock and
+ * compares it and the size with the meta.  0, or -1 with why filled (no
+ * such entry, bad meta, locked for too long, mismatch).  Nothing is removed.
  */
-int store_verify(struct store *st, const char *const *keys, size_t n);
+int store_check(struct store *st, const char *key, char *why, size_t why_len);
 
 /*
  * `pgstash prune`: removes least recently used entries until at most

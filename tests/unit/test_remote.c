@@ -10,6 +10,7 @@
 #include "unit.h"
 
 #include "remote.h"
+#include "cli.h"
 #include "log.h"
 #include "sig.h"
 #include "store.h"
@@ -258,7 +259,7 @@ test_unreachable(void **state)
 	assert_int_equal(remote_lease(&rc, KEY_A, "me", 60), -1);
 	assert_int_equal(remote_wait_for(&rc, KEY_A, 1), 1);
 	FILE *out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, false), -1);
+	assert_int_equal(cli_ls_remote(&rc, false, out), -1);
 	assert_int_equal(remote_prune(&rc, 0, 1, false, out), -1);
 	fclose(out);
 	/* Refused connections are not retried: all of that is quick. */
@@ -696,7 +697,7 @@ test_live_bad_secret(void **state)
 	rc.secret_key = "not-the-secret";
 	FILE *out = tmpfile();
 	char *tmp = unit_tmpdir(), *a, *m;
-	assert_int_equal(remote_list(&rc, out, false), -1);
+	assert_int_equal(cli_ls_remote(&rc, false, out), -1);
 	assert_int_equal(remote_get(&rc, KEY_A, tmp, &a, &m), -1);
 	fclose(out);
 	rm_rf(tmp);
@@ -911,7 +912,7 @@ test_live_list_prune(void **state)
 	assert_int_equal(remote_lease(&rc, lk, "someone", 60), 0);
 
 	FILE *out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, false), 0);
+	assert_int_equal(cli_ls_remote(&rc, false, out), 0);
 	char *text = capture_file(out);
 	fputs(text, stderr);
 	assert_non_null(strstr(text, "KEY"));
@@ -924,7 +925,7 @@ test_live_list_prune(void **state)
 	fclose(out);
 
 	out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, true), 0);
+	assert_int_equal(cli_ls_remote(&rc, true, out), 0);
 	text = capture_file(out);
 	cJSON *arr = cJSON_Parse(text);
 	assert_true(cJSON_IsArray(arr));
@@ -971,7 +972,7 @@ test_live_list_prune(void **state)
 	assert_int_equal(remote_get(&rc, e[2].key, tmp, &a, &m), 1);
 	/* The fresh lease is no orphan yet. */
 	out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, false), 0);
+	assert_int_equal(cli_ls_remote(&rc, false, out), 0);
 	text = capture_file(out);
 	assert_non_null(strstr(text, lk));
 	free(text);

@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "cli.h"
 #include "snapshot.h"
 #include "durable.h"
 
@@ -210,7 +211,7 @@ test_unusable(void **state)
 	int fd;
 	assert_int_equal(store_lock(&st, key_of(1), true, 0, &fd), -1);
 	assert_int_equal(fd, -1);
-	assert_int_equal(store_print_ls(&st, false, stdout), -1);
+	assert_int_equal(cli_ls(&st, false, stdout), -1);
 	assert_int_equal(store_prune(&st, 0, 1, false, NULL, NULL), -1);
 	store_close(&st);
 
@@ -703,19 +704,19 @@ test_locks(void **state)
 static int
 do_ls_text(void *arg)
 {
-	return store_print_ls(arg, false, stdout);
+	return cli_ls(arg, false, stdout);
 }
 
 static int
 do_ls_json(void *arg)
 {
-	return store_print_ls(arg, true, stdout);
+	return cli_ls(arg, true, stdout);
 }
 
 static int
 do_verify_all(void *arg)
 {
-	return store_verify(arg, NULL, 0);
+	return cli_verify(arg, NULL, 0, stdout);
 }
 
 struct verify_args {
@@ -728,7 +729,7 @@ static int
 do_verify_keys(void *arg)
 {
 	struct verify_args *a = arg;
-	return store_verify(a->st, a->keys, a->n);
+	return cli_verify(a->st, a->keys, a->n, stdout);
 }
 
 struct prune_args {
