@@ -12,15 +12,9 @@
  * archive for a moment: readers compare the archive's SHA-256 with the meta's
  * while downloading, so that costs a local build, never a bad restore.
  *
- * Requests are signed by libcurl (CURLOPT_AWS_SIGV4).  libcurl 7.88 signs the
- * path and the query exactly as given, so this module sends both already in
- * canonical form (S3 URI encoding, query parameters sorted), and always sends
- * x-amz-content-sha256 with the real payload digest: without it libcurl would
- * sign a streamed body as the empty string.
- *
- * Every transfer runs on a curl multi handle polled together with sig_fd(),
- * so a terminating signal cuts it short at once (sig_received is then set;
- * the functions return -1 and log at info level only).
+ * The HTTP and signing side is s3.h's client: every transfer is cut short at
+ * once by a terminating signal (sig_received is then set; the functions
+ * return their error value and log at info level only).
  *
  * The remote is never essential: every failure is a warning and the caller
  * goes on with the local cache.  Secrets (secret_key) are never logged.
@@ -191,33 +185,4 @@ int remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entri
  * leading or trailing '/'; "" when none).  0 (caller frees both) or -1.
  */
 int remote_parse_url(const char *url, char **bucket, char **prefix);
-/*
- * S3's URI encoding: every byte but A-Z a-z 0-9 - . _ ~ as %XX (uppercase),
- * '/' kept when keep_slash (object paths), encoded otherwise (query values).
- * Returns a malloc'ed string.
- */
-char *remote_uri_encode(const char *s, bool keep_slash);
-/*
- * The text of the first element <tag> in xml[0..len) (attributes allowed,
- * <tag/> is ""), entities decoded (&lt; &gt; &amp; &quot; &apos; &#N; &#xH;).
- * Returns a malloc'ed string, or NULL when there is none or it is malformed.
- */
-char *remote_xml_text(const char *xml, size_t len, const char *tag);
-/* "2026-11-21T10:18:30.000Z" (ISO 8601, UTC) to unix seconds; -1 when malformed. */
-int64_t remote_parse_time(const char *iso);
-
-struct remote_object {
-	char *name;        /* object name, entities decoded; owned */
-	uint64_t size;
-	int64_t mtime;     /* LastModified, unix seconds */
-};
-/*
- * Parses one ListObjectsV2 page: appends its <Contents> to *v (*n entries,
- * grown with realloc), sets *truncated and *next_token (malloc'ed, NULL when
- * none; freed first if set).  0, or -1 when the page is not a listing.
- */
-int remote_parse_list(const char *xml, size_t len, struct remote_object **v, size_t *n, bool *truncated,
-                      char **next_token);
-void remote_objects_free(struct remote_object *v, size_t n);
-
 #endif
