@@ -819,38 +819,23 @@ run_call_failed(const struct docker_run_opts *o, const struct call *c, const cha
 	}
 }
 
-int
-docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
+/*
+ * Creates the step's container.  Returns its id (malloc'ed), or NULL (logged).
+ * Not interruptible: cut short, the engine may still create the container
+ * and we would not know its id.  Signals are looked at as soon as it answers.
+ */
+static char *
+create_container(struct docker *d, const struct docker_run_opts *o)
 {
-	struct relay relay = {.prefix = o->log_prefix ? o->log_prefix : ""};
-	struct docker_demux demux = {.fn = relay_line, .arg = &relay};
-	struct call c = {0}, attach = {0};
 	char suffix[9];
-	char *name = NULL, *body = NULL, *path = NULL, *attach_path = NULL, *id = NULL;
-	cJSON *root = NULL;
-	double deadline;
-	bool ran = false;
-	int ret = -1;
-
-	if (!o->step || !*o->step) {
-		log_error("a step container needs a step name");
-		return -1;
-	}
-	if (!image_name_ok(o->image)) {
-		log_error("step \"%s\": invalid image name \"%s\"", o->step, o->image ? o->image : "");
-		return -1;
-	}
-
 	random_suffix(suffix);
-	name = docker_container_name(o->step, suffix);
-	body = docker_create_body(o);
-	path = xasprintf("/containers/create?name=%s", name);
-	/*
-	 * Not interruptible: cut short, the engine may still create the
-	 * container and we would not know its id.  Signals are looked at as
-	 * soon as it answers.
-	 */
-	c = (struct call){.method = "POST", .path = path, .json = body, .timeout_s = CREATE_TIMEOUT_S};
+	char *name = docker_container_name(o->step, suffix);
+	char *body = docker_create_body(o);
+	char *path = xasprintf("/containers/create?name=%s", name);
+	struct call c = {.method = "POST", .path = path, .json = body, .timeout_s = CREATE_TIMEOUT_S};
+	cJSON *root = NULL;
+	char *id = NULL;
+
 	if (call_perform(d, &c) != 0) {
 		if (c.outcome == CALL_TIMEOUT)
 			log_error("step \"%s\": the Docker Engine did not create the container in time (%s)",
@@ -878,68 +863,78 @@ docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
 		if (cJSON_IsString(w) && w->valuestring[0])
 			log_warning("step \"%s\": Docker: %s", o->step, w->valuestring);
 	}
-	cJSON_Delete(root);
-	root = NULL;
 	log_debug("step \"%s\": created container %.12s (%s) from image \"%s\"", o->step, id, name, o->image);
-	sig_drain();
-	if (sig_received) {
-		log_info("step \"%s\": signal %d received, removing container %.12s", o->step,
-			 (int)sig_received, id);
-		goto cleanup;
-	}
-	/* The step's time limit counts from here: creation time is the engine's, not the step's. */
-	deadline = o->timeout_s > 0 ? log_now() + o->timeout_s : 0;
-
-	/*
-	 * Attached before the start, as `docker run` does: the attach stream
-	 * carries the container's stdout/stderr from its first byte to its
-	 * exit.  The logs endpoint would not: with follow=1 it may end before
-	 * the last, unterminated line is written to the log file, and it
-	 * depends on the daemon's log driver.  The engine hijacks the
-	 * connection and streams until the container's output closes.
-	 */
-	attach_path = xasprintf("/containers/%s/attach?stream=1&stdout=1&stderr=1", id);
-	attach = (struct call){.method = "POST", .path = attach_path, .demux = &demux, .interruptible = true,
-			       .timeout_s = o->timeout_s};
-	if (call_begin(d, &attach) != 0)
-		goto cleanup;
-	if (call_drive(d, &attach, true) != 0) {
-		run_call_failed(o, &attach, "attach to", id);
-		goto cleanup;
-	}
-	if (attach.status != 200 && attach.status != 101) {
-		run_call_failed(o, &attach, "attach to", id);
-		goto cleanup;
-	}
-
-	free(path);
-	path = xasprintf("/containers/%s/start", id);
+cleanup:
+	cJSON_Delete(root);
 	call_free(d, &c);
-	c = (struct call){.method = "POST", .path = path, .timeout_s = CREATE_TIMEOUT_S, .interruptible = true};
+	free(path);
+	free(body);
+	free(name);
+	return id;
+}
+
+/*
+ * Attaches to container `id` (the call stays in flight in *attach), then
+ * starts it.  0, or -1 (logged).
+ *
+ * Attached before the start, as `docker run` does: the attach stream carries
+ * the container's stdout/stderr from its first byte to its exit.  The logs
+ * endpoint would not: with follow=1 it may end before the last, unterminated
+ * line is written to the log file, and it depends on the daemon's log
+ * driver.  The engine hijacks the connection and streams until the
+ * container's output closes.
+ */
+static int
+attach_and_start(struct docker *d, const struct docker_run_opts *o, const char *id, struct call *attach)
+{
+	if (call_begin(d, attach) != 0)
+		return -1;
+	if (call_drive(d, attach, true) != 0 || (attach->status != 200 && attach->status != 101)) {
+		run_call_failed(o, attach, "attach to", id);
+		return -1;
+	}
+	char *path = xasprintf("/containers/%s/start", id);
+	struct call c = {.method = "POST", .path = path, .timeout_s = CREATE_TIMEOUT_S, .interruptible = true};
+	int ret = 0;
 	if (call_perform(d, &c) != 0 || (c.status != 204 && c.status != 304)) {
 		run_call_failed(o, &c, "start", id);
-		goto cleanup;
+		ret = -1;
 	}
+	call_free(d, &c);
+	free(path);
+	return ret;
+}
 
-	/* Relays the output (through on_body and the demux) until the container's streams close. */
-	if (call_drive(d, &attach, false) != 0) {
-		if (attach.outcome != CALL_FAILED) {
-			run_call_failed(o, &attach, "follow", id);
-			goto cleanup;
+/* Relays the output (through on_body and the demux) until the container's streams close.  0 or -1 (logged). */
+static int
+follow_output(struct docker *d, const struct docker_run_opts *o, const char *id, struct call *attach,
+              struct docker_demux *demux)
+{
+	if (call_drive(d, attach, false) != 0) {
+		if (attach->outcome != CALL_FAILED) {
+			run_call_failed(o, attach, "follow", id);
+			return -1;
 		}
 		log_warning("step \"%s\": lost the output of container %.12s", o->step, id);
 	}
-	call_end(d, &attach);
-	docker_demux_finish(&demux);
-	if (demux.bad)
+	call_end(d, attach);
+	docker_demux_finish(demux);
+	if (demux->bad)
 		log_warning("step \"%s\": the output of container %.12s was not a multiplexed stream; the rest of it was dropped",
 			    o->step, id);
+	return 0;
+}
 
-	free(path);
-	path = xasprintf("/containers/%s/wait", id);
-	call_free(d, &c);
-	c = (struct call){.method = "POST", .path = path, .interruptible = true,
-			  .timeout_s = deadline > 0 ? deadline - log_now() : 0};
+/* Waits for container `id` to exit, until `deadline` (0: none).  0 with *exit_code, or -1 (logged). */
+static int
+wait_container(struct docker *d, const struct docker_run_opts *o, const char *id, double deadline, int *exit_code)
+{
+	char *path = xasprintf("/containers/%s/wait", id);
+	struct call c = {.method = "POST", .path = path, .interruptible = true,
+			 .timeout_s = deadline > 0 ? deadline - log_now() : 0};
+	cJSON *root = NULL;
+	int ret = -1;
+
 	if (deadline > 0 && c.timeout_s <= 0)
 		c.timeout_s = 0.001;
 	if (call_perform(d, &c) != 0 || c.status != 200) {
@@ -960,7 +955,49 @@ docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
 	}
 	*exit_code = code->valueint;
 	log_debug("step \"%s\": container %.12s exited with status %d", o->step, id, *exit_code);
-	ran = true;
+	ret = 0;
+cleanup:
+	cJSON_Delete(root);
+	call_free(d, &c);
+	free(path);
+	return ret;
+}
+
+int
+docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
+{
+	struct relay relay = {.prefix = o->log_prefix ? o->log_prefix : ""};
+	struct docker_demux demux = {.fn = relay_line, .arg = &relay};
+	struct call attach = {0};
+	char *attach_path = NULL, *id = NULL;
+	bool ran = false;
+	int ret = -1;
+
+	if (!o->step || !*o->step) {
+		log_error("a step container needs a step name");
+		return -1;
+	}
+	if (!image_name_ok(o->image)) {
+		log_error("step \"%s\": invalid image name \"%s\"", o->step, o->image ? o->image : "");
+		return -1;
+	}
+	id = create_container(d, o);
+	if (!id)
+		goto cleanup;
+	sig_drain();
+	if (sig_received) {
+		log_info("step \"%s\": signal %d received, removing container %.12s", o->step,
+			 (int)sig_received, id);
+		goto cleanup;
+	}
+	/* The step's time limit counts from here: creation time is the engine's, not the step's. */
+	double deadline = o->timeout_s > 0 ? log_now() + o->timeout_s : 0;
+	attach_path = xasprintf("/containers/%s/attach?stream=1&stdout=1&stderr=1", id);
+	attach = (struct call){.method = "POST", .path = attach_path, .demux = &demux, .interruptible = true,
+			       .timeout_s = o->timeout_s};
+	if (attach_and_start(d, o, id, &attach) != 0 || follow_output(d, o, id, &attach, &demux) != 0)
+		goto cleanup;
+	ran = wait_container(d, o, id, deadline, exit_code) == 0;
 
 cleanup:
 	/* The attach connection goes first: removing the container ends it anyway. */
@@ -976,14 +1013,9 @@ cleanup:
 		ret = 0;
 	else if (ran)
 		log_debug("step \"%s\": finished, but a signal arrived meanwhile", o->step);
-	cJSON_Delete(root);
-	call_free(d, &c);
 	docker_demux_free(&demux);
 	free(id);
 	free(attach_path);
-	free(path);
-	free(body);
-	free(name);
 	return ret;
 }
 

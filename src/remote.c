@@ -363,19 +363,89 @@ obj_name(const struct conn *s, const char *key, const char *suffix)
 
 /* ------------------------------------------------------------------- get */
 
+/*
+ * Downloads and checks the meta of `key` into mrq->resp and *mi.
+ * REMOTE_HIT: a valid meta of key; REMOTE_MISS (logged at info);
+ * REMOTE_GET_ERROR (warned).
+ */
+static enum remote_get_result
+get_meta(struct conn *s, const char *key, struct s3_req *mrq, struct entry_meta *mi)
+{
+	char why[200];
+	if (s3_perform(&s->s3, mrq) != 0) {
+		s3_warn(&s->s3, mrq, "could not look up %.12s…", key);
+		return REMOTE_GET_ERROR;
+	}
+	if (mrq->status == 404) {
+		log_info("remote miss %.12s…", key);
+		return REMOTE_MISS;
+	}
+	if (mrq->status != 200) {
+		s3_warn(&s->s3, mrq, "could not download the meta of %.12s…", key);
+		return REMOTE_GET_ERROR;
+	}
+	if (meta_parse(sb_str(&mrq->resp), mrq->resp.len, mi, why, sizeof(why)) != 0) {
+		log_warning("remote \"%s\": the meta of %.12s… is not valid: %s", s->rc->url, key, why);
+		return REMOTE_GET_ERROR;
+	}
+	if (strcmp(mi->key, key) != 0) {
+		log_warning("remote \"%s\": the meta of %.12s… names another key", s->rc->url, key);
+		return REMOTE_GET_ERROR;
+	}
+	return REMOTE_HIT;
+}
+
+/*
+ * Downloads the archive `mi` names into the flocked temp file *fd / *path
+ * (set before the transfer; the caller closes and, on failure, unlinks),
+ * digesting it on the way and checking size and SHA-256.  0, or -1 (warned).
+ */
+static int
+get_archive(struct conn *s, const char *key, const struct entry_meta *mi, const char *dir, int *fd, char **path)
+{
+	const char *suffix = entry_suffix(mi->compression);
+	*fd = durable_tmp_create(dir, key, suffix, 0644, path);
+	if (*fd < 0)
+		return -1;
+	char *aname = obj_name(s, key, suffix);
+	struct s3_req arq = {.method = "GET", .object = aname, .out_fd = *fd, .out_name = *path, .body_fd = -1,
+	                     .stream = true, .out_md = digest_new(), .out_max = mi->archive_bytes};
+	char hex[65];
+	int ret = -1;
+
+	if (s3_perform(&s->s3, &arq) != 0) {
+		if (arq.outcome != S3_OUT_LOCAL)
+			s3_warn(&s->s3, &arq, "could not download the archive of %.12s…", key);
+	} else if (arq.status != 200) {
+		s3_warn(&s->s3, &arq, "could not download the archive of %.12s…", key);
+	} else if (arq.out_overflow) {
+		log_warning("remote \"%s\": the archive of %.12s… is larger than the %" PRIu64 " bytes its meta says",
+		            s->rc->url, key, mi->archive_bytes);
+	} else if (arq.out_bytes != mi->archive_bytes) {
+		log_warning("remote \"%s\": the archive of %.12s… is %" PRIu64 " bytes, its meta says %" PRIu64,
+		            s->rc->url, key, arq.out_bytes, mi->archive_bytes);
+	} else if (digest_final(arq.out_md, hex), strcmp(hex, mi->archive_sha256) != 0) {
+		log_warning("remote \"%s\": the archive of %.12s… does not match its meta's SHA-256 (%.12s…, meta says "
+		            "%.12s…)", s->rc->url, key, hex, mi->archive_sha256);
+	} else {
+		ret = 0;
+	}
+	digest_free(arq.out_md);
+	s3_req_free(&arq);
+	free(aname);
+	return ret;
+}
+
 enum remote_get_result
 remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp, char **archive_path_out,
            char **meta_path_out)
 {
 	struct conn s;
 	struct s3_req mrq = {.method = "GET", .out_fd = -1, .body_fd = -1};
-	struct s3_req arq = {.method = "GET", .out_fd = -1, .body_fd = -1, .stream = true};
-	struct entry_meta mi;
-	char *mname = NULL, *aname = NULL, *apath = NULL, *mpath = NULL;
+	struct entry_meta mi = {0};
+	char *mname = NULL, *apath = NULL, *mpath = NULL;
 	int afd = -1, mfd = -1;
 	enum remote_get_result ret = REMOTE_GET_ERROR;
-	struct digest *md = NULL;
-	char why[200];
 	double t0 = log_now();
 
 	*archive_path_out = *meta_path_out = NULL;
@@ -388,65 +458,12 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 
 	mname = obj_name(&s, key, ".meta");
 	mrq.object = mname;
-	if (s3_perform(&s.s3, &mrq) != 0) {
-		s3_warn(&s.s3, &mrq, "could not look up %.12s…", key);
+	ret = get_meta(&s, key, &mrq, &mi);
+	if (ret != REMOTE_HIT)
 		goto cleanup;
-	}
-	if (mrq.status == 404) {
-		log_info("remote miss %.12s…", key);
-		ret = REMOTE_MISS;
+	ret = REMOTE_GET_ERROR;
+	if (get_archive(&s, key, &mi, local_dir_tmp, &afd, &apath) != 0)
 		goto cleanup;
-	}
-	if (mrq.status != 200) {
-		s3_warn(&s.s3, &mrq, "could not download the meta of %.12s…", key);
-		goto cleanup;
-	}
-	if (meta_parse(sb_str(&mrq.resp), mrq.resp.len, &mi, why, sizeof(why)) != 0) {
-		log_warning("remote \"%s\": the meta of %.12s… is not valid: %s", rc->url, key, why);
-		goto cleanup;
-	}
-	if (strcmp(mi.key, key) != 0) {
-		log_warning("remote \"%s\": the meta of %.12s… names another key", rc->url, key);
-		goto cleanup;
-	}
-
-	afd = durable_tmp_create(local_dir_tmp, key, entry_suffix(mi.compression), 0644, &apath);
-	if (afd < 0)
-		goto cleanup;
-	md = digest_new();
-	aname = obj_name(&s, key, entry_suffix(mi.compression));
-	arq.object = aname;
-	arq.out_fd = afd;
-	arq.out_name = apath;
-	arq.out_md = md;
-	arq.out_max = mi.archive_bytes;
-	if (s3_perform(&s.s3, &arq) != 0) {
-		if (arq.outcome != S3_OUT_LOCAL)
-			s3_warn(&s.s3, &arq, "could not download the archive of %.12s…", key);
-		goto cleanup;
-	}
-	if (arq.status != 200) {
-		s3_warn(&s.s3, &arq, "could not download the archive of %.12s…", key);
-		goto cleanup;
-	}
-	if (arq.out_overflow) {
-		log_warning("remote \"%s\": the archive of %.12s… is larger than the %" PRIu64 " bytes its meta says",
-		            rc->url, key, mi.archive_bytes);
-		goto cleanup;
-	}
-	if (arq.out_bytes != mi.archive_bytes) {
-		log_warning("remote \"%s\": the archive of %.12s… is %" PRIu64 " bytes, its meta says %" PRIu64,
-		            rc->url, key, arq.out_bytes, mi.archive_bytes);
-		goto cleanup;
-	}
-	char hex[65];
-	digest_final(md, hex);
-	if (strcmp(hex, mi.archive_sha256) != 0) {
-		log_warning("remote \"%s\": the archive of %.12s… does not match its meta's SHA-256 (%.12s…, meta says "
-		            "%.12s…)", rc->url, key, hex, mi.archive_sha256);
-		goto cleanup;
-	}
-
 	mfd = durable_tmp_create(local_dir_tmp, key, ".meta", 0644, &mpath);
 	if (mfd < 0)
 		goto cleanup;
@@ -472,12 +489,10 @@ cleanup:
 		unlink(apath);
 	if (mpath)
 		unlink(mpath);
-	digest_free(md);
+	entry_meta_free(&mi);
 	s3_req_free(&mrq);
-	s3_req_free(&arq);
 	free(apath);
 	free(mpath);
-	free(aname);
 	free(mname);
 	conn_close(&s);
 	return ret;
@@ -595,7 +610,7 @@ int
 remote_put(const struct remote_cfg *rc, const char *key, const char *archive_path, const char *meta_path)
 {
 	struct conn s;
-	struct entry_meta mi;
+	struct entry_meta mi = {0};
 	struct s3_req rq = {.out_fd = -1, .body_fd = -1};
 	char *meta = NULL, *aname = NULL, *mname = NULL;
 	size_t mlen = 0;
@@ -666,6 +681,7 @@ cleanup:
 		log_warning("remote: %.12s… not uploaded; the local cache has it", key);
 	if (fd >= 0)
 		close(fd);
+	entry_meta_free(&mi);
 	s3_req_free(&rq);
 	free(meta);
 	free(aname);
