@@ -1,15 +1,15 @@
 /*
  * fuzz_meta — libFuzzer harness for the cache entry's .meta reader.
  *
- * The meta parser (meta_read and its inih handler in store.c) is static, so
- * it is reached the way pgstash reaches it: a store in the scratch directory
+ * The meta parser is entry_meta_parse (entry.c), the one the store and the
+ * remote share.  It is reached the way pgstash reaches it: a store in the scratch directory
  * holds <KEY>.meta, whose bytes are the input, and a tiny archive under each
  * compression's name; then store_lookup.  A bad meta makes lookup remove the
  * entry (meta and archives), so the archives are put back for every input.
  *
  * When lookup accepts the meta, the harness goes on as the front end would:
  * `ls` (text and JSON), `verify`, and store_touch, which re-encodes the meta
- * (meta_text).  It then checks the documented round trip: the re-read entry
+ * (entry_meta_encode).  It then checks the documented round trip: the re-read entry
  * must equal the first one field by field, the manifest byte for byte.  A
  * difference aborts, so libFuzzer saves the input.
  *
@@ -53,7 +53,7 @@ setup_once(void)
 	const enum cfg_compression comps[3] = {CFG_COMP_ZSTD, CFG_COMP_GZIP, CFG_COMP_NONE};
 	for (size_t i = 0; i < 3; i++)
 		archives[i] = xasprintf("%s/%s%s", st.dir, FUZZ_KEY, entry_suffix(comps[i]));
-	/* `verify` prints its verdicts on stdout: libFuzzer reports on stderr. */
+	/* Nothing may reach stdout: libFuzzer reports on stderr. */
 	devnull = fopen("/dev/null", "we");
 	if (!devnull || dup2(fileno(devnull), STDOUT_FILENO) < 0)
 		fuzz_die("could not open /dev/null");

@@ -7,6 +7,7 @@
  * the migration happens to print its next line.
  */
 #include "docker.h"
+#include "docker_int.h"
 #include "http.h"
 #include "log.h"
 #include "sig.h"

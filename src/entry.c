@@ -258,20 +258,6 @@ struct meta_parse {
 };
 
 static int
-parse_u64(const char *s, uint64_t *out)
-{
-	if (!*s || *s < '0' || *s > '9')
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-static int
 meta_bad(struct meta_parse *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static int

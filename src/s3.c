@@ -231,20 +231,6 @@ s3_parse_time(const char *iso)
 	return t == (time_t)-1 ? -1 : (int64_t)t;
 }
 
-static int
-parse_u64_str(const char *s, uint64_t *out)
-{
-	if (!s || !*s || !isdigit((unsigned char)*s))
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
 void
 s3_objects_free(struct s3_object *v, size_t n)
 {
@@ -281,7 +267,7 @@ s3_parse_list(const char *xml, size_t len, struct s3_object **v, size_t *n, bool
 		char *mod = s3_xml_text(cb, cl, "LastModified");
 		uint64_t sz;
 		int64_t mt = s3_parse_time(mod);
-		int ok = name && *name && parse_u64_str(size, &sz) == 0 && mt >= 0;
+		int ok = name && *name && parse_u64(size, &sz) == 0 && mt >= 0;
 		if (ok) {
 			*v = xrealloc(*v, (*n + 1) * sizeof(**v));
 			(*v)[*n] = (struct s3_object){.name = name, .size = sz, .mtime = mt};

@@ -234,39 +234,6 @@ sweep_tmp(struct store *st)
 
 /* ------------------------------------------------------------- open/close */
 
-static int
-mkdirs_quiet(const char *path)
-{
-	char *p = xstrdup(path);
-	int rc = 0;
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char c = *s;
-		*s = '\0';
-		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-			rc = -1;
-			break;
-		}
-		*s = c;
-		if (c == '\0')
-			break;
-	}
-	if (rc == 0) {
-		struct stat sb;
-		if (stat(path, &sb) != 0)
-			rc = -1;
-		else if (!S_ISDIR(sb.st_mode)) {
-			errno = ENOTDIR;
-			rc = -1;
-		}
-	}
-	int e = errno;
-	free(p);
-	errno = e;
-	return rc;
-}
-
 int
 store_open(struct store *st, const char *cache_dir)
 {
@@ -280,7 +247,7 @@ store_open(struct store *st, const char *cache_dir)
 	st->lock_dir = path_join(st->dir, ".locks");
 	const char *const dirs[] = {st->dir, st->tmp_dir, st->lock_dir};
 	for (size_t i = 0; i < 3; i++) {
-		if (mkdirs_quiet(dirs[i]) != 0 || access(dirs[i], W_OK | X_OK) != 0) {
+		if (mkdir_p_quiet(dirs[i], 0755, NULL) != 0 || access(dirs[i], W_OK | X_OK) != 0) {
 			log_warning("cache directory \"%s\" is not usable: %s: going on without caching", dirs[i],
 			            strerror(errno));
 			return -1;

@@ -269,6 +269,20 @@ parse_size(const char *s, uint64_t *out, const char **why)
 }
 
 int
+parse_u64(const char *s, uint64_t *out)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
 parse_bool(const char *s, bool *out, const char **why)
 {
 	static const char *const yes[] = {"yes", "true", "on", "1"};
@@ -299,22 +313,19 @@ hex_encode(const unsigned char *in, size_t len, char *out)
 }
 
 int
-mkdir_p(const char *path, mode_t mode)
+mkdir_p_quiet(const char *path, mode_t mode, char **failed_at)
 {
-	if (!*path) {
-		log_error("could not create directory: empty path");
-		return -1;
-	}
 	char *p = xstrdup(path);
 	int rc = 0;
 
+	if (failed_at)
+		*failed_at = NULL;
 	for (char *s = p + 1;; s++) {
 		if (*s != '/' && *s != '\0')
 			continue;
 		char c = *s;
 		*s = '\0';
 		if (mkdir(p, mode) != 0 && errno != EEXIST) {
-			log_error("could not create directory \"%s\": %s", p, strerror(errno));
 			rc = -1;
 			break;
 		}
@@ -324,13 +335,38 @@ mkdir_p(const char *path, mode_t mode)
 	}
 	if (rc == 0) {
 		struct stat st;
-		if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-			log_error("\"%s\" exists but is not a directory", path);
+		if (stat(path, &st) != 0) {
+			rc = -1;
+		} else if (!S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
 			rc = -1;
 		}
+	} else if (failed_at) {
+		*failed_at = p;
+		p = NULL;
 	}
+	int e = errno;
 	free(p);
+	errno = e;
 	return rc;
+}
+
+int
+mkdir_p(const char *path, mode_t mode)
+{
+	if (!*path) {
+		log_error("could not create directory: empty path");
+		return -1;
+	}
+	char *at;
+	if (mkdir_p_quiet(path, mode, &at) == 0)
+		return 0;
+	if (at)
+		log_error("could not create directory \"%s\": %s", at, strerror(errno));
+	else
+		log_error("\"%s\" exists but is not a directory", path);
+	free(at);
+	return -1;
 }
 
 static int
