@@ -390,17 +390,35 @@ meta_tmp_write(struct store *st, const struct entry_meta *m, char **path_out)
 }
 
 /*
- * Under the meta lock: moves an entry's temp files into place, the way every
- * entry is published — an archive of the key in another compression removed
- * (it would be an orphan), the archive renamed and the directory fsynced,
- * then the meta renamed and fsynced (a reader never sees a meta without its
- * archive).  *arch_placed / *meta_placed tell the caller's cleanup how far it
- * got; *final_arch / *final_meta are set (caller frees).  0 or -1 (warning).
+ * An entry on its way in: its temp files (flocked by afd/mfd), the meta lock,
+ * and how far the renames got, so that one cleanup undoes whatever is left.
+ */
+struct placing {
+	char *arch_tmp, *meta_tmp;     /* owned */
+	char *final_arch, *final_meta; /* owned; set by place_entry */
+	int afd, mfd, lfd;
+	bool arch_placed, meta_placed;
+};
+
+/*
+ * Under the meta lock (taken here): when a complete entry of `key` exists
+ * already, fills *existing and returns 1 (ours is dropped by placing_end);
+ * else moves the temp files into place, the way every entry is published —
+ * an archive of the key in another compression removed (it would be an
+ * orphan), the archive renamed and the directory fsynced, then the meta
+ * renamed and fsynced (a reader never sees a meta without its archive).
+ * 0, or -1 (warning).
  */
 static int
-place_entry(struct store *st, const char *key, enum cfg_compression comp, const char *arch_tmp,
-            const char *meta_tmp, char **final_arch, char **final_meta, bool *arch_placed, bool *meta_placed)
+place_entry(struct store *st, struct placing *pl, const char *key, enum cfg_compression comp,
+            struct entry_meta *existing)
 {
+	char why[512];
+	if (meta_lock(st, &pl->lfd) != 0)
+		return -1;
+	if (meta_read(st, key, existing, why, sizeof(why)) == 1 && archive_check(existing, why, sizeof(why)) == 0)
+		return 1;
+	entry_meta_free(existing);
 	for (size_t i = 0; i < 3; i++) {
 		if (entry_all_compressions[i] == comp)
 			continue;
@@ -408,21 +426,44 @@ place_entry(struct store *st, const char *key, enum cfg_compression comp, const 
 		unlink(other);
 		free(other);
 	}
-	*final_arch = entry_archive_path(st->dir, key, comp);
-	*final_meta = entry_meta_path(st->dir, key);
-	if (rename(arch_tmp, *final_arch) != 0) {
-		log_warning("could not rename \"%s\" to \"%s\": %s", arch_tmp, *final_arch, strerror(errno));
+	pl->final_arch = entry_archive_path(st->dir, key, comp);
+	pl->final_meta = entry_meta_path(st->dir, key);
+	if (rename(pl->arch_tmp, pl->final_arch) != 0) {
+		log_warning("could not rename \"%s\" to \"%s\": %s", pl->arch_tmp, pl->final_arch, strerror(errno));
 		return -1;
 	}
-	*arch_placed = true;
+	pl->arch_placed = true;
 	if (fsync_dir(st->dir) != 0)
 		return -1;
-	if (rename(meta_tmp, *final_meta) != 0) {
-		log_warning("could not rename \"%s\" to \"%s\": %s", meta_tmp, *final_meta, strerror(errno));
+	if (rename(pl->meta_tmp, pl->final_meta) != 0) {
+		log_warning("could not rename \"%s\" to \"%s\": %s", pl->meta_tmp, pl->final_meta, strerror(errno));
 		return -1;
 	}
-	*meta_placed = true;
+	pl->meta_placed = true;
 	return fsync_dir(st->dir);
+}
+
+/* Undoes what a failed placing left (ok false), releases the lock and the temp files. */
+static void
+placing_end(struct placing *pl, bool ok)
+{
+	if (!ok && pl->meta_placed)
+		unlink(pl->final_meta);
+	if (!ok && pl->arch_placed)
+		unlink(pl->final_arch);
+	store_unlock(pl->lfd);
+	if (pl->afd >= 0)
+		close(pl->afd);
+	if (pl->mfd >= 0)
+		close(pl->mfd);
+	if (pl->arch_tmp && !pl->arch_placed)
+		unlink(pl->arch_tmp);
+	if (pl->meta_tmp && !pl->meta_placed)
+		unlink(pl->meta_tmp);
+	free(pl->arch_tmp);
+	free(pl->meta_tmp);
+	free(pl->final_arch);
+	free(pl->final_meta);
 }
 
 int
@@ -430,11 +471,8 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
               int level, struct snap_stats *sst)
 {
 	struct snap_stats local;
-	char *arch_tmp = NULL, *meta_tmp = NULL, *final_arch = NULL, *final_meta = NULL;
-	int afd = -1, mfd = -1, lfd = -1;
-	bool arch_placed = false, meta_placed = false;
+	struct placing pl = {.afd = -1, .mfd = -1, .lfd = -1};
 	int rc = -1;
-	char why[512];
 
 	if (!sst)
 		sst = &local;
@@ -446,14 +484,14 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 		log_error("invalid cache key \"%s\"", meta->key);
 		return -1;
 	}
-	afd = durable_tmp_create(st->tmp_dir, meta->key, entry_suffix(comp), 0600, &arch_tmp);
-	if (afd < 0)
+	pl.afd = durable_tmp_create(st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
+	if (pl.afd < 0)
 		goto cleanup;
-	if (snap_write(pgdata, afd, arch_tmp, comp, level, sst) != 0)
+	if (snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, sst) != 0)
 		goto cleanup;
 	/* The entry is what must survive a crash: its bytes are on disk before any rename. */
-	if (fchmod(afd, 0644) != 0 || fsync(afd) != 0) {
-		log_warning("could not fsync \"%s\": %s", arch_tmp, strerror(errno));
+	if (fchmod(pl.afd, 0644) != 0 || fsync(pl.afd) != 0) {
+		log_warning("could not fsync \"%s\": %s", pl.arch_tmp, strerror(errno));
 		goto cleanup;
 	}
 	meta->created = meta->last_used = (int64_t)time(NULL);
@@ -461,48 +499,24 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	meta->pgdata_bytes = sst->pgdata_bytes;
 	memcpy(meta->archive_sha256, sst->sha256, sizeof(meta->archive_sha256));
 	meta->compression = comp;
-	mfd = meta_tmp_write(st, meta, &meta_tmp);
-	if (mfd < 0)
-		goto cleanup;
-
-	if (meta_lock(st, &lfd) != 0)
+	pl.mfd = meta_tmp_write(st, meta, &pl.meta_tmp);
+	if (pl.mfd < 0)
 		goto cleanup;
 	struct entry_meta existing;
-	if (meta_read(st, meta->key, &existing, why, sizeof(why)) == 1 &&
-	    archive_check(&existing, why, sizeof(why)) == 0) {
+	int placed = place_entry(st, &pl, meta->key, comp, &existing);
+	if (placed == 1) {
 		log_info("another pgstash stored %.12s… meanwhile; keeping that entry", meta->key);
 		entry_meta_free(meta);
 		*meta = existing;
-		rc = 0;
-		goto cleanup;
+	} else if (placed == 0) {
+		free(meta->archive);
+		meta->archive = xstrdup(pl.final_arch);
 	}
-	entry_meta_free(&existing);
-	if (place_entry(st, meta->key, comp, arch_tmp, meta_tmp, &final_arch, &final_meta, &arch_placed,
-	                &meta_placed) != 0)
-		goto cleanup;
-	free(meta->archive);
-	meta->archive = xstrdup(final_arch);
-	rc = 0;
+	rc = placed >= 0 ? 0 : -1;
 cleanup:
-	if (rc != 0 && meta_placed)
-		unlink(final_meta);
-	if (rc != 0 && arch_placed)
-		unlink(final_arch);
-	store_unlock(lfd);
-	if (afd >= 0)
-		close(afd);
-	if (mfd >= 0)
-		close(mfd);
-	if (arch_tmp && !arch_placed)
-		unlink(arch_tmp);
-	if (meta_tmp && !meta_placed)
-		unlink(meta_tmp);
+	placing_end(&pl, rc == 0);
 	if (rc != 0)
 		log_warning("could not store cache entry %.12s…: going on without caching", meta->key);
-	free(arch_tmp);
-	free(meta_tmp);
-	free(final_arch);
-	free(final_meta);
 	return rc;
 }
 
@@ -549,9 +563,9 @@ int
 store_import(struct store *st, const char *key, const char *archive_tmp, const char *meta_tmp)
 {
 	struct entry_meta m = {0};
-	char *text = NULL, *new_meta = NULL, *final_arch = NULL, *final_meta = NULL;
-	int afd = -1, mfd = -1, lfd = -1, rc = -1;
-	bool arch_placed = false, meta_placed = false;
+	struct placing pl = {.arch_tmp = xstrdup(archive_tmp), .afd = -1, .mfd = -1, .lfd = -1};
+	char *text = NULL;
+	int rc = -1;
 	struct stat sb;
 	char why[512];
 
@@ -577,8 +591,8 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 		                                                                 : "it lacks fields or names another key");
 		goto cleanup;
 	}
-	afd = open(archive_tmp, O_RDONLY | O_CLOEXEC);
-	if (afd < 0 || fstat(afd, &sb) != 0) {
+	pl.afd = open(archive_tmp, O_RDONLY | O_CLOEXEC);
+	if (pl.afd < 0 || fstat(pl.afd, &sb) != 0) {
 		log_warning("could not open \"%s\": %s", archive_tmp, strerror(errno));
 		goto cleanup;
 	}
@@ -588,51 +602,29 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 		goto cleanup;
 	}
 	/* As store_publish: the bytes are on disk before any rename. */
-	if (fchmod(afd, 0644) != 0 || fsync(afd) != 0) {
+	if (fchmod(pl.afd, 0644) != 0 || fsync(pl.afd) != 0) {
 		log_warning("could not fsync \"%s\": %s", archive_tmp, strerror(errno));
 		goto cleanup;
 	}
 	/* A download is a use: local LRU pruning must not take it first. */
 	m.last_used = (int64_t)time(NULL);
-	mfd = meta_tmp_write(st, &m, &new_meta);
-	if (mfd < 0)
-		goto cleanup;
-	if (meta_lock(st, &lfd) != 0)
+	pl.mfd = meta_tmp_write(st, &m, &pl.meta_tmp);
+	if (pl.mfd < 0)
 		goto cleanup;
 	struct entry_meta existing;
-	if (meta_read(st, key, &existing, why, sizeof(why)) == 1 && archive_check(&existing, why, sizeof(why)) == 0) {
+	int placed = place_entry(st, &pl, key, m.compression, &existing);
+	if (placed == 1) {
 		log_info("another pgstash stored %.12s meanwhile; keeping that entry", key);
 		entry_meta_free(&existing);
-		rc = 0;
-		goto cleanup;
 	}
-	entry_meta_free(&existing);
-	if (place_entry(st, key, m.compression, archive_tmp, new_meta, &final_arch, &final_meta, &arch_placed,
-	                &meta_placed) != 0)
-		goto cleanup;
-	rc = 0;
+	rc = placed >= 0 ? 0 : -1;
 cleanup:
-	if (rc != 0 && meta_placed)
-		unlink(final_meta);
-	if (rc != 0 && arch_placed)
-		unlink(final_arch);
-	store_unlock(lfd);
-	if (afd >= 0)
-		close(afd);
-	if (mfd >= 0)
-		close(mfd);
-	if (!arch_placed)
-		unlink(archive_tmp);
-	if (new_meta && !meta_placed)
-		unlink(new_meta);
+	placing_end(&pl, rc == 0);
 	unlink(meta_tmp);
 	if (rc != 0)
 		log_warning("could not store downloaded entry %.12s: going on without it", key);
 	entry_meta_free(&m);
 	free(text);
-	free(new_meta);
-	free(final_arch);
-	free(final_meta);
 	return rc;
 }
 
