@@ -8,13 +8,15 @@
 #ifndef PGSTASH_FINGERPRINT_H
 #define PGSTASH_FINGERPRINT_H
 
-#include "config.h"
-#include "util.h"
-
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define FP_MANIFEST_VERSION 1
+
+struct cfg;
+struct cfg_step;
+struct strbuf;
 
 /* One matched file of a step. */
 struct fp_file {
