@@ -12,6 +12,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Prints arr (NULL: could not be built) as indented JSON and a newline, and frees it.  0 or -1 (not logged). */
+static int
+print_array(cJSON *arr, FILE *out)
+{
+	char *text = arr ? cJSON_Print(arr) : NULL;
+	cJSON_Delete(arr);
+	if (!text)
+		return -1;
+	fputs(text, out);
+	fputc('\n', out);
+	cJSON_free(text);
+	return 0;
+}
+
 static int
 print_json(const struct entry_meta *v, size_t n, FILE *out)
 {
@@ -42,14 +56,7 @@ print_json(const struct entry_meta *v, size_t n, FILE *out)
 		cJSON_AddStringToObject(o, "archive_sha256", m->archive_sha256);
 		cJSON_AddStringToObject(o, "archive", m->archive);
 	}
-	char *text = cJSON_Print(arr);
-	cJSON_Delete(arr);
-	if (!text)
-		return -1;
-	fputs(text, out);
-	fputc('\n', out);
-	cJSON_free(text);
-	return 0;
+	return print_array(arr, out);
 }
 
 int
@@ -108,15 +115,10 @@ print_remote_json(const struct remote_entry *v, size_t n, FILE *out)
 		else
 			cJSON_AddNullToObject(o, "archive");
 	}
-	char *text = arr ? cJSON_Print(arr) : NULL;
-	cJSON_Delete(arr);
-	if (!text) {
+	if (print_array(arr, out) != 0) {
 		log_error("could not build the JSON listing");
 		return -1;
 	}
-	fputs(text, out);
-	fputc('\n', out);
-	cJSON_free(text);
 	return 0;
 }
 

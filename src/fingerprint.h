@@ -1,6 +1,6 @@
 /*
  * fingerprint — the cache key.  Builds the canonical, versioned manifest
- * (DESIGN.md "The manifest behind the key") from the config, the server's
+ * (README "What the key covers") from the config, the server's
  * major version and the bytes of every migration file, and hashes it.
  *
  * Not for: secrets.  Env values are hashed, the password never appears.

@@ -369,6 +369,26 @@ mkdir_p(const char *path, mode_t mode)
 	return -1;
 }
 
+static int rm_rf_at(int parent, const char *name, const char *shown);
+
+/* Removes everything in open directory d (`shown` names it in messages), then closes d.  0 or -1 (logged). */
+static int
+remove_entries(DIR *d, const char *shown)
+{
+	int rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *sub = path_join(shown, de->d_name);
+		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
+			rc = -1;
+		free(sub);
+	}
+	closedir(d);
+	return rc;
+}
+
 static int
 rm_rf_at(int parent, const char *name, const char *shown)
 {
@@ -405,17 +425,7 @@ rm_rf_at(int parent, const char *name, const char *shown)
 		log_error("could not open directory \"%s\": %s", shown, strerror(errno));
 		return -1;
 	}
-	int rc = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		char *sub = path_join(shown, de->d_name);
-		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
-			rc = -1;
-		free(sub);
-	}
-	closedir(d);
+	int rc = remove_entries(d, shown);
 	if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
 		log_error("could not remove directory \"%s\": %s", shown, strerror(errno));
 		rc = -1;
@@ -439,18 +449,7 @@ empty_dir(const char *path)
 		log_error("could not open directory \"%s\": %s", path, strerror(errno));
 		return -1;
 	}
-	int rc = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		char *sub = path_join(path, de->d_name);
-		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
-			rc = -1;
-		free(sub);
-	}
-	closedir(d);
-	return rc;
+	return remove_entries(d, path);
 }
 
 bool
