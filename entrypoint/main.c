@@ -6,6 +6,7 @@
  * place that chooses an exit code (see the table in usage()).
  */
 #include "bootstrap.h"
+#include "cli.h"
 #include "config.h"
 #include "fingerprint.h"
 #include "log.h"
@@ -192,14 +193,14 @@ cmd_ls(struct cfg *cfg, int argc, char **argv)
 			log_error("ls --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
 			return EXIT_USAGE;
 		}
-		return remote_list(&cfg->remote, stdout, json) == 0 ? EXIT_OK : EXIT_RUNTIME;
+		return cli_ls_remote(&cfg->remote, json, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
 	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
 		store_close(&st);
 		return EXIT_RUNTIME;
 	}
-	int rc = store_print_ls(&st, json, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+	int rc = cli_ls(&st, json, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 	store_close(&st);
 	return rc;
 }
@@ -208,8 +209,8 @@ static int
 cmd_verify(struct cfg *cfg, int argc, char **argv)
 {
 	for (int i = 0; i < argc; i++) {
-		if (strlen(argv[i]) != 64 || strspn(argv[i], "0123456789abcdef") != 64) {
-			log_error("verify: \"%s\" is not a key (64 lowercase hex characters)", argv[i]);
+		if (!cli_key_prefix_ok(argv[i])) {
+			log_error("verify: \"%s\" is not a key or key prefix (4 to 64 lowercase hex characters)", argv[i]);
 			return EXIT_USAGE;
 		}
 	}
@@ -218,7 +219,7 @@ cmd_verify(struct cfg *cfg, int argc, char **argv)
 		store_close(&st);
 		return EXIT_RUNTIME;
 	}
-	int bad = store_verify(&st, (const char *const *)argv, (size_t)argc);
+	int bad = cli_verify(&st, (const char *const *)argv, (size_t)argc, stdout);
 	store_close(&st);
 	return bad == 0 ? EXIT_OK : EXIT_RUNTIME;
 }

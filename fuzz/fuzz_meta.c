@@ -1,21 +1,22 @@
 /*
  * fuzz_meta — libFuzzer harness for the cache entry's .meta reader.
  *
- * The meta parser (meta_read and its inih handler in store.c) is static, so
- * it is reached the way pgstash reaches it: a store in the scratch directory
+ * The meta parser is entry_meta_parse (entry.c), the one the store and the
+ * remote share.  It is reached the way pgstash reaches it: a store in the scratch directory
  * holds <KEY>.meta, whose bytes are the input, and a tiny archive under each
  * compression's name; then store_lookup.  A bad meta makes lookup remove the
  * entry (meta and archives), so the archives are put back for every input.
  *
  * When lookup accepts the meta, the harness goes on as the front end would:
  * `ls` (text and JSON), `verify`, and store_touch, which re-encodes the meta
- * (meta_text).  It then checks the documented round trip: the re-read entry
+ * (entry_meta_encode).  It then checks the documented round trip: the re-read entry
  * must equal the first one field by field, the manifest byte for byte.  A
  * difference aborts, so libFuzzer saves the input.
  *
  * Not for: restoring (fuzz_archive covers snap_restore), locking, prune.
  */
 #include "fuzz_common.h"
+#include "cli.h"
 #include "store.h"
 
 #include <math.h>
@@ -51,15 +52,15 @@ setup_once(void)
 	meta_file = xasprintf("%s/%s.meta", st.dir, FUZZ_KEY);
 	const enum cfg_compression comps[3] = {CFG_COMP_ZSTD, CFG_COMP_GZIP, CFG_COMP_NONE};
 	for (size_t i = 0; i < 3; i++)
-		archives[i] = xasprintf("%s/%s%s", st.dir, FUZZ_KEY, snap_suffix(comps[i]));
-	/* `verify` prints its verdicts on stdout: libFuzzer reports on stderr. */
+		archives[i] = xasprintf("%s/%s%s", st.dir, FUZZ_KEY, entry_suffix(comps[i]));
+	/* Nothing may reach stdout: libFuzzer reports on stderr. */
 	devnull = fopen("/dev/null", "we");
 	if (!devnull || dup2(fileno(devnull), STDOUT_FILENO) < 0)
 		fuzz_die("could not open /dev/null");
 }
 
 static void
-same_or_die(const struct store_meta *a, const struct store_meta *b)
+same_or_die(const struct entry_meta *a, const struct entry_meta *b)
 {
 	const char *field = NULL;
 	if (strcmp(a->key, b->key) != 0)
@@ -99,13 +100,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_write(archives[i], (const uint8_t *)archive_bytes, sizeof(archive_bytes) - 1);
 	fuzz_write(meta_file, data, size);
 
-	struct store_meta first = {0}, again = {0};
+	struct entry_meta first = {0}, again = {0};
 	int r = store_lookup(&st, FUZZ_KEY, &first);
 	if (r == 1) {
-		store_print_ls(&st, false, devnull);
-		store_print_ls(&st, true, devnull);
+		cli_ls(&st, false, devnull);
+		cli_ls(&st, true, devnull);
 		const char *keys[] = {FUZZ_KEY};
-		store_verify(&st, keys, 1);
+		cli_verify(&st, keys, 1, devnull);
 		/* touch rewrites the meta with meta_text: it must read back the same. */
 		if (store_touch(&st, FUZZ_KEY) != 0)
 			fuzz_die("store_touch failed on an entry store_lookup accepted");
@@ -114,7 +115,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			fuzz_die("the meta written by store_touch does not read back (lookup returned %d)", r);
 		same_or_die(&first, &again);
 	}
-	store_meta_free(&first);
-	store_meta_free(&again);
+	entry_meta_free(&first);
+	entry_meta_free(&again);
 	return 0;
 }

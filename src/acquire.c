@@ -115,7 +115,7 @@ acquire_wants_prefix(const struct cfg *cfg, enum cfg_layer layer)
 }
 
 long
-acquire_pick_prefix(const struct store_meta *all, size_t n, enum cfg_layer layer, const char *manifest,
+acquire_pick_prefix(const struct entry_meta *all, size_t n, enum cfg_layer layer, const char *manifest,
                     const struct cfg *cfg, size_t *best)
 {
 	long best_score = -1;
@@ -140,7 +140,7 @@ acquire_pick_prefix(const struct store_meta *all, size_t n, enum cfg_layer layer
  * names the restore in the summary line ("cache hit", "schema layer"...).
  */
 static int
-restore(struct acquire *acq, struct store_meta *meta, const char *what)
+restore(struct acquire *acq, struct entry_meta *meta, const char *what)
 {
 	const struct cfg *cfg = acq->cfg;
 	struct snap_stats st;
@@ -166,13 +166,13 @@ restore(struct acquire *acq, struct store_meta *meta, const char *what)
 static enum found
 restore_cached(struct acquire *acq, const char *key, const char *what, bool waited)
 {
-	struct store_meta meta;
+	struct entry_meta meta;
 	if (store_lookup(&acq->store, key, &meta) != 1)
 		return FOUND_NOTHING;
 	if (waited)
 		log_info("another pgstash built %.12s while we waited", key);
 	int r = restore(acq, &meta, what);
-	store_meta_free(&meta);
+	entry_meta_free(&meta);
 	if (r == 0)
 		return FOUND_RESTORED;
 	return sig_received ? FOUND_FAILED : FOUND_NOTHING;
@@ -183,21 +183,21 @@ static enum found
 try_hit(struct acquire *acq)
 {
 	const char *key = acq->fp->key;
-	struct store_meta meta;
+	struct entry_meta meta;
 	int found = store_lookup(&acq->store, key, &meta);
 	if (found != 1)
 		return FOUND_NOTHING;
 	int fd = -1;
-	int lr = store_lock(&acq->store, key, false, acq->cfg->lock_timeout, &fd);
+	enum store_lock_result lr = store_lock(&acq->store, key, false, acq->cfg->lock_timeout, &fd);
 	enum found rc = FOUND_NOTHING;
-	if (lr == 0) {
+	if (lr == STORE_LOCKED) {
 		/* The entry may have been pruned while we waited. */
 		rc = restore_cached(acq, key, "cache hit", false);
 		store_unlock(fd);
-	} else if (lr == 1)
+	} else if (lr == STORE_LOCK_BUSY)
 		log_warning("gave up waiting for the lock on %.12s after %ld s: building without it", key,
 		            acq->cfg->lock_timeout);
-	store_meta_free(&meta);
+	entry_meta_free(&meta);
 	if (sig_received)
 		return FOUND_FAILED;
 	return rc;
@@ -212,13 +212,13 @@ wait_for_builder(struct acquire *acq)
 {
 	const struct cfg *cfg = acq->cfg;
 	const char *key = acq->fp->key;
-	int lr = store_lock(&acq->store, key, true, cfg->lock_timeout, &acq->lock_fd);
-	if (lr == 1)
+	enum store_lock_result lr = store_lock(&acq->store, key, true, cfg->lock_timeout, &acq->lock_fd);
+	if (lr == STORE_LOCK_BUSY)
 		log_warning("gave up waiting for another builder of %.12s after %ld s: building too", key,
 		            cfg->lock_timeout);
-	else if (lr < 0 || sig_received)
+	else if (lr == STORE_LOCK_ERROR || sig_received)
 		return FOUND_FAILED;
-	if (lr != 0)
+	if (lr != STORE_LOCKED)
 		return FOUND_NOTHING;
 	return restore_cached(acq, key, "cache hit", true);
 }
@@ -234,7 +234,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 	const struct cfg *cfg = acq->cfg;
 	if (!acquire_wants_prefix(cfg, layer) || !cache_usable(acq))
 		return false;
-	struct store_meta *all = NULL;
+	struct entry_meta *all = NULL;
 	size_t n = 0;
 	if (store_list(&acq->store, &all, &n) != 0)
 		return false;
@@ -245,7 +245,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 		int fd = -1;
 		char key[65];
 		snprintf(key, sizeof(key), "%s", all[best].key);
-		if (store_lock(&acq->store, key, false, cfg->lock_timeout, &fd) == 0) {
+		if (store_lock(&acq->store, key, false, cfg->lock_timeout, &fd) == STORE_LOCKED) {
 			ok = restore_cached(acq, key, "prefix", false) == FOUND_RESTORED;
 			store_unlock(fd);
 		}
@@ -282,7 +282,7 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 	const struct cfg *cfg = acq->cfg;
 	if (!cache_usable(acq))
 		return 0;
-	struct store_meta meta;
+	struct entry_meta meta;
 	memset(&meta, 0, sizeof(meta));
 	snprintf(meta.key, sizeof(meta.key), "%s", p->key);
 	if (p->parent)
@@ -303,7 +303,7 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 		if (remote_enabled(&cfg->remote) && strcmp(p->key, acq->fp->key) == 0 && meta.archive)
 			upload(acq, p->key, meta.archive);
 	}
-	store_meta_free(&meta);
+	entry_meta_free(&meta);
 	return bytes;
 }
 
@@ -348,11 +348,11 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 		return failure();
 	enum layer_start start = acquire_layer_start(p->layer, prefix);
 	if (start == LAYER_FRESH)
-		log_info("cache miss %.12s: building (initdb + %s steps)", p->key, cfg_layer_name(p->layer));
+		log_info("cache miss %.12s: building (initdb + %s steps)", p->key, entry_layer_name(p->layer));
 	else if (start == LAYER_ON_PREFIX)
-		log_info("cache miss %.12s: running the %s steps on %.12s", p->key, cfg_layer_name(p->layer), from);
+		log_info("cache miss %.12s: running the %s steps on %.12s", p->key, entry_layer_name(p->layer), from);
 	else
-		log_info("cache miss %.12s: running the %s steps on the schema layer", p->key, cfg_layer_name(p->layer));
+		log_info("cache miss %.12s: running the %s steps on the schema layer", p->key, entry_layer_name(p->layer));
 	double seconds = 0;
 	switch (build_layer(&acq->build, p->layer, start == LAYER_FRESH, p->last, &seconds)) {
 	case BUILD_OK:
@@ -379,7 +379,7 @@ obtain_layers(struct acquire *acq)
 	for (size_t i = 0; i < n && rc == ACQ_OK; i++) {
 		int fd = -1;
 		if (plan[i].lock && cache_usable(acq) &&
-		    store_lock(&acq->store, plan[i].key, true, acq->cfg->lock_timeout, &fd) < 0)
+		    store_lock(&acq->store, plan[i].key, true, acq->cfg->lock_timeout, &fd) == STORE_LOCK_ERROR)
 			return failure();
 		rc = obtain_layer(acq, &plan[i]);
 		if (fd >= 0)
@@ -425,26 +425,26 @@ try_remote(struct acquire *acq)
 	}
 	for (int round = 0; round < 2; round++) {
 		char *a = NULL, *m = NULL;
-		int g = remote_get(rc, key, store_download_dir(&acq->store), &a, &m);
-		if (g == 0)
+		enum remote_get_result g = remote_get(rc, key, store_download_dir(&acq->store), &a, &m);
+		if (g == REMOTE_HIT)
 			return remote_hit(acq, a, m);
 		if (sig_received)
 			return FOUND_FAILED;
-		if (g < 0 || round == 1)
+		if (g == REMOTE_GET_ERROR || round == 1)
 			return FOUND_NOTHING;
-		int l = remote_lease(rc, key, acq->lease_owner, timeout);
-		if (l == 0) {
+		enum remote_lease_result l = remote_lease(rc, key, acq->lease_owner, timeout);
+		if (l == REMOTE_LEASED) {
 			acq->leased = true;
 			return FOUND_NOTHING;
 		}
-		if (l < 0)
+		if (l == REMOTE_LEASE_ERROR)
 			return sig_received ? FOUND_FAILED : FOUND_NOTHING;
 		log_info("another runner is building %.12s: waiting for it on the remote", key);
-		int w = remote_wait_for(rc, key, timeout);
-		if (w < 0)
+		enum remote_wait_result w = remote_wait_for(rc, key, timeout);
+		if (w == REMOTE_WAIT_SIGNAL)
 			return FOUND_FAILED;
-		if (w == 1) {
-			acq->leased = remote_lease(rc, key, acq->lease_owner, timeout) == 0;
+		if (w == REMOTE_WAIT_GAVE_UP) {
+			acq->leased = remote_lease(rc, key, acq->lease_owner, timeout) == REMOTE_LEASED;
 			return FOUND_NOTHING;
 		}
 	}

@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 struct fp_result;
-struct store_meta;
+struct entry_meta;
 
 /* One layer a miss brings PGDATA to, bottom first. */
 struct layer_plan {
@@ -42,7 +42,7 @@ bool acquire_wants_prefix(const struct cfg *cfg, enum cfg_layer layer);
  * Of the entries of `layer`, the one `manifest` extends the most
  * (fp_prefix_score), into *best; its score, or -1 when none qualifies.
  */
-long acquire_pick_prefix(const struct store_meta *all, size_t n, enum cfg_layer layer, const char *manifest,
+long acquire_pick_prefix(const struct entry_meta *all, size_t n, enum cfg_layer layer, const char *manifest,
                          const struct cfg *cfg, size_t *best);
 
 #endif

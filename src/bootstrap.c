@@ -63,7 +63,7 @@ write_state(const struct cfg *cfg, const char *state)
 	char *p = state_path(cfg);
 	char *text = xasprintf("%s %ld\n", state, (long)getpid());
 	/* Not fatal: without it only the healthcheck is blind. */
-	if (write_file_atomic(p, text, strlen(text), 0644, false) != 0)
+	if (durable_write_file(p, text, strlen(text), 0644, false) != 0)
 		log_warning("the healthcheck will not see the state: could not write \"%s\"", p);
 	free(text);
 	free(p);

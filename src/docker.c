@@ -7,6 +7,8 @@
  * the migration happens to print its next line.
  */
 #include "docker.h"
+#include "docker_int.h"
+#include "http.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"
@@ -33,7 +35,6 @@
 /* Creating and starting on fuse-overlayfs with a large image takes a while. */
 #define CREATE_TIMEOUT_S 300.0
 #define SHORT_TIMEOUT_S 60.0
-#define POLL_MS 200
 
 enum call_outcome {
 	CALL_OK,      /* an HTTP answer arrived (any status) */
@@ -59,13 +60,11 @@ struct call {
 	char errbuf[CURL_ERROR_SIZE];
 
 	/* while in flight */
-	CURL *easy;
+	struct http_xfer x;         /* the easy handle; done and result once curl finished it */
 	struct curl_slist *headers;
 	char *url;
 	double deadline;
 	bool headers_done;          /* the answer's header block has ended */
-	bool done;                  /* curl finished the transfer, see result */
-	CURLcode result;
 };
 
 static size_t
@@ -76,7 +75,7 @@ on_body(char *ptr, size_t size, size_t nmemb, void *userdata)
 
 	if (c->demux) {
 		long status = 0;
-		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(c->x.easy, CURLINFO_RESPONSE_CODE, &status);
 		/* A broken frame stream is reported once the call ends; keep reading. */
 		if (status == 200 || status == 101) {
 			docker_demux_feed(c->demux, ptr, n);
@@ -116,10 +115,10 @@ on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
 static void
 call_end(struct docker *d, struct call *c)
 {
-	if (c->easy) {
-		curl_multi_remove_handle(d->multi, c->easy);
-		curl_easy_cleanup(c->easy);
-		c->easy = NULL;
+	if (c->x.easy) {
+		curl_multi_remove_handle(d->multi, c->x.easy);
+		curl_easy_cleanup(c->x.easy);
+		c->x.easy = NULL;
 	}
 	curl_slist_free_all(c->headers);
 	c->headers = NULL;
@@ -145,12 +144,11 @@ call_begin(struct docker *d, struct call *c)
 	c->outcome = CALL_FAILED;
 	c->status = 0;
 	c->errbuf[0] = '\0';
-	c->headers_done = c->done = false;
-	c->result = CURLE_OK;
+	c->headers_done = false;
 	c->deadline = c->timeout_s > 0 ? log_now() + c->timeout_s : 0;
 	sb_free(&c->body);
 
-	easy = c->easy = curl_easy_init();
+	easy = curl_easy_init();
 	if (!easy) {
 		log_error("could not initialise libcurl");
 		return -1;
@@ -167,7 +165,7 @@ call_begin(struct docker *d, struct call *c)
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, c);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, c);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, c);
+	http_xfer_attach(&c->x, easy);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "pgstash");
 	if (strcmp(c->method, "POST") == 0) {
 		const char *body = c->json ? c->json : "";
@@ -186,7 +184,7 @@ call_begin(struct docker *d, struct call *c)
 	if (curl_multi_add_handle(d->multi, easy) != CURLM_OK) {
 		log_error("could not start a request to the Docker Engine");
 		curl_easy_cleanup(easy);
-		c->easy = NULL;
+		c->x.easy = NULL;
 		return -1;
 	}
 	return 0;
@@ -203,66 +201,32 @@ call_begin(struct docker *d, struct call *c)
 static int
 call_drive(struct docker *d, struct call *c, bool until_headers)
 {
-	CURLM *multi = d->multi;
+	char err[CURL_ERROR_SIZE];
 
 	c->outcome = CALL_FAILED;
-	if (!c->easy)
+	if (!c->x.easy)
 		return -1;
-	for (;;) {
-		int running = 0;
-		CURLMcode mc = curl_multi_perform(multi, &running);
-		if (mc != CURLM_OK) {
-			log_error("Docker Engine request %s %s failed: %s", c->method, c->path,
-				  curl_multi_strerror(mc));
-			return -1;
-		}
-		CURLMsg *msg;
-		int queued;
-		while ((msg = curl_multi_info_read(multi, &queued)) != NULL) {
-			struct call *other = NULL;
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&other);
-			if (other) {
-				other->done = true;
-				other->result = msg->data.result;
-			}
-		}
-		if (c->done || (until_headers && c->headers_done))
-			break;
-		if (c->interruptible) {
-			sig_drain();
-			if (sig_received) {
-				c->outcome = CALL_SIGNAL;
-				return -1;
-			}
-		}
-		int wait_ms = POLL_MS;
-		if (c->deadline > 0) {
-			double left = c->deadline - log_now();
-			if (left <= 0) {
-				c->outcome = CALL_TIMEOUT;
-				return -1;
-			}
-			if (left * 1000 < wait_ms)
-				wait_ms = (int)(left * 1000) + 1;
-		}
-		struct curl_waitfd extra = {.fd = sig_fd(), .events = CURL_WAIT_POLLIN};
-		unsigned n_extra = c->interruptible && extra.fd >= 0 ? 1 : 0;
-		mc = curl_multi_poll(multi, n_extra ? &extra : NULL, n_extra, wait_ms, NULL);
-		if (mc != CURLM_OK) {
-			log_error("Docker Engine request %s %s failed: %s", c->method, c->path,
-				  curl_multi_strerror(mc));
-			return -1;
-		}
+	switch (http_drive(d->multi, &c->x, until_headers ? &c->headers_done : NULL, c->deadline, c->interruptible, err,
+	                   sizeof(err))) {
+	case HTTP_FINISHED:
+		break;
+	case HTTP_SIGNAL:
+		c->outcome = CALL_SIGNAL;
+		return -1;
+	case HTTP_TIMEOUT:
+		c->outcome = CALL_TIMEOUT;
+		return -1;
+	case HTTP_ERROR:
+		log_error("Docker Engine request %s %s failed: %s", c->method, c->path, err);
+		return -1;
 	}
 
-	if (c->done && c->result != CURLE_OK) {
+	if (c->x.done && c->x.result != CURLE_OK) {
 		log_error("cannot reach the Docker Engine at \"%s\": %s", d->socket_path,
-			  c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->result));
+			  c->errbuf[0] ? c->errbuf : curl_easy_strerror(c->x.result));
 		return -1;
 	}
-	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->status);
+	curl_easy_getinfo(c->x.easy, CURLINFO_RESPONSE_CODE, &c->status);
 	c->outcome = CALL_OK;
 	return 0;
 }
@@ -856,38 +820,23 @@ run_call_failed(const struct docker_run_opts *o, const struct call *c, const cha
 	}
 }
 
-int
-docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
+/*
+ * Creates the step's container.  Returns its id (malloc'ed), or NULL (logged).
+ * Not interruptible: cut short, the engine may still create the container
+ * and we would not know its id.  Signals are looked at as soon as it answers.
+ */
+static char *
+create_container(struct docker *d, const struct docker_run_opts *o)
 {
-	struct relay relay = {.prefix = o->log_prefix ? o->log_prefix : ""};
-	struct docker_demux demux = {.fn = relay_line, .arg = &relay};
-	struct call c = {0}, attach = {0};
 	char suffix[9];
-	char *name = NULL, *body = NULL, *path = NULL, *attach_path = NULL, *id = NULL;
-	cJSON *root = NULL;
-	double deadline;
-	bool ran = false;
-	int ret = -1;
-
-	if (!o->step || !*o->step) {
-		log_error("a step container needs a step name");
-		return -1;
-	}
-	if (!image_name_ok(o->image)) {
-		log_error("step \"%s\": invalid image name \"%s\"", o->step, o->image ? o->image : "");
-		return -1;
-	}
-
 	random_suffix(suffix);
-	name = docker_container_name(o->step, suffix);
-	body = docker_create_body(o);
-	path = xasprintf("/containers/create?name=%s", name);
-	/*
-	 * Not interruptible: cut short, the engine may still create the
-	 * container and we would not know its id.  Signals are looked at as
-	 * soon as it answers.
-	 */
-	c = (struct call){.method = "POST", .path = path, .json = body, .timeout_s = CREATE_TIMEOUT_S};
+	char *name = docker_container_name(o->step, suffix);
+	char *body = docker_create_body(o);
+	char *path = xasprintf("/containers/create?name=%s", name);
+	struct call c = {.method = "POST", .path = path, .json = body, .timeout_s = CREATE_TIMEOUT_S};
+	cJSON *root = NULL;
+	char *id = NULL;
+
 	if (call_perform(d, &c) != 0) {
 		if (c.outcome == CALL_TIMEOUT)
 			log_error("step \"%s\": the Docker Engine did not create the container in time (%s)",
@@ -915,68 +864,78 @@ docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
 		if (cJSON_IsString(w) && w->valuestring[0])
 			log_warning("step \"%s\": Docker: %s", o->step, w->valuestring);
 	}
-	cJSON_Delete(root);
-	root = NULL;
 	log_debug("step \"%s\": created container %.12s (%s) from image \"%s\"", o->step, id, name, o->image);
-	sig_drain();
-	if (sig_received) {
-		log_info("step \"%s\": signal %d received, removing container %.12s", o->step,
-			 (int)sig_received, id);
-		goto cleanup;
-	}
-	/* The step's time limit counts from here: creation time is the engine's, not the step's. */
-	deadline = o->timeout_s > 0 ? log_now() + o->timeout_s : 0;
-
-	/*
-	 * Attached before the start, as `docker run` does: the attach stream
-	 * carries the container's stdout/stderr from its first byte to its
-	 * exit.  The logs endpoint would not: with follow=1 it may end before
-	 * the last, unterminated line is written to the log file, and it
-	 * depends on the daemon's log driver.  The engine hijacks the
-	 * connection and streams until the container's output closes.
-	 */
-	attach_path = xasprintf("/containers/%s/attach?stream=1&stdout=1&stderr=1", id);
-	attach = (struct call){.method = "POST", .path = attach_path, .demux = &demux, .interruptible = true,
-			       .timeout_s = o->timeout_s};
-	if (call_begin(d, &attach) != 0)
-		goto cleanup;
-	if (call_drive(d, &attach, true) != 0) {
-		run_call_failed(o, &attach, "attach to", id);
-		goto cleanup;
-	}
-	if (attach.status != 200 && attach.status != 101) {
-		run_call_failed(o, &attach, "attach to", id);
-		goto cleanup;
-	}
-
-	free(path);
-	path = xasprintf("/containers/%s/start", id);
+cleanup:
+	cJSON_Delete(root);
 	call_free(d, &c);
-	c = (struct call){.method = "POST", .path = path, .timeout_s = CREATE_TIMEOUT_S, .interruptible = true};
+	free(path);
+	free(body);
+	free(name);
+	return id;
+}
+
+/*
+ * Attaches to container `id` (the call stays in flight in *attach), then
+ * starts it.  0, or -1 (logged).
+ *
+ * Attached before the start, as `docker run` does: the attach stream carries
+ * the container's stdout/stderr from its first byte to its exit.  The logs
+ * endpoint would not: with follow=1 it may end before the last, unterminated
+ * line is written to the log file, and it depends on the daemon's log
+ * driver.  The engine hijacks the connection and streams until the
+ * container's output closes.
+ */
+static int
+attach_and_start(struct docker *d, const struct docker_run_opts *o, const char *id, struct call *attach)
+{
+	if (call_begin(d, attach) != 0)
+		return -1;
+	if (call_drive(d, attach, true) != 0 || (attach->status != 200 && attach->status != 101)) {
+		run_call_failed(o, attach, "attach to", id);
+		return -1;
+	}
+	char *path = xasprintf("/containers/%s/start", id);
+	struct call c = {.method = "POST", .path = path, .timeout_s = CREATE_TIMEOUT_S, .interruptible = true};
+	int ret = 0;
 	if (call_perform(d, &c) != 0 || (c.status != 204 && c.status != 304)) {
 		run_call_failed(o, &c, "start", id);
-		goto cleanup;
+		ret = -1;
 	}
+	call_free(d, &c);
+	free(path);
+	return ret;
+}
 
-	/* Relays the output (through on_body and the demux) until the container's streams close. */
-	if (call_drive(d, &attach, false) != 0) {
-		if (attach.outcome != CALL_FAILED) {
-			run_call_failed(o, &attach, "follow", id);
-			goto cleanup;
+/* Relays the output (through on_body and the demux) until the container's streams close.  0 or -1 (logged). */
+static int
+follow_output(struct docker *d, const struct docker_run_opts *o, const char *id, struct call *attach,
+              struct docker_demux *demux)
+{
+	if (call_drive(d, attach, false) != 0) {
+		if (attach->outcome != CALL_FAILED) {
+			run_call_failed(o, attach, "follow", id);
+			return -1;
 		}
 		log_warning("step \"%s\": lost the output of container %.12s", o->step, id);
 	}
-	call_end(d, &attach);
-	docker_demux_finish(&demux);
-	if (demux.bad)
+	call_end(d, attach);
+	docker_demux_finish(demux);
+	if (demux->bad)
 		log_warning("step \"%s\": the output of container %.12s was not a multiplexed stream; the rest of it was dropped",
 			    o->step, id);
+	return 0;
+}
 
-	free(path);
-	path = xasprintf("/containers/%s/wait", id);
-	call_free(d, &c);
-	c = (struct call){.method = "POST", .path = path, .interruptible = true,
-			  .timeout_s = deadline > 0 ? deadline - log_now() : 0};
+/* Waits for container `id` to exit, until `deadline` (0: none).  0 with *exit_code, or -1 (logged). */
+static int
+wait_container(struct docker *d, const struct docker_run_opts *o, const char *id, double deadline, int *exit_code)
+{
+	char *path = xasprintf("/containers/%s/wait", id);
+	struct call c = {.method = "POST", .path = path, .interruptible = true,
+			 .timeout_s = deadline > 0 ? deadline - log_now() : 0};
+	cJSON *root = NULL;
+	int ret = -1;
+
 	if (deadline > 0 && c.timeout_s <= 0)
 		c.timeout_s = 0.001;
 	if (call_perform(d, &c) != 0 || c.status != 200) {
@@ -997,7 +956,49 @@ docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
 	}
 	*exit_code = code->valueint;
 	log_debug("step \"%s\": container %.12s exited with status %d", o->step, id, *exit_code);
-	ran = true;
+	ret = 0;
+cleanup:
+	cJSON_Delete(root);
+	call_free(d, &c);
+	free(path);
+	return ret;
+}
+
+int
+docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
+{
+	struct relay relay = {.prefix = o->log_prefix ? o->log_prefix : ""};
+	struct docker_demux demux = {.fn = relay_line, .arg = &relay};
+	struct call attach = {0};
+	char *attach_path = NULL, *id = NULL;
+	bool ran = false;
+	int ret = -1;
+
+	if (!o->step || !*o->step) {
+		log_error("a step container needs a step name");
+		return -1;
+	}
+	if (!image_name_ok(o->image)) {
+		log_error("step \"%s\": invalid image name \"%s\"", o->step, o->image ? o->image : "");
+		return -1;
+	}
+	id = create_container(d, o);
+	if (!id)
+		goto cleanup;
+	sig_drain();
+	if (sig_received) {
+		log_info("step \"%s\": signal %d received, removing container %.12s", o->step,
+			 (int)sig_received, id);
+		goto cleanup;
+	}
+	/* The step's time limit counts from here: creation time is the engine's, not the step's. */
+	double deadline = o->timeout_s > 0 ? log_now() + o->timeout_s : 0;
+	attach_path = xasprintf("/containers/%s/attach?stream=1&stdout=1&stderr=1", id);
+	attach = (struct call){.method = "POST", .path = attach_path, .demux = &demux, .interruptible = true,
+			       .timeout_s = o->timeout_s};
+	if (attach_and_start(d, o, id, &attach) != 0 || follow_output(d, o, id, &attach, &demux) != 0)
+		goto cleanup;
+	ran = wait_container(d, o, id, deadline, exit_code) == 0;
 
 cleanup:
 	/* The attach connection goes first: removing the container ends it anyway. */
@@ -1013,14 +1014,9 @@ cleanup:
 		ret = 0;
 	else if (ran)
 		log_debug("step \"%s\": finished, but a signal arrived meanwhile", o->step);
-	cJSON_Delete(root);
-	call_free(d, &c);
 	docker_demux_free(&demux);
 	free(id);
 	free(attach_path);
-	free(path);
-	free(body);
-	free(name);
 	return ret;
 }
 

@@ -6,6 +6,8 @@
  * different mtimes, give one key.  Only bytes count: no mtime, owner or mode.
  */
 #include "fingerprint.h"
+#include "digest.h"
+#include "entry.h"
 #include "log.h"
 #include "proc.h"
 #include "util.h"
@@ -15,7 +17,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <glob.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,75 +26,6 @@
 
 /* Large enough that read(2) per file costs little next to hashing. */
 #define HASH_BUF (256 * 1024)
-
-void
-fp_sha256_hex(const void *data, size_t len, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-	hex_encode(md, mdlen, out);
-}
-
-/* One buffer reused across files: fingerprinting 10,000 files must not allocate 10,000 times. */
-static int
-sha256_fd(int fd, unsigned char *buf, char out[65], uint64_t *bytes)
-{
-	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-	int rc = -1;
-	uint64_t total = 0;
-	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-		errno = ENOMEM;
-		goto cleanup;
-	}
-	for (;;) {
-		ssize_t n = read(fd, buf, HASH_BUF);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			goto cleanup;
-		}
-		if (n == 0)
-			break;
-		EVP_DigestUpdate(ctx, buf, (size_t)n);
-		total += (uint64_t)n;
-	}
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	EVP_DigestFinal_ex(ctx, md, &mdlen);
-	hex_encode(md, mdlen, out);
-	if (bytes)
-		*bytes = total;
-	rc = 0;
-cleanup:
-	EVP_MD_CTX_free(ctx);
-	return rc;
-}
-
-static int
-sha256_path(const char *path, unsigned char *buf, char out[65], uint64_t *bytes)
-{
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return -1;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	int rc = sha256_fd(fd, buf, out, bytes);
-	int e = errno;
-	close(fd);
-	errno = e;
-	return rc;
-}
-
-int
-fp_sha256_file(const char *path, char out[65], uint64_t *bytes)
-{
-	unsigned char *buf = xmalloc(HASH_BUF);
-	int rc = sha256_path(path, buf, out, bytes);
-	int e = errno;
-	free(buf);
-	errno = e;
-	return rc;
-}
 
 void
 fp_quote(struct strbuf *sb, const char *s)
@@ -246,7 +178,7 @@ fp_step_files(const struct cfg_step *step, struct fp_step_files *out)
 	buf = xmalloc(HASH_BUF);
 	for (size_t i = 0; i < out->n; i++) {
 		char *path = path_join(step->root, out->files[i].rel);
-		if (sha256_path(path, buf, out->files[i].sha256, &out->files[i].bytes) != 0) {
+		if (digest_file(path, buf, HASH_BUF, out->files[i].sha256, &out->files[i].bytes) != 0) {
 			log_error("step \"%s\": could not read migration file \"%s\": %s", step->name, path, strerror(errno));
 			free(path);
 			goto cleanup;
@@ -281,7 +213,7 @@ add_initdb_d(struct strbuf *m, const char *dir)
 		struct stat st;
 		if (rc == 0 && name[0] != '.' && stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
 			char hex[65];
-			if (fp_sha256_file(path, hex, NULL) != 0) {
+			if (digest_file(path, NULL, 0, hex, NULL) != 0) {
 				log_error("could not read \"%s\": %s", path, strerror(errno));
 				rc = -1;
 			} else {
@@ -302,7 +234,7 @@ add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, con
 {
 	sb_append(m, "step ");
 	fp_quote(m, st->name);
-	sb_appendf(m, " layer=%s run=", cfg_layer_name(st->layer));
+	sb_appendf(m, " layer=%s run=", entry_layer_name(st->layer));
 	fp_quote(m, st->run ? st->run : "");
 	sb_append(m, " image=");
 	fp_quote(m, st->image ? st->image : "-");
@@ -327,7 +259,7 @@ add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, con
 			sb_appendc(&all, '\n');
 		}
 		char hex[65];
-		fp_sha256_hex(all.buf, all.len, hex);
+		digest_hex(all.buf, all.len, hex);
 		sb_append(m, " env=");
 		fp_quote(m, sb_str(&names));
 		sb_appendf(m, " env-sha256=%s", hex);
@@ -427,12 +359,12 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 		sb_appendc(m, '\n');
 	}
 	sl_free(&clones);
-	fp_sha256_hex(schema.buf, schema.len, out->schema_key);
+	digest_hex(schema.buf, schema.len, out->schema_key);
 	if (out->has_fixtures) {
 		struct strbuf full = {0};
 		sb_appendf(&full, "pgstash-manifest %d\nlayer fixtures parent %s\n", FP_MANIFEST_VERSION, out->schema_key);
 		sb_appendn(&full, fixtures.buf, fixtures.len);
-		fp_sha256_hex(full.buf, full.len, out->key);
+		digest_hex(full.buf, full.len, out->key);
 		out->manifest = sb_take(&full);
 		out->schema_manifest = sb_take(&schema);
 	} else {

@@ -1,6 +1,6 @@
 /*
  * fingerprint — the cache key.  Builds the canonical, versioned manifest
- * (DESIGN.md "The manifest behind the key") from the config, the server's
+ * (README "What the key covers") from the config, the server's
  * major version and the bytes of every migration file, and hashes it.
  *
  * Not for: secrets.  Env values are hashed, the password never appears.
@@ -8,13 +8,15 @@
 #ifndef PGSTASH_FINGERPRINT_H
 #define PGSTASH_FINGERPRINT_H
 
-#include "config.h"
-#include "util.h"
-
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #define FP_MANIFEST_VERSION 1
+
+struct cfg;
+struct cfg_step;
+struct strbuf;
 
 /* One matched file of a step. */
 struct fp_file {
@@ -46,11 +48,6 @@ struct fp_result {
  */
 int fp_step_files(const struct cfg_step *step, struct fp_step_files *out);
 void fp_step_files_free(struct fp_step_files *f);
-
-/* Hex SHA-256 of a file's bytes, streamed; 0 or -1 (errno set, not logged). */
-int fp_sha256_file(const char *path, char out[65], uint64_t *bytes);
-/* Hex SHA-256 of a buffer. */
-void fp_sha256_hex(const void *data, size_t len, char out[65]);
 
 /*
  * Builds the manifest and key for `cfg` with server major `pg_major` on

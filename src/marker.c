@@ -2,6 +2,8 @@
  * marker — see marker.h.
  */
 #include "marker.h"
+#include "marker_int.h"
+#include "durable.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"
@@ -37,7 +39,7 @@ mark_write(const char *pgdata, const char *line, bool durable)
 {
 	char *p = path_join(pgdata, MARK_FILE);
 	char *text = xasprintf("%s\n", line);
-	int rc = write_file_atomic(p, text, strlen(text), 0600, durable);
+	int rc = durable_write_file(p, text, strlen(text), 0600, durable);
 	free(text);
 	free(p);
 	return rc;
@@ -92,62 +94,60 @@ mark_parse_unsynced(const char *line, char key[MARK_KEY_MAX + 1], char boot_id[M
 
 /* ---------- the lock ---------- */
 
-int
+struct lock_wait {
+	const char *pgdata;
+	bool said; /* we had to wait */
+};
+
+static void
+lock_report(void *arg, double waited, bool first)
+{
+	struct lock_wait *w = arg;
+	w->said = true;
+	if (first)
+		log_debug("PGDATA \"%s\" is locked (by its background sync, or by another start): waiting", w->pgdata);
+	else
+		log_info("waiting for another pgstash process on PGDATA \"%s\" (%.0f s)", w->pgdata, waited);
+}
+
+enum mark_lock_result
 mark_lock(const char *pgdata, long timeout_s, int *fd_out)
 {
 	*fd_out = -1;
 	int fd = open(pgdata, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		log_error("could not open PGDATA \"%s\": %s", pgdata, strerror(errno));
-		return -1;
+		return MARK_LOCK_ERROR;
 	}
+	struct lock_wait w = {.pgdata = pgdata};
 	double start = log_now();
-	double next_report = start + 10;
-	long nap_us = 1000;
-	bool said = false;
-	for (;;) {
-		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
-			break;
+	/* The usual holder is a syncer with tens of milliseconds to go: short naps first. */
+	switch (durable_flock_wait(fd, LOCK_EX, timeout_s, 1, lock_report, &w)) {
+	case DURABLE_WAIT_LOCKED:
+		break;
+	case DURABLE_WAIT_TIMEOUT:
+		close(fd);
+		return MARK_LOCK_TIMEOUT;
+	case DURABLE_WAIT_SIGNAL:
+		log_error("stopped waiting for the lock on PGDATA \"%s\": signal %d received", pgdata, (int)sig_received);
+		close(fd);
+		return MARK_LOCK_ERROR;
+	case DURABLE_WAIT_ERROR:
 		/* EBADF: NFS turns flock into a POSIX lock, which a read-only descriptor cannot take. */
 		if (errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL || errno == EBADF) {
 			log_debug("no flock on PGDATA \"%s\" (%s): its sync is not deferred", pgdata, strerror(errno));
 			close(fd);
-			return 0;
+			return MARK_LOCKED;
 		}
-		if (errno != EWOULDBLOCK && errno != EINTR) {
-			log_error("could not lock PGDATA \"%s\": %s", pgdata, strerror(errno));
-			close(fd);
-			return -1;
-		}
-		double waited = log_now() - start;
-		if (!said) {
-			log_debug("PGDATA \"%s\" is locked (by its background sync, or by another start): waiting", pgdata);
-			said = true;
-		}
-		if (timeout_s == 0 || (timeout_s > 0 && waited >= (double)timeout_s)) {
-			close(fd);
-			return 1;
-		}
-		sig_drain();
-		if (sig_received) {
-			log_error("stopped waiting for the lock on PGDATA \"%s\": signal %d received", pgdata, (int)sig_received);
-			close(fd);
-			return -1;
-		}
-		if (log_now() >= next_report) {
-			log_info("waiting for another pgstash process on PGDATA \"%s\" (%.0f s)", pgdata, waited);
-			next_report += 10;
-		}
-		/* The usual holder is a syncer with tens of milliseconds to go: short naps first. */
-		struct timespec ts = {0, nap_us * 1000};
-		nanosleep(&ts, NULL);
-		nap_us = nap_us * 2 > 100000 ? 100000 : nap_us * 2;
+		log_error("could not lock PGDATA \"%s\": %s", pgdata, strerror(errno));
+		close(fd);
+		return MARK_LOCK_ERROR;
 	}
 	double waited = log_now() - start;
-	if (said)
+	if (w.said)
 		log_debug("waited %.0f ms for the lock on PGDATA", waited * 1000.0);
 	*fd_out = fd;
-	return 0;
+	return MARK_LOCKED;
 }
 
 /* ---------- syncing ---------- */
@@ -224,60 +224,7 @@ read_at(int dir_fd)
 	return xstrdup(buf);
 }
 
-/*
- * write_file_atomic's steps, through dir_fd (the locked directory itself,
- * whatever now sits at its path) and with warnings: only the background
- * process writes this way.
- */
-static int
-write_at_durably(int dir_fd, const char *line)
-{
-	char tmp[64];
-	snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", MARK_FILE, (long)getpid());
-	char *text = xasprintf("%s\n", line);
-	size_t len = strlen(text);
-	int rc = -1;
-	int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		log_warning("could not create the marker's temp file in PGDATA: %s", strerror(errno));
-		goto cleanup;
-	}
-	size_t off = 0;
-	while (off < len) {
-		ssize_t n = write(fd, text + off, len - off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			log_warning("could not write the marker's temp file in PGDATA: %s", strerror(errno));
-			goto cleanup;
-		}
-		off += (size_t)n;
-	}
-	if (fsync(fd) != 0 || close(fd) != 0) {
-		fd = -1;
-		log_warning("could not fsync the marker's temp file in PGDATA: %s", strerror(errno));
-		goto cleanup;
-	}
-	fd = -1;
-	if (renameat(dir_fd, tmp, dir_fd, MARK_FILE) != 0) {
-		log_warning("could not rename the marker in PGDATA: %s", strerror(errno));
-		goto cleanup;
-	}
-	if (fsync(dir_fd) != 0) {
-		log_warning("could not fsync PGDATA after writing its marker: %s", strerror(errno));
-		goto cleanup;
-	}
-	rc = 0;
-cleanup:
-	if (fd >= 0)
-		close(fd);
-	if (rc != 0)
-		unlinkat(dir_fd, tmp, 0);
-	free(text);
-	return rc;
-}
-
-int
+enum mark_confirm_result
 mark_confirm(int dir_fd, const char *expect, const char *key)
 {
 	const char *what = NULL;
@@ -285,20 +232,24 @@ mark_confirm(int dir_fd, const char *expect, const char *key)
 		log_warning("background sync: could not %s PGDATA: %s; its marker stays \"unsynced\" (a start after a "
 		            "reboot rebuilds it)",
 		            what, strerror(errno));
-		return -1;
+		return MARK_CONFIRM_FAILED;
 	}
 	/* Someone may have replaced PGDATA meanwhile (a start that did not wait for the lock: no flock). */
 	char *now = read_at(dir_fd);
 	bool same = now && strcmp(now, expect) == 0;
 	free(now);
 	if (!same)
-		return 1;
-	if (write_at_durably(dir_fd, key) != 0) {
+		return MARK_CONFIRM_CHANGED;
+	/* Through dir_fd: the locked directory itself, whatever now sits at its path. */
+	char *line = xasprintf("%s\n", key);
+	int rc = durable_write_at(dir_fd, "PGDATA", MARK_FILE, line, strlen(line), 0600, true);
+	free(line);
+	if (rc != 0) {
 		log_warning("background sync: PGDATA is on disk, but its marker stays \"unsynced\" (a start after a "
 		            "reboot rebuilds it)");
-		return -1;
+		return MARK_CONFIRM_FAILED;
 	}
-	return 0;
+	return MARK_CONFIRMED;
 }
 
 /* ---------- the background process ---------- */
@@ -356,11 +307,11 @@ syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr)
 	close_other_fds(dir_fd);
 
 	double t0 = log_now();
-	int r = mark_confirm(dir_fd, expect, key);
-	if (r == 0)
+	enum mark_confirm_result r = mark_confirm(dir_fd, expect, key);
+	if (r == MARK_CONFIRMED)
 		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms: its marker is final", (long)getpid(),
 		          (log_now() - t0) * 1000.0);
-	else if (r == 1)
+	else if (r == MARK_CONFIRM_CHANGED)
 		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms; its marker changed meanwhile, so it is "
 		          "left alone",
 		          (long)getpid(), (log_now() - t0) * 1000.0);

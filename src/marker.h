@@ -56,12 +56,18 @@ bool mark_parse_unsynced(const char *line, char key[MARK_KEY_MAX + 1], char boot
 /*
  * Takes the exclusive flock on directory `pgdata`, waiting for its holder (a
  * background syncer, another start) up to timeout_s seconds (< 0: no limit),
- * with a progress line every 10 s.  Returns 0 with *fd_out set (O_CLOEXEC;
- * release it with close(), never LOCK_UN: a syncer may share it), 1 on
- * timeout, -1 on a signal or an error (logged).  A file system without flock
- * gives 0 with *fd_out = -1: then mark_finish syncs before it returns.
+ * with a progress line every 10 s.  MARK_LOCKED with *fd_out set
+ * (O_CLOEXEC; release it with close(), never LOCK_UN: a syncer may share it),
+ * MARK_LOCK_TIMEOUT, or MARK_LOCK_ERROR on a signal or an error (logged).  A
+ * file system without flock gives MARK_LOCKED with *fd_out = -1: then
+ * mark_finish syncs before it returns.
  */
-int mark_lock(const char *pgdata, long timeout_s, int *fd_out);
+enum mark_lock_result {
+	MARK_LOCK_ERROR = -1,
+	MARK_LOCKED = 0,
+	MARK_LOCK_TIMEOUT = 1,
+};
+enum mark_lock_result mark_lock(const char *pgdata, long timeout_s, int *fd_out);
 
 /*
  * syncfs() of the file system holding PGDATA, and of pg_wal's when pg_wal is
@@ -81,13 +87,5 @@ int mark_sync(const char *pgdata);
  * could be written.
  */
 int mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr);
-
-/*
- * The background process's work, on directory descriptor dir_fd: syncs, then
- * replaces the marker with `key` durably if it still says `expect`.  0 done,
- * 1 the marker says something else (left alone), -1 failure (a warning).
- * Exposed for tests.
- */
-int mark_confirm(int dir_fd, const char *expect, const char *key);
 
 #endif

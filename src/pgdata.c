@@ -123,11 +123,11 @@ ensure_dir(const char *dir)
 static int
 take_lock(struct pgdata *pd)
 {
-	int lr = mark_lock(pd->dir, pd->lock_timeout, &pd->lock);
-	if (lr == 1)
+	enum mark_lock_result lr = mark_lock(pd->dir, pd->lock_timeout, &pd->lock);
+	if (lr == MARK_LOCK_TIMEOUT)
 		log_error("PGDATA \"%s\" is locked by another pgstash process for more than %ld s", pd->dir,
 		          pd->lock_timeout);
-	return lr == 0 ? 0 : -1;
+	return lr == MARK_LOCKED ? 0 : -1;
 }
 
 /*

@@ -1,23 +1,21 @@
 /*
  * remote — see remote.h.
  *
- * One `struct s3` per public call: the parsed URL, the signing parameters and
- * a curl multi handle (its connection cache serves the call's requests).
- * One `struct req` per HTTP exchange; s3_perform drives it, polling the
- * signal descriptor alongside, and retries what S3 asks clients to retry.
+ * One `struct conn` per public call: where pgstash's objects live in the
+ * bucket and an S3 session (s3.h) whose connection cache serves the call's
+ * requests.
  */
 #include "remote.h"
 #include "config.h"
+#include "s3.h"
+#include "digest.h"
+#include "durable.h"
+#include "entry.h"
 #include "log.h"
 #include "sig.h"
-#include "snapshot.h"
-#include "store.h"
 #include "util.h"
 
-#include <cJSON.h>
 #include <curl/curl.h>
-#include <ini.h>
-#include <openssl/evp.h>
 
 #include <ctype.h>
 #include <errno.h>
@@ -34,14 +32,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define POLL_MS 200
-/* Connecting never waits longer than this, whatever timeout_s says. */
-#define CONNECT_TIMEOUT_MAX_S 10L
-/* An answer kept in memory (a meta, an XML document) larger than this is refused. */
-#define BODY_MAX_BYTES (4u * 1024 * 1024)
-/* A meta or a lease larger than this is not one of ours. */
-#define META_MAX_BYTES (1u * 1024 * 1024)
-#define ATTEMPTS 3
 #define MAX_PARTS 10000
 #define WAIT_POLL_S 2.0
 #define WAIT_REPORT_S 30.0
@@ -98,352 +88,37 @@ remote_parse_url(const char *url, char **bucket, char **prefix)
 	return 0;
 }
 
-char *
-remote_uri_encode(const char *s, bool keep_slash)
-{
-	static const char hex[] = "0123456789ABCDEF";
-	struct strbuf sb = {0};
-
-	sb_append(&sb, "");
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~' || (keep_slash && *p == '/')) {
-			sb_appendc(&sb, (char)*p);
-		} else {
-			sb_appendc(&sb, '%');
-			sb_appendc(&sb, hex[*p >> 4]);
-			sb_appendc(&sb, hex[*p & 15]);
-		}
-	}
-	return sb_take(&sb);
-}
-
-static void
-utf8_append(struct strbuf *sb, unsigned long cp)
-{
-	if (cp < 0x80) {
-		sb_appendc(sb, (char)cp);
-	} else if (cp < 0x800) {
-		sb_appendc(sb, (char)(0xc0 | (cp >> 6)));
-		sb_appendc(sb, (char)(0x80 | (cp & 0x3f)));
-	} else if (cp < 0x10000) {
-		sb_appendc(sb, (char)(0xe0 | (cp >> 12)));
-		sb_appendc(sb, (char)(0x80 | ((cp >> 6) & 0x3f)));
-		sb_appendc(sb, (char)(0x80 | (cp & 0x3f)));
-	} else {
-		sb_appendc(sb, (char)(0xf0 | (cp >> 18)));
-		sb_appendc(sb, (char)(0x80 | ((cp >> 12) & 0x3f)));
-		sb_appendc(sb, (char)(0x80 | ((cp >> 6) & 0x3f)));
-		sb_appendc(sb, (char)(0x80 | (cp & 0x3f)));
-	}
-}
-
-/* Decodes XML character data [p, end); NULL when an entity is malformed or yields NUL. */
-static char *
-xml_decode(const char *p, const char *end)
-{
-	static const struct {
-		const char *name;
-		char c;
-	} named[] = {{"lt;", '<'}, {"gt;", '>'}, {"amp;", '&'}, {"quot;", '"'}, {"apos;", '\''}};
-	struct strbuf sb = {0};
-
-	sb_append(&sb, "");
-	while (p < end) {
-		if (*p == '\0')
-			goto bad;
-		if (*p != '&') {
-			sb_appendc(&sb, *p++);
-			continue;
-		}
-		p++;
-		size_t i;
-		for (i = 0; i < sizeof(named) / sizeof(named[0]); i++) {
-			size_t l = strlen(named[i].name);
-			if ((size_t)(end - p) >= l && memcmp(p, named[i].name, l) == 0) {
-				sb_appendc(&sb, named[i].c);
-				p += l;
-				break;
-			}
-		}
-		if (i < sizeof(named) / sizeof(named[0]))
-			continue;
-		if (p >= end || *p != '#')
-			goto bad;
-		p++;
-		int base = 10;
-		if (p < end && (*p == 'x' || *p == 'X')) {
-			base = 16;
-			p++;
-		}
-		unsigned long cp = 0;
-		int digits = 0;
-		while (p < end && *p != ';') {
-			int v;
-			if (*p >= '0' && *p <= '9')
-				v = *p - '0';
-			else if (base == 16 && *p >= 'a' && *p <= 'f')
-				v = *p - 'a' + 10;
-			else if (base == 16 && *p >= 'A' && *p <= 'F')
-				v = *p - 'A' + 10;
-			else
-				goto bad;
-			cp = cp * (unsigned long)base + (unsigned long)v;
-			if (++digits > 8 || cp > 0x10ffff)
-				goto bad;
-			p++;
-		}
-		if (p >= end || digits == 0 || cp == 0 || (cp >= 0xd800 && cp <= 0xdfff))
-			goto bad;
-		p++; /* ';' */
-		utf8_append(&sb, cp);
-	}
-	return sb_take(&sb);
-bad:
-	sb_free(&sb);
-	return NULL;
-}
-
-/*
- * Finds the first element <tag> in [p, end): *ib and *ie bound its content.
- * Returns the position after its end tag, or NULL.  S3's documents never nest
- * an element in one of the same name, so the first end tag is the one.
- */
-static const char *
-xml_find(const char *p, const char *end, const char *tag, const char **ib, const char **ie)
-{
-	size_t tl = strlen(tag);
-
-	while (p < end) {
-		const char *lt = memchr(p, '<', (size_t)(end - p));
-		if (!lt)
-			return NULL;
-		const char *name = lt + 1;
-		if ((size_t)(end - name) > tl && memcmp(name, tag, tl) == 0) {
-			const char *after = name + tl;
-			if (*after == '>' || *after == ' ' || *after == '\t' || *after == '\r' || *after == '\n' ||
-			    *after == '/') {
-				const char *gt = memchr(after, '>', (size_t)(end - after));
-				if (!gt)
-					return NULL;
-				if (gt[-1] == '/') { /* <tag/> or <tag a="b"/> */
-					*ib = *ie = gt + 1;
-					return gt + 1;
-				}
-				const char *c = gt + 1;
-				while (c < end) {
-					const char *l2 = memchr(c, '<', (size_t)(end - c));
-					if (!l2)
-						return NULL;
-					if ((size_t)(end - l2) >= tl + 3 && l2[1] == '/' && memcmp(l2 + 2, tag, tl) == 0 &&
-					    l2[2 + tl] == '>') {
-						*ib = gt + 1;
-						*ie = l2;
-						return l2 + tl + 3;
-					}
-					c = l2 + 1;
-				}
-				return NULL;
-			}
-		}
-		p = lt + 1;
-	}
-	return NULL;
-}
-
-char *
-remote_xml_text(const char *xml, size_t len, const char *tag)
-{
-	const char *b, *e;
-	if (!xml || !xml_find(xml, xml + len, tag, &b, &e))
-		return NULL;
-	return xml_decode(b, e);
-}
-
-int64_t
-remote_parse_time(const char *iso)
-{
-	int y, mo, d, h, mi, s, n = 0;
-	struct tm tm = {0};
-
-	if (!iso || sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &s, &n) != 6 || n != 19)
-		return -1;
-	const char *rest = iso + n;
-	if (*rest == '.') {
-		rest++;
-		if (!isdigit((unsigned char)*rest))
-			return -1;
-		while (isdigit((unsigned char)*rest))
-			rest++;
-	}
-	if (strcmp(rest, "Z") != 0 && strcmp(rest, "+00:00") != 0)
-		return -1;
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60)
-		return -1;
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = s;
-	time_t t = timegm(&tm);
-	return t == (time_t)-1 ? -1 : (int64_t)t;
-}
-
-static int
-parse_u64_str(const char *s, uint64_t *out)
-{
-	if (!s || !*s || !isdigit((unsigned char)*s))
-		return -1;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno || *end)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-void
-remote_objects_free(struct remote_object *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i].name);
-	free(v);
-}
-
-int
-remote_parse_list(const char *xml, size_t len, struct remote_object **v, size_t *n, bool *truncated,
-                  char **next_token)
-{
-	const char *end = xml + len, *b, *e;
-
-	free(*next_token);
-	*next_token = NULL;
-	*truncated = false;
-	if (!xml_find(xml, end, "ListBucketResult", &b, &e))
-		return -1;
-	end = e;
-	char *tr = remote_xml_text(b, (size_t)(e - b), "IsTruncated");
-	*truncated = tr && strcmp(tr, "true") == 0;
-	free(tr);
-	if (*truncated) {
-		*next_token = remote_xml_text(b, (size_t)(e - b), "NextContinuationToken");
-		if (!*next_token || !**next_token)
-			return -1; /* a truncated page without a token would loop forever */
-	}
-	const char *p = b, *cb, *ce;
-	while ((p = xml_find(p, end, "Contents", &cb, &ce)) != NULL) {
-		size_t cl = (size_t)(ce - cb);
-		char *name = remote_xml_text(cb, cl, "Key");
-		char *size = remote_xml_text(cb, cl, "Size");
-		char *mod = remote_xml_text(cb, cl, "LastModified");
-		uint64_t sz;
-		int64_t mt = remote_parse_time(mod);
-		int ok = name && *name && parse_u64_str(size, &sz) == 0 && mt >= 0;
-		if (ok) {
-			*v = xrealloc(*v, (*n + 1) * sizeof(**v));
-			(*v)[*n] = (struct remote_object){.name = name, .size = sz, .mtime = mt};
-			(*n)++;
-			name = NULL;
-		}
-		free(name);
-		free(size);
-		free(mod);
-		if (!ok)
-			return -1;
-	}
-	return 0;
-}
-
 /* --------------------------------------------------------------- meta text */
 
-static const struct {
-	const char *name;
-	enum cfg_compression comp;
-} comps[] = {{"zstd", CFG_COMP_ZSTD}, {"gzip", CFG_COMP_GZIP}, {"none", CFG_COMP_NONE}};
-
-enum { MI_KEY = 1, MI_SHA = 2, MI_BYTES = 4, MI_COMP = 8 };
-
-struct mi_parse {
-	struct remote_meta_info *mi;
-	unsigned seen;
-	char why[120];
-};
-
+/*
+ * Parses a downloaded or to-be-uploaded meta (entry.h's format) for what a
+ * transfer needs.  0, or -1 with why filled (no key comparison here).
+ */
 static int
-mi_handler(void *user, const char *section, const char *name, const char *value)
+meta_parse(const char *text, size_t len, struct entry_meta *mi, char *why, size_t why_len)
 {
-	struct mi_parse *p = user;
-	struct remote_meta_info *mi = p->mi;
-	unsigned bit;
-
-	if (*section) {
-		snprintf(p->why, sizeof(p->why), "unexpected section");
-		return 0;
-	}
-	if (strcmp(name, "key") == 0) {
-		bit = MI_KEY;
-		if (!store_key_valid(value)) {
-			snprintf(p->why, sizeof(p->why), "bad key");
-			return 0;
-		}
-		memcpy(mi->key, value, 65);
-	} else if (strcmp(name, "archive_sha256") == 0) {
-		bit = MI_SHA;
-		if (!store_key_valid(value)) { /* the same shape: 64 lowercase hex digits */
-			snprintf(p->why, sizeof(p->why), "bad archive_sha256");
-			return 0;
-		}
-		memcpy(mi->archive_sha256, value, 65);
-	} else if (strcmp(name, "archive_bytes") == 0) {
-		bit = MI_BYTES;
-		if (parse_u64_str(value, &mi->archive_bytes) != 0) {
-			snprintf(p->why, sizeof(p->why), "bad archive_bytes");
-			return 0;
-		}
-	} else if (strcmp(name, "compression") == 0) {
-		bit = MI_COMP;
-		size_t i;
-		for (i = 0; i < sizeof(comps) / sizeof(comps[0]); i++)
-			if (strcmp(value, comps[i].name) == 0)
-				break;
-		if (i == sizeof(comps) / sizeof(comps[0])) {
-			snprintf(p->why, sizeof(p->why), "bad compression");
-			return 0;
-		}
-		snprintf(mi->compression, sizeof(mi->compression), "%s", comps[i].name);
-		mi->suffix = snap_suffix(comps[i].comp);
-	} else {
-		return 1;
-	}
-	if (p->seen & bit) {
-		snprintf(p->why, sizeof(p->why), "duplicate %s", name);
-		return 0;
-	}
-	p->seen |= bit;
-	return 1;
-}
-
-int
-remote_meta_parse(const char *text, size_t len, struct remote_meta_info *mi, char *why, size_t why_len)
-{
-	struct mi_parse p = {.mi = mi};
+	char reason[160];
+	int line;
 
 	memset(mi, 0, sizeof(*mi));
-	if (len > META_MAX_BYTES || memchr(text, '\0', len) || strlen(text) != len) {
+	if (len > ENTRY_META_MAX_BYTES || strlen(text) != len) {
 		snprintf(why, why_len, "not a meta (binary or too large)");
 		return -1;
 	}
-	int line = ini_parse_string(text, mi_handler, &p);
-	if (line != 0) {
-		snprintf(why, why_len, "line %d: %s", line, p.why[0] ? p.why : "syntax error");
+	switch (entry_meta_parse(text, len, ENTRY_F_DOWNLOAD, mi, &line, reason, sizeof(reason))) {
+	case ENTRY_PARSE_OK:
+		return 0;
+	case ENTRY_PARSE_BINARY:
+		snprintf(why, why_len, "%s", reason);
 		return -1;
-	}
-	if (p.seen != (MI_KEY | MI_SHA | MI_BYTES | MI_COMP)) {
+	case ENTRY_PARSE_SYNTAX:
+		snprintf(why, why_len, "line %d: %s", line, reason);
+		return -1;
+	case ENTRY_PARSE_MISSING:
 		snprintf(why, why_len, "lacks key, archive_sha256, archive_bytes or compression");
 		return -1;
 	}
-	return 0;
+	return -1;
 }
 
 /* ------------------------------------------------------------ configuration */
@@ -552,148 +227,62 @@ remote_cfg_free(struct remote_cfg *rc)
 
 /* ------------------------------------------------------------- the client */
 
-struct s3 {
+/* A remote session: the S3 client and where pgstash's objects live in the bucket. */
+struct conn {
+	struct s3 s3;
 	const struct remote_cfg *rc;
 	char *bucket;
 	char *prefix;   /* "" or "a/b" */
-	char *base;     /* URL up to and without the object path: ".../bucket" or "https://bucket.host" */
-	char *sigv4;    /* "aws:amz:REGION:s3" */
 	char *dir;      /* object name prefix of the entries: "a/b/pgstash-v1/" */
-	long timeout_s;
-	CURLM *multi;
-	bool global;    /* curl_global_init done */
-};
-
-enum outcome {
-	OUT_OK,      /* an HTTP answer arrived (any status) */
-	OUT_FAILED,  /* transport error: rq->errbuf / rq->result */
-	OUT_SIGNAL,  /* a terminating signal arrived first */
-	OUT_TIMEOUT, /* the deadline or the stall limit passed first */
-	OUT_LOCAL,   /* our side failed (writing the download); logged */
-};
-
-struct req {
-	/* the request */
-	const char *method;         /* GET HEAD PUT POST DELETE */
-	const char *object;         /* object name (unencoded); NULL: the bucket */
-	const char *query;          /* canonical query (sorted, encoded), without '?'; NULL: none */
-	const char *hdr[4];         /* extra "Name: value" lines (signed too), NULL-terminated */
-	const char *body;           /* memory body (PUT/POST); body_len bytes */
-	size_t body_len;
-	int body_fd;                /* >= 0: the body is body_size bytes of this file from body_off */
-	uint64_t body_off;
-	uint64_t body_size;
-	const char *payload_sha;    /* hex digest of the body; NULL: computed from the memory body */
-	bool stream;                /* a long transfer: a stall limit instead of a deadline */
-	bool cleanup;               /* not cut short by a signal (aborting an upload), short deadline */
-	/* a 200 answer goes to out_fd (digested into out_md) instead of memory, at most out_max bytes */
-	int out_fd;
-	const char *out_name;
-	EVP_MD_CTX *out_md;
-	uint64_t out_max;
-
-	/* the answer */
-	enum outcome outcome;
-	long status;
-	struct strbuf resp;
-	uint64_t out_bytes;
-	bool out_overflow;
-	int out_errno;
-	char *etag;
-	char *last_modified;
-	CURLcode result;
-	char errbuf[CURL_ERROR_SIZE];
-
-	/* in flight */
-	uint64_t sent;
-	CURL *easy;
-	struct curl_slist *headers;
-	char *url;
 };
 
 static void
-req_reset_answer(struct req *rq)
+conn_close(struct conn *c)
 {
-	rq->outcome = OUT_FAILED;
-	rq->status = 0;
-	sb_free(&rq->resp);
-	rq->out_bytes = 0;
-	rq->out_overflow = false;
-	rq->out_errno = 0;
-	free(rq->etag);
-	free(rq->last_modified);
-	rq->etag = rq->last_modified = NULL;
-	rq->result = CURLE_OK;
-	rq->errbuf[0] = '\0';
-	rq->sent = 0;
-}
-
-static void
-req_free(struct req *rq)
-{
-	sb_free(&rq->resp);
-	free(rq->etag);
-	free(rq->last_modified);
-	rq->etag = rq->last_modified = NULL;
-}
-
-static void
-s3_close(struct s3 *s)
-{
-	if (s->multi)
-		curl_multi_cleanup(s->multi);
-	if (s->global)
-		curl_global_cleanup();
-	free(s->bucket);
-	free(s->prefix);
-	free(s->base);
-	free(s->sigv4);
-	free(s->dir);
-	memset(s, 0, sizeof(*s));
+	s3_close(&c->s3);
+	free(c->bucket);
+	free(c->prefix);
+	free(c->dir);
+	memset(c, 0, sizeof(*c));
 }
 
 /* 0, or -1 (logged as a warning). */
 static int
-s3_open(struct s3 *s, const struct remote_cfg *rc)
+conn_open(struct conn *c, const struct remote_cfg *rc)
 {
 	struct endpoint ep;
 	const char *why = "";
 
-	memset(s, 0, sizeof(*s));
-	s->rc = rc;
-	s->timeout_s = timeout_of(rc);
+	memset(c, 0, sizeof(*c));
+	c->rc = rc;
 	if (!remote_enabled(rc)) {
 		log_warning("no remote configured");
 		return -1;
 	}
-	if (remote_parse_url(rc->url, &s->bucket, &s->prefix) != 0) {
+	if (remote_parse_url(rc->url, &c->bucket, &c->prefix) != 0) {
 		log_warning("remote url \"%s\" is not s3://BUCKET[/PREFIX]", rc->url);
 		return -1;
 	}
 	if (endpoint_parse(rc, &ep, &why) != 0) {
 		log_warning("remote endpoint \"%s\": %s", rc->endpoint ? rc->endpoint : "", why);
-		s3_close(s);
+		conn_close(c);
 		return -1;
 	}
 	char *port = ep.port ? xasprintf(":%s", ep.port) : xstrdup("");
+	char *base;
 	if (rc->path_style)
-		s->base = xasprintf("%s://%s%s/%s", ep.scheme, ep.host, port, s->bucket);
+		base = xasprintf("%s://%s%s/%s", ep.scheme, ep.host, port, c->bucket);
 	else
-		s->base = xasprintf("%s://%s.%s%s", ep.scheme, s->bucket, ep.host, port);
+		base = xasprintf("%s://%s.%s%s", ep.scheme, c->bucket, ep.host, port);
 	free(port);
 	endpoint_free(&ep);
-	s->sigv4 = xasprintf("aws:amz:%s:s3", region_of(rc));
-	s->dir = s->prefix[0] ? xasprintf("%s/%s/", s->prefix, STORE_DIR_NAME) : xasprintf("%s/", STORE_DIR_NAME);
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-		log_warning("could not initialise libcurl");
-		s3_close(s);
-		return -1;
-	}
-	s->global = true;
-	s->multi = curl_multi_init();
-	if (!s->multi) {
-		log_warning("could not initialise libcurl");
-		s3_close(s);
+	c->dir = c->prefix[0] ? xasprintf("%s/%s/", c->prefix, STORE_DIR_NAME) : xasprintf("%s/", STORE_DIR_NAME);
+	struct s3_target t = {.label = rc->url, .base = base, .region = region_of(rc), .access_key = rc->access_key,
+	                      .secret_key = rc->secret_key, .timeout_s = timeout_of(rc)};
+	int rc_open = s3_open(&c->s3, &t);
+	free(base);
+	if (rc_open != 0) {
+		conn_close(c);
 		return -1;
 	}
 	return 0;
@@ -701,592 +290,118 @@ s3_open(struct s3 *s, const struct remote_cfg *rc)
 
 /* "a/b/pgstash-v1/<key><suffix>"; caller frees. */
 static char *
-obj_name(const struct s3 *s, const char *key, const char *suffix)
+obj_name(const struct conn *s, const char *key, const char *suffix)
 {
 	return xasprintf("%s%s%s", s->dir, key, suffix);
 }
 
-static size_t
-on_read(char *buf, size_t size, size_t nitems, void *userdata)
-{
-	struct req *rq = userdata;
-	size_t want = size * nitems;
-
-	if (rq->body_fd >= 0) {
-		uint64_t left = rq->body_size - rq->sent;
-		if (want > left)
-			want = (size_t)left;
-		if (want == 0)
-			return 0;
-		ssize_t n;
-		do
-			n = pread(rq->body_fd, buf, want, (off_t)(rq->body_off + rq->sent));
-		while (n < 0 && errno == EINTR);
-		if (n <= 0) {
-			rq->out_errno = n < 0 ? errno : EIO;
-			return CURL_READFUNC_ABORT;
-		}
-		rq->sent += (uint64_t)n;
-		return (size_t)n;
-	}
-	size_t left = rq->body_len - (size_t)rq->sent;
-	if (want > left)
-		want = left;
-	memcpy(buf, rq->body + rq->sent, want);
-	rq->sent += want;
-	return want;
-}
-
-static int
-on_seek(void *userdata, curl_off_t offset, int origin)
-{
-	struct req *rq = userdata;
-	uint64_t size = rq->body_fd >= 0 ? rq->body_size : rq->body_len;
-
-	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > size)
-		return CURL_SEEKFUNC_FAIL;
-	rq->sent = (uint64_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static size_t
-on_write(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	struct req *rq = userdata;
-	size_t n = size * nmemb;
-	long status = 0;
-
-	curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &status);
-	if (rq->out_fd >= 0 && status == 200) {
-		if (rq->out_bytes + n > rq->out_max) {
-			rq->out_overflow = true;
-			return 0; /* CURLE_WRITE_ERROR */
-		}
-		const char *p = ptr;
-		size_t left = n;
-		while (left > 0) {
-			ssize_t w = write(rq->out_fd, p, left);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0) {
-				rq->out_errno = errno;
-				return 0;
-			}
-			p += w;
-			left -= (size_t)w;
-		}
-		if (rq->out_md && EVP_DigestUpdate(rq->out_md, ptr, n) != 1) {
-			rq->out_errno = EIO;
-			return 0;
-		}
-		rq->out_bytes += n;
-		return n;
-	}
-	if (rq->resp.len + n > BODY_MAX_BYTES) {
-		rq->out_overflow = true;
-		return 0;
-	}
-	sb_appendn(&rq->resp, ptr, n);
-	return n;
-}
-
-static char *
-header_value(const char *ptr, size_t n, const char *name)
-{
-	size_t nl = strlen(name);
-	if (n <= nl || strncasecmp(ptr, name, nl) != 0 || ptr[nl] != ':')
-		return NULL;
-	const char *v = ptr + nl + 1, *end = ptr + n;
-	while (v < end && (*v == ' ' || *v == '\t'))
-		v++;
-	while (end > v && isspace((unsigned char)end[-1]))
-		end--;
-	return xasprintf("%.*s", (int)(end - v), v);
-}
-
-static size_t
-on_header(char *ptr, size_t size, size_t nmemb, void *userdata)
-{
-	struct req *rq = userdata;
-	size_t n = size * nmemb;
-	char *v;
-
-	if (n > 5 && strncmp(ptr, "HTTP/", 5) == 0) {
-		/* A new answer (after a 100 Continue): forget the last one's headers. */
-		free(rq->etag);
-		free(rq->last_modified);
-		rq->etag = rq->last_modified = NULL;
-	} else if ((v = header_value(ptr, n, "etag")) != NULL) {
-		free(rq->etag);
-		rq->etag = v;
-	} else if ((v = header_value(ptr, n, "last-modified")) != NULL) {
-		free(rq->last_modified);
-		rq->last_modified = v;
-	}
-	return n;
-}
-
-static void
-req_end(struct s3 *s, struct req *rq)
-{
-	if (rq->easy) {
-		curl_multi_remove_handle(s->multi, rq->easy);
-		curl_easy_cleanup(rq->easy);
-		rq->easy = NULL;
-	}
-	curl_slist_free_all(rq->headers);
-	rq->headers = NULL;
-	free(rq->url);
-	rq->url = NULL;
-}
-
-static void
-sha256_hex(const void *data, size_t len, char out[65])
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0;
-	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) {
-		log_error("SHA-256 failed");
-		abort();
-	}
-	hex_encode(md, 32, out);
-}
-
-/* Puts rq in flight; 0, or -1 (rq->outcome OUT_FAILED with errbuf set). */
-static int
-req_begin(struct s3 *s, struct req *rq)
-{
-	char sha[65];
-	const char *payload = rq->payload_sha;
-	CURL *easy;
-
-	req_reset_answer(rq);
-	easy = rq->easy = curl_easy_init();
-	if (!easy) {
-		snprintf(rq->errbuf, sizeof(rq->errbuf), "could not initialise libcurl");
-		return -1;
-	}
-	char *path = remote_uri_encode(rq->object ? rq->object : "", true);
-	rq->url = xasprintf("%s/%s%s%s", s->base, path, rq->query ? "?" : "", rq->query ? rq->query : "");
-	free(path);
-	curl_easy_setopt(easy, CURLOPT_URL, rq->url);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, rq->errbuf);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, rq);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "pgstash");
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(easy, CURLOPT_WRITEDATA, rq);
-	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(easy, CURLOPT_HEADERDATA, rq);
-	long connect_s = s->timeout_s < CONNECT_TIMEOUT_MAX_S ? s->timeout_s : CONNECT_TIMEOUT_MAX_S;
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, connect_s);
-	if (rq->stream) {
-		/* A large transfer may take long; one that stops moving may not. */
-		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, s->timeout_s);
-	}
-	if (s->rc->access_key && s->rc->access_key[0]) {
-		curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, s->sigv4);
-		/* Separately, not as "user:secret": a ':' in a key must not split it. */
-		curl_easy_setopt(easy, CURLOPT_USERNAME, s->rc->access_key);
-		curl_easy_setopt(easy, CURLOPT_PASSWORD, s->rc->secret_key ? s->rc->secret_key : "");
-	}
-
-	bool has_body = rq->body || rq->body_fd >= 0;
-	uint64_t body_size = rq->body_fd >= 0 ? rq->body_size : rq->body_len;
-	if (!payload) {
-		sha256_hex(rq->body ? rq->body : "", rq->body ? rq->body_len : 0, sha);
-		payload = sha;
-	}
-	if (strcmp(rq->method, "HEAD") == 0) {
-		curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
-	} else if (strcmp(rq->method, "PUT") == 0) {
-		curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(has_body ? body_size : 0));
-	} else if (strcmp(rq->method, "POST") == 0) {
-		curl_easy_setopt(easy, CURLOPT_POST, 1L);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(has_body ? body_size : 0));
-	} else if (strcmp(rq->method, "GET") != 0) {
-		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, rq->method);
-	}
-	if (strcmp(rq->method, "PUT") == 0 || strcmp(rq->method, "POST") == 0) {
-		curl_easy_setopt(easy, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(easy, CURLOPT_READDATA, rq);
-		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, on_seek);
-		curl_easy_setopt(easy, CURLOPT_SEEKDATA, rq);
-		/* Otherwise curl adds an unsigned form content type to a POST. */
-		rq->headers = curl_slist_append(rq->headers, "Content-Type: application/octet-stream");
-	}
-	/*
-	 * S3 wants the payload digest with every signed request, and libcurl
-	 * 7.88 signs a streamed body as the empty string unless it is given.
-	 * No "Expect:" header to turn 100-continue off: libcurl 7.88 would
-	 * sign that empty header, which is never sent, and the signature would
-	 * not match.
-	 */
-	char *h = xasprintf("x-amz-content-sha256: %s", payload);
-	rq->headers = curl_slist_append(rq->headers, h);
-	free(h);
-	for (size_t i = 0; i < sizeof(rq->hdr) / sizeof(rq->hdr[0]) && rq->hdr[i]; i++)
-		rq->headers = curl_slist_append(rq->headers, rq->hdr[i]);
-	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, rq->headers);
-
-	if (curl_multi_add_handle(s->multi, easy) != CURLM_OK) {
-		snprintf(rq->errbuf, sizeof(rq->errbuf), "could not start a request");
-		curl_easy_cleanup(easy);
-		rq->easy = NULL;
-		return -1;
-	}
-	return 0;
-}
-
-/* Drives rq to its end; sets rq->outcome (and status when OUT_OK). */
-static void
-req_drive(struct s3 *s, struct req *rq)
-{
-	bool done = false;
-	double deadline = rq->stream ? 0 : log_now() + (double)(rq->cleanup ? 10 : s->timeout_s);
-
-	rq->outcome = OUT_FAILED;
-	for (;;) {
-		int running = 0;
-		CURLMcode mc = curl_multi_perform(s->multi, &running);
-		if (mc != CURLM_OK) {
-			snprintf(rq->errbuf, sizeof(rq->errbuf), "%s", curl_multi_strerror(mc));
-			return;
-		}
-		CURLMsg *msg;
-		int queued;
-		while ((msg = curl_multi_info_read(s->multi, &queued)) != NULL) {
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == rq->easy) {
-				done = true;
-				rq->result = msg->data.result;
-			}
-		}
-		if (done)
-			break;
-		if (!rq->cleanup) {
-			sig_drain();
-			if (sig_received) {
-				rq->outcome = OUT_SIGNAL;
-				return;
-			}
-		}
-		int wait_ms = POLL_MS;
-		if (deadline > 0) {
-			double left = deadline - log_now();
-			if (left <= 0) {
-				rq->outcome = OUT_TIMEOUT;
-				return;
-			}
-			if (left * 1000 < wait_ms)
-				wait_ms = (int)(left * 1000) + 1;
-		}
-		struct curl_waitfd extra = {.fd = sig_fd(), .events = CURL_WAIT_POLLIN};
-		unsigned n_extra = !rq->cleanup && extra.fd >= 0 ? 1 : 0;
-		mc = curl_multi_poll(s->multi, n_extra ? &extra : NULL, n_extra, wait_ms, NULL);
-		if (mc != CURLM_OK) {
-			snprintf(rq->errbuf, sizeof(rq->errbuf), "%s", curl_multi_strerror(mc));
-			return;
-		}
-	}
-	if (rq->out_errno) {
-		rq->outcome = OUT_LOCAL;
-		return;
-	}
-	if (rq->result == CURLE_OPERATION_TIMEDOUT) {
-		rq->outcome = OUT_TIMEOUT;
-		return;
-	}
-	if (rq->result != CURLE_OK && !(rq->result == CURLE_WRITE_ERROR && rq->out_overflow)) {
-		if (!rq->errbuf[0])
-			snprintf(rq->errbuf, sizeof(rq->errbuf), "%s", curl_easy_strerror(rq->result));
-		return;
-	}
-	curl_easy_getinfo(rq->easy, CURLINFO_RESPONSE_CODE, &rq->status);
-	rq->outcome = OUT_OK;
-}
-
-/* Sleeps `seconds` unless a terminating signal arrives; false then. */
-static bool
-sleep_interruptible(double seconds)
-{
-	double end = log_now() + seconds;
-	for (;;) {
-		sig_drain();
-		if (sig_received)
-			return false;
-		double left = end - log_now();
-		if (left <= 0)
-			return true;
-		struct pollfd pfd = {.fd = sig_fd(), .events = POLLIN};
-		int ms = (int)(left * 1000) + 1;
-		if (pfd.fd >= 0) {
-			poll(&pfd, 1, ms);
-		} else {
-			struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
-			nanosleep(&ts, NULL);
-		}
-	}
-}
-
-static bool
-retryable(const struct req *rq)
-{
-	if (rq->outcome == OUT_OK)
-		return rq->status == 500 || rq->status == 502 || rq->status == 503 || rq->status == 504;
-	if (rq->outcome != OUT_FAILED)
-		return false;
-	/* Not a refused or unresolvable endpoint: that costs every start its retries for nothing. */
-	switch (rq->result) {
-	case CURLE_SEND_ERROR:
-	case CURLE_RECV_ERROR:
-	case CURLE_GOT_NOTHING:
-	case CURLE_PARTIAL_FILE:
-	case CURLE_HTTP2:
-	case CURLE_HTTP2_STREAM:
-		return true;
-	default:
-		return false;
-	}
-}
-
-/*
- * One exchange with retries (up to ATTEMPTS, for 5xx answers and broken
- * connections).  A file sink is truncated and its digest restarted before a
- * retry.  Returns 0 when an answer arrived (rq->status, any), -1 otherwise
- * (rq->outcome says why).
- */
-static int
-s3_perform(struct s3 *s, struct req *rq)
-{
-	for (int attempt = 1;; attempt++) {
-		if (rq->out_fd >= 0) {
-			if (ftruncate(rq->out_fd, 0) != 0 || lseek(rq->out_fd, 0, SEEK_SET) != 0 ||
-			    (rq->out_md && EVP_DigestInit_ex(rq->out_md, EVP_sha256(), NULL) != 1)) {
-				log_warning("could not reset \"%s\": %s", rq->out_name, strerror(errno));
-				rq->outcome = OUT_LOCAL;
-				return -1;
-			}
-		}
-		if (req_begin(s, rq) == 0)
-			req_drive(s, rq);
-		req_end(s, rq);
-		if (attempt >= ATTEMPTS || !retryable(rq))
-			break;
-		log_debug("remote %s %s: %s; trying again", rq->method, rq->object ? rq->object : "/",
-		          rq->outcome == OUT_OK ? "server error" : rq->errbuf);
-		if (rq->cleanup ? false : !sleep_interruptible(0.5 * attempt)) {
-			rq->outcome = OUT_SIGNAL;
-			return -1;
-		}
-	}
-	if (rq->outcome == OUT_LOCAL && rq->out_fd >= 0)
-		log_warning("could not write \"%s\": %s", rq->out_name, strerror(rq->out_errno));
-	return rq->outcome == OUT_OK ? 0 : -1;
-}
-
-/*
- * Why rq did not succeed, for a message: S3's <Error> code and message, or
- * the transport error, or the HTTP status.  Caller frees.
- */
-static char *
-req_error(const struct s3 *s, const struct req *rq)
-{
-	switch (rq->outcome) {
-	case OUT_SIGNAL:
-		return xasprintf("interrupted by signal %d", (int)sig_received);
-	case OUT_TIMEOUT:
-		return xasprintf(rq->stream ? "no progress for %ld s" : "no answer within %ld s", s->timeout_s);
-	case OUT_FAILED:
-		return xasprintf("%s", rq->errbuf[0] ? rq->errbuf : "transfer failed");
-	case OUT_LOCAL:
-		return xasprintf("could not write \"%s\": %s", rq->out_name ? rq->out_name : "", strerror(rq->out_errno));
-	case OUT_OK:
-		break;
-	}
-	char *code = remote_xml_text(rq->resp.buf, rq->resp.len, "Code");
-	char *msg = remote_xml_text(rq->resp.buf, rq->resp.len, "Message");
-	char *out;
-	if (code && msg)
-		out = xasprintf("%s: %.300s (HTTP %ld)", code, msg, rq->status);
-	else if (code)
-		out = xasprintf("%s (HTTP %ld)", code, rq->status);
-	else if (rq->out_overflow)
-		out = xasprintf("the answer is larger than expected (HTTP %ld)", rq->status);
-	else
-		out = xasprintf("HTTP %ld", rq->status);
-	free(code);
-	free(msg);
-	return out;
-}
-
-/* Logs a failed request as a warning (a signal at info level): "remote URL: WHAT: WHY". */
-static void
-warn_req(const struct s3 *s, const struct req *rq, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
-static void
-warn_req(const struct s3 *s, const struct req *rq, const char *fmt, ...)
-{
-	char what[300];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof(what), fmt, ap);
-	va_end(ap);
-	char *why = req_error(s, rq);
-	if (rq->outcome == OUT_SIGNAL)
-		log_info("remote \"%s\": %s: %s", s->rc->url, what, why);
-	else
-		log_warning("remote \"%s\": %s: %s", s->rc->url, what, why);
-	free(why);
-}
-
-static int
-write_all_fd(int fd, const char *data, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, data, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -1;
-		data += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-/*
- * Creates dir/<key>-<6 random characters><suffix>, flocked exclusive (store.h: the sweep of
- * .tmp/ leaves locked files alone).  Returns the fd (path in *path_out) or -1
- * (logged).
- */
-static int
-tmp_create(const char *dir, const char *key, const char *suffix, char **path_out)
-{
-	/* mkostemps' template: six 'X' that it replaces. */
-	char rnd[7];
-	memset(rnd, 'X', 6);
-	rnd[6] = '\0';
-	char *path = xasprintf("%s/%s-%s%s", dir, key, rnd, suffix);
-	int fd = mkostemps(path, (int)strlen(suffix), O_CLOEXEC);
-	if (fd < 0) {
-		log_warning("could not create a temp file in \"%s\": %s", dir, strerror(errno));
-		free(path);
-		return -1;
-	}
-	if (flock(fd, LOCK_EX) != 0 || fchmod(fd, 0644) != 0) {
-		log_warning("could not lock \"%s\": %s", path, strerror(errno));
-		close(fd);
-		unlink(path);
-		free(path);
-		return -1;
-	}
-	*path_out = path;
-	return fd;
-}
-
 /* ------------------------------------------------------------------- get */
 
-int
+/*
+ * Downloads and checks the meta of `key` into mrq->resp and *mi.
+ * REMOTE_HIT: a valid meta of key; REMOTE_MISS (logged at info);
+ * REMOTE_GET_ERROR (warned).
+ */
+static enum remote_get_result
+get_meta(struct conn *s, const char *key, struct s3_req *mrq, struct entry_meta *mi)
+{
+	char why[200];
+	if (s3_perform(&s->s3, mrq) != 0) {
+		s3_warn(&s->s3, mrq, "could not look up %.12s…", key);
+		return REMOTE_GET_ERROR;
+	}
+	if (mrq->status == 404) {
+		log_info("remote miss %.12s…", key);
+		return REMOTE_MISS;
+	}
+	if (mrq->status != 200) {
+		s3_warn(&s->s3, mrq, "could not download the meta of %.12s…", key);
+		return REMOTE_GET_ERROR;
+	}
+	if (meta_parse(sb_str(&mrq->resp), mrq->resp.len, mi, why, sizeof(why)) != 0) {
+		log_warning("remote \"%s\": the meta of %.12s… is not valid: %s", s->rc->url, key, why);
+		return REMOTE_GET_ERROR;
+	}
+	if (strcmp(mi->key, key) != 0) {
+		log_warning("remote \"%s\": the meta of %.12s… names another key", s->rc->url, key);
+		return REMOTE_GET_ERROR;
+	}
+	return REMOTE_HIT;
+}
+
+/*
+ * Downloads the archive `mi` names into the flocked temp file *fd / *path
+ * (set before the transfer; the caller closes and, on failure, unlinks),
+ * digesting it on the way and checking size and SHA-256.  0, or -1 (warned).
+ */
+static int
+get_archive(struct conn *s, const char *key, const struct entry_meta *mi, const char *dir, int *fd, char **path)
+{
+	const char *suffix = entry_suffix(mi->compression);
+	*fd = durable_tmp_create(dir, key, suffix, 0644, path);
+	if (*fd < 0)
+		return -1;
+	char *aname = obj_name(s, key, suffix);
+	struct s3_req arq = {.method = "GET", .object = aname, .out_fd = *fd, .out_name = *path, .body_fd = -1,
+	                     .stream = true, .out_md = digest_new(), .out_max = mi->archive_bytes};
+	char hex[65];
+	int ret = -1;
+
+	if (s3_perform(&s->s3, &arq) != 0) {
+		if (arq.outcome != S3_OUT_LOCAL)
+			s3_warn(&s->s3, &arq, "could not download the archive of %.12s…", key);
+	} else if (arq.status != 200) {
+		s3_warn(&s->s3, &arq, "could not download the archive of %.12s…", key);
+	} else if (arq.out_overflow) {
+		log_warning("remote \"%s\": the archive of %.12s… is larger than the %" PRIu64 " bytes its meta says",
+		            s->rc->url, key, mi->archive_bytes);
+	} else if (arq.out_bytes != mi->archive_bytes) {
+		log_warning("remote \"%s\": the archive of %.12s… is %" PRIu64 " bytes, its meta says %" PRIu64,
+		            s->rc->url, key, arq.out_bytes, mi->archive_bytes);
+	} else if (digest_final(arq.out_md, hex), strcmp(hex, mi->archive_sha256) != 0) {
+		log_warning("remote \"%s\": the archive of %.12s… does not match its meta's SHA-256 (%.12s…, meta says "
+		            "%.12s…)", s->rc->url, key, hex, mi->archive_sha256);
+	} else {
+		ret = 0;
+	}
+	digest_free(arq.out_md);
+	s3_req_free(&arq);
+	free(aname);
+	return ret;
+}
+
+enum remote_get_result
 remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp, char **archive_path_out,
            char **meta_path_out)
 {
-	struct s3 s;
-	struct req mrq = {.method = "GET", .out_fd = -1, .body_fd = -1};
-	struct req arq = {.method = "GET", .out_fd = -1, .body_fd = -1, .stream = true};
-	struct remote_meta_info mi;
-	char *mname = NULL, *aname = NULL, *apath = NULL, *mpath = NULL;
-	int afd = -1, mfd = -1, ret = -1;
-	EVP_MD_CTX *md = NULL;
-	char why[200];
+	struct conn s;
+	struct s3_req mrq = {.method = "GET", .out_fd = -1, .body_fd = -1};
+	struct entry_meta mi = {0};
+	char *mname = NULL, *apath = NULL, *mpath = NULL;
+	int afd = -1, mfd = -1;
+	enum remote_get_result ret = REMOTE_GET_ERROR;
 	double t0 = log_now();
 
 	*archive_path_out = *meta_path_out = NULL;
-	if (!store_key_valid(key)) {
+	if (!entry_key_valid(key)) {
 		log_warning("remote: invalid cache key \"%s\"", key ? key : "");
-		return -1;
+		return REMOTE_GET_ERROR;
 	}
-	if (s3_open(&s, rc) != 0)
-		return -1;
+	if (conn_open(&s, rc) != 0)
+		return REMOTE_GET_ERROR;
 
 	mname = obj_name(&s, key, ".meta");
 	mrq.object = mname;
-	if (s3_perform(&s, &mrq) != 0) {
-		warn_req(&s, &mrq, "could not look up %.12s…", key);
+	ret = get_meta(&s, key, &mrq, &mi);
+	if (ret != REMOTE_HIT)
 		goto cleanup;
-	}
-	if (mrq.status == 404) {
-		log_info("remote miss %.12s…", key);
-		ret = 1;
+	ret = REMOTE_GET_ERROR;
+	if (get_archive(&s, key, &mi, local_dir_tmp, &afd, &apath) != 0)
 		goto cleanup;
-	}
-	if (mrq.status != 200) {
-		warn_req(&s, &mrq, "could not download the meta of %.12s…", key);
-		goto cleanup;
-	}
-	if (remote_meta_parse(sb_str(&mrq.resp), mrq.resp.len, &mi, why, sizeof(why)) != 0) {
-		log_warning("remote \"%s\": the meta of %.12s… is not valid: %s", rc->url, key, why);
-		goto cleanup;
-	}
-	if (strcmp(mi.key, key) != 0) {
-		log_warning("remote \"%s\": the meta of %.12s… names another key", rc->url, key);
-		goto cleanup;
-	}
-
-	afd = tmp_create(local_dir_tmp, key, mi.suffix, &apath);
-	if (afd < 0)
-		goto cleanup;
-	md = EVP_MD_CTX_new();
-	if (!md) {
-		log_warning("out of memory for a digest");
-		goto cleanup;
-	}
-	aname = obj_name(&s, key, mi.suffix);
-	arq.object = aname;
-	arq.out_fd = afd;
-	arq.out_name = apath;
-	arq.out_md = md;
-	arq.out_max = mi.archive_bytes;
-	if (s3_perform(&s, &arq) != 0) {
-		if (arq.outcome != OUT_LOCAL)
-			warn_req(&s, &arq, "could not download the archive of %.12s…", key);
-		goto cleanup;
-	}
-	if (arq.status != 200) {
-		warn_req(&s, &arq, "could not download the archive of %.12s…", key);
-		goto cleanup;
-	}
-	if (arq.out_overflow) {
-		log_warning("remote \"%s\": the archive of %.12s… is larger than the %" PRIu64 " bytes its meta says",
-		            rc->url, key, mi.archive_bytes);
-		goto cleanup;
-	}
-	if (arq.out_bytes != mi.archive_bytes) {
-		log_warning("remote \"%s\": the archive of %.12s… is %" PRIu64 " bytes, its meta says %" PRIu64,
-		            rc->url, key, arq.out_bytes, mi.archive_bytes);
-		goto cleanup;
-	}
-	unsigned char digest[EVP_MAX_MD_SIZE];
-	unsigned int dlen = 0;
-	char hex[65];
-	if (EVP_DigestFinal_ex(md, digest, &dlen) != 1 || dlen != 32) {
-		log_warning("SHA-256 failed");
-		goto cleanup;
-	}
-	hex_encode(digest, 32, hex);
-	if (strcmp(hex, mi.archive_sha256) != 0) {
-		log_warning("remote \"%s\": the archive of %.12s… does not match its meta's SHA-256 (%.12s…, meta says "
-		            "%.12s…)", rc->url, key, hex, mi.archive_sha256);
-		goto cleanup;
-	}
-
-	mfd = tmp_create(local_dir_tmp, key, ".meta", &mpath);
+	mfd = durable_tmp_create(local_dir_tmp, key, ".meta", 0644, &mpath);
 	if (mfd < 0)
 		goto cleanup;
-	if (write_all_fd(mfd, sb_str(&mrq.resp), mrq.resp.len) != 0) {
+	if (durable_write_all(mfd, sb_str(&mrq.resp), mrq.resp.len) != 0) {
 		log_warning("could not write \"%s\": %s", mpath, strerror(errno));
 		goto cleanup;
 	}
@@ -1297,7 +412,7 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 	*archive_path_out = apath;
 	*meta_path_out = mpath;
 	apath = mpath = NULL;
-	ret = 0;
+	ret = REMOTE_HIT;
 
 cleanup:
 	if (afd >= 0)
@@ -1308,84 +423,44 @@ cleanup:
 		unlink(apath);
 	if (mpath)
 		unlink(mpath);
-	EVP_MD_CTX_free(md);
-	req_free(&mrq);
-	req_free(&arq);
+	entry_meta_free(&mi);
+	s3_req_free(&mrq);
 	free(apath);
 	free(mpath);
-	free(aname);
 	free(mname);
-	s3_close(&s);
+	conn_close(&s);
 	return ret;
 }
 
 /* ------------------------------------------------------------------- put */
 
-/* SHA-256 of `len` bytes of fd from `off`, by pread; 0 or -1 (errno). */
-static int
-digest_range(int fd, uint64_t off, uint64_t len, char out[65])
-{
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	size_t cap = 1024 * 1024;
-	char *buf = xmalloc(cap);
-	unsigned char d[EVP_MAX_MD_SIZE];
-	unsigned int dl = 0;
-	int rc = -1;
-
-	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
-		goto cleanup;
-	while (len > 0) {
-		size_t want = len < cap ? (size_t)len : cap;
-		ssize_t n = pread(fd, buf, want, (off_t)off);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			goto cleanup;
-		}
-		if (EVP_DigestUpdate(md, buf, (size_t)n) != 1)
-			goto cleanup;
-		off += (uint64_t)n;
-		len -= (uint64_t)n;
-	}
-	if (EVP_DigestFinal_ex(md, d, &dl) != 1 || dl != 32)
-		goto cleanup;
-	hex_encode(d, 32, out);
-	rc = 0;
-cleanup:
-	EVP_MD_CTX_free(md);
-	free(buf);
-	return rc;
-}
-
 /* Is rq's 200 answer really an error?  CompleteMultipartUpload may say so in the body. */
 static bool
-body_is_error(const struct req *rq)
+body_is_error(const struct s3_req *rq)
 {
 	const char *b, *e;
-	return rq->resp.len > 0 && xml_find(rq->resp.buf, rq->resp.buf + rq->resp.len, "Error", &b, &e) != NULL;
+	return rq->resp.len > 0 && s3_xml_find(rq->resp.buf, rq->resp.buf + rq->resp.len, "Error", &b, &e) != NULL;
 }
 
 static void
-multipart_abort(struct s3 *s, const char *object, const char *upload_id)
+multipart_abort(struct conn *s, const char *object, const char *upload_id)
 {
-	char *id = remote_uri_encode(upload_id, false);
+	char *id = s3_uri_encode(upload_id, false);
 	char *q = xasprintf("uploadId=%s", id);
-	struct req rq = {.method = "DELETE", .object = object, .query = q, .out_fd = -1, .body_fd = -1,
+	struct s3_req rq = {.method = "DELETE", .object = object, .query = q, .out_fd = -1, .body_fd = -1,
 	                 .cleanup = true};
-	if (s3_perform(s, &rq) != 0 || (rq.status != 204 && rq.status != 200 && rq.status != 404))
-		warn_req(s, &rq, "could not abort the multipart upload of \"%s\" (a lifecycle rule removes it)",
+	if (s3_perform(&s->s3, &rq) != 0 || (rq.status != 204 && rq.status != 200 && rq.status != 404))
+		s3_warn(&s->s3, &rq, "could not abort the multipart upload of \"%s\" (a lifecycle rule removes it)",
 		         object);
-	req_free(&rq);
+	s3_req_free(&rq);
 	free(q);
 	free(id);
 }
 
 static int
-put_multipart(struct s3 *s, const char *object, int fd, uint64_t size, const char *key)
+put_multipart(struct conn *s, const char *object, int fd, uint64_t size, const char *key)
 {
-	struct req rq = {.method = "POST", .object = object, .query = "uploads=", .out_fd = -1, .body_fd = -1};
+	struct s3_req rq = {.method = "POST", .object = object, .query = "uploads=", .out_fd = -1, .body_fd = -1};
 	struct strbuf done = {0};
 	char *upload_id = NULL, *id_enc = NULL, *q = NULL;
 	uint64_t part = s->rc->part_size ? s->rc->part_size : REMOTE_PART_SIZE;
@@ -1395,16 +470,16 @@ put_multipart(struct s3 *s, const char *object, int fd, uint64_t size, const cha
 		part = REMOTE_MIN_PART_SIZE;
 	while ((size + part - 1) / part > MAX_PARTS)
 		part *= 2;
-	if (s3_perform(s, &rq) != 0 || rq.status != 200 || body_is_error(&rq)) {
-		warn_req(s, &rq, "could not start the upload of %.12s…", key);
+	if (s3_perform(&s->s3, &rq) != 0 || rq.status != 200 || body_is_error(&rq)) {
+		s3_warn(&s->s3, &rq, "could not start the upload of %.12s…", key);
 		goto cleanup;
 	}
-	upload_id = remote_xml_text(rq.resp.buf, rq.resp.len, "UploadId");
+	upload_id = s3_xml_text(rq.resp.buf, rq.resp.len, "UploadId");
 	if (!upload_id || !*upload_id) {
 		log_warning("remote \"%s\": the answer to CreateMultipartUpload has no UploadId", s->rc->url);
 		goto cleanup;
 	}
-	id_enc = remote_uri_encode(upload_id, false);
+	id_enc = s3_uri_encode(upload_id, false);
 	sb_append(&done, "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">");
 	unsigned nparts = (unsigned)((size + part - 1) / part);
 	for (unsigned i = 0; i < nparts; i++) {
@@ -1417,11 +492,11 @@ put_multipart(struct s3 *s, const char *object, int fd, uint64_t size, const cha
 		}
 		free(q);
 		q = xasprintf("partNumber=%u&uploadId=%s", i + 1, id_enc);
-		req_free(&rq);
-		rq = (struct req){.method = "PUT", .object = object, .query = q, .out_fd = -1, .body_fd = fd,
+		s3_req_free(&rq);
+		rq = (struct s3_req){.method = "PUT", .object = object, .query = q, .out_fd = -1, .body_fd = fd,
 		                  .body_off = off, .body_size = len, .payload_sha = sha, .stream = true};
-		if (s3_perform(s, &rq) != 0 || rq.status != 200 || !rq.etag || !*rq.etag) {
-			warn_req(s, &rq, "could not upload part %u of %u of %.12s…", i + 1, nparts, key);
+		if (s3_perform(&s->s3, &rq) != 0 || rq.status != 200 || !rq.etag || !*rq.etag) {
+			s3_warn(&s->s3, &rq, "could not upload part %u of %u of %.12s…", i + 1, nparts, key);
 			goto abort;
 		}
 		/* ETags are quoted; XML-escape them as S3 returns them. */
@@ -1443,12 +518,12 @@ put_multipart(struct s3 *s, const char *object, int fd, uint64_t size, const cha
 	sb_append(&done, "</CompleteMultipartUpload>");
 	free(q);
 	q = xasprintf("uploadId=%s", id_enc);
-	req_free(&rq);
-	rq = (struct req){.method = "POST", .object = object, .query = q, .out_fd = -1, .body_fd = -1,
+	s3_req_free(&rq);
+	rq = (struct s3_req){.method = "POST", .object = object, .query = q, .out_fd = -1, .body_fd = -1,
 	                  .body = done.buf, .body_len = done.len};
 	/* Completing a large upload can take S3 a while; it sends blanks meanwhile. */
-	if (s3_perform(s, &rq) != 0 || rq.status != 200 || body_is_error(&rq)) {
-		warn_req(s, &rq, "could not complete the upload of %.12s…", key);
+	if (s3_perform(&s->s3, &rq) != 0 || rq.status != 200 || body_is_error(&rq)) {
+		s3_warn(&s->s3, &rq, "could not complete the upload of %.12s…", key);
 		goto abort;
 	}
 	log_debug("remote: uploaded %.12s… in %u parts of %" PRIu64 " bytes", key, nparts, part);
@@ -1457,7 +532,7 @@ put_multipart(struct s3 *s, const char *object, int fd, uint64_t size, const cha
 abort:
 	multipart_abort(s, object, upload_id);
 cleanup:
-	req_free(&rq);
+	s3_req_free(&rq);
 	sb_free(&done);
 	free(upload_id);
 	free(id_enc);
@@ -1468,9 +543,9 @@ cleanup:
 int
 remote_put(const struct remote_cfg *rc, const char *key, const char *archive_path, const char *meta_path)
 {
-	struct s3 s;
-	struct remote_meta_info mi;
-	struct req rq = {.out_fd = -1, .body_fd = -1};
+	struct conn s;
+	struct entry_meta mi = {0};
+	struct s3_req rq = {.out_fd = -1, .body_fd = -1};
 	char *meta = NULL, *aname = NULL, *mname = NULL;
 	size_t mlen = 0;
 	int fd = -1, ret = -1;
@@ -1478,18 +553,18 @@ remote_put(const struct remote_cfg *rc, const char *key, const char *archive_pat
 	char why[200] = "";
 	double t0 = log_now();
 
-	if (!store_key_valid(key)) {
+	if (!entry_key_valid(key)) {
 		log_warning("remote: invalid cache key \"%s\"", key ? key : "");
 		return -1;
 	}
-	if (s3_open(&s, rc) != 0)
+	if (conn_open(&s, rc) != 0)
 		return -1;
 	meta = read_file(meta_path, &mlen);
 	if (!meta) {
 		log_warning("could not read \"%s\": %s", meta_path, strerror(errno));
 		goto cleanup;
 	}
-	if (remote_meta_parse(meta, mlen, &mi, why, sizeof(why)) != 0 || strcmp(mi.key, key) != 0) {
+	if (meta_parse(meta, mlen, &mi, why, sizeof(why)) != 0 || strcmp(mi.key, key) != 0) {
 		log_warning("not uploading %.12s…: \"%s\" is not its meta%s%s", key, meta_path, why[0] ? ": " : "",
 		            why);
 		goto cleanup;
@@ -1505,7 +580,7 @@ remote_put(const struct remote_cfg *rc, const char *key, const char *archive_pat
 		goto cleanup;
 	}
 
-	aname = obj_name(&s, key, mi.suffix);
+	aname = obj_name(&s, key, entry_suffix(mi.compression));
 	uint64_t threshold = rc->multipart_threshold ? rc->multipart_threshold : REMOTE_MULTIPART_THRESHOLD;
 	if (mi.archive_bytes > threshold) {
 		if (put_multipart(&s, aname, fd, mi.archive_bytes, key) != 0)
@@ -1516,20 +591,20 @@ remote_put(const struct remote_cfg *rc, const char *key, const char *archive_pat
 		 * (AWS, MinIO) refuses an archive that changed since it was
 		 * published.
 		 */
-		rq = (struct req){.method = "PUT", .object = aname, .out_fd = -1, .body_fd = fd, .body_off = 0,
+		rq = (struct s3_req){.method = "PUT", .object = aname, .out_fd = -1, .body_fd = fd, .body_off = 0,
 		                  .body_size = mi.archive_bytes, .payload_sha = mi.archive_sha256, .stream = true};
-		if (s3_perform(&s, &rq) != 0 || rq.status != 200) {
-			warn_req(&s, &rq, "could not upload the archive of %.12s…", key);
+		if (s3_perform(&s.s3, &rq) != 0 || rq.status != 200) {
+			s3_warn(&s.s3, &rq, "could not upload the archive of %.12s…", key);
 			goto cleanup;
 		}
-		req_free(&rq);
+		s3_req_free(&rq);
 	}
 	/* The meta last: a reader must never find a meta whose archive is not there yet. */
 	mname = obj_name(&s, key, ".meta");
-	rq = (struct req){.method = "PUT", .object = mname, .out_fd = -1, .body_fd = -1, .body = meta,
+	rq = (struct s3_req){.method = "PUT", .object = mname, .out_fd = -1, .body_fd = -1, .body = meta,
 	                  .body_len = mlen};
-	if (s3_perform(&s, &rq) != 0 || rq.status != 200) {
-		warn_req(&s, &rq, "could not upload the meta of %.12s…", key);
+	if (s3_perform(&s.s3, &rq) != 0 || rq.status != 200) {
+		s3_warn(&s.s3, &rq, "could not upload the meta of %.12s…", key);
 		goto cleanup;
 	}
 	char b[32];
@@ -1540,11 +615,12 @@ cleanup:
 		log_warning("remote: %.12s… not uploaded; the local cache has it", key);
 	if (fd >= 0)
 		close(fd);
-	req_free(&rq);
+	entry_meta_free(&mi);
+	s3_req_free(&rq);
 	free(meta);
 	free(aname);
 	free(mname);
-	s3_close(&s);
+	conn_close(&s);
 	return ret;
 }
 
@@ -1613,16 +689,16 @@ owner_ok(const char *owner)
  * none, -1 on error (warned).  `cleanup`: not cut short by a signal.
  */
 static int
-lease_read(struct s3 *s, const char *object, struct lease *l, char **etag, bool cleanup)
+lease_read(struct conn *s, const char *object, struct lease *l, char **etag, bool cleanup)
 {
-	struct req rq = {.method = "GET", .object = object, .out_fd = -1, .body_fd = -1, .cleanup = cleanup};
+	struct s3_req rq = {.method = "GET", .object = object, .out_fd = -1, .body_fd = -1, .cleanup = cleanup};
 	int ret = -1;
 
 	memset(l, 0, sizeof(*l));
 	if (etag)
 		*etag = NULL;
-	if (s3_perform(s, &rq) != 0 || (rq.status != 200 && rq.status != 404)) {
-		warn_req(s, &rq, "could not read lease \"%s\"", object);
+	if (s3_perform(&s->s3, &rq) != 0 || (rq.status != 200 && rq.status != 404)) {
+		s3_warn(&s->s3, &rq, "could not read lease \"%s\"", object);
 	} else if (rq.status == 404) {
 		ret = 1;
 	} else {
@@ -1631,7 +707,7 @@ lease_read(struct s3 *s, const char *object, struct lease *l, char **etag, bool 
 			*etag = xstrdup(rq.etag);
 		ret = 0;
 	}
-	req_free(&rq);
+	s3_req_free(&rq);
 	return ret;
 }
 
@@ -1641,15 +717,15 @@ lease_read(struct s3 *s, const char *object, struct lease *l, char **etag, bool 
  * implement the condition, -1 error (warned).
  */
 static int
-lease_write(struct s3 *s, const char *object, const char *text, const char *condition)
+lease_write(struct conn *s, const char *object, const char *text, const char *condition)
 {
-	struct req rq = {.method = "PUT", .object = object, .out_fd = -1, .body_fd = -1, .body = text,
+	struct s3_req rq = {.method = "PUT", .object = object, .out_fd = -1, .body_fd = -1, .body = text,
 	                 .body_len = strlen(text)};
 	int ret = -1;
 
 	rq.hdr[0] = condition;
-	if (s3_perform(s, &rq) != 0) {
-		warn_req(s, &rq, "could not write lease \"%s\"", object);
+	if (s3_perform(&s->s3, &rq) != 0) {
+		s3_warn(&s->s3, &rq, "could not write lease \"%s\"", object);
 	} else if (rq.status == 200) {
 		ret = 0;
 	} else if (rq.status == 412 || rq.status == 409) {
@@ -1658,37 +734,37 @@ lease_write(struct s3 *s, const char *object, const char *text, const char *cond
 	} else if (rq.status == 501) {
 		ret = 2;
 	} else {
-		warn_req(s, &rq, "could not write lease \"%s\"", object);
+		s3_warn(&s->s3, &rq, "could not write lease \"%s\"", object);
 	}
-	req_free(&rq);
+	s3_req_free(&rq);
 	return ret;
 }
 
-/* Reads the lease back after our write: 0 ours, 1 another's, -1 error. */
-static int
-lease_confirm(struct s3 *s, const char *object, const char *owner)
+/* Reads the lease back after our write: is it ours? */
+static enum remote_lease_result
+lease_confirm(struct conn *s, const char *object, const char *owner)
 {
 	struct lease l;
 	int r = lease_read(s, object, &l, NULL, false);
 	if (r < 0)
-		return -1;
-	return r == 0 && l.valid && strcmp(l.owner, owner) == 0 ? 0 : 1;
+		return REMOTE_LEASE_ERROR;
+	return r == 0 && l.valid && strcmp(l.owner, owner) == 0 ? REMOTE_LEASED : REMOTE_LEASE_HELD;
 }
 
-int
+enum remote_lease_result
 remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s)
 {
-	struct s3 s;
+	struct conn s;
 	struct lease l;
 	char *object = NULL, *text = NULL, *etag = NULL, *cond = NULL;
-	int ret = -1;
+	enum remote_lease_result ret = REMOTE_LEASE_ERROR;
 
-	if (!store_key_valid(key) || !owner_ok(owner) || ttl_s <= 0) {
+	if (!entry_key_valid(key) || !owner_ok(owner) || ttl_s <= 0) {
 		log_warning("remote: bad lease request for \"%s\"", key ? key : "");
-		return -1;
+		return REMOTE_LEASE_ERROR;
 	}
-	if (s3_open(&s, rc) != 0)
-		return -1;
+	if (conn_open(&s, rc) != 0)
+		return REMOTE_LEASE_ERROR;
 	object = obj_name(&s, key, ".lease");
 	text = xasprintf("owner = %s\nacquired = %lld\nttl = %ld\n", owner, (long long)time(NULL), ttl_s);
 
@@ -1712,13 +788,13 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 			continue;
 		}
 		if (l.valid && strcmp(l.owner, owner) == 0) {
-			ret = 0; /* ours from an earlier try of this owner */
+			ret = REMOTE_LEASED; /* ours from an earlier try of this owner */
 			goto cleanup;
 		}
 		if (!lease_expired(&l, ttl_s)) {
 			log_info("remote: %.12s… is being built by %s (since %lld s)", key, l.owner,
 			         (long long)((int64_t)time(NULL) - l.acquired));
-			ret = 1;
+			ret = REMOTE_LEASE_HELD;
 			goto cleanup;
 		}
 		if (no_cond)
@@ -1734,7 +810,7 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 		if (w < 0)
 			goto cleanup;
 		if (w == 1) {
-			ret = 1; /* another runner took it over first */
+			ret = REMOTE_LEASE_HELD; /* another runner took it over first */
 			goto cleanup;
 		}
 		if (w == 2) {
@@ -1745,7 +821,7 @@ remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, lo
 		goto cleanup;
 	}
 	if (!no_cond) {
-		ret = 1; /* it came and went twice: contended; let the others have it */
+		ret = REMOTE_LEASE_HELD; /* it came and went twice: contended; let the others have it */
 		goto cleanup;
 	}
 	/*
@@ -1759,35 +835,35 @@ cleanup:
 	free(text);
 	free(etag);
 	free(cond);
-	s3_close(&s);
+	conn_close(&s);
 	return ret;
 }
 
-int
+enum remote_release_result
 remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner)
 {
-	struct s3 s;
+	struct conn s;
 	struct lease l;
 	char *object = NULL, *etag = NULL, *cond = NULL;
-	struct req rq = {.method = "DELETE", .out_fd = -1, .body_fd = -1, .cleanup = true};
-	int ret = -1;
+	struct s3_req rq = {.method = "DELETE", .out_fd = -1, .body_fd = -1, .cleanup = true};
+	enum remote_release_result ret = REMOTE_RELEASE_ERROR;
 
-	if (!store_key_valid(key) || !owner_ok(owner)) {
+	if (!entry_key_valid(key) || !owner_ok(owner)) {
 		log_warning("remote: bad lease release for \"%s\"", key ? key : "");
-		return -1;
+		return REMOTE_RELEASE_ERROR;
 	}
-	if (s3_open(&s, rc) != 0)
-		return -1;
+	if (conn_open(&s, rc) != 0)
+		return REMOTE_RELEASE_ERROR;
 	object = obj_name(&s, key, ".lease");
 	/* Released on the way out of a SIGTERM too: else the fleet waits out the ttl. */
 	int r = lease_read(&s, object, &l, &etag, true);
 	if (r != 0) {
-		ret = r == 1 ? 0 : -1;
+		ret = r == 1 ? REMOTE_RELEASED : REMOTE_RELEASE_ERROR;
 		goto cleanup;
 	}
 	if (!l.valid || strcmp(l.owner, owner) != 0) {
 		log_debug("remote: the lease of %.12s… is not ours; left alone", key);
-		ret = 1;
+		ret = REMOTE_RELEASE_NOT_OURS;
 		goto cleanup;
 	}
 	rq.object = object;
@@ -1795,67 +871,67 @@ remote_lease_release(const struct remote_cfg *rc, const char *key, const char *o
 		cond = xasprintf("If-Match: %s", etag);
 		rq.hdr[0] = cond;
 	}
-	if (s3_perform(&s, &rq) != 0 || (rq.status != 204 && rq.status != 200 && rq.status != 404 &&
+	if (s3_perform(&s.s3, &rq) != 0 || (rq.status != 204 && rq.status != 200 && rq.status != 404 &&
 	                                  rq.status != 412)) {
-		warn_req(&s, &rq, "could not remove lease \"%s\"", object);
+		s3_warn(&s.s3, &rq, "could not remove lease \"%s\"", object);
 		goto cleanup;
 	}
-	ret = rq.status == 412 ? 1 : 0;
+	ret = rq.status == 412 ? REMOTE_RELEASE_NOT_OURS : REMOTE_RELEASED;
 cleanup:
-	req_free(&rq);
+	s3_req_free(&rq);
 	free(object);
 	free(etag);
 	free(cond);
-	s3_close(&s);
+	conn_close(&s);
 	return ret;
 }
 
-int
+enum remote_wait_result
 remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 {
-	struct s3 s;
+	struct conn s;
 	char *mname = NULL, *lname = NULL;
 	double start = log_now(), next_report = start + WAIT_REPORT_S;
 	bool warned = false;
-	int ret = 1;
+	enum remote_wait_result ret = REMOTE_WAIT_GAVE_UP;
 
-	if (!store_key_valid(key))
-		return 1;
-	if (s3_open(&s, rc) != 0)
-		return 1;
+	if (!entry_key_valid(key))
+		return REMOTE_WAIT_GAVE_UP;
+	if (conn_open(&s, rc) != 0)
+		return REMOTE_WAIT_GAVE_UP;
 	mname = obj_name(&s, key, ".meta");
 	lname = obj_name(&s, key, ".lease");
 	for (;;) {
-		struct req rq = {.method = "HEAD", .object = mname, .out_fd = -1, .body_fd = -1};
-		int r = s3_perform(&s, &rq);
+		struct s3_req rq = {.method = "HEAD", .object = mname, .out_fd = -1, .body_fd = -1};
+		int r = s3_perform(&s.s3, &rq);
 		long status = rq.status;
-		if (r != 0 && rq.outcome == OUT_SIGNAL) {
-			req_free(&rq);
-			ret = -1;
+		if (r != 0 && rq.outcome == S3_OUT_SIGNAL) {
+			s3_req_free(&rq);
+			ret = REMOTE_WAIT_SIGNAL;
 			break;
 		}
 		if (r == 0 && status == 200) {
-			req_free(&rq);
-			ret = 0;
+			s3_req_free(&rq);
+			ret = REMOTE_WAIT_APPEARED;
 			break;
 		}
 		if ((r != 0 || status != 404) && !warned) {
-			warn_req(&s, &rq, "could not look for %.12s… (still trying)", key);
+			s3_warn(&s.s3, &rq, "could not look for %.12s… (still trying)", key);
 			warned = true;
 		}
-		req_free(&rq);
+		s3_req_free(&rq);
 		if (r == 0 && status == 404) {
 			struct lease l;
 			int lr = lease_read(&s, lname, &l, NULL, false);
 			if (lr == 1 || (lr == 0 && lease_expired(&l, timeout_s > 0 ? timeout_s : 1))) {
 				/* The meta may have landed just before the lease went. */
-				struct req again = {.method = "HEAD", .object = mname, .out_fd = -1, .body_fd = -1};
-				if (s3_perform(&s, &again) == 0 && again.status == 200)
-					ret = 0;
+				struct s3_req again = {.method = "HEAD", .object = mname, .out_fd = -1, .body_fd = -1};
+				if (s3_perform(&s.s3, &again) == 0 && again.status == 200)
+					ret = REMOTE_WAIT_APPEARED;
 				else
 					log_info("remote: the builder of %.12s… %s without uploading it", key,
 					         lr == 1 ? "gave up" : "went quiet");
-				req_free(&again);
+				s3_req_free(&again);
 				break;
 			}
 		}
@@ -1871,32 +947,21 @@ remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s)
 		double nap = WAIT_POLL_S;
 		if (start + (double)timeout_s - now < nap)
 			nap = start + (double)timeout_s - now;
-		if (!sleep_interruptible(nap)) {
-			ret = -1;
+		if (!s3_sleep(nap)) {
+			ret = REMOTE_WAIT_SIGNAL;
 			break;
 		}
 	}
 	free(mname);
 	free(lname);
-	s3_close(&s);
+	conn_close(&s);
 	return ret;
 }
 
 /* ------------------------------------------------------------ list, prune */
 
-struct rentry {
-	char key[65];
-	const char *suffix;     /* of the archive, NULL when none */
-	uint64_t archive_bytes;
-	int64_t archive_mtime;
-	bool has_archive, has_meta, has_lease;
-	uint64_t meta_bytes;
-	int64_t meta_mtime;
-	int64_t lease_mtime;
-};
-
-static int64_t
-entry_mtime(const struct rentry *e)
+int64_t
+remote_entry_mtime(const struct remote_entry *e)
 {
 	int64_t t = e->has_meta ? e->meta_mtime : 0;
 	if (e->has_archive && e->archive_mtime > t)
@@ -1909,8 +974,8 @@ entry_mtime(const struct rentry *e)
 static int
 cmp_entry_recent_first(const void *x, const void *y)
 {
-	const struct rentry *a = x, *b = y;
-	int64_t ta = entry_mtime(a), tb = entry_mtime(b);
+	const struct remote_entry *a = x, *b = y;
+	int64_t ta = remote_entry_mtime(a), tb = remote_entry_mtime(b);
 	if (ta != tb)
 		return ta > tb ? -1 : 1;
 	return strcmp(a->key, b->key);
@@ -1924,31 +989,31 @@ cmp_entry_oldest_first(const void *x, const void *y)
 
 /* Lists every object under s->dir (all pages).  0, or -1 (logged as an error). */
 static int
-list_objects(struct s3 *s, struct remote_object **v, size_t *n)
+list_objects(struct conn *s, struct s3_object **v, size_t *n)
 {
-	char *token = NULL, *prefix_enc = remote_uri_encode(s->dir, false);
+	char *token = NULL, *prefix_enc = s3_uri_encode(s->dir, false);
 	int ret = -1;
 
 	*v = NULL;
 	*n = 0;
 	for (int page = 0;; page++) {
 		/* Parameters in canonical order: libcurl 7.88 signs the query as given. */
-		char *tok_enc = token ? remote_uri_encode(token, false) : NULL;
+		char *tok_enc = token ? s3_uri_encode(token, false) : NULL;
 		char *q = tok_enc ? xasprintf("continuation-token=%s&list-type=2&prefix=%s", tok_enc, prefix_enc)
 		                  : xasprintf("list-type=2&prefix=%s", prefix_enc);
-		struct req rq = {.method = "GET", .query = q, .out_fd = -1, .body_fd = -1};
+		struct s3_req rq = {.method = "GET", .query = q, .out_fd = -1, .body_fd = -1};
 		bool truncated = false;
-		int r = s3_perform(s, &rq);
+		int r = s3_perform(&s->s3, &rq);
 		if (r != 0 || rq.status != 200) {
-			char *why = req_error(s, &rq);
+			char *why = s3_req_error(&s->s3, &rq);
 			log_error("remote \"%s\": could not list the bucket: %s", s->rc->url, why);
 			free(why);
-		} else if (remote_parse_list(rq.resp.buf, rq.resp.len, v, n, &truncated, &token) != 0) {
+		} else if (s3_parse_list(rq.resp.buf, rq.resp.len, v, n, &truncated, &token) != 0) {
 			log_error("remote \"%s\": the bucket listing is not a ListObjectsV2 answer", s->rc->url);
 			r = -1;
 		}
 		bool ok = r == 0 && rq.status == 200;
-		req_free(&rq);
+		s3_req_free(&rq);
 		free(q);
 		free(tok_enc);
 		if (!ok)
@@ -1965,7 +1030,7 @@ list_objects(struct s3 *s, struct remote_object **v, size_t *n)
 	free(token);
 	free(prefix_enc);
 	if (ret != 0) {
-		remote_objects_free(*v, *n);
+		s3_objects_free(*v, *n);
 		*v = NULL;
 		*n = 0;
 	}
@@ -1974,11 +1039,11 @@ list_objects(struct s3 *s, struct remote_object **v, size_t *n)
 
 /* Groups objects into entries by key; objects that are not ours are skipped. */
 static int
-list_entries(struct s3 *s, struct rentry **out, size_t *nout)
+list_entries(struct conn *s, struct remote_entry **out, size_t *nout)
 {
-	struct remote_object *objs;
+	struct s3_object *objs;
 	size_t n, ne = 0;
-	struct rentry *v = NULL;
+	struct remote_entry *v = NULL;
 	size_t dl = strlen(s->dir);
 
 	if (list_objects(s, &objs, &n) != 0)
@@ -1994,7 +1059,7 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 		memcpy(key, name, 64);
 		key[64] = '\0';
 		const char *sfx = name + 64;
-		if (!store_key_valid(key))
+		if (!entry_key_valid(key))
 			continue;
 		size_t j;
 		for (j = 0; j < ne; j++)
@@ -2006,7 +1071,7 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 			memcpy(v[ne].key, key, 65);
 			ne++;
 		}
-		struct rentry *e = &v[j];
+		struct remote_entry *e = &v[j];
 		if (strcmp(sfx, ".meta") == 0) {
 			e->has_meta = true;
 			e->meta_bytes = objs[i].size;
@@ -2015,10 +1080,10 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 			e->has_lease = true;
 			e->lease_mtime = objs[i].mtime;
 		} else {
-			for (size_t c = 0; c < sizeof(comps) / sizeof(comps[0]); c++) {
-				if (strcmp(sfx, snap_suffix(comps[c].comp)) == 0) {
+			for (size_t c = 0; c < 3; c++) {
+				if (strcmp(sfx, entry_suffix(entry_all_compressions[c])) == 0) {
 					e->has_archive = true;
-					e->suffix = snap_suffix(comps[c].comp);
+					e->suffix = entry_suffix(entry_all_compressions[c]);
 					e->archive_bytes += objs[i].size;
 					if (objs[i].mtime > e->archive_mtime)
 						e->archive_mtime = objs[i].mtime;
@@ -2026,14 +1091,14 @@ list_entries(struct s3 *s, struct rentry **out, size_t *nout)
 			}
 		}
 	}
-	remote_objects_free(objs, n);
+	s3_objects_free(objs, n);
 	*out = v;
 	*nout = ne;
 	return 0;
 }
 
-static const char *
-entry_state(const struct rentry *e)
+const char *
+remote_entry_state(const struct remote_entry *e)
 {
 	if (e->has_meta && e->has_archive)
 		return "ok";
@@ -2044,101 +1109,65 @@ entry_state(const struct rentry *e)
 	return "lease only";
 }
 
-static const char *
-iso_time(char buf[32], int64_t t)
-{
-	struct tm tm;
-	time_t tt = (time_t)t;
-	if (!gmtime_r(&tt, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-		snprintf(buf, 32, "%" PRId64, t);
-	return buf;
-}
-
 int
-remote_list(const struct remote_cfg *rc, FILE *out, bool json)
+remote_entries(const struct remote_cfg *rc, struct remote_entry **out, size_t *nout)
 {
-	struct s3 s;
-	struct rentry *v = NULL;
+	struct conn s;
+	struct remote_entry *v = NULL;
 	size_t n = 0;
-	int ret = -1;
 
-	if (s3_open(&s, rc) != 0)
+	*out = NULL;
+	*nout = 0;
+	if (conn_open(&s, rc) != 0)
 		return -1;
-	if (list_entries(&s, &v, &n) != 0)
-		goto cleanup;
+	if (list_entries(&s, &v, &n) != 0) {
+		conn_close(&s);
+		return -1;
+	}
 	if (n > 1)
 		qsort(v, n, sizeof(*v), cmp_entry_recent_first);
-	if (json) {
-		cJSON *arr = cJSON_CreateArray();
-		for (size_t i = 0; arr && i < n; i++) {
-			cJSON *o = cJSON_CreateObject();
-			if (!o)
-				break;
-			cJSON_AddItemToArray(arr, o);
-			cJSON_AddStringToObject(o, "key", v[i].key);
-			cJSON_AddStringToObject(o, "state", entry_state(&v[i]));
-			cJSON_AddBoolToObject(o, "complete", v[i].has_meta && v[i].has_archive);
-			cJSON_AddNumberToObject(o, "archive_bytes", (double)v[i].archive_bytes);
-			cJSON_AddNumberToObject(o, "meta_bytes", (double)v[i].meta_bytes);
-			cJSON_AddNumberToObject(o, "last_modified", (double)entry_mtime(&v[i]));
-			cJSON_AddBoolToObject(o, "leased", v[i].has_lease);
-			if (v[i].suffix) {
-				char *a = xasprintf("%s%s%s", s.dir, v[i].key, v[i].suffix);
-				cJSON_AddStringToObject(o, "archive", a);
-				free(a);
-			} else {
-				cJSON_AddNullToObject(o, "archive");
-			}
-		}
-		char *text = arr ? cJSON_Print(arr) : NULL;
-		cJSON_Delete(arr);
-		if (!text) {
-			log_error("could not build the JSON listing");
-			goto cleanup;
-		}
-		fputs(text, out);
-		fputc('\n', out);
-		cJSON_free(text);
-	} else {
-		fprintf(out, "%-64s  %10s  %-20s  %-10s  %s\n", "KEY", "SIZE", "LAST MODIFIED", "STATE", "LEASE");
-		for (size_t i = 0; i < n; i++) {
-			char b[32], t[32];
-			fprintf(out, "%-64s  %10s  %-20s  %-10s  %s\n", v[i].key, log_bytes(b, v[i].archive_bytes),
-			        iso_time(t, entry_mtime(&v[i])), entry_state(&v[i]), v[i].has_lease ? "yes" : "-");
-		}
-	}
-	ret = fflush(out) == 0 ? 0 : -1;
-cleanup:
+	for (size_t i = 0; i < n; i++)
+		if (v[i].suffix)
+			v[i].archive = xasprintf("%s%s%s", s.dir, v[i].key, v[i].suffix);
+	conn_close(&s);
+	*out = v;
+	*nout = n;
+	return 0;
+}
+
+void
+remote_entries_free(struct remote_entry *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].archive);
 	free(v);
-	s3_close(&s);
-	return ret;
 }
 
 /* Deletes one object; 0 (also when absent) or -1 (warned). */
 static int
-delete_object(struct s3 *s, const char *object)
+delete_object(struct conn *s, const char *object)
 {
-	struct req rq = {.method = "DELETE", .object = object, .out_fd = -1, .body_fd = -1};
+	struct s3_req rq = {.method = "DELETE", .object = object, .out_fd = -1, .body_fd = -1};
 	int ret = 0;
-	if (s3_perform(s, &rq) != 0 || (rq.status != 204 && rq.status != 200 && rq.status != 404)) {
-		warn_req(s, &rq, "could not delete \"%s\"", object);
+	if (s3_perform(&s->s3, &rq) != 0 || (rq.status != 204 && rq.status != 200 && rq.status != 404)) {
+		s3_warn(&s->s3, &rq, "could not delete \"%s\"", object);
 		ret = -1;
 	}
-	req_free(&rq);
+	s3_req_free(&rq);
 	return ret;
 }
 
 /* Deletes what the entry has: meta, then archives, then lease.  0 or -1. */
 static int
-delete_entry(struct s3 *s, const struct rentry *e)
+delete_entry(struct conn *s, const struct remote_entry *e)
 {
 	char *m = obj_name(s, e->key, ".meta");
 	int ret = e->has_meta ? delete_object(s, m) : 0;
 	free(m);
 	if (ret != 0)
 		return -1; /* never an archive without its meta gone first */
-	for (size_t c = 0; e->has_archive && c < sizeof(comps) / sizeof(comps[0]); c++) {
-		const char *sfx = snap_suffix(comps[c].comp);
+	for (size_t c = 0; e->has_archive && c < 3; c++) {
+		const char *sfx = entry_suffix(entry_all_compressions[c]);
 		if (e->suffix && strcmp(sfx, e->suffix) != 0)
 			continue;
 		char *a = obj_name(s, e->key, sfx);
@@ -2155,24 +1184,24 @@ delete_entry(struct s3 *s, const struct rentry *e)
 }
 
 static void
-prune_line(FILE *out, bool dry_run, const struct rentry *e, const char *why)
+prune_line(FILE *out, bool dry_run, const struct remote_entry *e, const char *why)
 {
 	char b[32], t[32];
 	fprintf(out, "%s %s (%s, %s, %s)\n", dry_run ? "would remove" : "removed", e->key,
-	        log_bytes(b, e->archive_bytes), iso_time(t, entry_mtime(e)), why);
+	        log_bytes(b, e->archive_bytes), iso_time(t, remote_entry_mtime(e)), why);
 }
 
 int
 remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, bool dry_run, FILE *out)
 {
-	struct s3 s;
-	struct rentry *v = NULL;
+	struct conn s;
+	struct remote_entry *v = NULL;
 	size_t n = 0, complete = 0;
 	uint64_t total = 0;
 	int removed = 0, ret = -1;
 	int64_t now = (int64_t)time(NULL);
 
-	if (s3_open(&s, rc) != 0)
+	if (conn_open(&s, rc) != 0)
 		return -1;
 	if (list_entries(&s, &v, &n) != 0)
 		goto cleanup;
@@ -2186,7 +1215,7 @@ remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, 
 	}
 	bool failed = false;
 	for (size_t i = 0; i < n; i++) {
-		struct rentry *e = &v[i];
+		struct remote_entry *e = &v[i];
 		if (!(e->has_meta && e->has_archive))
 			continue;
 		bool over = (max_entries > 0 && complete > (size_t)max_entries) || (max_bytes > 0 && total > max_bytes);
@@ -2203,19 +1232,19 @@ remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, 
 	}
 	/* Orphans: only old ones, a young one may be an upload or a build in progress. */
 	for (size_t i = 0; i < n; i++) {
-		struct rentry *e = &v[i];
-		if ((e->has_meta && e->has_archive) || now - entry_mtime(e) < ORPHAN_AGE_S)
+		struct remote_entry *e = &v[i];
+		if ((e->has_meta && e->has_archive) || now - remote_entry_mtime(e) < ORPHAN_AGE_S)
 			continue;
 		if (!dry_run && delete_entry(&s, e) != 0) {
 			failed = true;
 			continue;
 		}
-		prune_line(out, dry_run, e, entry_state(e));
+		prune_line(out, dry_run, e, remote_entry_state(e));
 	}
 	fflush(out);
 	ret = failed ? -1 : removed;
 cleanup:
 	free(v);
-	s3_close(&s);
+	conn_close(&s);
 	return ret;
 }

@@ -12,15 +12,9 @@
  * archive for a moment: readers compare the archive's SHA-256 with the meta's
  * while downloading, so that costs a local build, never a bad restore.
  *
- * Requests are signed by libcurl (CURLOPT_AWS_SIGV4).  libcurl 7.88 signs the
- * path and the query exactly as given, so this module sends both already in
- * canonical form (S3 URI encoding, query parameters sorted), and always sends
- * x-amz-content-sha256 with the real payload digest: without it libcurl would
- * sign a streamed body as the empty string.
- *
- * Every transfer runs on a curl multi handle polled together with sig_fd(),
- * so a terminating signal cuts it short at once (sig_received is then set;
- * the functions return -1 and log at info level only).
+ * The HTTP and signing side is s3.h's client: every transfer is cut short at
+ * once by a terminating signal (sig_received is then set; the functions
+ * return their error value and log at info level only).
  *
  * The remote is never essential: every failure is a warning and the caller
  * goes on with the local cache.  Secrets (secret_key) are never logged.
@@ -56,12 +50,18 @@ void remote_cfg_free(struct remote_cfg *rc);
  * compared with the meta's archive_sha256 and archive_bytes.  Both temp files
  * are named <key>-<random><suffix> and flocked while written (store_open's
  * sweep leaves locked temp files alone), mode 0644.
- * 0: *archive_path_out and *meta_path_out set (caller frees the strings and
- * owns the files: store_import them, or unlink them); logs "remote hit".
- * 1: no such entry in the remote (logged at info level: "remote miss").
- * -1: error (logged as a warning; a signal only at info), no file left behind.
+ * REMOTE_HIT: *archive_path_out and *meta_path_out set (caller frees the
+ * strings and owns the files: store_import them, or unlink them); logs
+ * "remote hit".  REMOTE_MISS: no such entry in the remote (logged at info
+ * level: "remote miss").  REMOTE_GET_ERROR: logged as a warning (a signal
+ * only at info), no file left behind.
  */
-int remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp,
+enum remote_get_result {
+	REMOTE_GET_ERROR = -1,
+	REMOTE_HIT = 0,
+	REMOTE_MISS = 1,
+};
+enum remote_get_result remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp,
                char **archive_path_out, char **meta_path_out);
 
 /*
@@ -83,17 +83,29 @@ int remote_put(const struct remote_cfg *rc, const char *key, const char *archive
  * apart may then both build; the result is extra work, not a bad entry).
  * A server answering 501 to the condition gets a read-then-write instead.
  * `owner`: printable, no newline (e.g. "host:pid"); ttl_s > 0.
- * 0: acquired; 1: held by another owner (fresh); -1: error (warning).
+ * REMOTE_LEASED: acquired; REMOTE_LEASE_HELD: held by another owner (fresh);
+ * REMOTE_LEASE_ERROR: error (warning).
  */
-int remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s);
+enum remote_lease_result {
+	REMOTE_LEASE_ERROR = -1,
+	REMOTE_LEASED = 0,
+	REMOTE_LEASE_HELD = 1,
+};
+enum remote_lease_result remote_lease(const struct remote_cfg *rc, const char *key, const char *owner, long ttl_s);
 /*
  * Removes <key>.lease when it still names `owner` (If-Match on its ETag).
  * Works after a terminating signal too (its requests are not interruptible
  * and take at most ~10 s each): a cancelled builder must not leave the fleet
  * waiting for its ttl.
- * 0: removed or absent; 1: another owner holds it (left alone); -1: error (warning).
+ * REMOTE_RELEASED: removed or absent; REMOTE_RELEASE_NOT_OURS: another owner
+ * holds it (left alone); REMOTE_RELEASE_ERROR: error (warning).
  */
-int remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner);
+enum remote_release_result {
+	REMOTE_RELEASE_ERROR = -1,
+	REMOTE_RELEASED = 0,
+	REMOTE_RELEASE_NOT_OURS = 1,
+};
+enum remote_release_result remote_lease_release(const struct remote_cfg *rc, const char *key, const char *owner);
 
 /*
  * Waits for another runner's upload of `key`: polls the meta with HEAD every
@@ -101,18 +113,39 @@ int remote_lease_release(const struct remote_cfg *rc, const char *key, const cha
  * early when the builder's lease disappears or expires while the meta is
  * still missing (the builder failed or went away).  Request errors are
  * warned about once and polling goes on.
- * 0: the meta appeared (remote_get it); 1: timeout or builder gone; -1: signal.
+ * REMOTE_WAIT_APPEARED: the meta appeared (remote_get it);
+ * REMOTE_WAIT_GAVE_UP: timeout or builder gone; REMOTE_WAIT_SIGNAL: a signal.
  */
-int remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s);
+enum remote_wait_result {
+	REMOTE_WAIT_SIGNAL = -1,
+	REMOTE_WAIT_APPEARED = 0,
+	REMOTE_WAIT_GAVE_UP = 1,
+};
+enum remote_wait_result remote_wait_for(const struct remote_cfg *rc, const char *key, long timeout_s);
 
+/* One entry of the remote, from its objects' names (what `ls --remote` shows). */
+struct remote_entry {
+	char key[65];
+	const char *suffix;     /* of the archive (static), NULL when none */
+	uint64_t archive_bytes;
+	int64_t archive_mtime;
+	bool has_archive, has_meta, has_lease;
+	uint64_t meta_bytes;
+	int64_t meta_mtime;
+	int64_t lease_mtime;
+	char *archive;          /* object name of the archive (owned), NULL when none */
+};
 /*
- * `pgstash ls --remote`: the entries under <prefix>/pgstash-v1/ (ListObjectsV2,
- * all pages), most recently uploaded first: key, archive size, last modified,
- * state ("ok", "no meta": an upload in progress or an orphan, "no archive")
- * and whether a lease is present; or (json) an array of objects with raw
- * numbers.  0 or -1 (logged as an error).
+ * The entries under <prefix>/pgstash-v1/ (ListObjectsV2, all pages), most
+ * recently uploaded first.  0 (free *out with remote_entries_free) or -1
+ * (logged as an error).
  */
-int remote_list(const struct remote_cfg *rc, FILE *out, bool json);
+int remote_entries(const struct remote_cfg *rc, struct remote_entry **out, size_t *n);
+void remote_entries_free(struct remote_entry *v, size_t n);
+/* The entry's last modification: the newest of its meta and archive. */
+int64_t remote_entry_mtime(const struct remote_entry *e);
+/* "ok", "no meta" (an upload in progress or an orphan), "no archive" or "lease only"; static. */
+const char *remote_entry_state(const struct remote_entry *e);
 
 /*
  * `pgstash prune --remote`: removes the oldest complete entries (by the meta's
@@ -132,44 +165,4 @@ int remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entri
  * leading or trailing '/'; "" when none).  0 (caller frees both) or -1.
  */
 int remote_parse_url(const char *url, char **bucket, char **prefix);
-/*
- * S3's URI encoding: every byte but A-Z a-z 0-9 - . _ ~ as %XX (uppercase),
- * '/' kept when keep_slash (object paths), encoded otherwise (query values).
- * Returns a malloc'ed string.
- */
-char *remote_uri_encode(const char *s, bool keep_slash);
-/*
- * The text of the first element <tag> in xml[0..len) (attributes allowed,
- * <tag/> is ""), entities decoded (&lt; &gt; &amp; &quot; &apos; &#N; &#xH;).
- * Returns a malloc'ed string, or NULL when there is none or it is malformed.
- */
-char *remote_xml_text(const char *xml, size_t len, const char *tag);
-/* "2026-11-21T10:18:30.000Z" (ISO 8601, UTC) to unix seconds; -1 when malformed. */
-int64_t remote_parse_time(const char *iso);
-
-struct remote_object {
-	char *name;        /* object name, entities decoded; owned */
-	uint64_t size;
-	int64_t mtime;     /* LastModified, unix seconds */
-};
-/*
- * Parses one ListObjectsV2 page: appends its <Contents> to *v (*n entries,
- * grown with realloc), sets *truncated and *next_token (malloc'ed, NULL when
- * none; freed first if set).  0, or -1 when the page is not a listing.
- */
-int remote_parse_list(const char *xml, size_t len, struct remote_object **v, size_t *n, bool *truncated,
-                      char **next_token);
-void remote_objects_free(struct remote_object *v, size_t n);
-
-/* What remote_get needs from a meta (the store's INI format, see store.h). */
-struct remote_meta_info {
-	char key[65];
-	char archive_sha256[65];
-	uint64_t archive_bytes;
-	char compression[8];   /* "zstd", "gzip" or "none" */
-	const char *suffix;    /* ".tar.zst", ".tar.gz", ".tar" (static) */
-};
-/* Parses meta text (len bytes, no NUL inside).  0, or -1 with why filled. */
-int remote_meta_parse(const char *text, size_t len, struct remote_meta_info *mi, char *why, size_t why_len);
-
 #endif

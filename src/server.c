@@ -10,6 +10,7 @@
 #include "server.h"
 #include "server_int.h"
 #include "config.h"
+#include "durable.h"
 #include "log.h"
 #include "pgbin.h"
 #include "proc.h"
@@ -965,7 +966,7 @@ write_hba(const struct cfg *cfg, bool durable)
 	sb_appendf(&sb, "host all all all %s\n", method);
 	char *path = path_join(cfg->pgdata, "pg_hba.conf");
 	/* Without `durable` PGDATA's marker says "unsynced": a later syncfs makes it durable. */
-	int rc = write_file_atomic(path, sb.buf, sb.len, 0600, durable);
+	int rc = durable_write_file(path, sb.buf, sb.len, 0600, durable);
 	free(path);
 	sb_free(&sb);
 	return rc;

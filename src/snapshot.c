@@ -8,7 +8,7 @@
  * multi-threaded mode buffers several jobs of 4 windows each).
  */
 #include "snapshot.h"
-#include "fingerprint.h"
+#include "digest.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"
@@ -18,7 +18,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -31,46 +30,6 @@
 
 /* Above this many entries an archive is not a PGDATA. */
 #define SNAP_MAX_ENTRIES 50000000ULL
-
-const char *
-snap_suffix(enum cfg_compression comp)
-{
-	switch (comp) {
-	case CFG_COMP_ZSTD: return ".tar.zst";
-	case CFG_COMP_GZIP: return ".tar.gz";
-	case CFG_COMP_NONE: return ".tar";
-	}
-	return ".tar";
-}
-
-static void
-digest_hex(EVP_MD_CTX *md, char out[65])
-{
-	unsigned char d[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
-	if (EVP_DigestFinal_ex(md, d, &len) != 1 || len != 32) {
-		out[0] = '\0';
-		return;
-	}
-	hex_encode(d, 32, out);
-}
-
-static EVP_MD_CTX *
-digest_new(void)
-{
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
-		fputs("pgstash: error: could not initialise SHA-256\n", stderr);
-		abort();
-	}
-	return md;
-}
-
-int
-snap_digest_file(const char *path, char out[65], uint64_t *bytes)
-{
-	return fp_sha256_file(path, out, bytes);
-}
 
 /* A path or link target that stays below its directory: relative, no ".." component. */
 static bool
@@ -96,7 +55,7 @@ rel_path_ok(const char *p)
 struct wctx {
 	int fd;
 	const char *name;
-	EVP_MD_CTX *md;
+	struct digest *md;
 	uint64_t bytes;
 };
 
@@ -117,7 +76,7 @@ w_write(struct archive *a, void *data, const void *buf, size_t n)
 		p += k;
 		left -= (size_t)k;
 	}
-	EVP_DigestUpdate(w->md, buf, n);
+	digest_update(w->md, buf, n);
 	w->bytes += n;
 	return (la_ssize_t)n;
 }
@@ -380,7 +339,7 @@ snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compre
 		            archive_error_string(w.a) ? archive_error_string(w.a) : "unknown error");
 		goto cleanup;
 	}
-	digest_hex(wc.md, st->sha256);
+	digest_final(wc.md, st->sha256);
 	st->archive_bytes = wc.bytes;
 	st->seconds = log_now() - t0;
 	rc = 0;
@@ -389,7 +348,7 @@ cleanup:
 		archive_write_free(w.a);
 	archive_entry_free(w.e);
 	free(w.buf);
-	EVP_MD_CTX_free(wc.md);
+	digest_free(wc.md);
 	return rc;
 }
 
@@ -476,7 +435,7 @@ struct dirmode {
 struct rctx {
 	int fd;
 	const char *name;
-	EVP_MD_CTX *md;
+	struct digest *md;
 	unsigned char *buf;
 	uint64_t bytes;
 };
@@ -493,7 +452,7 @@ r_read(struct archive *a, void *data, const void **out)
 			archive_set_error(a, errno, "could not read \"%s\": %s", r->name, strerror(errno));
 			return -1;
 		}
-		EVP_DigestUpdate(r->md, r->buf, (size_t)n);
+		digest_update(r->md, r->buf, (size_t)n);
 		r->bytes += (uint64_t)n;
 		*out = r->buf;
 		return n;
@@ -514,7 +473,7 @@ r_drain(struct rctx *r)
 		}
 		if (n == 0)
 			return 0;
-		EVP_DigestUpdate(r->md, r->buf, (size_t)n);
+		digest_update(r->md, r->buf, (size_t)n);
 		r->bytes += (uint64_t)n;
 	}
 }
@@ -1065,172 +1024,234 @@ extract_entry(struct archive *ar, struct archive_entry *e, struct wpool *p, cons
 	return 0;
 }
 
+/* One restore's state, shared by its steps. */
+struct restore {
+	const char *archive_path;
+	const char *pgdata;
+	uid_t uid;
+	gid_t gid;
+	bool as_owner;            /* chown what is created to uid:gid */
+	struct snap_stats st;
+	struct rctx in;           /* the archive file, digested as libarchive reads it */
+	struct archive *ar;
+	struct wpool pool;
+	struct strbuf made;       /* directories made so far (extract_entry's bookkeeping) */
+	struct dirmode *dirs;     /* deferred directory modes, set once every file is written */
+	size_t ndirs;
+	uint64_t entries, total;
+	bool to_writers;          /* reading stopped at the end or after handing out an entry: join the writers */
+};
+
+/* PGDATA must be absent (created 0700) or hold nothing but markers.  0, or -1 (logged). */
+static int
+claim_target(const char *pgdata)
+{
+	struct stat sb;
+	if (stat(pgdata, &sb) == 0) {
+		if (!S_ISDIR(sb.st_mode)) {
+			log_warning("cannot restore into \"%s\": not a directory", pgdata);
+			return -1;
+		}
+		if (!only_markers(pgdata)) {
+			log_warning("cannot restore into \"%s\": directory is not empty", pgdata);
+			return -1;
+		}
+	} else if (errno != ENOENT || mkdir_p(pgdata, 0700) != 0) {
+		log_warning("cannot restore into \"%s\": %s", pgdata, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Opens the archive, the target directory and the reader.  0, or SNAP_FAILED / SNAP_BAD_ARCHIVE (logged). */
+static int
+open_restore(struct restore *r)
+{
+	r->in.fd = open(r->archive_path, O_RDONLY | O_CLOEXEC);
+	if (r->in.fd < 0) {
+		log_warning("could not open snapshot \"%s\": %s", r->archive_path, strerror(errno));
+		return SNAP_FAILED;
+	}
+	posix_fadvise(r->in.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	r->in.md = digest_new();
+	r->in.buf = xmalloc(SNAP_BUF_SIZE);
+
+	r->pool.dirfd = open(r->pgdata, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (r->pool.dirfd < 0) {
+		log_warning("could not open \"%s\": %s", r->pgdata, strerror(errno));
+		return SNAP_FAILED;
+	}
+	r->pool.umask = umask(077);
+	umask(r->pool.umask);
+	r->pool.chown = r->as_owner;
+	r->pool.uid = r->uid;
+	r->pool.gid = r->gid;
+
+	r->ar = archive_read_new();
+	if (!r->ar) {
+		log_warning("could not allocate an archive reader");
+		return SNAP_FAILED;
+	}
+	archive_read_support_format_tar(r->ar);
+	archive_read_support_filter_zstd(r->ar);
+	archive_read_support_filter_gzip(r->ar);
+	if (archive_read_open(r->ar, &r->in, NULL, r_read, NULL) != ARCHIVE_OK) {
+		log_warning("could not read snapshot \"%s\": %s", r->archive_path, archive_error_string(r->ar));
+		return SNAP_BAD_ARCHIVE;
+	}
+	return pool_start(&r->pool) == 0 ? 0 : SNAP_FAILED;
+}
+
+/* Why entry e must not be restored (with the running limits), or NULL. */
+static const char *
+entry_limit(struct restore *r, struct archive_entry *e)
+{
+	const char *why = entry_refusal(e);
+	if (!why && ++r->entries > SNAP_MAX_ENTRIES)
+		why = "too many entries";
+	if (!why && archive_entry_size_is_set(e)) {
+		r->total += (uint64_t)archive_entry_size(e);
+		if (r->total > SNAP_MAX_TOTAL_BYTES)
+			why = "archive expands beyond the size limit";
+	}
+	return why;
+}
+
+/* Reads every entry and hands it to the writers.  0, or SNAP_FAILED / SNAP_BAD_ARCHIVE (logged). */
+static int
+read_entries(struct restore *r)
+{
+	struct archive_entry *e;
+	for (;;) {
+		if (r->entries % SNAP_SIG_EVERY == 0) {
+			sig_drain();
+			if (sig_received) {
+				log_warning("restore of \"%s\" interrupted by signal %d", r->archive_path, (int)sig_received);
+				return SNAP_FAILED;
+			}
+		}
+		int h = archive_read_next_header(r->ar, &e);
+		if (h == ARCHIVE_EOF) {
+			r->to_writers = true;
+			return 0;
+		}
+		if (h != ARCHIVE_OK) {
+			log_warning("snapshot \"%s\" is damaged: %s", r->archive_path,
+			            archive_error_string(r->ar) ? archive_error_string(r->ar) : "unknown error");
+			return h == ARCHIVE_FATAL && archive_errno(r->ar) > 0 && local_errno(archive_errno(r->ar))
+			               ? SNAP_FAILED
+			               : SNAP_BAD_ARCHIVE;
+		}
+		const char *why = entry_limit(r, e);
+		if (why) {
+			log_warning("snapshot \"%s\" refused: entry \"%s\": %s", r->archive_path,
+			            archive_entry_pathname(e) ? archive_entry_pathname(e) : "", why);
+			return SNAP_BAD_ARCHIVE;
+		}
+		int rc = extract_entry(r->ar, e, &r->pool, r->archive_path, &r->made, &r->dirs, &r->ndirs, &r->st);
+		if (rc != 0 || pool_failed(&r->pool)) {
+			r->to_writers = true;
+			return rc;
+		}
+	}
+}
+
+/* Waits for every queued file (or the first writer failure), so nothing below races a writer. */
+static int
+finish_writers(struct restore *r, int rc)
+{
+	pool_stop(&r->pool, rc != 0);
+	if (r->pool.failed && r->pool.err_path) {
+		log_warning("could not write \"%s/%s\": %s", r->pgdata, r->pool.err_path, strerror(r->pool.err));
+		rc = local_errno(r->pool.err) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+	}
+	return rc;
+}
+
+/* The deferred fixups (as libarchive's): directory modes and owners, once their files are in.  0 or -1. */
+static int
+apply_dir_modes(struct restore *r)
+{
+	for (size_t i = 0; i < r->ndirs; i++) {
+		if (fchmodat(r->pool.dirfd, r->dirs[i].path, r->dirs[i].mode, 0) != 0 ||
+		    (r->as_owner && fchownat(r->pool.dirfd, r->dirs[i].path, r->uid, r->gid, AT_SYMLINK_NOFOLLOW) != 0)) {
+			log_warning("could not set the mode of \"%s/%s\": %s", r->pgdata, r->dirs[i].path, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* The whole file's digest, the server version, PGDATA's own mode.  0, or SNAP_* (logged). */
+static int
+check_restored(struct restore *r, const char *expected_sha256, int expected_pg_major)
+{
+	if (r_drain(&r->in) != 0)
+		return SNAP_FAILED;
+	digest_final(r->in.md, r->st.sha256);
+	if (expected_sha256 && strcasecmp(expected_sha256, r->st.sha256) != 0) {
+		log_warning("snapshot \"%s\" is damaged: SHA-256 is %s, expected %s", r->archive_path, r->st.sha256,
+		            expected_sha256);
+		return SNAP_BAD_ARCHIVE;
+	}
+	if (check_pg_version(r->pgdata, expected_pg_major) != 0)
+		return SNAP_BAD_ARCHIVE;
+	if (fchmod(r->pool.dirfd, 0700) != 0 || (r->as_owner && fchown(r->pool.dirfd, r->uid, r->gid) != 0)) {
+		log_warning("could not set the mode or owner of \"%s\": %s", r->pgdata, strerror(errno));
+		return SNAP_FAILED;
+	}
+	return 0;
+}
+
+static void
+restore_free(struct restore *r)
+{
+	pool_stop(&r->pool, true);
+	free(r->pool.err_path);
+	if (r->ar)
+		archive_read_free(r->ar);
+	if (r->pool.dirfd >= 0)
+		close(r->pool.dirfd);
+	if (r->in.fd >= 0)
+		close(r->in.fd);
+	digest_free(r->in.md);
+	free(r->in.buf);
+	for (size_t i = 0; i < r->ndirs; i++)
+		free(r->dirs[i].path);
+	free(r->dirs);
+	sb_free(&r->made);
+}
+
 int
 snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid, gid_t gid,
              int expected_pg_major, struct snap_stats *st_out)
 {
 	double t0 = log_now();
-	struct snap_stats st = {0};
-	struct rctx rc_in = {.fd = -1, .name = archive_path};
-	struct archive *ar = NULL;
-	struct archive_entry *e;
-	struct wpool pool = {.dirfd = -1};
-	struct strbuf made = {0};
-	struct dirmode *dirs = NULL;
-	size_t ndirs = 0;
-	bool wipe = false;
-	bool as_owner = geteuid() == 0 && uid != (uid_t)-1;
+	struct restore r = {.archive_path = archive_path, .pgdata = pgdata, .uid = uid, .gid = gid,
+	                    .as_owner = geteuid() == 0 && uid != (uid_t)-1, .in = {.fd = -1, .name = archive_path},
+	                    .pool = {.dirfd = -1}};
 	int rc = SNAP_FAILED;
-	uint64_t entries = 0, total = 0;
+	bool wipe = false;
 
-	struct stat sb;
-	if (stat(pgdata, &sb) == 0) {
-		if (!S_ISDIR(sb.st_mode)) {
-			log_warning("cannot restore into \"%s\": not a directory", pgdata);
-			goto cleanup;
-		}
-		if (!only_markers(pgdata)) {
-			log_warning("cannot restore into \"%s\": directory is not empty", pgdata);
-			goto cleanup;
-		}
-	} else if (errno != ENOENT || mkdir_p(pgdata, 0700) != 0) {
-		log_warning("cannot restore into \"%s\": %s", pgdata, strerror(errno));
+	if (claim_target(pgdata) != 0)
 		goto cleanup;
-	}
 	/* From here on the directory is ours: any failure leaves it empty. */
 	wipe = true;
-
-	rc_in.fd = open(archive_path, O_RDONLY | O_CLOEXEC);
-	if (rc_in.fd < 0) {
-		log_warning("could not open snapshot \"%s\": %s", archive_path, strerror(errno));
-		goto cleanup;
-	}
-	posix_fadvise(rc_in.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	rc_in.md = digest_new();
-	rc_in.buf = xmalloc(SNAP_BUF_SIZE);
-
-	pool.dirfd = open(pgdata, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (pool.dirfd < 0) {
-		log_warning("could not open \"%s\": %s", pgdata, strerror(errno));
-		goto cleanup;
-	}
-	pool.umask = umask(077);
-	umask(pool.umask);
-	pool.chown = as_owner;
-	pool.uid = uid;
-	pool.gid = gid;
-
-	ar = archive_read_new();
-	if (!ar) {
-		log_warning("could not allocate an archive reader");
-		goto cleanup;
-	}
-	archive_read_support_format_tar(ar);
-	archive_read_support_filter_zstd(ar);
-	archive_read_support_filter_gzip(ar);
-	if (archive_read_open(ar, &rc_in, NULL, r_read, NULL) != ARCHIVE_OK) {
-		log_warning("could not read snapshot \"%s\": %s", archive_path, archive_error_string(ar));
-		rc = SNAP_BAD_ARCHIVE;
-		goto cleanup;
-	}
-	if (pool_start(&pool) != 0)
-		goto cleanup;
-	for (;;) {
-		if (entries % SNAP_SIG_EVERY == 0) {
-			sig_drain();
-			if (sig_received) {
-				log_warning("restore of \"%s\" interrupted by signal %d", archive_path, (int)sig_received);
-				rc = SNAP_FAILED;
-				goto cleanup;
-			}
-		}
-		int r = archive_read_next_header(ar, &e);
-		if (r == ARCHIVE_EOF)
-			break;
-		if (r != ARCHIVE_OK) {
-			log_warning("snapshot \"%s\" is damaged: %s", archive_path,
-			            archive_error_string(ar) ? archive_error_string(ar) : "unknown error");
-			rc = r == ARCHIVE_FATAL && archive_errno(ar) > 0 && local_errno(archive_errno(ar))
-			             ? SNAP_FAILED
-			             : SNAP_BAD_ARCHIVE;
-			goto cleanup;
-		}
-		const char *why = entry_refusal(e);
-		if (!why && ++entries > SNAP_MAX_ENTRIES)
-			why = "too many entries";
-		if (!why && archive_entry_size_is_set(e)) {
-			total += (uint64_t)archive_entry_size(e);
-			if (total > SNAP_MAX_TOTAL_BYTES)
-				why = "archive expands beyond the size limit";
-		}
-		if (why) {
-			log_warning("snapshot \"%s\" refused: entry \"%s\": %s", archive_path,
-			            archive_entry_pathname(e) ? archive_entry_pathname(e) : "", why);
-			rc = SNAP_BAD_ARCHIVE;
-			goto cleanup;
-		}
-		rc = extract_entry(ar, e, &pool, archive_path, &made, &dirs, &ndirs, &st);
-		if (rc != 0 || pool_failed(&pool))
-			goto writers;
-	}
-	rc = 0;
-writers:
-	/* Every queued file is written (or the first writer failure known) before anything else. */
-	pool_stop(&pool, rc != 0);
-	if (pool.failed && pool.err_path) {
-		log_warning("could not write \"%s/%s\": %s", pgdata, pool.err_path, strerror(pool.err));
-		rc = local_errno(pool.err) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
-	}
+	rc = open_restore(&r);
+	if (rc == 0)
+		rc = read_entries(&r);
+	if (r.to_writers)
+		rc = finish_writers(&r, rc);
 	if (rc != 0)
 		goto cleanup;
-	rc = SNAP_FAILED;
-	for (size_t i = 0; i < ndirs; i++) {
-		if (fchmodat(pool.dirfd, dirs[i].path, dirs[i].mode, 0) != 0 ||
-		    (as_owner && fchownat(pool.dirfd, dirs[i].path, uid, gid, AT_SYMLINK_NOFOLLOW) != 0)) {
-			log_warning("could not set the mode of \"%s/%s\": %s", pgdata, dirs[i].path, strerror(errno));
-			goto cleanup;
-		}
-	}
-	if (r_drain(&rc_in) != 0)
-		goto cleanup;
-	digest_hex(rc_in.md, st.sha256);
-	EVP_MD_CTX_free(rc_in.md);
-	rc_in.md = NULL;
-	if (expected_sha256 && strcasecmp(expected_sha256, st.sha256) != 0) {
-		log_warning("snapshot \"%s\" is damaged: SHA-256 is %s, expected %s", archive_path, st.sha256,
-		            expected_sha256);
-		rc = SNAP_BAD_ARCHIVE;
-		goto cleanup;
-	}
-	if (check_pg_version(pgdata, expected_pg_major) != 0) {
-		rc = SNAP_BAD_ARCHIVE;
-		goto cleanup;
-	}
-	if (fchmod(pool.dirfd, 0700) != 0 || (as_owner && fchown(pool.dirfd, uid, gid) != 0)) {
-		log_warning("could not set the mode or owner of \"%s\": %s", pgdata, strerror(errno));
-		goto cleanup;
-	}
-	rc = 0;
+	rc = apply_dir_modes(&r) == 0 ? check_restored(&r, expected_sha256, expected_pg_major) : SNAP_FAILED;
 cleanup:
-	pool_stop(&pool, true);
-	free(pool.err_path);
-	st.archive_bytes = rc_in.bytes;
-	st.seconds = log_now() - t0;
-	if (ar)
-		archive_read_free(ar);
+	restore_free(&r);
+	r.st.archive_bytes = r.in.bytes;
+	r.st.seconds = log_now() - t0;
 	if (rc != 0 && wipe)
 		empty_dir(pgdata);
-	if (pool.dirfd >= 0)
-		close(pool.dirfd);
-	if (rc_in.fd >= 0)
-		close(rc_in.fd);
-	EVP_MD_CTX_free(rc_in.md);
-	free(rc_in.buf);
-	for (size_t i = 0; i < ndirs; i++)
-		free(dirs[i].path);
-	free(dirs);
-	sb_free(&made);
 	if (st_out)
-		*st_out = st;
+		*st_out = r.st;
 	return rc;
 }

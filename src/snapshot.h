@@ -15,6 +15,7 @@
 #ifndef PGSTASH_SNAPSHOT_H
 #define PGSTASH_SNAPSHOT_H
 
+/* For enum cfg_compression: an enum cannot be forward-declared in C. */
 #include "config.h"
 
 #include <stdint.h>
@@ -39,9 +40,6 @@ struct snap_stats {
 	char sha256[65];        /* lowercase hex digest of the archive bytes */
 	double seconds;         /* wall time of the operation */
 };
-
-/* The file name suffix of an archive: ".tar.zst", ".tar.gz" or ".tar". Static string. */
-const char *snap_suffix(enum cfg_compression comp);
 
 /*
  * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
@@ -77,11 +75,5 @@ int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_co
  */
 int snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid,
                  gid_t gid, int expected_pg_major, struct snap_stats *st);
-
-/*
- * SHA-256 of a whole file, streamed with SNAP_BUF_SIZE reads; *bytes optional.
- * 0, or -1 with errno set (not logged).
- */
-int snap_digest_file(const char *path, char out[65], uint64_t *bytes);
 
 #endif

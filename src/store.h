@@ -1,9 +1,9 @@
 /*
- * store — the cache volume (DESIGN.md "Cache volume", a contract):
+ * store — the local cache volume (README "Cache layout"; the entry format is
+ * entry.h's):
  *
- *   <cache_dir>/pgstash-v1/<key>.tar.zst   the snapshot; .tar.gz or .tar by the
- *                                          entry's compression (meta says which)
- *   <cache_dir>/pgstash-v1/<key>.meta      INI read with inih, see below
+ *   <cache_dir>/pgstash-v1/<key>.tar.zst   the snapshot (.tar.gz, .tar)
+ *   <cache_dir>/pgstash-v1/<key>.meta      its meta (entry.h)
  *   <cache_dir>/pgstash-v1/.tmp/           in-progress writes
  *   <cache_dir>/pgstash-v1/.locks/         <key>.lock flock files; meta.lock
  *
@@ -17,39 +17,31 @@
  * complete entry wins.
  *
  * Temp files are named .tmp/<key>-<random><suffix> and their writer holds an
- * exclusive flock on them until they are renamed or removed; store_open
- * removes only temp files it can lock, so a live writer in another container
- * sharing the volume keeps its file.
+ * exclusive flock on them until they are renamed or removed
+ * (durable_tmp_create); store_open removes only temp files it can lock, so a
+ * live writer in another container sharing the volume keeps its file.
  *
  * Key locks: builders hold <key>.lock exclusive, restorers shared, prune tries
  * exclusive without waiting and skips what is busy.  Lock files are removed
  * only by prune, under the exclusive lock; a locker re-checks after locking
  * that the file it holds is still the one at the path.
  *
- * Meta format: one "name = value" per line, no section.  The manifest is
- * written as one or more "manifest = " lines per manifest line, in order:
- * bytes below 0x20, 0x7f, '%', ';', '#' and '\\' are %XX-escaped, as is a
- * space that starts a chunk or ends a line (inih strips blanks); lines longer
- * than 120 characters are cut into chunks, each but the last ending in a bare
- * '\\' meaning "continued, no newline".  A final manifest line without a
- * newline also ends in '\\'.  The round trip is exact and the meta stays
- * readable (and within inih's 200-character line limit).
- *
  * Not for: deciding when to build, restore or prune (the front end does);
- * the archive format (snapshot.h).
+ * the archive format (snapshot.h); the meta format (entry.h); printing
+ * listings (cli.h).
  */
 #ifndef PGSTASH_STORE_H
 #define PGSTASH_STORE_H
 
-#include "config.h"
-#include "snapshot.h"
+#include "entry.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
 
-#define STORE_DIR_NAME "pgstash-v1"
+struct snap_stats;
+struct strlist;
 
 struct store {
 	char *dir;      /* <cache_dir>/pgstash-v1; owned */
@@ -57,25 +49,6 @@ struct store {
 	char *lock_dir; /* <dir>/.locks; owned */
 	bool usable;    /* false: no caching at all (dirs missing and not creatable, read-only...) */
 };
-
-struct store_meta {
-	char key[65];
-	char parent[65];                 /* key this layer was built on; "" when none */
-	enum cfg_layer layer;
-	char *manifest;                  /* owned; the exact manifest text (NULL reads as "") */
-	char pg_version[32];             /* "15.18" */
-	int64_t created;                 /* unix seconds */
-	int64_t last_used;               /* unix seconds */
-	uint64_t archive_bytes;
-	char archive_sha256[65];
-	uint64_t pgdata_bytes;
-	double build_seconds;
-	enum cfg_compression compression;
-	char *archive;                   /* owned; full path of the archive, set by lookup/list/publish */
-};
-
-/* Frees the owned strings and zeroes *m; NULL is fine. */
-void store_meta_free(struct store_meta *m);
 
 /*
  * Opens (creating as needed) the store under `cache_dir` and removes stale
@@ -87,27 +60,30 @@ void store_meta_free(struct store_meta *m);
 int store_open(struct store *st, const char *cache_dir);
 void store_close(struct store *st);
 
-/* true for a key the store accepts: 64 lowercase hex digits. */
-bool store_key_valid(const char *key);
-
 /*
- * Finds entry `key`.  1: found, *out filled (free with store_meta_free);
+ * Finds entry `key`.  1: found, *out filled (free with entry_meta_free);
  * 0: no entry (also: store unusable; a bad meta is warned about and its entry
  * removed); -1: error (logged).  The caller holds the key lock (shared or
  * exclusive) from lookup through restore.
  */
-int store_lookup(struct store *st, const char *key, struct store_meta *out);
+int store_lookup(struct store *st, const char *key, struct entry_meta *out);
 
 /*
  * Locks `key`: exclusive for building, shared for reading.  Waits up to
  * timeout_s seconds (0: one try, < 0: no limit), polling every 100 ms,
  * logging progress every 10 s, and giving up when a terminating signal
- * arrives.  0: locked, *fd_out holds the lock (release with store_unlock);
- * 1: timed out, or busy when timeout_s is 0; -1: error or signal (logged).
- * A process must not take the same key's lock twice: flock locks of separate
- * opens conflict even within one process.
+ * arrives.  STORE_LOCKED: *fd_out holds the lock (release with
+ * store_unlock); STORE_LOCK_BUSY: another holds it past timeout_s (at once
+ * when 0); STORE_LOCK_ERROR: error or signal (logged).  A process must not
+ * take the same key's lock twice: flock locks of separate opens conflict even
+ * within one process.
  */
-int store_lock(struct store *st, const char *key, bool exclusive, long timeout_s, int *fd_out);
+enum store_lock_result {
+	STORE_LOCK_ERROR = -1,
+	STORE_LOCKED = 0,
+	STORE_LOCK_BUSY = 1,
+};
+enum store_lock_result store_lock(struct store *st, const char *key, bool exclusive, long timeout_s, int *fd_out);
 /* Releases and closes a lock from store_lock; fd < 0 is fine. */
 void store_unlock(int fd);
 
@@ -120,7 +96,7 @@ void store_unlock(int fd);
  * The caller should hold the key lock exclusive.  0, or -1 (logged as a
  * warning, temp files removed: go on without caching).  *sst optional.
  */
-int store_publish(struct store *st, const char *pgdata, struct store_meta *meta, enum cfg_compression comp,
+int store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
                   int level, struct snap_stats *sst);
 
 /*
@@ -129,10 +105,9 @@ int store_publish(struct store *st, const char *pgdata, struct store_meta *meta,
  * (damaged, wrong digest, refused, wrong major) the entry is removed with a
  * warning.  0, or -1 (pgdata left empty).  *sst optional.
  */
-int store_restore(struct store *st, struct store_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
+int store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
                   int pg_major, struct snap_stats *sst);
 
-/* Removes entry `key` (meta first, then its archives).  0 (also when absent) or -1 (logged). */
 /*
  * Moves a downloaded entry (temp files under st->tmp_dir, e.g. from
  * remote_get) into the store by rename, as store_publish does; an entry that
@@ -140,6 +115,7 @@ int store_restore(struct store *st, struct store_meta *meta, const char *pgdata,
  * path.  0 or -1 (warning).
  */
 int store_import(struct store *st, const char *key, const char *archive_tmp, const char *meta_tmp);
+/* Removes entry `key` (meta first, then its archives).  0 (also when absent) or -1 (logged). */
 int store_remove(struct store *st, const char *key);
 /* Sets the entry's last_used to now.  0, or -1 when there is no such entry or on error (logged). */
 int store_touch(struct store *st, const char *key);
@@ -148,22 +124,21 @@ int store_touch(struct store *st, const char *key);
  * All entries, sorted by key; bad metas are skipped with a warning.  *out is
  * a malloc'ed array of *n metas: free with store_list_free.  0 or -1.
  */
-int store_list(struct store *st, struct store_meta **out, size_t *n);
-void store_list_free(struct store_meta *v, size_t n);
+int store_list(struct store *st, struct entry_meta **out, size_t *n);
+void store_list_free(struct entry_meta *v, size_t n);
+
+/* Sorted keys of every "<key>.meta" in the store directory (appended to *keys).  0 or -1 (logged). */
+int store_keys(struct store *st, struct strlist *keys);
+
+/* qsort order of entry_metas: most recently used first, then by key. */
+int store_cmp_recent_first(const void *a, const void *b);
 
 /*
- * `pgstash ls`: most recently used first; text columns or (json) an array of
- * objects with raw numbers.  0 or -1.
+ * Recomputes the digest of entry `key`'s archive under its shared lock and
+ * compares it and the size with the meta.  0, or -1 with why filled (no
+ * such entry, bad meta, locked for too long, mismatch).  Nothing is removed.
  */
-int store_print_ls(struct store *st, bool json, FILE *out);
-
-/*
- * `pgstash verify`: recomputes the digest of each entry's archive (every
- * entry when n == 0; a key may be a unique prefix of at least 4 characters)
- * and prints "ok KEY" or "BAD KEY: reason" on stdout.  Returns the number of
- * bad entries, or -1 on error (logged).  Bad entries are reported, not removed.
- */
-int store_verify(struct store *st, const char *const *keys, size_t n);
+int store_check(struct store *st, const char *key, char *why, size_t why_len);
 
 /*
  * `pgstash prune`: removes least recently used entries until at most

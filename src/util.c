@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void
@@ -267,6 +269,20 @@ parse_size(const char *s, uint64_t *out, const char **why)
 }
 
 int
+parse_u64(const char *s, uint64_t *out)
+{
+	if (!s || *s < '0' || *s > '9')
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
 parse_bool(const char *s, bool *out, const char **why)
 {
 	static const char *const yes[] = {"yes", "true", "on", "1"};
@@ -297,22 +313,19 @@ hex_encode(const unsigned char *in, size_t len, char *out)
 }
 
 int
-mkdir_p(const char *path, mode_t mode)
+mkdir_p_quiet(const char *path, mode_t mode, char **failed_at)
 {
-	if (!*path) {
-		log_error("could not create directory: empty path");
-		return -1;
-	}
 	char *p = xstrdup(path);
 	int rc = 0;
 
+	if (failed_at)
+		*failed_at = NULL;
 	for (char *s = p + 1;; s++) {
 		if (*s != '/' && *s != '\0')
 			continue;
 		char c = *s;
 		*s = '\0';
 		if (mkdir(p, mode) != 0 && errno != EEXIST) {
-			log_error("could not create directory \"%s\": %s", p, strerror(errno));
 			rc = -1;
 			break;
 		}
@@ -322,12 +335,57 @@ mkdir_p(const char *path, mode_t mode)
 	}
 	if (rc == 0) {
 		struct stat st;
-		if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
-			log_error("\"%s\" exists but is not a directory", path);
+		if (stat(path, &st) != 0) {
+			rc = -1;
+		} else if (!S_ISDIR(st.st_mode)) {
+			errno = ENOTDIR;
 			rc = -1;
 		}
+	} else if (failed_at) {
+		*failed_at = p;
+		p = NULL;
 	}
+	int e = errno;
 	free(p);
+	errno = e;
+	return rc;
+}
+
+int
+mkdir_p(const char *path, mode_t mode)
+{
+	if (!*path) {
+		log_error("could not create directory: empty path");
+		return -1;
+	}
+	char *at;
+	if (mkdir_p_quiet(path, mode, &at) == 0)
+		return 0;
+	if (at)
+		log_error("could not create directory \"%s\": %s", at, strerror(errno));
+	else
+		log_error("\"%s\" exists but is not a directory", path);
+	free(at);
+	return -1;
+}
+
+static int rm_rf_at(int parent, const char *name, const char *shown);
+
+/* Removes everything in open directory d (`shown` names it in messages), then closes d.  0 or -1 (logged). */
+static int
+remove_entries(DIR *d, const char *shown)
+{
+	int rc = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *sub = path_join(shown, de->d_name);
+		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
+			rc = -1;
+		free(sub);
+	}
+	closedir(d);
 	return rc;
 }
 
@@ -367,17 +425,7 @@ rm_rf_at(int parent, const char *name, const char *shown)
 		log_error("could not open directory \"%s\": %s", shown, strerror(errno));
 		return -1;
 	}
-	int rc = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		char *sub = path_join(shown, de->d_name);
-		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
-			rc = -1;
-		free(sub);
-	}
-	closedir(d);
+	int rc = remove_entries(d, shown);
 	if (rc == 0 && unlinkat(parent, name, AT_REMOVEDIR) != 0 && errno != ENOENT) {
 		log_error("could not remove directory \"%s\": %s", shown, strerror(errno));
 		rc = -1;
@@ -401,18 +449,7 @@ empty_dir(const char *path)
 		log_error("could not open directory \"%s\": %s", path, strerror(errno));
 		return -1;
 	}
-	int rc = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		char *sub = path_join(path, de->d_name);
-		if (rm_rf_at(dirfd(d), de->d_name, sub) != 0)
-			rc = -1;
-		free(sub);
-	}
-	closedir(d);
-	return rc;
+	return remove_entries(d, path);
 }
 
 bool
@@ -498,51 +535,14 @@ read_file(const char *path, size_t *len_out)
 	return sb_take(&sb);
 }
 
-int
-write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable)
+const char *
+iso_time(char buf[32], int64_t t)
 {
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int rc = -1;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-	if (fd < 0) {
-		log_error("could not create file \"%s\": %s", tmp, strerror(errno));
-		goto cleanup;
-	}
-	size_t off = 0;
-	while (off < len) {
-		ssize_t n = write(fd, data + off, len - off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("could not write file \"%s\": %s", tmp, strerror(errno));
-			goto cleanup;
-		}
-		off += (size_t)n;
-	}
-	if (durable && fsync(fd) != 0) {
-		log_error("could not fsync file \"%s\": %s", tmp, strerror(errno));
-		goto cleanup;
-	}
-	if (close(fd) != 0) {
-		fd = -1;
-		log_error("could not write file \"%s\": %s", tmp, strerror(errno));
-		goto cleanup;
-	}
-	fd = -1;
-	if (rename(tmp, path) != 0) {
-		log_error("could not rename \"%s\" to \"%s\": %s", tmp, path, strerror(errno));
-		goto cleanup;
-	}
-	if (durable && fsync_parent(path) != 0)
-		goto cleanup;
-	rc = 0;
-cleanup:
-	if (fd >= 0)
-		close(fd);
-	if (rc != 0)
-		unlink(tmp);
-	free(tmp);
-	return rc;
+	struct tm tm;
+	time_t tt = (time_t)t;
+	if (!gmtime_r(&tt, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, 32, "%" PRId64, t);
+	return buf;
 }
 
 static uint64_t

@@ -57,6 +57,8 @@ void sl_free(struct strlist *sl);
 int parse_long(const char *s, long min, long max, long *out, const char **why);
 /* "10G", "512M", "1024", "1.5G"? no: integer with optional K/M/G/T (binary). */
 int parse_size(const char *s, uint64_t *out, const char **why);
+/* Decimal digits only (no sign, no blanks), in range of uint64_t: 0, or -1 (NULL too). */
+int parse_u64(const char *s, uint64_t *out);
 /* yes/no/true/false/on/off/1/0, case-insensitive. */
 int parse_bool(const char *s, bool *out, const char **why);
 
@@ -65,6 +67,12 @@ void hex_encode(const unsigned char *in, size_t len, char *out);
 
 /* mkdir -p with `mode` for created components; 0 or -1 (logged). */
 int mkdir_p(const char *path, mode_t mode);
+/*
+ * mkdir -p without logging: 0, or -1 with errno set (ENOTDIR: path exists
+ * but is no directory) and *failed_at (optional, malloc'ed) the component
+ * whose mkdir failed, NULL when it was the final check.
+ */
+int mkdir_p_quiet(const char *path, mode_t mode, char **failed_at);
 /*
  * Removes `path` and everything below it without following symlinks; a missing
  * path is success.  0 or -1 (logged).
@@ -80,11 +88,8 @@ int fsync_dir(const char *path);
 int fsync_parent(const char *path);
 /* Reads a whole (small) file; NUL-terminated, *len_out optional. NULL on error (errno set, not logged). */
 char *read_file(const char *path, size_t *len_out);
-/*
- * Writes `data` to `path` atomically: temp file beside it, fsync, rename,
- * fsync dir when `durable`.  0 or -1 (logged).
- */
-int write_file_atomic(const char *path, const char *data, size_t len, mode_t mode, bool durable);
+/* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
+const char *iso_time(char buf[32], int64_t t);
 /* Sum of st_size of regular files below path (no symlink following). */
 uint64_t du_bytes(const char *path);
 

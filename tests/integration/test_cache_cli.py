@@ -65,6 +65,43 @@ def test_ls_verify_after_miss(work):
     assert bad.rc == 2, bad
 
 
+def test_verify_key_prefix(work):
+    """verify takes what ls shows in short: a unique key prefix of 4 or more hex digits."""
+    cfg = sql_project(work)
+    r, _ = prepare(work, cfg, "pg1")
+    assert r.rc == 0, r
+    key = work.key(config=cfg)
+    for prefix in (key[:4], key[:12], key):
+        v = work.run("verify", prefix, config=cfg)
+        assert v.rc == 0, v
+        assert v.stdout.strip() == f"ok {key}", v
+    # Too short, not hex, uppercase, too long: usage errors, before any cache access.
+    for arg in (key[:3], "zzzz", "ABCD", key + "0"):
+        u = work.run("verify", arg, config=cfg)
+        assert u.rc == 2, (arg, u)
+        assert "not a key or key prefix" in u.stderr, u
+    # A prefix that matches nothing is a bad entry, not a usage error.
+    other = "0123" if not key.startswith("0123") else "4567"
+    n = work.run("verify", other, config=cfg)
+    assert n.rc == 1, n
+    assert f"BAD {other}: no such entry" in n.stdout, n
+    # Two entries sharing a prefix: the prefix is ambiguous (an error), each full key is fine.
+    d = os.path.join(work.cache, "pgstash-v1")
+    twin = key[:4] + ("0" if key[4] != "0" else "1") + key[5:]
+    for suffix in (".meta", ".tar.zst"):
+        src = os.path.join(d, key + suffix)
+        data = open(src, "rb").read()
+        if suffix == ".meta":
+            data = data.replace(key.encode(), twin.encode())
+        open(os.path.join(d, twin + suffix), "wb").write(data)
+    a = work.run("verify", key[:4], config=cfg)
+    assert a.rc == 1, a
+    assert f"BAD {key[:4]}: ambiguous key prefix" in a.stdout, a
+    both = work.run("verify", key[:5], twin[:5], config=cfg)
+    assert both.rc == 0, both
+    assert f"ok {key}" in both.stdout and f"ok {twin}" in both.stdout, both
+
+
 def flip_byte(path, offset):
     with open(path, "r+b") as f:
         f.seek(offset)

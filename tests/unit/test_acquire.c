@@ -117,7 +117,7 @@ test_wants_prefix(void **state)
 #define F3 "file app 0003.sql sha256=03\n"
 
 static void
-entry(struct store_meta *m, const char *key, enum cfg_layer layer, const char *manifest)
+entry(struct entry_meta *m, const char *key, enum cfg_layer layer, const char *manifest)
 {
 	memset(m, 0, sizeof(*m));
 	snprintf(m->key, sizeof(m->key), "%s", key);
@@ -129,7 +129,7 @@ static void
 test_pick_prefix(void **state)
 {
 	(void)state;
-	struct store_meta all[6];
+	struct entry_meta all[6];
 	entry(&all[0], "one", CFG_LAYER_SCHEMA, HEAD F1);
 	entry(&all[1], "two", CFG_LAYER_SCHEMA, HEAD F1 F2);
 	entry(&all[2], "fixtures", CFG_LAYER_FIXTURES, HEAD F1 F2);
@@ -153,7 +153,7 @@ test_pick_prefix(void **state)
 	steps[0].incremental = false;
 	assert_int_equal(acquire_pick_prefix(all, 6, CFG_LAYER_SCHEMA, HEAD F1 F2 F3, &cfg, &best), -1);
 	for (size_t i = 0; i < 6; i++)
-		store_meta_free(&all[i]);
+		entry_meta_free(&all[i]);
 }
 
 int

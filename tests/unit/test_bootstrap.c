@@ -8,6 +8,7 @@
 #include "unit.h"
 
 #include "bootstrap.h"
+#include "durable.h"
 #include "config.h"
 #include "log.h"
 
@@ -78,7 +79,7 @@ static void
 write_state(const char *text)
 {
 	char *p = path_join(tmp, BOOT_STATE);
-	assert_int_equal(write_file_atomic(p, text, strlen(text), 0644, false), 0);
+	assert_int_equal(durable_write_file(p, text, strlen(text), 0644, false), 0);
 	free(p);
 }
 

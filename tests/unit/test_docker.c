@@ -7,6 +7,7 @@
 #include "unit.h"
 
 #include "docker.h"
+#include "docker_int.h"
 #include "log.h"
 #include "sig.h"
 

@@ -5,6 +5,7 @@
 
 #include "config.h"
 #include "fingerprint.h"
+#include "digest.h"
 #include "log.h"
 
 #include <utime.h>
@@ -180,7 +181,7 @@ test_manifest_form_and_secrets(void **state)
 	assert_true(a && b && c && d && a < b && b < c && c < d);
 	/* The key is the SHA-256 of the manifest. */
 	char hex[65];
-	fp_sha256_hex(m, strlen(m), hex);
+	digest_hex(m, strlen(m), hex);
 	assert_string_equal(hex, fp.key);
 	assert_false(fp.has_fixtures);
 	fp_result_free(&fp);
@@ -318,21 +319,6 @@ test_quote(void **state)
 	sb_free(&sb);
 }
 
-static void
-test_sha256_file(void **state)
-{
-	(void)state;
-	unit_write(tmp, "abc", "abc");
-	char *p = path_join(tmp, "abc");
-	char hex[65];
-	uint64_t n;
-	assert_int_equal(fp_sha256_file(p, hex, &n), 0);
-	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-	assert_true(n == 3);
-	free(p);
-	assert_int_equal(fp_sha256_file("/nonexistent", hex, &n), -1);
-}
-
 int
 main(void)
 {
@@ -345,7 +331,6 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, setup, teardown),
 		cmocka_unit_test(test_quote),
-		cmocka_unit_test_setup_teardown(test_sha256_file, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);
 }

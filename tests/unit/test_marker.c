@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "marker.h"
+#include "marker_int.h"
 
 #include <dirent.h>
 #include <sys/file.h>

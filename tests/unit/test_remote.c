@@ -1,6 +1,5 @@
 /*
- * test_remote — the S3 remote: the pure parts (URL, URI encoding, the XML
- * extractor, listings, times, metas, config checks) and the transport's
+ * test_remote — the S3 remote: the pure parts (URL, config checks) and the transport's
  * failure modes against local sockets (refused, silent until the timeout,
  * cut short by SIGTERM) always; the real S3 API when one answers: the
  * endpoint in $PGSTASH_TEST_S3_ENDPOINT, else a moto_server this test starts
@@ -11,6 +10,8 @@
 
 #include "config.h"
 #include "remote.h"
+#include "s3.h"
+#include "cli.h"
 #include "log.h"
 #include "sig.h"
 #include "store.h"
@@ -27,6 +28,8 @@
 #include <time.h>
 
 /* ---- pure helpers ---- */
+
+#define KEY_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
 static void
 test_parse_url(void **state)
@@ -54,154 +57,6 @@ test_parse_url(void **state)
 		assert_null(p);
 	}
 	assert_int_equal(remote_parse_url(NULL, &b, &p), -1);
-}
-
-static void
-test_uri_encode(void **state)
-{
-	char *s = remote_uri_encode("ci/pgstash-v1/a b+c~d_e.f%", true);
-	assert_string_equal(s, "ci/pgstash-v1/a%20b%2Bc~d_e.f%25");
-	free(s);
-	s = remote_uri_encode("ci/x=y&z", false);
-	assert_string_equal(s, "ci%2Fx%3Dy%26z");
-	free(s);
-	s = remote_uri_encode("\xc3\xa9", false);
-	assert_string_equal(s, "%C3%A9");
-	free(s);
-	s = remote_uri_encode("", true);
-	assert_string_equal(s, "");
-	free(s);
-}
-
-static void
-test_xml_text(void **state)
-{
-	const char *x = "<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code>"
-	                "<Message>a &lt;b&gt; &amp; &quot;c&quot; &apos;d&apos; &#233;&#x41;</Message>"
-	                "<KeyCount>3</KeyCount><Key>k</Key><Empty/><Attr a=\"1\">v</Attr></Error>";
-	char *s = remote_xml_text(x, strlen(x), "Code");
-	assert_string_equal(s, "NoSuchKey");
-	free(s);
-	s = remote_xml_text(x, strlen(x), "Message");
-	assert_string_equal(s, "a <b> & \"c\" 'd' \xc3\xa9" "A");
-	free(s);
-	/* <Key> must not be found inside <KeyCount>. */
-	s = remote_xml_text(x, strlen(x), "Key");
-	assert_string_equal(s, "k");
-	free(s);
-	s = remote_xml_text(x, strlen(x), "Empty");
-	assert_string_equal(s, "");
-	free(s);
-	s = remote_xml_text(x, strlen(x), "Attr");
-	assert_string_equal(s, "v");
-	free(s);
-	assert_null(remote_xml_text(x, strlen(x), "Missing"));
-	/* Malformed: unterminated element, bad entities, a NUL character reference. */
-	const char *bad[] = {"<Code>abc", "<Code>a &bogus; b</Code>", "<Code>&#0;</Code>", "<Code>&#xd800;</Code>",
-	                     "<Code>&#12345678901;</Code>", "<Code>&", "<Code", NULL};
-	for (size_t i = 0; bad[i]; i++)
-		assert_null(remote_xml_text(bad[i], strlen(bad[i]), "Code"));
-	/* Bounded by len, not by the NUL. */
-	assert_null(remote_xml_text(x, 20, "Code"));
-	assert_null(remote_xml_text(NULL, 0, "Code"));
-}
-
-static void
-test_parse_time(void **state)
-{
-	assert_int_equal(remote_parse_time("1970-01-01T00:00:00Z"), 0);
-	assert_int_equal(remote_parse_time("2024-02-29T12:34:56.789Z"), 1709210096);
-	assert_int_equal(remote_parse_time("2024-02-29T12:34:56+00:00"), 1709210096);
-	assert_int_equal(remote_parse_time("2024-02-29 12:34:56Z"), -1);
-	assert_int_equal(remote_parse_time("2024-13-01T00:00:00Z"), -1);
-	assert_int_equal(remote_parse_time("2024-02-29T12:34:56"), -1);
-	assert_int_equal(remote_parse_time("2024-02-29T12:34:56.Z"), -1);
-	assert_int_equal(remote_parse_time(""), -1);
-	assert_int_equal(remote_parse_time(NULL), -1);
-}
-
-static void
-test_parse_list(void **state)
-{
-	const char *page1 =
-		"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-		"<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name>"
-		"<Prefix>ci/pgstash-v1/</Prefix><KeyCount>2</KeyCount><IsTruncated>true</IsTruncated>"
-		"<NextContinuationToken>tok/+=</NextContinuationToken>"
-		"<Contents><Key>ci/pgstash-v1/a&amp;b.meta</Key><LastModified>2024-02-29T12:34:56.000Z</LastModified>"
-		"<ETag>&quot;x&quot;</ETag><Size>123</Size><StorageClass>STANDARD</StorageClass></Contents>"
-		"<Contents><Key>ci/pgstash-v1/c.tar.zst</Key><LastModified>2024-02-29T12:34:57Z</LastModified>"
-		"<Size>18446744073709551615</Size></Contents></ListBucketResult>";
-	const char *page2 = "<ListBucketResult><IsTruncated>false</IsTruncated><KeyCount>0</KeyCount></ListBucketResult>";
-	struct remote_object *v = NULL;
-	size_t n = 0;
-	bool tr;
-	char *tok = NULL;
-
-	assert_int_equal(remote_parse_list(page1, strlen(page1), &v, &n, &tr, &tok), 0);
-	assert_true(tr);
-	assert_string_equal(tok, "tok/+=");
-	assert_int_equal(n, 2);
-	assert_string_equal(v[0].name, "ci/pgstash-v1/a&b.meta");
-	assert_int_equal(v[0].size, 123);
-	assert_int_equal(v[0].mtime, 1709210096);
-	assert_true(v[1].size == UINT64_MAX);
-	assert_int_equal(remote_parse_list(page2, strlen(page2), &v, &n, &tr, &tok), 0);
-	assert_false(tr);
-	assert_null(tok);
-	assert_int_equal(n, 2);
-	remote_objects_free(v, n);
-
-	/* Not a listing; a truncated page without a token; a bad size. */
-	const char *bad[] = {
-		"<Error><Code>AccessDenied</Code></Error>",
-		"<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
-		"<ListBucketResult><Contents><Key>k</Key><Size>-1</Size>"
-		"<LastModified>2024-02-29T12:34:56Z</LastModified></Contents></ListBucketResult>",
-		"<ListBucketResult><Contents><Key>k</Key><Size>1</Size></Contents></ListBucketResult>",
-		NULL};
-	for (size_t i = 0; bad[i]; i++) {
-		v = NULL;
-		n = 0;
-		assert_int_equal(remote_parse_list(bad[i], strlen(bad[i]), &v, &n, &tr, &tok), -1);
-		remote_objects_free(v, n);
-		free(tok);
-		tok = NULL;
-	}
-}
-
-#define KEY_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define SHA_0 "0000000000000000000000000000000000000000000000000000000000000000"
-
-static void
-test_meta_parse(void **state)
-{
-	struct remote_meta_info mi;
-	char why[200];
-	const char *good = "; pgstash cache entry\nkey = " KEY_A "\nparent = \nlayer = schema\ncompression = gzip\n"
-	                   "archive_bytes = 42\narchive_sha256 = " SHA_0 "\nmanifest = x %25\\\nnewer_field = 1\n";
-	assert_int_equal(remote_meta_parse(good, strlen(good), &mi, why, sizeof(why)), 0);
-	assert_string_equal(mi.key, KEY_A);
-	assert_string_equal(mi.archive_sha256, SHA_0);
-	assert_int_equal(mi.archive_bytes, 42);
-	assert_string_equal(mi.compression, "gzip");
-	assert_string_equal(mi.suffix, ".tar.gz");
-
-	const char *bad[] = {
-		"key = " KEY_A "\ncompression = zstd\narchive_bytes = 42\n",                        /* no digest */
-		"key = " KEY_A "\ncompression = lz4\narchive_bytes = 42\narchive_sha256 = " SHA_0 "\n",
-		"key = " KEY_A "\ncompression = zstd\narchive_bytes = -1\narchive_sha256 = " SHA_0 "\n",
-		"key = " KEY_A "\ncompression = zstd\narchive_bytes = 1\narchive_sha256 = XYZ\n",
-		"key = " KEY_A "\nkey = " KEY_A "\ncompression = zstd\narchive_bytes = 1\narchive_sha256 = " SHA_0 "\n",
-		"[section]\nkey = " KEY_A "\n",
-		"\x89PNG\r\n\x1a\n garbage",
-		"",
-		NULL};
-	for (size_t i = 0; bad[i]; i++)
-		assert_int_equal(remote_meta_parse(bad[i], strlen(bad[i]), &mi, why, sizeof(why)), -1);
-	/* A NUL inside is binary, not a shorter meta. */
-	char nul[] = "key = " KEY_A "\0junk";
-	assert_int_equal(remote_meta_parse(nul, sizeof(nul) - 1, &mi, why, sizeof(why)), -1);
 }
 
 static void
@@ -263,7 +118,7 @@ test_unreachable(void **state)
 	assert_int_equal(remote_lease(&rc, KEY_A, "me", 60), -1);
 	assert_int_equal(remote_wait_for(&rc, KEY_A, 1), 1);
 	FILE *out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, false), -1);
+	assert_int_equal(cli_ls_remote(&rc, false, out), -1);
 	assert_int_equal(remote_prune(&rc, 0, 1, false, out), -1);
 	fclose(out);
 	/* Refused connections are not retried: all of that is quick. */
@@ -440,7 +295,7 @@ moto_enforce_auth(void)
 	sb_free(&r);
 	if (iam_call("Action=CreateAccessKey&UserName=pgstash-unit&Version=2010-05-08", &r) != 200)
 		goto fail;
-	char *a = remote_xml_text(r.buf, r.len, "AccessKeyId"), *s = remote_xml_text(r.buf, r.len, "SecretAccessKey");
+	char *a = s3_xml_text(r.buf, r.len, "AccessKeyId"), *s = s3_xml_text(r.buf, r.len, "SecretAccessKey");
 	if (!a || !s || strlen(a) >= sizeof(ak) || strlen(s) >= sizeof(sk)) {
 		free(a);
 		free(s);
@@ -701,7 +556,7 @@ test_live_bad_secret(void **state)
 	rc.secret_key = "not-the-secret";
 	FILE *out = tmpfile();
 	char *tmp = unit_tmpdir(), *a, *m;
-	assert_int_equal(remote_list(&rc, out, false), -1);
+	assert_int_equal(cli_ls_remote(&rc, false, out), -1);
 	assert_int_equal(remote_get(&rc, KEY_A, tmp, &a, &m), -1);
 	fclose(out);
 	rm_rf(tmp);
@@ -916,7 +771,7 @@ test_live_list_prune(void **state)
 	assert_int_equal(remote_lease(&rc, lk, "someone", 60), 0);
 
 	FILE *out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, false), 0);
+	assert_int_equal(cli_ls_remote(&rc, false, out), 0);
 	char *text = capture_file(out);
 	fputs(text, stderr);
 	assert_non_null(strstr(text, "KEY"));
@@ -929,7 +784,7 @@ test_live_list_prune(void **state)
 	fclose(out);
 
 	out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, true), 0);
+	assert_int_equal(cli_ls_remote(&rc, true, out), 0);
 	text = capture_file(out);
 	cJSON *arr = cJSON_Parse(text);
 	assert_true(cJSON_IsArray(arr));
@@ -976,7 +831,7 @@ test_live_list_prune(void **state)
 	assert_int_equal(remote_get(&rc, e[2].key, tmp, &a, &m), 1);
 	/* The fresh lease is no orphan yet. */
 	out = tmpfile();
-	assert_int_equal(remote_list(&rc, out, false), 0);
+	assert_int_equal(cli_ls_remote(&rc, false, out), 0);
 	text = capture_file(out);
 	assert_non_null(strstr(text, lk));
 	free(text);
@@ -1058,11 +913,6 @@ main(void)
 {
 	const struct CMUnitTest pure[] = {
 		cmocka_unit_test(test_parse_url),
-		cmocka_unit_test(test_uri_encode),
-		cmocka_unit_test(test_xml_text),
-		cmocka_unit_test(test_parse_time),
-		cmocka_unit_test(test_parse_list),
-		cmocka_unit_test(test_meta_parse),
 		cmocka_unit_test(test_cfg_free),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_timeout),

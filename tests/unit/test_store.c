@@ -7,6 +7,9 @@
 
 #include "log.h"
 #include "store.h"
+#include "cli.h"
+#include "snapshot.h"
+#include "durable.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -72,7 +75,7 @@ key_of(int i)
 }
 
 static void
-fill_meta(struct store_meta *m, const char *key, const char *manifest)
+fill_meta(struct entry_meta *m, const char *key, const char *manifest)
 {
 	memset(m, 0, sizeof(*m));
 	memcpy(m->key, key, 65);
@@ -85,10 +88,10 @@ fill_meta(struct store_meta *m, const char *key, const char *manifest)
 static void
 publish(struct fixture *f, const char *key, const char *manifest)
 {
-	struct store_meta m;
+	struct entry_meta m;
 	fill_meta(&m, key, manifest);
 	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL), 0);
-	store_meta_free(&m);
+	entry_meta_free(&m);
 }
 
 static char *
@@ -140,7 +143,7 @@ set_meta_field(struct fixture *f, const char *key, const char *name, const char 
 		line += len;
 	}
 	assert_true(done);
-	assert_int_equal(write_file_atomic(path, sb.buf, sb.len, 0644, false), 0);
+	assert_int_equal(durable_write_file(path, sb.buf, sb.len, 0644, false), 0);
 	sb_free(&sb);
 	free(prefix);
 	free(text);
@@ -182,13 +185,13 @@ test_open_layout(void **state)
 	char *locks = path_join(f->cache, "pgstash-v1/.locks");
 	assert_true(path_exists(tmp));
 	assert_true(path_exists(locks));
-	assert_true(store_key_valid(key_of(3)));
-	assert_false(store_key_valid("abc"));
-	assert_false(store_key_valid("../../../../etc/passwd"));
+	assert_true(entry_key_valid(key_of(3)));
+	assert_false(entry_key_valid("abc"));
+	assert_false(entry_key_valid("../../../../etc/passwd"));
 	char upper[65];
 	memset(upper, 'A', 64);
 	upper[64] = '\0';
-	assert_false(store_key_valid(upper));
+	assert_false(entry_key_valid(upper));
 	free(tmp);
 	free(locks);
 }
@@ -200,15 +203,15 @@ test_unusable(void **state)
 	struct store st;
 	assert_int_equal(store_open(&st, "/proc/pgstash-unit-no-such-dir/cache"), -1);
 	assert_false(st.usable);
-	struct store_meta m;
+	struct entry_meta m;
 	assert_int_equal(store_lookup(&st, key_of(1), &m), 0);
 	fill_meta(&m, key_of(1), "x\n");
 	assert_int_equal(store_publish(&st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL), -1);
-	store_meta_free(&m);
+	entry_meta_free(&m);
 	int fd;
 	assert_int_equal(store_lock(&st, key_of(1), true, 0, &fd), -1);
 	assert_int_equal(fd, -1);
-	assert_int_equal(store_print_ls(&st, false, stdout), -1);
+	assert_int_equal(cli_ls(&st, false, stdout), -1);
 	assert_int_equal(store_prune(&st, 0, 1, false, NULL, NULL), -1);
 	store_close(&st);
 
@@ -247,7 +250,7 @@ test_publish_lookup_roundtrip(void **state)
 	sb_append(&man, " \n");
 	sb_append(&man, "[section] = value: ; comment\n");
 	sb_append(&man, "last line without newline \\");
-	struct store_meta m;
+	struct entry_meta m;
 	fill_meta(&m, key_of(1), sb_str(&man));
 	memcpy(m.parent, key_of(2), 65);
 	m.layer = CFG_LAYER_FIXTURES;
@@ -258,7 +261,7 @@ test_publish_lookup_roundtrip(void **state)
 	assert_true(m.created > 0 && m.created == m.last_used);
 	assert_non_null(m.archive);
 
-	struct store_meta got;
+	struct entry_meta got;
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 1);
 	assert_string_equal(got.manifest, sb_str(&man));
 	assert_string_equal(got.key, key_of(1));
@@ -291,14 +294,14 @@ test_publish_lookup_roundtrip(void **state)
 	/* Empty manifest and one that is only a newline. */
 	publish(f, key_of(3), "");
 	publish(f, key_of(4), "\n");
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 1);
 	assert_string_equal(got.manifest, "");
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(4), &got), 1);
 	assert_string_equal(got.manifest, "\n");
-	store_meta_free(&got);
-	store_meta_free(&m);
+	entry_meta_free(&got);
+	entry_meta_free(&m);
 	sb_free(&man);
 	assert_int_equal(count_dir(f->st.tmp_dir), 0);
 }
@@ -310,7 +313,7 @@ test_other_compressions(void **state)
 	const enum cfg_compression comps[] = {CFG_COMP_GZIP, CFG_COMP_NONE};
 	const char *suffix[] = {".tar.gz", ".tar"};
 	for (int i = 0; i < 2; i++) {
-		struct store_meta m, got;
+		struct entry_meta m, got;
 		fill_meta(&m, key_of(5 + i), "m\n");
 		assert_int_equal(store_publish(&f->st, f->pgdata, &m, comps[i], 1, NULL), 0);
 		char *a = entry_file(f, key_of(5 + i), suffix[i]);
@@ -321,8 +324,8 @@ test_other_compressions(void **state)
 		rm_rf(f->target);
 		assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
 		free(a);
-		store_meta_free(&m);
-		store_meta_free(&got);
+		entry_meta_free(&m);
+		entry_meta_free(&got);
 	}
 }
 
@@ -330,7 +333,7 @@ static void
 test_lookup_ignores_partial(void **state)
 {
 	struct fixture *f = *state;
-	struct store_meta got;
+	struct entry_meta got;
 	/* Archive without meta: ignored. */
 	char *a = entry_file(f, key_of(7), ".tar.zst");
 	unit_write(f->st.dir, "7777777777777777777777777777777777777777777777777777777777777777.tar.zst", "junk");
@@ -445,12 +448,12 @@ test_concurrent_publish(void **state)
 				struct store st;
 				if (store_open(&st, f->cache) != 0)
 					_exit(2);
-				struct store_meta m;
+				struct entry_meta m;
 				fill_meta(&m, key_of(12), "same key\n");
 				/* Different mtimes would do too; a different build time is enough to tell them apart. */
 				m.build_seconds = i + 1;
 				int r = store_publish(&st, f->pgdata, &m, i ? CFG_COMP_GZIP : CFG_COMP_ZSTD, 0, NULL);
-				store_meta_free(&m);
+				entry_meta_free(&m);
 				store_close(&st);
 				_exit(r == 0 ? 0 : 1);
 			}
@@ -461,7 +464,7 @@ test_concurrent_publish(void **state)
 			assert_true(WIFEXITED(status));
 			assert_int_equal(WEXITSTATUS(status), 0);
 		}
-		struct store_meta got;
+		struct entry_meta got;
 		assert_int_equal(store_lookup(&f->st, key_of(12), &got), 1);
 		char *out = NULL;
 		assert_int_equal(capture_stdout(do_verify_all, &f->st, &out), 0);
@@ -473,7 +476,7 @@ test_concurrent_publish(void **state)
 		rm_rf(f->target);
 		assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
 		assert_int_equal(store_remove(&f->st, key_of(12)), 0);
-		store_meta_free(&got);
+		entry_meta_free(&got);
 	}
 }
 
@@ -497,7 +500,7 @@ test_publish_disk_full(void **state)
 		struct store st;
 		if (store_open(&st, f->cache) != 0)
 			_exit(2);
-		struct store_meta m;
+		struct entry_meta m;
 		fill_meta(&m, key_of(13), "m\n");
 		int r = store_publish(&st, f->pgdata, &m, CFG_COMP_NONE, 0, NULL);
 		_exit(r == -1 ? 0 : 1);
@@ -507,7 +510,7 @@ test_publish_disk_full(void **state)
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
 	assert_int_equal(count_dir(f->st.tmp_dir), 0);
-	struct store_meta got;
+	struct entry_meta got;
 	assert_int_equal(store_lookup(&f->st, key_of(13), &got), 0);
 	assert_int_equal(count_dir(f->st.dir), 2);
 }
@@ -516,7 +519,7 @@ static void
 test_restore_and_bad_entries(void **state)
 {
 	struct fixture *f = *state;
-	struct store_meta got;
+	struct entry_meta got;
 
 	/* Good: restores, and last_used moves. */
 	publish(f, key_of(1), "m\n");
@@ -530,10 +533,10 @@ test_restore_and_bad_entries(void **state)
 	assert_string_equal(t, "15\n");
 	free(t);
 	free(pv);
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 1);
 	assert_true(got.last_used > 1000);
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	rm_rf(f->target);
 
 	/* A flipped byte in the archive. */
@@ -541,11 +544,11 @@ test_restore_and_bad_entries(void **state)
 	size_t len;
 	char *data = read_file(got.archive, &len);
 	data[len / 2] ^= 0x20;
-	assert_int_equal(write_file_atomic(got.archive, data, len, 0644, false), 0);
+	assert_int_equal(durable_write_file(got.archive, data, len, 0644, false), 0);
 	free(data);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
 	assert_true(dir_is_empty(f->target));
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 0);
 
 	/* The meta's digest does not match the archive. */
@@ -554,7 +557,7 @@ test_restore_and_bad_entries(void **state)
 	assert_int_equal(store_lookup(&f->st, key_of(2), &got), 1);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
 	assert_true(dir_is_empty(f->target));
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(2), &got), 0);
 
 	/* PostgreSQL major mismatch. */
@@ -562,14 +565,14 @@ test_restore_and_bad_entries(void **state)
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 1);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 16, NULL), -1);
 	assert_true(dir_is_empty(f->target));
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 0);
 
 	/* Truncated archive: lookup notices the size already. */
 	publish(f, key_of(4), "m\n");
 	assert_int_equal(store_lookup(&f->st, key_of(4), &got), 1);
 	assert_int_equal(truncate(got.archive, (off_t)(got.archive_bytes / 2)), 0);
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(4), &got), 0);
 
 	/* Not the archive's fault (target not empty): the entry stays. */
@@ -577,9 +580,9 @@ test_restore_and_bad_entries(void **state)
 	unit_write(f->target, "precious", "x");
 	assert_int_equal(store_lookup(&f->st, key_of(5), &got), 1);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(5), &got), 1);
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	/* Only the entry of key 5 is left: archive + meta + .tmp + .locks. */
 	assert_int_equal(count_dir(f->st.dir), 4);
 }
@@ -701,19 +704,19 @@ test_locks(void **state)
 static int
 do_ls_text(void *arg)
 {
-	return store_print_ls(arg, false, stdout);
+	return cli_ls(arg, false, stdout);
 }
 
 static int
 do_ls_json(void *arg)
 {
-	return store_print_ls(arg, true, stdout);
+	return cli_ls(arg, true, stdout);
 }
 
 static int
 do_verify_all(void *arg)
 {
-	return store_verify(arg, NULL, 0);
+	return cli_verify(arg, NULL, 0, stdout);
 }
 
 struct verify_args {
@@ -726,7 +729,7 @@ static int
 do_verify_keys(void *arg)
 {
 	struct verify_args *a = arg;
-	return store_verify(a->st, a->keys, a->n);
+	return cli_verify(a->st, a->keys, a->n, stdout);
 }
 
 struct prune_args {
@@ -758,9 +761,9 @@ four_entries(struct fixture *f)
 static bool
 has_entry(struct fixture *f, int i)
 {
-	struct store_meta m;
+	struct entry_meta m;
 	int r = store_lookup(&f->st, key_of(i), &m);
-	store_meta_free(&m);
+	entry_meta_free(&m);
 	return r == 1;
 }
 
@@ -814,10 +817,10 @@ test_prune(void **state)
 
 	/* max_bytes: one archive's size keeps one entry. */
 	four_entries(f);
-	struct store_meta m;
+	struct entry_meta m;
 	assert_int_equal(store_lookup(&f->st, key_of(1), &m), 1);
 	uint64_t one = m.archive_bytes;
-	store_meta_free(&m);
+	entry_meta_free(&m);
 	struct prune_args b = {&f->st, one + one / 2, 0, false, NULL};
 	assert_int_equal(capture_stdout(do_prune, &b, &out), 3);
 	free(out);
@@ -852,12 +855,12 @@ test_ls_and_verify(void **state)
 	free(out);
 
 	four_entries(f);
-	struct store_meta m;
+	struct entry_meta m;
 	fill_meta(&m, key_of(5), "x\n");
 	memcpy(m.parent, key_of(1), 65);
 	m.layer = CFG_LAYER_FIXTURES;
 	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL), 0);
-	store_meta_free(&m);
+	entry_meta_free(&m);
 	set_meta_field(f, key_of(5), "last_used", "5000");
 
 	assert_int_equal(capture_stdout(do_ls_text, &f->st, &out), 0);
@@ -897,14 +900,14 @@ test_ls_and_verify(void **state)
 	free(out);
 
 	/* Damage one archive without changing its size. */
-	struct store_meta got;
+	struct entry_meta got;
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 1);
 	size_t len;
 	char *data = read_file(got.archive, &len);
 	data[len - 10] ^= 1;
-	assert_int_equal(write_file_atomic(got.archive, data, len, 0644, false), 0);
+	assert_int_equal(durable_write_file(got.archive, data, len, 0644, false), 0);
 	free(data);
-	store_meta_free(&got);
+	entry_meta_free(&got);
 	assert_int_equal(capture_stdout(do_verify_all, &f->st, &out), 1);
 	char *bad3 = xasprintf("BAD %s: ", key_of(3));
 	assert_non_null(strstr(out, bad3));

@@ -582,75 +582,6 @@ test_read_file(void **state)
 	free(missing);
 }
 
-static void
-test_write_file_atomic(void **state)
-{
-	(void)state;
-	mode_t old = umask(022);
-	char *p = path_join(tmp, "out.txt");
-	const char text[] = "hello\0world\n";
-	assert_int_equal(write_file_atomic(p, text, sizeof(text) - 1, 0600, true), 0);
-	size_t len;
-	char *got = read_file(p, &len);
-	assert_non_null(got);
-	assert_int_equal(len, sizeof(text) - 1);
-	assert_memory_equal(got, text, sizeof(text) - 1);
-	free(got);
-	struct stat st;
-	assert_int_equal(stat(p, &st), 0);
-	assert_int_equal(st.st_mode & 0777, 0600);
-	assert_int_equal(count_entries(tmp), 1);
-
-	/* Replacing: new content, new mode, the old inode is not written into. */
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	assert_true(fd >= 0);
-	assert_int_equal(write_file_atomic(p, "v2", 2, 0644, false), 0);
-	char buf[32] = "";
-	assert_int_equal(read(fd, buf, sizeof(buf) - 1), (ssize_t)(sizeof(text) - 1));
-	assert_memory_equal(buf, text, sizeof(text) - 1);
-	close(fd);
-	got = read_file(p, &len);
-	assert_string_equal(got, "v2");
-	free(got);
-	assert_int_equal(stat(p, &st), 0);
-	assert_int_equal(st.st_mode & 0777, 0644);
-	assert_int_equal(count_entries(tmp), 1);
-
-	/* Empty content is a valid file. */
-	assert_int_equal(write_file_atomic(p, "", 0, 0644, true), 0);
-	assert_int_equal(stat(p, &st), 0);
-	assert_int_equal(st.st_size, 0);
-
-	/* A missing directory: -1, logged, nothing created. */
-	char *missing = path_join(tmp, "nodir/out.txt");
-	struct unit_capture cap;
-	unit_stderr_begin(&cap);
-	int rc = write_file_atomic(missing, "x", 1, 0644, true);
-	char *err = unit_stderr_end(&cap);
-	assert_int_equal(rc, -1);
-	expect_contains(err, "pgstash: error: could not create file \"");
-	expect_contains(err, "No such file or directory");
-	free(err);
-	assert_false(exists(tmp, "nodir"));
-
-	/* The target is a directory: rename fails and the temp file is removed. */
-	char *dir = path_join(tmp, "adir");
-	assert_int_equal(mkdir(dir, 0755), 0);
-	unit_write(dir, "inside", "x");
-	unit_stderr_begin(&cap);
-	rc = write_file_atomic(dir, "x", 1, 0644, true);
-	err = unit_stderr_end(&cap);
-	assert_int_equal(rc, -1);
-	expect_contains(err, "could not rename");
-	free(err);
-	assert_int_equal(count_entries(tmp), 2); /* out.txt and adir, no temp file */
-	assert_true(exists(tmp, "adir/inside"));
-
-	umask(old);
-	free(p);
-	free(missing);
-	free(dir);
-}
 
 static void
 test_du_bytes(void **state)
@@ -729,7 +660,6 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_empty_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fsync, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_file_atomic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_du_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_path_join, setup, teardown),
 	};

@@ -1,0 +1,156 @@
+/*
+ * digest — see digest.h.  A thin layer over EVP so that every SHA-256 in
+ * pgstash is computed one way and encoded with util's hex_encode.
+ */
+#include "digest.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdnoreturn.h>
+#include <unistd.h>
+
+/* Large enough that read(2) per file costs little next to hashing. */
+#define DIGEST_BUF (256 * 1024)
+
+struct digest {
+	EVP_MD_CTX *ctx;
+};
+
+noreturn static void
+fail(void)
+{
+	fputs("pgstash: error: could not compute SHA-256\n", stderr);
+	abort();
+}
+
+void
+digest_hex(const void *data, size_t len, char out[DIGEST_HEX_SIZE])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+		fail();
+	hex_encode(md, 32, out);
+}
+
+struct digest *
+digest_new(void)
+{
+	struct digest *d = xcalloc(1, sizeof(*d));
+	d->ctx = EVP_MD_CTX_new();
+	if (!d->ctx)
+		fail();
+	digest_reset(d);
+	return d;
+}
+
+void
+digest_reset(struct digest *d)
+{
+	if (EVP_DigestInit_ex(d->ctx, EVP_sha256(), NULL) != 1)
+		fail();
+}
+
+void
+digest_update(struct digest *d, const void *data, size_t len)
+{
+	if (EVP_DigestUpdate(d->ctx, data, len) != 1)
+		fail();
+}
+
+void
+digest_final(struct digest *d, char out[DIGEST_HEX_SIZE])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	if (EVP_DigestFinal_ex(d->ctx, md, &len) != 1 || len != 32) {
+		out[0] = '\0';
+		return;
+	}
+	hex_encode(md, 32, out);
+}
+
+void
+digest_free(struct digest *d)
+{
+	if (!d)
+		return;
+	EVP_MD_CTX_free(d->ctx);
+	free(d);
+}
+
+int
+digest_file(const char *path, void *buf, size_t buf_len, char out[DIGEST_HEX_SIZE], uint64_t *bytes)
+{
+	void *own = NULL;
+	uint64_t total = 0;
+	int rc = -1;
+
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -1;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (!buf) {
+		buf = own = xmalloc(DIGEST_BUF);
+		buf_len = DIGEST_BUF;
+	}
+	struct digest *d = digest_new();
+	for (;;) {
+		ssize_t n = read(fd, buf, buf_len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			goto cleanup;
+		if (n == 0)
+			break;
+		digest_update(d, buf, (size_t)n);
+		total += (uint64_t)n;
+	}
+	digest_final(d, out);
+	if (bytes)
+		*bytes = total;
+	rc = 0;
+cleanup:;
+	int e = errno;
+	digest_free(d);
+	free(own);
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+int
+digest_range(int fd, uint64_t off, uint64_t len, char out[DIGEST_HEX_SIZE])
+{
+	size_t cap = 1024 * 1024;
+	char *buf = xmalloc(cap);
+	struct digest *d = digest_new();
+	int rc = -1;
+
+	while (len > 0) {
+		size_t want = len < cap ? (size_t)len : cap;
+		ssize_t n = pread(fd, buf, want, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			goto cleanup;
+		}
+		digest_update(d, buf, (size_t)n);
+		off += (uint64_t)n;
+		len -= (uint64_t)n;
+	}
+	digest_final(d, out);
+	rc = 0;
+cleanup:;
+	int e = errno;
+	digest_free(d);
+	free(buf);
+	errno = e;
+	return rc;
+}

@@ -1,0 +1,126 @@
+/*
+ * Unit tests for digest: the FIPS 180-2 SHA-256 vectors through each entry
+ * point (buffer, file with and without a caller's buffer, byte range,
+ * incremental with a reset), and errors.
+ */
+#include "unit.h"
+
+#include "digest.h"
+
+#define SHA_EMPTY "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+#define SHA_ABC "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+#define TWO_BLOCKS "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+#define SHA_TWO_BLOCKS "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+#define SHA_MILLION_A "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
+
+static char *tmp;
+
+static int
+setup(void **state)
+{
+	tmp = unit_tmpdir();
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	rm_rf(tmp);
+	free(tmp);
+	return 0;
+}
+
+static void
+test_buffer(void **state)
+{
+	char hex[DIGEST_HEX_SIZE];
+	digest_hex("", 0, hex);
+	assert_string_equal(hex, SHA_EMPTY);
+	digest_hex("abc", 3, hex);
+	assert_string_equal(hex, SHA_ABC);
+	digest_hex(TWO_BLOCKS, strlen(TWO_BLOCKS), hex);
+	assert_string_equal(hex, SHA_TWO_BLOCKS);
+}
+
+static void
+test_incremental(void **state)
+{
+	char hex[DIGEST_HEX_SIZE];
+	struct digest *d = digest_new();
+	digest_update(d, "junk", 4);
+	digest_reset(d);
+	char a[1000];
+	memset(a, 'a', sizeof(a));
+	for (int i = 0; i < 1000; i++)
+		digest_update(d, a, sizeof(a));
+	digest_final(d, hex);
+	assert_string_equal(hex, SHA_MILLION_A);
+	digest_reset(d);
+	digest_update(d, "ab", 2);
+	digest_update(d, "c", 1);
+	digest_final(d, hex);
+	assert_string_equal(hex, SHA_ABC);
+	digest_free(d);
+	digest_free(NULL);
+}
+
+static void
+test_file(void **state)
+{
+	char hex[DIGEST_HEX_SIZE];
+	uint64_t n = 0;
+	unit_write(tmp, "two", TWO_BLOCKS);
+	char *p = path_join(tmp, "two");
+	assert_int_equal(digest_file(p, NULL, 0, hex, &n), 0);
+	assert_string_equal(hex, SHA_TWO_BLOCKS);
+	assert_true(n == strlen(TWO_BLOCKS));
+	/* A tiny caller buffer: many reads, one digest. */
+	char buf[7];
+	assert_int_equal(digest_file(p, buf, sizeof(buf), hex, NULL), 0);
+	assert_string_equal(hex, SHA_TWO_BLOCKS);
+
+	unit_write(tmp, "empty", "");
+	char *e = path_join(tmp, "empty");
+	assert_int_equal(digest_file(e, NULL, 0, hex, &n), 0);
+	assert_string_equal(hex, SHA_EMPTY);
+	assert_true(n == 0);
+
+	errno = 0;
+	assert_int_equal(digest_file("/nonexistent/x", NULL, 0, hex, &n), -1);
+	assert_int_equal(errno, ENOENT);
+	assert_int_equal(digest_file(tmp, NULL, 0, hex, &n), -1); /* a directory */
+	assert_int_equal(errno, EISDIR);
+	free(p);
+	free(e);
+}
+
+static void
+test_range(void **state)
+{
+	char hex[DIGEST_HEX_SIZE];
+	unit_write(tmp, "r", "xxabcyy");
+	char *p = path_join(tmp, "r");
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(digest_range(fd, 2, 3, hex), 0);
+	assert_string_equal(hex, SHA_ABC);
+	assert_int_equal(digest_range(fd, 7, 0, hex), 0);
+	assert_string_equal(hex, SHA_EMPTY);
+	errno = 0;
+	assert_int_equal(digest_range(fd, 5, 10, hex), -1); /* past the end */
+	assert_int_equal(errno, EIO);
+	close(fd);
+	free(p);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_buffer),
+		cmocka_unit_test(test_incremental),
+		cmocka_unit_test_setup_teardown(test_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_range, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
