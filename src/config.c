@@ -326,6 +326,18 @@ set_str(char **dst, const char *value)
 	*dst = *value ? xstrdup(value) : NULL;
 }
 
+/* The highest level `compression = NAME:LEVEL` takes; 0: none. */
+static long
+max_level(enum cfg_compression c)
+{
+	switch (c) {
+	case CFG_COMP_ZSTD: return 19;
+	case CFG_COMP_GZIP: return 9;
+	case CFG_COMP_NONE: return 0;
+	}
+	return 0;
+}
+
 static int
 parse_compression(const char *value, enum cfg_compression *c, int *level, const char **why)
 {
@@ -335,20 +347,13 @@ parse_compression(const char *value, enum cfg_compression *c, int *level, const 
 	int rc = -1;
 	if (colon)
 		*colon++ = '\0';
-	long max;
-	if (strcasecmp(copy, "zstd") == 0) {
-		*c = CFG_COMP_ZSTD;
-		max = 19;
-	} else if (strcasecmp(copy, "gzip") == 0) {
-		*c = CFG_COMP_GZIP;
-		max = 9;
-	} else if (strcasecmp(copy, "none") == 0) {
-		*c = CFG_COMP_NONE;
-		max = 0;
-	} else {
+	for (char *p = copy; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	if (!entry_compression_parse(copy, c)) {
 		*why = "expected zstd[:LEVEL], gzip[:LEVEL] or none";
 		goto cleanup;
 	}
+	long max = max_level(*c);
 	if (colon) {
 		if (max == 0) {
 			*why = "none takes no level";
@@ -490,11 +495,7 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 	} else if (strcmp(name, "image") == 0)
 		set_str(&st->image, value);
 	else if (strcmp(name, "layer") == 0) {
-		if (strcmp(value, "schema") == 0)
-			st->layer = CFG_LAYER_SCHEMA;
-		else if (strcmp(value, "fixtures") == 0)
-			st->layer = CFG_LAYER_FIXTURES;
-		else
+		if (!entry_layer_parse(value, &st->layer))
 			ctx_error(ctx, "bad value \"%s\" for layer: expected schema or fixtures", value);
 	} else if (strcmp(name, "image_id") == 0) {
 		if (parse_bool(value, &st->image_id, &why) != 0)
@@ -1582,19 +1583,3 @@ cfg_free(struct cfg *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
-const char *
-cfg_compression_name(enum cfg_compression c)
-{
-	switch (c) {
-	case CFG_COMP_NONE: return "none";
-	case CFG_COMP_GZIP: return "gzip";
-	case CFG_COMP_ZSTD: return "zstd";
-	}
-	return "?";
-}
-
-const char *
-cfg_layer_name(enum cfg_layer l)
-{
-	return l == CFG_LAYER_FIXTURES ? "fixtures" : "schema";
-}

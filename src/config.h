@@ -14,18 +14,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The compression and layer enums, and their names: one table each, in entry. */
+#include "entry.h"
+
 #define CFG_DEFAULT_FILE "/etc/pgstash/pgstash.ini"
 
-enum cfg_compression {
-	CFG_COMP_NONE,
-	CFG_COMP_GZIP,
-	CFG_COMP_ZSTD,
-};
-
-enum cfg_layer {
-	CFG_LAYER_SCHEMA,
-	CFG_LAYER_FIXTURES,
-};
 
 #define REMOTE_DEFAULT_REGION "us-east-1"
 #define REMOTE_DEFAULT_TIMEOUT 30
@@ -160,7 +153,5 @@ void cfg_free(struct cfg *cfg);
 /* Sets a [pgstash] key from argv or env; `where` names the source for messages.  0 or -1 (logged). */
 int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where);
 
-const char *cfg_compression_name(enum cfg_compression c);
-const char *cfg_layer_name(enum cfg_layer l);
 
 #endif

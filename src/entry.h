@@ -25,11 +25,24 @@
 #ifndef PGSTASH_ENTRY_H
 #define PGSTASH_ENTRY_H
 
-#include "config.h"
-
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/*
+ * How an archive is compressed, and which layer an entry holds.  The config
+ * names them too (compression =, layer =), through the tables below.
+ */
+enum cfg_compression {
+	CFG_COMP_NONE,
+	CFG_COMP_GZIP,
+	CFG_COMP_ZSTD,
+};
+
+enum cfg_layer {
+	CFG_LAYER_SCHEMA,
+	CFG_LAYER_FIXTURES,
+};
 
 /* The versioned directory of entries, locally under cache_dir and remotely under the prefix. */
 #define STORE_DIR_NAME "pgstash-v1"

@@ -8,6 +8,7 @@
 #include "fingerprint.h"
 #include "digest.h"
 #include "entry.h"
+#include "config.h"
 #include "log.h"
 #include "proc.h"
 #include "util.h"

@@ -40,54 +40,6 @@
 
 /* ------------------------------------------------------------ pure helpers */
 
-static bool
-bucket_name_ok(const char *b)
-{
-	size_t n = strlen(b);
-	if (n < 3 || n > 63)
-		return false;
-	for (const char *p = b; *p; p++) {
-		if (!isalnum((unsigned char)*p) && *p != '-' && *p != '.' && *p != '_')
-			return false;
-	}
-	return isalnum((unsigned char)b[0]) && isalnum((unsigned char)b[n - 1]);
-}
-
-int
-remote_parse_url(const char *url, char **bucket, char **prefix)
-{
-	*bucket = *prefix = NULL;
-	if (!url || strncmp(url, "s3://", 5) != 0)
-		return -1;
-	const char *b = url + 5;
-	size_t bl = strcspn(b, "/");
-	const char *p = b + bl;
-	while (*p == '/')
-		p++;
-	size_t pl = strlen(p);
-	while (pl > 0 && p[pl - 1] == '/')
-		pl--;
-	if (bl == 0)
-		return -1;
-	*bucket = xasprintf("%.*s", (int)bl, b);
-	*prefix = xasprintf("%.*s", (int)pl, p);
-	if (!bucket_name_ok(*bucket) || strstr(*prefix, "//") || strchr(*prefix, '?') || strchr(*prefix, '#')) {
-		free(*bucket);
-		free(*prefix);
-		*bucket = *prefix = NULL;
-		return -1;
-	}
-	for (const char *c = *prefix; *c; c++) {
-		if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-			free(*bucket);
-			free(*prefix);
-			*bucket = *prefix = NULL;
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /* --------------------------------------------------------------- meta text */
 
 /*
@@ -135,96 +87,6 @@ timeout_of(const struct remote_cfg *rc)
 	return rc->timeout_s > 0 ? rc->timeout_s : REMOTE_DEFAULT_TIMEOUT;
 }
 
-static const char *
-region_of(const struct remote_cfg *rc)
-{
-	return rc->region && rc->region[0] ? rc->region : REMOTE_DEFAULT_REGION;
-}
-
-struct endpoint {
-	char *scheme; /* "http" or "https" */
-	char *host;   /* as in the URL: "[::1]" keeps its brackets */
-	char *port;   /* NULL: the scheme's */
-};
-
-static void
-endpoint_free(struct endpoint *ep)
-{
-	free(ep->scheme);
-	free(ep->host);
-	free(ep->port);
-	memset(ep, 0, sizeof(*ep));
-}
-
-/* Splits the endpoint with libcurl's URL parser.  0, or -1 with why set. */
-static int
-endpoint_parse(const struct remote_cfg *rc, struct endpoint *ep, const char **why)
-{
-	char *def = NULL, *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *query = NULL, *user = NULL;
-	const char *url = rc->endpoint;
-	CURLU *u = curl_url();
-	int ret = -1;
-
-	memset(ep, 0, sizeof(*ep));
-	if (!u) {
-		*why = "out of memory";
-		return -1;
-	}
-	if (!url || !*url)
-		url = def = xasprintf("https://s3.%s.amazonaws.com", region_of(rc));
-	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK) {
-		*why = "not a URL";
-		goto cleanup;
-	}
-	curl_url_get(u, CURLUPART_SCHEME, &scheme, 0);
-	curl_url_get(u, CURLUPART_HOST, &host, 0);
-	curl_url_get(u, CURLUPART_PORT, &port, 0);
-	curl_url_get(u, CURLUPART_PATH, &path, 0);
-	curl_url_get(u, CURLUPART_QUERY, &query, 0);
-	curl_url_get(u, CURLUPART_USER, &user, 0);
-	if (!scheme || (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0)) {
-		*why = "the scheme must be http or https";
-		goto cleanup;
-	}
-	if (!host || !*host) {
-		*why = "no host";
-		goto cleanup;
-	}
-	if ((path && strcmp(path, "/") != 0 && *path) || query || user) {
-		*why = "an endpoint is scheme://host[:port] only (no path, query or user)";
-		goto cleanup;
-	}
-	ep->scheme = xstrdup(scheme);
-	ep->host = xstrdup(host);
-	ep->port = port ? xstrdup(port) : NULL;
-	ret = 0;
-cleanup:
-	curl_free(scheme);
-	curl_free(host);
-	curl_free(port);
-	curl_free(path);
-	curl_free(query);
-	curl_free(user);
-	curl_url_cleanup(u);
-	free(def);
-	return ret;
-}
-
-void
-remote_cfg_free(struct remote_cfg *rc)
-{
-	if (!rc)
-		return;
-	if (rc->secret_key)
-		explicit_bzero(rc->secret_key, strlen(rc->secret_key));
-	free(rc->url);
-	free(rc->endpoint);
-	free(rc->region);
-	free(rc->access_key);
-	free(rc->secret_key);
-	memset(rc, 0, sizeof(*rc));
-}
-
 /* ------------------------------------------------------------- the client */
 
 /* A remote session: the S3 client and where pgstash's objects live in the bucket. */
@@ -250,7 +112,7 @@ conn_close(struct conn *c)
 static int
 conn_open(struct conn *c, const struct remote_cfg *rc)
 {
-	struct endpoint ep;
+	struct cfg_endpoint ep;
 	const char *why = "";
 
 	memset(c, 0, sizeof(*c));
@@ -259,11 +121,11 @@ conn_open(struct conn *c, const struct remote_cfg *rc)
 		log_warning("no remote configured");
 		return -1;
 	}
-	if (remote_parse_url(rc->url, &c->bucket, &c->prefix) != 0) {
+	if (cfg_remote_parse_url(rc->url, &c->bucket, &c->prefix) != 0) {
 		log_warning("remote url \"%s\" is not s3://BUCKET[/PREFIX]", rc->url);
 		return -1;
 	}
-	if (endpoint_parse(rc, &ep, &why) != 0) {
+	if (cfg_remote_endpoint(rc, &ep, &why) != 0) {
 		log_warning("remote endpoint \"%s\": %s", rc->endpoint ? rc->endpoint : "", why);
 		conn_close(c);
 		return -1;
@@ -275,9 +137,9 @@ conn_open(struct conn *c, const struct remote_cfg *rc)
 	else
 		base = xasprintf("%s://%s.%s%s", ep.scheme, c->bucket, ep.host, port);
 	free(port);
-	endpoint_free(&ep);
+	cfg_endpoint_free(&ep);
 	c->dir = c->prefix[0] ? xasprintf("%s/%s/", c->prefix, STORE_DIR_NAME) : xasprintf("%s/", STORE_DIR_NAME);
-	struct s3_target t = {.label = rc->url, .base = base, .region = region_of(rc), .access_key = rc->access_key,
+	struct s3_target t = {.label = rc->url, .base = base, .region = cfg_remote_region(rc), .access_key = rc->access_key,
 	                      .secret_key = rc->secret_key, .timeout_s = timeout_of(rc)};
 	int rc_open = s3_open(&c->s3, &t);
 	free(base);

@@ -40,8 +40,6 @@ struct remote_cfg; /* config.h */
 
 /* true when a remote is configured (url set). */
 bool remote_enabled(const struct remote_cfg *rc);
-/* Frees the strings (the secret is zeroed first) and zeroes *rc; NULL is fine. */
-void remote_cfg_free(struct remote_cfg *rc);
 
 /*
  * Downloads entry `key` into two new files in `local_dir_tmp` (the store's
@@ -158,11 +156,4 @@ const char *remote_entry_state(const struct remote_entry *e);
  */
 int remote_prune(const struct remote_cfg *rc, uint64_t max_bytes, long max_entries, bool dry_run, FILE *out);
 
-/* ---- helpers, exposed for the unit tests ---- */
-
-/*
- * Splits "s3://bucket/some/prefix/" into "bucket" and "some/prefix" (no
- * leading or trailing '/'; "" when none).  0 (caller frees both) or -1.
- */
-int remote_parse_url(const char *url, char **bucket, char **prefix);
 #endif

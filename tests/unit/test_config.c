@@ -347,6 +347,34 @@ test_remote_validate(void **state)
 }
 
 static void
+test_remote_parse_url(void **state)
+{
+	char *b, *p;
+	assert_int_equal(cfg_remote_parse_url("s3://bucket/ci", &b, &p), 0);
+	assert_string_equal(b, "bucket");
+	assert_string_equal(p, "ci");
+	free(b);
+	free(p);
+	assert_int_equal(cfg_remote_parse_url("s3://my-bucket.x//a/b/", &b, &p), 0);
+	assert_string_equal(b, "my-bucket.x");
+	assert_string_equal(p, "a/b");
+	free(b);
+	free(p);
+	assert_int_equal(cfg_remote_parse_url("s3://bucket", &b, &p), 0);
+	assert_string_equal(p, "");
+	free(b);
+	free(p);
+	const char *bad[] = {"http://bucket/x", "s3://", "s3:///x", "s3://ab/x", "s3://Bucket!/x", "s3://bucket/a//b",
+	                     "s3://bucket/a?b", "s3://-bucket/x", "s3://bucket/a\nb", NULL};
+	for (size_t i = 0; bad[i]; i++) {
+		assert_int_equal(cfg_remote_parse_url(bad[i], &b, &p), -1);
+		assert_null(b);
+		assert_null(p);
+	}
+	assert_int_equal(cfg_remote_parse_url(NULL, &b, &p), -1);
+}
+
+static void
 test_remote_parsers(void **state)
 {
 	(void)state;
@@ -430,6 +458,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),
 		cmocka_unit_test(test_parsers),
 		cmocka_unit_test(test_remote_validate),
+		cmocka_unit_test(test_remote_parse_url),
 		cmocka_unit_test(test_remote_parsers),
 		cmocka_unit_test_setup_teardown(test_remote_env, setup, teardown),
 	};

@@ -31,45 +31,6 @@
 
 #define KEY_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 
-static void
-test_parse_url(void **state)
-{
-	char *b, *p;
-	assert_int_equal(remote_parse_url("s3://bucket/ci", &b, &p), 0);
-	assert_string_equal(b, "bucket");
-	assert_string_equal(p, "ci");
-	free(b);
-	free(p);
-	assert_int_equal(remote_parse_url("s3://my-bucket.x//a/b/", &b, &p), 0);
-	assert_string_equal(b, "my-bucket.x");
-	assert_string_equal(p, "a/b");
-	free(b);
-	free(p);
-	assert_int_equal(remote_parse_url("s3://bucket", &b, &p), 0);
-	assert_string_equal(p, "");
-	free(b);
-	free(p);
-	const char *bad[] = {"http://bucket/x", "s3://", "s3:///x", "s3://ab/x", "s3://Bucket!/x", "s3://bucket/a//b",
-	                     "s3://bucket/a?b", "s3://-bucket/x", "s3://bucket/a\nb", NULL};
-	for (size_t i = 0; bad[i]; i++) {
-		assert_int_equal(remote_parse_url(bad[i], &b, &p), -1);
-		assert_null(b);
-		assert_null(p);
-	}
-	assert_int_equal(remote_parse_url(NULL, &b, &p), -1);
-}
-
-static void
-test_cfg_free(void **state)
-{
-	struct remote_cfg rc = {.url = xstrdup("s3://b/c"), .secret_key = xstrdup("secret"), .timeout_s = 3};
-	remote_cfg_free(&rc);
-	assert_null(rc.url);
-	assert_null(rc.secret_key);
-	assert_int_equal(rc.timeout_s, 0);
-	remote_cfg_free(NULL);
-}
-
 /* ---- the transport against local sockets ---- */
 
 /* A listening loopback socket that never accepts: connections hang after the handshake. */
@@ -912,8 +873,6 @@ int
 main(void)
 {
 	const struct CMUnitTest pure[] = {
-		cmocka_unit_test(test_parse_url),
-		cmocka_unit_test(test_cfg_free),
 		cmocka_unit_test(test_unreachable),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_signal_cuts_transfer),
