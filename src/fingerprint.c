@@ -382,22 +382,6 @@ cleanup:
 	return rc;
 }
 
-/* Splits `text` into its lines (without the newlines); the caller frees the list. */
-static void
-split_lines(const char *text, struct strlist *out)
-{
-	const char *p = text;
-	while (*p) {
-		const char *nl = strchr(p, '\n');
-		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-		char *line = xmalloc(n + 1);
-		memcpy(line, p, n);
-		line[n] = '\0';
-		sl_add_owned(out, line);
-		p += n + (nl ? 1 : 0);
-	}
-}
-
 /* The step name of a "file STEP REL sha256=..." line (step names need no quoting); NULL otherwise. */
 static bool
 file_line_step(const char *line, char *step, size_t cap)
@@ -427,8 +411,8 @@ fp_prefix_score(const char *entry, const char *current, const struct cfg *cfg)
 {
 	struct strlist el = {0}, cl = {0};
 	long score = -1;
-	split_lines(entry, &el);
-	split_lines(current, &cl);
+	sl_split_lines(entry, &el);
+	sl_split_lines(current, &cl);
 
 	/* Everything but the file lines must be the same, in the same order. */
 	size_t ei = 0, ci = 0;

@@ -977,14 +977,10 @@ static void
 print_single_user_output(const char *out, const char *password, const char *literal)
 {
 	struct strbuf clean = {0};
-	const char *p = out;
-	while (*p) {
-		const char *nl = strchr(p, '\n');
-		size_t n = nl ? (size_t)(nl - p) : strlen(p);
-		char *line = xmalloc(n + 1);
-		memcpy(line, p, n);
-		line[n] = '\0';
-		const char *text = line;
+	struct strlist lines = {0};
+	sl_split_lines(out, &lines);
+	for (size_t i = 0; i < lines.n; i++) {
+		const char *text = lines.v[i];
 		while (strncmp(text, "backend> ", 9) == 0)
 			text += 9;
 		if (*text && !strstr(text, "STATEMENT:") && !strstr(text, password) && !strstr(text, literal) &&
@@ -992,9 +988,8 @@ print_single_user_output(const char *out, const char *password, const char *lite
 			sb_append(&clean, text);
 			sb_appendc(&clean, '\n');
 		}
-		free(line);
-		p += n + (nl ? 1 : 0);
 	}
+	sl_free(&lines);
 	print_tail("postgres --single", clean.buf, clean.len);
 	sb_free(&clean);
 }

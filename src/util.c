@@ -187,6 +187,21 @@ sl_contains(const struct strlist *sl, const char *s)
 }
 
 void
+sl_split_lines(const char *text, struct strlist *out)
+{
+	const char *p = text;
+	while (*p) {
+		const char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+		char *line = xmalloc(n + 1);
+		memcpy(line, p, n);
+		line[n] = '\0';
+		sl_add_owned(out, line);
+		p += n + (nl ? 1 : 0);
+	}
+}
+
+void
 sl_free(struct strlist *sl)
 {
 	for (size_t i = 0; i < sl->n; i++)

@@ -47,6 +47,8 @@ struct strlist {
 void sl_add(struct strlist *sl, const char *s);     /* copies s */
 void sl_add_owned(struct strlist *sl, char *s);     /* takes s */
 bool sl_contains(const struct strlist *sl, const char *s);
+/* Adds the lines of `text` (without their newlines) to `out`. */
+void sl_split_lines(const char *text, struct strlist *out);
 void sl_free(struct strlist *sl);
 
 /*

@@ -154,6 +154,26 @@ test_strbuf_appendf_long(void **state)
 }
 
 static void
+test_sl_split_lines(void **state)
+{
+	struct strlist l = {0};
+	sl_split_lines("a\n\nbc\nlast", &l);
+	assert_int_equal(l.n, 4);
+	assert_string_equal(l.v[0], "a");
+	assert_string_equal(l.v[1], "");
+	assert_string_equal(l.v[2], "bc");
+	assert_string_equal(l.v[3], "last");
+	sl_free(&l);
+	sl_split_lines("one\n", &l);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.v[0], "one");
+	sl_free(&l);
+	sl_split_lines("", &l);
+	assert_int_equal(l.n, 0);
+	sl_free(&l);
+}
+
+static void
 test_strlist(void **state)
 {
 	(void)state;
@@ -651,6 +671,7 @@ main(void)
 		cmocka_unit_test(test_strbuf),
 		cmocka_unit_test(test_strbuf_appendf_long),
 		cmocka_unit_test(test_strlist),
+		cmocka_unit_test(test_sl_split_lines),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_parse_long),
 		cmocka_unit_test(test_parse_size),
