@@ -18,43 +18,6 @@
 
 #define TEST_IMAGE "debian:bookworm-slim"
 
-/* ---- capturing stderr ---- */
-
-struct capture {
-	int saved;
-	FILE *f;
-};
-
-static void
-capture_start(struct capture *c)
-{
-	fflush(stderr);
-	c->f = tmpfile();
-	assert_non_null(c->f);
-	c->saved = dup(2);
-	assert_true(c->saved >= 0);
-	assert_int_equal(dup2(fileno(c->f), 2), 2);
-}
-
-/* Returns what was written to stderr since capture_start (malloc'ed) and echoes it. */
-static char *
-capture_stop(struct capture *c)
-{
-	struct strbuf sb = {0};
-	char buf[4096];
-	size_t n;
-
-	fflush(stderr);
-	dup2(c->saved, 2);
-	close(c->saved);
-	rewind(c->f);
-	while ((n = fread(buf, 1, sizeof(buf), c->f)) > 0)
-		sb_appendn(&sb, buf, n);
-	fclose(c->f);
-	fputs(sb_str(&sb), stderr);
-	return sb_take(&sb);
-}
-
 /* ---- pure parts ---- */
 
 static void
@@ -309,10 +272,10 @@ static int
 engine_setup(void **state)
 {
 	struct docker d;
-	struct capture cap;
+	struct unit_capture cap;
 
 	snprintf(owner, sizeof(owner), "unit-%ld-%ld", (long)getpid(), (long)time(NULL));
-	capture_start(&cap);
+	unit_stderr_begin(&cap);
 	if (docker_open(&d, NULL) == 0) {
 		engine_ok = docker_image_id(&d, TEST_IMAGE, NULL) == 0;
 		if (!engine_ok)
@@ -322,7 +285,7 @@ engine_setup(void **state)
 		printf("SKIP: no Docker Engine answers at %s: engine tests skipped\n", DOCKER_DEFAULT_SOCKET);
 	}
 	docker_close(&d);
-	free(capture_stop(&cap));
+	free(unit_stderr_end(&cap));
 	fflush(stdout);
 	return 0;
 }
@@ -361,17 +324,17 @@ static void
 test_open_unreachable(void **state)
 {
 	struct docker d;
-	struct capture cap;
+	struct unit_capture cap;
 	char *dir = unit_tmpdir();
 	char *nosock = path_join(dir, "docker.sock");
 	char *file = fixture(dir, "file.sock", "not a socket");
 
-	capture_start(&cap);
+	unit_stderr_begin(&cap);
 	int r1 = docker_open(&d, nosock);
 	docker_close(&d);
 	int r2 = docker_open(&d, file);
 	docker_close(&d);
-	char *err = capture_stop(&cap);
+	char *err = unit_stderr_end(&cap);
 	assert_int_equal(r1, -1);
 	assert_int_equal(r2, -1);
 	char *want = xasprintf("cannot reach the Docker Engine at \"%s\": No such file or directory", nosock);
@@ -390,7 +353,7 @@ test_image_id(void **state)
 {
 	NEED_ENGINE();
 	struct docker d;
-	struct capture cap;
+	struct unit_capture cap;
 	char *id = NULL;
 
 	assert_int_equal(docker_open(&d, NULL), 0);
@@ -399,10 +362,10 @@ test_image_id(void **state)
 	assert_true(strncmp(id, "sha256:", 7) == 0);
 	free(id);
 
-	capture_start(&cap);
+	unit_stderr_begin(&cap);
 	int r = docker_image_id(&d, "pgstash-unit/no-such-image:nope", &id);
 	int bad = docker_image_id(&d, "x?all=1", &id);
-	char *err = capture_stop(&cap);
+	char *err = unit_stderr_end(&cap);
 	assert_int_equal(r, 1);
 	assert_null(id);
 	assert_int_equal(bad, -1);
@@ -416,7 +379,7 @@ test_run_output_and_exit_code(void **state)
 {
 	NEED_ENGINE();
 	struct docker d;
-	struct capture cap;
+	struct unit_capture cap;
 	char *argv[] = {"sh", "-c", "echo out; echo err >&2; echo \"FOO=$FOO\"; pwd; printf 'no newline'; exit 3", NULL};
 	char *env[] = {"FOO=bar baz", NULL};
 	struct docker_run_opts o = {
@@ -426,9 +389,9 @@ test_run_output_and_exit_code(void **state)
 	int code = -1;
 
 	assert_int_equal(docker_open(&d, NULL), 0);
-	capture_start(&cap);
+	unit_stderr_begin(&cap);
 	int r = docker_run(&d, &o, &code);
-	char *err = capture_stop(&cap);
+	char *err = unit_stderr_end(&cap);
 	assert_int_equal(r, 0);
 	assert_int_equal(code, 3);
 	assert_non_null(strstr(err, "[unit] out\n"));
@@ -447,14 +410,14 @@ test_run_missing_image(void **state)
 {
 	NEED_ENGINE();
 	struct docker d;
-	struct capture cap;
+	struct unit_capture cap;
 	struct docker_run_opts o = {.image = "pgstash-unit/no-such-image:nope", .step = "unit", .owner = owner};
 	int code = -1;
 
 	assert_int_equal(docker_open(&d, NULL), 0);
-	capture_start(&cap);
+	unit_stderr_begin(&cap);
 	int r = docker_run(&d, &o, &code);
-	char *err = capture_stop(&cap);
+	char *err = unit_stderr_end(&cap);
 	assert_int_equal(r, -1);
 	assert_non_null(strstr(err, "could not create a container from image"));
 	assert_non_null(strstr(err, "(HTTP 404)"));
@@ -468,7 +431,7 @@ test_run_timeout(void **state)
 {
 	NEED_ENGINE();
 	struct docker d;
-	struct capture cap;
+	struct unit_capture cap;
 	char *argv[] = {"sleep", "60", NULL};
 	struct docker_run_opts o = {.image = TEST_IMAGE, .argv = argv, .step = "unit", .owner = owner,
 				    .timeout_s = 1.5};
@@ -476,9 +439,9 @@ test_run_timeout(void **state)
 
 	assert_int_equal(docker_open(&d, NULL), 0);
 	double t0 = log_now();
-	capture_start(&cap);
+	unit_stderr_begin(&cap);
 	int r = docker_run(&d, &o, &code);
-	char *err = capture_stop(&cap);
+	char *err = unit_stderr_end(&cap);
 	double took = log_now() - t0;
 	assert_int_equal(r, -1);
 	assert_true(took < 20);

@@ -34,13 +34,6 @@ teardown(void **state)
 	return 0;
 }
 
-static void
-expect_contains(const char *hay, const char *needle)
-{
-	if (!hay || !strstr(hay, needle))
-		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
-}
-
 static bool
 exists(const char *dir, const char *rel)
 {
@@ -111,8 +104,8 @@ test_write_file(void **state)
 	int rc = durable_write_file(missing, "x", 1, 0644, true);
 	char *err = unit_stderr_end(&cap);
 	assert_int_equal(rc, -1);
-	expect_contains(err, "pgstash: error: could not create file \"");
-	expect_contains(err, "No such file or directory");
+	unit_expect_contains(err, "pgstash: error: could not create file \"");
+	unit_expect_contains(err, "No such file or directory");
 	free(err);
 	assert_false(exists(tmp, "nodir"));
 
@@ -124,7 +117,7 @@ test_write_file(void **state)
 	rc = durable_write_file(dir, "x", 1, 0644, true);
 	err = unit_stderr_end(&cap);
 	assert_int_equal(rc, -1);
-	expect_contains(err, "could not rename");
+	unit_expect_contains(err, "could not rename");
 	free(err);
 	assert_int_equal(count_entries(tmp), 2); /* out.txt and adir, no temp file */
 	assert_true(exists(tmp, "adir/inside"));
@@ -193,7 +186,7 @@ test_write_at(void **state)
 	int rc = durable_write_at(dfd, "PGDATA", "sub", "x", 1, 0600, true);
 	char *err = unit_stderr_end(&cap);
 	assert_int_equal(rc, -1);
-	expect_contains(err, "could not rename \"PGDATA/sub.tmp.");
+	unit_expect_contains(err, "could not rename \"PGDATA/sub.tmp.");
 	free(err);
 	assert_int_equal(count_entries(moved), 2);
 	close(dfd);
@@ -231,7 +224,7 @@ test_tmp_create(void **state)
 	fd = durable_tmp_create(missing, "key", ".tar", 0600, &path);
 	char *err = unit_stderr_end(&cap);
 	assert_int_equal(fd, -1);
-	expect_contains(err, "could not create temp file in");
+	unit_expect_contains(err, "could not create temp file in");
 	free(err);
 	free(missing);
 }

@@ -40,13 +40,6 @@ teardown(void **state)
 	return 0;
 }
 
-static void
-expect_contains(const char *hay, const char *needle)
-{
-	if (!hay || !strstr(hay, needle))
-		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
-}
-
 /* Writes an executable shell script dir/rel with `body` after the #! line; returns its directory. */
 static char *
 fake_prog(const char *rel, const char *body)
@@ -208,7 +201,7 @@ test_find_missing(void **state)
 	char *err;
 	assert_int_equal(find(dir, &pg, &err), -1);
 	char *want = xasprintf("pgstash: error: no executable \"postgres\" in \"%s\" (from pg_bindir)", dir);
-	expect_contains(err, want);
+	unit_expect_contains(err, want);
 	free(want);
 	free(err);
 	assert_null(pg.bindir);
@@ -218,8 +211,8 @@ test_find_missing(void **state)
 	/* A directory that does not exist at all. */
 	char *nowhere = path_join(tmp, "nowhere");
 	assert_int_equal(find(nowhere, &pg, &err), -1);
-	expect_contains(err, "no executable \"postgres\" in \"");
-	expect_contains(err, "/nowhere\"");
+	unit_expect_contains(err, "no executable \"postgres\" in \"");
+	unit_expect_contains(err, "/nowhere\"");
 	free(err);
 	pgbin_free(&pg);
 
@@ -227,13 +220,13 @@ test_find_missing(void **state)
 	unit_write(tmp, "noexec/postgres", "#!/bin/sh\necho 'postgres (PostgreSQL) 16.1'\n");
 	char *noexec = path_join(tmp, "noexec");
 	assert_int_equal(find(noexec, &pg, &err), -1);
-	expect_contains(err, "no executable \"postgres\"");
+	unit_expect_contains(err, "no executable \"postgres\"");
 	free(err);
 	char *isdir = path_join(tmp, "isdir/postgres");
 	assert_int_equal(mkdir_p(isdir, 0755), 0);
 	*strrchr(isdir, '/') = '\0';
 	assert_int_equal(find(isdir, &pg, &err), -1);
-	expect_contains(err, "no executable \"postgres\"");
+	unit_expect_contains(err, "no executable \"postgres\"");
 	free(err);
 	free(dir);
 	free(nowhere);
@@ -262,7 +255,7 @@ test_find_bad_version(void **state)
 		if (rc != -1)
 			fail_msg("%s: pgbin_find succeeded with major %d", cases[i].rel, pg.major);
 		char *want = xasprintf("could not read the version of \"%s/postgres\"", dir);
-		expect_contains(err, want);
+		unit_expect_contains(err, want);
 		free(want);
 		free(err);
 		assert_null(pg.bindir);
@@ -310,8 +303,8 @@ test_find_fallbacks(void **state)
 	/* Nothing anywhere: a message naming every way to fix it. */
 	setenv("PATH", other, 1);
 	assert_int_equal(find(NULL, &pg, &err), -1);
-	expect_contains(err, "could not find the PostgreSQL server binaries");
-	expect_contains(err, "pg_bindir");
+	unit_expect_contains(err, "could not find the PostgreSQL server binaries");
+	unit_expect_contains(err, "pg_bindir");
 	free(err);
 	pgbin_free(&pg);
 

@@ -26,13 +26,6 @@
 #include <pwd.h>
 #include <sys/prctl.h>
 
-static void
-expect_contains(const char *hay, const char *needle)
-{
-	if (!hay || !strstr(hay, needle))
-		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
-}
-
 /* ---- pure helpers ---- */
 
 static void
@@ -437,10 +430,10 @@ test_per_start(void **state)
 
 	char *hba_path = path_join(fx.pgdata, "pg_hba.conf");
 	char *hba = read_file(hba_path, NULL);
-	expect_contains(hba, "\nlocal   all             all                                     trust\n");
-	expect_contains(hba, "\nhost    all             all             127.0.0.1/32            trust\n");
-	expect_contains(hba, "\nhost    replication     all             ::1/128                 trust\n");
-	expect_contains(hba, "\nhost all all all scram-sha-256\n");
+	unit_expect_contains(hba, "\nlocal   all             all                                     trust\n");
+	unit_expect_contains(hba, "\nhost    all             all             127.0.0.1/32            trust\n");
+	unit_expect_contains(hba, "\nhost    replication     all             ::1/128                 trust\n");
+	unit_expect_contains(hba, "\nhost all all all scram-sha-256\n");
 	assert_null(strstr(hba, "trust is enabled"));
 	free(hba);
 
@@ -466,8 +459,8 @@ test_per_start(void **state)
 	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true), 0);
 	printf("timing: per-start without password, durable (pg_hba, fsynced) %.3f s\n", log_now() - t0);
 	hba = read_file(hba_path, NULL);
-	expect_contains(hba, "# warning trust is enabled for all connections\n");
-	expect_contains(hba, "\nhost all all all trust\n");
+	unit_expect_contains(hba, "# warning trust is enabled for all connections\n");
+	unit_expect_contains(hba, "\nhost all all all trust\n");
 	free(hba);
 	cfg.host_auth_method = "md5\nhost all all all trust";
 	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), -1);
@@ -500,32 +493,10 @@ test_per_start(void **state)
 	free(hba_path);
 }
 
-/* postgres refuses root: become the postgres user for the whole run. */
-static int
-drop_root(void)
-{
-	if (geteuid() != 0)
-		return 0;
-	struct passwd *pw = getpwnam("postgres");
-	if (!pw) {
-		fprintf(stderr, "running as root and there is no postgres user\n");
-		return -1;
-	}
-	if (setgroups(0, NULL) != 0 || setgid(pw->pw_gid) != 0 || setuid(pw->pw_uid) != 0) {
-		fprintf(stderr, "could not become postgres: %s\n", strerror(errno));
-		return -1;
-	}
-	/* A uid change makes us undumpable, which LeakSanitizer needs us not to be. */
-	prctl(PR_SET_DUMPABLE, 1);
-	if (chdir("/tmp") != 0)
-		return -1;
-	return 0;
-}
-
 int
 main(void)
 {
-	if (drop_root() != 0 || sig_init() != 0)
+	if (unit_drop_root() != 0 || sig_init() != 0)
 		return 1;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	const struct CMUnitTest pure[] = {

@@ -78,22 +78,15 @@ run_captured(struct fixture *f, const char *run, char **out)
 }
 
 static void
-expect_contains(const char *hay, const char *needle)
-{
-	if (!strstr(hay, needle))
-		fail_msg("expected [%s] in:\n%s", needle, hay);
-}
-
-static void
 test_run_output_prefixed(void **state)
 {
 	struct fixture *f = *state;
 	char *out;
 	assert_int_equal(run_captured(f, "/bin/sh -c 'echo hello; echo to-stderr >&2; printf partial'", &out), 0);
-	expect_contains(out, "[step demo] hello\n");
-	expect_contains(out, "[step demo] to-stderr\n");
-	expect_contains(out, "[step demo] partial\n");
-	expect_contains(out, "step demo finished in ");
+	unit_expect_contains(out, "[step demo] hello\n");
+	unit_expect_contains(out, "[step demo] to-stderr\n");
+	unit_expect_contains(out, "[step demo] partial\n");
+	unit_expect_contains(out, "step demo finished in ");
 	free(out);
 }
 
@@ -112,7 +105,7 @@ test_run_long_line(void **state)
 	assert_int_equal(xs, 40000);
 	/* 16384 + 16384 + 7232, then "after" */
 	assert_int_equal(prefixes, 4);
-	expect_contains(out, "[step demo] after\n");
+	unit_expect_contains(out, "[step demo] after\n");
 	free(out);
 }
 
@@ -122,11 +115,11 @@ test_run_exit_status(void **state)
 	struct fixture *f = *state;
 	char *out;
 	assert_int_equal(run_captured(f, "/bin/sh -c 'echo failing; exit 2'", &out), -1);
-	expect_contains(out, "[step demo] failing\n");
-	expect_contains(out, "step demo failed: exit status 2 after ");
+	unit_expect_contains(out, "[step demo] failing\n");
+	unit_expect_contains(out, "step demo failed: exit status 2 after ");
 	free(out);
 	assert_int_equal(run_captured(f, "/bin/sh -c 'kill -KILL $$'", &out), -1);
-	expect_contains(out, "step demo failed: killed by signal 9");
+	unit_expect_contains(out, "step demo failed: killed by signal 9");
 	free(out);
 }
 
@@ -136,12 +129,12 @@ test_run_missing_program(void **state)
 	struct fixture *f = *state;
 	char *out;
 	assert_int_equal(run_captured(f, "definitely-not-a-program-pgstash --x", &out), -1);
-	expect_contains(out, "could not execute \"definitely-not-a-program-pgstash\": No such file or directory");
+	unit_expect_contains(out, "could not execute \"definitely-not-a-program-pgstash\": No such file or directory");
 	free(out);
 	unit_write(f->dir, "noexec.sh", "#!/bin/sh\necho hi\n");
 	char *script = path_join(f->dir, "noexec.sh");
 	assert_int_equal(run_captured(f, script, &out), -1);
-	expect_contains(out, "Permission denied");
+	unit_expect_contains(out, "Permission denied");
 	free(out);
 	free(script);
 }
@@ -153,11 +146,11 @@ test_run_bad_root_and_syntax(void **state)
 	char *out;
 	f->step.root = "/nonexistent/pgstash-root";
 	assert_int_equal(run_captured(f, "true", &out), -1);
-	expect_contains(out, "could not change directory to \"/nonexistent/pgstash-root\"");
+	unit_expect_contains(out, "could not change directory to \"/nonexistent/pgstash-root\"");
 	free(out);
 	f->step.root = f->dir;
 	assert_int_equal(run_captured(f, "make && make install", &out), -1);
-	expect_contains(out, "shell syntax is not supported");
+	unit_expect_contains(out, "shell syntax is not supported");
 	free(out);
 }
 
@@ -178,14 +171,14 @@ test_run_env_and_cwd(void **state)
 	char *envpath = path_join(f->dir, "env.txt");
 	char *env = read_file(envpath, NULL);
 	assert_non_null(env);
-	expect_contains(env, "\nPGHOST=/tmp/fake-sock\n");
-	expect_contains(env, "\nPGPORT=5432\n");
-	expect_contains(env, "\nPGUSER=stepuser\n");
-	expect_contains(env, "\nPGPASSWORD=\n");
-	expect_contains(env, "\nPGDATABASE=app\n");
-	expect_contains(env, "\nDATABASE_URL=postgresql://postgres@/app?host=/tmp/fake-sock&port=5432\n");
-	expect_contains(env, "\nFOO=bar baz\n");
-	expect_contains(env, "\nPGSTASH_TEST_INHERITED=yes\n");
+	unit_expect_contains(env, "\nPGHOST=/tmp/fake-sock\n");
+	unit_expect_contains(env, "\nPGPORT=5432\n");
+	unit_expect_contains(env, "\nPGUSER=stepuser\n");
+	unit_expect_contains(env, "\nPGPASSWORD=\n");
+	unit_expect_contains(env, "\nPGDATABASE=app\n");
+	unit_expect_contains(env, "\nDATABASE_URL=postgresql://postgres@/app?host=/tmp/fake-sock&port=5432\n");
+	unit_expect_contains(env, "\nFOO=bar baz\n");
+	unit_expect_contains(env, "\nPGSTASH_TEST_INHERITED=yes\n");
 	assert_null(strstr(env, "from-parent"));
 	/* One entry per name: the step's value replaced the client one. */
 	assert_null(strstr(env, "PGUSER=postgres"));
@@ -209,8 +202,8 @@ test_run_env_and_cwd(void **state)
 	free(out);
 	envpath = path_join(f->dir, "env.txt");
 	env = read_file(envpath, NULL);
-	expect_contains(env, "\nPGDATABASE=other\n");
-	expect_contains(env, "\nPGPASSWORD=s3cret\n");
+	unit_expect_contains(env, "\nPGDATABASE=other\n");
+	unit_expect_contains(env, "\nPGPASSWORD=s3cret\n");
 	assert_null(strstr(env, "postgresql://postgres:s3cret"));
 	free(env);
 	free(envpath);
@@ -263,7 +256,7 @@ test_run_timeout(void **state)
 	assert_int_equal(run_captured(f, "/bin/sh -c 'sleep 30 & echo $! > bg.pid; sleep 30'", &out), -1);
 	double took = log_now() - t0;
 	assert_true(took < 5.0);
-	expect_contains(out, "step demo failed: timed out after 1 s");
+	unit_expect_contains(out, "step demo failed: timed out after 1 s");
 	free(out);
 	assert_true(process_gone(read_pid(f->dir, "bg.pid")));
 	f->step.timeout = 0;
@@ -271,7 +264,7 @@ test_run_timeout(void **state)
 	/* The config-wide default applies when the step has none. */
 	f->cfg.step_timeout = 1;
 	assert_int_equal(run_captured(f, "sleep 30", &out), -1);
-	expect_contains(out, "timed out after 1 s");
+	unit_expect_contains(out, "timed out after 1 s");
 	free(out);
 	f->cfg.step_timeout = 0;
 }
@@ -285,7 +278,7 @@ test_run_leftovers_killed(void **state)
 	/* The background sleep keeps the output pipe open: the step must still end with its shell. */
 	assert_int_equal(run_captured(f, "/bin/sh -c 'sleep 30 & echo $! > bg.pid; echo started'", &out), 0);
 	assert_true(log_now() - t0 < 5.0);
-	expect_contains(out, "[step demo] started\n");
+	unit_expect_contains(out, "[step demo] started\n");
 	free(out);
 	assert_true(process_gone(read_pid(f->dir, "bg.pid")));
 }
@@ -300,14 +293,14 @@ test_run_signal_forwarded(void **state)
 	assert_int_equal(run_captured(f, "/bin/sh -c 'echo $$ > child.pid; kill -TERM $PPID; exec sleep 30'", &out), -1);
 	assert_true(log_now() - t0 < 5.0);
 	assert_int_equal(sig_received, SIGTERM);
-	expect_contains(out, "step demo stopped after");
-	expect_contains(out, "received signal 15");
+	unit_expect_contains(out, "step demo stopped after");
+	unit_expect_contains(out, "received signal 15");
 	free(out);
 	assert_true(process_gone(read_pid(f->dir, "child.pid")));
 
 	/* With a signal already received, no new step starts. */
 	assert_int_equal(run_captured(f, "true", &out), -1);
-	expect_contains(out, "not started");
+	unit_expect_contains(out, "not started");
 	free(out);
 }
 

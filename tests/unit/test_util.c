@@ -29,13 +29,6 @@ teardown(void **state)
 	return 0;
 }
 
-static void
-expect_contains(const char *hay, const char *needle)
-{
-	if (!hay || !strstr(hay, needle))
-		fail_msg("expected [%s] in:\n%s", needle, hay ? hay : "(null)");
-}
-
 static bool
 exists(const char *dir, const char *rel)
 {
@@ -270,9 +263,9 @@ test_parse_long(void **state)
 	const char *why = NULL;
 	long v;
 	assert_int_equal(parse_long("11", 0, 10, &v, &why), -1);
-	expect_contains(why, "out of range");
+	unit_expect_contains(why, "out of range");
 	assert_int_equal(parse_long("1x", 0, 10, &v, &why), -1);
-	expect_contains(why, "whole number");
+	unit_expect_contains(why, "whole number");
 }
 
 static void
@@ -341,9 +334,9 @@ test_parse_size(void **state)
 	const char *why = NULL;
 	uint64_t v;
 	assert_int_equal(parse_size("17179869184G", &v, &why), -1);
-	expect_contains(why, "out of range");
+	unit_expect_contains(why, "out of range");
 	assert_int_equal(parse_size("10X", &v, &why), -1);
-	expect_contains(why, "512M");
+	unit_expect_contains(why, "512M");
 }
 
 static void
@@ -409,8 +402,8 @@ test_mkdir_p(void **state)
 	char *err = unit_stderr_end(&cap);
 	assert_int_equal(rc1, -1);
 	assert_int_equal(rc2, -1);
-	expect_contains(err, "is not a directory");
-	expect_contains(err, "plain/sub\"");
+	unit_expect_contains(err, "is not a directory");
+	unit_expect_contains(err, "plain/sub\"");
 	free(err);
 	assert_int_equal(stat(file, &st), 0);
 	assert_true(S_ISREG(st.st_mode));
@@ -547,9 +540,9 @@ test_fsync(void **state)
 	assert_int_equal(rc1, -1);
 	assert_int_equal(rc2, -1);
 	assert_int_equal(rc3, -1);
-	expect_contains(err, "pgstash: error: could not open directory \"");
-	expect_contains(err, "/nope\": No such file or directory");
-	expect_contains(err, "Not a directory");
+	unit_expect_contains(err, "pgstash: error: could not open directory \"");
+	unit_expect_contains(err, "/nope\": No such file or directory");
+	unit_expect_contains(err, "Not a directory");
 	free(err);
 	free(f);
 	free(missing);
