@@ -42,7 +42,7 @@ usage(FILE *out)
 	    "pgstash — a fully migrated PostgreSQL in about a second: caches PGDATA snapshots\n"
 	    "keyed on the hash of your migration files, then execs postgres.\n"
 	    "\n"
-	    "Usage: pgstash [--config=FILE] [-v|-q] COMMAND [ARGS]\n"
+	    "Usage: pgstash [--config=FILE] [--cache-dir=DIR] [--pgdata=DIR] [-v|-q] COMMAND [ARGS]\n"
 	    "\n"
 	    "Commands:\n"
 	    "  run [POSTGRES-ARGS...]  bootstrap PGDATA (restore a cached snapshot, or initdb + run the\n"
@@ -131,6 +131,7 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 		pgbin_free(&pg);
 		return EXIT_RUNTIME;
 	}
+	cfg_warn_no_steps(cfg, explain ? stdout : NULL);
 	struct fp_result fp;
 	double t0 = log_now();
 	if (fp_compute(cfg, pg.major, NULL, &fp) != 0) {
@@ -361,6 +362,7 @@ main(int argc, char **argv)
 		/* run: "run ARGS", "postgres ARGS" or "-c k=v ..." (the args go to postgres). */
 		char **pg_argv = cmd[0] == '-' ? argv + i : sub_argv;
 		int pg_argc = cmd[0] == '-' ? argc - i : sub_argc;
+		cfg_warn_no_steps(&cfg, NULL);
 		rc = boot_main(&cfg, true, pg_argc, pg_argv);
 	}
 	cfg_free(&cfg);

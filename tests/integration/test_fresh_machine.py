@@ -50,6 +50,24 @@ def checkout_tar():
     return buf.getvalue()
 
 
+def host_network_setup(name):
+    """What this host's network needs, not what the README says: the local CA
+    certificates (a TLS-inspecting proxy) go where ca-certificates picks them
+    up, and pip is told to use the system bundle, as the host's /etc/pip.conf
+    does.  Without such a proxy there is nothing to copy."""
+    local = "/usr/local/share/ca-certificates"
+    certs = sorted(f for f in (os.listdir(local) if os.path.isdir(local) else []) if f.endswith(".crt"))
+    if certs:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for c in certs:
+                tar.add(os.path.join(local, c), arcname=f"usr/local/share/ca-certificates/{c}")
+            if os.path.exists("/etc/pip.conf"):
+                tar.add("/etc/pip.conf", arcname="etc/pip.conf")
+        subprocess.run(["docker", "cp", "-", f"{name}:/"], input=buf.getvalue(), check=True, capture_output=True)
+    return certs
+
+
 def readme_commands():
     blocks = readme.code_blocks("Two commands on a fresh machine")
     root_line = [c for c in readme.shell_lines(blocks[0]) if not c.startswith("sudo ")]
@@ -84,8 +102,10 @@ echo "=== fresh: green in $SECONDS s"
         subprocess.run(["docker", "create", "--name", name, "--label", LABEL, "-e", "LANG=C.UTF-8",
                         "-w", "/src", BASE, "bash", "-c", script], check=True, capture_output=True)
         subprocess.run(["docker", "cp", "-", f"{name}:/"], input=checkout_tar(), check=True, capture_output=True)
+        certs = host_network_setup(name)
         with open(LOG, "w") as log:
-            log.write(f"# {BASE}, checkout of {REPO}, no Docker socket; README lines: {first!r}, {two}\n")
+            log.write(f"# {BASE}, checkout of {REPO}, no Docker socket; README lines: {first!r}, {two}\n"
+                      f"# from the host: CA certificates {certs or 'none'}, /etc/pip.conf\n")
             log.flush()
             try:
                 r = subprocess.run(["docker", "start", "-a", name], stdout=log, stderr=subprocess.STDOUT,
