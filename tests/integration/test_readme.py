@@ -51,7 +51,7 @@ def test_readme_host_recipe(work, examples, who):
             env[k] = os.environ[k]
     cmd = ["bash", "-c", script]
     if IS_ROOT and who == "user":
-        cmd = ["runuser", "-u", RUN_USER, "--"] + cmd
+        cmd = ["/usr/sbin/runuser", "-u", RUN_USER, "--"] + cmd
     elif not IS_ROOT and who == "root":
         pytest.skip("not root")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
