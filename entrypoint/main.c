@@ -341,6 +341,8 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
+	if (strcmp(cmd, "prepare") == 0 || means_run(cmd))
+		cfg_warn_no_steps(&cfg, NULL);
 	int rc;
 	int sub_argc = argc - i - 1;
 	char **sub_argv = argv + i + 1;
@@ -362,7 +364,6 @@ main(int argc, char **argv)
 		/* run: "run ARGS", "postgres ARGS" or "-c k=v ..." (the args go to postgres). */
 		char **pg_argv = cmd[0] == '-' ? argv + i : sub_argv;
 		int pg_argc = cmd[0] == '-' ? argc - i : sub_argc;
-		cfg_warn_no_steps(&cfg, NULL);
 		rc = boot_main(&cfg, true, pg_argc, pg_argv);
 	}
 	cfg_free(&cfg);

@@ -82,6 +82,8 @@ def checkout_override(directory):
         if "image" in conf:
             lines.append(f"    image: {conf['image']}")
         if svc == "db":
+            if directory == DJANGO_FLASK:  # the pgstash image's build stage (Dockerfile)
+                lines += ["      args:", f'        PGSTASH_TEST_CHECKOUT: "{CHECKOUT}"']
             lines += ["    volumes:", f"      - {ini}:/etc/pgstash/pgstash.ini:ro"]
     path = os.path.join(OVERRIDES, f"{name}.yml")
     with open(path, "w") as f:

@@ -22,7 +22,7 @@ import uuid
 import pytest
 
 from helpers import REPO, need
-from images import LABEL, prune_dangling, tag as checkout_tag
+from images import CHECKOUT, LABEL, prune_dangling, tag as checkout_tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -60,7 +60,8 @@ def image():
         assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
     tag = checkout_tag("image")
     t0 = time.monotonic()
-    docker("build", "-q", "--label", LABEL, "-t", tag, REPO, timeout=1800)
+    docker("build", "-q", "--label", LABEL, "--build-arg", f"PGSTASH_TEST_CHECKOUT={CHECKOUT}", "-t", tag, REPO,
+           timeout=1800)
     prune_dangling()
     print(f"\nbuilt {tag} in {time.monotonic() - t0:.1f} s")
     return tag
