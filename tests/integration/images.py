@@ -60,13 +60,24 @@ def prune_dangling():
 
 
 def clean():
-    ids = docker("image", "ls", "-q", "--filter", f"label={LABEL}").stdout.split()
-    if not ids:
+    """Removes the tagged images of this checkout, then the dangling ones (their
+    untagged layers go with them); one image at a time, since removing one may
+    already have removed another that was its parent."""
+    rows = docker("image", "ls", "--filter", f"label={LABEL}", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"
+                  ).stdout.split("\n")
+    refs = sorted({r.split()[0] if not r.startswith("<none>") else r.split()[1] for r in rows if r.strip()})
+    if not refs:
         print(f"no test images of this checkout ({LABEL})")
         return 0
-    r = docker("image", "rm", "-f", *sorted(set(ids)), check=False)
-    print(r.stdout.strip() or r.stderr.strip())
-    return r.returncode
+    bad = 0
+    for ref in refs:
+        r = docker("image", "rm", "-f", ref, check=False)
+        if r.returncode != 0 and "No such image" not in r.stderr:
+            print(r.stderr.strip(), file=sys.stderr)
+            bad += 1
+    prune_dangling()
+    print(f"removed {len(refs) - bad} test images of this checkout ({LABEL})")
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
