@@ -10,7 +10,8 @@ The container has no Docker socket, so in there the Docker tests (the image
 and the compose examples) skip, visibly: they are the ones this test cannot
 host, and the outer suite runs them.  Everything else runs as on CI.
 
-Slow (apt, both builds, the integration suite twice: 20-30 min on 2 cores), so
+Slow (apt, both builds, the integration suite twice: 20-30 min on 2 idle cores; over an hour
+when other builds share them), so
 it runs only when PGSTASH_TEST_FRESH=1: `make test-fresh`, and .ci/run's
 "fresh machine" stage.  The whole output, with the time of each phase, is
 kept in tests/logs/fresh-machine.log.
@@ -32,7 +33,7 @@ import readme
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-LOG = os.path.join(REPO, "tests", "logs", "fresh-machine.log")
+LOG = os.environ.get("PGSTASH_TEST_FRESH_LOG") or os.path.join(REPO, "tests", "logs", "fresh-machine.log")
 TIMEOUT = int(os.environ.get("PGSTASH_TEST_FRESH_TIMEOUT", "3000"))
 
 
