@@ -100,8 +100,12 @@ echo "=== fresh: green in $SECONDS s"
     os.makedirs(os.path.dirname(LOG), exist_ok=True)
     t0 = time.monotonic()
     try:
+        # CI's bound per integration run (.ci/run sets it) holds in there too.
+        bound = [f"PGSTASH_TEST_TIMEOUT={os.environ['PGSTASH_TEST_TIMEOUT']}"] \
+            if os.environ.get("PGSTASH_TEST_TIMEOUT") else []
         subprocess.run(["docker", "create", "--name", name, "--label", LABEL, "-e", "LANG=C.UTF-8",
-                        "-w", "/src", BASE, "bash", "-c", script], check=True, capture_output=True)
+                        *[x for b in bound for x in ("-e", b)], "-w", "/src", BASE, "bash", "-c", script],
+                       check=True, capture_output=True)
         subprocess.run(["docker", "cp", "-", f"{name}:/"], input=checkout_tar(), check=True, capture_output=True)
         certs = host_network_setup(name)
         with open(LOG, "w") as log:
