@@ -23,6 +23,10 @@ COPY entrypoint/ entrypoint/
 # No .git in the context: the revision comes from the build argument.
 ARG PGSTASH_REVISION=unknown
 RUN make -j"$(nproc)" pgstash GIT_REV="$PGSTASH_REVISION" && strip pgstash && ./pgstash --version
+# The tests name their checkout here: the legacy builder keeps this stage as an
+# untagged image, which `make clean-images` and the tests then find by label.
+ARG PGSTASH_TEST_CHECKOUT=
+LABEL pgstash.test.checkout=$PGSTASH_TEST_CHECKOUT
 
 FROM debian:bookworm-slim
 ARG APT_MIRROR=

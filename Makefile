@@ -4,6 +4,10 @@
 #   make demo       host-mode run on the example repos: a miss, then a hit
 #   make bench      side-by-side benchmark (QUICK=1 for the short form)
 #   make asan       build build/asan/pgstash (ASan+UBSan)
+#   make deps       install what `make test` needs (scripts/install-deps --test; demo/test call it first)
+#   make check-layers  fail when a module uses one above it (docs/ARCHITECTURE.md)
+#   make test-fresh the README's two commands in a fresh debian:bookworm-slim container (slow)
+#   make clean-images  remove the Docker images the tests of this checkout built
 
 CC      ?= cc
 PKGS    := libpq libarchive libcrypto inih libcurl libcjson
@@ -37,7 +41,8 @@ VER_DEFS := -DPGSTASH_VERSION='"$(VERSION)"' -DPGSTASH_REVISION='"$(GIT_REV)"'
 REV_STAMP := build/revision
 $(shell mkdir -p build && { echo '$(GIT_REV)' | cmp -s - $(REV_STAMP) || echo '$(GIT_REV)' >$(REV_STAMP); })
 
-.PHONY: all asan unit unit-asan test test-unit test-integration demo bench clean install fuzz
+.PHONY: all asan unit unit-asan test test-unit test-integration demo bench clean install fuzz \
+	deps deps-build test-fresh clean-images check-layers
 
 all: pgstash
 
@@ -70,10 +75,25 @@ asan: $(ASAN_DIR)/pgstash
 unit: $(REL_UNIT)
 unit-asan: $(ASAN_UNIT)
 
+# What the README's two commands need, from the one list (scripts/install-deps):
+# checked before anything compiles; installed when root, else the command to run
+# is printed and make stops.  SKIP_DEPS=1 skips the check.
+deps:
+	$(if $(SKIP_DEPS),@true,scripts/install-deps --test)
+deps-build:
+	$(if $(SKIP_DEPS),@true,scripts/install-deps --build)
+
 # The whole suite CI runs.  tests/run drives everything and prints the
-# closing "N passed, N failed" line.
-test: pgstash asan unit unit-asan
+# closing "N passed, N failed" line.  The build is a sub-make, so that it
+# starts after `deps` (also under -j) and sees the pkg-config it installed.
+test: deps
+	$(MAKE) pgstash asan unit unit-asan
+	scripts/check-layers
 	tests/run
+
+# Every call and #include points down the layers of docs/ARCHITECTURE.md.
+check-layers: pgstash
+	scripts/check-layers
 
 test-unit: unit unit-asan
 	tests/run --unit-only
@@ -81,8 +101,20 @@ test-unit: unit unit-asan
 test-integration: pgstash asan
 	tests/run --integration-only
 
-demo: pgstash
-	examples/demo.sh
+demo: deps-build
+	$(MAKE) pgstash
+	SKIP_DEPS=1 examples/demo.sh
+
+# The README's promise, tested: a fresh Debian container, the checkout copied
+# in, only git and make installed, then `make demo` and `make test`.
+test-fresh: deps
+	PGSTASH_TEST_FRESH=1 /usr/bin/python3 -m pytest -p no:cacheprovider -rA -s tests/integration/test_fresh_machine.py
+
+# Every image the integration tests built from this checkout (tagged
+# pgstash-it/NAME:<checkout hash>, labelled pgstash.test.checkout=<hash>),
+# dangling ones included.  The base image debian:bookworm-slim stays.
+clean-images:
+	tests/integration/images.py --clean
 
 bench: pgstash
 	bench/run.sh $(if $(QUICK),--quick)

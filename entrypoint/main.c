@@ -70,7 +70,7 @@ usage(FILE *out)
 	    "pgstash — a fully migrated PostgreSQL in about a second: caches PGDATA snapshots\n"
 	    "keyed on the hash of your migration files, then execs postgres.\n"
 	    "\n"
-	    "Usage: pgstash [--config=FILE] [-v|-q] COMMAND [ARGS]\n"
+	    "Usage: pgstash [--config=FILE] [--cache-dir=DIR] [--pgdata=DIR] [-v|-q] COMMAND [ARGS]\n"
 	    "\n"
 	    "Commands:\n"
 	    "  run [POSTGRES-ARGS...]  bootstrap PGDATA (restore a cached snapshot, or initdb + run the\n"
@@ -155,6 +155,7 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 	struct pgbin pg;
 	struct fp_result fp;
 	double seconds = 0;
+	cfg_warn_no_steps(cfg, explain ? stdout : NULL);
 	enum boot_outcome o = boot_key(cfg, &pg, &fp, &seconds);
 	if (o == BOOT_OK) {
 		log_debug("fingerprinted %llu files (%llu bytes) in %.3f s", (unsigned long long)fp.files,
@@ -279,6 +280,7 @@ cmd_prepare(struct cfg *cfg, int argc, char **argv)
 		log_error("prepare takes no arguments");
 		return EXIT_USAGE;
 	}
+	cfg_warn_no_steps(cfg, NULL);
 	enum boot_outcome o = boot_main(cfg, false, 0, NULL);
 	/* Read after the bootstrap: it names the signal that ended it. */
 	return exit_code(o, sig_received);
@@ -288,6 +290,7 @@ cmd_prepare(struct cfg *cfg, int argc, char **argv)
 static int
 cmd_run(struct cfg *cfg, int argc, char **argv)
 {
+	cfg_warn_no_steps(cfg, NULL);
 	enum boot_outcome o = boot_main(cfg, true, argc, argv);
 	return exit_code(o, sig_received);
 }

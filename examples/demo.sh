@@ -3,9 +3,9 @@
 # cache miss (initdb + both repos' migrations + snapshot), then a hit into a
 # fresh PGDATA, then a quick look at what the hit restored.
 #
-# On a fresh Debian machine it first checks for what it needs; as root it
-# installs what is missing with apt-get, otherwise it prints the command and
-# stops.  postgres refuses to run as root, so as root pgstash runs as the
+# On a fresh Debian machine it first checks for what it needs
+# (scripts/install-deps --build); as root it installs what is missing,
+# otherwise it prints the command and stops.  postgres refuses to run as root, so as root pgstash runs as the
 # `postgres` user in a scratch directory under /tmp (KEEP=1 keeps it).
 set -euo pipefail
 
@@ -20,40 +20,11 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f s", b - a }'; }
 
 # ---- 1. what the demo needs --------------------------------------------------
-packages=(
-	"postgresql-$PG_MAJOR" "postgresql-client-$PG_MAJOR"
-	python3 python3-django python3-psycopg2 python3-flask python3-flask-sqlalchemy python3-flask-migrate
-	build-essential pkg-config libpq-dev libarchive-dev libssl-dev libinih-dev libcurl4-openssl-dev libcjson-dev
-	zstd
-)
-missing=()
-if command -v dpkg-query >/dev/null 2>&1; then
-	for p in "${packages[@]}"; do
-		status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-		[[ $status == "install ok installed" ]] || missing+=("$p")
-	done
-else
-	echo "demo: no dpkg here; checking the tools themselves instead of Debian packages"
-	[[ -x /usr/lib/postgresql/$PG_MAJOR/bin/postgres ]] || command -v postgres >/dev/null ||
-		die "no PostgreSQL server binaries found (postgres $PG_MAJOR)"
-	/usr/bin/env python3 -c 'import django, psycopg2, flask, flask_sqlalchemy, flask_migrate' 2>/dev/null ||
-		die "python3 needs django, psycopg2, flask, flask_sqlalchemy and flask_migrate"
-fi
-if ((${#missing[@]})); then
-	cmd="apt-get install -y --no-install-recommends ${missing[*]}"
-	if ((EUID == 0)); then
-		say "installing: ${missing[*]}"
-		# The server package creates a "main" cluster; the demo never uses it
-		# (every server here has its own PGDATA and a private unix socket).
-		export DEBIAN_FRONTEND=noninteractive
-		apt-get update -q
-		$cmd
-	else
-		echo "demo: missing Debian packages: ${missing[*]}" >&2
-		echo "demo: install them with:" >&2
-		echo "  sudo apt-get update && sudo $cmd" >&2
-		exit 1
-	fi
+# scripts/install-deps holds the one list: as root it installs what is missing,
+# otherwise it prints the command to run and fails.  `make demo` has already
+# run it (before compiling); SKIP_DEPS=1 skips it (a non-Debian host).
+if [[ -z ${SKIP_DEPS:-} ]]; then
+	"$repo/scripts/install-deps" --build || die "missing packages (see above)"
 fi
 
 # The Debian server binaries live outside PATH; pg_config (libpq-dev) points at them.

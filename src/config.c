@@ -1583,3 +1583,19 @@ cfg_free(struct cfg *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 }
 
+bool
+cfg_warn_no_steps(const struct cfg *cfg, FILE *explain)
+{
+	char why[PATH_MAX + 160];
+	if (cfg->n_steps > 0)
+		return false;
+	if (cfg->config_file)
+		snprintf(why, sizeof(why), "%s has no [step NAME] section", cfg->config_file);
+	else
+		snprintf(why, sizeof(why), "no configuration file found (looked at --config, $PGSTASH_CONFIG, %s)",
+		         CFG_DEFAULT_FILE);
+	log_warning("%s: the key depends on no migration file and never changes", why);
+	if (explain)
+		fprintf(explain, "# %s: the key depends on no migration file and never changes\n", why);
+	return true;
+}

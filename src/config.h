@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 
 /* The compression and layer enums, and their names: one table each, in entry. */
@@ -149,6 +150,12 @@ int cfg_validate(const struct cfg *cfg);
 /* defaults → file → env → validate, for callers without argv overrides. */
 int cfg_load(struct cfg *cfg, const char *explicit_path);
 void cfg_free(struct cfg *cfg);
+/*
+ * No step, so a key that never changes: warns on stderr, naming the file
+ * read or where none was found (and writes the same as a "# " line to
+ * `explain` unless NULL).  True when it warned.
+ */
+bool cfg_warn_no_steps(const struct cfg *cfg, FILE *explain);
 
 /* Sets a [pgstash] key from argv or env; `where` names the source for messages.  0 or -1 (logged). */
 int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where);

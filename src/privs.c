@@ -162,6 +162,17 @@ privs_drop(const struct cfg *cfg)
 		log_error("dropped privileges but could become root again: refusing to go on");
 		goto cleanup;
 	}
+	/*
+	 * Owned by postgres now, but behind a directory postgres cannot search (a
+	 * cache under /root): an error, not a quiet loss of the caching asked for.
+	 */
+	if (access(cfg->cache_dir, W_OK | X_OK) != 0 && errno == EACCES) {
+		log_error("cache directory \"%s\" is not reachable for the postgres user that pgstash runs as when started as "
+		          "root: %s; use a directory postgres can reach (e.g. /var/cache/pgstash) or make its parents "
+		          "searchable (chmod o+x)",
+		          cfg->cache_dir, strerror(errno));
+		goto cleanup;
+	}
 	setenv("HOME", home, 1);
 	setenv("USER", "postgres", 1);
 	setenv("LOGNAME", "postgres", 1);

@@ -13,6 +13,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import time
 import contextlib
 
 import pytest
@@ -24,6 +25,55 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: builds real caches (initdb + migrations)")
     config.addinivalue_line("markers", "root: needs to run pgstash as root")
     config.addinivalue_line("markers", "docker: needs a Docker Engine on /var/run/docker.sock")
+
+
+class FileProgress:
+    """One line per finished test file, "done FILE: N passed, N failed[, N
+    skipped] (T s)", so that a long run shows where it is (tests/run puts these
+    lines on the terminal; the rest of pytest's output goes to the log).
+    Files run one after the other (no xdist here), so a report from another
+    file means the previous one is done."""
+
+    def __init__(self, config):
+        self.config = config
+        self.current = None
+        self.counts = None
+        self.t0 = 0.0
+
+    def _flush(self):
+        if self.current is None:
+            return
+        p, f, s = self.counts
+        line = f"done {self.current}: {p} passed, {f} failed{f', {s} skipped' if s else ''} " \
+               f"({time.monotonic() - self.t0:.1f} s)"
+        tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        if tr is not None:
+            tr.ensure_newline()
+            tr.write_line(line)
+        else:
+            print(line, flush=True)
+        self.current = None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logreport(self, report):
+        f = report.nodeid.split("::", 1)[0]
+        if f != self.current:
+            self._flush()
+            self.current, self.counts, self.t0 = f, [0, 0, 0], time.monotonic()
+        if report.failed:
+            self.counts[1] += 1
+        elif report.skipped:
+            self.counts[2] += 1
+        elif report.when == "call":
+            self.counts[0] += 1
+
+    def pytest_sessionfinish(self):
+        self._flush()
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):
+        session.config.pluginmanager.register(FileProgress(session.config), "pgstash-file-progress")
 
 
 @pytest.hookimpl(hookwrapper=True)

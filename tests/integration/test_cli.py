@@ -59,6 +59,44 @@ def test_help(pgstash):
     assert "--config" in out, r
 
 
+def test_readme_cli_block_is_the_help(pgstash):
+    """README.md's "Command line" block is the start of --help, word for word:
+    from the Usage line to the end of the options."""
+    import readme
+    block = readme.code_blocks("Command line")[0]
+    r = pgstash("--help")
+    assert r.rc == 0, r
+    start = r.stdout.index("Usage:")
+    end = r.stdout.index("\nConfiguration", start)
+    helptext = r.stdout[start:end].rstrip("\n") + "\n"
+    assert block == helptext, ("README.md's command-line block and `pgstash --help` differ; paste the help's "
+                               f"Usage..Options part into the README:\n--- README\n{block}--- --help\n{helptext}")
+
+
+@pytest.mark.skipif(os.path.exists("/etc/pgstash/pgstash.ini"), reason="/etc/pgstash/pgstash.ini exists here")
+@pytest.mark.parametrize("cmd", ["key", "key --explain", "prepare"])
+def test_no_config_file_warns_where_it_looked(work, cmd):
+    """No --config, no $PGSTASH_CONFIG, no /etc/pgstash/pgstash.ini: the key
+    would never change; a warning says so and names the three places."""
+    r = work.run(*cmd.split(), env={"PGSTASH_CONFIG": None}, timeout=120)
+    assert r.rc == 0, r
+    warn = [ln for ln in r.stderr.splitlines() if "no configuration file found" in ln]
+    assert warn and "warning" in warn[0], r
+    for place in ("--config", "$PGSTASH_CONFIG", "/etc/pgstash/pgstash.ini"):
+        assert place in warn[0], r
+    if cmd == "key --explain":
+        assert r.stdout.startswith("# no configuration file found"), r
+
+
+def test_config_without_steps_warns(work, cfg):
+    path = cfg(GOOD.split("[step one]")[0])
+    r = work.run("key", config=path)
+    assert r.rc == 0, r
+    assert re.search(rf"warning: {re.escape(path)} has no \[step NAME\] section", r.stderr), r
+    r = work.run("key", config=cfg())
+    assert r.rc == 0 and "warning" not in r.stderr, r
+
+
 def test_version(pgstash):
     with open(os.path.join(REPO, "VERSION")) as f:
         version = f.read().strip()

@@ -13,8 +13,12 @@ docker-compose and a real Docker Engine.
 
 Each test has its own compose project (unique name) and takes it down with
 its volumes at the end, whatever happened.  The images are built once per
-session: the pgstash image as pgstash-it/compose:test (PGSTASH_IMAGE), the
-example images under the names the examples' pgstash.ini files use.
+session, named per checkout (images.py): the pgstash image as
+pgstash-it/compose:<checkout> (PGSTASH_IMAGE), the example images as
+pgstash-it/example-<name>:<checkout> through an override file per example
+(checkout.yml, with the example's pgstash.ini rewritten to those names), all
+labelled for `make clean-images`; the dangling images a rebuild leaves are
+pruned.
 
 Skipped, visibly, without a Docker Engine or docker-compose, and in the asan
 pass of tests/run: these tests exercise the image, whose pgstash is compiled
@@ -31,6 +35,7 @@ import uuid
 import pytest
 
 from helpers import REPO, free_port, need
+from images import LABEL_KEY, CHECKOUT, prune_dangling, tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -39,7 +44,51 @@ BASE = "debian:bookworm-slim"
 EXAMPLES = os.path.join(REPO, "compose-examples")
 DJANGO_FLASK = os.path.join(EXAMPLES, "django-flask")
 SINGLE = os.path.join(EXAMPLES, "single-django")
-IMAGE = os.environ.get("PGSTASH_TEST_COMPOSE_IMAGE", "pgstash-it/compose:test")
+IMAGE = os.environ.get("PGSTASH_TEST_COMPOSE_IMAGE", tag("compose"))
+# The example images, by the names their compose files and pgstash.ini give them.
+EXAMPLE_IMAGES = {
+    DJANGO_FLASK: {"django-tests": ("pgstash-example/django:latest", tag("example-django")),
+                   "flask-tests": ("pgstash-example/flask:latest", tag("example-flask"))},
+    SINGLE: {"db": ("pgstash-example/single-django:latest", tag("example-single-django"))},
+}
+OVERRIDES = os.path.join("/tmp", f"pgstash-it-compose-{CHECKOUT}")
+
+
+def checkout_ini(directory):
+    """The example's pgstash.ini with this checkout's image names."""
+    with open(os.path.join(directory, "pgstash.ini")) as f:
+        ini = f.read()
+    for old, new in EXAMPLE_IMAGES[directory].values():
+        ini = ini.replace(f"image      = {old}\n", f"image      = {new}\n")
+    return ini
+
+
+def checkout_override(directory):
+    """An override file for the example: this checkout's image names and labels
+    (the build's labels merge into the example's build section), and its
+    pgstash.ini rewritten to those names, mounted over the example's."""
+    name = os.path.basename(directory)
+    os.makedirs(OVERRIDES, mode=0o755, exist_ok=True)
+    ini = os.path.join(OVERRIDES, f"{name}.ini")
+    with open(ini, "w") as f:
+        f.write(checkout_ini(directory))
+    os.chmod(ini, 0o644)
+    services = {"db": {}}
+    for svc, (_, new) in EXAMPLE_IMAGES[directory].items():
+        services.setdefault(svc, {})["image"] = new
+    lines = ['version: "2.4"', "services:"]
+    for svc, conf in services.items():
+        lines += [f"  {svc}:", "    build:", "      labels:", f'        {LABEL_KEY}: "{CHECKOUT}"']
+        if "image" in conf:
+            lines.append(f"    image: {conf['image']}")
+        if svc == "db":
+            if directory == DJANGO_FLASK:  # the pgstash image's build stage (Dockerfile)
+                lines += ["      args:", f'        PGSTASH_TEST_CHECKOUT: "{CHECKOUT}"']
+            lines += ["    volumes:", f"      - {ini}:/etc/pgstash/pgstash.ini:ro"]
+    path = os.path.join(OVERRIDES, f"{name}.yml")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
 
 
 def docker(*args, check=True, timeout=300):
@@ -112,9 +161,10 @@ def compose_images():
     # django-flask builds the pgstash image (as IMAGE) and the two app images;
     # single-django's image starts FROM IMAGE, so it comes second.
     for d in (DJANGO_FLASK, SINGLE):
-        r = subprocess.run(cmd + ["-p", "pgstash-it-build", "build"], cwd=d, env=base_env(),
-                           capture_output=True, text=True, timeout=1800)
+        r = subprocess.run(cmd + ["-p", "pgstash-it-build", "-f", "docker-compose.yml", "-f", checkout_override(d),
+                                  "build"], cwd=d, env=base_env(), capture_output=True, text=True, timeout=1800)
         assert r.returncode == 0, f"compose build in {d} failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    prune_dangling()
     print(f"\nbuilt the compose examples' images in {time.monotonic() - t0:.1f} s")
     return cmd
 
@@ -127,9 +177,12 @@ class Stack:
         self.dir = directory
         self.project = f"pgstash-it-{uuid.uuid4().hex[:10]}"
         self.files = []
-        for f in ("docker-compose.yml",) + tuple(files):
+        names = ("docker-compose.yml", checkout_override(directory)) + tuple(files)
+        for f in names:
             self.files += ["-f", f]
-        self.env = base_env(COMPOSE_PROJECT_NAME=self.project, NO_BUILD=1, **env)
+        # run.sh's compose calls take the same files.
+        self.env = base_env(COMPOSE_PROJECT_NAME=self.project, NO_BUILD=1, COMPOSE_FILE=":".join(names),
+                            COMPOSE_PATH_SEPARATOR=":", **env)
         self.owners = set()  # sidecar container ids: their step containers are removed too
 
     def compose(self, *args, check=True, timeout=300):
@@ -256,8 +309,7 @@ def test_django_flask_miss_then_hit(compose_images, tmp_path):
 def test_docker_stop_during_a_miss_leaves_nothing_behind(compose_images, tmp_path):
     # The same stack with a slow Django step: a config of the test's own (its
     # `run` differs, and so does its key), mounted over the example's.
-    with open(os.path.join(DJANGO_FLASK, "pgstash.ini")) as f:
-        ini = f.read()
+    ini = checkout_ini(DJANGO_FLASK)
     fast = "run        = python3 manage.py migrate --noinput\n"
     assert fast in ini
     slow_ini = tmp_path / "pgstash.ini"

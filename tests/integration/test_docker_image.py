@@ -5,8 +5,10 @@ API (a miss, then a hit from the same cache volume), and docker stop.
 Needs a Docker Engine on /var/run/docker.sock and the base image
 debian:bookworm-slim (docker/build-base.sh makes it when no registry is
 reachable; it runs here when debootstrap is installed).  The image is built
-once per session from this checkout as pgstash-it:test (set
-PGSTASH_TEST_IMAGE to test a prebuilt one instead).  Skipped, visibly,
+once per session from this checkout as pgstash-it/image:<checkout> (named
+and labelled per checkout by images.py, so two checkouts on one engine keep
+apart and `make clean-images` finds them; the dangling image a rebuild
+leaves is pruned; set PGSTASH_TEST_IMAGE to test a prebuilt one instead).  Skipped, visibly,
 without an engine.
 """
 import json
@@ -20,6 +22,7 @@ import uuid
 import pytest
 
 from helpers import REPO, need
+from images import CHECKOUT, LABEL, prune_dangling, tag as checkout_tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -55,9 +58,11 @@ def image():
         r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
                            timeout=1200)
         assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
-    tag = "pgstash-it:test"
+    tag = checkout_tag("image")
     t0 = time.monotonic()
-    docker("build", "-q", "-t", tag, REPO, timeout=1800)
+    docker("build", "-q", "--label", LABEL, "--build-arg", f"PGSTASH_TEST_CHECKOUT={CHECKOUT}", "-t", tag, REPO,
+           timeout=1800)
+    prune_dangling()
     print(f"\nbuilt {tag} in {time.monotonic() - t0:.1f} s")
     return tag
 
@@ -65,8 +70,8 @@ def image():
 @pytest.fixture(scope="session")
 def step_image(image):
     """The pgstash image without its entrypoint: a step image that has psql."""
-    tag = "pgstash-it/psql:test"
-    docker("build", "-q", "-t", tag, "-", input=f"FROM {image}\nENTRYPOINT []\nCMD [\"psql\"]\n")
+    tag = checkout_tag("psql")
+    docker("build", "-q", "--label", LABEL, "-t", tag, "-", input=f"FROM {image}\nENTRYPOINT []\nCMD [\"psql\"]\n")
     return tag
 
 

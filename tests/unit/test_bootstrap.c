@@ -231,7 +231,7 @@ test_ready_real_server(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		child_prepare(pw, logf);
-		execl(PG_BINDIR "/initdb", "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
+		execl(PG_BINDIR "/initdb", PG_BINDIR "/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8",
 		      "--locale=C", "--no-sync", (char *)NULL);
 		_exit(127);
 	}
@@ -253,7 +253,7 @@ test_ready_real_server(void **state)
 		prctl(PR_SET_PDEATHSIG, SIGQUIT);
 		if (getppid() != parent)
 			_exit(125);
-		execl(PG_BINDIR "/postgres", "postgres", "-D", data, "-k", tmp, "-p", PG_PORT, "-c", "listen_addresses=",
+		execl(PG_BINDIR "/postgres", PG_BINDIR "/postgres", "-D", data, "-k", tmp, "-p", PG_PORT, "-c", "listen_addresses=",
 		      "-c", "fsync=off", "-c", "max_connections=10", "-c", "shared_buffers=8MB", (char *)NULL);
 		_exit(127);
 	}
