@@ -8,7 +8,6 @@
  * in a shared directory) is never written through.
  */
 #include "durable.h"
-#include "durable_int.h"
 #include "log.h"
 #include "sig.h"
 #include "util.h"

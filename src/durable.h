@@ -63,4 +63,10 @@ typedef void durable_wait_report(void *arg, double waited_s, bool first);
 enum durable_wait durable_flock_wait(int fd, int op, long timeout_s, long first_nap_ms, durable_wait_report *report,
                                      void *arg);
 
+/*
+ * true when fd is still the file at `path` (same device and inode): a lock
+ * taken on a file that was renamed or removed meanwhile locks nothing.
+ */
+bool durable_same_file(int fd, const char *path);
+
 #endif

@@ -10,7 +10,6 @@
 #include "store.h"
 #include "digest.h"
 #include "durable.h"
-#include "durable_int.h"
 #include "entry.h"
 #include "log.h"
 #include "sig.h"

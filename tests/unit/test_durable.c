@@ -8,7 +8,6 @@
 #include "unit.h"
 
 #include "durable.h"
-#include "durable_int.h"
 #include "log.h"
 #include "sig.h"
 
