@@ -161,14 +161,24 @@ restore(struct acquire *acq, struct entry_meta *meta, const char *what)
 
 /*
  * Restores the entry `key` when the cache has it (`waited`: another pgstash
- * built it while we waited for the lock, which is said first).
+ * built it while we waited for the lock, which is said first).  `manifest`:
+ * what the entry's manifest must be (NULL for a prefix, whose manifest is
+ * its own); an entry with another is refused, not restored.
  */
 static enum found
-restore_cached(struct acquire *acq, const char *key, const char *what, bool waited)
+restore_cached(struct acquire *acq, const char *key, const char *manifest, const char *what, bool waited)
 {
 	struct entry_meta meta;
 	if (store_lookup(&acq->store, key, &meta) != 1)
 		return FOUND_NOTHING;
+	if (manifest && strcmp(meta.manifest ? meta.manifest : "", manifest) != 0) {
+		log_warning("cache entry %.12s… is refused, its manifest is not this start's: removing it and building "
+		            "instead",
+		            key);
+		entry_meta_free(&meta);
+		store_remove(&acq->store, key);
+		return FOUND_NOTHING;
+	}
 	if (waited)
 		log_info("another pgstash built %.12s while we waited", key);
 	int r = restore(acq, &meta, what);
@@ -192,7 +202,7 @@ try_hit(struct acquire *acq)
 	enum found rc = FOUND_NOTHING;
 	if (lr == STORE_LOCKED) {
 		/* The entry may have been pruned while we waited. */
-		rc = restore_cached(acq, key, "cache hit", false);
+		rc = restore_cached(acq, key, acq->fp->manifest, "cache hit", false);
 		store_unlock(fd);
 	} else if (lr == STORE_LOCK_BUSY)
 		log_warning("gave up waiting for the lock on %.12s after %ld s: building without it", key,
@@ -220,7 +230,24 @@ wait_for_builder(struct acquire *acq)
 		return FOUND_FAILED;
 	if (lr != STORE_LOCKED)
 		return FOUND_NOTHING;
-	return restore_cached(acq, key, "cache hit", true);
+	return restore_cached(acq, key, acq->fp->manifest, "cache hit", true);
+}
+
+/*
+ * Leaves out (manifest freed: acquire_pick_prefix skips it) every candidate
+ * of `layer` that may not be used: a prefix is restored as surely as a hit.
+ */
+static void
+drop_unacceptable(struct acquire *acq, struct entry_meta *all, size_t n, enum cfg_layer layer)
+{
+	char why[256];
+	for (size_t i = 0; i < n; i++) {
+		if (all[i].layer != layer || !all[i].manifest || store_acceptable(&acq->store, &all[i], why, sizeof(why)))
+			continue;
+		log_warning("cache entry %.12s… is not a prefix candidate, %s", all[i].key, why);
+		free(all[i].manifest);
+		all[i].manifest = NULL;
+	}
 }
 
 /*
@@ -238,6 +265,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 	size_t n = 0;
 	if (store_list(&acq->store, &all, &n) != 0)
 		return false;
+	drop_unacceptable(acq, all, n, layer);
 	size_t best;
 	long best_score = acquire_pick_prefix(all, n, layer, manifest, cfg, &best);
 	bool ok = false;
@@ -246,7 +274,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 		char key[65];
 		snprintf(key, sizeof(key), "%s", all[best].key);
 		if (store_lock(&acq->store, key, false, cfg->lock_timeout, &fd) == STORE_LOCKED) {
-			ok = restore_cached(acq, key, "prefix", false) == FOUND_RESTORED;
+			ok = restore_cached(acq, key, NULL, "prefix", false) == FOUND_RESTORED;
 			store_unlock(fd);
 		}
 		if (ok) {
@@ -315,7 +343,7 @@ restore_layer_key(struct acquire *acq, const struct layer_plan *p)
 {
 	if (!p->try_key || !cache_usable(acq))
 		return FOUND_NOTHING;
-	return restore_cached(acq, p->key, "schema layer", false);
+	return restore_cached(acq, p->key, p->manifest, "schema layer", false);
 }
 
 static void
@@ -397,7 +425,7 @@ remote_hit(struct acquire *acq, char *archive, char *meta_file)
 	const char *key = acq->fp->key;
 	enum found f = FOUND_NOTHING;
 	if (store_import(&acq->store, key, archive, meta_file) == 0)
-		f = restore_cached(acq, key, "remote hit", false);
+		f = restore_cached(acq, key, acq->fp->manifest, "remote hit", false);
 	free(archive);
 	free(meta_file);
 	if (sig_received)
@@ -471,8 +499,12 @@ miss(struct acquire *acq)
 enum acquire_result
 acquire_run(struct acquire *acq)
 {
+	const struct trust_cfg *t = &acq->cfg->trust;
+	if (sign_load(&acq->sign, t->signing_key, &t->trusted_keys) != 0)
+		return ACQ_FAILED;
 	acq->store_open = true;
 	store_open(&acq->store, acq->cfg->cache_dir);
+	acq->store.sign = &acq->sign;
 	enum acquire_result rc;
 	if (ended(acq->store.usable ? try_hit(acq) : FOUND_NOTHING, &rc))
 		return rc;
@@ -509,4 +541,5 @@ acquire_free(struct acquire *acq)
 	acq->lease_owner = NULL;
 	acquire_finish(acq);
 	build_free(&acq->build);
+	sign_free(&acq->sign);
 }

@@ -44,6 +44,12 @@ struct remote_cfg {
 	uint64_t part_size;           /* 0: REMOTE_PART_SIZE; raised to REMOTE_MIN_PART_SIZE */
 };
 
+/* [trust]: who may make the entries this job uses (sign.h, README "Trust"). */
+struct trust_cfg {
+	char *signing_key;            /* PEM Ed25519 private key file; NULL: builds do not sign */
+	struct strlist trusted_keys;  /* PEM public key files; empty: signatures not required */
+};
+
 struct cfg_step {
 	char *name;                /* from [step NAME] */
 	char *file;                /* config file and line of the section, for messages */
@@ -104,6 +110,9 @@ struct cfg {
 
 	/* [remote]: an S3-compatible bucket shared by a fleet of runners (see remote.h). */
 	struct remote_cfg remote;
+
+	/* [trust]: signing and trusted keys. */
+	struct trust_cfg trust;
 };
 
 /* The parts of a remote endpoint URL; cfg_endpoint_free frees them. */

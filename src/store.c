@@ -499,6 +499,8 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	meta->pgdata_bytes = sst->pgdata_bytes;
 	memcpy(meta->archive_sha256, sst->sha256, sizeof(meta->archive_sha256));
 	meta->compression = comp;
+	if (sign_entry(st->sign, meta) != 0)
+		goto cleanup;
 	pl.mfd = meta_tmp_write(st, meta, &pl.meta_tmp);
 	if (pl.mfd < 0)
 		goto cleanup;
@@ -628,12 +630,46 @@ cleanup:
 	return rc;
 }
 
+bool
+store_acceptable(const struct store *st, const struct entry_meta *m, char *why, size_t why_len)
+{
+	char key[65];
+	const char *manifest = m->manifest ? m->manifest : "";
+	digest_hex(manifest, strlen(manifest), key);
+	if (strcmp(key, m->key) != 0) {
+		snprintf(why, why_len, "its key is not the SHA-256 of its manifest (%.12s…)", key);
+		return false;
+	}
+	if (!sign_enforced(st->sign))
+		return true;
+	enum sign_check c = sign_verify(st->sign, m);
+	switch (c) {
+	case SIGN_TRUSTED:
+		return true;
+	case SIGN_UNSIGNED:
+		snprintf(why, why_len, "not trusted: unsigned");
+		return false;
+	case SIGN_UNKNOWN_SIGNER:
+	case SIGN_BAD_SIGNATURE:
+		snprintf(why, why_len, "not trusted: %s (signer %.16s)", sign_check_name(c), m->signer);
+		return false;
+	}
+	return false;
+}
+
 int
 store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
               int pg_major, struct snap_stats *sst)
 {
+	char why[256];
 	if (!st->usable)
 		return -1;
+	if (!store_acceptable(st, meta, why, sizeof(why))) {
+		/* Treated as absent: the build that follows replaces it. */
+		log_warning("cache entry %.12s… is refused, %s: removing it and building instead", meta->key, why);
+		store_remove(st, meta->key);
+		return -1;
+	}
 	if (!meta->archive)
 		meta->archive = entry_archive_path(st->dir, meta->key, meta->compression);
 	int r = snap_restore(meta->archive, meta->archive_sha256, pgdata, uid, gid, pg_major, sst);
@@ -756,6 +792,8 @@ store_check(struct store *st, const char *key, char *why, size_t why_len)
 		snprintf(why, why_len, "archive SHA-256 is %s, its meta says %s", digest, m.archive_sha256);
 		goto cleanup;
 	}
+	if (!store_acceptable(st, &m, why, why_len))
+		goto cleanup;
 	rc = 0;
 cleanup:
 	store_unlock(lfd);
