@@ -185,7 +185,10 @@ open_store(const struct cfg *cfg, struct store *st, struct sign_keys *keys)
 		memset(st, 0, sizeof(*st));
 		return -1;
 	}
-	if (store_open(st, cfg->cache_dir) != 0 || !st->usable) {
+	/* read-only: a read-only mount is listed and verified as it is, never written. */
+	int r = cfg->cache_mode == CFG_CACHE_READ_ONLY ? store_open_read_only(st, cfg->cache_dir)
+	                                               : store_open(st, cfg->cache_dir);
+	if (r != 0 || !st->usable) {
 		store_close(st);
 		sign_free(keys);
 		return -1;
@@ -297,12 +300,12 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 		return remote_prune(&cfg->remote, max_bytes, max_entries, dry, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
-		store_close(&st);
+	struct sign_keys keys;
+	if (open_store(cfg, &st, &keys) != 0)
 		return EXIT_RUNTIME;
-	}
 	int rc = store_prune(&st, max_bytes, max_entries, dry, NULL, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	store_close(&st);
+	sign_free(&keys);
 	return rc;
 }
 

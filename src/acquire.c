@@ -77,6 +77,13 @@ cache_usable(const struct acquire *acq)
 	return acq->store_open && acq->store.usable;
 }
 
+/* May this start write the cache (publish, lock for building, prune, use the remote)?  Not read-only, not off. */
+static bool
+cache_writable(const struct acquire *acq)
+{
+	return cache_usable(acq) && !acq->store.read_only;
+}
+
 /* ---------- pure decisions ---------- */
 
 size_t
@@ -308,7 +315,7 @@ static uint64_t
 publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 {
 	const struct cfg *cfg = acq->cfg;
-	if (!cache_usable(acq))
+	if (!cache_writable(acq))
 		return 0;
 	struct entry_meta meta;
 	memset(&meta, 0, sizeof(meta));
@@ -406,7 +413,7 @@ obtain_layers(struct acquire *acq)
 	enum acquire_result rc = ACQ_OK;
 	for (size_t i = 0; i < n && rc == ACQ_OK; i++) {
 		int fd = -1;
-		if (plan[i].lock && cache_usable(acq) &&
+		if (plan[i].lock && cache_writable(acq) &&
 		    store_lock(&acq->store, plan[i].key, true, acq->cfg->lock_timeout, &fd) == STORE_LOCK_ERROR)
 			return failure();
 		rc = obtain_layer(acq, &plan[i]);
@@ -444,7 +451,8 @@ try_remote(struct acquire *acq)
 	const struct remote_cfg *rc = &acq->cfg->remote;
 	const char *key = acq->fp->key;
 	long timeout = acq->cfg->lock_timeout;
-	if (!remote_enabled(rc) || !cache_usable(acq))
+	/* Read-only: the remote's leases and imports are writes (both of the bucket and of the cache). */
+	if (!remote_enabled(rc) || !cache_writable(acq))
 		return FOUND_NOTHING;
 	if (!acq->lease_owner) {
 		char host[256] = "";
@@ -484,14 +492,14 @@ try_remote(struct acquire *acq)
 static enum acquire_result
 miss(struct acquire *acq)
 {
-	enum found f = cache_usable(acq) ? wait_for_builder(acq) : FOUND_NOTHING;
+	enum found f = cache_writable(acq) ? wait_for_builder(acq) : FOUND_NOTHING;
 	if (f == FOUND_NOTHING)
 		f = try_remote(acq);
 	enum acquire_result rc;
 	if (ended(f, &rc))
 		return rc;
 	rc = obtain_layers(acq);
-	if (rc == ACQ_OK && cache_usable(acq))
+	if (rc == ACQ_OK && cache_writable(acq))
 		store_prune(&acq->store, acq->cfg->max_bytes, acq->cfg->max_entries, false, acq->fp->key, NULL);
 	return rc;
 }
@@ -502,8 +510,18 @@ acquire_run(struct acquire *acq)
 	const struct trust_cfg *t = &acq->cfg->trust;
 	if (sign_load(&acq->sign, t->signing_key, &t->trusted_keys) != 0)
 		return ACQ_FAILED;
+	switch (acq->cfg->cache_mode) {
+	case CFG_CACHE_READ_WRITE:
+		store_open(&acq->store, acq->cfg->cache_dir);
+		break;
+	case CFG_CACHE_READ_ONLY:
+		store_open_read_only(&acq->store, acq->cfg->cache_dir);
+		break;
+	case CFG_CACHE_OFF:
+		log_info("cache_mode = off: building without the cache");
+		break;
+	}
 	acq->store_open = true;
-	store_open(&acq->store, acq->cfg->cache_dir);
 	acq->store.sign = &acq->sign;
 	enum acquire_result rc;
 	if (ended(acq->store.usable ? try_hit(acq) : FOUND_NOTHING, &rc))

@@ -58,7 +58,7 @@ struct parse_ctx {
 };
 
 static const char *const pgstash_keys[] = {
-	"cache_dir", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
+	"cache_dir", "cache_mode", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
 	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", NULL,
 };
 static const char *const database_keys[] = {
@@ -333,6 +333,19 @@ set_str(char **dst, const char *value)
 }
 
 static int
+parse_cache_mode(const char *value, enum cfg_cache_mode *out)
+{
+	static const enum cfg_cache_mode all[] = {CFG_CACHE_READ_WRITE, CFG_CACHE_READ_ONLY, CFG_CACHE_OFF};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(value, cfg_cache_mode_name(all[i])) == 0) {
+			*out = all[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
 parse_compression(const char *value, enum cfg_compression *c, int *level, const char **why)
 {
 	char *copy = xstrdup(value);
@@ -410,6 +423,11 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
 			goto bad;
 		cfg->step_timeout = lv;
+	} else if (strcmp(key, "cache_mode") == 0) {
+		if (parse_cache_mode(value, &cfg->cache_mode) != 0) {
+			why = "expected read-write, read-only or off";
+			goto bad;
+		}
 	} else {
 		log_error("%s: unknown setting \"%s\"", where, key);
 		return -1;
@@ -962,6 +980,7 @@ load_option_vars(struct cfg *cfg)
 		const char *key;
 	} map[] = {
 		{"PGSTASH_CACHE_DIR", "cache_dir"},
+		{"PGSTASH_CACHE_MODE", "cache_mode"},
 		{"PGDATA", "pgdata"},
 		{"PGSTASH_PG_BINDIR", "pg_bindir"},
 		{"PGSTASH_COMPRESSION", "compression"},
@@ -1634,6 +1653,17 @@ cfg_compression_name(enum cfg_compression c)
 	case CFG_COMP_ZSTD: return "zstd";
 	}
 	return "?";
+}
+
+const char *
+cfg_cache_mode_name(enum cfg_cache_mode m)
+{
+	switch (m) {
+	case CFG_CACHE_READ_WRITE: return "read-write";
+	case CFG_CACHE_READ_ONLY: return "read-only";
+	case CFG_CACHE_OFF: return "off";
+	}
+	return "read-write";
 }
 
 const char *

@@ -22,6 +22,13 @@ enum cfg_compression {
 	CFG_COMP_ZSTD,
 };
 
+/* [pgstash] cache_mode: what a start may do with the cache (README "Trust"). */
+enum cfg_cache_mode {
+	CFG_CACHE_READ_WRITE, /* use, build, publish, prune, upload */
+	CFG_CACHE_READ_ONLY,  /* use entries; never write, lock for writing, prune or upload */
+	CFG_CACHE_OFF,        /* no cache at all: every start builds */
+};
+
 enum cfg_layer {
 	CFG_LAYER_SCHEMA,
 	CFG_LAYER_FIXTURES,
@@ -77,6 +84,7 @@ struct cfg {
 	char *cache_dir;
 	char *pgdata;
 	char *pg_bindir;           /* NULL: `pg_config --bindir`, then PATH */
+	enum cfg_cache_mode cache_mode;
 	enum cfg_compression compression;
 	int compression_level;     /* 0: the codec's default */
 	uint64_t max_bytes;        /* 0: no limit */
@@ -170,6 +178,8 @@ void cfg_free(struct cfg *cfg);
 int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where);
 
 const char *cfg_compression_name(enum cfg_compression c);
+/* "read-write", "read-only", "off"; static. */
+const char *cfg_cache_mode_name(enum cfg_cache_mode m);
 const char *cfg_layer_name(enum cfg_layer l);
 
 #endif

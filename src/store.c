@@ -174,6 +174,12 @@ store_lock(struct store *st, const char *key, bool exclusive, long timeout_s, in
 		log_error("invalid cache key \"%s\"", key ? key : "");
 		return STORE_LOCK_ERROR;
 	}
+	if (st->read_only) {
+		/* Creating a lock file is a write; a reader alone cannot hold up a builder anyway. */
+		if (exclusive)
+			log_error("read-only cache: cannot lock %.12s… for writing", key);
+		return exclusive ? STORE_LOCK_ERROR : STORE_LOCKED;
+	}
 	char *path = lock_path(st, key);
 	enum store_lock_result rc = lock_file_wait(path, exclusive, timeout_s, key, fd_out);
 	free(path);
@@ -258,6 +264,24 @@ store_open(struct store *st, const char *cache_dir)
 	return 0;
 }
 
+int
+store_open_read_only(struct store *st, const char *cache_dir)
+{
+	memset(st, 0, sizeof(*st));
+	st->read_only = true;
+	if (!cache_dir || !*cache_dir)
+		return -1;
+	st->dir = path_join(cache_dir, STORE_DIR_NAME);
+	st->tmp_dir = path_join(st->dir, ".tmp");
+	st->lock_dir = path_join(st->dir, ".locks");
+	if (access(st->dir, R_OK | X_OK) != 0) {
+		log_warning("read-only cache \"%s\" is not usable: %s: going on without it", st->dir, strerror(errno));
+		return -1;
+	}
+	st->usable = true;
+	return 0;
+}
+
 void
 store_close(struct store *st)
 {
@@ -301,6 +325,10 @@ store_remove(struct store *st, const char *key)
 {
 	if (!st->usable)
 		return -1;
+	if (st->read_only) {
+		log_info("read-only cache: entry %.12s… left in place", key);
+		return -1;
+	}
 	if (!entry_key_valid(key)) {
 		log_error("invalid cache key \"%s\"", key ? key : "");
 		return -1;
@@ -476,8 +504,8 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 
 	if (!sst)
 		sst = &local;
-	if (!st->usable) {
-		log_warning("cache is not usable: snapshot not stored");
+	if (!st->usable || st->read_only) {
+		log_warning("cache is %s: snapshot not stored", st->read_only ? "read-only" : "not usable");
 		return -1;
 	}
 	if (!entry_key_valid(meta->key)) {
@@ -530,7 +558,7 @@ store_touch(struct store *st, const char *key)
 	char *tmp = NULL, *final = NULL;
 	int lfd = -1, fd = -1, rc = -1;
 
-	if (!st->usable || !entry_key_valid(key))
+	if (!st->usable || st->read_only || !entry_key_valid(key))
 		return -1;
 	if (meta_lock(st, &lfd) != 0)
 		return -1;
@@ -571,8 +599,8 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 	struct stat sb;
 	char why[512];
 
-	if (!st->usable) {
-		log_warning("cache is not usable: downloaded entry not stored");
+	if (!st->usable || st->read_only) {
+		log_warning("cache is %s: downloaded entry not stored", st->read_only ? "read-only" : "not usable");
 		goto cleanup;
 	}
 	if (!entry_key_valid(key)) {
@@ -877,6 +905,10 @@ store_prune(struct store *st, uint64_t max_bytes, long max_entries, bool dry_run
 
 	if (!st->usable) {
 		log_error("cache is not usable");
+		return -1;
+	}
+	if (st->read_only && !dry_run) {
+		log_error("cache is read-only (cache_mode): nothing pruned");
 		return -1;
 	}
 	if (!dry_run)

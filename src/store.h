@@ -50,6 +50,7 @@ struct store {
 	char *lock_dir; /* <dir>/.locks; owned */
 	bool usable;    /* false: no caching at all (dirs missing and not creatable, read-only...) */
 	const struct sign_keys *sign; /* set by the caller after store_open; NULL: nothing signed or required */
+	bool read_only; /* store_open_read_only: nothing is written, locked, touched or removed */
 };
 
 /*
@@ -61,6 +62,14 @@ struct store {
  */
 int store_open(struct store *st, const char *cache_dir);
 void store_close(struct store *st);
+/*
+ * As store_open for cache_mode = read-only: creates nothing, sweeps nothing,
+ * needs only read access (a read-only mount works).  Then store_lock takes no
+ * lock (shared: STORE_LOCKED with *fd_out -1; exclusive: STORE_LOCK_ERROR),
+ * and publish, import, touch, remove and prune change nothing (publish and
+ * import return -1).
+ */
+int store_open_read_only(struct store *st, const char *cache_dir);
 
 /*
  * Finds entry `key`.  1: found, *out filled (free with entry_meta_free);

@@ -274,3 +274,70 @@ def test_remote_forgery_is_refused(work, fleet):
     assert r.rc == 0, r
     assert "is refused, not trusted: unsigned" in r.stderr and "cache miss" in r.stderr, r
     assert "remote hit" not in r.stderr.split("refused")[1], r
+
+
+# ---- cache_mode ------------------------------------------------------------------------------------------
+
+def tree_state(path):
+    """Every path under `path` with its size and mtime: what a read-only start must not change."""
+    out = {}
+    for d, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            out[p] = (st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+    return out
+
+
+def read_only_tree(path):
+    for d, dirs, files in os.walk(path):
+        for n in files:
+            os.chmod(os.path.join(d, n), 0o444)
+        os.chmod(d, 0o555)
+
+
+def test_read_only_cache_is_used_and_never_written(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg = sql_project(work)
+    start(work, cfg, "pg1", signing=priv)
+    key = work.key(config=cfg)
+    read_only_tree(work.cache)  # e.g. a read-only mount of the CI cache
+    before = tree_state(work.cache)
+    r, pg = start(work, cfg, "pg2", trusted=[pub], PGSTASH_CACHE_MODE="read-only")
+    assert "cache hit" in r.stderr, r
+    assert has_table(work, pg, "a")
+    ls = work.run("ls", config=cfg, env={"PGSTASH_CACHE_MODE": "read-only"})
+    assert ls.rc == 0 and key in ls.stdout, ls
+    pr = work.run("prune", "--max-entries=0", config=cfg, env={"PGSTASH_CACHE_MODE": "read-only"})
+    assert pr.rc != 0 and "read-only" in pr.stderr, pr
+    # A miss builds, and stores nothing.
+    work.file("proj/migrations/0001_b.sql", "create table if not exists b (id int primary key);\n")
+    r, pg = start(work, cfg, "pg3", PGSTASH_CACHE_MODE="read-only", signing=priv)
+    assert "cache miss" in r.stderr and "not cached" in r.stderr and "cached 1" not in r.stderr, r
+    assert has_table(work, pg, "b")
+    assert tree_state(work.cache) == before
+
+
+def test_read_only_refuses_untrusted_entries_without_removing_them(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg, key = forged_cache(work)
+    before = tree_state(work.cache)
+    r, pg = start(work, cfg, "pg", trusted=[pub], PGSTASH_CACHE_MODE="read-only")
+    assert "is refused, not trusted: unsigned" in r.stderr and "not cached" in r.stderr, r
+    assert not has_table(work, pg, "backdoor")
+    assert tree_state(work.cache) == before
+
+
+def test_cache_mode_off_and_bad_values(work):
+    cfg = sql_project(work)
+    start(work, cfg, "pg1")
+    before = tree_state(work.cache)
+    r, _ = start(work, cfg, "pg2", PGSTASH_CACHE_MODE="off")
+    assert "cache_mode = off" in r.stderr and "cache miss" in r.stderr and "not cached" in r.stderr, r
+    assert tree_state(work.cache) == before
+    bad = work.run("key", config=cfg, env={"PGSTASH_CACHE_MODE": "readonly"})
+    assert bad.rc == 2 and "PGSTASH_CACHE_MODE" in bad.stderr and "read-only" in bad.stderr, bad
+    with open(cfg, "a") as f:
+        f.write("[pgstash]\ncache_mode = sometimes\n")
+    bad = work.run("key", config=cfg)
+    assert bad.rc == 2 and f"{cfg}:" in bad.stderr, bad

@@ -961,6 +961,50 @@ test_ls_and_verify(void **state)
 	free(a3);
 }
 
+/* cache_mode = read-only: entries are read and restored; nothing is created, touched, locked or removed. */
+static void
+test_read_only(void **state)
+{
+	struct fixture *f = *state;
+	struct store ro;
+	char *missing = path_join(f->root, "nothing-here");
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	assert_int_equal(store_open_read_only(&ro, missing), -1);
+	free(unit_stderr_end(&cap));
+	assert_false(path_exists(missing)); /* not created */
+	store_close(&ro);
+	free(missing);
+
+	publish(f, key_of(1), NULL);
+	set_meta_field(f, key_of(1), "last_used", "1000");
+	char *meta = entry_file(f, key_of(1), ".meta");
+	char *before = read_file(meta, NULL);
+	assert_int_equal(store_open_read_only(&ro, f->cache), 0);
+	assert_true(ro.usable && ro.read_only);
+	int fd = 7;
+	assert_int_equal(store_lock(&ro, key_of(1), false, 0, &fd), STORE_LOCKED);
+	assert_int_equal(fd, -1);
+	unit_stderr_begin(&cap);
+	assert_int_equal(store_lock(&ro, key_of(1), true, 0, &fd), STORE_LOCK_ERROR);
+	struct entry_meta got;
+	assert_int_equal(store_lookup(&ro, key_of(1), &got), 1);
+	assert_int_equal(store_restore(&ro, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(store_publish(&ro, f->pgdata, &got, CFG_COMP_ZSTD, 0, NULL), -1);
+	assert_int_equal(store_remove(&ro, key_of(1)), -1);
+	assert_int_equal(store_prune(&ro, 0, 0, false, NULL, NULL), -1);
+	free(unit_stderr_end(&cap));
+	entry_meta_free(&got);
+	char *after = read_file(meta, NULL);
+	assert_string_equal(before, after); /* not touched */
+	assert_int_equal(store_lookup(&ro, key_of(1), &got), 1);
+	entry_meta_free(&got);
+	store_close(&ro);
+	free(before);
+	free(after);
+	free(meta);
+}
+
 int
 main(void)
 {
@@ -970,6 +1014,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_layout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish_lookup_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_compressions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup_ignores_partial, setup, teardown),
