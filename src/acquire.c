@@ -16,6 +16,7 @@
 #include "snapshot.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -441,6 +442,50 @@ remote_hit(struct acquire *acq, char *archive, char *meta_file)
 }
 
 /*
+ * Read-only (cache_mode): the remote's entry is downloaded into a private
+ * temp directory and restored from there, checked as a local one; nothing
+ * is written to the cache or the bucket (read-only bucket credentials do).
+ */
+static enum found
+remote_read_only(struct acquire *acq)
+{
+	const char *key = acq->fp->key;
+	char dir[] = "/tmp/pgstash-download-XXXXXX";
+	if (!mkdtemp(dir)) {
+		log_warning("could not create a download directory: %s", strerror(errno));
+		return FOUND_NOTHING;
+	}
+	char *a = NULL, *m = NULL, *text = NULL;
+	enum found f = FOUND_NOTHING;
+	struct entry_meta meta = {0};
+	if (remote_get(&acq->cfg->remote, key, dir, &a, &m) != REMOTE_HIT)
+		goto cleanup;
+	size_t len = 0;
+	int line;
+	char why[200];
+	text = read_file(m, &len);
+	if (!text || entry_meta_parse(text, len, ENTRY_F_REQUIRED, &meta, &line, why, sizeof(why)) != ENTRY_PARSE_OK ||
+	    strcmp(meta.key, key) != 0 || strcmp(meta.manifest ? meta.manifest : "", acq->fp->manifest) != 0) {
+		log_warning("remote entry %.12s… is refused: its meta is not valid for this start", key);
+		goto cleanup;
+	}
+	meta.archive = xstrdup(a);
+	if (restore(acq, &meta, "remote hit") == 0)
+		f = FOUND_RESTORED;
+cleanup:
+	entry_meta_free(&meta);
+	free(text);
+	if (a)
+		unlink(a);
+	if (m)
+		unlink(m);
+	free(a);
+	free(m);
+	rmdir(dir);
+	return sig_received ? FOUND_FAILED : f;
+}
+
+/*
  * The shared remote, on a local miss: download the entry (digest checked
  * while downloading), import it into the local cache and restore it; or take
  * the fleet lease and build; or wait for another runner's build.
@@ -451,9 +496,11 @@ try_remote(struct acquire *acq)
 	const struct remote_cfg *rc = &acq->cfg->remote;
 	const char *key = acq->fp->key;
 	long timeout = acq->cfg->lock_timeout;
-	/* Read-only: the remote's leases and imports are writes (both of the bucket and of the cache). */
-	if (!remote_enabled(rc) || !cache_writable(acq))
+	if (!remote_enabled(rc) || !cache_usable(acq))
 		return FOUND_NOTHING;
+	/* Leases and imports are writes (of the bucket, of the cache). */
+	if (acq->store.read_only)
+		return remote_read_only(acq);
 	if (!acq->lease_owner) {
 		char host[256] = "";
 		gethostname(host, sizeof(host) - 1);

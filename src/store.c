@@ -274,7 +274,8 @@ store_open_read_only(struct store *st, const char *cache_dir)
 	st->dir = path_join(cache_dir, STORE_DIR_NAME);
 	st->tmp_dir = path_join(st->dir, ".tmp");
 	st->lock_dir = path_join(st->dir, ".locks");
-	if (access(st->dir, R_OK | X_OK) != 0) {
+	/* Missing is an empty cache (a fresh runner may still use the remote); unreadable is not usable. */
+	if (access(st->dir, R_OK | X_OK) != 0 && errno != ENOENT) {
 		log_warning("read-only cache \"%s\" is not usable: %s: going on without it", st->dir, strerror(errno));
 		return -1;
 	}
@@ -694,8 +695,10 @@ store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid
 		return -1;
 	if (!store_acceptable(st, meta, why, sizeof(why))) {
 		/* Treated as absent: the build that follows replaces it. */
-		log_warning("cache entry %.12s… is refused, %s: removing it and building instead", meta->key, why);
-		store_remove(st, meta->key);
+		log_warning("cache entry %.12s… is refused, %s: %s it and building instead", meta->key, why,
+		            st->read_only ? "ignoring" : "removing");
+		if (!st->read_only)
+			store_remove(st, meta->key);
 		return -1;
 	}
 	if (!meta->archive)
@@ -725,6 +728,8 @@ int
 store_keys(struct store *st, struct strlist *keys)
 {
 	DIR *d = opendir(st->dir);
+	if (!d && st->read_only && errno == ENOENT)
+		return 0;
 	if (!d) {
 		log_error("could not open directory \"%s\": %s", st->dir, strerror(errno));
 		return -1;

@@ -341,3 +341,31 @@ def test_cache_mode_off_and_bad_values(work):
         f.write("[pgstash]\ncache_mode = sometimes\n")
     bad = work.run("key", config=cfg)
     assert bad.rc == 2 and f"{cfg}:" in bad.stderr, bad
+
+
+def test_read_only_runner_uses_the_remote_without_writing(work, fleet):
+    """A fork's job: empty local cache, read-only mode: a signed remote entry is a hit, and neither the
+    bucket nor the cache directory gains anything; an unsigned one is refused and built, not uploaded."""
+    priv, pub, fp = keygen(work, "ci")
+    cfg = fleet.config()
+    r = work.run("prepare", config=cfg, env=fleet.runner_env("main", {"PGSTASH_SIGNING_KEY_FILE": priv}), timeout=180)
+    assert r.rc == 0, r
+    objects = fleet.objects()
+    env = fleet.runner_env("fork", {"PGSTASH_TRUSTED_KEYS": pub, "PGSTASH_CACHE_MODE": "read-only"})
+    r = work.run("prepare", config=cfg, env=env, timeout=180)
+    assert r.rc == 0, r
+    assert "remote hit" in r.stderr, r
+    assert fleet.objects() == objects
+    assert os.listdir(os.path.join(work.path, "cache-fork")) == []
+    # Another project only an untrusted runner built: refused, built locally, nothing written.
+    cfg2 = fleet.config(name="other", tables=("x",))
+    r = work.run("prepare", config=cfg2, env=fleet.runner_env("untrusted"), timeout=180)
+    assert r.rc == 0, r
+    objects = fleet.objects()
+    env = fleet.runner_env("fork2", {"PGSTASH_TRUSTED_KEYS": pub, "PGSTASH_CACHE_MODE": "read-only",
+                                     "PGDATA": os.path.join(work.path, "pg-fork2")})
+    r = work.run("prepare", config=cfg2, env=env, timeout=180)
+    assert r.rc == 0, r
+    assert "not trusted: unsigned" in r.stderr and "not cached" in r.stderr, r
+    assert fleet.objects() == objects
+    assert os.listdir(os.path.join(work.path, "cache-fork2")) == []
