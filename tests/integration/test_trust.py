@@ -369,3 +369,28 @@ def test_read_only_runner_uses_the_remote_without_writing(work, fleet):
     assert "not trusted: unsigned" in r.stderr and "not cached" in r.stderr, r
     assert fleet.objects() == objects
     assert os.listdir(os.path.join(work.path, "cache-fork2")) == []
+
+
+# ---- defence in depth: pgstash's own postgres ignores what a cluster's conf files say -------------------------
+
+def test_own_postgres_ignores_preload_libraries_archiving_and_hba_of_the_entry(work):
+    """A cluster whose postgresql.auto.conf (ALTER SYSTEM in a migration) loads a library, archives and moves
+    hba_file: pgstash's single-user postgres (the password) and temporary server (a prefix build) run anyway."""
+    evil_hba = work.file("evil_hba.conf", "local all all trust\nhost all all all trust\n")
+    marker = os.path.join(work.path, "archived")
+    cfg = sql_project(work, incremental=True)
+    work.file("proj/migrations/0001_evil.sql",
+              "alter system set shared_preload_libraries = 'pgstash_no_such_lib';\n"
+              "alter system set archive_mode = on;\n"
+              f"alter system set archive_command = 'touch {marker}';\n"
+              f"alter system set hba_file = '{evil_hba}';\n")
+    start(work, cfg, "pg1")
+    # A hit, with a password set through single-user postgres.
+    r, pg = start(work, cfg, "pg2", POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
+    assert "cache hit" in r.stderr, r
+    # A prefix build: the temporary server runs on the restored cluster.
+    work.file("proj/migrations/0002_c.sql", "create table if not exists c (id int primary key); "
+              "select pg_switch_wal();\n")
+    r, pg = start(work, cfg, "pg3", POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
+    assert "starting from cached entry" in r.stderr and "cache miss" in r.stderr, r
+    assert not os.path.exists(marker)
