@@ -371,26 +371,65 @@ def test_read_only_runner_uses_the_remote_without_writing(work, fleet):
     assert os.listdir(os.path.join(work.path, "cache-fork2")) == []
 
 
-# ---- defence in depth: pgstash's own postgres ignores what a cluster's conf files say -------------------------
+# ---- defence in depth: what a restored cluster may hold ------------------------------------------------------
 
-def test_own_postgres_ignores_preload_libraries_archiving_and_hba_of_the_entry(work):
-    """A cluster whose postgresql.auto.conf (ALTER SYSTEM in a migration) loads a library, archives and moves
-    hba_file: pgstash's single-user postgres (the password) and temporary server (a prefix build) run anyway."""
+def test_dangerous_settings_in_the_entry_are_refused(work):
+    """A cluster whose postgresql.auto.conf (ALTER SYSTEM in a migration, or a forger) loads a library,
+    archives and moves hba_file: the entry is refused at restore and rebuilt; nothing ran."""
     evil_hba = work.file("evil_hba.conf", "local all all trust\nhost all all all trust\n")
     marker = os.path.join(work.path, "archived")
-    cfg = sql_project(work, incremental=True)
+    cfg = sql_project(work)
     work.file("proj/migrations/0001_evil.sql",
               "alter system set shared_preload_libraries = 'pgstash_no_such_lib';\n"
               "alter system set archive_mode = on;\n"
               f"alter system set archive_command = 'touch {marker}';\n"
               f"alter system set hba_file = '{evil_hba}';\n")
     start(work, cfg, "pg1")
-    # A hit, with a password set through single-user postgres.
     r, pg = start(work, cfg, "pg2", POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
-    assert "cache hit" in r.stderr, r
-    # A prefix build: the temporary server runs on the restored cluster.
-    work.file("proj/migrations/0002_c.sql", "create table if not exists c (id int primary key); "
-              "select pg_switch_wal();\n")
-    r, pg = start(work, cfg, "pg3", POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
-    assert "starting from cached entry" in r.stderr and "cache miss" in r.stderr, r
+    assert "postgresql.auto.conf line 3 sets shared_preload_libraries" in r.stderr, r
+    assert "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
     assert not os.path.exists(marker)
+
+
+def forge_archive(work, key, pgdata, extra):
+    """Re-tars `pgdata` plus `extra` {name: bytes} as key's archive (uncompressed) and makes the meta agree."""
+    import hashlib
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name in sorted(os.listdir(pgdata)):
+            if not name.startswith("pgstash.") and name != "postmaster.opts" and name not in extra:
+                t.add(os.path.join(pgdata, name), arcname=name)
+        for name, data in extra.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    d = entry_dir(work)
+    os.unlink(os.path.join(d, key + ".tar.zst"))
+    with open(os.path.join(d, key + ".tar"), "wb") as f:
+        f.write(raw)
+    text = meta_text(work, key)
+    text = set_field(text, "archive_sha256", hashlib.sha256(raw).hexdigest())
+    text = set_field(text, "archive_bytes", len(raw))
+    text = set_field(text, "compression", "none")
+    write_meta(work, key, text)
+
+
+@pytest.mark.parametrize("extra", ["recovery.signal", "standby.signal", "backup_label", "extras/evil.so",
+                                   "pg_tblspc/16384/x", "postgresql.auto.conf"])
+def test_files_that_are_not_a_clusters_are_refused(work, extra):
+    cfg = sql_project(work)
+    r, pg1 = start(work, cfg, "pg1")
+    key = work.key(config=cfg)
+    data = b"shared_preload_libraries = 'extras/evil.so'\n" if extra == "postgresql.auto.conf" else b"x"
+    forge_archive(work, key, pg1, {extra: data})
+    r, pg = start(work, cfg, "pg2")
+    assert "refused" in r.stderr and "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
+    if extra == "postgresql.auto.conf":
+        assert "evil" not in open(os.path.join(pg, extra)).read()
+    else:
+        assert not os.path.exists(os.path.join(pg, extra))
+    r, pg = start(work, cfg, "pg3")
+    assert "cache hit" in r.stderr, r
