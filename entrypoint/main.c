@@ -13,6 +13,7 @@
 #include "pgbin.h"
 #include "remote.h"
 #include "sig.h"
+#include "sign.h"
 #include "store.h"
 #include "util.h"
 
@@ -81,7 +82,9 @@ usage(FILE *out)
 	    "  key [--explain]         print the cache key (64 hex chars); --explain prints the manifest\n"
 	    "  ls [--json] [--remote]  list cache entries: key, layer, parent, created, last used, bytes,\n"
 	    "                          PostgreSQL version, build seconds (--remote: the bucket's)\n"
-	    "  verify [KEY...]         re-check entries' SHA-256 (all when no KEY); exit 1 if any is bad\n"
+	    "  verify [KEY...]         re-check entries' SHA-256, key and signature (all when no KEY);\n"
+	    "                          exit 1 if any is bad\n"
+	    "  keygen PATH             write a signing key pair: PATH.key (0600) and PATH.pub\n"
 	    "  prune [--max-bytes=N] [--max-entries=N] [--dry-run] [--remote]\n"
 	    "                          remove least recently used entries beyond the limits\n"
 	    "                          (default: max_bytes and max_entries of the config)\n"
@@ -175,6 +178,41 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
 
+/* Opens the cache and [trust]'s keys for ls and verify.  0, or -1 (logged; both closed). */
+static int
+open_store(const struct cfg *cfg, struct store *st, struct sign_keys *keys)
+{
+	if (sign_load(keys, cfg->trust.signing_key, &cfg->trust.trusted_keys) != 0) {
+		memset(st, 0, sizeof(*st));
+		return -1;
+	}
+	/* read-only: a read-only mount is listed and verified as it is, never written. */
+	int r = cfg->cache_mode == CFG_CACHE_READ_ONLY ? store_open_read_only(st, cfg->cache_dir)
+	                                               : store_open(st, cfg->cache_dir);
+	if (r != 0 || !st->usable) {
+		store_close(st);
+		sign_free(keys);
+		return -1;
+	}
+	st->sign = keys;
+	return 0;
+}
+
+static int
+cmd_keygen(struct cfg *cfg, int argc, char **argv)
+{
+	(void)cfg;
+	if (argc != 1 || !*argv[0]) {
+		log_error("keygen takes one argument: PATH (writes PATH.key and PATH.pub)");
+		return EXIT_USAGE;
+	}
+	char fp[65];
+	if (sign_keygen(argv[0], fp) != 0)
+		return EXIT_RUNTIME;
+	printf("%s.key %s.pub %s\n", argv[0], argv[0], fp);
+	return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
 static int
 cmd_ls(struct cfg *cfg, int argc, char **argv)
 {
@@ -197,12 +235,12 @@ cmd_ls(struct cfg *cfg, int argc, char **argv)
 		return cli_ls_remote(&cfg->remote, json, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
-		store_close(&st);
+	struct sign_keys keys;
+	if (open_store(cfg, &st, &keys) != 0)
 		return EXIT_RUNTIME;
-	}
 	int rc = cli_ls(&st, json, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 	store_close(&st);
+	sign_free(&keys);
 	return rc;
 }
 
@@ -216,12 +254,12 @@ cmd_verify(struct cfg *cfg, int argc, char **argv)
 		}
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
-		store_close(&st);
+	struct sign_keys keys;
+	if (open_store(cfg, &st, &keys) != 0)
 		return EXIT_RUNTIME;
-	}
 	int bad = cli_verify(&st, (const char *const *)argv, (size_t)argc, stdout);
 	store_close(&st);
+	sign_free(&keys);
 	return bad == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
 
@@ -263,12 +301,12 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 		return remote_prune(&cfg->remote, max_bytes, max_entries, dry, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
-		store_close(&st);
+	struct sign_keys keys;
+	if (open_store(cfg, &st, &keys) != 0)
 		return EXIT_RUNTIME;
-	}
 	int rc = store_prune(&st, max_bytes, max_entries, dry, NULL, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	store_close(&st);
+	sign_free(&keys);
 	return rc;
 }
 
@@ -319,6 +357,7 @@ static const struct command commands[] = {
 	{"verify", cmd_verify, false},
 	{"prune", cmd_prune, false},
 	{"healthcheck", cmd_healthcheck, true},
+	{"keygen", cmd_keygen, true},
 };
 
 /* The command named `cmd`, or NULL; "-c k=v ..." is run (see means_run). */
@@ -433,7 +472,7 @@ main(int argc, char **argv)
 	const char *cmd = argv[o.cmd];
 	const struct command *c = find_command(cmd);
 	if (!c) {
-		log_error("unknown command \"%s\" (expected run, prepare, key, ls, verify, prune or healthcheck; see pgstash --help)",
+		log_error("unknown command \"%s\" (expected run, prepare, key, ls, verify, prune, keygen or healthcheck; see pgstash --help)",
 		          cmd);
 		return EXIT_USAGE;
 	}

@@ -16,6 +16,7 @@
 #include "snapshot.h"
 #include "util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,13 @@ static bool
 cache_usable(const struct acquire *acq)
 {
 	return acq->store_open && acq->store.usable;
+}
+
+/* May this start write the cache (publish, lock for building, prune, use the remote)?  Not read-only, not off. */
+static bool
+cache_writable(const struct acquire *acq)
+{
+	return cache_usable(acq) && !acq->store.read_only;
 }
 
 /* ---------- pure decisions ---------- */
@@ -161,14 +169,24 @@ restore(struct acquire *acq, struct entry_meta *meta, const char *what)
 
 /*
  * Restores the entry `key` when the cache has it (`waited`: another pgstash
- * built it while we waited for the lock, which is said first).
+ * built it while we waited for the lock, which is said first).  `manifest`:
+ * what the entry's manifest must be (NULL for a prefix, whose manifest is
+ * its own); an entry with another is refused, not restored.
  */
 static enum found
-restore_cached(struct acquire *acq, const char *key, const char *what, bool waited)
+restore_cached(struct acquire *acq, const char *key, const char *manifest, const char *what, bool waited)
 {
 	struct entry_meta meta;
 	if (store_lookup(&acq->store, key, &meta) != 1)
 		return FOUND_NOTHING;
+	if (manifest && strcmp(meta.manifest ? meta.manifest : "", manifest) != 0) {
+		log_warning("cache entry %.12s… is refused, its manifest is not this start's: removing it and building "
+		            "instead",
+		            key);
+		entry_meta_free(&meta);
+		store_remove(&acq->store, key);
+		return FOUND_NOTHING;
+	}
 	if (waited)
 		log_info("another pgstash built %.12s while we waited", key);
 	int r = restore(acq, &meta, what);
@@ -192,7 +210,7 @@ try_hit(struct acquire *acq)
 	enum found rc = FOUND_NOTHING;
 	if (lr == STORE_LOCKED) {
 		/* The entry may have been pruned while we waited. */
-		rc = restore_cached(acq, key, "cache hit", false);
+		rc = restore_cached(acq, key, acq->fp->manifest, "cache hit", false);
 		store_unlock(fd);
 	} else if (lr == STORE_LOCK_BUSY)
 		log_warning("gave up waiting for the lock on %.12s after %ld s: building without it", key,
@@ -220,7 +238,24 @@ wait_for_builder(struct acquire *acq)
 		return FOUND_FAILED;
 	if (lr != STORE_LOCKED)
 		return FOUND_NOTHING;
-	return restore_cached(acq, key, "cache hit", true);
+	return restore_cached(acq, key, acq->fp->manifest, "cache hit", true);
+}
+
+/*
+ * Leaves out (manifest freed: acquire_pick_prefix skips it) every candidate
+ * of `layer` that may not be used: a prefix is restored as surely as a hit.
+ */
+static void
+drop_unacceptable(struct acquire *acq, struct entry_meta *all, size_t n, enum cfg_layer layer)
+{
+	char why[256];
+	for (size_t i = 0; i < n; i++) {
+		if (all[i].layer != layer || !all[i].manifest || store_acceptable(&acq->store, &all[i], why, sizeof(why)))
+			continue;
+		log_warning("cache entry %.12s… is not a prefix candidate, %s", all[i].key, why);
+		free(all[i].manifest);
+		all[i].manifest = NULL;
+	}
 }
 
 /*
@@ -238,6 +273,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 	size_t n = 0;
 	if (store_list(&acq->store, &all, &n) != 0)
 		return false;
+	drop_unacceptable(acq, all, n, layer);
 	size_t best;
 	long best_score = acquire_pick_prefix(all, n, layer, manifest, cfg, &best);
 	bool ok = false;
@@ -246,7 +282,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 		char key[65];
 		snprintf(key, sizeof(key), "%s", all[best].key);
 		if (store_lock(&acq->store, key, false, cfg->lock_timeout, &fd) == STORE_LOCKED) {
-			ok = restore_cached(acq, key, "prefix", false) == FOUND_RESTORED;
+			ok = restore_cached(acq, key, NULL, "prefix", false) == FOUND_RESTORED;
 			store_unlock(fd);
 		}
 		if (ok) {
@@ -280,7 +316,7 @@ static uint64_t
 publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 {
 	const struct cfg *cfg = acq->cfg;
-	if (!cache_usable(acq))
+	if (!cache_writable(acq))
 		return 0;
 	struct entry_meta meta;
 	memset(&meta, 0, sizeof(meta));
@@ -315,7 +351,7 @@ restore_layer_key(struct acquire *acq, const struct layer_plan *p)
 {
 	if (!p->try_key || !cache_usable(acq))
 		return FOUND_NOTHING;
-	return restore_cached(acq, p->key, "schema layer", false);
+	return restore_cached(acq, p->key, p->manifest, "schema layer", false);
 }
 
 static void
@@ -378,7 +414,7 @@ obtain_layers(struct acquire *acq)
 	enum acquire_result rc = ACQ_OK;
 	for (size_t i = 0; i < n && rc == ACQ_OK; i++) {
 		int fd = -1;
-		if (plan[i].lock && cache_usable(acq) &&
+		if (plan[i].lock && cache_writable(acq) &&
 		    store_lock(&acq->store, plan[i].key, true, acq->cfg->lock_timeout, &fd) == STORE_LOCK_ERROR)
 			return failure();
 		rc = obtain_layer(acq, &plan[i]);
@@ -397,12 +433,56 @@ remote_hit(struct acquire *acq, char *archive, char *meta_file)
 	const char *key = acq->fp->key;
 	enum found f = FOUND_NOTHING;
 	if (store_import(&acq->store, key, archive, meta_file) == 0)
-		f = restore_cached(acq, key, "remote hit", false);
+		f = restore_cached(acq, key, acq->fp->manifest, "remote hit", false);
 	free(archive);
 	free(meta_file);
 	if (sig_received)
 		return FOUND_FAILED;
 	return f;
+}
+
+/*
+ * Read-only (cache_mode): the remote's entry is downloaded into a private
+ * temp directory and restored from there, checked as a local one; nothing
+ * is written to the cache or the bucket (read-only bucket credentials do).
+ */
+static enum found
+remote_read_only(struct acquire *acq)
+{
+	const char *key = acq->fp->key;
+	char dir[] = "/tmp/pgstash-download-XXXXXX";
+	if (!mkdtemp(dir)) {
+		log_warning("could not create a download directory: %s", strerror(errno));
+		return FOUND_NOTHING;
+	}
+	char *a = NULL, *m = NULL, *text = NULL;
+	enum found f = FOUND_NOTHING;
+	struct entry_meta meta = {0};
+	if (remote_get(&acq->cfg->remote, key, dir, &a, &m) != REMOTE_HIT)
+		goto cleanup;
+	size_t len = 0;
+	int line;
+	char why[200];
+	text = read_file(m, &len);
+	if (!text || entry_meta_parse(text, len, ENTRY_F_REQUIRED, &meta, &line, why, sizeof(why)) != ENTRY_PARSE_OK ||
+	    strcmp(meta.key, key) != 0 || strcmp(meta.manifest ? meta.manifest : "", acq->fp->manifest) != 0) {
+		log_warning("remote entry %.12s… is refused: its meta is not valid for this start", key);
+		goto cleanup;
+	}
+	meta.archive = xstrdup(a);
+	if (restore(acq, &meta, "remote hit") == 0)
+		f = FOUND_RESTORED;
+cleanup:
+	entry_meta_free(&meta);
+	free(text);
+	if (a)
+		unlink(a);
+	if (m)
+		unlink(m);
+	free(a);
+	free(m);
+	rmdir(dir);
+	return sig_received ? FOUND_FAILED : f;
 }
 
 /*
@@ -418,6 +498,9 @@ try_remote(struct acquire *acq)
 	long timeout = acq->cfg->lock_timeout;
 	if (!remote_enabled(rc) || !cache_usable(acq))
 		return FOUND_NOTHING;
+	/* Leases and imports are writes (of the bucket, of the cache). */
+	if (acq->store.read_only)
+		return remote_read_only(acq);
 	if (!acq->lease_owner) {
 		char host[256] = "";
 		gethostname(host, sizeof(host) - 1);
@@ -456,14 +539,14 @@ try_remote(struct acquire *acq)
 static enum acquire_result
 miss(struct acquire *acq)
 {
-	enum found f = cache_usable(acq) ? wait_for_builder(acq) : FOUND_NOTHING;
+	enum found f = cache_writable(acq) ? wait_for_builder(acq) : FOUND_NOTHING;
 	if (f == FOUND_NOTHING)
 		f = try_remote(acq);
 	enum acquire_result rc;
 	if (ended(f, &rc))
 		return rc;
 	rc = obtain_layers(acq);
-	if (rc == ACQ_OK && cache_usable(acq))
+	if (rc == ACQ_OK && cache_writable(acq))
 		store_prune(&acq->store, acq->cfg->max_bytes, acq->cfg->max_entries, false, acq->fp->key, NULL);
 	return rc;
 }
@@ -471,8 +554,22 @@ miss(struct acquire *acq)
 enum acquire_result
 acquire_run(struct acquire *acq)
 {
+	const struct trust_cfg *t = &acq->cfg->trust;
+	if (sign_load(&acq->sign, t->signing_key, &t->trusted_keys) != 0)
+		return ACQ_FAILED;
+	switch (acq->cfg->cache_mode) {
+	case CFG_CACHE_READ_WRITE:
+		store_open(&acq->store, acq->cfg->cache_dir);
+		break;
+	case CFG_CACHE_READ_ONLY:
+		store_open_read_only(&acq->store, acq->cfg->cache_dir);
+		break;
+	case CFG_CACHE_OFF:
+		log_info("cache_mode = off: building without the cache");
+		break;
+	}
 	acq->store_open = true;
-	store_open(&acq->store, acq->cfg->cache_dir);
+	acq->store.sign = &acq->sign;
 	enum acquire_result rc;
 	if (ended(acq->store.usable ? try_hit(acq) : FOUND_NOTHING, &rc))
 		return rc;
@@ -509,4 +606,5 @@ acquire_free(struct acquire *acq)
 	acq->lease_owner = NULL;
 	acquire_finish(acq);
 	build_free(&acq->build);
+	sign_free(&acq->sign);
 }

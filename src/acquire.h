@@ -28,6 +28,7 @@ struct acquire {
 	const struct fp_result *fp;
 	struct store store;
 	bool store_open;
+	struct sign_keys sign; /* [trust]'s keys, loaded by acquire_run */
 	int lock_fd;       /* the exclusive build lock on fp->key, -1 when not held */
 	struct build build;
 	/* Fleet single-flight on the remote: our lease on fp->key, released in acquire_free. */

@@ -55,6 +55,10 @@ print_json(const struct entry_meta *v, size_t n, FILE *out)
 		cJSON_AddStringToObject(o, "compression", entry_compression_name(m->compression));
 		cJSON_AddStringToObject(o, "archive_sha256", m->archive_sha256);
 		cJSON_AddStringToObject(o, "archive", m->archive);
+		if (m->signature[0])
+			cJSON_AddStringToObject(o, "signer", m->signer);
+		else
+			cJSON_AddNullToObject(o, "signer");
 	}
 	return print_array(arr, out);
 }
@@ -78,14 +82,16 @@ cli_ls(struct store *st, bool json, FILE *out)
 		if (rc != 0)
 			log_error("could not build the JSON listing");
 	} else {
-		fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %9s\n", "KEY", "LAYER", "PARENT", "CREATED",
-		        "LAST USED", "SIZE", "PG", "BUILD");
+		fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %9s  %s\n", "KEY", "LAYER", "PARENT", "CREATED",
+		        "LAST USED", "SIZE", "PG", "BUILD", "SIGNER");
 		for (size_t i = 0; i < n; i++) {
-			char c[32], u[32], b[32], parent[13];
+			char c[32], u[32], b[32], parent[13], signer[17];
 			snprintf(parent, sizeof(parent), "%.12s", v[i].parent[0] ? v[i].parent : "-");
-			fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %7.1f s\n", v[i].key,
+			/* The signer it claims; `verify` checks the claim against trusted_keys. */
+			snprintf(signer, sizeof(signer), "%.16s", v[i].signature[0] ? v[i].signer : "unsigned");
+			fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %7.1f s  %s\n", v[i].key,
 			        entry_layer_name(v[i].layer), parent, iso_time(c, v[i].created), iso_time(u, v[i].last_used),
-			        log_bytes(b, v[i].archive_bytes), v[i].pg_version, v[i].build_seconds);
+			        log_bytes(b, v[i].archive_bytes), v[i].pg_version, v[i].build_seconds, signer);
 		}
 	}
 	store_list_free(v, n);

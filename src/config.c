@@ -35,6 +35,7 @@ enum section_kind {
 	SEC_STEP,
 	SEC_CLONES,
 	SEC_REMOTE,
+	SEC_TRUST,
 	SEC_BAD, /* an unknown section: its keys are not reported again */
 };
 
@@ -57,7 +58,7 @@ struct parse_ctx {
 };
 
 static const char *const pgstash_keys[] = {
-	"cache_dir", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
+	"cache_dir", "cache_mode", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
 	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", NULL,
 };
 static const char *const database_keys[] = {
@@ -68,6 +69,9 @@ static const char *const clones_keys[] = {
 };
 static const char *const remote_keys[] = {
 	"url", "endpoint", "region", "path_style", "access_key_file", "secret_key_file", "timeout", NULL,
+};
+static const char *const trust_keys[] = {
+	"signing_key", "trusted_keys", NULL,
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
@@ -191,6 +195,8 @@ begin_section(struct parse_ctx *ctx, const char *raw)
 		ctx->sec = SEC_DATABASE;
 	else if (strcmp(s, "remote") == 0)
 		ctx->sec = SEC_REMOTE;
+	else if (strcmp(s, "trust") == 0)
+		ctx->sec = SEC_TRUST;
 	else if (strcmp(s, "clones") == 0) {
 		ctx->sec = SEC_CLONES;
 		ctx->cfg->clones_line = ctx->line;
@@ -214,7 +220,7 @@ begin_section(struct parse_ctx *ctx, const char *raw)
 			ctx->sec = SEC_STEP;
 		}
 	} else {
-		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database], [clones], [remote] or [step NAME])", s);
+		ctx_error(ctx, "unknown section [%s] (expected [pgstash], [database], [clones], [remote], [trust] or [step NAME])", s);
 		ctx->sec = SEC_BAD;
 	}
 	free(name);
@@ -339,6 +345,19 @@ max_level(enum cfg_compression c)
 }
 
 static int
+parse_cache_mode(const char *value, enum cfg_cache_mode *out)
+{
+	static const enum cfg_cache_mode all[] = {CFG_CACHE_READ_WRITE, CFG_CACHE_READ_ONLY, CFG_CACHE_OFF};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(value, cfg_cache_mode_name(all[i])) == 0) {
+			*out = all[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
 parse_compression(const char *value, enum cfg_compression *c, int *level, const char **why)
 {
 	char *copy = xstrdup(value);
@@ -409,6 +428,11 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
 			goto bad;
 		cfg->step_timeout = lv;
+	} else if (strcmp(key, "cache_mode") == 0) {
+		if (parse_cache_mode(value, &cfg->cache_mode) != 0) {
+			why = "expected read-write, read-only or off";
+			goto bad;
+		}
 	} else {
 		log_error("%s: unknown setting \"%s\"", where, key);
 		return -1;
@@ -590,6 +614,27 @@ handle_remote(struct parse_ctx *ctx, const char *name, const char *value)
 	}
 }
 
+/* [trust]: key files, relative to the config file (read by sign_load, which names them in errors). */
+static void
+handle_trust(struct parse_ctx *ctx, const char *name, const char *value)
+{
+	struct trust_cfg *t = &ctx->cfg->trust;
+	if (strcmp(name, "signing_key") == 0) {
+		free(t->signing_key);
+		t->signing_key = *value ? resolve_against(ctx->path, value) : NULL;
+		return;
+	}
+	struct strlist words = {0};
+	add_words(&words, value);
+	sl_free(&t->trusted_keys);
+	for (size_t i = 0; i < words.n; i++) {
+		char *path = resolve_against(ctx->path, words.v[i]);
+		sl_add(&t->trusted_keys, path);
+		free(path);
+	}
+	sl_free(&words);
+}
+
 /* Replaces every `from` in `s` by `to`; returns a new string. */
 static char *
 replace_all(const char *s, const char *from, const char *to)
@@ -685,6 +730,10 @@ section_keys(enum section_kind sec, const char *const **keys, const char **secna
 		*keys = remote_keys;
 		*secname = "[remote]";
 		return;
+	case SEC_TRUST:
+		*keys = trust_keys;
+		*secname = "[trust]";
+		return;
 	}
 }
 
@@ -762,6 +811,7 @@ handler(void *user, const char *section, const char *name, const char *value)
 	case SEC_DATABASE:
 	case SEC_CLONES:
 	case SEC_REMOTE:
+	case SEC_TRUST:
 	case SEC_STEP:
 		break;
 	}
@@ -779,6 +829,9 @@ handler(void *user, const char *section, const char *name, const char *value)
 		break;
 	case SEC_REMOTE:
 		handle_remote(ctx, name, value);
+		break;
+	case SEC_TRUST:
+		handle_trust(ctx, name, value);
 		break;
 	case SEC_STEP:
 		handle_step(ctx, name, value);
@@ -928,6 +981,7 @@ load_option_vars(struct cfg *cfg)
 		const char *key;
 	} map[] = {
 		{"PGSTASH_CACHE_DIR", "cache_dir"},
+		{"PGSTASH_CACHE_MODE", "cache_mode"},
 		{"PGDATA", "pgdata"},
 		{"PGSTASH_PG_BINDIR", "pg_bindir"},
 		{"PGSTASH_COMPRESSION", "compression"},
@@ -984,6 +1038,7 @@ static const struct env_var {
 	{"POSTGRES_INITDB_WALDIR", ENV_PLAIN, offsetof(struct cfg, initdb_waldir), FROM_NONE, 0, false},
 	{"POSTGRES_HOST_AUTH_METHOD", ENV_PLAIN, offsetof(struct cfg, host_auth_method), FROM_NONE, 0, false},
 	/* The remote: plain variables, and the AWS keys (with their *_FILE forms). */
+	{"PGSTASH_SIGNING_KEY_FILE", ENV_PLAIN, offsetof(struct cfg, trust.signing_key), FROM_NONE, 0, false},
 	{"PGSTASH_REMOTE_URL", ENV_PLAIN, offsetof(struct cfg, remote.url), FROM_NONE, 0, false},
 	{"PGSTASH_REMOTE_ENDPOINT", ENV_PLAIN, offsetof(struct cfg, remote.endpoint), FROM_NONE, 0, false},
 	{"AWS_REGION", ENV_PLAIN, offsetof(struct cfg, remote.region), FROM_NONE, 0, false},
@@ -1054,6 +1109,11 @@ cfg_load_env(struct cfg *cfg)
 	for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
 		if (load_env_var(cfg, &env_vars[i]) != 0)
 			errors++;
+	const char *tk = getenv("PGSTASH_TRUSTED_KEYS");
+	if (tk && *tk) {
+		sl_free(&cfg->trust.trusted_keys);
+		add_words(&cfg->trust.trusted_keys, tk);
+	}
 	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
 	if (!cfg->db_name && cfg->db_user) {
 		cfg->db_name = xstrdup(cfg->db_user);
@@ -1566,6 +1626,8 @@ cfg_free(struct cfg *cfg)
 	free(cfg->db_extra_from);
 	free(cfg->initdb_args_from);
 	free_remote(&cfg->remote);
+	free(cfg->trust.signing_key);
+	sl_free(&cfg->trust.trusted_keys);
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		struct cfg_step *st = &cfg->steps[i];
 		free(st->name);
@@ -1598,4 +1660,15 @@ cfg_warn_no_steps(const struct cfg *cfg, FILE *explain)
 	if (explain)
 		fprintf(explain, "# %s: the key depends on no migration file and never changes\n", why);
 	return true;
+}
+
+const char *
+cfg_cache_mode_name(enum cfg_cache_mode m)
+{
+	switch (m) {
+	case CFG_CACHE_READ_WRITE: return "read-write";
+	case CFG_CACHE_READ_ONLY: return "read-only";
+	case CFG_CACHE_OFF: return "off";
+	}
+	return "read-write";
 }

@@ -20,6 +20,12 @@
 
 #define CFG_DEFAULT_FILE "/etc/pgstash/pgstash.ini"
 
+/* [pgstash] cache_mode: what a start may do with the cache (README "Trust"). */
+enum cfg_cache_mode {
+	CFG_CACHE_READ_WRITE, /* use, build, publish, prune, upload */
+	CFG_CACHE_READ_ONLY,  /* use entries; never write, lock for writing, prune or upload */
+	CFG_CACHE_OFF,        /* no cache at all: every start builds */
+};
 
 #define REMOTE_DEFAULT_REGION "us-east-1"
 #define REMOTE_DEFAULT_TIMEOUT 30
@@ -36,6 +42,12 @@ struct remote_cfg {
 	                               * transfer; 0: REMOTE_DEFAULT_TIMEOUT */
 	uint64_t multipart_threshold; /* 0: REMOTE_MULTIPART_THRESHOLD (tests set it lower) */
 	uint64_t part_size;           /* 0: REMOTE_PART_SIZE; raised to REMOTE_MIN_PART_SIZE */
+};
+
+/* [trust]: who may make the entries this job uses (sign.h, README "Trust"). */
+struct trust_cfg {
+	char *signing_key;            /* PEM Ed25519 private key file; NULL: builds do not sign */
+	struct strlist trusted_keys;  /* PEM public key files; empty: signatures not required */
 };
 
 struct cfg_step {
@@ -65,6 +77,7 @@ struct cfg {
 	char *cache_dir;
 	char *pgdata;
 	char *pg_bindir;           /* NULL: `pg_config --bindir`, then PATH */
+	enum cfg_cache_mode cache_mode;
 	enum cfg_compression compression;
 	int compression_level;     /* 0: the codec's default */
 	uint64_t max_bytes;        /* 0: no limit */
@@ -98,6 +111,9 @@ struct cfg {
 
 	/* [remote]: an S3-compatible bucket shared by a fleet of runners (see remote.h). */
 	struct remote_cfg remote;
+
+	/* [trust]: signing and trusted keys. */
+	struct trust_cfg trust;
 };
 
 /* The parts of a remote endpoint URL; cfg_endpoint_free frees them. */
@@ -160,5 +176,7 @@ bool cfg_warn_no_steps(const struct cfg *cfg, FILE *explain);
 /* Sets a [pgstash] key from argv or env; `where` names the source for messages.  0 or -1 (logged). */
 int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where);
 
+/* "read-write", "read-only", "off"; static. */
+const char *cfg_cache_mode_name(enum cfg_cache_mode m);
 
 #endif

@@ -205,6 +205,10 @@ entry_meta_encode(const struct entry_meta *m)
 	sb_appendf(&sb, "archive_sha256 = %s\n", m->archive_sha256);
 	sb_appendf(&sb, "pgdata_bytes = %" PRIu64 "\n", m->pgdata_bytes);
 	sb_appendf(&sb, "build_seconds = %.3f\n", m->build_seconds);
+	if (m->signature[0]) {
+		sb_appendf(&sb, "signer = %s\n", m->signer);
+		sb_appendf(&sb, "signature = %s\n", m->signature);
+	}
 	encode_manifest(&sb, m->manifest);
 	return sb_take(&sb);
 }
@@ -307,6 +311,16 @@ text_field(struct meta_parse *p, const char *name, const char *value, unsigned *
 		if (!entry_key_valid(value)) /* the same shape: 64 lowercase hex digits */
 			return meta_bad(p, "bad archive_sha256"), -1;
 		memcpy(m->archive_sha256, value, 65);
+	} else if (strcmp(name, "signer") == 0) {
+		*bit = ENTRY_F_SIGNER;
+		if (!entry_key_valid(value)) /* a SHA-256 fingerprint: the same shape */
+			return meta_bad(p, "bad signer"), -1;
+		memcpy(m->signer, value, 65);
+	} else if (strcmp(name, "signature") == 0) {
+		*bit = ENTRY_F_SIGNATURE;
+		if (strlen(value) != sizeof(m->signature) - 1 || strspn(value, "0123456789abcdef") != strlen(value))
+			return meta_bad(p, "bad signature"), -1;
+		memcpy(m->signature, value, sizeof(m->signature));
 	} else {
 		return 0;
 	}

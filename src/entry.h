@@ -62,6 +62,8 @@ struct entry_meta {
 	uint64_t pgdata_bytes;
 	double build_seconds;
 	enum cfg_compression compression;
+	char signer[65];                 /* fingerprint of the key that signed it (sign.h); "" when unsigned */
+	char signature[129];             /* hex Ed25519 signature of sign_blob(); "" when unsigned */
 	char *archive;                   /* owned; full path of the archive, set by the store */
 };
 
@@ -107,6 +109,8 @@ enum entry_field {
 	ENTRY_F_SHA = 1 << 8,
 	ENTRY_F_PBYTES = 1 << 9,
 	ENTRY_F_BUILD = 1 << 10,
+	ENTRY_F_SIGNER = 1 << 11,
+	ENTRY_F_SIGNATURE = 1 << 12,
 };
 /* What a complete local entry's meta holds (parent and build_seconds are optional). */
 #define ENTRY_F_REQUIRED                                                                                     \

@@ -336,6 +336,20 @@ srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg)
 	return rc;
 }
 
+/*
+ * Settings every postgres that pgstash itself starts (single-user, the
+ * temporary server) runs with, whatever a restored cluster's conf files say:
+ * a cache entry is written by whoever can write the cache, and its
+ * postgresql.auto.conf could otherwise load a library from the archive
+ * (shared_preload_libraries = 'extras/evil.so' is relative to PGDATA), run
+ * an archive_command, or point hba_file at a trust-all file.  Command-line
+ * settings win over every conf file.
+ */
+#define SRV_SAFE_OVERRIDES(hba, ident)                                                                        \
+	"-c", "shared_preload_libraries=", "-c", "session_preload_libraries=", "-c", "local_preload_libraries=",    \
+	    "-c", "dynamic_library_path=$libdir", "-c", "archive_mode=off", "-c", "archive_command=", "-c", hba,     \
+	    "-c", ident
+
 /* ---- the temporary server ---- */
 
 static void
@@ -386,10 +400,13 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 	 * it is synced to disk after bootstrap (marker.h: until then the marker
 	 * says "unsynced", and a start after a host crash rebuilds it).
 	 */
+	char *hba = xasprintf("hba_file=%s/pg_hba.conf", s->pgdata);
+	char *ident = xasprintf("ident_file=%s/pg_ident.conf", s->pgdata);
 	char *argv[] = {
 		postgres, "-D", s->pgdata, "-p", port,
 		"-c", s->tcp ? "listen_addresses=127.0.0.1" : "listen_addresses=",
 		"-c", sockopt,
+		SRV_SAFE_OVERRIDES(hba, ident),
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
@@ -399,6 +416,8 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 	};
 	pid_t pid = spawn(argv, logfd);
 	close(logfd);
+	free(hba);
+	free(ident);
 	free(sockopt);
 	free(postgres);
 	if (pid < 0)
@@ -1013,8 +1032,11 @@ run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, con
                 struct proc_capture *c)
 {
 	char *postgres = pgbin_path(pg, "postgres");
+	char *hba = xasprintf("hba_file=%s/pg_hba.conf", cfg->pgdata);
+	char *ident = xasprintf("ident_file=%s/pg_ident.conf", cfg->pgdata);
 	char *argv[] = {
 		postgres, "--single", "-D", cfg->pgdata, "-j",
+		SRV_SAFE_OVERRIDES(hba, ident),
 		"-c", "exit_on_error=true",
 		"-c", "log_statement=none",
 		"-c", "log_min_error_statement=panic",
@@ -1036,6 +1058,8 @@ run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, con
 	c->with_stderr = true;
 	c->timeout_s = SRV_STOP_TIMEOUT_S;
 	enum proc_wait_result w = proc_capture(&o, c);
+	free(hba);
+	free(ident);
 	free(postgres);
 	return w;
 }

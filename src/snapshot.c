@@ -16,6 +16,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -478,6 +479,44 @@ r_drain(struct rctx *r)
 	}
 }
 
+/*
+ * The top-level names of a PostgreSQL cluster (PostgreSQL 10 and later, and
+ * the older pg_xlog and pg_clog), as snap_write writes them.  An allowlist:
+ * whoever writes the cache must not add a file postgres would act on
+ * (recovery.signal, standby.signal, backup_label, tablespace_map,
+ * recovery.conf) or anything else that is not a cluster's (a library for a
+ * preload setting, a trust-all hba file).
+ */
+static const char *const cluster_tops[] = {
+	"PG_VERSION", "base", "global", "pg_commit_ts", "pg_dynshmem", "pg_logical", "pg_multixact", "pg_notify",
+	"pg_replslot", "pg_serial", "pg_snapshots", "pg_stat", "pg_stat_tmp", "pg_subtrans", "pg_tblspc",
+	"pg_twophase", "pg_wal", "pg_xact", "pg_xlog", "pg_clog", "postgresql.conf", "postgresql.auto.conf",
+	"pg_hba.conf", "pg_ident.conf", "log", "pg_log", "current_logfiles", NULL,
+};
+
+/* NULL when `path` (relative, no "..") is a cluster's, else why not. */
+static const char *
+path_refusal(const char *path)
+{
+	while (path[0] == '.' && (path[1] == '/' || path[1] == '\0'))
+		path += path[1] ? 2 : 1;
+	while (*path == '/')
+		path++;
+	if (!*path)
+		return NULL; /* PGDATA itself */
+	size_t len = strcspn(path, "/");
+	bool below = path[len] == '/' && path[len + 1] != '\0';
+	for (size_t i = 0; cluster_tops[i]; i++) {
+		if (strlen(cluster_tops[i]) != len || strncmp(path, cluster_tops[i], len) != 0)
+			continue;
+		/* Tablespaces are links in pg_tblspc: a snapshot never holds one. */
+		if (below && strcmp(cluster_tops[i], "pg_tblspc") == 0)
+			return "tablespace in pg_tblspc";
+		return NULL;
+	}
+	return "not part of a PostgreSQL cluster";
+}
+
 /* NULL when `e` may be extracted, else why not. */
 static const char *
 entry_refusal(struct archive_entry *e)
@@ -489,6 +528,9 @@ entry_refusal(struct archive_entry *e)
 		return "absolute path";
 	if (!rel_path_ok(path))
 		return "path with a \"..\" component";
+	const char *why = path_refusal(path);
+	if (why)
+		return why;
 	if (archive_entry_hardlink(e))
 		return "hard link";
 	switch (archive_entry_filetype(e)) {
@@ -1182,6 +1224,70 @@ apply_dir_modes(struct restore *r)
 	return 0;
 }
 
+/*
+ * Whether a conf file may set `name` (lowercase): not when the setting runs
+ * code, loads a library, names a file or directory postgres reads or writes,
+ * or includes another file.  A denylist by pattern, not an allowlist of
+ * settings: builds legitimately tune anything else (ALTER SYSTEM in a
+ * migration), the list of settings grows with every major version, and the
+ * dangerous ones follow these names (*_command, *_library, *_libraries,
+ * *_file, *_path, *_directory, *_directories, include*), plus the two that
+ * do not (data_directory is covered; jit_provider loads a library).
+ */
+static bool
+setting_refused(const char *name)
+{
+	static const char *const suffixes[] = {"_command", "_library", "_libraries", "_file", "_path", "_directory",
+	                                       "_directories", NULL};
+	size_t n = strlen(name);
+	if (strncmp(name, "include", 7) == 0 || strcmp(name, "jit_provider") == 0)
+		return true;
+	for (size_t i = 0; suffixes[i]; i++) {
+		size_t k = strlen(suffixes[i]);
+		if (n >= k && strcmp(name + n - k, suffixes[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Checks a restored conf file's settings (setting_refused).  0, or -1 (warned). */
+static int
+check_conf(const struct restore *r, const char *name)
+{
+	int fd = openat(r->pool.dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : (log_warning("snapshot \"%s\": cannot read %s: %s", r->archive_path, name,
+		                                          strerror(errno)),
+		                              -1);
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return -1;
+	}
+	char line[1024];
+	int rc = 0, lineno = 0;
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		lineno++;
+		char *p = line;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		char setting[128];
+		size_t k = 0;
+		while (k + 1 < sizeof(setting) && (isalnum((unsigned char)p[k]) || p[k] == '_' || p[k] == '.')) {
+			setting[k] = (char)tolower((unsigned char)p[k]);
+			k++;
+		}
+		setting[k] = '\0';
+		if (k && setting_refused(setting)) {
+			log_warning("snapshot \"%s\" refused: %s line %d sets %s (runs code or moves trust)", r->archive_path,
+			            name, lineno, setting);
+			rc = -1;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
 /* The whole file's digest, the server version, PGDATA's own mode.  0, or SNAP_* (logged). */
 static int
 check_restored(struct restore *r, const char *expected_sha256, int expected_pg_major)
@@ -1194,7 +1300,8 @@ check_restored(struct restore *r, const char *expected_sha256, int expected_pg_m
 		            expected_sha256);
 		return SNAP_BAD_ARCHIVE;
 	}
-	if (check_pg_version(r->pgdata, expected_pg_major) != 0)
+	if (check_pg_version(r->pgdata, expected_pg_major) != 0 || check_conf(r, "postgresql.auto.conf") != 0 ||
+	    check_conf(r, "postgresql.conf") != 0)
 		return SNAP_BAD_ARCHIVE;
 	if (fchmod(r->pool.dirfd, 0700) != 0 || (r->as_owner && fchown(r->pool.dirfd, r->uid, r->gid) != 0)) {
 		log_warning("could not set the mode or owner of \"%s\": %s", r->pgdata, strerror(errno));

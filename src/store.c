@@ -173,6 +173,12 @@ store_lock(struct store *st, const char *key, bool exclusive, long timeout_s, in
 		log_error("invalid cache key \"%s\"", key ? key : "");
 		return STORE_LOCK_ERROR;
 	}
+	if (st->read_only) {
+		/* Creating a lock file is a write; a reader alone cannot hold up a builder anyway. */
+		if (exclusive)
+			log_error("read-only cache: cannot lock %.12s… for writing", key);
+		return exclusive ? STORE_LOCK_ERROR : STORE_LOCKED;
+	}
 	char *path = lock_path(st, key);
 	enum store_lock_result rc = lock_file_wait(path, exclusive, timeout_s, key, fd_out);
 	free(path);
@@ -257,6 +263,25 @@ store_open(struct store *st, const char *cache_dir)
 	return 0;
 }
 
+int
+store_open_read_only(struct store *st, const char *cache_dir)
+{
+	memset(st, 0, sizeof(*st));
+	st->read_only = true;
+	if (!cache_dir || !*cache_dir)
+		return -1;
+	st->dir = path_join(cache_dir, STORE_DIR_NAME);
+	st->tmp_dir = path_join(st->dir, ".tmp");
+	st->lock_dir = path_join(st->dir, ".locks");
+	/* Missing is an empty cache (a fresh runner may still use the remote); unreadable is not usable. */
+	if (access(st->dir, R_OK | X_OK) != 0 && errno != ENOENT) {
+		log_warning("read-only cache \"%s\" is not usable: %s: going on without it", st->dir, strerror(errno));
+		return -1;
+	}
+	st->usable = true;
+	return 0;
+}
+
 void
 store_close(struct store *st)
 {
@@ -300,6 +325,10 @@ store_remove(struct store *st, const char *key)
 {
 	if (!st->usable)
 		return -1;
+	if (st->read_only) {
+		log_info("read-only cache: entry %.12s… left in place", key);
+		return -1;
+	}
 	if (!entry_key_valid(key)) {
 		log_error("invalid cache key \"%s\"", key ? key : "");
 		return -1;
@@ -475,8 +504,8 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 
 	if (!sst)
 		sst = &local;
-	if (!st->usable) {
-		log_warning("cache is not usable: snapshot not stored");
+	if (!st->usable || st->read_only) {
+		log_warning("cache is %s: snapshot not stored", st->read_only ? "read-only" : "not usable");
 		return -1;
 	}
 	if (!entry_key_valid(meta->key)) {
@@ -498,6 +527,8 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	meta->pgdata_bytes = sst->pgdata_bytes;
 	memcpy(meta->archive_sha256, sst->sha256, sizeof(meta->archive_sha256));
 	meta->compression = comp;
+	if (sign_entry(st->sign, meta) != 0)
+		goto cleanup;
 	pl.mfd = meta_tmp_write(st, meta, &pl.meta_tmp);
 	if (pl.mfd < 0)
 		goto cleanup;
@@ -527,7 +558,7 @@ store_touch(struct store *st, const char *key)
 	char *tmp = NULL, *final = NULL;
 	int lfd = -1, fd = -1, rc = -1;
 
-	if (!st->usable || !entry_key_valid(key))
+	if (!st->usable || st->read_only || !entry_key_valid(key))
 		return -1;
 	if (meta_lock(st, &lfd) != 0)
 		return -1;
@@ -568,8 +599,8 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 	struct stat sb;
 	char why[512];
 
-	if (!st->usable) {
-		log_warning("cache is not usable: downloaded entry not stored");
+	if (!st->usable || st->read_only) {
+		log_warning("cache is %s: downloaded entry not stored", st->read_only ? "read-only" : "not usable");
 		goto cleanup;
 	}
 	if (!entry_key_valid(key)) {
@@ -627,12 +658,48 @@ cleanup:
 	return rc;
 }
 
+bool
+store_acceptable(const struct store *st, const struct entry_meta *m, char *why, size_t why_len)
+{
+	char key[65];
+	const char *manifest = m->manifest ? m->manifest : "";
+	digest_hex(manifest, strlen(manifest), key);
+	if (strcmp(key, m->key) != 0) {
+		snprintf(why, why_len, "its key is not the SHA-256 of its manifest (%.12s…)", key);
+		return false;
+	}
+	if (!sign_enforced(st->sign))
+		return true;
+	enum sign_check c = sign_verify(st->sign, m);
+	switch (c) {
+	case SIGN_TRUSTED:
+		return true;
+	case SIGN_UNSIGNED:
+		snprintf(why, why_len, "not trusted: unsigned");
+		return false;
+	case SIGN_UNKNOWN_SIGNER:
+	case SIGN_BAD_SIGNATURE:
+		snprintf(why, why_len, "not trusted: %s (signer %.16s)", sign_check_name(c), m->signer);
+		return false;
+	}
+	return false;
+}
+
 int
 store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
               int pg_major, struct snap_stats *sst)
 {
+	char why[256];
 	if (!st->usable)
 		return -1;
+	if (!store_acceptable(st, meta, why, sizeof(why))) {
+		/* Treated as absent: the build that follows replaces it. */
+		log_warning("cache entry %.12s… is refused, %s: %s it and building instead", meta->key, why,
+		            st->read_only ? "ignoring" : "removing");
+		if (!st->read_only)
+			store_remove(st, meta->key);
+		return -1;
+	}
 	if (!meta->archive)
 		meta->archive = entry_archive_path(st->dir, meta->key, meta->compression);
 	int r = snap_restore(meta->archive, meta->archive_sha256, pgdata, uid, gid, pg_major, sst);
@@ -660,6 +727,8 @@ int
 store_keys(struct store *st, struct strlist *keys)
 {
 	DIR *d = opendir(st->dir);
+	if (!d && st->read_only && errno == ENOENT)
+		return 0;
 	if (!d) {
 		log_error("could not open directory \"%s\": %s", st->dir, strerror(errno));
 		return -1;
@@ -755,6 +824,8 @@ store_check(struct store *st, const char *key, char *why, size_t why_len)
 		snprintf(why, why_len, "archive SHA-256 is %s, its meta says %s", digest, m.archive_sha256);
 		goto cleanup;
 	}
+	if (!store_acceptable(st, &m, why, why_len))
+		goto cleanup;
 	rc = 0;
 cleanup:
 	store_unlock(lfd);
@@ -838,6 +909,10 @@ store_prune(struct store *st, uint64_t max_bytes, long max_entries, bool dry_run
 
 	if (!st->usable) {
 		log_error("cache is not usable");
+		return -1;
+	}
+	if (st->read_only && !dry_run) {
+		log_error("cache is read-only (cache_mode): nothing pruned");
 		return -1;
 	}
 	if (!dry_run)

@@ -34,6 +34,7 @@
 #define PGSTASH_STORE_H
 
 #include "entry.h"
+#include "sign.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -48,6 +49,8 @@ struct store {
 	char *tmp_dir;  /* <dir>/.tmp; owned */
 	char *lock_dir; /* <dir>/.locks; owned */
 	bool usable;    /* false: no caching at all (dirs missing and not creatable, read-only...) */
+	const struct sign_keys *sign; /* set by the caller after store_open; NULL: nothing signed or required */
+	bool read_only; /* store_open_read_only: nothing is written, locked, touched or removed */
 };
 
 /*
@@ -59,6 +62,14 @@ struct store {
  */
 int store_open(struct store *st, const char *cache_dir);
 void store_close(struct store *st);
+/*
+ * As store_open for cache_mode = read-only: creates nothing, sweeps nothing,
+ * needs only read access (a read-only mount works).  Then store_lock takes no
+ * lock (shared: STORE_LOCKED with *fd_out -1; exclusive: STORE_LOCK_ERROR),
+ * and publish, import, touch, remove and prune change nothing (publish and
+ * import return -1).
+ */
+int store_open_read_only(struct store *st, const char *cache_dir);
 
 /*
  * Finds entry `key`.  1: found, *out filled (free with entry_meta_free);
@@ -91,7 +102,8 @@ void store_unlock(int fd);
  * Snapshots `pgdata` (cleanly shut down) into a new entry meta->key.  The
  * caller fills key, parent, layer, manifest, pg_version and build_seconds;
  * publish fills the rest (archive_sha256/bytes, pgdata_bytes, created,
- * last_used, compression, archive).  If a complete entry for the key
+ * last_used, compression, archive, and the signature when st->sign has a
+ * signing key).  If a complete entry for the key
  * appeared meanwhile it is kept, ours dropped, and *meta refilled from it.
  * The caller should hold the key lock exclusive.  0, or -1 (logged as a
  * warning, temp files removed: go on without caching).  *sst optional.
@@ -100,10 +112,19 @@ int store_publish(struct store *st, const char *pgdata, struct entry_meta *meta,
                   int level, struct snap_stats *sst);
 
 /*
+ * Whether entry `m` may be used at all, before anything of it is extracted:
+ * its key is the SHA-256 of its manifest (the key is not a free label), and
+ * when st->sign requires signatures it is signed by a trusted key.  true, or
+ * false with why filled (naming the signer).
+ */
+bool store_acceptable(const struct store *st, const struct entry_meta *m, char *why, size_t why_len);
+
+/*
  * Restores entry `meta` into the empty or absent `pgdata` (see snap_restore
  * for uid/gid and pg_major) and marks it used.  When the archive is bad
  * (damaged, wrong digest, refused, wrong major) the entry is removed with a
- * warning.  0, or -1 (pgdata left empty).  *sst optional.
+ * warning; so is an entry that is not store_acceptable (checked first:
+ * nothing of it is extracted).  0, or -1 (pgdata left empty).  *sst optional.
  */
 int store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
                   int pg_major, struct snap_stats *sst);
@@ -135,7 +156,7 @@ int store_cmp_recent_first(const void *a, const void *b);
 
 /*
  * Recomputes the digest of entry `key`'s archive under its shared lock and
- * compares it and the size with the meta.  0, or -1 with why filled (no
+ * compares it and the size with the meta; checks store_acceptable too.  0, or -1 with why filled (no
  * such entry, bad meta, locked for too long, mismatch).  Nothing is removed.
  */
 int store_check(struct store *st, const char *key, char *why, size_t why_len);

@@ -11,8 +11,11 @@
 #include "entry.h"
 #include "store.h"
 
-#define KEY_1 "abcd1111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-#define KEY_2 "abcd2222aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+/* Keys are the SHA-256 of their manifest (store_acceptable): two manifests whose keys share "3ec7". */
+#define MANIFEST_1 "manifest 111\n"
+#define KEY_1 "3ec7aae37d62719ff9d791e4ea3ce1b82f1d33fbc084b7591217ac6a86a5bb7e"
+#define MANIFEST_2 "manifest 135\n"
+#define KEY_2 "3ec79f0a2a181b89b8d025aaf993eae4ca1fee1e300e481199d6f948ad1d28b3"
 
 static char *tmp;
 static struct store st;
@@ -40,6 +43,7 @@ make_entry(const char *key, const char *bytes)
 {
 	struct entry_meta m = {.layer = CFG_LAYER_SCHEMA, .created = 1, .last_used = 2, .compression = CFG_COMP_NONE};
 	memcpy(m.key, key, 65);
+	m.manifest = (char *)(strcmp(key, KEY_1) == 0 ? MANIFEST_1 : MANIFEST_2);
 	snprintf(m.pg_version, sizeof(m.pg_version), "16.4");
 	m.archive_bytes = strlen(bytes);
 	digest_hex(bytes, strlen(bytes), m.archive_sha256);
@@ -83,16 +87,16 @@ test_verify_prefixes(void **state)
 	make_entry(KEY_1, "hello");
 	make_entry(KEY_2, "world");
 	int bad;
-	const char *unique[] = {"abcd1", KEY_2};
+	const char *unique[] = {"3ec7a", KEY_2};
 	char *out = verify(unique, 2, &bad);
 	assert_int_equal(bad, 0);
 	assert_string_equal(out, "ok " KEY_1 "\nok " KEY_2 "\n");
 	free(out);
 
-	const char *ambiguous[] = {"abcd"};
+	const char *ambiguous[] = {"3ec7"};
 	out = verify(ambiguous, 1, &bad);
 	assert_int_equal(bad, 1);
-	assert_string_equal(out, "BAD abcd: ambiguous key prefix\n");
+	assert_string_equal(out, "BAD 3ec7: ambiguous key prefix\n");
 	free(out);
 
 	const char *none[] = {"ffff"};

@@ -83,7 +83,7 @@ make_tree(const char *src)
 	unit_write(src, "postmaster.pid", "4242\n");
 	unit_write(src, "postmaster.opts", "postgres\n");
 	unit_write(src, "pgstash.state", "ready\n");
-	unit_write(src, "a/b/c/deep.txt", "deep");
+	unit_write(src, "base/b/c/deep.txt", "deep");
 	/* A larger file, so data spans several buffers of the compressor. */
 	char *big = xmalloc(3 * 1024 * 1024 + 1);
 	for (size_t i = 0; i < 3 * 1024 * 1024; i++)
@@ -95,9 +95,9 @@ make_tree(const char *src)
 	assert_int_equal(mkdir(empty, 0700), 0);
 	free(empty);
 	chmod_rel(src, "postgresql.conf", 0600);
-	chmod_rel(src, "a/b/c/deep.txt", 0751);
+	chmod_rel(src, "base/b/c/deep.txt", 0751);
 	chmod_rel(src, "base", 0700);
-	chmod_rel(src, "a/b", 0750);
+	chmod_rel(src, "base/b", 0750);
 }
 
 static int
@@ -152,7 +152,7 @@ check_restored(const char *dst)
 	t = rd(dst, "base/1/postmaster.pid");
 	assert_string_equal(t, "nested, kept\n");
 	free(t);
-	t = rd(dst, "a/b/c/deep.txt");
+	t = rd(dst, "base/b/c/deep.txt");
 	assert_string_equal(t, "deep");
 	free(t);
 	size_t len;
@@ -166,9 +166,9 @@ check_restored(const char *dst)
 	free(t);
 
 	assert_int_equal(mode_of(dst, "postgresql.conf") & 07777, 0600);
-	assert_int_equal(mode_of(dst, "a/b/c/deep.txt") & 07777, 0751);
+	assert_int_equal(mode_of(dst, "base/b/c/deep.txt") & 07777, 0751);
 	assert_int_equal(mode_of(dst, "base") & 07777, 0700);
-	assert_int_equal(mode_of(dst, "a/b") & 07777, 0750);
+	assert_int_equal(mode_of(dst, "base/b") & 07777, 0750);
 	assert_true(S_ISDIR(mode_of(dst, "pg_tblspc")));
 
 	/* Left out, or kept as empty directories. */
@@ -375,7 +375,7 @@ static void
 test_write_refuses_inside_symlink(void **state)
 {
 	struct fixture *f = *state;
-	char *l = path_join(f->src, "a/link");
+	char *l = path_join(f->src, "base/link");
 	assert_int_equal(symlink("b/c/deep.txt", l), 0);
 	free(l);
 	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -682,13 +682,43 @@ test_large_file_holes(void **state)
 }
 
 /* Entries in an order pgstash never writes: files before (or without) their directories. */
+/* Issue 14: only a cluster's paths, and conf files without code-running or trust-moving settings. */
+static void
+test_cluster_shape(void **state)
+{
+	struct fixture *f = *state;
+	const char *bad_paths[] = {"recovery.signal", "standby.signal", "backup_label", "extras/evil.so",
+	                           "pg_tblspc/16384/PG_15", "pgstash.key"};
+	for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
+		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, bad_paths[i], "x"}};
+		hostile_archive(f->arch, e, 2);
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL) != SNAP_BAD_ARCHIVE)
+			fail_msg("%s was not refused", bad_paths[i]);
+		assert_true(dir_is_empty(f->dst));
+	}
+	const char *bad_conf[] = {"archive_command = 'x'", "  Shared_Preload_Libraries='a'", "hba_file = '/x'",
+	                          "include_dir 'conf.d'", "ssl_key_file = 'k'", "dynamic_library_path = '/x'",
+	                          "jit_provider = 'evil'", "log_directory = '/etc'"};
+	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
+		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", bad_conf[i]}};
+		hostile_archive(f->arch, e, 2);
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL) != SNAP_BAD_ARCHIVE)
+			fail_msg("\"%s\" was not refused", bad_conf[i]);
+	}
+	struct hentry ok[] = {{H_FILE, "PG_VERSION", "15\n"},
+	                      {H_FILE, "postgresql.auto.conf", "# archive_command = 'x'\nwork_mem = '64MB'\n"},
+	                      {H_DIR, "pg_tblspc", NULL}};
+	hostile_archive(f->arch, ok, 3);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+}
+
 static void
 test_implicit_parents(void **state)
 {
 	struct fixture *f = *state;
 	struct hentry e[] = {{H_FILE, "base/1/1259", "rel"}, {H_FILE, "./global/pg_control", "ctl"},
 	                     {H_DIR, "base/", NULL},        {H_DIR, "./", NULL},
-	                     {H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "a//b/./c", "c"}};
+	                     {H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base//b/./c", "c"}};
 	hostile_archive(f->arch, e, sizeof(e) / sizeof(e[0]));
 	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
 	char *t = rd(f->dst, "base/1/1259");
@@ -697,7 +727,7 @@ test_implicit_parents(void **state)
 	t = rd(f->dst, "global/pg_control");
 	assert_string_equal(t, "ctl");
 	free(t);
-	t = rd(f->dst, "a/b/c");
+	t = rd(f->dst, "base/b/c");
 	assert_string_equal(t, "c");
 	free(t);
 	/* hostile_archive's directories say 0755: kept (a PGDATA made with initdb -g has 0750). */
@@ -893,6 +923,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_many_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_file_holes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_parents, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cluster_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_collisions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_real_pgdata, setup, teardown),

@@ -6,6 +6,7 @@
 #include "unit.h"
 
 #include "log.h"
+#include "digest.h"
 #include "store.h"
 #include "cli.h"
 #include "snapshot.h"
@@ -63,14 +64,22 @@ teardown(void **state)
 	return 0;
 }
 
-/* A valid key made of one repeated hex digit. */
+/* The manifest of key_of(i). */
+static const char *
+manifest_of(int i)
+{
+	static char m[16][32];
+	snprintf(m[i & 15], sizeof(m[0]), "entry %d\n", i & 15);
+	return m[i & 15];
+}
+
+/* A valid key: the SHA-256 of manifest_of(i), as a real entry's key is (store_acceptable). */
 static const char *
 key_of(int i)
 {
 	static char keys[16][65];
-	char c = "0123456789abcdef"[i & 15];
-	memset(keys[i & 15], c, 64);
-	keys[i & 15][64] = '\0';
+	const char *m = manifest_of(i);
+	digest_hex(m, strlen(m), keys[i & 15]);
 	return keys[i & 15];
 }
 
@@ -80,7 +89,11 @@ fill_meta(struct entry_meta *m, const char *key, const char *manifest)
 	memset(m, 0, sizeof(*m));
 	memcpy(m->key, key, 65);
 	m->layer = CFG_LAYER_SCHEMA;
-	m->manifest = xstrdup(manifest);
+	/* NULL: the manifest the key is made of. */
+	for (int i = 0; !manifest && i < 16; i++)
+		if (strcmp(key, key_of(i)) == 0)
+			manifest = manifest_of(i);
+	m->manifest = xstrdup(manifest ? manifest : "");
 	snprintf(m->pg_version, sizeof(m->pg_version), "15.18");
 	m->build_seconds = 1.5;
 }
@@ -205,7 +218,7 @@ test_unusable(void **state)
 	assert_false(st.usable);
 	struct entry_meta m;
 	assert_int_equal(store_lookup(&st, key_of(1), &m), 0);
-	fill_meta(&m, key_of(1), "x\n");
+	fill_meta(&m, key_of(1), NULL);
 	assert_int_equal(store_publish(&st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL), -1);
 	entry_meta_free(&m);
 	int fd;
@@ -314,7 +327,7 @@ test_other_compressions(void **state)
 	const char *suffix[] = {".tar.gz", ".tar"};
 	for (int i = 0; i < 2; i++) {
 		struct entry_meta m, got;
-		fill_meta(&m, key_of(5 + i), "m\n");
+		fill_meta(&m, key_of(5 + i), NULL);
 		assert_int_equal(store_publish(&f->st, f->pgdata, &m, comps[i], 1, NULL), 0);
 		char *a = entry_file(f, key_of(5 + i), suffix[i]);
 		assert_true(path_exists(a));
@@ -336,16 +349,20 @@ test_lookup_ignores_partial(void **state)
 	struct entry_meta got;
 	/* Archive without meta: ignored. */
 	char *a = entry_file(f, key_of(7), ".tar.zst");
-	unit_write(f->st.dir, "7777777777777777777777777777777777777777777777777777777777777777.tar.zst", "junk");
+	char *a_name = xasprintf("%s.tar.zst", key_of(7));
+	unit_write(f->st.dir, a_name, "junk");
+	free(a_name);
 	assert_int_equal(store_lookup(&f->st, key_of(7), &got), 0);
 	assert_true(path_exists(a));
 	/* Anything in .tmp: ignored. */
-	unit_write(f->st.tmp_dir, "8888888888888888888888888888888888888888888888888888888888888888.meta", "key = x\n");
+	char *m_name = xasprintf("%s.meta", key_of(8));
+	unit_write(f->st.tmp_dir, m_name, "key = x\n");
+	free(m_name);
 	assert_int_equal(store_lookup(&f->st, key_of(8), &got), 0);
 	free(a);
 
 	/* A meta without its archive: not found, and cleaned. */
-	publish(f, key_of(9), "m\n");
+	publish(f, key_of(9), NULL);
 	char *a9 = entry_file(f, key_of(9), ".tar.zst");
 	char *m9 = entry_file(f, key_of(9), ".meta");
 	assert_int_equal(unlink(a9), 0);
@@ -365,7 +382,7 @@ test_lookup_ignores_partial(void **state)
 		{"archive_bytes", "1"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		publish(f, key_of(10), "m\n");
+		publish(f, key_of(10), NULL);
 		set_meta_field(f, key_of(10), bad[i][0], bad[i][1]);
 		assert_int_equal(store_lookup(&f->st, key_of(10), &got), 0);
 		char *m10 = entry_file(f, key_of(10), ".meta");
@@ -449,7 +466,7 @@ test_concurrent_publish(void **state)
 				if (store_open(&st, f->cache) != 0)
 					_exit(2);
 				struct entry_meta m;
-				fill_meta(&m, key_of(12), "same key\n");
+				fill_meta(&m, key_of(12), NULL);
 				/* Different mtimes would do too; a different build time is enough to tell them apart. */
 				m.build_seconds = i + 1;
 				int r = store_publish(&st, f->pgdata, &m, i ? CFG_COMP_GZIP : CFG_COMP_ZSTD, 0, NULL);
@@ -501,7 +518,7 @@ test_publish_disk_full(void **state)
 		if (store_open(&st, f->cache) != 0)
 			_exit(2);
 		struct entry_meta m;
-		fill_meta(&m, key_of(13), "m\n");
+		fill_meta(&m, key_of(13), NULL);
 		int r = store_publish(&st, f->pgdata, &m, CFG_COMP_NONE, 0, NULL);
 		_exit(r == -1 ? 0 : 1);
 	}
@@ -522,7 +539,7 @@ test_restore_and_bad_entries(void **state)
 	struct entry_meta got;
 
 	/* Good: restores, and last_used moves. */
-	publish(f, key_of(1), "m\n");
+	publish(f, key_of(1), NULL);
 	set_meta_field(f, key_of(1), "last_used", "1000");
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 1);
 	assert_int_equal(got.last_used, 1000);
@@ -552,7 +569,7 @@ test_restore_and_bad_entries(void **state)
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 0);
 
 	/* The meta's digest does not match the archive. */
-	publish(f, key_of(2), "m\n");
+	publish(f, key_of(2), NULL);
 	set_meta_field(f, key_of(2), "archive_sha256", key_of(15));
 	assert_int_equal(store_lookup(&f->st, key_of(2), &got), 1);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
@@ -561,7 +578,7 @@ test_restore_and_bad_entries(void **state)
 	assert_int_equal(store_lookup(&f->st, key_of(2), &got), 0);
 
 	/* PostgreSQL major mismatch. */
-	publish(f, key_of(3), "m\n");
+	publish(f, key_of(3), NULL);
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 1);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 16, NULL), -1);
 	assert_true(dir_is_empty(f->target));
@@ -569,14 +586,14 @@ test_restore_and_bad_entries(void **state)
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 0);
 
 	/* Truncated archive: lookup notices the size already. */
-	publish(f, key_of(4), "m\n");
+	publish(f, key_of(4), NULL);
 	assert_int_equal(store_lookup(&f->st, key_of(4), &got), 1);
 	assert_int_equal(truncate(got.archive, (off_t)(got.archive_bytes / 2)), 0);
 	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(4), &got), 0);
 
 	/* Not the archive's fault (target not empty): the entry stays. */
-	publish(f, key_of(5), "m\n");
+	publish(f, key_of(5), NULL);
 	unit_write(f->target, "precious", "x");
 	assert_int_equal(store_lookup(&f->st, key_of(5), &got), 1);
 	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
@@ -753,7 +770,7 @@ four_entries(struct fixture *f)
 {
 	const char *lu[] = {"4000", "1000", "3000", "2000"};
 	for (int i = 0; i < 4; i++) {
-		publish(f, key_of(i + 1), "m\n");
+		publish(f, key_of(i + 1), NULL);
 		set_meta_field(f, key_of(i + 1), "last_used", lu[i]);
 	}
 }
@@ -856,7 +873,7 @@ test_ls_and_verify(void **state)
 
 	four_entries(f);
 	struct entry_meta m;
-	fill_meta(&m, key_of(5), "x\n");
+	fill_meta(&m, key_of(5), NULL);
 	memcpy(m.parent, key_of(1), 65);
 	m.layer = CFG_LAYER_FIXTURES;
 	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL), 0);
@@ -868,7 +885,9 @@ test_ls_and_verify(void **state)
 	assert_non_null(strstr(out, "LAST USED"));
 	assert_non_null(strstr(out, "1970-01-01T01:23:20Z")); /* 5000 */
 	assert_non_null(strstr(out, "fixtures"));
-	assert_non_null(strstr(out, "111111111111 ")); /* parent, short */
+	char *short_parent = xasprintf("%.12s ", key_of(1));
+	assert_non_null(strstr(out, short_parent)); /* parent, short */
+	free(short_parent);
 	/* Most recent first: 5, 1, 3, 4, 2. */
 	assert_true(strstr(out, key_of(5)) < strstr(out, key_of(1)));
 	assert_true(strstr(out, key_of(4)) < strstr(out, key_of(2)));
@@ -915,7 +934,11 @@ test_ls_and_verify(void **state)
 	free(out);
 
 	/* Named keys, prefixes, unknown keys. */
-	const char *const some[] = {"5555", key_of(1), "ffffffff", "333"};
+	char p5[5], p3[4], p3long[5];
+	snprintf(p5, sizeof(p5), "%.4s", key_of(5));
+	snprintf(p3, sizeof(p3), "%.3s", key_of(3));
+	snprintf(p3long, sizeof(p3long), "%.4s", key_of(3));
+	const char *const some[] = {p5, key_of(1), "ffffffff", p3};
 	struct verify_args va = {&f->st, some, 2};
 	assert_int_equal(capture_stdout(do_verify_keys, &va, &out), 0);
 	free(out);
@@ -928,7 +951,7 @@ test_ls_and_verify(void **state)
 	va.n = 1;
 	assert_int_equal(capture_stdout(do_verify_keys, &va, &out), 1);
 	free(out);
-	const char *const three[] = {"3333"};
+	const char *const three[] = {p3long};
 	va.keys = three;
 	assert_int_equal(capture_stdout(do_verify_keys, &va, &out), 1);
 	free(out);
@@ -936,6 +959,56 @@ test_ls_and_verify(void **state)
 	char *a3 = entry_file(f, key_of(3), ".tar.zst");
 	assert_true(path_exists(a3));
 	free(a3);
+}
+
+/* cache_mode = read-only: entries are read and restored; nothing is created, touched, locked or removed. */
+static void
+test_read_only(void **state)
+{
+	struct fixture *f = *state;
+	struct store ro;
+	char *missing = path_join(f->root, "nothing-here");
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	/* Missing: an empty cache, not created. */
+	assert_int_equal(store_open_read_only(&ro, missing), 0);
+	free(unit_stderr_end(&cap));
+	struct entry_meta *all;
+	size_t n;
+	assert_int_equal(store_list(&ro, &all, &n), 0);
+	assert_int_equal(n, 0);
+	store_list_free(all, n);
+	assert_false(path_exists(missing));
+	store_close(&ro);
+	free(missing);
+
+	publish(f, key_of(1), NULL);
+	set_meta_field(f, key_of(1), "last_used", "1000");
+	char *meta = entry_file(f, key_of(1), ".meta");
+	char *before = read_file(meta, NULL);
+	assert_int_equal(store_open_read_only(&ro, f->cache), 0);
+	assert_true(ro.usable && ro.read_only);
+	int fd = 7;
+	assert_int_equal(store_lock(&ro, key_of(1), false, 0, &fd), STORE_LOCKED);
+	assert_int_equal(fd, -1);
+	unit_stderr_begin(&cap);
+	assert_int_equal(store_lock(&ro, key_of(1), true, 0, &fd), STORE_LOCK_ERROR);
+	struct entry_meta got;
+	assert_int_equal(store_lookup(&ro, key_of(1), &got), 1);
+	assert_int_equal(store_restore(&ro, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(store_publish(&ro, f->pgdata, &got, CFG_COMP_ZSTD, 0, NULL), -1);
+	assert_int_equal(store_remove(&ro, key_of(1)), -1);
+	assert_int_equal(store_prune(&ro, 0, 0, false, NULL, NULL), -1);
+	free(unit_stderr_end(&cap));
+	entry_meta_free(&got);
+	char *after = read_file(meta, NULL);
+	assert_string_equal(before, after); /* not touched */
+	assert_int_equal(store_lookup(&ro, key_of(1), &got), 1);
+	entry_meta_free(&got);
+	store_close(&ro);
+	free(before);
+	free(after);
+	free(meta);
 }
 
 int
@@ -947,6 +1020,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_open_layout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish_lookup_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_compressions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup_ignores_partial, setup, teardown),

@@ -1,0 +1,435 @@
+"""Issue 14, signed entries and the integrity of the key: whoever can write the
+cache (a volume, a CI cache directory, a bucket) cannot make a job that sets
+trusted_keys run their entry.  Each attack is forged as the issue did it: a
+real entry of another project (an extra table standing for a backdoor) planted
+under the victim's key, with the victim's own manifest in its meta."""
+import os
+import re
+import shutil
+import stat
+
+import pytest
+
+from helpers import chown_tree
+from test_remote import fleet, s3_server  # noqa: F401  (pytest fixtures)
+
+
+def sql_project(work, name="proj", tables=("a",), incremental=False, fixtures=None):
+    """Migrations as .sql files applied by psql (idempotent, so a prefix can be reused)."""
+    root = os.path.join(work.path, name)
+    for i, t in enumerate(tables):
+        work.file(f"{name}/migrations/{i:04d}_{t}.sql", f"create table if not exists {t} (id int primary key);\n")
+    run = ("/bin/sh -c 'for f in migrations/*.sql; do psql -X -q -v ON_ERROR_STOP=1 -f \"$f\" || exit 1; done'")
+    ini = ("[database]\nname = app\n"
+           f"[step sql]\nroot = {root}\nmigrations = migrations/*.sql\nrun = {run}\n"
+           f"incremental = {'yes' if incremental else 'no'}\n")
+    if fixtures:
+        work.file(f"{name}/fixtures/f.sql", f"insert into {tables[0]} values ({fixtures});\n")
+        ini += (f"[step fix]\nroot = {root}\nmigrations = fixtures/*.sql\nlayer = fixtures\n"
+                "run = /bin/sh -c 'psql -X -q -v ON_ERROR_STOP=1 -f fixtures/f.sql'\n")
+    return work.file(f"{name}.ini", ini)
+
+
+def keygen(work, name):
+    r = work.run("keygen", os.path.join(work.path, name))
+    assert r.rc == 0, r
+    priv, pub, fp = r.stdout.split()
+    return priv, pub, fp
+
+
+def start(work, cfg, pgdata_name, signing=None, trusted=(), cache=None, **extra):
+    pgdata = os.path.join(work.path, pgdata_name)
+    env = {"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}
+    if signing:
+        env["PGSTASH_SIGNING_KEY_FILE"] = signing
+    if trusted:
+        env["PGSTASH_TRUSTED_KEYS"] = " ".join(trusted)
+    if cache:
+        env["PGSTASH_CACHE_DIR"] = cache
+    env.update(extra)
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0, r
+    return r, pgdata
+
+
+def entry_dir(work, cache=None):
+    return os.path.join(cache or work.cache, "pgstash-v1")
+
+
+def meta_text(work, key, cache=None):
+    with open(os.path.join(entry_dir(work, cache), key + ".meta")) as f:
+        return f.read()
+
+
+def write_meta(work, key, text, cache=None):
+    p = os.path.join(entry_dir(work, cache), key + ".meta")
+    with open(p, "w") as f:
+        f.write(text)
+    chown_tree(cache or work.cache)
+
+
+def field(text, name):
+    return re.search(rf"^{name} = (.*)$", text, re.M).group(1)
+
+
+def set_field(text, name, value):
+    return re.sub(rf"^{name} = .*$", f"{name} = {value}", text, flags=re.M)
+
+
+def plant(work, victim_key, evil_key, cache=None):
+    """Puts evil_key's archive under victim_key, with a meta claiming the
+    victim's key and manifest (its own digest, size, signature)."""
+    d = entry_dir(work, cache)
+    victim = meta_text(work, victim_key, cache)
+    evil = meta_text(work, evil_key, cache)
+    shutil.copyfile(os.path.join(d, evil_key + ".tar.zst"), os.path.join(d, victim_key + ".tar.zst"))
+    manifest = "".join(l + "\n" for l in victim.splitlines() if l.startswith("manifest = "))
+    head = "".join(l + "\n" for l in evil.splitlines() if not l.startswith("manifest = "))
+    write_meta(work, victim_key, set_field(head, "key", victim_key) + manifest, cache)
+
+
+def has_table(work, pgdata, table):
+    return work.sql(f"select count(*) from pg_tables where tablename = '{table}'", db="app", pgdata=pgdata) == "1"
+
+
+def forged_cache(work, signing=None):
+    """The victim's entry, then the attacker's entry (an extra table) planted under the victim's key."""
+    cfg = sql_project(work)
+    evil_cfg = sql_project(work, name="evil", tables=("a", "backdoor"))
+    start(work, cfg, "pg-victim", signing=signing)
+    start(work, evil_cfg, "pg-evil", signing=signing)
+    key, evil_key = work.key(config=cfg), work.key(config=evil_cfg)
+    plant(work, key, evil_key)
+    return cfg, key
+
+
+def test_keygen_writes_a_private_key_and_signs_builds(work):
+    priv, pub, fp = keygen(work, "ci")
+    assert stat.S_IMODE(os.stat(priv).st_mode) == 0o600
+    assert "BEGIN PUBLIC KEY" in open(pub).read()
+    again = work.run("keygen", os.path.join(work.path, "ci"))
+    assert again.rc != 0 and "ci.key" in again.stderr, again
+    cfg = sql_project(work)
+    start(work, cfg, "pg1", signing=priv)
+    key = work.key(config=cfg)
+    assert field(meta_text(work, key), "signer") == fp
+    ls = work.run("ls", config=cfg)
+    assert ls.rc == 0 and fp[:16] in ls.stdout, ls
+    v = work.run("verify", config=cfg, env={"PGSTASH_TRUSTED_KEYS": pub})
+    assert v.rc == 0 and f"ok {key}" in v.stdout, v
+    r, _ = start(work, cfg, "pg2", trusted=[pub])
+    assert "cache hit" in r.stderr, r
+    # A config file sets the same through [trust].
+    with open(cfg, "a") as f:
+        f.write(f"[trust]\ntrusted_keys = {pub}\n")
+    r, _ = start(work, cfg, "pg3")
+    assert "cache hit" in r.stderr, r
+    bad = work.run("key", config=cfg, env={"PGSTASH_TRUSTED_KEYS": priv})
+    assert bad.rc == 0, bad  # key does not read keys; a start does
+    r = work.run("prepare", config=cfg, env={"PGSTASH_TRUSTED_KEYS": priv, "PGDATA": os.path.join(work.path, "pg4"),
+                                               "PGSTASH_SOCKET_DIR": work.sock})
+    assert r.rc != 0 and "not a PEM Ed25519 public key" in r.stderr, r
+
+
+def test_unsigned_forgery_is_refused_with_trusted_keys(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg, key = forged_cache(work)
+    # Without trusted_keys the forgery (right manifest, right digest) is what a start gets: the attack.
+    v = work.run("verify", config=cfg)
+    assert v.rc == 0, v
+    r, pg = start(work, cfg, "pg-trusting", trusted=[pub], signing=priv)
+    assert f"cache entry {key[:12]}… is refused, not trusted: unsigned" in r.stderr, r
+    assert "cache miss" in r.stderr and "cached" in r.stderr, r
+    assert not has_table(work, pg, "backdoor")
+    # The rebuild replaced it, signed: the next start is a hit.
+    assert field(meta_text(work, key), "signer") == fp
+    r, pg = start(work, cfg, "pg-next", trusted=[pub])
+    assert "cache hit" in r.stderr, r
+    assert not has_table(work, pg, "backdoor")
+
+
+def test_entry_signed_by_another_key_is_refused(work):
+    priv, pub, fp = keygen(work, "ci")
+    apriv, apub, afp = keygen(work, "attacker")
+    cfg, key = forged_cache(work, signing=apriv)
+    r, pg = start(work, cfg, "pg", trusted=[pub], signing=priv)
+    assert "not in trusted_keys" in r.stderr and afp[:16] in r.stderr, r
+    assert not has_table(work, pg, "backdoor")
+    # The forgery is gone; the rebuild is signed by the trusted key.
+    v = work.run("verify", key, config=cfg, env={"PGSTASH_TRUSTED_KEYS": pub})
+    assert v.rc == 0, v
+
+
+@pytest.mark.parametrize("what", ["pgdata_bytes", "pg_version", "parent", "layer", "archive"])
+def test_tampered_signed_entry_is_refused(work, what):
+    priv, pub, fp = keygen(work, "ci")
+    cfg = sql_project(work)
+    evil_cfg = sql_project(work, name="evil", tables=("a", "backdoor"))
+    start(work, cfg, "pg1", signing=priv)
+    key = work.key(config=cfg)
+    text = meta_text(work, key)
+    if what == "pgdata_bytes":
+        text = set_field(text, "pgdata_bytes", int(field(text, "pgdata_bytes")) + 1)
+    elif what == "pg_version":
+        text = set_field(text, "pg_version", "15.99")
+    elif what == "parent":
+        text = set_field(text, "parent", "f" * 64)
+    elif what == "layer":
+        text = set_field(text, "layer", "fixtures")
+    else:
+        # The attacker's archive with its own digest and size, under the victim's signature.
+        start(work, evil_cfg, "pg-evil")
+        evil = meta_text(work, work.key(config=evil_cfg))
+        d = entry_dir(work)
+        shutil.copyfile(os.path.join(d, work.key(config=evil_cfg) + ".tar.zst"), os.path.join(d, key + ".tar.zst"))
+        for f in ("archive_sha256", "archive_bytes"):
+            text = set_field(text, f, field(evil, f))
+    write_meta(work, key, text)
+    v = work.run("verify", key, config=cfg, env={"PGSTASH_TRUSTED_KEYS": pub})
+    assert v.rc == 1 and "tampered" in v.stdout, v
+    r, pg = start(work, cfg, "pg2", trusted=[pub], signing=priv)
+    assert "does not match the entry (tampered)" in r.stderr, r
+    assert "cache miss" in r.stderr, r
+    assert not has_table(work, pg, "backdoor")
+    r, _ = start(work, cfg, "pg3", trusted=[pub])
+    assert "cache hit" in r.stderr, r
+
+
+def test_key_rotation(work):
+    old, old_pub, old_fp = keygen(work, "old")
+    new, new_pub, new_fp = keygen(work, "new")
+    cfg = sql_project(work)
+    start(work, cfg, "pg1", signing=old)
+    key = work.key(config=cfg)
+    # Both trusted while the new key rolls out: the old entry is still a hit.
+    r, _ = start(work, cfg, "pg2", signing=new, trusted=[old_pub, new_pub])
+    assert "cache hit" in r.stderr, r
+    # The old key retired: its entry is rebuilt and signed by the new one.
+    r, _ = start(work, cfg, "pg3", signing=new, trusted=[new_pub])
+    assert "not in trusted_keys" in r.stderr and "cache miss" in r.stderr, r
+    assert field(meta_text(work, key), "signer") == new_fp
+    r, _ = start(work, cfg, "pg4", trusted=[new_pub])
+    assert "cache hit" in r.stderr, r
+
+
+def test_key_must_be_its_manifests_digest(work):
+    """Without any signing: a meta whose manifest does not hash to its key (or is
+    not this start's) is refused and rebuilt."""
+    cfg = sql_project(work)
+    start(work, cfg, "pg1")
+    key = work.key(config=cfg)
+    text = meta_text(work, key)
+    write_meta(work, key, text.replace("manifest = ", "manifest = x", 1))
+    v = work.run("verify", key, config=cfg)
+    assert v.rc == 1 and "not the SHA-256 of its manifest" in v.stdout, v
+    r, _ = start(work, cfg, "pg2")
+    assert f"cache entry {key[:12]}… is refused" in r.stderr and "cache miss" in r.stderr, r
+    r, _ = start(work, cfg, "pg3")
+    assert "cache hit" in r.stderr, r
+
+
+def test_prefix_candidate_must_be_trusted(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg = sql_project(work, incremental=True)
+    start(work, cfg, "pg1")  # unsigned: e.g. a fork's job wrote it
+    old_key = work.key(config=cfg)
+    work.file("proj/migrations/0001_b.sql", "create table if not exists b (id int primary key);\n")
+    r, pg = start(work, cfg, "pg2", trusted=[pub], signing=priv)
+    assert f"cache entry {old_key[:12]}… is not a prefix candidate, not trusted: unsigned" in r.stderr, r
+    assert "building (initdb" in r.stderr and "starting from cached entry" not in r.stderr, r
+    # A trusted prefix is reused.
+    work.file("proj/migrations/0002_c.sql", "create table if not exists c (id int primary key);\n")
+    r, pg = start(work, cfg, "pg3", trusted=[pub], signing=priv)
+    assert "starting from cached entry" in r.stderr, r
+    assert has_table(work, pg, "c")
+
+
+def test_layer_parent_must_be_trusted(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg = sql_project(work, fixtures="1")
+    start(work, cfg, "pg1")  # both layers unsigned
+    entries = [f[:-5] for f in os.listdir(entry_dir(work)) if f.endswith(".meta")]
+    assert len(entries) == 2
+    key = work.key(config=cfg)
+    schema_key = [k for k in entries if k != key][0]
+    os.unlink(os.path.join(entry_dir(work), key + ".meta"))  # only the schema layer is left
+    r, pg = start(work, cfg, "pg2", trusted=[pub], signing=priv)
+    assert f"cache entry {schema_key[:12]}… is refused, not trusted: unsigned" in r.stderr, r
+    assert f"schema layer {schema_key[:12]}: restored" not in r.stderr, r
+    assert work.sql("select count(*) from a", db="app", pgdata=pg) == "1"
+    for k in (key, schema_key):
+        assert field(meta_text(work, k), "signer") == fp
+
+
+def test_remote_forgery_is_refused(work, fleet):
+    """Anyone with the bucket's key uploads an unsigned entry; a clean runner with trusted_keys builds instead."""
+    priv, pub, fp = keygen(work, "ci")
+    cfg = fleet.config()
+    r = work.run("prepare", config=cfg, env=fleet.runner_env("attacker"), timeout=180)
+    assert r.rc == 0, r
+    key = work.key(config=cfg)
+    assert fleet.obj(key, ".meta") in fleet.objects()
+    env = fleet.runner_env("clean", {"PGSTASH_TRUSTED_KEYS": pub, "PGSTASH_SIGNING_KEY_FILE": priv})
+    r = work.run("prepare", config=cfg, env=env, timeout=180)
+    assert r.rc == 0, r
+    assert "is refused, not trusted: unsigned" in r.stderr and "cache miss" in r.stderr, r
+    assert "remote hit" not in r.stderr.split("refused")[1], r
+
+
+# ---- cache_mode ------------------------------------------------------------------------------------------
+
+def tree_state(path):
+    """Every path under `path` with its size and mtime: what a read-only start must not change."""
+    out = {}
+    for d, dirs, files in os.walk(path):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            out[p] = (st.st_size, st.st_mtime_ns, stat.S_IMODE(st.st_mode))
+    return out
+
+
+def read_only_tree(path):
+    for d, dirs, files in os.walk(path):
+        for n in files:
+            os.chmod(os.path.join(d, n), 0o444)
+        os.chmod(d, 0o555)
+
+
+def test_read_only_cache_is_used_and_never_written(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg = sql_project(work)
+    start(work, cfg, "pg1", signing=priv)
+    key = work.key(config=cfg)
+    read_only_tree(work.cache)  # e.g. a read-only mount of the CI cache
+    before = tree_state(work.cache)
+    r, pg = start(work, cfg, "pg2", trusted=[pub], PGSTASH_CACHE_MODE="read-only")
+    assert "cache hit" in r.stderr, r
+    assert has_table(work, pg, "a")
+    ls = work.run("ls", config=cfg, env={"PGSTASH_CACHE_MODE": "read-only"})
+    assert ls.rc == 0 and key in ls.stdout, ls
+    pr = work.run("prune", "--max-entries=0", config=cfg, env={"PGSTASH_CACHE_MODE": "read-only"})
+    assert pr.rc != 0 and "read-only" in pr.stderr, pr
+    # A miss builds, and stores nothing.
+    work.file("proj/migrations/0001_b.sql", "create table if not exists b (id int primary key);\n")
+    r, pg = start(work, cfg, "pg3", PGSTASH_CACHE_MODE="read-only", signing=priv)
+    assert "cache miss" in r.stderr and "not cached" in r.stderr and "cached 1" not in r.stderr, r
+    assert has_table(work, pg, "b")
+    assert tree_state(work.cache) == before
+
+
+def test_read_only_refuses_untrusted_entries_without_removing_them(work):
+    priv, pub, fp = keygen(work, "ci")
+    cfg, key = forged_cache(work)
+    before = tree_state(work.cache)
+    r, pg = start(work, cfg, "pg", trusted=[pub], PGSTASH_CACHE_MODE="read-only")
+    assert "is refused, not trusted: unsigned" in r.stderr and "not cached" in r.stderr, r
+    assert not has_table(work, pg, "backdoor")
+    assert tree_state(work.cache) == before
+
+
+def test_cache_mode_off_and_bad_values(work):
+    cfg = sql_project(work)
+    start(work, cfg, "pg1")
+    before = tree_state(work.cache)
+    r, _ = start(work, cfg, "pg2", PGSTASH_CACHE_MODE="off")
+    assert "cache_mode = off" in r.stderr and "cache miss" in r.stderr and "not cached" in r.stderr, r
+    assert tree_state(work.cache) == before
+    bad = work.run("key", config=cfg, env={"PGSTASH_CACHE_MODE": "readonly"})
+    assert bad.rc == 2 and "PGSTASH_CACHE_MODE" in bad.stderr and "read-only" in bad.stderr, bad
+    with open(cfg, "a") as f:
+        f.write("[pgstash]\ncache_mode = sometimes\n")
+    bad = work.run("key", config=cfg)
+    assert bad.rc == 2 and f"{cfg}:" in bad.stderr, bad
+
+
+def test_read_only_runner_uses_the_remote_without_writing(work, fleet):
+    """A fork's job: empty local cache, read-only mode: a signed remote entry is a hit, and neither the
+    bucket nor the cache directory gains anything; an unsigned one is refused and built, not uploaded."""
+    priv, pub, fp = keygen(work, "ci")
+    cfg = fleet.config()
+    r = work.run("prepare", config=cfg, env=fleet.runner_env("main", {"PGSTASH_SIGNING_KEY_FILE": priv}), timeout=180)
+    assert r.rc == 0, r
+    objects = fleet.objects()
+    env = fleet.runner_env("fork", {"PGSTASH_TRUSTED_KEYS": pub, "PGSTASH_CACHE_MODE": "read-only"})
+    r = work.run("prepare", config=cfg, env=env, timeout=180)
+    assert r.rc == 0, r
+    assert "remote hit" in r.stderr, r
+    assert fleet.objects() == objects
+    assert os.listdir(os.path.join(work.path, "cache-fork")) == []
+    # Another project only an untrusted runner built: refused, built locally, nothing written.
+    cfg2 = fleet.config(name="other", tables=("x",))
+    r = work.run("prepare", config=cfg2, env=fleet.runner_env("untrusted"), timeout=180)
+    assert r.rc == 0, r
+    objects = fleet.objects()
+    env = fleet.runner_env("fork2", {"PGSTASH_TRUSTED_KEYS": pub, "PGSTASH_CACHE_MODE": "read-only",
+                                     "PGDATA": os.path.join(work.path, "pg-fork2")})
+    r = work.run("prepare", config=cfg2, env=env, timeout=180)
+    assert r.rc == 0, r
+    assert "not trusted: unsigned" in r.stderr and "not cached" in r.stderr, r
+    assert fleet.objects() == objects
+    assert os.listdir(os.path.join(work.path, "cache-fork2")) == []
+
+
+# ---- defence in depth: what a restored cluster may hold ------------------------------------------------------
+
+def test_dangerous_settings_in_the_entry_are_refused(work):
+    """A cluster whose postgresql.auto.conf (ALTER SYSTEM in a migration, or a forger) loads a library,
+    archives and moves hba_file: the entry is refused at restore and rebuilt; nothing ran."""
+    evil_hba = work.file("evil_hba.conf", "local all all trust\nhost all all all trust\n")
+    marker = os.path.join(work.path, "archived")
+    cfg = sql_project(work)
+    work.file("proj/migrations/0001_evil.sql",
+              "alter system set shared_preload_libraries = 'pgstash_no_such_lib';\n"
+              "alter system set archive_mode = on;\n"
+              f"alter system set archive_command = 'touch {marker}';\n"
+              f"alter system set hba_file = '{evil_hba}';\n")
+    start(work, cfg, "pg1")
+    r, pg = start(work, cfg, "pg2", POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
+    assert "postgresql.auto.conf line 3 sets shared_preload_libraries" in r.stderr, r
+    assert "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
+    assert not os.path.exists(marker)
+
+
+def forge_archive(work, key, pgdata, extra):
+    """Re-tars `pgdata` plus `extra` {name: bytes} as key's archive (uncompressed) and makes the meta agree."""
+    import hashlib
+    import io
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name in sorted(os.listdir(pgdata)):
+            if not name.startswith("pgstash.") and name != "postmaster.opts" and name not in extra:
+                t.add(os.path.join(pgdata, name), arcname=name)
+        for name, data in extra.items():
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    d = entry_dir(work)
+    os.unlink(os.path.join(d, key + ".tar.zst"))
+    with open(os.path.join(d, key + ".tar"), "wb") as f:
+        f.write(raw)
+    text = meta_text(work, key)
+    text = set_field(text, "archive_sha256", hashlib.sha256(raw).hexdigest())
+    text = set_field(text, "archive_bytes", len(raw))
+    text = set_field(text, "compression", "none")
+    write_meta(work, key, text)
+
+
+@pytest.mark.parametrize("extra", ["recovery.signal", "standby.signal", "backup_label", "extras/evil.so",
+                                   "pg_tblspc/16384/x", "postgresql.auto.conf"])
+def test_files_that_are_not_a_clusters_are_refused(work, extra):
+    cfg = sql_project(work)
+    r, pg1 = start(work, cfg, "pg1")
+    key = work.key(config=cfg)
+    data = b"shared_preload_libraries = 'extras/evil.so'\n" if extra == "postgresql.auto.conf" else b"x"
+    forge_archive(work, key, pg1, {extra: data})
+    r, pg = start(work, cfg, "pg2")
+    assert "refused" in r.stderr and "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
+    if extra == "postgresql.auto.conf":
+        assert "evil" not in open(os.path.join(pg, extra)).read()
+    else:
+        assert not os.path.exists(os.path.join(pg, extra))
+    r, pg = start(work, cfg, "pg3")
+    assert "cache hit" in r.stderr, r
