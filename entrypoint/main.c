@@ -196,7 +196,7 @@ cmd_ls(struct cfg *cfg, int argc, char **argv)
 		return cli_ls_remote(&cfg->remote, json, stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
+	if (store_open(&st, cfg->cache_dir, cfg->cache_gid) != 0 || !st.usable) {
 		store_close(&st);
 		return EXIT_RUNTIME;
 	}
@@ -215,7 +215,7 @@ cmd_verify(struct cfg *cfg, int argc, char **argv)
 		}
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
+	if (store_open(&st, cfg->cache_dir, cfg->cache_gid) != 0 || !st.usable) {
 		store_close(&st);
 		return EXIT_RUNTIME;
 	}
@@ -262,7 +262,7 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 		return remote_prune(&cfg->remote, max_bytes, max_entries, dry, stdout) >= 0 ? EXIT_OK : EXIT_RUNTIME;
 	}
 	struct store st;
-	if (store_open(&st, cfg->cache_dir) != 0 || !st.usable) {
+	if (store_open(&st, cfg->cache_dir, cfg->cache_gid) != 0 || !st.usable) {
 		store_close(&st);
 		return EXIT_RUNTIME;
 	}

@@ -472,7 +472,7 @@ enum acquire_result
 acquire_run(struct acquire *acq)
 {
 	acq->store_open = true;
-	store_open(&acq->store, acq->cfg->cache_dir);
+	store_open(&acq->store, acq->cfg->cache_dir, acq->cfg->cache_gid);
 	enum acquire_result rc;
 	if (ended(acq->store.usable ? try_hit(acq) : FOUND_NOTHING, &rc))
 		return rc;
