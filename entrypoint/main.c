@@ -11,6 +11,7 @@
 #include "fingerprint.h"
 #include "log.h"
 #include "pgbin.h"
+#include "privs.h"
 #include "remote.h"
 #include "sig.h"
 #include "store.h"
@@ -305,17 +306,19 @@ struct command {
 	int (*run)(struct cfg *cfg, int argc, char **argv);
 	/* Cheap, and independent of the config's validity: only socket_dir matters (healthcheck). */
 	bool lax_config;
+	/* A cache command: started as root, it first becomes the cache's owner (privs_drop_for_cache). */
+	bool cache_owner;
 };
 
 static const struct command commands[] = {
-	{"run", cmd_run, false},
-	{"postgres", cmd_run, false},
-	{"prepare", cmd_prepare, false},
-	{"key", cmd_key, false},
-	{"ls", cmd_ls, false},
-	{"verify", cmd_verify, false},
-	{"prune", cmd_prune, false},
-	{"healthcheck", cmd_healthcheck, true},
+	{"run", cmd_run, false, false},
+	{"postgres", cmd_run, false, false},
+	{"prepare", cmd_prepare, false, false},
+	{"key", cmd_key, false, true},
+	{"ls", cmd_ls, false, true},
+	{"verify", cmd_verify, false, true},
+	{"prune", cmd_prune, false, true},
+	{"healthcheck", cmd_healthcheck, true, false},
 };
 
 /* The command named `cmd`, or NULL; "-c k=v ..." is run (see means_run). */
@@ -439,7 +442,10 @@ main(int argc, char **argv)
 		return EXIT_USAGE;
 	/* "-c k=v ...": the command word is the first argument for postgres. */
 	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
-	rc = c->run(&cfg, argc - first, argv + first);
+	if (c->cache_owner && geteuid() == 0 && privs_drop_for_cache(&cfg) != 0)
+		rc = EXIT_RUNTIME;
+	else
+		rc = c->run(&cfg, argc - first, argv + first);
 	cfg_free(&cfg);
 	return rc;
 }

@@ -61,6 +61,11 @@ state_path(const struct cfg *cfg)
 static void
 write_state(const struct cfg *cfg, const char *state)
 {
+	/* The socket directory is postgres' to write: root (a failed privilege drop) writes nothing there. */
+	if (geteuid() == 0) {
+		log_debug("not writing the state \"%s\" as root", state);
+		return;
+	}
 	char *p = state_path(cfg);
 	char *text = xasprintf("%s %ld\n", state, (long)getpid());
 	/* Not fatal: without it only the healthcheck is blind. */

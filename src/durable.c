@@ -43,15 +43,32 @@ durable_write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-/* The temp file, O_EXCL|O_NOFOLLOW; a leftover of an earlier process with our pid is removed once. */
+static int random_suffix(char out[7]);
+
+/*
+ * The temp file "<name>.tmp.<6 random characters>", O_EXCL|O_NOFOLLOW: a
+ * name nobody can guess ahead (a pid can be: 1 in a container), and nothing
+ * planted at it is written through.  fd (the name in *tmp_out), or -1.
+ */
 static int
-create_exclusive(int dir_fd, const char *tmp, mode_t mode)
+create_exclusive(int dir_fd, const char *name, mode_t mode, char **tmp_out)
 {
-	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-	int fd = openat(dir_fd, tmp, flags, mode);
-	if (fd < 0 && errno == EEXIST && unlinkat(dir_fd, tmp, 0) == 0)
-		fd = openat(dir_fd, tmp, flags, mode);
-	return fd;
+	*tmp_out = NULL;
+	for (int tries = 0; tries < 10; tries++) {
+		char rnd[7];
+		if (random_suffix(rnd) != 0)
+			return -1;
+		char *tmp = xasprintf("%s.tmp.%s", name, rnd);
+		int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd >= 0) {
+			*tmp_out = tmp;
+			return fd;
+		}
+		free(tmp);
+		if (errno != EEXIST)
+			return -1;
+	}
+	return -1;
 }
 
 static int
@@ -70,10 +87,10 @@ int
 durable_write_at(int dir_fd, const char *label, const char *name, const char *data, size_t len, mode_t mode,
                  bool durable)
 {
-	char *tmp = xasprintf("%s.tmp.%ld", name, (long)getpid());
-	char *shown = label ? path_join(label, tmp) : xstrdup(tmp);
+	char *tmp = NULL;
 	int rc = -1;
-	int fd = create_exclusive(dir_fd, tmp, mode);
+	int fd = create_exclusive(dir_fd, name, mode, &tmp);
+	char *shown = label ? path_join(label, tmp ? tmp : name) : xstrdup(tmp ? tmp : name);
 	if (fd < 0) {
 		log_error("could not create file \"%s\": %s", shown, strerror(errno));
 		goto cleanup;
@@ -104,7 +121,7 @@ durable_write_at(int dir_fd, const char *label, const char *name, const char *da
 cleanup:
 	if (fd >= 0)
 		close(fd);
-	if (rc != 0)
+	if (rc != 0 && tmp)
 		unlinkat(dir_fd, tmp, 0);
 	free(shown);
 	free(tmp);

@@ -19,7 +19,7 @@
 /*
  * Replaces dir_fd/name (dir_fd may be AT_FDCWD, name then any path) with
  * `len` bytes of `data`, mode `mode` (less the umask), through the temp file
- * "<name>.tmp.<pid>" (a stale one of that name is removed first).  With
+ * "<name>.tmp.<6 random characters>" (O_EXCL|O_NOFOLLOW: unguessable, never through a link).  With
  * `durable`, the file is fsynced before the rename and the directory after.
  * `label` names the directory in messages (NULL: name is a path).
  * 0, or -1 (logged as an error; the temp file is removed).

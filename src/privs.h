@@ -18,4 +18,13 @@ struct cfg;
  */
 int privs_drop(const struct cfg *cfg);
 
+/*
+ * As root, before a cache command (ls, verify, prune, key): becomes the owner
+ * of <cache_dir>/pgstash-v1 (with its login group, and cache_group), or
+ * "postgres" when there is no cache yet, so that nothing in a cache that a
+ * less privileged user writes is acted on as root.  Stays root only for a
+ * cache root owns, or no cache and no postgres user.  0, or -1 (logged).
+ */
+int privs_drop_for_cache(const struct cfg *cfg);
+
 #endif

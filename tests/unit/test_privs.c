@@ -128,6 +128,38 @@ test_prepare_dir(void **state)
 	free(dir);
 }
 
+/* A directory that is a link (postgres planted it) is refused, its target untouched; hard links are skipped. */
+static void
+test_links_refused(void **state)
+{
+	(void)state;
+	need_root();
+	char *target = path_join(tmp, "rootdir");
+	unit_write(target, "f", "x");
+	assert_int_equal(chmod(target, 0700), 0);
+	char *sock = path_join(tmp, "sock");
+	assert_int_equal(symlink(target, sock), 0);
+	assert_int_equal(privs_prepare_dir(sock, 03775, UID, GID, false), -1);
+	struct stat st;
+	assert_int_equal(stat(target, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_owner(target, "", 0, 0);
+
+	char *tree = path_join(tmp, "tree");
+	unit_write(tree, "own", "o");
+	char *secret = path_join(target, "f");
+	char *hard = path_join(tree, "hard");
+	assert_int_equal(link(secret, hard), 0);
+	assert_int_equal(privs_prepare_dir(tree, 0700, UID, GID, true), 0);
+	assert_owner(tree, "own", UID, GID);
+	assert_owner(target, "f", 0, 0);
+	free(hard);
+	free(secret);
+	free(tree);
+	free(sock);
+	free(target);
+}
+
 /* In a child: privs_drop, then report (as exit status) what went wrong, 0 when all is as it should be. */
 static int
 drop_in_child(const struct cfg *cfg, const struct passwd *pw)
@@ -162,6 +194,7 @@ test_drop(void **state)
 	cfg.socket_dir = path_join(tmp, "run");
 	cfg.cache_dir = path_join(tmp, "cache");
 	cfg.docker_socket = path_join(tmp, "docker.sock");
+	cfg.cache_gid = (gid_t)-1;
 	unit_write(cfg.pgdata, "leftover", "l");
 	unit_write(cfg.cache_dir, "pgstash-v1/entry.meta", "m");
 	assert_int_equal(chmod(tmp, 0755), 0);
@@ -180,7 +213,8 @@ test_drop(void **state)
 	assert_owner(cfg.pgdata, "leftover", uid, gid);
 	assert_owner(cfg.socket_dir, "", uid, gid);
 	assert_owner(cfg.cache_dir, "", uid, gid);
-	assert_owner(cfg.cache_dir, "pgstash-v1/entry.meta", uid, gid);
+	/* The cache only at its top: what is inside stays whoever's it is. */
+	assert_owner(cfg.cache_dir, "pgstash-v1/entry.meta", 0, 0);
 	free(cfg.pgdata);
 	free(cfg.socket_dir);
 	free(cfg.cache_dir);
@@ -195,6 +229,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chown_tree, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chown_tree_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prepare_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_links_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("privs", tests, NULL, NULL);
