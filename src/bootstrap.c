@@ -21,6 +21,7 @@
 #include "acquire.h"
 #include "build.h"
 #include "config.h"
+#include "docker.h"
 #include "durable.h"
 #include "fingerprint.h"
 #include "log.h"
@@ -210,6 +211,8 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 	log_info("starting postgres (pid %ld)", (long)getpid());
 	fflush(stdout);
 	fflush(stderr);
+	/* The broker holds the Docker socket's group: gone, and reaped, before postgres is us. */
+	docker_broker_stop();
 	/* From here postgres is this process: it gets docker stop's signal itself. */
 	sig_child_reset();
 	execv(postgres, argv);

@@ -4,6 +4,7 @@
 #include "privs.h"
 #include "privs_int.h"
 #include "config.h"
+#include "docker.h"
 #include "log.h"
 #include "util.h"
 
@@ -162,19 +163,22 @@ own_directories(const struct cfg *cfg, uid_t uid, gid_t gid)
 	return 0;
 }
 
-/* Container steps need the Docker socket: its group joins ours, nothing more.  The count of groups[]. */
+/*
+ * Container steps need the Docker socket, whose group would let any holder
+ * command the engine (a container binding the host's /): that group goes to
+ * a broker child (docker_broker_start), never to us, so neither the steps we
+ * start nor the postgres we become hold it.  0, or -1 (logged).
+ */
 static int
-groups_for(const struct cfg *cfg, gid_t gid, gid_t groups[2])
+docker_access_for(const struct cfg *cfg, uid_t uid, gid_t gid)
 {
-	int n = 0;
-	groups[n++] = gid;
 	bool wants_docker = false;
 	for (size_t i = 0; i < cfg->n_steps; i++)
 		wants_docker = wants_docker || cfg->steps[i].image;
 	struct stat sst;
-	if (wants_docker && stat(cfg->docker_socket, &sst) == 0 && sst.st_gid != gid)
-		groups[n++] = sst.st_gid;
-	return n;
+	if (!wants_docker || stat(cfg->docker_socket, &sst) != 0 || sst.st_gid == gid)
+		return 0;
+	return docker_broker_start(cfg->docker_socket, uid, gid, sst.st_gid);
 }
 
 /* setgroups, setgid, setuid (in that order), for good, and HOME, USER, LOGNAME.  0 or -1 (logged). */
@@ -211,9 +215,10 @@ privs_drop(const struct cfg *cfg)
 	int rc = -1;
 	if (own_directories(cfg, uid, gid) != 0)
 		goto cleanup;
-	gid_t groups[2];
-	int ngroups = groups_for(cfg, gid, groups);
-	rc = become(uid, gid, groups, ngroups, "postgres", home);
+	if (docker_access_for(cfg, uid, gid) != 0)
+		goto cleanup;
+	gid_t groups[1] = {gid};
+	rc = become(uid, gid, groups, 1, "postgres", home);
 cleanup:
 	free(home);
 	return rc;

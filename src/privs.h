@@ -12,9 +12,11 @@
 struct cfg;
 
 /*
- * As root: owns cfg's directories to "postgres", joins the Docker socket's
- * group when a step runs in a container, then setgroups, setgid, setuid (in
- * that order) and sets HOME, USER, LOGNAME.  0, or -1 (logged).
+ * As root: owns cfg's directories to "postgres", starts the Docker socket
+ * broker when a step runs in a container (docker_broker_start: the socket's
+ * group is the broker's, never ours), then setgroups to postgres' group
+ * alone, setgid, setuid (in that order) and sets HOME, USER, LOGNAME.
+ * 0, or -1 (logged).
  */
 int privs_drop(const struct cfg *cfg);
 

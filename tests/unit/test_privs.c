@@ -10,6 +10,9 @@
 #include "config.h"
 #include "log.h"
 #include "privs.h"
+#include "docker.h"
+#include <sys/socket.h>
+#include <sys/un.h>
 #include "privs_int.h"
 
 #include <pwd.h>
@@ -173,6 +176,12 @@ drop_in_child(const struct cfg *cfg, const struct passwd *pw)
 	const char *user = getenv("USER");
 	if (!user || strcmp(user, "postgres") != 0)
 		return 13;
+	/* Exactly postgres' group: never the Docker socket's (the broker holds that one). */
+	gid_t groups[8];
+	int n = getgroups(8, groups);
+	if (n != 1 || groups[0] != pw->pw_gid)
+		return 15;
+	docker_broker_stop();
 	return access(cfg->pgdata, W_OK) == 0 && access(cfg->socket_dir, W_OK) == 0 ? 0 : 14;
 }
 
@@ -195,6 +204,15 @@ test_drop(void **state)
 	cfg.cache_dir = path_join(tmp, "cache");
 	cfg.docker_socket = path_join(tmp, "docker.sock");
 	cfg.cache_gid = (gid_t)-1;
+	/* A container step, and a socket in a group of its own: the old code added that group to ours. */
+	struct cfg_step step = {.name = "c", .image = "img"};
+	cfg.steps = &step;
+	cfg.n_steps = 1;
+	int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", cfg.docker_socket);
+	assert_int_equal(bind(sfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(chown(cfg.docker_socket, 0, 4242), 0);
 	unit_write(cfg.pgdata, "leftover", "l");
 	unit_write(cfg.cache_dir, "pgstash-v1/entry.meta", "m");
 	assert_int_equal(chmod(tmp, 0755), 0);
@@ -218,6 +236,7 @@ test_drop(void **state)
 	free(cfg.pgdata);
 	free(cfg.socket_dir);
 	free(cfg.cache_dir);
+	close(sfd);
 	free(cfg.docker_socket);
 }
 
