@@ -246,7 +246,7 @@ privs_drop_for_cache(const struct cfg *cfg)
 	char *home = pw ? xstrdup(pw->pw_dir) : xstrdup("/");
 	gid_t groups[2] = {gid, cfg->cache_gid};
 	int n = cfg->cache_gid != (gid_t)-1 && cfg->cache_gid != gid ? 2 : 1;
-	int rc = become(uid, gid, groups, n, name, home);
+	int rc = docker_access_for(cfg, uid, gid) == 0 ? become(uid, gid, groups, n, name, home) : -1;
 	free(name);
 	free(home);
 	return rc;
