@@ -11,6 +11,7 @@
 #include "fingerprint.h"
 #include "log.h"
 #include "pgbin.h"
+#include "proc.h"
 #include "privs.h"
 #include "remote.h"
 #include "sig.h"
@@ -141,6 +142,17 @@ usage(FILE *out)
 	    out);
 }
 
+/*
+ * A cache command started as root becomes the cache's owner first (after its
+ * arguments are checked): nothing in a cache another user writes is acted on
+ * as root.  false: it could not (logged).
+ */
+static bool
+as_cache_owner(const struct cfg *cfg)
+{
+	return geteuid() != 0 || privs_drop_for_cache(cfg) == 0;
+}
+
 static int
 cmd_key(struct cfg *cfg, int argc, char **argv)
 {
@@ -153,6 +165,8 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	struct pgbin pg;
 	struct fp_result fp;
 	double seconds = 0;
@@ -189,6 +203,8 @@ cmd_ls(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	if (remote) {
 		if (!remote_enabled(&cfg->remote)) {
 			log_error("ls --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
@@ -215,6 +231,8 @@ cmd_verify(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	struct store st;
 	if (store_open(&st, cfg->cache_dir, cfg->cache_gid) != 0 || !st.usable) {
 		store_close(&st);
@@ -255,6 +273,8 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	if (remote) {
 		if (!remote_enabled(&cfg->remote)) {
 			log_error("prune --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
@@ -306,19 +326,17 @@ struct command {
 	int (*run)(struct cfg *cfg, int argc, char **argv);
 	/* Cheap, and independent of the config's validity: only socket_dir matters (healthcheck). */
 	bool lax_config;
-	/* A cache command: started as root, it first becomes the cache's owner (privs_drop_for_cache). */
-	bool cache_owner;
 };
 
 static const struct command commands[] = {
-	{"run", cmd_run, false, false},
-	{"postgres", cmd_run, false, false},
-	{"prepare", cmd_prepare, false, false},
-	{"key", cmd_key, false, true},
-	{"ls", cmd_ls, false, true},
-	{"verify", cmd_verify, false, true},
-	{"prune", cmd_prune, false, true},
-	{"healthcheck", cmd_healthcheck, true, false},
+	{"run", cmd_run, false},
+	{"postgres", cmd_run, false},
+	{"prepare", cmd_prepare, false},
+	{"key", cmd_key, false},
+	{"ls", cmd_ls, false},
+	{"verify", cmd_verify, false},
+	{"prune", cmd_prune, false},
+	{"healthcheck", cmd_healthcheck, true},
 };
 
 /* The command named `cmd`, or NULL; "-c k=v ..." is run (see means_run). */
@@ -440,12 +458,11 @@ main(int argc, char **argv)
 	struct cfg cfg;
 	if (load_config(&cfg, &o, c->lax_config) != 0)
 		return EXIT_USAGE;
+	/* Read: from here no copy in our environment, for no child to inherit. */
+	proc_env_drop_credentials();
 	/* "-c k=v ...": the command word is the first argument for postgres. */
 	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
-	if (c->cache_owner && geteuid() == 0 && privs_drop_for_cache(&cfg) != 0)
-		rc = EXIT_RUNTIME;
-	else
-		rc = c->run(&cfg, argc - first, argv + first);
+	rc = c->run(&cfg, argc - first, argv + first);
 	cfg_free(&cfg);
 	return rc;
 }

@@ -29,6 +29,7 @@
 #include "pgbin.h"
 #include "pgdata.h"
 #include "privs.h"
+#include "proc.h"
 #include "server.h"
 #include "sig.h"
 #include "util.h"
@@ -206,7 +207,10 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 		argv[n++] = pg_argv[i];
 	argv[n] = NULL;
 
-	setenv("PGDATA", cfg->pgdata, 1);
+	/* The server SQL users drive (COPY ... TO PROGRAM, /proc/self/environ) holds none of our secrets. */
+	struct strlist env = {0};
+	proc_env_inherit_public(&env);
+	proc_env_set(&env, "PGDATA", cfg->pgdata);
 	write_state(cfg, "ready");
 	log_info("starting postgres (pid %ld)", (long)getpid());
 	fflush(stdout);
@@ -215,8 +219,9 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 	docker_broker_stop();
 	/* From here postgres is this process: it gets docker stop's signal itself. */
 	sig_child_reset();
-	execv(postgres, argv);
+	execve(postgres, argv, env.v);
 	int e = errno;
+	sl_free(&env);
 	log_error("could not execute \"%s\": %s", postgres, strerror(e));
 	write_state(cfg, "failed");
 	free(sockopt);

@@ -153,3 +153,62 @@ def test_hard_link_in_pgdata_not_given_away(work):
     cfg = sql_project(work)
     work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock}, as_root=True)
     assert os.stat(secret).st_uid == 0
+
+
+# ---- 4. every child gets a built environment ----------------------------------------------
+
+SECRETS = {"POSTGRES_PASSWORD": "pw-topsecret-1", "AWS_SECRET_ACCESS_KEY": "aws-topsecret-2",
+           "AWS_ACCESS_KEY_ID": "AKIATOPSECRET3", "PGSTASH_UNIT_SECRET": "pgstash-topsecret-4"}
+
+
+def logging_bindir(work, log):
+    """PG_BINDIR with a `postgres` that appends its argv and environment to `log`, then is the real one."""
+    from helpers import PG_BINDIR
+    d = os.path.join(work.path, "envbin")
+    os.makedirs(d)
+    for prog in os.listdir(PG_BINDIR):
+        if prog != "postgres":
+            os.symlink(os.path.join(PG_BINDIR, prog), os.path.join(d, prog))
+    with open(os.path.join(d, "postgres"), "w") as f:
+        f.write(f"#!/bin/sh\n{{ echo \"ARGS $*\"; env; }} >> {log}\nexec {PG_BINDIR}/postgres \"$@\"\n")
+    os.chmod(os.path.join(d, "postgres"), 0o755)
+    open(log, "w").close()
+    work.chown_up(log)
+    work.chown_up(d)
+    return d
+
+
+def test_no_secret_reaches_a_step_or_postgres(work):
+    from test_run import base_env, bg as _bg, small_config, stop, wait_healthy  # noqa: F401
+    from helpers import Background
+    log = os.path.join(work.path, "pgenv")
+    bindir = logging_bindir(work, log)
+    work.file("repo/dump.sh",
+              "env > ../stepenv\n"
+              "psql -XAt -c \"select encode(pg_read_binary_file('/proc/self/environ'), 'escape')\" > ../backendenv\n",
+              mode=0o755)
+    cfg = small_config(work, "/bin/sh dump.sh")
+    env = base_env(work, PGSTASH_PG_BINDIR=bindir, **SECRETS)
+    bg = Background(work)
+    try:
+        p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env)
+        wait_healthy(work, bg, p, env)
+        with open(f"/proc/{p.pid}/environ", "rb") as f:
+            postmaster = f.read().decode(errors="replace")
+        assert stop(bg, p) == 0, bg.output(p)
+    finally:
+        bg.cleanup()
+    with open(os.path.join(work.path, "stepenv")) as f:
+        step = f.read()
+    with open(os.path.join(work.path, "backendenv")) as f:
+        backend = f.read()
+    with open(log) as f:
+        pg = f.read()
+    assert "ARGS --single" in pg, pg  # postgres --single ran (the password) and is covered
+    assert "PGHOST=" in step and "DATABASE_URL=" in step, step
+    for name, value in SECRETS.items():
+        for what, text in (("step", step), ("temporary server", backend), ("postgres runs", pg),
+                           ("final postmaster", postmaster)):
+            assert value not in text, f"{name} reached the {what}"
+    assert "PGPASSWORD=" not in step, step
+    assert "PGDATA=" in postmaster

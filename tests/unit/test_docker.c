@@ -440,6 +440,7 @@ broker_child(uid_t uid, gid_t gid, gid_t sock_gid)
 	/* Another process of the same user (a step) reaches the broker's socket but gets no engine. */
 	pid_t other = fork();
 	if (other == 0) {
+		signal(SIGPIPE, SIG_IGN); /* the broker may hang up before we write */
 		int c = socket(AF_UNIX, SOCK_STREAM, 0);
 		struct sockaddr_un addr = {.sun_family = AF_UNIX};
 		snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", docker_broker_socket());
