@@ -15,7 +15,11 @@
 #include <sys/un.h>
 #include "privs_int.h"
 
+#include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
 
 #define UID ((uid_t)4321)
 #define GID ((gid_t)4322)
@@ -163,6 +167,48 @@ test_links_refused(void **state)
 	free(target);
 }
 
+/*
+ * The user the tree is handed to swaps a directory with a link to root's
+ * directory (renameat2 RENAME_EXCHANGE) while root walks: a walk by path
+ * (nftw + lchown of the full path) loses it within a few hundred rounds.
+ */
+static void
+test_chown_tree_exchange_race(void **state)
+{
+	(void)state;
+	need_root();
+	char *rootdir = path_join(tmp, "rootdir");
+	unit_write(rootdir, "f", "root's");
+	assert_int_equal(chmod(rootdir, 0700), 0);
+	char *tree = path_join(tmp, "tree");
+	unit_write(tree, "d/f", "theirs");
+	char *link = path_join(tree, "l");
+	assert_int_equal(symlink(rootdir, link), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t swapper = fork();
+	assert_true(swapper >= 0);
+	if (swapper == 0) {
+		int dfd = open(tree, O_RDONLY | O_DIRECTORY);
+		for (;;)
+			renameat2(dfd, "d", dfd, "l", RENAME_EXCHANGE);
+	}
+	char *secret = path_join(rootdir, "f");
+	struct stat st;
+	bool lost = false;
+	for (int round = 0; round < 1000 && !lost; round++) {
+		privs_chown_tree(tree, UID + (uid_t)(round % 2), GID);
+		lost = stat(secret, &st) != 0 || st.st_uid != 0 || stat(rootdir, &st) != 0 || st.st_uid != 0;
+	}
+	kill(swapper, SIGKILL);
+	waitpid(swapper, NULL, 0);
+	assert_false(lost);
+	free(secret);
+	free(link);
+	free(tree);
+	free(rootdir);
+}
+
 /* In a child: privs_drop, then report (as exit status) what went wrong, 0 when all is as it should be. */
 static int
 drop_in_child(const struct cfg *cfg, const struct passwd *pw)
@@ -249,6 +295,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chown_tree_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prepare_dir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_links_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chown_tree_exchange_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("privs", tests, NULL, NULL);
