@@ -11,6 +11,8 @@
 #include "fingerprint.h"
 #include "log.h"
 #include "pgbin.h"
+#include "proc.h"
+#include "privs.h"
 #include "remote.h"
 #include "sig.h"
 #include "sign.h"
@@ -143,6 +145,17 @@ usage(FILE *out)
 	    out);
 }
 
+/*
+ * A cache command started as root becomes the cache's owner first (after its
+ * arguments are checked): nothing in a cache another user writes is acted on
+ * as root.  false: it could not (logged).
+ */
+static bool
+as_cache_owner(const struct cfg *cfg)
+{
+	return geteuid() != 0 || privs_drop_for_cache(cfg) == 0;
+}
+
 static int
 cmd_key(struct cfg *cfg, int argc, char **argv)
 {
@@ -155,6 +168,8 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	struct pgbin pg;
 	struct fp_result fp;
 	double seconds = 0;
@@ -188,7 +203,7 @@ open_store(const struct cfg *cfg, struct store *st, struct sign_keys *keys)
 	}
 	/* read-only: a read-only mount is listed and verified as it is, never written. */
 	int r = cfg->cache_mode == CFG_CACHE_READ_ONLY ? store_open_read_only(st, cfg->cache_dir)
-	                                               : store_open(st, cfg->cache_dir);
+	                                               : store_open(st, cfg->cache_dir, cfg->cache_gid);
 	if (r != 0 || !st->usable) {
 		store_close(st);
 		sign_free(keys);
@@ -227,6 +242,8 @@ cmd_ls(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	if (remote) {
 		if (!remote_enabled(&cfg->remote)) {
 			log_error("ls --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
@@ -253,6 +270,8 @@ cmd_verify(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	struct store st;
 	struct sign_keys keys;
 	if (open_store(cfg, &st, &keys) != 0)
@@ -293,6 +312,8 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
+	if (!as_cache_owner(cfg))
+		return EXIT_RUNTIME;
 	if (remote) {
 		if (!remote_enabled(&cfg->remote)) {
 			log_error("prune --remote: no remote is configured ([remote] url or PGSTASH_REMOTE_URL)");
@@ -479,6 +500,8 @@ main(int argc, char **argv)
 	struct cfg cfg;
 	if (load_config(&cfg, &o, c->lax_config) != 0)
 		return EXIT_USAGE;
+	/* Read: from here no copy in our environment, for no child to inherit. */
+	proc_env_drop_credentials();
 	/* "-c k=v ...": the command word is the first argument for postgres. */
 	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
 	rc = c->run(&cfg, argc - first, argv + first);

@@ -559,7 +559,7 @@ acquire_run(struct acquire *acq)
 		return ACQ_FAILED;
 	switch (acq->cfg->cache_mode) {
 	case CFG_CACHE_READ_WRITE:
-		store_open(&acq->store, acq->cfg->cache_dir);
+		store_open(&acq->store, acq->cfg->cache_dir, acq->cfg->cache_gid);
 		break;
 	case CFG_CACHE_READ_ONLY:
 		store_open_read_only(&acq->store, acq->cfg->cache_dir);

@@ -21,6 +21,7 @@
 #include "acquire.h"
 #include "build.h"
 #include "config.h"
+#include "docker.h"
 #include "durable.h"
 #include "fingerprint.h"
 #include "log.h"
@@ -28,6 +29,7 @@
 #include "pgbin.h"
 #include "pgdata.h"
 #include "privs.h"
+#include "proc.h"
 #include "server.h"
 #include "sig.h"
 #include "util.h"
@@ -61,6 +63,11 @@ state_path(const struct cfg *cfg)
 static void
 write_state(const struct cfg *cfg, const char *state)
 {
+	/* The socket directory is postgres' to write: root (a failed privilege drop) writes nothing there. */
+	if (geteuid() == 0) {
+		log_debug("not writing the state \"%s\" as root", state);
+		return;
+	}
 	char *p = state_path(cfg);
 	char *text = xasprintf("%s %ld\n", state, (long)getpid());
 	/* Not fatal: without it only the healthcheck is blind. */
@@ -200,15 +207,21 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 		argv[n++] = pg_argv[i];
 	argv[n] = NULL;
 
-	setenv("PGDATA", cfg->pgdata, 1);
+	/* The server SQL users drive (COPY ... TO PROGRAM, /proc/self/environ) holds none of our secrets. */
+	struct strlist env = {0};
+	proc_env_inherit_public(&env);
+	proc_env_set(&env, "PGDATA", cfg->pgdata);
 	write_state(cfg, "ready");
 	log_info("starting postgres (pid %ld)", (long)getpid());
 	fflush(stdout);
 	fflush(stderr);
+	/* The broker holds the Docker socket's group: gone, and reaped, before postgres is us. */
+	docker_broker_stop();
 	/* From here postgres is this process: it gets docker stop's signal itself. */
 	sig_child_reset();
-	execv(postgres, argv);
+	execve(postgres, argv, env.v);
 	int e = errno;
+	sl_free(&env);
 	log_error("could not execute \"%s\": %s", postgres, strerror(e));
 	write_state(cfg, "failed");
 	free(sockopt);

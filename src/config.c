@@ -16,6 +16,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <ini.h>
 #include <limits.h>
 #include <stddef.h>
@@ -59,7 +60,7 @@ struct parse_ctx {
 
 static const char *const pgstash_keys[] = {
 	"cache_dir", "cache_mode", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
-	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", NULL,
+	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", "cache_group", NULL,
 };
 static const char *const database_keys[] = {
 	"user", "name", "extra", "initdb_args", NULL,
@@ -390,6 +391,28 @@ cleanup:
 	return rc;
 }
 
+/* cache_group: a group name or number; empty: none ((gid_t)-1).  0, or -1 with why set. */
+static int
+parse_group(const char *value, gid_t *out, const char **why)
+{
+	if (!*value) {
+		*out = (gid_t)-1;
+		return 0;
+	}
+	struct group *gr = getgrnam(value);
+	if (gr) {
+		*out = gr->gr_gid;
+		return 0;
+	}
+	long n;
+	if (parse_long(value, 0, INT_MAX - 1, &n, why) == 0) {
+		*out = (gid_t)n;
+		return 0;
+	}
+	*why = "no such group";
+	return -1;
+}
+
 int
 cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where)
 {
@@ -409,6 +432,11 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 		set_str(&cfg->socket_dir, value);
 	else if (strcmp(key, "docker_socket") == 0)
 		set_str(&cfg->docker_socket, value);
+	else if (strcmp(key, "cache_group") == 0) {
+		if (parse_group(value, &cfg->cache_gid, &why) != 0)
+			goto bad;
+		set_str(&cfg->cache_group, *value ? value : NULL);
+	}
 	else if (strcmp(key, "compression") == 0) {
 		if (parse_compression(value, &cfg->compression, &cfg->compression_level, &why) != 0)
 			goto bad;
@@ -858,6 +886,7 @@ cfg_defaults(struct cfg *cfg)
 	cfg->initdb_d = xstrdup("/docker-entrypoint-initdb.d");
 	cfg->socket_dir = xstrdup("/var/run/postgresql");
 	cfg->docker_socket = xstrdup("/var/run/docker.sock");
+	cfg->cache_gid = (gid_t)-1;
 }
 
 static char *
@@ -992,6 +1021,7 @@ load_option_vars(struct cfg *cfg)
 		{"PGSTASH_INITDB_D", "initdb_d"},
 		{"PGSTASH_SOCKET_DIR", "socket_dir"},
 		{"PGSTASH_DOCKER_SOCKET", "docker_socket"},
+		{"PGSTASH_CACHE_GROUP", "cache_group"},
 	};
 	int errors = 0;
 
@@ -1618,6 +1648,7 @@ cfg_free(struct cfg *cfg)
 	free(cfg->initdb_d);
 	free(cfg->socket_dir);
 	free(cfg->docker_socket);
+	free(cfg->cache_group);
 	free(cfg->clone_naming);
 	free(cfg->clone_pattern);
 	free(cfg->clone_template);

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The compression and layer enums, and their names: one table each, in entry. */
 #include "entry.h"
@@ -84,6 +85,8 @@ struct cfg {
 	long max_entries;          /* 0: no limit */
 	long lock_timeout;         /* seconds */
 	long step_timeout;         /* default per-step timeout, seconds; 0: none */
+	char *cache_group;         /* NULL: the cache is private to its owner (0700/0600) */
+	gid_t cache_gid;           /* cache_group resolved; (gid_t)-1 when none */
 
 	char *db_user;
 	char *db_password;         /* secret: never logged, never in the key; NULL if none */

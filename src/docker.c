@@ -8,6 +8,7 @@
  */
 #include "docker.h"
 #include "docker_int.h"
+#include "durable.h"
 #include "http.h"
 #include "log.h"
 #include "sig.h"
@@ -22,7 +23,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <grp.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -135,6 +143,193 @@ call_free(struct docker *d, struct call *c)
 	c->api_version = NULL;
 }
 
+/* ------------------------------------------------------------ the broker */
+
+/*
+ * The broker (docker_broker_start): the channel whose end (EOF) stops it, its
+ * pid, and the private socket it listens on for us.  Process-wide state like
+ * the signal state: there is one broker per process.
+ */
+static int broker_fd = -1;
+static pid_t broker_pid = -1;
+static char broker_path[108];
+static char broker_dir[64];
+
+#define BROKER_MAX_CONNS 32
+
+/* In a relay: copies bytes both ways between a and b until either side ends. */
+_Noreturn static void
+relay(int a, int b)
+{
+	char buf[16384];
+	struct pollfd p[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		for (int k = 0; k < 2; k++) {
+			if (!(p[k].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t n = read(p[k].fd, buf, sizeof(buf));
+			if (n <= 0 || durable_write_all(p[1 - k].fd, buf, (size_t)n) != 0)
+				_exit(0);
+		}
+	}
+}
+
+/* In the broker: a connection from `client`, if it is our parent's, relayed to the engine by a child. */
+static pid_t
+broker_accept(int listener, pid_t parent, const char *socket_path)
+{
+	int c = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+	if (c < 0)
+		return -1;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	/* Only the process that started us: a step runs as the same user, but under another pid. */
+	if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != parent) {
+		close(c);
+		return -1;
+	}
+	int e = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", socket_path);
+	if (e < 0 || connect(e, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
+		if (e >= 0)
+			close(e);
+		close(c);
+		return -1;
+	}
+	pid_t pid = fork();
+	if (pid == 0)
+		relay(c, e);
+	close(c);
+	close(e);
+	return pid;
+}
+
+/*
+ * The broker's loop: relays our connections until the channel ends, then
+ * kills and reaps its relays (so that none outlives it and is reparented to
+ * the postgres we become) and exits 0.
+ */
+_Noreturn static void
+broker_serve(int chan, int listener, pid_t parent, const char *socket_path)
+{
+	pid_t relays[BROKER_MAX_CONNS];
+	int n = 0;
+	struct pollfd p[2] = {{.fd = chan, .events = POLLIN}, {.fd = listener, .events = POLLIN}};
+	for (;;) {
+		if (poll(p, 2, 1000) < 0 && errno != EINTR)
+			break;
+		if (p[0].revents)
+			break; /* EOF or anything else on the channel: we are done */
+		for (int k = 0; k < n; k++) {
+			if (waitpid(relays[k], NULL, WNOHANG) == relays[k])
+				relays[k--] = relays[--n];
+		}
+		if ((p[1].revents & POLLIN) && n < BROKER_MAX_CONNS) {
+			pid_t r = broker_accept(listener, parent, socket_path);
+			if (r > 0)
+				relays[n++] = r;
+		}
+	}
+	for (int k = 0; k < n; k++)
+		kill(relays[k], SIGKILL);
+	for (int k = 0; k < n; k++)
+		waitpid(relays[k], NULL, 0);
+	_exit(0);
+}
+
+/* The broker child, as root: becomes uid/gid with the socket's group, listens, serves.  Never returns. */
+_Noreturn static void
+broker_child(int chan, int listener, pid_t parent, const char *socket_path, uid_t uid, gid_t gid,
+             gid_t socket_gid)
+{
+	/* Not dumpable: a step running as the same user cannot ptrace its way to the group. */
+	prctl(PR_SET_DUMPABLE, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	gid_t groups[1] = {socket_gid};
+	if (setgroups(1, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0 || setuid(0) == 0)
+		_exit(1);
+	prctl(PR_SET_DUMPABLE, 0); /* setuid may have reset it */
+	broker_serve(chan, listener, parent, socket_path);
+}
+
+int
+docker_broker_start(const char *socket_path, uid_t uid, gid_t gid, gid_t socket_gid)
+{
+	int sv[2] = {-1, -1};
+	snprintf(broker_dir, sizeof(broker_dir), "/tmp/pgstash-broker-XXXXXX");
+	if (!mkdtemp(broker_dir) || chown(broker_dir, uid, gid) != 0) {
+		log_error("could not create the Docker socket broker's directory: %s", strerror(errno));
+		broker_dir[0] = '\0';
+		return -1;
+	}
+	snprintf(broker_path, sizeof(broker_path), "%s/docker.sock", broker_dir);
+	int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", broker_path);
+	if (listener < 0 || bind(listener, (struct sockaddr *)&addr, sizeof(addr)) != 0 ||
+	    chown(broker_path, uid, gid) != 0 || listen(listener, 16) != 0 ||
+	    socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		log_error("could not set up the Docker socket broker: %s", strerror(errno));
+		goto fail;
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("could not start the Docker socket broker: %s", strerror(errno));
+		goto fail;
+	}
+	if (pid == 0) {
+		close(sv[0]);
+		broker_child(sv[1], listener, parent, socket_path, uid, gid, socket_gid);
+	}
+	close(sv[1]);
+	close(listener);
+	broker_fd = sv[0];
+	broker_pid = pid;
+	return 0;
+fail:
+	if (listener >= 0)
+		close(listener);
+	if (sv[0] >= 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	unlink(broker_path);
+	rmdir(broker_dir);
+	broker_dir[0] = '\0';
+	return -1;
+}
+
+const char *
+docker_broker_socket(void)
+{
+	return broker_fd >= 0 ? broker_path : "";
+}
+
+void
+docker_broker_stop(void)
+{
+	if (broker_fd < 0)
+		return;
+	close(broker_fd);
+	broker_fd = -1;
+	/* Reaped here: an unknown child's exit must not reach the postgres we become. */
+	while (waitpid(broker_pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	broker_pid = -1;
+	unlink(broker_path);
+	rmdir(broker_dir);
+	broker_dir[0] = '\0';
+}
+
 /* Puts `c` in flight on the multi handle; 0, or -1 (logged, c->outcome CALL_FAILED). */
 static int
 call_begin(struct docker *d, struct call *c)
@@ -155,7 +350,8 @@ call_begin(struct docker *d, struct call *c)
 	}
 	c->url = xasprintf("http://localhost%s%s", c->unversioned ? "" : d->api_prefix, c->path);
 	curl_easy_setopt(easy, CURLOPT_URL, c->url);
-	curl_easy_setopt(easy, CURLOPT_UNIX_SOCKET_PATH, d->socket_path);
+	/* We do not hold the socket's group when a broker runs: it relays for us. */
+	curl_easy_setopt(easy, CURLOPT_UNIX_SOCKET_PATH, broker_fd >= 0 ? broker_path : d->socket_path);
 	/* An http_proxy in the environment must not capture the socket's traffic. */
 	curl_easy_setopt(easy, CURLOPT_PROXY, "");
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -305,7 +501,8 @@ docker_open(struct docker *d, const char *socket_path)
 		log_error("cannot reach the Docker Engine at \"%s\": not a socket", d->socket_path);
 		return -1;
 	}
-	if (access(d->socket_path, R_OK | W_OK) != 0) {
+	/* With the broker, it holds the socket's group, not we. */
+	if (broker_fd < 0 && access(d->socket_path, R_OK | W_OK) != 0) {
 		int e = errno;
 		log_error("cannot reach the Docker Engine at \"%s\": %s%s", d->socket_path, strerror(e),
 			  e == EACCES ? " (this process needs the socket's group, or run the sidecar as root)" : "");

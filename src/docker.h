@@ -16,12 +16,25 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #define DOCKER_DEFAULT_SOCKET "/var/run/docker.sock"
 /* The API version this client was written against; older engines get their own. */
 #define DOCKER_API_VERSION "1.41"
 #define DOCKER_LABEL_STEP "pgstash.step"
 #define DOCKER_LABEL_OWNER "pgstash.owner"
+
+/*
+ * As root, before dropping to uid/gid: starts the broker, a child that holds
+ * uid, gid and the socket's group socket_gid (and nothing else; not
+ * dumpable), connects to socket_path on request and passes the connected
+ * descriptor back.  From then on every call of this process goes through it,
+ * so this process (and the postgres it becomes) need not hold that group.
+ * 0, or -1 (logged).
+ */
+int docker_broker_start(const char *socket_path, uid_t uid, gid_t gid, gid_t socket_gid);
+/* Ends the broker and reaps it (before the final exec); nothing when none runs. */
+void docker_broker_stop(void);
 
 /* A connection to one engine; fill with docker_open, release with docker_close. */
 struct docker {

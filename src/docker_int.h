@@ -49,4 +49,7 @@ int docker_demux_feed(struct docker_demux *m, const char *buf, size_t n);
 void docker_demux_finish(struct docker_demux *m);
 void docker_demux_free(struct docker_demux *m);
 
+/* The private socket the broker listens on for this process ("" when none runs); for tests. */
+const char *docker_broker_socket(void);
+
 #endif

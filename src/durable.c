@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,15 +42,32 @@ durable_write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-/* The temp file, O_EXCL|O_NOFOLLOW; a leftover of an earlier process with our pid is removed once. */
+static int random_suffix(char out[7]);
+
+/*
+ * The temp file "<name>.tmp.<6 random characters>", O_EXCL|O_NOFOLLOW: a
+ * name nobody can guess ahead (a pid can be: 1 in a container), and nothing
+ * planted at it is written through.  fd (the name in *tmp_out), or -1.
+ */
 static int
-create_exclusive(int dir_fd, const char *tmp, mode_t mode)
+create_exclusive(int dir_fd, const char *name, mode_t mode, char **tmp_out)
 {
-	int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
-	int fd = openat(dir_fd, tmp, flags, mode);
-	if (fd < 0 && errno == EEXIST && unlinkat(dir_fd, tmp, 0) == 0)
-		fd = openat(dir_fd, tmp, flags, mode);
-	return fd;
+	*tmp_out = NULL;
+	for (int tries = 0; tries < 10; tries++) {
+		char rnd[7];
+		if (random_suffix(rnd) != 0)
+			return -1;
+		char *tmp = xasprintf("%s.tmp.%s", name, rnd);
+		int fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd >= 0) {
+			*tmp_out = tmp;
+			return fd;
+		}
+		free(tmp);
+		if (errno != EEXIST)
+			return -1;
+	}
+	return -1;
 }
 
 static int
@@ -68,10 +86,10 @@ int
 durable_write_at(int dir_fd, const char *label, const char *name, const char *data, size_t len, mode_t mode,
                  bool durable)
 {
-	char *tmp = xasprintf("%s.tmp.%ld", name, (long)getpid());
-	char *shown = label ? path_join(label, tmp) : xstrdup(tmp);
+	char *tmp = NULL;
 	int rc = -1;
-	int fd = create_exclusive(dir_fd, tmp, mode);
+	int fd = create_exclusive(dir_fd, name, mode, &tmp);
+	char *shown = label ? path_join(label, tmp ? tmp : name) : xstrdup(tmp ? tmp : name);
 	if (fd < 0) {
 		log_error("could not create file \"%s\": %s", shown, strerror(errno));
 		goto cleanup;
@@ -102,7 +120,7 @@ durable_write_at(int dir_fd, const char *label, const char *name, const char *da
 cleanup:
 	if (fd >= 0)
 		close(fd);
-	if (rc != 0)
+	if (rc != 0 && tmp)
 		unlinkat(dir_fd, tmp, 0);
 	free(shown);
 	free(tmp);
@@ -122,13 +140,38 @@ durable_same_file(int fd, const char *path)
 	return fstat(fd, &a) == 0 && stat(path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* Six random characters of [A-Za-z0-9] into out (7 bytes with the NUL).  0, or -1 (errno set). */
+static int
+random_suffix(char out[7])
+{
+	static const char set[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+	unsigned char r[6];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return -1;
+	for (size_t i = 0; i < sizeof(r); i++)
+		out[i] = set[r[i] % (sizeof(set) - 1)];
+	out[6] = '\0';
+	return 0;
+}
+
 int
-durable_tmp_create(const char *dir, const char *prefix, const char *suffix, mode_t mode, char **path_out)
+durable_tmp_create_at(int dir_fd, const char *dir, const char *prefix, const char *suffix, mode_t mode,
+                      char **path_out)
 {
 	for (int tries = 0; tries < 10; tries++) {
-		/* mkostemps' template: six 'X' that it replaces. */
-		char *path = xasprintf("%s/%s-XXXXXX%s", dir, prefix, suffix);
-		int fd = mkostemps(path, (int)strlen(suffix), O_CLOEXEC);
+		char rnd[7];
+		if (random_suffix(rnd) != 0) {
+			log_warning("could not create temp file in \"%s\": %s", dir, strerror(errno));
+			return -1;
+		}
+		char *path = xasprintf("%s/%s-%s%s", dir, prefix, rnd, suffix);
+		/* Relative to dir_fd: the name only; else the path. */
+		const char *rel = dir_fd == AT_FDCWD ? path : strrchr(path, '/') + 1;
+		int fd = openat(dir_fd, rel, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		if (fd < 0 && errno == EEXIST) {
+			free(path);
+			continue;
+		}
 		if (fd < 0) {
 			log_warning("could not create temp file in \"%s\": %s", dir, strerror(errno));
 			free(path);
@@ -137,12 +180,14 @@ durable_tmp_create(const char *dir, const char *prefix, const char *suffix, mode
 		if (flock(fd, LOCK_EX) != 0 || fchmod(fd, mode) != 0) {
 			log_warning("could not lock \"%s\": %s", path, strerror(errno));
 			close(fd);
-			unlink(path);
+			unlinkat(dir_fd, rel, 0);
 			free(path);
 			return -1;
 		}
 		/* A sweep may have taken it between create and flock; it then removed it. */
-		if (durable_same_file(fd, path)) {
+		struct stat a, b;
+		if (fstat(fd, &a) == 0 && fstatat(dir_fd, rel, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino) {
 			*path_out = path;
 			return fd;
 		}
@@ -151,6 +196,12 @@ durable_tmp_create(const char *dir, const char *prefix, const char *suffix, mode
 	}
 	log_warning("could not create a temp file in \"%s\" that stays put", dir);
 	return -1;
+}
+
+int
+durable_tmp_create(const char *dir, const char *prefix, const char *suffix, mode_t mode, char **path_out)
+{
+	return durable_tmp_create_at(AT_FDCWD, dir, prefix, suffix, mode, path_out);
 }
 
 enum durable_wait

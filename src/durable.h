@@ -19,7 +19,7 @@
 /*
  * Replaces dir_fd/name (dir_fd may be AT_FDCWD, name then any path) with
  * `len` bytes of `data`, mode `mode` (less the umask), through the temp file
- * "<name>.tmp.<pid>" (a stale one of that name is removed first).  With
+ * "<name>.tmp.<6 random characters>" (O_EXCL|O_NOFOLLOW: unguessable, never through a link).  With
  * `durable`, the file is fsynced before the rename and the directory after.
  * `label` names the directory in messages (NULL: name is a path).
  * 0, or -1 (logged as an error; the temp file is removed).
@@ -33,13 +33,21 @@ int durable_write_file(const char *path, const char *data, size_t len, mode_t mo
 int durable_write_all(int fd, const void *data, size_t len);
 
 /*
- * Creates dir/<prefix>-<6 random characters><suffix> (O_EXCL, mode `mode`),
+ * Creates dir/<prefix>-<6 random characters><suffix> (O_EXCL|O_NOFOLLOW, mode `mode`),
  * flocked exclusive for as long as the fd is open, and checked
  * after the flock to still be the file at that path (a sweep may have taken
  * and removed it in between: then another name is tried).  Returns the fd
  * (O_CLOEXEC; the path in *path_out, caller frees) or -1 (logged as a warning).
  */
 int durable_tmp_create(const char *dir, const char *prefix, const char *suffix, mode_t mode, char **path_out);
+/*
+ * durable_tmp_create in the directory open as dir_fd (`dir` its path, for
+ * *path_out and messages): created with openat O_CREAT|O_EXCL|O_NOFOLLOW, so
+ * nothing planted in the directory is followed.  AT_FDCWD: `dir` is opened
+ * by path.
+ */
+int durable_tmp_create_at(int dir_fd, const char *dir, const char *prefix, const char *suffix, mode_t mode,
+                          char **path_out);
 
 /* How durable_flock_wait ended. */
 enum durable_wait {

@@ -12,10 +12,21 @@
 struct cfg;
 
 /*
- * As root: owns cfg's directories to "postgres", joins the Docker socket's
- * group when a step runs in a container, then setgroups, setgid, setuid (in
- * that order) and sets HOME, USER, LOGNAME.  0, or -1 (logged).
+ * As root: owns cfg's directories to "postgres", starts the Docker socket
+ * broker when a step runs in a container (docker_broker_start: the socket's
+ * group is the broker's, never ours), then setgroups to postgres' group
+ * alone, setgid, setuid (in that order) and sets HOME, USER, LOGNAME.
+ * 0, or -1 (logged).
  */
 int privs_drop(const struct cfg *cfg);
+
+/*
+ * As root, before a cache command (ls, verify, prune, key): becomes the owner
+ * of <cache_dir>/pgstash-v1 (with its login group, and cache_group), or
+ * "postgres" when there is no cache yet, so that nothing in a cache that a
+ * less privileged user writes is acted on as root.  Stays root only for a
+ * cache root owns, or no cache and no postgres user.  0, or -1 (logged).
+ */
+int privs_drop_for_cache(const struct cfg *cfg);
 
 #endif

@@ -138,11 +138,83 @@ proc_argv_free(char **argv)
 
 /* ---- environment lists ---- */
 
+/*
+ * In a child, before exec with our own environment: drops what
+ * proc_env_secret names, in place (no allocation after fork).
+ */
+static void
+child_env_public(void)
+{
+	size_t k = 0;
+	for (size_t i = 0; environ && environ[i]; i++)
+		if (!proc_env_secret(environ[i]))
+			environ[k++] = environ[i];
+	if (environ)
+		environ[k] = NULL;
+}
+
+
 void
 proc_env_inherit(struct strlist *env)
 {
 	for (char **e = environ; e && *e; e++)
 		sl_add(env, *e);
+}
+
+/* The length of the name of "NAME=value" (or of NAME). */
+static size_t
+env_name_len(const char *entry)
+{
+	const char *eq = strchr(entry, '=');
+	return eq ? (size_t)(eq - entry) : strlen(entry);
+}
+
+/* Whether entry's name is `name`, or starts with it when `name` ends in '_' (a family such as AWS_). */
+static bool
+env_name_is(const char *entry, size_t len, const char *name)
+{
+	size_t n = strlen(name);
+	if (name[n - 1] == '_')
+		return len >= n && strncmp(entry, name, n) == 0;
+	return len == n && strncmp(entry, name, n) == 0;
+}
+
+static bool
+env_credential(const char *entry)
+{
+	static const char *const names[] = {"POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE", "PGPASSWORD", "AWS_"};
+	size_t len = env_name_len(entry);
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (env_name_is(entry, len, names[i]))
+			return true;
+	return false;
+}
+
+bool
+proc_env_secret(const char *entry)
+{
+	size_t len = env_name_len(entry);
+	return env_credential(entry) || env_name_is(entry, len, "PGPASSFILE") || env_name_is(entry, len, "PGSTASH_");
+}
+
+void
+proc_env_inherit_public(struct strlist *env)
+{
+	for (char **e = environ; e && *e; e++)
+		if (!proc_env_secret(*e))
+			sl_add(env, *e);
+}
+
+void
+proc_env_drop_credentials(void)
+{
+	struct strlist names = {0};
+	for (char **e = environ; e && *e; e++)
+		if (env_credential(*e))
+			sl_add_owned(&names, xasprintf("%.*s", (int)env_name_len(*e), *e));
+	for (size_t i = 0; i < names.n; i++)
+		unsetenv(names.v[i]);
+	sl_free(&names);
 }
 
 void
@@ -230,6 +302,8 @@ child_exec(const struct proc_opts *o, int in, int out, int err, int report_fd)
 	/* execvp searches the PATH of `environ`: let the child's own PATH count. */
 	if (o->envp)
 		environ = (char **)o->envp;
+	else
+		child_env_public();
 	if (o->search_path)
 		execvp(o->argv[0], o->argv);
 	else

@@ -42,6 +42,21 @@ void proc_argv_free(char **argv);
 
 /* Appends a copy of every entry of the process environment to `env`. */
 void proc_env_inherit(struct strlist *env);
+/*
+ * Whether "NAME=value" (or NAME) is a variable no child of ours gets: a
+ * password or credential (POSTGRES_PASSWORD, POSTGRES_PASSWORD_FILE,
+ * PGPASSWORD, PGPASSFILE, AWS_*) or one of pgstash's own settings
+ * (PGSTASH_*: read once, never a child's business).
+ */
+bool proc_env_secret(const char *entry);
+/* proc_env_inherit less what proc_env_secret names: the base of every child's environment. */
+void proc_env_inherit_public(struct strlist *env);
+/*
+ * Removes the credentials (POSTGRES_PASSWORD*, AWS_*, PGPASSWORD) from our
+ * own environment, once the configuration has read them: whatever we exec
+ * (postgres itself) inherits no copy.
+ */
+void proc_env_drop_credentials(void);
 /* Sets "NAME=value" `entry` in env, replacing an earlier entry for NAME. */
 void proc_env_put(struct strlist *env, const char *entry);
 /* Sets NAME=value in env, replacing an earlier entry for NAME. */
@@ -65,7 +80,7 @@ struct proc_stream {
 
 struct proc_opts {
 	char *const *argv;     /* argv[0] is run as given unless search_path */
-	char *const *envp;     /* NULL: ours */
+	char *const *envp;     /* NULL: ours, less what proc_env_secret names */
 	bool search_path;      /* execvp: argv[0] is looked up in the PATH of envp (else ours) */
 	const char *cwd;       /* NULL: ours */
 	bool own_group;        /* setpgid(0, 0): signals are forwarded to its group, and a kill reaches all it starts */

@@ -200,7 +200,7 @@ static int
 get_archive(struct conn *s, const char *key, const struct entry_meta *mi, const char *dir, int *fd, char **path)
 {
 	const char *suffix = entry_suffix(mi->compression);
-	*fd = durable_tmp_create(dir, key, suffix, 0644, path);
+	*fd = durable_tmp_create(dir, key, suffix, 0600, path);
 	if (*fd < 0)
 		return -1;
 	char *aname = obj_name(s, key, suffix);
@@ -260,7 +260,7 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 	ret = REMOTE_GET_ERROR;
 	if (get_archive(&s, key, &mi, local_dir_tmp, &afd, &apath) != 0)
 		goto cleanup;
-	mfd = durable_tmp_create(local_dir_tmp, key, ".meta", 0644, &mpath);
+	mfd = durable_tmp_create(local_dir_tmp, key, ".meta", 0600, &mpath);
 	if (mfd < 0)
 		goto cleanup;
 	if (durable_write_all(mfd, sb_str(&mrq.resp), mrq.resp.len) != 0) {

@@ -819,7 +819,7 @@ list_init_files(const char *dir, struct strlist *names)
 static void
 init_files_env(const struct srv *s, const struct cfg *cfg, struct strlist *env)
 {
-	proc_env_inherit(env);
+	proc_env_inherit_public(env);
 	srv_client_env(s, cfg, cfg->db_name, env);
 	proc_env_set(env, "POSTGRES_USER", cfg->db_user);
 	proc_env_set(env, "POSTGRES_DB", cfg->db_name);
@@ -1166,7 +1166,7 @@ srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, s
 	proc_env_set(env, "PGHOST", s->tcp ? "127.0.0.1" : s->sockdir);
 	proc_env_set(env, "PGPORT", port);
 	proc_env_set(env, "PGUSER", user);
-	proc_env_set(env, "PGPASSWORD", has_password(cfg) ? cfg->db_password : "");
+	/* No PGPASSWORD: the temporary server trusts its own clients, and a step is untrusted code. */
 	proc_env_set(env, "PGDATABASE", dbname);
 
 	sb_append(&url, "postgresql://");

@@ -230,11 +230,11 @@ report_end(const struct step_watch *w, double elapsed)
 	return -1;
 }
 
-/* The step's environment: ours, the temporary server's client settings, then the step's own. */
+/* The step's environment: ours less secrets, the temporary server's client settings, then the step's own. */
 static void
 step_env(const struct cfg_step *step, const struct cfg *cfg, const struct srv *s, struct strlist *env)
 {
-	proc_env_inherit(env);
+	proc_env_inherit_public(env);
 	srv_client_env(s, cfg, step->database ? step->database : cfg->db_name, env);
 	for (size_t i = 0; i < step->env.n; i++)
 		proc_env_put(env, step->env.v[i]);

@@ -37,6 +37,34 @@ lock_path(const struct store *st, const char *key)
 	return xasprintf("%s/%s.lock", st->lock_dir, key);
 }
 
+/* The last component of a path of ours: what *at() calls take relative to the directory's fd. */
+static const char *
+base_name(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	return s ? s + 1 : path;
+}
+
+/* Gives a file of ours the store's mode (and group).  0, or -1 with errno set. */
+static int
+seal_file(const struct store *st, int fd)
+{
+	if (st->grouped && fchown(fd, (uid_t)-1, st->group) != 0)
+		return -1;
+	return fchmod(fd, st->file_mode);
+}
+
+/* fsync of one of the store's directories; EINVAL (a file system without it) is fine.  0 or -1. */
+static int
+sync_dir(int fd, const char *path)
+{
+	if (fsync(fd) != 0 && errno != EINVAL) {
+		log_warning("could not fsync directory \"%s\": %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 void
 store_list_free(struct entry_meta *v, size_t n)
 {
@@ -116,18 +144,44 @@ lock_report(void *arg, double waited, bool first)
 		log_info("waiting for lock \"%s\" (%.0f s)", w->path, waited);
 }
 
+/*
+ * Opens lock file `path` in .locks/ (created with the store's file mode, so
+ * others cannot open, let alone flock it); a lock file of ours with a wider
+ * mode (an older pgstash made them 0644) is narrowed.  fd or -1 (warned).
+ */
+static int
+lock_file_open(const struct store *st, const char *path)
+{
+	int fd = openat(st->lock_fd, base_name(path), O_RDONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+	                st->file_mode);
+	struct stat sb;
+	if (fd < 0 || fstat(fd, &sb) != 0) {
+		log_warning("could not open lock file \"%s\": %s", path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		log_warning("lock file \"%s\" is not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	if (sb.st_uid == geteuid() && ((sb.st_mode & 07777) != st->file_mode || (st->grouped && sb.st_gid != st->group)))
+		seal_file(st, fd);
+	return fd;
+}
+
 static enum store_lock_result
-lock_file_wait(const char *path, bool exclusive, long timeout_s, const char *key, int *fd_out)
+lock_file_wait(const struct store *st, const char *path, bool exclusive, long timeout_s, const char *key,
+               int *fd_out)
 {
 	struct lock_wait w = {.path = path, .key = key};
 
 	*fd_out = -1;
 	for (;;) {
-		int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
-		if (fd < 0) {
-			log_warning("could not open lock file \"%s\": %s", path, strerror(errno));
+		int fd = lock_file_open(st, path);
+		if (fd < 0)
 			return STORE_LOCK_ERROR;
-		}
 		switch (durable_flock_wait(fd, exclusive ? LOCK_EX : LOCK_SH, timeout_s, 100, lock_report, &w)) {
 		case DURABLE_WAIT_LOCKED:
 			break;
@@ -144,7 +198,9 @@ lock_file_wait(const char *path, bool exclusive, long timeout_s, const char *key
 			return STORE_LOCK_ERROR;
 		}
 		/* Prune may have removed the file between our open and flock: then lock the new one. */
-		if (durable_same_file(fd, path)) {
+		struct stat a, b;
+		if (fstat(fd, &a) == 0 && fstatat(st->lock_fd, base_name(path), &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
 			*fd_out = fd;
 			return STORE_LOCKED;
 		}
@@ -180,7 +236,7 @@ store_lock(struct store *st, const char *key, bool exclusive, long timeout_s, in
 		return exclusive ? STORE_LOCK_ERROR : STORE_LOCKED;
 	}
 	char *path = lock_path(st, key);
-	enum store_lock_result rc = lock_file_wait(path, exclusive, timeout_s, key, fd_out);
+	enum store_lock_result rc = lock_file_wait(st, path, exclusive, timeout_s, key, fd_out);
 	free(path);
 	return rc;
 }
@@ -189,7 +245,7 @@ static int
 meta_lock(struct store *st, int *fd_out)
 {
 	char *path = path_join(st->lock_dir, "meta.lock");
-	enum store_lock_result rc = lock_file_wait(path, true, SHORT_LOCK_TIMEOUT, NULL, fd_out);
+	enum store_lock_result rc = lock_file_wait(st, path, true, SHORT_LOCK_TIMEOUT, NULL, fd_out);
 	if (rc == STORE_LOCK_BUSY)
 		log_warning("lock \"%s\" is held for more than %d s; giving up", path, SHORT_LOCK_TIMEOUT);
 	free(path);
@@ -202,18 +258,24 @@ meta_lock(struct store *st, int *fd_out)
 static void
 sweep_tmp(struct store *st)
 {
-	DIR *d = opendir(st->tmp_dir);
-	if (!d)
+	int dfd = dup(st->tmp_fd);
+	DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!d) {
+		if (dfd >= 0)
+			close(dfd);
 		return;
+	}
+	rewinddir(d);
 	struct dirent *de;
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
 		int fd = openat(dirfd(d), de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		if (fd < 0) {
+			/* A link is removed itself (never what it points at); a directory with what it holds. */
 			if (errno == ELOOP || errno == EISDIR) {
 				char *p = path_join(st->tmp_dir, de->d_name);
-				rm_rf(p);
+				rm_rf_at(dirfd(d), de->d_name, p);
 				free(p);
 			}
 			continue;
@@ -222,7 +284,7 @@ sweep_tmp(struct store *st)
 		if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
 			close(fd);
 			char *p = path_join(st->tmp_dir, de->d_name);
-			rm_rf(p);
+			rm_rf_at(dirfd(d), de->d_name, p);
 			free(p);
 			continue;
 		}
@@ -239,24 +301,103 @@ sweep_tmp(struct store *st)
 
 /* ------------------------------------------------------------- open/close */
 
+/*
+ * Whether the directory open as fd may hold our cache: ours (in group mode:
+ * or in the group) and writable by nobody else.  One of ours gets the
+ * store's mode and group.  0, or -1 with why filled.
+ */
+static int
+store_dir_check(const struct store *st, int fd, char *why, size_t why_len)
+{
+	struct stat sb;
+	if (fstat(fd, &sb) != 0) {
+		snprintf(why, why_len, "%s", strerror(errno));
+		return -1;
+	}
+	bool ours = sb.st_uid == geteuid();
+	if (ours && ((sb.st_mode & 07777) != st->dir_mode || (st->grouped && sb.st_gid != st->group))) {
+		if ((st->grouped && fchown(fd, (uid_t)-1, st->group) != 0) || fchmod(fd, st->dir_mode) != 0) {
+			snprintf(why, why_len, "could not set its mode: %s", strerror(errno));
+			return -1;
+		}
+		sb.st_mode = (sb.st_mode & ~(mode_t)07777) | st->dir_mode;
+	}
+	if (!ours && !(st->grouped && sb.st_gid == st->group)) {
+		snprintf(why, why_len, "it belongs to uid %ld, not to uid %ld", (long)sb.st_uid, (long)geteuid());
+		return -1;
+	}
+	if ((sb.st_mode & S_IWOTH) || (!st->grouped && (sb.st_mode & S_IWGRP))) {
+		snprintf(why, why_len, "it is writable by %s (mode %04o)", (sb.st_mode & S_IWOTH) ? "others" : "its group",
+		         (unsigned)(sb.st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
+/* Creates (as needed) and opens `name` under parent, O_DIRECTORY|O_NOFOLLOW, checked.  fd, or -1 (warned). */
+static int
+store_dir_open(const struct store *st, int parent, const char *name, const char *path)
+{
+	char why[200];
+	if (mkdirat(parent, name, st->dir_mode) != 0 && errno != EEXIST) {
+		log_warning("cache directory \"%s\" is not usable: %s: going on without caching", path, strerror(errno));
+		return -1;
+	}
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		log_warning("cache directory \"%s\" is not usable: %s: going on without caching", path,
+		            errno == ELOOP || errno == ENOTDIR ? "it is not a directory (a symbolic link?)" : strerror(errno));
+		return -1;
+	}
+	if (store_dir_check(st, fd, why, sizeof(why)) != 0) {
+		log_warning("cache directory \"%s\" is not usable: %s: going on without caching", path, why);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 int
-store_open(struct store *st, const char *cache_dir)
+store_open(struct store *st, const char *cache_dir, gid_t group)
 {
 	memset(st, 0, sizeof(*st));
+	st->dir_fd = st->tmp_fd = st->lock_fd = -1;
 	if (!cache_dir || !*cache_dir) {
 		log_warning("no cache directory configured: going on without caching");
 		return -1;
 	}
+	st->grouped = group != (gid_t)-1;
+	st->group = group;
+	st->dir_mode = st->grouped ? 0750 : 0700;
+	st->file_mode = st->grouped ? 0640 : 0600;
 	st->dir = path_join(cache_dir, STORE_DIR_NAME);
 	st->tmp_dir = path_join(st->dir, ".tmp");
 	st->lock_dir = path_join(st->dir, ".locks");
-	const char *const dirs[] = {st->dir, st->tmp_dir, st->lock_dir};
-	for (size_t i = 0; i < 3; i++) {
-		if (mkdir_p_quiet(dirs[i], 0755, NULL) != 0 || access(dirs[i], W_OK | X_OK) != 0) {
-			log_warning("cache directory \"%s\" is not usable: %s: going on without caching", dirs[i],
-			            strerror(errno));
-			return -1;
-		}
+	/* cache_dir itself is the configured path (it may be a link a trusted admin made); below it nothing is followed. */
+	if (mkdir_p_quiet(cache_dir, st->dir_mode, NULL) != 0) {
+		log_warning("cache directory \"%s\" is not usable: %s: going on without caching", cache_dir,
+		            strerror(errno));
+		return -1;
+	}
+	int top = open(cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (top < 0) {
+		log_warning("cache directory \"%s\" is not usable: %s: going on without caching", cache_dir,
+		            strerror(errno));
+		return -1;
+	}
+	st->dir_fd = store_dir_open(st, top, STORE_DIR_NAME, st->dir);
+	close(top);
+	if (st->dir_fd < 0)
+		return -1;
+	st->tmp_fd = store_dir_open(st, st->dir_fd, ".tmp", st->tmp_dir);
+	if (st->tmp_fd < 0)
+		return -1;
+	st->lock_fd = store_dir_open(st, st->dir_fd, ".locks", st->lock_dir);
+	if (st->lock_fd < 0)
+		return -1;
+	if (faccessat(st->dir_fd, ".", W_OK | X_OK, AT_EACCESS) != 0) {
+		log_warning("cache directory \"%s\" is not usable: %s: going on without caching", st->dir, strerror(errno));
+		return -1;
 	}
 	sweep_tmp(st);
 	st->usable = true;
@@ -267,15 +408,27 @@ int
 store_open_read_only(struct store *st, const char *cache_dir)
 {
 	memset(st, 0, sizeof(*st));
+	st->dir_fd = st->tmp_fd = st->lock_fd = -1;
 	st->read_only = true;
 	if (!cache_dir || !*cache_dir)
 		return -1;
 	st->dir = path_join(cache_dir, STORE_DIR_NAME);
 	st->tmp_dir = path_join(st->dir, ".tmp");
 	st->lock_dir = path_join(st->dir, ".locks");
-	/* Missing is an empty cache (a fresh runner may still use the remote); unreadable is not usable. */
-	if (access(st->dir, R_OK | X_OK) != 0 && errno != ENOENT) {
-		log_warning("read-only cache \"%s\" is not usable: %s: going on without it", st->dir, strerror(errno));
+	/*
+	 * Missing is an empty cache (a fresh runner may still use the remote);
+	 * unreadable is not usable.  Below cache_dir nothing is followed, as in
+	 * store_open; the owner is not checked: a read-only cache is someone
+	 * else's by design, and what it holds is checked entry by entry.
+	 */
+	int top = open(cache_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (top >= 0) {
+		st->dir_fd = openat(top, STORE_DIR_NAME, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		close(top);
+	}
+	if (st->dir_fd < 0 && errno != ENOENT) {
+		log_warning("read-only cache \"%s\" is not usable: %s: going on without it", st->dir,
+		            errno == ELOOP || errno == ENOTDIR ? "it is not a directory (a symbolic link?)" : strerror(errno));
 		return -1;
 	}
 	st->usable = true;
@@ -287,10 +440,15 @@ store_close(struct store *st)
 {
 	if (!st)
 		return;
+	const int fds[] = {st->dir_fd, st->tmp_fd, st->lock_fd};
+	for (size_t i = 0; i < 3; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	free(st->dir);
 	free(st->tmp_dir);
 	free(st->lock_dir);
 	memset(st, 0, sizeof(*st));
+	st->dir_fd = st->tmp_fd = st->lock_fd = -1;
 }
 
 /* ----------------------------------------------------------------- entries */
@@ -301,7 +459,7 @@ remove_entry_files(struct store *st, const char *key)
 {
 	int rc = 0;
 	char *m = entry_meta_path(st->dir, key);
-	if (unlink(m) != 0 && errno != ENOENT) {
+	if (unlinkat(st->dir_fd, base_name(m), 0) != 0 && errno != ENOENT) {
 		log_warning("could not remove \"%s\": %s", m, strerror(errno));
 		rc = -1;
 	}
@@ -310,13 +468,13 @@ remove_entry_files(struct store *st, const char *key)
 		return rc;
 	for (size_t i = 0; i < 3; i++) {
 		char *a = entry_archive_path(st->dir, key, entry_all_compressions[i]);
-		if (unlink(a) != 0 && errno != ENOENT) {
+		if (unlinkat(st->dir_fd, base_name(a), 0) != 0 && errno != ENOENT) {
 			log_warning("could not remove \"%s\": %s", a, strerror(errno));
 			rc = -1;
 		}
 		free(a);
 	}
-	fsync_dir(st->dir);
+	sync_dir(st->dir_fd, st->dir);
 	return rc;
 }
 
@@ -343,10 +501,10 @@ store_remove(struct store *st, const char *key)
 
 /* 0 when archive m->archive exists with the size meta says, else -1 and why. */
 static int
-archive_check(const struct entry_meta *m, char *why, size_t why_len)
+archive_check(const struct store *st, const struct entry_meta *m, char *why, size_t why_len)
 {
 	struct stat sb;
-	if (stat(m->archive, &sb) != 0) {
+	if (fstatat(st->dir_fd, base_name(m->archive), &sb, AT_SYMLINK_NOFOLLOW) != 0) {
 		snprintf(why, why_len, "archive \"%s\": %s", m->archive, strerror(errno));
 		return -1;
 	}
@@ -377,7 +535,7 @@ store_lookup(struct store *st, const char *key, struct entry_meta *out)
 		log_error("%s", why);
 		return -1;
 	}
-	if (r == 1 && archive_check(out, why, sizeof(why)) == 0)
+	if (r == 1 && archive_check(st, out, why, sizeof(why)) == 0)
 		return 1;
 	log_warning("removing bad cache entry %.12s…: %s", key, why);
 	entry_meta_free(out);
@@ -390,7 +548,7 @@ static int
 meta_tmp_write(struct store *st, const struct entry_meta *m, char **path_out)
 {
 	char *text = entry_meta_encode(m);
-	int fd = durable_tmp_create(st->tmp_dir, m->key, ".meta", 0600, path_out);
+	int fd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, m->key, ".meta", 0600, path_out);
 	if (fd < 0) {
 		free(text);
 		return -1;
@@ -400,15 +558,17 @@ meta_tmp_write(struct store *st, const struct entry_meta *m, char **path_out)
 		log_warning("could not write \"%s\": %s", *path_out, strerror(errno));
 		rc = -1;
 	}
-	if (rc == 0 && fchmod(fd, 0644) != 0)
+	if (rc == 0 && seal_file(st, fd) != 0) {
+		log_warning("could not set the mode of \"%s\": %s", *path_out, strerror(errno));
 		rc = -1;
+	}
 	if (rc == 0 && fsync(fd) != 0) {
 		log_warning("could not fsync \"%s\": %s", *path_out, strerror(errno));
 		rc = -1;
 	}
 	free(text);
 	if (rc != 0) {
-		unlink(*path_out);
+		unlinkat(st->tmp_fd, base_name(*path_out), 0);
 		free(*path_out);
 		*path_out = NULL;
 		close(fd);
@@ -444,50 +604,50 @@ place_entry(struct store *st, struct placing *pl, const char *key, enum cfg_comp
 	char why[512];
 	if (meta_lock(st, &pl->lfd) != 0)
 		return -1;
-	if (meta_read(st, key, existing, why, sizeof(why)) == 1 && archive_check(existing, why, sizeof(why)) == 0)
+	if (meta_read(st, key, existing, why, sizeof(why)) == 1 && archive_check(st, existing, why, sizeof(why)) == 0)
 		return 1;
 	entry_meta_free(existing);
 	for (size_t i = 0; i < 3; i++) {
 		if (entry_all_compressions[i] == comp)
 			continue;
 		char *other = entry_archive_path(st->dir, key, entry_all_compressions[i]);
-		unlink(other);
+		unlinkat(st->dir_fd, base_name(other), 0);
 		free(other);
 	}
 	pl->final_arch = entry_archive_path(st->dir, key, comp);
 	pl->final_meta = entry_meta_path(st->dir, key);
-	if (rename(pl->arch_tmp, pl->final_arch) != 0) {
+	if (renameat(st->tmp_fd, base_name(pl->arch_tmp), st->dir_fd, base_name(pl->final_arch)) != 0) {
 		log_warning("could not rename \"%s\" to \"%s\": %s", pl->arch_tmp, pl->final_arch, strerror(errno));
 		return -1;
 	}
 	pl->arch_placed = true;
-	if (fsync_dir(st->dir) != 0)
+	if (sync_dir(st->dir_fd, st->dir) != 0)
 		return -1;
-	if (rename(pl->meta_tmp, pl->final_meta) != 0) {
+	if (renameat(st->tmp_fd, base_name(pl->meta_tmp), st->dir_fd, base_name(pl->final_meta)) != 0) {
 		log_warning("could not rename \"%s\" to \"%s\": %s", pl->meta_tmp, pl->final_meta, strerror(errno));
 		return -1;
 	}
 	pl->meta_placed = true;
-	return fsync_dir(st->dir);
+	return sync_dir(st->dir_fd, st->dir);
 }
 
 /* Undoes what a failed placing left (ok false), releases the lock and the temp files. */
 static void
-placing_end(struct placing *pl, bool ok)
+placing_end(const struct store *st, struct placing *pl, bool ok)
 {
 	if (!ok && pl->meta_placed)
-		unlink(pl->final_meta);
+		unlinkat(st->dir_fd, base_name(pl->final_meta), 0);
 	if (!ok && pl->arch_placed)
-		unlink(pl->final_arch);
+		unlinkat(st->dir_fd, base_name(pl->final_arch), 0);
 	store_unlock(pl->lfd);
 	if (pl->afd >= 0)
 		close(pl->afd);
 	if (pl->mfd >= 0)
 		close(pl->mfd);
 	if (pl->arch_tmp && !pl->arch_placed)
-		unlink(pl->arch_tmp);
+		unlinkat(st->tmp_fd, base_name(pl->arch_tmp), 0);
 	if (pl->meta_tmp && !pl->meta_placed)
-		unlink(pl->meta_tmp);
+		unlinkat(st->tmp_fd, base_name(pl->meta_tmp), 0);
 	free(pl->arch_tmp);
 	free(pl->meta_tmp);
 	free(pl->final_arch);
@@ -512,13 +672,13 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 		log_error("invalid cache key \"%s\"", meta->key);
 		return -1;
 	}
-	pl.afd = durable_tmp_create(st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
+	pl.afd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
 	if (pl.afd < 0)
 		goto cleanup;
 	if (snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, sst) != 0)
 		goto cleanup;
 	/* The entry is what must survive a crash: its bytes are on disk before any rename. */
-	if (fchmod(pl.afd, 0644) != 0 || fsync(pl.afd) != 0) {
+	if (seal_file(st, pl.afd) != 0 || fsync(pl.afd) != 0) {
 		log_warning("could not fsync \"%s\": %s", pl.arch_tmp, strerror(errno));
 		goto cleanup;
 	}
@@ -544,7 +704,7 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	}
 	rc = placed >= 0 ? 0 : -1;
 cleanup:
-	placing_end(&pl, rc == 0);
+	placing_end(st, &pl, rc == 0);
 	if (rc != 0)
 		log_warning("could not store cache entry %.12s…: going on without caching", meta->key);
 	return rc;
@@ -573,9 +733,9 @@ store_touch(struct store *st, const char *key)
 	if (fd < 0)
 		goto cleanup;
 	final = entry_meta_path(st->dir, key);
-	if (rename(tmp, final) != 0) {
+	if (renameat(st->tmp_fd, base_name(tmp), st->dir_fd, base_name(final)) != 0) {
 		log_warning("could not rename \"%s\" to \"%s\": %s", tmp, final, strerror(errno));
-		unlink(tmp);
+		unlinkat(st->tmp_fd, base_name(tmp), 0);
 		goto cleanup;
 	}
 	rc = 0;
@@ -621,7 +781,7 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 		                                                                 : "it lacks fields or names another key");
 		goto cleanup;
 	}
-	pl.afd = open(archive_tmp, O_RDONLY | O_CLOEXEC);
+	pl.afd = openat(st->tmp_fd, base_name(archive_tmp), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (pl.afd < 0 || fstat(pl.afd, &sb) != 0) {
 		log_warning("could not open \"%s\": %s", archive_tmp, strerror(errno));
 		goto cleanup;
@@ -632,7 +792,7 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 		goto cleanup;
 	}
 	/* As store_publish: the bytes are on disk before any rename. */
-	if (fchmod(pl.afd, 0644) != 0 || fsync(pl.afd) != 0) {
+	if (seal_file(st, pl.afd) != 0 || fsync(pl.afd) != 0) {
 		log_warning("could not fsync \"%s\": %s", archive_tmp, strerror(errno));
 		goto cleanup;
 	}
@@ -649,8 +809,8 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 	}
 	rc = placed >= 0 ? 0 : -1;
 cleanup:
-	placing_end(&pl, rc == 0);
-	unlink(meta_tmp);
+	placing_end(st, &pl, rc == 0);
+	unlinkat(st->tmp_fd, base_name(meta_tmp), 0);
 	if (rc != 0)
 		log_warning("could not store downloaded entry %.12s: going on without it", key);
 	entry_meta_free(&m);
@@ -717,6 +877,19 @@ store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid
 
 /* ------------------------------------------------------------------ listing */
 
+/* A listing of the store directory through its fd (a dup: closedir closes only that), from the start. */
+static DIR *
+store_dir_list(const struct store *st)
+{
+	int fd = dup(st->dir_fd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d && fd >= 0)
+		close(fd);
+	if (d)
+		rewinddir(d);
+	return d;
+}
+
 static int
 cmp_str(const void *x, const void *y)
 {
@@ -726,9 +899,9 @@ cmp_str(const void *x, const void *y)
 int
 store_keys(struct store *st, struct strlist *keys)
 {
-	DIR *d = opendir(st->dir);
-	if (!d && st->read_only && errno == ENOENT)
-		return 0;
+	DIR *d = store_dir_list(st);
+	if (!d && st->read_only && st->dir_fd < 0)
+		return 0; /* a read-only cache that does not exist is empty */
 	if (!d) {
 		log_error("could not open directory \"%s\": %s", st->dir, strerror(errno));
 		return -1;
@@ -762,7 +935,7 @@ store_list(struct store *st, struct entry_meta **out, size_t *n)
 		int r = meta_read(st, keys.v[i], &v[k], why, sizeof(why));
 		if (r == 0)
 			continue; /* removed meanwhile */
-		if (r < 0 || archive_check(&v[k], why, sizeof(why)) != 0) {
+		if (r < 0 || archive_check(st, &v[k], why, sizeof(why)) != 0) {
 			log_warning("ignoring bad cache entry %.12s…: %s", keys.v[i], why);
 			entry_meta_free(&v[k]);
 			continue;
@@ -865,7 +1038,7 @@ sweep_orphans(struct store *st, FILE *out)
 		for (size_t i = 0; i < keys.n; i++) {
 			struct entry_meta m;
 			int r = meta_read(st, keys.v[i], &m, why, sizeof(why));
-			if (r == 1 && archive_check(&m, why, sizeof(why)) == 0) {
+			if (r == 1 && archive_check(st, &m, why, sizeof(why)) == 0) {
 				entry_meta_free(&m);
 				continue;
 			}
@@ -876,7 +1049,7 @@ sweep_orphans(struct store *st, FILE *out)
 				prune_report(out, "removed bad entry %s: %s", keys.v[i], why);
 		}
 	}
-	DIR *d = opendir(st->dir);
+	DIR *d = store_dir_list(st);
 	struct dirent *de;
 	while (d && (de = readdir(d)) != NULL) {
 		char key[65];
@@ -949,7 +1122,7 @@ store_prune(struct store *st, uint64_t max_bytes, long max_entries, bool dry_run
 			}
 			/* Safe under the exclusive lock: lockers re-check the file after flock. */
 			char *lp = lock_path(st, m->key);
-			unlink(lp);
+			unlinkat(st->lock_fd, base_name(lp), 0);
 			free(lp);
 			prune_report(out, "removed %s (%s, last used %s)", m->key, log_bytes(b, m->archive_bytes),
 			             iso_time(u, m->last_used));

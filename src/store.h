@@ -48,6 +48,12 @@ struct store {
 	char *dir;      /* <cache_dir>/pgstash-v1; owned */
 	char *tmp_dir;  /* <dir>/.tmp; owned */
 	char *lock_dir; /* <dir>/.locks; owned */
+	/* The three directories, opened O_DIRECTORY|O_NOFOLLOW: every change in them is made relative to these. */
+	int dir_fd, tmp_fd, lock_fd;
+	bool grouped;     /* cache_group set: shared with the members of `group` */
+	gid_t group;
+	mode_t dir_mode;  /* 0700, or 0750 when grouped */
+	mode_t file_mode; /* 0600, or 0640 when grouped */
 	bool usable;    /* false: no caching at all (dirs missing and not creatable, read-only...) */
 	const struct sign_keys *sign; /* set by the caller after store_open; NULL: nothing signed or required */
 	bool read_only; /* store_open_read_only: nothing is written, locked, touched or removed */
@@ -55,12 +61,18 @@ struct store {
 
 /*
  * Opens (creating as needed) the store under `cache_dir` and removes stale
- * temp files.  Returns 0 with st->usable; when the cache cannot be used
- * (missing and not creatable, not a directory, read-only...) logs a warning
- * and returns -1 with st->usable false: callers go on without caching.
- * Either way st must be closed with store_close.
+ * temp files.  `group` (cfg->cache_gid, or (gid_t)-1 for none) is the group
+ * the cache is shared with: its directories are then 0750 and its files 0640
+ * in that group; otherwise 0700 and 0600.  Each store directory is opened
+ * O_DIRECTORY|O_NOFOLLOW and must be owned by the effective user (in group
+ * mode: or be in `group`) and writable by nobody else (in group mode: not by
+ * others); one of ours with wider modes is narrowed.  Returns 0 with
+ * st->usable; when the cache cannot be used (missing and not creatable, not a
+ * directory, a symbolic link, another's, read-only...) logs a warning and
+ * returns -1 with st->usable false: callers go on without caching.  Either
+ * way st must be closed with store_close.
  */
-int store_open(struct store *st, const char *cache_dir);
+int store_open(struct store *st, const char *cache_dir, gid_t group);
 void store_close(struct store *st);
 /*
  * As store_open for cache_mode = read-only: creates nothing, sweeps nothing,

@@ -384,7 +384,6 @@ mkdir_p(const char *path, mode_t mode)
 	return -1;
 }
 
-static int rm_rf_at(int parent, const char *name, const char *shown);
 
 /* Removes everything in open directory d (`shown` names it in messages), then closes d.  0 or -1 (logged). */
 static int
@@ -404,7 +403,7 @@ remove_entries(DIR *d, const char *shown)
 	return rc;
 }
 
-static int
+int
 rm_rf_at(int parent, const char *name, const char *shown)
 {
 	struct stat st;

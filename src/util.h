@@ -79,6 +79,8 @@ int mkdir_p_quiet(const char *path, mode_t mode, char **failed_at);
  * Removes `path` and everything below it without following symlinks; a missing
  * path is success.  0 or -1 (logged).
  */
+/* rm_rf of `name` under the open directory `parent` (AT_FDCWD: a path); never follows a link.  `shown` names it in messages. */
+int rm_rf_at(int parent, const char *name, const char *shown);
 int rm_rf(const char *path);
 /* Removes everything inside directory `path`, keeping the directory. */
 int empty_dir(const char *path);

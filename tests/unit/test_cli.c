@@ -24,7 +24,7 @@ static int
 setup(void **state)
 {
 	tmp = unit_tmpdir();
-	assert_int_equal(store_open(&st, tmp), 0);
+	assert_int_equal(store_open(&st, tmp, (gid_t)-1), 0);
 	return 0;
 }
 

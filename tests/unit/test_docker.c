@@ -15,6 +15,12 @@
 #include <signal.h>
 #include <time.h>
 #include <sys/wait.h>
+#include <grp.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #define TEST_IMAGE "debian:bookworm-slim"
 
@@ -374,6 +380,76 @@ test_image_id(void **state)
 	docker_close(&d);
 }
 
+/* In a child, as root: the broker holds the socket's group; we drop to postgres without it and still reach the engine. */
+static int
+broker_child(uid_t uid, gid_t gid, gid_t sock_gid)
+{
+	struct docker d;
+	char *id = NULL;
+	if (docker_broker_start(DOCKER_DEFAULT_SOCKET, uid, gid, sock_gid) != 0)
+		return 10;
+	gid_t groups[1] = {gid};
+	if (setgroups(1, groups) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+		return 11;
+	if (access(DOCKER_DEFAULT_SOCKET, R_OK | W_OK) == 0)
+		return 12; /* we hold the group after all */
+	if (docker_open(&d, NULL) != 0)
+		return 13;
+	int r = docker_image_id(&d, TEST_IMAGE, &id);
+	free(id);
+	docker_close(&d);
+	if (r != 0)
+		return 14;
+	/* Another process of the same user (a step) reaches the broker's socket but gets no engine. */
+	pid_t other = fork();
+	if (other == 0) {
+		signal(SIGPIPE, SIG_IGN); /* the broker may hang up before we write */
+		int c = socket(AF_UNIX, SOCK_STREAM, 0);
+		struct sockaddr_un addr = {.sun_family = AF_UNIX};
+		snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", docker_broker_socket());
+		if (c < 0 || connect(c, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+			_exit(0);
+		const char req[] = "GET /_ping HTTP/1.0\r\n\r\n";
+		char buf[64];
+		if (write(c, req, sizeof(req) - 1) < 0 || read(c, buf, sizeof(buf)) <= 0)
+			_exit(0);
+		_exit(1);
+	}
+	int ost;
+	if (other < 0 || waitpid(other, &ost, 0) != other || !WIFEXITED(ost) || WEXITSTATUS(ost) != 0)
+		return 17;
+	docker_broker_stop();
+	/* Gone and reaped: no child is left for the postgres we would become. */
+	if (waitpid(-1, NULL, WNOHANG) != -1 || errno != ECHILD)
+		return 15;
+	if (docker_open(&d, NULL) == 0)
+		return 16;
+	docker_close(&d);
+	return 0;
+}
+
+static void
+test_broker(void **state)
+{
+	NEED_ENGINE();
+	struct passwd *pw = getpwnam("postgres");
+	struct stat st;
+	if (geteuid() != 0 || !pw || stat(DOCKER_DEFAULT_SOCKET, &st) != 0 || st.st_gid == pw->pw_gid) {
+		fprintf(stderr, "skipped: needs root, a postgres user and a socket in another group\n");
+		skip();
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(broker_child(pw->pw_uid, pw->pw_gid, st.st_gid));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void
 test_run_output_and_exit_code(void **state)
 {
@@ -546,6 +622,7 @@ main(void)
 	};
 	const struct CMUnitTest engine[] = {
 		cmocka_unit_test(test_image_id),
+		cmocka_unit_test(test_broker),
 		cmocka_unit_test(test_run_output_and_exit_code),
 		cmocka_unit_test(test_run_missing_image),
 		cmocka_unit_test(test_run_timeout),

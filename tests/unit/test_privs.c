@@ -10,9 +10,16 @@
 #include "config.h"
 #include "log.h"
 #include "privs.h"
+#include "docker.h"
+#include <sys/socket.h>
+#include <sys/un.h>
 #include "privs_int.h"
 
+#include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/wait.h>
 
 #define UID ((uid_t)4321)
 #define GID ((gid_t)4322)
@@ -128,6 +135,80 @@ test_prepare_dir(void **state)
 	free(dir);
 }
 
+/* A directory that is a link (postgres planted it) is refused, its target untouched; hard links are skipped. */
+static void
+test_links_refused(void **state)
+{
+	(void)state;
+	need_root();
+	char *target = path_join(tmp, "rootdir");
+	unit_write(target, "f", "x");
+	assert_int_equal(chmod(target, 0700), 0);
+	char *sock = path_join(tmp, "sock");
+	assert_int_equal(symlink(target, sock), 0);
+	assert_int_equal(privs_prepare_dir(sock, 03775, UID, GID, false), -1);
+	struct stat st;
+	assert_int_equal(stat(target, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0700);
+	assert_owner(target, "", 0, 0);
+
+	char *tree = path_join(tmp, "tree");
+	unit_write(tree, "own", "o");
+	char *secret = path_join(target, "f");
+	char *hard = path_join(tree, "hard");
+	assert_int_equal(link(secret, hard), 0);
+	assert_int_equal(privs_prepare_dir(tree, 0700, UID, GID, true), 0);
+	assert_owner(tree, "own", UID, GID);
+	assert_owner(target, "f", 0, 0);
+	free(hard);
+	free(secret);
+	free(tree);
+	free(sock);
+	free(target);
+}
+
+/*
+ * The user the tree is handed to swaps a directory with a link to root's
+ * directory (renameat2 RENAME_EXCHANGE) while root walks: a walk by path
+ * (nftw + lchown of the full path) loses it within a few hundred rounds.
+ */
+static void
+test_chown_tree_exchange_race(void **state)
+{
+	(void)state;
+	need_root();
+	char *rootdir = path_join(tmp, "rootdir");
+	unit_write(rootdir, "f", "root's");
+	assert_int_equal(chmod(rootdir, 0700), 0);
+	char *tree = path_join(tmp, "tree");
+	unit_write(tree, "d/f", "theirs");
+	char *link = path_join(tree, "l");
+	assert_int_equal(symlink(rootdir, link), 0);
+	fflush(stdout);
+	fflush(stderr);
+	pid_t swapper = fork();
+	assert_true(swapper >= 0);
+	if (swapper == 0) {
+		int dfd = open(tree, O_RDONLY | O_DIRECTORY);
+		for (;;)
+			renameat2(dfd, "d", dfd, "l", RENAME_EXCHANGE);
+	}
+	char *secret = path_join(rootdir, "f");
+	struct stat st;
+	bool lost = false;
+	for (int round = 0; round < 1000 && !lost; round++) {
+		privs_chown_tree(tree, UID + (uid_t)(round % 2), GID);
+		lost = stat(secret, &st) != 0 || st.st_uid != 0 || stat(rootdir, &st) != 0 || st.st_uid != 0;
+	}
+	kill(swapper, SIGKILL);
+	waitpid(swapper, NULL, 0);
+	assert_false(lost);
+	free(secret);
+	free(link);
+	free(tree);
+	free(rootdir);
+}
+
 /* In a child: privs_drop, then report (as exit status) what went wrong, 0 when all is as it should be. */
 static int
 drop_in_child(const struct cfg *cfg, const struct passwd *pw)
@@ -141,6 +222,12 @@ drop_in_child(const struct cfg *cfg, const struct passwd *pw)
 	const char *user = getenv("USER");
 	if (!user || strcmp(user, "postgres") != 0)
 		return 13;
+	/* Exactly postgres' group: never the Docker socket's (the broker holds that one). */
+	gid_t groups[8];
+	int n = getgroups(8, groups);
+	if (n != 1 || groups[0] != pw->pw_gid)
+		return 15;
+	docker_broker_stop();
 	return access(cfg->pgdata, W_OK) == 0 && access(cfg->socket_dir, W_OK) == 0 ? 0 : 14;
 }
 
@@ -162,6 +249,16 @@ test_drop(void **state)
 	cfg.socket_dir = path_join(tmp, "run");
 	cfg.cache_dir = path_join(tmp, "cache");
 	cfg.docker_socket = path_join(tmp, "docker.sock");
+	cfg.cache_gid = (gid_t)-1;
+	/* A container step, and a socket in a group of its own: the old code added that group to ours. */
+	struct cfg_step step = {.name = "c", .image = "img"};
+	cfg.steps = &step;
+	cfg.n_steps = 1;
+	int sfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", cfg.docker_socket);
+	assert_int_equal(bind(sfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+	assert_int_equal(chown(cfg.docker_socket, 0, 4242), 0);
 	unit_write(cfg.pgdata, "leftover", "l");
 	unit_write(cfg.cache_dir, "pgstash-v1/entry.meta", "m");
 	assert_int_equal(chmod(tmp, 0755), 0);
@@ -180,10 +277,12 @@ test_drop(void **state)
 	assert_owner(cfg.pgdata, "leftover", uid, gid);
 	assert_owner(cfg.socket_dir, "", uid, gid);
 	assert_owner(cfg.cache_dir, "", uid, gid);
-	assert_owner(cfg.cache_dir, "pgstash-v1/entry.meta", uid, gid);
+	/* The cache only at its top: what is inside stays whoever's it is. */
+	assert_owner(cfg.cache_dir, "pgstash-v1/entry.meta", 0, 0);
 	free(cfg.pgdata);
 	free(cfg.socket_dir);
 	free(cfg.cache_dir);
+	close(sfd);
 	free(cfg.docker_socket);
 }
 
@@ -195,6 +294,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chown_tree, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_chown_tree_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_prepare_dir, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_links_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chown_tree_exchange_race, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("privs", tests, NULL, NULL);

@@ -280,12 +280,40 @@ test_cwd_pipes_and_timeout(void **state)
 	free(dir);
 }
 
+static void
+test_env_secret(void **state)
+{
+	(void)state;
+	assert_true(proc_env_secret("POSTGRES_PASSWORD=x"));
+	assert_true(proc_env_secret("POSTGRES_PASSWORD_FILE=/run/secrets/pw"));
+	assert_true(proc_env_secret("PGPASSWORD=x"));
+	assert_true(proc_env_secret("AWS_SECRET_ACCESS_KEY=x"));
+	assert_true(proc_env_secret("AWS_SESSION_TOKEN"));
+	assert_true(proc_env_secret("PGSTASH_SIGNING_KEY_FILE=k"));
+	assert_false(proc_env_secret("POSTGRES_PASSWORDS=x"));
+	assert_false(proc_env_secret("POSTGRES_USER=x"));
+	assert_false(proc_env_secret("PGHOST=/tmp"));
+	assert_false(proc_env_secret("AWS=x"));
+	assert_false(proc_env_secret("PATH=/bin"));
+
+	setenv("AWS_ACCESS_KEY_ID", "a", 1);
+	setenv("POSTGRES_PASSWORD", "p", 1);
+	setenv("PGSTASH_CACHE_DIR", "/c", 1);
+	proc_env_drop_credentials();
+	assert_null(getenv("AWS_ACCESS_KEY_ID"));
+	assert_null(getenv("POSTGRES_PASSWORD"));
+	/* Settings are read again by nobody, but they are no credential: ours to keep. */
+	assert_string_equal(getenv("PGSTASH_CACHE_DIR"), "/c");
+	unsetenv("PGSTASH_CACHE_DIR");
+}
+
 int
 main(void)
 {
 	if (sig_init() != 0)
 		return 1;
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_env_secret),
 		cmocka_unit_test(test_split_plain),
 		cmocka_unit_test(test_split_quotes),
 		cmocka_unit_test(test_split_escapes),

@@ -487,7 +487,7 @@ roundtrip(uint64_t size, uint64_t threshold)
 	assert_same_file(m, e.meta);
 	struct stat sb;
 	assert_int_equal(stat(a, &sb), 0);
-	assert_int_equal(sb.st_mode & 0777, 0644);
+	assert_int_equal(sb.st_mode & 0777, 0600);
 	unlink(a);
 	unlink(m);
 	free(a);

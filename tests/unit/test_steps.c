@@ -161,11 +161,17 @@ test_run_env_and_cwd(void **state)
 	char *out;
 	sl_add(&f->step.env, "FOO=bar baz");
 	sl_add(&f->step.env, "PGUSER=stepuser");
-	setenv("PGSTASH_TEST_INHERITED", "yes", 1);
+	setenv("STEPS_TEST_INHERITED", "yes", 1);
+	setenv("PGSTASH_TEST_SECRET", "pgstash-setting", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "aws-secret", 1);
+	setenv("POSTGRES_PASSWORD", "pg-secret", 1);
 	setenv("PGDATABASE", "from-parent", 1);
 	assert_int_equal(run_captured(f, "/bin/sh -c 'env > env.txt; pwd -P > pwd.txt'", &out), 0);
 	free(out);
-	unsetenv("PGSTASH_TEST_INHERITED");
+	unsetenv("STEPS_TEST_INHERITED");
+	unsetenv("PGSTASH_TEST_SECRET");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+	unsetenv("POSTGRES_PASSWORD");
 	unsetenv("PGDATABASE");
 
 	char *envpath = path_join(f->dir, "env.txt");
@@ -177,11 +183,15 @@ test_run_env_and_cwd(void **state)
 	unit_expect_contains(env, "\nPGHOST=/tmp/fake-sock\n");
 	unit_expect_contains(env, "\nPGPORT=5432\n");
 	unit_expect_contains(env, "\nPGUSER=stepuser\n");
-	unit_expect_contains(env, "\nPGPASSWORD=\n");
+	assert_null(strstr(env, "PGPASSWORD="));
 	unit_expect_contains(env, "\nPGDATABASE=app\n");
 	unit_expect_contains(env, "\nDATABASE_URL=postgresql://postgres@/app?host=/tmp/fake-sock&port=5432\n");
 	unit_expect_contains(env, "\nFOO=bar baz\n");
-	unit_expect_contains(env, "\nPGSTASH_TEST_INHERITED=yes\n");
+	unit_expect_contains(env, "\nSTEPS_TEST_INHERITED=yes\n");
+	/* Inherited, but never a secret or a setting of pgstash's. */
+	assert_null(strstr(env, "pgstash-setting"));
+	assert_null(strstr(env, "aws-secret"));
+	assert_null(strstr(env, "pg-secret"));
 	assert_null(strstr(env, "from-parent"));
 	/* One entry per name: the step's value replaced the client one. */
 	assert_null(strstr(env, "PGUSER=postgres"));
@@ -206,7 +216,7 @@ test_run_env_and_cwd(void **state)
 	envpath = path_join(f->dir, "env.txt");
 	env = read_file(envpath, NULL);
 	unit_expect_contains(env, "\nPGDATABASE=other\n");
-	unit_expect_contains(env, "\nPGPASSWORD=s3cret\n");
+	assert_null(strstr(env, "s3cret"));
 	assert_null(strstr(env, "postgresql://postgres:s3cret"));
 	free(env);
 	free(envpath);

@@ -44,7 +44,7 @@ setup(void **state)
 	f->pgdata = path_join(f->root, "pgdata");
 	f->target = path_join(f->root, "target");
 	make_pgdata(f->pgdata, "relation bytes\n");
-	assert_int_equal(store_open(&f->st, f->cache), 0);
+	assert_int_equal(store_open(&f->st, f->cache, (gid_t)-1), 0);
 	assert_true(f->st.usable);
 	*state = f;
 	return 0;
@@ -214,7 +214,7 @@ test_unusable(void **state)
 {
 	struct fixture *f = *state;
 	struct store st;
-	assert_int_equal(store_open(&st, "/proc/pgstash-unit-no-such-dir/cache"), -1);
+	assert_int_equal(store_open(&st, "/proc/pgstash-unit-no-such-dir/cache", (gid_t)-1), -1);
 	assert_false(st.usable);
 	struct entry_meta m;
 	assert_int_equal(store_lookup(&st, key_of(1), &m), 0);
@@ -231,19 +231,94 @@ test_unusable(void **state)
 	/* A file where the cache directory should be. */
 	unit_write(f->root, "afile", "not a directory");
 	char *file = path_join(f->root, "afile");
-	assert_int_equal(store_open(&st, file), -1);
+	assert_int_equal(store_open(&st, file, (gid_t)-1), -1);
 	assert_false(st.usable);
 	store_close(&st);
 	free(file);
 
 	/* Read-only: /proc refuses new directories even to root. */
-	assert_int_equal(store_open(&st, "/proc"), -1);
+	assert_int_equal(store_open(&st, "/proc", (gid_t)-1), -1);
 	assert_false(st.usable);
 	store_close(&st);
 
-	assert_int_equal(store_open(&st, ""), -1);
+	assert_int_equal(store_open(&st, "", (gid_t)-1), -1);
 	assert_false(st.usable);
 	store_close(&st);
+}
+
+/* A symlinked .tmp (a CI cache archive can carry one) is refused, and its target left alone. */
+static void
+test_symlinked_dirs_refused(void **state)
+{
+	struct fixture *f = *state;
+	store_close(&f->st);
+	char *victim = path_join(f->root, "victim");
+	unit_write(victim, "precious", "keep me");
+	char *v1 = path_join(f->cache, "pgstash-v1");
+	char *tmpdir = path_join(v1, ".tmp");
+	assert_int_equal(rm_rf(tmpdir), 0);
+	assert_int_equal(symlink(victim, tmpdir), 0);
+	assert_int_equal(store_open(&f->st, f->cache, (gid_t)-1), -1);
+	assert_false(f->st.usable);
+	store_close(&f->st);
+	char *precious = path_join(victim, "precious");
+	assert_int_equal(access(precious, F_OK), 0);
+
+	/* The store directory itself a link: refused too. */
+	assert_int_equal(unlink(tmpdir), 0);
+	char *moved = path_join(f->root, "elsewhere");
+	assert_int_equal(rename(v1, moved), 0);
+	assert_int_equal(symlink(moved, v1), 0);
+	assert_int_equal(store_open(&f->st, f->cache, (gid_t)-1), -1);
+	store_close(&f->st);
+
+	/* A directory writable by others is refused; one of ours with wide modes is narrowed. */
+	assert_int_equal(unlink(v1), 0);
+	assert_int_equal(rename(moved, v1), 0);
+	assert_int_equal(chmod(v1, 0777), 0);
+	assert_int_equal(store_open(&f->st, f->cache, (gid_t)-1), 0);
+	struct stat sb;
+	assert_int_equal(stat(v1, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	assert_int_equal(stat(tmpdir, &sb), 0);
+	assert_int_equal(sb.st_mode & 07777, 0700);
+	free(precious);
+	free(moved);
+	free(tmpdir);
+	free(v1);
+	free(victim);
+}
+
+/* Entries and lock files are private: 0600 (0640 in the group mode), directories 0700 (0750). */
+static void
+test_private_modes(void **state)
+{
+	struct fixture *f = *state;
+	for (int grouped = 0; grouped < 2; grouped++) {
+		if (grouped) {
+			store_close(&f->st);
+			assert_int_equal(store_open(&f->st, f->cache, getegid()), 0);
+		}
+		struct entry_meta m;
+		fill_meta(&m, key_of(1 + grouped), "x\n");
+		assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL), 0);
+		int fd;
+		assert_int_equal(store_lock(&f->st, key_of(1 + grouped), false, 0, &fd), 0);
+		store_unlock(fd);
+		char *mp = store_meta_file(&f->st, key_of(1 + grouped));
+		char *lp = xasprintf("%s/%s.lock", f->st.lock_dir, key_of(1 + grouped));
+		const char *const files[] = {m.archive, mp, lp};
+		struct stat sb;
+		for (size_t i = 0; i < 3; i++) {
+			assert_int_equal(stat(files[i], &sb), 0);
+			assert_int_equal(sb.st_mode & 07777, grouped ? 0640 : 0600);
+		}
+		assert_int_equal(stat(f->st.dir, &sb), 0);
+		assert_int_equal(sb.st_mode & 07777, grouped ? 0750 : 0700);
+		free(mp);
+		free(lp);
+		entry_meta_free(&m);
+	}
 }
 
 static void
@@ -424,7 +499,7 @@ test_stale_tmp_cleaned(void **state)
 	char c;
 	assert_int_equal(read(ready[0], &c, 1), 1);
 	struct store st2;
-	assert_int_equal(store_open(&st2, f->cache), 0);
+	assert_int_equal(store_open(&st2, f->cache, (gid_t)-1), 0);
 	assert_false(path_exists(stale));
 	assert_true(path_exists(live));
 	store_close(&st2);
@@ -433,7 +508,7 @@ test_stale_tmp_cleaned(void **state)
 	waitpid(pid, &status, 0);
 	assert_int_equal(WEXITSTATUS(status), 0);
 	/* Now nobody holds it. */
-	assert_int_equal(store_open(&st2, f->cache), 0);
+	assert_int_equal(store_open(&st2, f->cache, (gid_t)-1), 0);
 	assert_false(path_exists(live));
 	store_close(&st2);
 	close(ready[0]);
@@ -463,7 +538,7 @@ test_concurrent_publish(void **state)
 			assert_true(pids[i] >= 0);
 			if (pids[i] == 0) {
 				struct store st;
-				if (store_open(&st, f->cache) != 0)
+				if (store_open(&st, f->cache, (gid_t)-1) != 0)
 					_exit(2);
 				struct entry_meta m;
 				fill_meta(&m, key_of(12), NULL);
@@ -515,7 +590,7 @@ test_publish_disk_full(void **state)
 		struct rlimit rl = {256 * 1024, 256 * 1024};
 		setrlimit(RLIMIT_FSIZE, &rl);
 		struct store st;
-		if (store_open(&st, f->cache) != 0)
+		if (store_open(&st, f->cache, (gid_t)-1) != 0)
 			_exit(2);
 		struct entry_meta m;
 		fill_meta(&m, key_of(13), NULL);
@@ -614,7 +689,7 @@ lock_holder(const char *cache, const char *key, bool exclusive, int ready, int g
 	if (pid == 0) {
 		struct store st;
 		int fd;
-		if (store_open(&st, cache) != 0 || store_lock(&st, key, exclusive, 0, &fd) != 0)
+		if (store_open(&st, cache, (gid_t)-1) != 0 || store_lock(&st, key, exclusive, 0, &fd) != 0)
 			_exit(1);
 		if (write(ready, "x", 1) != 1)
 			_exit(1);
@@ -1021,6 +1096,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_open_layout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unusable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_read_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_symlinked_dirs_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_private_modes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish_lookup_roundtrip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_compressions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_lookup_ignores_partial, setup, teardown),

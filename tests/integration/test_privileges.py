@@ -1,0 +1,214 @@
+"""Least privilege (issue 15): root acts on nothing a less privileged user
+controls, and the cache is private to its owner unless cache_group says."""
+import grp
+import os
+import stat
+import subprocess
+
+import pytest
+
+from helpers import IS_ROOT, USER_IDS, need
+from test_cache_cli import sql_project
+
+
+def v1(work):
+    return os.path.join(work.cache, "pgstash-v1")
+
+
+def root_owned_dir(work, name):
+    """work/NAME, root's own 0700 directory holding a file: what an attacker would aim root at."""
+    d = os.path.join(work.path, name)
+    os.makedirs(d)
+    with open(os.path.join(d, "precious"), "w") as f:
+        f.write("keep me\n")
+    os.chmod(d, 0o700)
+    return d
+
+
+def test_symlinked_tmp_is_refused_not_swept(work):
+    """A CI cache archive can carry .tmp -> /some/dir: `ls` (as root in `docker exec`) emptied the target."""
+    r = work.run("ls")
+    assert r.rc == 0, r
+    victim = os.path.join(work.path, "victim")
+    os.makedirs(victim)
+    with open(os.path.join(victim, "precious"), "w") as f:
+        f.write("keep me\n")
+    if USER_IDS:
+        os.chown(victim, *USER_IDS)
+        os.chown(os.path.join(victim, "precious"), *USER_IDS)
+    tmp = os.path.join(v1(work), ".tmp")
+    os.rmdir(tmp)
+    os.symlink(victim, tmp)
+    if USER_IDS:
+        os.lchown(tmp, *USER_IDS)
+    for as_root in ([False, True] if IS_ROOT else [False]):
+        r = work.run("ls", as_root=as_root)
+        assert r.rc != 0, r
+        assert "symbolic link" in r.stderr, r
+        assert os.listdir(victim) == ["precious"], as_root
+
+
+def test_store_dir_writable_by_others_is_refused(work):
+    r = work.run("ls")
+    assert r.rc == 0, r
+    os.chmod(os.path.join(v1(work), ".locks"), 0o777)
+    if IS_ROOT and USER_IDS:
+        # Another user's (here: root's) world-writable directory is not narrowed, only refused.
+        os.chown(os.path.join(v1(work), ".locks"), 0, 0)
+        r = work.run("ls")
+        assert r.rc != 0, r
+        assert "belongs to uid 0" in r.stderr or "writable by others" in r.stderr, r
+        os.chown(os.path.join(v1(work), ".locks"), *USER_IDS)
+    # Our own: narrowed to 0700, and used.
+    r = work.run("ls")
+    assert r.rc == 0, r
+    assert stat.S_IMODE(os.stat(os.path.join(v1(work), ".locks")).st_mode) == 0o700
+
+
+def modes(top):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in dirnames + filenames:
+            p = os.path.join(dirpath, n)
+            st = os.lstat(p)
+            out[os.path.relpath(p, top)] = (stat.S_IMODE(st.st_mode), st.st_gid, stat.S_ISDIR(st.st_mode))
+    return out
+
+
+def test_cache_is_private_by_default(work):
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock})
+    assert r.rc == 0, r
+    assert "cache miss" in r.stderr
+    v = work.run("verify", config=cfg)  # takes a key lock: the lock file exists
+    assert v.rc == 0, v
+    got = modes(v1(work))
+    assert any(n.endswith(".lock") for n in got), got
+    assert any(n.endswith(".meta") for n in got), got
+    for n, (mode, _, is_dir) in got.items():
+        assert mode == (0o700 if is_dir else 0o600), (n, oct(mode))
+    assert stat.S_IMODE(os.stat(v1(work)).st_mode) == 0o700
+    if IS_ROOT:
+        # Another user cannot open (so cannot flock) a lock file, nor read an archive.
+        lock = next(os.path.join(v1(work), n) for n in got if n.endswith(".lock"))
+        p = subprocess.run(["python3", "-c", f"open({lock!r})"], user="nobody", capture_output=True,
+                           text=True)
+        assert p.returncode != 0 and "Permission denied" in p.stderr, p
+
+
+def test_cache_group_mode(work):
+    gid = USER_IDS[1] if USER_IDS else os.getgid()
+    group = grp.getgrgid(gid).gr_name
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock, "PGSTASH_CACHE_GROUP": group})
+    assert r.rc == 0, r
+    v = work.run("verify", config=cfg, env={"PGSTASH_CACHE_GROUP": group})
+    assert v.rc == 0, v
+    got = modes(v1(work))
+    assert any(n.endswith(".lock") for n in got), got
+    for n, (mode, g, is_dir) in got.items():
+        assert mode == (0o750 if is_dir else 0o640), (n, oct(mode))
+        assert g == gid, n
+    bad = work.run("ls", env={"PGSTASH_CACHE_GROUP": "no-such-group-pgstash"})
+    assert bad.rc == 2, bad
+    assert "cache_group" in bad.stderr and "no such group" in bad.stderr, bad
+
+
+@pytest.mark.root
+def test_cache_commands_as_root_act_as_the_owner(work):
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    r = work.run("ls")  # the cache, made by postgres
+    assert r.rc == 0, r
+    r = work.run("prune", as_root=True)
+    assert r.rc == 0, r
+    lock = os.path.join(v1(work), ".locks", "meta.lock")
+    st = os.stat(lock)
+    assert st.st_uid == USER_IDS[0], "prune as root created a root-owned lock file"
+    assert stat.S_IMODE(st.st_mode) == 0o600
+
+
+@pytest.mark.root
+def test_symlinked_socket_dir_is_refused_as_root(work):
+    """postgres plants socket_dir -> a root-owned directory: root chowned it postgres:postgres 3775."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    target = root_owned_dir(work, "rootdir")
+    link = os.path.join(work.path, "psock")
+    os.symlink(target, link)
+    os.lchown(link, *USER_IDS)
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": link}, as_root=True)
+    assert r.rc != 0, r
+    assert "symbolic link" in r.stderr, r
+    st = os.stat(target)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
+    assert os.stat(os.path.join(target, "precious")).st_uid == 0
+
+
+@pytest.mark.root
+def test_hard_link_in_pgdata_not_given_away(work):
+    """A second name of root's file inside PGDATA (where fs.protected_hardlinks is off) stays root's."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    secret = os.path.join(root_owned_dir(work, "rootdir"), "precious")
+    os.link(secret, os.path.join(work.pgdata, "stolen"))
+    cfg = sql_project(work)
+    work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock}, as_root=True)
+    assert os.stat(secret).st_uid == 0
+
+
+# ---- 4. every child gets a built environment ----------------------------------------------
+
+SECRETS = {"POSTGRES_PASSWORD": "pw-topsecret-1", "AWS_SECRET_ACCESS_KEY": "aws-topsecret-2",
+           "AWS_ACCESS_KEY_ID": "AKIATOPSECRET3", "PGSTASH_UNIT_SECRET": "pgstash-topsecret-4"}
+
+
+def logging_bindir(work, log):
+    """PG_BINDIR with a `postgres` that appends its argv and environment to `log`, then is the real one."""
+    from helpers import PG_BINDIR
+    d = os.path.join(work.path, "envbin")
+    os.makedirs(d)
+    for prog in os.listdir(PG_BINDIR):
+        if prog != "postgres":
+            os.symlink(os.path.join(PG_BINDIR, prog), os.path.join(d, prog))
+    with open(os.path.join(d, "postgres"), "w") as f:
+        f.write(f"#!/bin/sh\n{{ echo \"ARGS $*\"; env; }} >> {log}\nexec {PG_BINDIR}/postgres \"$@\"\n")
+    os.chmod(os.path.join(d, "postgres"), 0o755)
+    open(log, "w").close()
+    work.chown_up(log)
+    work.chown_up(d)
+    return d
+
+
+def test_no_secret_reaches_a_step_or_postgres(work):
+    from test_run import base_env, bg as _bg, small_config, stop, wait_healthy  # noqa: F401
+    from helpers import Background
+    log = os.path.join(work.path, "pgenv")
+    bindir = logging_bindir(work, log)
+    work.file("repo/dump.sh",
+              "env > ../stepenv\n"
+              "psql -XAt -c \"select encode(pg_read_binary_file('/proc/self/environ'), 'escape')\" > ../backendenv\n",
+              mode=0o755)
+    cfg = small_config(work, "/bin/sh dump.sh")
+    env = base_env(work, PGSTASH_PG_BINDIR=bindir, **SECRETS)
+    bg = Background(work)
+    try:
+        p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env)
+        wait_healthy(work, bg, p, env)
+        with open(f"/proc/{p.pid}/environ", "rb") as f:
+            postmaster = f.read().decode(errors="replace")
+        assert stop(bg, p) == 0, bg.output(p)
+    finally:
+        bg.cleanup()
+    with open(os.path.join(work.path, "stepenv")) as f:
+        step = f.read()
+    with open(os.path.join(work.path, "backendenv")) as f:
+        backend = f.read()
+    with open(log) as f:
+        pg = f.read()
+    assert "ARGS --single" in pg, pg  # postgres --single ran (the password) and is covered
+    assert "PGHOST=" in step and "DATABASE_URL=" in step, step
+    for name, value in SECRETS.items():
+        for what, text in (("step", step), ("temporary server", backend), ("postgres runs", pg),
+                           ("final postmaster", postmaster)):
+            assert value not in text, f"{name} reached the {what}"
+    assert "PGPASSWORD=" not in step, step
+    assert "PGDATA=" in postmaster
