@@ -212,9 +212,11 @@ try_hit(struct acquire *acq)
 		/* The entry may have been pruned while we waited. */
 		rc = restore_cached(acq, key, acq->fp->manifest, "cache hit", false);
 		store_unlock(fd);
-	} else if (lr == STORE_LOCK_BUSY)
+	} else if (lr == STORE_LOCK_BUSY) {
 		log_warning("gave up waiting for the lock on %.12s after %ld s: building without it", key,
 		            acq->cfg->lock_timeout);
+		acq->lock_gave_up = true;
+	}
 	entry_meta_free(&meta);
 	if (sig_received)
 		return FOUND_FAILED;
@@ -539,7 +541,8 @@ try_remote(struct acquire *acq)
 static enum acquire_result
 miss(struct acquire *acq)
 {
-	enum found f = cache_writable(acq) ? wait_for_builder(acq) : FOUND_NOTHING;
+	/* After a hit's lock timed out, one lock_timeout is all a start waits. */
+	enum found f = cache_writable(acq) && !acq->lock_gave_up ? wait_for_builder(acq) : FOUND_NOTHING;
 	if (f == FOUND_NOTHING)
 		f = try_remote(acq);
 	enum acquire_result rc;

@@ -29,6 +29,7 @@ struct acquire {
 	struct store store;
 	bool store_open;
 	struct sign_keys sign; /* [trust]'s keys, loaded by acquire_run */
+	bool lock_gave_up;     /* a hit's shared lock timed out: the miss does not wait a second time */
 	int lock_fd;       /* the exclusive build lock on fp->key, -1 when not held */
 	struct build build;
 	/* Fleet single-flight on the remote: our lease on fp->key, released in acquire_free. */

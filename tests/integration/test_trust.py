@@ -433,3 +433,22 @@ def test_files_that_are_not_a_clusters_are_refused(work, extra):
         assert not os.path.exists(os.path.join(pg, extra))
     r, pg = start(work, cfg, "pg3")
     assert "cache hit" in r.stderr, r
+
+
+def test_held_lock_costs_one_timeout(work):
+    """Someone holds a hit's lock file: one lock_timeout, a build without the lock, not a second wait."""
+    import fcntl
+    import time
+    cfg = sql_project(work)
+    start(work, cfg, "pg1")
+    key = work.key(config=cfg)
+    lock = os.path.join(entry_dir(work), ".locks", key + ".lock")
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        t0 = time.monotonic()
+        r, _ = start(work, cfg, "pg2", PGSTASH_LOCK_TIMEOUT="3")
+        took = time.monotonic() - t0
+    assert r.stderr.count("gave up waiting") == 1, r
+    assert "gave up waiting for another builder" not in r.stderr, r
+    assert "cache miss" in r.stderr, r
+    assert took < 3 + 30, took
