@@ -21,6 +21,7 @@
 #include "acquire.h"
 #include "build.h"
 #include "config.h"
+#include "durable.h"
 #include "fingerprint.h"
 #include "log.h"
 #include "marker.h"
