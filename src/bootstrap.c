@@ -203,6 +203,15 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 	setenv("PGDATA", cfg->pgdata, 1);
 	write_state(cfg, "ready");
 	log_info("starting postgres (pid %ld)", (long)getpid());
+	/*
+	 * The official image's log has this line twice: its temporary server's,
+	 * then the final server's.  Testcontainers (Java, Go) wait for the second,
+	 * so every path says it exactly once before the final server, which says
+	 * it again once it accepts connections.  Our temporary server logs to a
+	 * file, never here, so there is no third.
+	 */
+	log_info_always("PGDATA is ready; the final server starts now (for clients that count the official "
+	                "image's two lines: database system is ready to accept connections)");
 	fflush(stdout);
 	fflush(stderr);
 	/* From here postgres is this process: it gets docker stop's signal itself. */
