@@ -115,6 +115,8 @@ usage(FILE *out)
 	    "  name  = (user)         POSTGRES_DB(_FILE)     the main database\n"
 	    "  extra = DB ...         more databases, created before the steps\n"
 	    "  initdb_args = ...      POSTGRES_INITDB_ARGS(_FILE)\n"
+	    "  key_env = VAR ...      variables initdb.d scripts read: their values are keyed, hashed\n"
+	    "  (initdb takes its locale from LANG and LC_*; those and TZ are in the key, in clear.)\n"
 	    "  (POSTGRES_PASSWORD(_FILE), POSTGRES_HOST_AUTH_METHOD and POSTGRES_INITDB_WALDIR come from the\n"
 	    "  environment only; the password is applied at every start and never enters the key.)\n"
 	    "  [step NAME]            steps run in file order\n"

@@ -227,8 +227,8 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 	sl_add(&argv, "-D");
 	sl_add(&argv, cfg->pgdata);
 	sl_add_owned(&argv, xasprintf("--username=%s", cfg->db_user));
+	/* No --locale: as in the official image, initdb takes it from LANG and LC_* (keyed: cfg.start_env). */
 	sl_add(&argv, "--encoding=UTF8");
-	sl_add(&argv, "--locale=C.UTF-8");
 	sl_add(&argv, "--auth-local=trust");
 	sl_add(&argv, "--auth-host=trust");
 	/* The whole cluster is synced once, in the background, after bootstrap (marker.h). */
