@@ -94,3 +94,53 @@ def test_bad_key_env_name_names_file_and_line(work):
     assert r.rc == 2, r
     line = open(cfg).read().splitlines().index("key_env = GOOD 9BAD") + 1
     assert f"{cfg}:{line}" in r.stderr and "9BAD" in r.stderr, r
+
+
+# ---- initdb.d .sh files as the official image runs them (issue 16) ---------------------------
+# Scripts written for the official image: a non-executable one is sourced into its bash, where
+# docker_process_sql, file_env and "${psql[@]}" exist and `set -Eeo pipefail` holds; an executable one
+# is executed on its own (no helpers).
+
+SOURCED = """\
+#!/usr/bin/env bash
+file_env 'APP_PASSWORD'
+docker_process_sql <<-EOSQL
+	CREATE ROLE app_user LOGIN PASSWORD '$APP_PASSWORD';
+	CREATE TABLE from_sourced (pw_len int);
+	INSERT INTO from_sourced VALUES (length('$APP_PASSWORD'));
+EOSQL
+"${psql[@]}" --dbname "$POSTGRES_DB" -c 'CREATE TABLE from_psql_array (i int)'
+"""
+
+EXECUTED = """\
+#!/bin/sh
+set -e
+if command -v docker_process_sql >/dev/null 2>&1; then echo "helpers leaked into an executed script"; exit 1; fi
+psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE from_executed (i int)'
+"""
+
+
+@pytest.mark.slow
+def test_initdb_d_sh_sourced_with_helpers_or_executed(work):
+    cfg = config(work)
+    pw = work.file("app_pw", "s3cret-app\n")
+    work.file("initdb.d/10-sourced.sh", SOURCED, mode=0o644)
+    work.file("initdb.d/20-executed.sh", EXECUTED, mode=0o755)
+    r = work.run("prepare", config=cfg, env=env(work, APP_PASSWORD_FILE=pw), timeout=180)
+    assert r.rc == 0, r
+    assert "sourcing" in r.stderr and "10-sourced.sh" in r.stderr, r
+    assert work.sql("select pw_len from from_sourced", db="app") == str(len("s3cret-app"))
+    assert work.sql("select count(*) from pg_roles where rolname = 'app_user'", db="app") == "1"
+    assert work.sql("select count(*) from from_psql_array", db="app") == "0"
+    assert work.sql("select count(*) from from_executed", db="app") == "0"
+
+
+@pytest.mark.slow
+def test_sourced_script_stops_at_the_first_failure(work):
+    # `set -Eeo pipefail`, as the official entrypoint: a failing command ends the script, exit 3.
+    cfg = config(work)
+    work.file("initdb.d/10-fails.sh", "false | true\nfalse\ndocker_process_sql -c 'CREATE TABLE never (i int)'\n",
+              mode=0o644)
+    r = work.run("prepare", config=cfg, env=env(work), timeout=180)
+    assert r.rc == 3, r
+    assert "10-fails.sh" in r.stderr, r
