@@ -52,9 +52,19 @@ RUN set -eu; \
 	grep -F "listen_addresses = '*'" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample; \
 	postgres --version 2>/dev/null || /usr/lib/postgresql/$PG_MAJOR/bin/postgres --version
 
+# As the official image: the locales package with en_US.UTF-8 generated and
+# LANG=en_US.utf8 by default (initdb takes its locale from LANG and LC_*), so
+# POSTGRES_INITDB_ARGS=--locale=... and a `localedef` in a derived image work.
+RUN set -eu; \
+	if [ -f /etc/dpkg/dpkg.cfg.d/docker ]; then sed -ri '/\/usr\/share\/locale/d' /etc/dpkg/dpkg.cfg.d/docker; fi; \
+	/usr/local/lib/pgstash/apt-install.sh locales; \
+	echo 'en_US.UTF-8 UTF-8' >> /etc/locale.gen; \
+	locale-gen; \
+	locale -a | grep -qx 'en_US.utf8'
+
 ENV PATH=/usr/lib/postgresql/$PG_MAJOR/bin:$PATH \
 	PGDATA=/var/lib/postgresql/data \
-	LANG=C.UTF-8
+	LANG=en_US.utf8
 
 # As the official image: a socket directory anyone may use, a PGDATA that
 # works under an arbitrary --user, the init-script directory.

@@ -341,3 +341,34 @@ def test_real_testcontainers_python(image, tmp):
     assert r.returncode == 0, r
     assert r.stdout.split("\n")[:2] == ["miss 0 42", "hit 0 42"], r
     docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
+
+
+def sorted_rows(containers, name):
+    containers.psql(name, "create table s (v text); insert into s values ('a'), ('B'), ('_c'), ('b'), ('A')")
+    return containers.psql(name, "select string_agg(v, ' ' order by v) from s")
+
+
+@pytest.mark.parametrize("env,collate,order", [
+    ({}, "en_US.utf8", "a A b B _c"),  # the official image's default (glibc 2.36: "_" is ignored at first level)
+    ({"LANG": "C.UTF-8"}, "C.UTF-8", "A B _c a b"),                          # LANG honoured
+    ({"POSTGRES_INITDB_ARGS": "--locale=en_US.UTF-8", "LANG": "C.UTF-8"}, "en_US.UTF-8", "a A b B _c"),
+], ids=["default", "lang", "initdb-args"])
+def test_locale_as_the_official_image(image, containers, env, collate, order):
+    name = containers.run(image, env=dict(env, POSTGRES_PASSWORD="secret"))
+    containers.wait_healthy(name)
+    assert containers.psql(name, "show lc_collate") == collate
+    assert sorted_rows(containers, name) == order
+
+
+def test_localedef_in_a_derived_image(image, containers):
+    # The official image's documented recipe for another locale.
+    tag = "pgstash-it/de:test"
+    docker("build", "-q", "-t", tag, "-", input=f"FROM {image}\n"
+           "RUN localedef -i de_DE -c -f UTF-8 -A /usr/share/locale/locale.alias de_DE.UTF-8\n"
+           "ENV LANG=de_DE.utf8\n", timeout=600)
+    name = containers.run(tag, env={"POSTGRES_PASSWORD": "secret"})
+    containers.wait_healthy(name)
+    assert containers.psql(name, "show lc_collate") == "de_DE.utf8"
+    assert containers.psql(name, "select to_char(1234.5, '9G999D9')") == "1.234,5"
+    docker("rm", "-f", "-v", name)
+    docker("rmi", tag, check=False)
