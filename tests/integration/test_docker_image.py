@@ -372,3 +372,11 @@ def test_localedef_in_a_derived_image(image, containers):
     assert containers.psql(name, "select to_char(1234.5, '9G999D9')") == "1.234,5"
     docker("rm", "-f", "-v", name)
     docker("rmi", tag, check=False)
+
+
+def test_postgres_is_the_images_major(image):
+    # One Dockerfile for every major (make image PG_MAJOR=15|17): PG_MAJOR and the server agree.
+    # Run with PGSTASH_TEST_IMAGE=pgstash:17 to test the PostgreSQL 17 image.
+    env = dict(e.split("=", 1) for e in json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Env"])
+    r = docker("run", "--rm", image, "postgres", "--version", timeout=60)
+    assert r.stdout.startswith(f"postgres (PostgreSQL) {env['PG_MAJOR']}."), r
