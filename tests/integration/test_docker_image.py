@@ -356,7 +356,7 @@ def sorted_rows(containers, name):
 def test_locale_as_the_official_image(image, containers, env, collate, order):
     name = containers.run(image, env=dict(env, POSTGRES_PASSWORD="secret"))
     containers.wait_healthy(name)
-    assert containers.psql(name, "show lc_collate") == collate
+    assert containers.psql(name, "select datcollate from pg_database where datname = current_database()") == collate
     assert sorted_rows(containers, name) == order
 
 
@@ -368,7 +368,7 @@ def test_localedef_in_a_derived_image(image, containers):
            "ENV LANG=de_DE.utf8\n", timeout=600)
     name = containers.run(tag, env={"POSTGRES_PASSWORD": "secret"})
     containers.wait_healthy(name)
-    assert containers.psql(name, "show lc_collate") == "de_DE.utf8"
+    assert containers.psql(name, "select datcollate from pg_database where datname = current_database()") == "de_DE.utf8"
     assert containers.psql(name, "select to_char(1234.5, '9G999D9')") == "1.234,5"
     docker("rm", "-f", "-v", name)
     docker("rmi", tag, check=False)
