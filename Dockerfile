@@ -1,16 +1,20 @@
 # pgstash — a drop-in for the official postgres image whose entrypoint restores
 # a cached, already-migrated PGDATA instead of running migrations on every start.
 #
-#   docker build -t pgstash .                       # PostgreSQL 15
-#   docker build --build-arg PG_MAJOR=16 -t pgstash:16 .
+#   make image PG_MAJOR=15      # pgstash:15, on Debian bookworm (makes the base when absent)
+#   make image PG_MAJOR=17      # pgstash:17, on Debian trixie
+#   docker build --build-arg PG_MAJOR=17 --build-arg DEBIAN_SUITE=trixie -t pgstash:17 .
 #
-# Built on Debian's own PostgreSQL packages.  Where no registry is reachable,
-# docker/build-base.sh creates debian:bookworm-slim locally with debootstrap;
-# the same Dockerfile builds against the real image anywhere else.  Build
-# arguments APT_MIRROR / APT_PROXY point apt at a local mirror or proxy for
-# the build only (docker/apt-install.sh).
+# Built on Debian's own PostgreSQL packages, so PG_MAJOR must be the version
+# DEBIAN_SUITE ships: 15 in bookworm, 17 in trixie.  Where no registry is
+# reachable, docker/build-base.sh creates debian:SUITE-slim locally with
+# debootstrap; the same Dockerfile builds against the real image anywhere else.
+# Build arguments APT_MIRROR / APT_PROXY point apt at a local mirror or proxy
+# for the build only (docker/apt-install.sh).
 
-FROM debian:bookworm-slim AS build
+ARG DEBIAN_SUITE=bookworm
+
+FROM debian:${DEBIAN_SUITE}-slim AS build
 ARG APT_MIRROR=
 ARG APT_PROXY=
 COPY docker/apt-install.sh /usr/local/lib/pgstash/apt-install.sh
@@ -28,7 +32,7 @@ RUN make -j"$(nproc)" pgstash GIT_REV="$PGSTASH_REVISION" && strip pgstash && ./
 ARG PGSTASH_TEST_CHECKOUT=
 LABEL pgstash.test.checkout=$PGSTASH_TEST_CHECKOUT
 
-FROM debian:bookworm-slim
+FROM debian:${DEBIAN_SUITE}-slim
 ARG APT_MIRROR=
 ARG APT_PROXY=
 ARG PG_MAJOR=15
@@ -49,16 +53,30 @@ RUN set -eu; \
 	/usr/local/lib/pgstash/apt-install.sh postgresql-common; \
 	sed -ri 's/#? *(create_main_cluster) .*$/\1 = false/' /etc/postgresql-common/createcluster.conf; \
 	grep -q '^create_main_cluster = false' /etc/postgresql-common/createcluster.conf; \
-	/usr/local/lib/pgstash/apt-install.sh "postgresql-$PG_MAJOR" \
-		libpq5 libarchive13 libssl3 libinih1 libcurl4 libcjson1; \
+	. /etc/os-release; \
+	case "$VERSION_CODENAME" in \
+	bookworm) libs="libarchive13 libssl3 libcurl4" ;; \
+	*) libs="libarchive13t64 libssl3t64 libcurl4t64" ;; \
+	esac; \
+	/usr/local/lib/pgstash/apt-install.sh "postgresql-$PG_MAJOR" libpq5 libinih1 libcjson1 $libs; \
 	rm -rf /var/lib/postgresql/$PG_MAJOR /etc/postgresql/$PG_MAJOR; \
 	sed -ri "s!^#?(listen_addresses)\s*=\s*\S+.*!\1 = '*'!" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample; \
 	grep -F "listen_addresses = '*'" /usr/share/postgresql/$PG_MAJOR/postgresql.conf.sample; \
 	postgres --version 2>/dev/null || /usr/lib/postgresql/$PG_MAJOR/bin/postgres --version
 
+# As the official image: the locales package with en_US.UTF-8 generated and
+# LANG=en_US.utf8 by default (initdb takes its locale from LANG and LC_*), so
+# POSTGRES_INITDB_ARGS=--locale=... and a `localedef` in a derived image work.
+RUN set -eu; \
+	if [ -f /etc/dpkg/dpkg.cfg.d/docker ]; then sed -ri '/\/usr\/share\/locale/d' /etc/dpkg/dpkg.cfg.d/docker; fi; \
+	/usr/local/lib/pgstash/apt-install.sh locales; \
+	echo 'en_US.UTF-8 UTF-8' >> /etc/locale.gen; \
+	locale-gen; \
+	locale -a | grep -qx 'en_US.utf8'
+
 ENV PATH=/usr/lib/postgresql/$PG_MAJOR/bin:$PATH \
 	PGDATA=/var/lib/postgresql/data \
-	LANG=C.UTF-8
+	LANG=en_US.utf8
 
 # As the official image: a socket directory anyone may use, a PGDATA that
 # works under an arbitrary --user, the init-script directory.

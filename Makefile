@@ -124,5 +124,20 @@ install: pgstash
 
 clean:
 	rm -rf build pgstash
+# The image for one PostgreSQL major: pgstash:$(PG_MAJOR) on the Debian suite
+# that ships it, making the base image with debootstrap when it is absent.
+PG_MAJOR ?= 15
+DEBIAN_SUITE_15 = bookworm
+DEBIAN_SUITE_17 = trixie
+DEBIAN_SUITE ?= $(DEBIAN_SUITE_$(PG_MAJOR))
+image:
+	@test -n "$(DEBIAN_SUITE)" || { echo "make image: no Debian suite ships PostgreSQL $(PG_MAJOR) (15: bookworm, 17: trixie)" >&2; exit 2; }
+	docker image inspect debian:$(DEBIAN_SUITE)-slim >/dev/null 2>&1 || \
+		PGSTASH_BASE_IMAGE=debian:$(DEBIAN_SUITE)-slim PGSTASH_BASE_SUITE=$(DEBIAN_SUITE) docker/build-base.sh
+	docker build --build-arg PG_MAJOR=$(PG_MAJOR) --build-arg DEBIAN_SUITE=$(DEBIAN_SUITE) \
+		--build-arg PGSTASH_REVISION=$(GIT_REV) -t pgstash:$(PG_MAJOR) .
+
+.PHONY: image
+
 # Optional: the image build copies only what the binary needs.
 -include fuzz/fuzz.mk

@@ -91,6 +91,9 @@ usage(FILE *out)
 	    "                          remove least recently used entries beyond the limits\n"
 	    "                          (default: max_bytes and max_entries of the config)\n"
 	    "  healthcheck             exit 0 only when bootstrap is done and the final server answers\n"
+	    "  OTHER [ARGS...]         any other word is exec'd from PATH (psql, bash, pg_isready), and\n"
+	    "                          `postgres --version` (-V, --help, --describe-config) bootstraps nothing,\n"
+	    "                          as with the official image's entrypoint\n"
 	    "\n"
 	    "Options:\n"
 	    "  --config=FILE           INI configuration (default: $PGSTASH_CONFIG, else\n"
@@ -117,6 +120,8 @@ usage(FILE *out)
 	    "  name  = (user)         POSTGRES_DB(_FILE)     the main database\n"
 	    "  extra = DB ...         more databases, created before the steps\n"
 	    "  initdb_args = ...      POSTGRES_INITDB_ARGS(_FILE)\n"
+	    "  key_env = VAR ...      variables initdb.d scripts read: their values are keyed, hashed\n"
+	    "  (initdb takes its locale from LANG and LC_*; those and TZ are in the key, in clear.)\n"
 	    "  (POSTGRES_PASSWORD(_FILE), POSTGRES_HOST_AUTH_METHOD and POSTGRES_INITDB_WALDIR come from the\n"
 	    "  environment only; the password is applied at every start and never enters the key.)\n"
 	    "  [step NAME]            steps run in file order\n"
@@ -141,7 +146,7 @@ usage(FILE *out)
 	    "                             AWS_SECRET_ACCESS_KEY(_FILE)    timeout = 30   PGSTASH_REMOTE_TIMEOUT\n"
 	    "\n"
 	    "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 a migration step failed,\n"
-	    "126 postgres could not be executed, 127 postgres not found, 128+N killed by signal N.\n",
+	    "126 the command could not be executed, 127 the command was not found, 128+N killed by signal N.\n",
 	    out);
 }
 
@@ -483,6 +488,62 @@ load_config(struct cfg *cfg, const struct options *o, bool lax)
 	return 0;
 }
 
+/*
+ * The official entrypoint's _pg_want_help: postgres arguments that only
+ * print something and exit (`postgres --version`), so nothing is bootstrapped.
+ */
+static bool
+wants_help(int argc, char **argv)
+{
+	static const char *const help[] = {"-?", "--help", "--describe-config", "-V", "--version"};
+	for (int i = 0; i < argc; i++)
+		for (size_t k = 0; k < sizeof(help) / sizeof(help[0]); k++)
+			if (strcmp(argv[i], help[k]) == 0)
+				return true;
+	return false;
+}
+
+/* Replaces pgstash with argv[0] (looked up in PATH unless `exact`); returns only the exit code of a failure. */
+static int
+exec_command(char **argv, bool exact, const char *what)
+{
+	fflush(stdout);
+	fflush(stderr);
+	if (exact)
+		execv(argv[0], argv);
+	else
+		execvp(argv[0], argv);
+	int e = errno;
+	if (e == ENOENT)
+		log_error("\"%s\" is %s, and no such program was found%s", argv[0], what, exact ? "" : " on PATH");
+	else
+		log_error("could not execute \"%s\": %s", argv[0], strerror(e));
+	return e == ENOENT ? EXIT_EXEC_NOT_FOUND : EXIT_EXEC_DENIED;
+}
+
+/* `postgres --version` and the like: exec the configured postgres with the args, bootstrapping nothing. */
+static int
+postgres_help(const struct options *o, int argc, char **argv)
+{
+	struct cfg cfg;
+	if (load_config(&cfg, o, true) != 0)
+		return EXIT_USAGE;
+	struct pgbin pg;
+	int found = pgbin_find(cfg.pg_bindir, &pg);
+	cfg_free(&cfg);
+	if (found != 0)
+		return EXIT_EXEC_NOT_FOUND;
+	char **pargv = xcalloc((size_t)argc + 2, sizeof(char *));
+	pargv[0] = pgbin_path(&pg, "postgres");
+	for (int i = 0; i < argc; i++)
+		pargv[i + 1] = argv[i];
+	pgbin_free(&pg);
+	int rc = exec_command(pargv, true, "postgres");
+	free(pargv[0]);
+	free(pargv);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -492,18 +553,18 @@ main(int argc, char **argv)
 		return rc;
 	const char *cmd = argv[o.cmd];
 	const struct command *c = find_command(cmd);
-	if (!c) {
-		log_error("unknown command \"%s\" (expected run, prepare, key, ls, verify, prune, keygen or healthcheck; see pgstash --help)",
-		          cmd);
-		return EXIT_USAGE;
-	}
+	/* As the official entrypoint: a command that is not ours is exec'd (psql, bash, pg_isready). */
+	if (!c)
+		return exec_command(argv + o.cmd, false, "not a pgstash command");
+	/* "-c k=v ...": the command word is the first argument for postgres. */
+	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
+	if (c->run == cmd_run && wants_help(argc - first, argv + first))
+		return postgres_help(&o, argc - first, argv + first);
 	struct cfg cfg;
 	if (load_config(&cfg, &o, c->lax_config) != 0)
 		return EXIT_USAGE;
 	/* Read: from here no copy in our environment, for no child to inherit. */
 	proc_env_drop_credentials();
-	/* "-c k=v ...": the command word is the first argument for postgres. */
-	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
 	rc = c->run(&cfg, argc - first, argv + first);
 	cfg_free(&cfg);
 	return rc;

@@ -213,6 +213,15 @@ exec_postgres(struct boot *b, int pg_argc, char **pg_argv)
 	proc_env_set(&env, "PGDATA", cfg->pgdata);
 	write_state(cfg, "ready");
 	log_info("starting postgres (pid %ld)", (long)getpid());
+	/*
+	 * The official image's log has this line twice: its temporary server's,
+	 * then the final server's.  Testcontainers (Java, Go) wait for the second,
+	 * so every path says it exactly once before the final server, which says
+	 * it again once it accepts connections.  Our temporary server logs to a
+	 * file, never here, so there is no third.
+	 */
+	log_info_always("PGDATA is ready; the final server starts now (for clients that count the official "
+	                "image's two lines: database system is ready to accept connections)");
 	fflush(stdout);
 	fflush(stderr);
 	/* The broker holds the Docker socket's group: gone, and reaped, before postgres is us. */

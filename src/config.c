@@ -63,7 +63,7 @@ static const char *const pgstash_keys[] = {
 	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", "cache_group", NULL,
 };
 static const char *const database_keys[] = {
-	"user", "name", "extra", "initdb_args", NULL,
+	"user", "name", "extra", "initdb_args", "key_env", NULL,
 };
 static const char *const clones_keys[] = {
 	"count", "naming", "pattern", "template", NULL,
@@ -492,6 +492,10 @@ handle_database(struct parse_ctx *ctx, const char *name, const char *value)
 		add_words(&cfg->db_extra, value);
 		if (!ctx->continuation)
 			set_from(&cfg->db_extra_from, ctx);
+	} else if (strcmp(name, "key_env") == 0) {
+		add_words(&cfg->key_env, value);
+		if (!ctx->continuation)
+			set_from(&cfg->key_env_from, ctx);
 	} else if (strcmp(name, "initdb_args") == 0) {
 		if (!ctx->continuation)
 			set_from(&cfg->initdb_args_from, ctx);
@@ -715,7 +719,7 @@ static bool
 multi_line_key(enum section_kind sec, const char *name)
 {
 	if (sec == SEC_DATABASE)
-		return strcmp(name, "extra") == 0 || strcmp(name, "initdb_args") == 0;
+		return strcmp(name, "extra") == 0 || strcmp(name, "initdb_args") == 0 || strcmp(name, "key_env") == 0;
 	if (sec == SEC_STEP)
 		return strcmp(name, "migrations") == 0 || strcmp(name, "exclude") == 0 ||
 		       strcmp(name, "env") == 0 || strcmp(name, "run") == 0;
@@ -728,7 +732,7 @@ repeatable_key(enum section_kind sec, const char *name)
 {
 	return (sec == SEC_STEP && (strcmp(name, "env") == 0 || strcmp(name, "migrations") == 0 ||
 	                            strcmp(name, "exclude") == 0)) ||
-	       (sec == SEC_DATABASE && strcmp(name, "extra") == 0);
+	       (sec == SEC_DATABASE && (strcmp(name, "extra") == 0 || strcmp(name, "key_env") == 0));
 }
 
 /* The keys of a section that takes keys, and its name for messages. */
@@ -1131,10 +1135,22 @@ load_env_var(struct cfg *cfg, const struct env_var *e)
 	return 0;
 }
 
+/* initdb writes TZ into postgresql.conf and takes its locale from LANG and LC_*: a start depends on them. */
+const char *const cfg_start_env_names[] = {
+	"TZ", "LANG", "LC_ALL", "LC_COLLATE", "LC_CTYPE", "LC_MESSAGES", "LC_MONETARY", "LC_NUMERIC", "LC_TIME", NULL,
+};
+
 int
 cfg_load_env(struct cfg *cfg)
 {
 	int errors = load_option_vars(cfg);
+
+	sl_free(&cfg->start_env);
+	for (const char *const *n = cfg_start_env_names; *n; n++) {
+		const char *v = getenv(*n);
+		if (v && *v)
+			sl_add_owned(&cfg->start_env, xasprintf("%s=%s", *n, v));
+	}
 
 	for (size_t i = 0; i < sizeof(env_vars) / sizeof(env_vars[0]); i++)
 		if (load_env_var(cfg, &env_vars[i]) != 0)
@@ -1384,7 +1400,19 @@ validate_paths(const struct cfg *cfg)
 	return errors;
 }
 
-/* [database]: user, name, extra.  Returns the number of problems (logged). */
+/* A shell variable name: [A-Za-z_][A-Za-z0-9_]*. */
+static bool
+env_name_ok(const char *s)
+{
+	if (!*s || isdigit((unsigned char)*s))
+		return false;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '_')
+			return false;
+	return true;
+}
+
+/* [database]: user, name, extra, key_env.  Returns the number of problems (logged). */
 static int
 validate_database(const struct cfg *cfg, const char *dbname)
 {
@@ -1399,6 +1427,14 @@ validate_database(const struct cfg *cfg, const char *dbname)
 	if (!valid_identifier(dbname)) {
 		log_error("%s: database name must be 1 to %d bytes", nf, NAMEDATALEN_MAX);
 		errors++;
+	}
+	for (size_t i = 0; i < cfg->key_env.n; i++) {
+		const char *k = cfg->key_env.v[i];
+		if (!env_name_ok(k)) {
+			log_error("%s: key_env \"%s\" is not a variable name (letters, digits, '_', not starting with a digit)",
+			          cfg->key_env_from ? cfg->key_env_from : "[database] key_env", k);
+			errors++;
+		}
 	}
 	for (size_t i = 0; i < cfg->db_extra.n; i++) {
 		const char *x = cfg->db_extra.v[i];
@@ -1642,6 +1678,9 @@ cfg_free(struct cfg *cfg)
 	free(cfg->db_password);
 	free(cfg->db_name);
 	sl_free(&cfg->db_extra);
+	sl_free(&cfg->start_env);
+	sl_free(&cfg->key_env);
+	free(cfg->key_env_from);
 	free(cfg->initdb_args);
 	free(cfg->initdb_waldir);
 	free(cfg->host_auth_method);

@@ -95,6 +95,14 @@ struct cfg {
 	char *initdb_args;         /* POSTGRES_INITDB_ARGS; NULL if none */
 	char *initdb_waldir;       /* POSTGRES_INITDB_WALDIR; NULL if none */
 	char *host_auth_method;    /* POSTGRES_HOST_AUTH_METHOD; NULL: scram-sha-256 */
+	/*
+	 * "NAME=value" of the variables initdb and the server read that are set:
+	 * TZ, LANG, LC_ALL, LC_* (cfg_start_env_names); in the key, in clear.
+	 */
+	struct strlist start_env;
+	/* [database] key_env: names of variables the initdb.d scripts read; their values are keyed, hashed. */
+	struct strlist key_env;
+	char *key_env_from;
 	/* Where db_user, db_name, db_extra and initdb_args were set ("file:line" or an environment variable), for messages. */
 	char *db_user_from, *db_name_from, *db_extra_from, *initdb_args_from;
 
@@ -118,6 +126,9 @@ struct cfg {
 	/* [trust]: signing and trusted keys. */
 	struct trust_cfg trust;
 };
+
+/* The names whose values cfg_load_env keeps in start_env, NULL-terminated. */
+extern const char *const cfg_start_env_names[];
 
 /* The parts of a remote endpoint URL; cfg_endpoint_free frees them. */
 struct cfg_endpoint {

@@ -285,6 +285,48 @@ fp_result_free(struct fp_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
+/*
+ * The digest of a key_env value, so that the manifest (`key --explain`, the
+ * entry's meta) never holds it in clear.  Plain SHA-256 for now: the one
+ * place to key it (HMAC) when the cache gets a secret.
+ */
+static void
+key_env_digest(const char *name, const char *value, char hex[65])
+{
+	struct strbuf sb = {0};
+	sb_appendf(&sb, "%s=%s", name, value);
+	digest_hex(sb.buf, sb.len, hex);
+	explicit_bzero(sb.buf, sb.len);
+	sb_free(&sb);
+}
+
+/*
+ * What initdb and the scripts read from the environment: TZ, LANG, LC_* in
+ * clear (the official image's defaults differ from a host's, and initdb
+ * writes them into the cluster), and [database] key_env by digest.
+ */
+static void
+add_environment(struct strbuf *m, const struct cfg *cfg)
+{
+	for (size_t i = 0; i < cfg->start_env.n; i++) {
+		sb_append(m, "\nenvironment ");
+		fp_quote(m, cfg->start_env.v[i]);
+	}
+	for (size_t i = 0; i < cfg->key_env.n; i++) {
+		const char *name = cfg->key_env.v[i];
+		const char *v = getenv(name);
+		sb_append(m, "\nkey_env ");
+		fp_quote(m, name);
+		if (!v) {
+			sb_append(m, " unset");
+			continue;
+		}
+		char hex[65];
+		key_env_digest(name, v, hex);
+		sb_appendf(m, " sha256=%s", hex);
+	}
+}
+
 int
 fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_result *out)
 {
@@ -300,7 +342,7 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 	sb_appendf(&schema, "pgstash-manifest %d\n", FP_MANIFEST_VERSION);
 	sb_appendf(&schema, "postgres %d ", pg_major);
 	fp_quote(&schema, arch);
-	sb_append(&schema, "\ninitdb --encoding=UTF8 --locale=C.UTF-8");
+	sb_append(&schema, "\ninitdb --encoding=UTF8");
 	if (cfg->initdb_args) {
 		/* The same words srv_initdb passes, split by the same rule. */
 		const char *why = NULL;
@@ -315,6 +357,7 @@ fp_compute(const struct cfg *cfg, int pg_major, const char *arch, struct fp_resu
 		}
 		proc_argv_free(words);
 	}
+	add_environment(&schema, cfg);
 	sb_append(&schema, "\nsuperuser ");
 	fp_quote(&schema, cfg->db_user);
 	sb_append(&schema, "\ndatabase ");

@@ -4,6 +4,7 @@
  */
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -11,11 +12,11 @@
 enum log_level log_min_level = LOG_INFO;
 
 static void
-log_v(enum log_level level, const char *fmt, va_list ap)
+log_v(enum log_level level, bool always, const char *fmt, va_list ap)
 {
 	static const char *const names[] = {"debug", "info", "warning", "error"};
 
-	if (level < log_min_level)
+	if (level < log_min_level && !always)
 		return;
 	/* Build the whole line first: concurrent writers (steps, the server) share stderr. */
 	char line[4096];
@@ -39,7 +40,7 @@ log_v(enum log_level level, const char *fmt, va_list ap)
 	{                                         \
 		va_list ap;                           \
 		va_start(ap, fmt);                    \
-		log_v(level, fmt, ap);                \
+		log_v(level, false, fmt, ap);                \
 		va_end(ap);                           \
 	}
 
@@ -48,12 +49,21 @@ LOG_FN(log_warning, LOG_WARNING)
 LOG_FN(log_info, LOG_INFO)
 LOG_FN(log_debug, LOG_DEBUG)
 
+void
+log_info_always(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_v(LOG_INFO, true, fmt, ap);
+	va_end(ap);
+}
+
 noreturn void
 log_fatal(int code, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_v(LOG_ERROR, fmt, ap);
+	log_v(LOG_ERROR, false, fmt, ap);
 	va_end(ap);
 	exit(code);
 }

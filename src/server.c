@@ -227,8 +227,8 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 	sl_add(&argv, "-D");
 	sl_add(&argv, cfg->pgdata);
 	sl_add_owned(&argv, xasprintf("--username=%s", cfg->db_user));
+	/* No --locale: as in the official image, initdb takes it from LANG and LC_* (keyed: cfg.start_env). */
 	sl_add(&argv, "--encoding=UTF8");
-	sl_add(&argv, "--locale=C.UTF-8");
 	sl_add(&argv, "--auth-local=trust");
 	sl_add(&argv, "--auth-host=trust");
 	/* The whole cluster is synced once, in the background, after bootstrap (marker.h). */
@@ -832,6 +832,52 @@ init_files_env(const struct srv *s, const struct cfg *cfg, struct strlist *env)
 	free(path_var);
 }
 
+/*
+ * The shell a non-executable init script is sourced into: bash with
+ * `set -Eeo pipefail`, as the official image's entrypoint, and the helper
+ * functions and variables scripts written for that image call.  Written
+ * here after the image's documented interface; the temporary server is
+ * already ours, so starting and stopping it are no-ops.  $1 is the script.
+ */
+static const char init_shell[] =
+	"file_env() {\n"
+	"  local var=\"$1\" file_var=\"$1_FILE\" val=\"${2:-}\"\n"
+	"  if [ -n \"${!var:-}\" ] && [ -n \"${!file_var:-}\" ]; then\n"
+	"    printf >&2 'error: both %s and %s are set (but are exclusive)\\n' \"$var\" \"$file_var\"; exit 1\n"
+	"  fi\n"
+	"  if [ -n \"${!var:-}\" ]; then val=\"${!var}\"; elif [ -n \"${!file_var:-}\" ]; then val=\"$(< \"${!file_var}\")\"; fi\n"
+	"  export \"$var\"=\"$val\"; unset \"$file_var\"\n"
+	"}\n"
+	"docker_process_sql() {\n"
+	"  local runner=(psql -v ON_ERROR_STOP=1 --username \"$POSTGRES_USER\" --no-password --no-psqlrc)\n"
+	"  if [ -n \"${POSTGRES_DB:-}\" ]; then runner+=(--dbname \"$POSTGRES_DB\"); fi\n"
+	"  \"${runner[@]}\" \"$@\"\n"
+	"}\n"
+	"docker_process_init_files() {\n"
+	"  local f\n"
+	"  for f; do\n"
+	"    case \"$f\" in\n"
+	"      *.sh) if [ -x \"$f\" ]; then \"$f\"; else . \"$f\"; fi ;;\n"
+	"      *.sql) docker_process_sql -f \"$f\" ;;\n"
+	"      *.sql.gz) gunzip -c \"$f\" | docker_process_sql ;;\n"
+	"      *.sql.xz) xzcat \"$f\" | docker_process_sql ;;\n"
+	"      *.sql.zst) zstd -dc \"$f\" | docker_process_sql ;;\n"
+	"      *) echo \"$0: ignoring $f\" ;;\n"
+	"    esac\n"
+	"  done\n"
+	"}\n"
+	"docker_setup_env() {\n"
+	"  file_env POSTGRES_PASSWORD; file_env POSTGRES_USER postgres\n"
+	"  file_env POSTGRES_DB \"$POSTGRES_USER\"; file_env POSTGRES_INITDB_ARGS\n"
+	"  declare -g DATABASE_ALREADY_EXISTS=\n"
+	"}\n"
+	"docker_verify_minimum_env() { :; }\n"
+	"docker_temp_server_start() { :; }\n"
+	"docker_temp_server_stop() { :; }\n"
+	"psql=(psql -v ON_ERROR_STOP=1 --username \"$POSTGRES_USER\" --no-password --no-psqlrc)\n"
+	"set -Eeo pipefail\n"
+	". \"$1\"\n";
+
 /* Runs or ignores init file `name` (at `path`) by its suffix.  0 or -1 (logged). */
 static int
 run_one_init_file(const char *name, char *path, const char *psql, const struct cfg *cfg, char *const env[])
@@ -851,11 +897,11 @@ run_one_init_file(const char *name, char *path, const char *psql, const struct c
 			return run_init_file(argv, env, path, NULL);
 		}
 		/*
-		 * The image sources non-executable scripts into its own shell;
-		 * a C program can't, so variables they set or export stay theirs.
+		 * The image sources non-executable scripts into its bash, helpers in
+		 * scope; here that bash is a child, so variables a script sets stay its own.
 		 */
-		log_info("running \"%s\" with /bin/sh (not executable)", path);
-		char *argv[] = {"/bin/sh", path, NULL};
+		log_info("sourcing \"%s\" (not executable) in bash with the official image's helpers", path);
+		char *argv[] = {"/bin/bash", "-c", (char *)init_shell, "docker-entrypoint.sh", path, NULL};
 		return run_init_file(argv, env, path, NULL);
 	}
 	if (ends_with(name, ".sql")) {

@@ -106,11 +106,46 @@ def test_version(pgstash):
     assert r.stdout.endswith("\n"), r
 
 
-def test_unknown_command_is_a_usage_error(pgstash, cfg):
+# As the official image's docker-entrypoint.sh ends: `exec "$@"` for anything that is not a postgres
+# invocation; and `_pg_want_help` (-'?'|--help|--describe-config|-V|--version) skips the set-up.
+
+def test_other_commands_are_executed_as_the_official_entrypoint_does(pgstash, cfg, work):
+    r = pgstash("sh", "-c", 'echo "out $0 $1"; echo err >&2; exit 7', "a", "b", config=cfg())
+    assert r.rc == 7, r
+    assert r.stdout == "out a b\n", r
+    assert r.stderr == "err\n", r
+    assert os.listdir(work.pgdata) == [] and os.listdir(work.cache) == [], "a shell command bootstrapped"
+
+
+def test_client_programs_run_from_path(pgstash, cfg, work):
+    # psql and pg_isready as `docker run IMAGE psql …` would run them (the image has the bindir on PATH).
+    from helpers import PG_BINDIR
+    path = f"{PG_BINDIR}:/usr/bin:/bin"
+    r = pgstash("psql", "--version", config=cfg(), env={"PATH": path})
+    assert r.rc == 0 and r.stdout.startswith("psql (PostgreSQL)"), r
+    r = pgstash("pg_isready", "-h", work.sock, config=cfg(), env={"PATH": path})
+    assert r.rc == 2 and "no response" in r.stdout, r
+
+
+def test_an_unknown_command_that_is_no_program_exits_127(pgstash, cfg, work):
     r = pgstash("frobnicate", config=cfg())
-    assert r.rc == 2, r
-    assert "frobnicate" in r.stderr, r
+    assert r.rc == 127, r
+    assert "frobnicate" in r.stderr and "not a pgstash command" in r.stderr, r
     assert r.stdout == "", r
+    assert os.listdir(work.pgdata) == [], "an unknown command bootstrapped"
+
+
+@pytest.mark.parametrize("args", [("postgres", "--version"), ("postgres", "-V"), ("run", "--version"),
+                                  ("postgres", "--describe-config"), ("postgres", "--help")])
+def test_postgres_help_and_version_do_not_bootstrap(pgstash, cfg, work, args):
+    r = pgstash(*args, config=cfg(), timeout=30)
+    assert r.rc == 0, r
+    if args[-1] in ("--version", "-V"):
+        assert re.fullmatch(r"postgres \(PostgreSQL\) \d+\.\d+.*\n", r.stdout), r
+    else:
+        assert r.stdout, r
+    assert "bootstrap" not in r.stderr, r
+    assert os.listdir(work.pgdata) == [] and os.listdir(work.cache) == [], "postgres --version bootstrapped"
 
 
 def test_unknown_option_is_a_usage_error(pgstash, cfg):

@@ -218,3 +218,170 @@ def test_missing_step_image_is_a_step_failure(image, containers, tmp):
     logs = containers.logs(name)
     assert code != 0, logs
     assert "no-such-image" in logs, logs
+
+
+# ---- issue 16: the clients people already use --------------------------------------------
+
+def test_other_commands_run_as_in_the_official_image(image):
+    # docker-entrypoint.sh ends with `exec "$@"`: psql, bash, pg_isready are run, nothing is bootstrapped.
+    r = docker("run", "--rm", image, "bash", "-c", "echo hello; ls -A \"$PGDATA\" | wc -l", check=False)
+    assert r.returncode == 0 and r.stdout.split() == ["hello", "0"], r
+    r = docker("run", "--rm", image, "psql", "--version", check=False)
+    assert r.returncode == 0 and r.stdout.startswith("psql (PostgreSQL)"), r
+    r = docker("run", "--rm", image, "pg_isready", check=False)
+    assert r.returncode == 2, r
+    r = docker("run", "--rm", image, "postgres", "--version", check=False, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("postgres (PostgreSQL)"), r
+    assert "bootstrap" not in r.stderr, r
+
+
+TC_PYTHON = "/opt/pgstash-tc/bin/python"
+LINE = "database system is ready to accept connections"
+# Java, testcontainers-java modules/postgresql/.../PostgreSQLContainer.java:
+#     new LogMessageWaitStrategy().withRegEx(".*database system is ready to accept connections.*\\s").withTimes(2)
+JAVA_RE = __import__("re").compile(".*database system is ready to accept connections.*\\s")
+
+
+def java_count(log):
+    return sum(1 for frame in log.splitlines(keepends=True) if JAVA_RE.fullmatch(frame))
+
+
+def go_count(log):
+    # testcontainers-go modules/postgres/wait_strategies.go, BasicWaitStrategies:
+    #     wait.ForLog("database system is ready to accept connections").WithOccurrence(2),
+    return log.count(LINE)
+
+
+def dotnet_ready(name, db, user):
+    # testcontainers-dotnet src/Testcontainers.PostgreSql/PostgreSqlBuilder.cs, WaitUntil:
+    #     _command = new List<string> { "pg_isready", "--host", "localhost", "--dbname", configuration.Database,
+    #                                   "--username", configuration.Username };
+    return docker("exec", name, "pg_isready", "--host", "localhost", "--dbname", db, "--username", user,
+                  check=False).returncode == 0
+
+
+def python_ready(name, db, user, password):
+    # testcontainers-python testcontainers/postgres.py, _connect:
+    #     f"PGPASSWORD='{escaped_single_password}' psql --username {self.username} --dbname {self.dbname}
+    #       --host 127.0.0.1 -c 'select version();'"
+    return docker("exec", name, "sh", "-c", f"PGPASSWORD='{password}' psql --username {user} --dbname {db} "
+                  "--host 127.0.0.1 -c 'select version();'", check=False).returncode == 0
+
+
+def final_server_up(name):
+    """The final server is PID 1 (pgstash execs it; the temporary one is its child) and answers on the
+    socket; a second's grace for our own check racing the server's start."""
+    for _ in range(10):
+        r = docker("exec", name, "sh", "-c", 'test "$(head -1 "$PGDATA/postmaster.pid")" = 1 && '
+                   "psql -U test -d test -Atc 'select 1'", check=False)
+        if r.returncode == 0 and r.stdout.strip() == "1":
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def watch_rules(containers, name, timeout=180):
+    """Polls until all four rules are met; each may be met only when the final server is up.  Returns
+    how many polls saw the container not yet ready (the test checks there were some on a miss)."""
+    deadline = time.monotonic() + timeout
+    early = 0
+    while True:
+        log = containers.logs(name)
+        rules = {"java": java_count(log) >= 2, "go": go_count(log) >= 2,
+                 "dotnet": dotnet_ready(name, "test", "test"), "python": python_ready(name, "test", "test", "test")}
+        met = [k for k, v in rules.items() if v]
+        if met:
+            assert final_server_up(name), f"{met} met before the final server accepts connections:\n{log}"
+            assert "temporary server stopped" in log or "nothing to restore" in log or "cache hit" in log, log
+        if len(met) == 4:
+            assert java_count(log) % 2 == 0 and go_count(log) % 2 == 0, log
+            return early
+        early += 1
+        assert containers.inspect(name)["State"]["Status"] == "running", log
+        assert time.monotonic() < deadline, f"rules met after {timeout} s: {met}\n{log}"
+        time.sleep(0.1)
+
+
+def test_testcontainers_default_waits_on_miss_restart_and_hit(image, containers, tmp):
+    cache = os.path.join(tmp, "cache")
+    initdb = os.path.join(tmp, "initdb")
+    os.makedirs(cache)
+    os.makedirs(initdb)
+    os.chmod(cache, 0o777)
+    with open(os.path.join(initdb, "10-slow.sh"), "w") as f:
+        f.write("sleep 3\npsql -v ON_ERROR_STOP=1 -c 'create table t (i int)'\n")
+    env = {"POSTGRES_USER": "test", "POSTGRES_PASSWORD": "test", "POSTGRES_DB": "test"}
+    mounts = [f"{cache}:/var/cache/pgstash", f"{initdb}:/docker-entrypoint-initdb.d:ro"]
+    # Testcontainers' command: Java's setCommand("postgres", "-c", "fsync=off").
+    miss = containers.run(image, "postgres", "-c", "fsync=off", env=env, mounts=mounts)
+    assert watch_rules(containers, miss) > 0
+    docker("restart", miss)
+    watch_rules(containers, miss)
+    assert java_count(containers.logs(miss)) == 4, containers.logs(miss)
+    docker("rm", "-f", "-v", miss)
+    hit = containers.run(image, "postgres", "-c", "fsync=off", env=env, mounts=mounts)
+    watch_rules(containers, hit)
+    assert "cache hit" in containers.logs(hit), containers.logs(hit)
+    docker("rm", "-f", "-v", hit)
+    docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
+
+
+def test_real_testcontainers_python(image, tmp):
+    need(os.access(TC_PYTHON, os.X_OK), f"no testcontainers-python at {TC_PYTHON} (.ci/run installs it)")
+    cache = os.path.join(tmp, "cache")
+    os.makedirs(cache)
+    os.chmod(cache, 0o777)
+    script = (
+        "import sys\n"
+        "from testcontainers.postgres import PostgresContainer\n"
+        "for attempt in ('miss', 'hit'):\n"
+        "    c = PostgresContainer(sys.argv[1]).with_volume_mapping(sys.argv[2], '/var/cache/pgstash', 'rw')\n"
+        "    with c:\n"
+        "        code, out = c.exec(['psql', '-U', 'test', '-d', 'test', '-Atc', 'select 40 + 2'])\n"
+        "        print(attempt, code, out.decode().strip(), flush=True)\n"
+    )
+    env = dict(os.environ, TESTCONTAINERS_RYUK_DISABLED="true", PYTHONWARNINGS="ignore")
+    r = subprocess.run([TC_PYTHON, "-c", script, image, cache], capture_output=True, text=True, timeout=600,
+                       env=env)
+    assert r.returncode == 0, r
+    assert r.stdout.split("\n")[:2] == ["miss 0 42", "hit 0 42"], r
+    docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
+
+
+def sorted_rows(containers, name):
+    containers.psql(name, "create table s (v text); insert into s values ('a'), ('B'), ('_c'), ('b'), ('A')")
+    return containers.psql(name, "select string_agg(v, ' ' order by v) from s")
+
+
+@pytest.mark.parametrize("env,collate,order", [
+    ({}, "en_US.utf8", "a A b B _c"),  # the official image's default (glibc 2.36: "_" is ignored at first level)
+    ({"LANG": "C.UTF-8"}, "C.UTF-8", "A B _c a b"),                          # LANG honoured
+    ({"POSTGRES_INITDB_ARGS": "--locale=en_US.UTF-8", "LANG": "C.UTF-8"}, "en_US.UTF-8", "a A b B _c"),
+], ids=["default", "lang", "initdb-args"])
+def test_locale_as_the_official_image(image, containers, env, collate, order):
+    name = containers.run(image, env=dict(env, POSTGRES_PASSWORD="secret"))
+    containers.wait_healthy(name)
+    assert containers.psql(name, "select datcollate from pg_database where datname = current_database()") == collate
+    assert sorted_rows(containers, name) == order
+
+
+def test_localedef_in_a_derived_image(image, containers):
+    # The official image's documented recipe for another locale.
+    tag = "pgstash-it/de:test"
+    docker("build", "-q", "-t", tag, "-", input=f"FROM {image}\n"
+           "RUN localedef -i de_DE -c -f UTF-8 -A /usr/share/locale/locale.alias de_DE.UTF-8\n"
+           "ENV LANG=de_DE.utf8\n", timeout=600)
+    name = containers.run(tag, env={"POSTGRES_PASSWORD": "secret"})
+    containers.wait_healthy(name)
+    assert containers.psql(name, "select datcollate from pg_database where datname = current_database()") == "de_DE.utf8"
+    assert containers.psql(name, "select to_char(1234.5, '9G999D9')") == "1.234,5"
+    docker("rm", "-f", "-v", name)
+    docker("rmi", tag, check=False)
+
+
+def test_postgres_is_the_images_major(image):
+    # One Dockerfile for every major (make image PG_MAJOR=15|17): PG_MAJOR and the server agree.
+    # Run with PGSTASH_TEST_IMAGE=pgstash:17 to test the PostgreSQL 17 image.
+    env = dict(e.split("=", 1) for e in json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Env"])
+    r = docker("run", "--rm", image, "postgres", "--version", timeout=60)
+    assert r.stdout.startswith(f"postgres (PostgreSQL) {env['PG_MAJOR']}."), r

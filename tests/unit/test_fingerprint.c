@@ -164,7 +164,7 @@ test_manifest_form_and_secrets(void **state)
 	struct fp_result fp;
 	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
 	const char *m = fp.manifest;
-	const char *head = "pgstash-manifest 1\npostgres 15 x86_64\ninitdb --encoding=UTF8 --locale=C.UTF-8\nsuperuser postgres\n";
+	const char *head = "pgstash-manifest 1\npostgres 15 x86_64\ninitdb --encoding=UTF8\nsuperuser postgres\n";
 	assert_true(strncmp(m, head, strlen(head)) == 0);
 	assert_non_null(strstr(m, "\ndatabase app owner postgres\n"));
 	assert_non_null(strstr(m, "\nstep django layer=schema run=\"python3 manage.py migrate --noinput\" image=- "
@@ -201,6 +201,57 @@ test_manifest_form_and_secrets(void **state)
 	cfg.db_password = xstrdup("another");
 	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
 	fp_result_free(&fp);
+	cfg_free(&cfg);
+	free(r);
+}
+
+/* TZ, LANG and LC_* in clear; key_env only by digest; each changes the key (issue 16). */
+static void
+test_environment_and_key_env(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	struct cfg cfg;
+	make_cfg(&cfg, r, "python3 manage.py migrate --noinput");
+	struct fp_result fp;
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	char k0[65];
+	memcpy(k0, fp.key, 65);
+	fp_result_free(&fp);
+
+	sl_add(&cfg.start_env, "LANG=en_US.utf8");
+	sl_add(&cfg.start_env, "TZ=Europe/Berlin");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	assert_non_null(strstr(fp.manifest, "\ninitdb --encoding=UTF8\nenvironment LANG=en_US.utf8\n"
+	                                    "environment TZ=Europe/Berlin\nsuperuser "));
+	char k1[65];
+	memcpy(k1, fp.key, 65);
+	assert_string_not_equal(k0, k1);
+	fp_result_free(&fp);
+
+	sl_add(&cfg.key_env, "PGSTASH_UT_APP_PASSWORD");
+	unsetenv("PGSTASH_UT_APP_PASSWORD");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	assert_non_null(strstr(fp.manifest, "\nkey_env PGSTASH_UT_APP_PASSWORD unset\n"));
+	char k2[65];
+	memcpy(k2, fp.key, 65);
+	assert_string_not_equal(k1, k2);
+	fp_result_free(&fp);
+
+	setenv("PGSTASH_UT_APP_PASSWORD", "hunter2-app", 1);
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	assert_non_null(strstr(fp.manifest, "\nkey_env PGSTASH_UT_APP_PASSWORD sha256="));
+	assert_null(strstr(fp.manifest, "hunter2"));
+	char k3[65];
+	memcpy(k3, fp.key, 65);
+	assert_string_not_equal(k2, k3);
+	fp_result_free(&fp);
+
+	setenv("PGSTASH_UT_APP_PASSWORD", "other", 1);
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	assert_string_not_equal(k3, fp.key);
+	fp_result_free(&fp);
+	unsetenv("PGSTASH_UT_APP_PASSWORD");
 	cfg_free(&cfg);
 	free(r);
 }
@@ -326,6 +377,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_same_key_anywhere, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_what_changes_the_key, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_manifest_form_and_secrets, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_environment_and_key_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fixtures_layer_chains, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_globs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, setup, teardown),

@@ -58,7 +58,7 @@ test_initdb_argv(void **state)
 	char **argv = srv_initdb_argv(&cfg, &pg);
 	assert_non_null(argv);
 	const char *want[] = {"/pg/bin/initdb", "-D", "/data", "--username=owner", "--encoding=UTF8",
-	                      "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=trust", "--no-sync",
+	                      "--auth-local=trust", "--auth-host=trust", "--no-sync",
 	                      "--data-checksums", "--locale-provider=icu", "--icu-locale=en-US", "--waldir=/wal", NULL};
 	for (size_t i = 0; want[i]; i++) {
 		assert_non_null(argv[i]);
@@ -73,8 +73,8 @@ test_initdb_argv(void **state)
 	cfg.initdb_args = "";
 	cfg.initdb_waldir = NULL;
 	argv = srv_initdb_argv(&cfg, &pg);
-	assert_string_equal(argv[8], "--no-sync");
-	assert_null(argv[9]);
+	assert_string_equal(argv[7], "--no-sync");
+	assert_null(argv[8]);
 	proc_argv_free(argv);
 }
 
