@@ -663,62 +663,45 @@ static char *
 id_from_mountinfo(const char *text)
 {
 	static const char *const targets[] = {"/etc/hostname", "/etc/hosts", "/etc/resolv.conf"};
+	struct strlist lines = {0};
+	char *id = NULL;
 
-	for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]); t++) {
-		const char *line = text;
-		while (line && *line) {
-			const char *eol = strchr(line, '\n');
-			size_t len = eol ? (size_t)(eol - line) : strlen(line);
+	sl_split_lines(text, &lines);
+	for (size_t t = 0; t < sizeof(targets) / sizeof(targets[0]) && !id; t++) {
+		for (size_t i = 0; i < lines.n && !id; i++) {
 			/* fields: id parent major:minor root mountpoint ... */
+			char *save = NULL, *copy = xstrdup(lines.v[i]);
 			const char *f[5];
-			size_t flen[5];
 			size_t nf = 0;
-			const char *p = line, *end = line + len;
-			while (nf < 5 && p < end) {
-				while (p < end && *p == ' ')
-					p++;
-				const char *q = p;
-				while (q < end && *q != ' ')
-					q++;
-				if (q > p) {
-					f[nf] = p;
-					flen[nf] = (size_t)(q - p);
-					nf++;
-				}
-				p = q;
-			}
-			if (nf == 5 && flen[4] == strlen(targets[t]) && memcmp(f[4], targets[t], flen[4]) == 0) {
-				char *id = find_id_token(f[3], flen[3]);
-				if (id)
-					return id;
-			}
-			line = eol ? eol + 1 : NULL;
+			for (char *w = strtok_r(copy, " ", &save); w && nf < 5; w = strtok_r(NULL, " ", &save))
+				f[nf++] = w;
+			if (nf == 5 && strcmp(f[4], targets[t]) == 0)
+				id = find_id_token(f[3], strlen(f[3]));
+			free(copy);
 		}
 	}
-	return NULL;
+	sl_free(&lines);
+	return id;
 }
 
 /* cgroup v1 paths ("/docker/<id>", "/system.slice/docker-<id>.scope"); v2 with a private namespace shows "0::/". */
 static char *
 id_from_cgroup(const char *text)
 {
-	const char *line = text;
+	struct strlist lines = {0};
+	char *id = NULL;
 
-	while (line && *line) {
-		const char *eol = strchr(line, '\n');
-		size_t len = eol ? (size_t)(eol - line) : strlen(line);
-		const char *path = memchr(line, ':', len);
+	sl_split_lines(text, &lines);
+	for (size_t i = 0; i < lines.n && !id; i++) {
+		/* hierarchy-id:controllers:path */
+		const char *path = strchr(lines.v[i], ':');
 		if (path)
-			path = memchr(path + 1, ':', len - (size_t)(path + 1 - line));
-		if (path) {
-			path++;
-			char *id = find_id_token(path, len - (size_t)(path - line));
-			if (id)
-				return id;
-		}
-		line = eol ? eol + 1 : NULL;
+			path = strchr(path + 1, ':');
+		if (path)
+			id = find_id_token(path + 1, strlen(path + 1));
 	}
-	return NULL;
+	sl_free(&lines);
+	return id;
 }
 
 /* Docker's default host name is the short id; a --hostname or host network gives something else. */
