@@ -46,7 +46,7 @@ setup_once(void)
 {
 	const char *scratch = fuzz_setup();
 	char *cache = path_join(scratch, "cache");
-	if (store_open(&st, cache) != 0)
+	if (store_open(&st, cache, (gid_t)-1) != 0)
 		fuzz_die("could not open a store in \"%s\"", cache);
 	free(cache);
 	meta_file = xasprintf("%s/%s.meta", st.dir, FUZZ_KEY);
