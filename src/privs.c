@@ -5,6 +5,7 @@
 #include "privs_int.h"
 #include "config.h"
 #include "docker.h"
+#include "entry.h"
 #include "log.h"
 #include "util.h"
 
@@ -149,14 +150,26 @@ own_directories(const struct cfg *cfg, uid_t uid, gid_t gid)
 	if (cfg->initdb_waldir && privs_prepare_dir(cfg->initdb_waldir, 0700, uid, gid, true) != 0)
 		return -1;
 	/*
-	 * The cache only at its top, and not recursively: what is in it is
-	 * whoever wrote it's (a CI cache archive may carry anything), and the
-	 * store refuses what is not postgres' own.
+	 * The cache: its top, and the store inside it (pgstash-v1/ and what it
+	 * holds), handed over through the same pinned walk as PGDATA (no link
+	 * followed, no file with a second name, no other file system), so that a
+	 * cache a CI job saved and restored under another owner is postgres' to
+	 * use again.  Whatever else is in cache_dir stays whoever's it is; what an
+	 * entry holds is checked by the store before use, whoever owns it.
 	 */
+	gid_t cache_gid = cfg->cache_gid != (gid_t)-1 ? cfg->cache_gid : gid;
 	if (mkdir_p(cfg->cache_dir, cfg->cache_gid != (gid_t)-1 ? 0750 : 0700) == 0) {
 		int fd = open(cfg->cache_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0 || fchown(fd, uid, cfg->cache_gid != (gid_t)-1 ? cfg->cache_gid : gid) != 0)
+		struct stat sb;
+		if (fd < 0 || fstat(fd, &sb) != 0 || fchown(fd, uid, cache_gid) != 0) {
 			log_warning("could not change owner of \"%s\": %s", cfg->cache_dir, strerror(errno));
+		} else if (cfg->cache_mode == CFG_CACHE_READ_WRITE) {
+			struct owner to = {.uid = uid, .gid = cache_gid, .dev = sb.st_dev};
+			char *store = path_join(cfg->cache_dir, STORE_DIR_NAME);
+			if (chown_entry(fd, STORE_DIR_NAME, store, &to) != 0)
+				log_warning("could not hand \"%s\" to postgres: caching may not work", store);
+			free(store);
+		}
 		if (fd >= 0)
 			close(fd);
 	}
