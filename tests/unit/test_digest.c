@@ -13,23 +13,6 @@
 #define SHA_TWO_BLOCKS "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
 #define SHA_MILLION_A "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 static void
 test_buffer(void **state)
 {
@@ -69,8 +52,8 @@ test_file(void **state)
 {
 	char hex[DIGEST_HEX_SIZE];
 	uint64_t n = 0;
-	unit_write(tmp, "two", TWO_BLOCKS);
-	char *p = path_join(tmp, "two");
+	unit_write(unit_tmp, "two", TWO_BLOCKS);
+	char *p = path_join(unit_tmp, "two");
 	assert_int_equal(digest_file(p, NULL, 0, hex, &n), 0);
 	assert_string_equal(hex, SHA_TWO_BLOCKS);
 	assert_true(n == strlen(TWO_BLOCKS));
@@ -79,8 +62,8 @@ test_file(void **state)
 	assert_int_equal(digest_file(p, buf, sizeof(buf), hex, NULL), 0);
 	assert_string_equal(hex, SHA_TWO_BLOCKS);
 
-	unit_write(tmp, "empty", "");
-	char *e = path_join(tmp, "empty");
+	unit_write(unit_tmp, "empty", "");
+	char *e = path_join(unit_tmp, "empty");
 	assert_int_equal(digest_file(e, NULL, 0, hex, &n), 0);
 	assert_string_equal(hex, SHA_EMPTY);
 	assert_true(n == 0);
@@ -88,7 +71,7 @@ test_file(void **state)
 	errno = 0;
 	assert_int_equal(digest_file("/nonexistent/x", NULL, 0, hex, &n), -1);
 	assert_int_equal(errno, ENOENT);
-	assert_int_equal(digest_file(tmp, NULL, 0, hex, &n), -1); /* a directory */
+	assert_int_equal(digest_file(unit_tmp, NULL, 0, hex, &n), -1); /* a directory */
 	assert_int_equal(errno, EISDIR);
 	free(p);
 	free(e);
@@ -98,8 +81,8 @@ static void
 test_range(void **state)
 {
 	char hex[DIGEST_HEX_SIZE];
-	unit_write(tmp, "r", "xxabcyy");
-	char *p = path_join(tmp, "r");
+	unit_write(unit_tmp, "r", "xxabcyy");
+	char *p = path_join(unit_tmp, "r");
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_int_equal(digest_range(fd, 2, 3, hex), 0);
@@ -119,8 +102,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buffer),
 		cmocka_unit_test(test_incremental),
-		cmocka_unit_test_setup_teardown(test_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_range, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_file, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_range, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

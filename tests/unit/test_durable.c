@@ -16,23 +16,6 @@
 #include <sys/wait.h>
 #include <time.h>
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 static bool
 exists(const char *dir, const char *rel)
 {
@@ -62,7 +45,7 @@ test_write_file(void **state)
 {
 	(void)state;
 	mode_t old = umask(022);
-	char *p = path_join(tmp, "out.txt");
+	char *p = path_join(unit_tmp, "out.txt");
 	const char text[] = "hello\0world\n";
 	assert_int_equal(durable_write_file(p, text, sizeof(text) - 1, 0600, true), 0);
 	size_t len;
@@ -74,7 +57,7 @@ test_write_file(void **state)
 	struct stat st;
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0600);
-	assert_int_equal(count_entries(tmp), 1);
+	assert_int_equal(count_entries(unit_tmp), 1);
 
 	/* Replacing: new content, new mode, the old inode is not written into. */
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -89,7 +72,7 @@ test_write_file(void **state)
 	free(got);
 	assert_int_equal(stat(p, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0644);
-	assert_int_equal(count_entries(tmp), 1);
+	assert_int_equal(count_entries(unit_tmp), 1);
 
 	/* Empty content is a valid file. */
 	assert_int_equal(durable_write_file(p, "", 0, 0644, true), 0);
@@ -97,7 +80,7 @@ test_write_file(void **state)
 	assert_int_equal(st.st_size, 0);
 
 	/* A missing directory: -1, logged, nothing created. */
-	char *missing = path_join(tmp, "nodir/out.txt");
+	char *missing = path_join(unit_tmp, "nodir/out.txt");
 	struct unit_capture cap;
 	unit_stderr_begin(&cap);
 	int rc = durable_write_file(missing, "x", 1, 0644, true);
@@ -106,10 +89,10 @@ test_write_file(void **state)
 	unit_expect_contains(err, "pgstash: error: could not create file \"");
 	unit_expect_contains(err, "No such file or directory");
 	free(err);
-	assert_false(exists(tmp, "nodir"));
+	assert_false(exists(unit_tmp, "nodir"));
 
 	/* The target is a directory: rename fails and the temp file is removed. */
-	char *dir = path_join(tmp, "adir");
+	char *dir = path_join(unit_tmp, "adir");
 	assert_int_equal(mkdir(dir, 0755), 0);
 	unit_write(dir, "inside", "x");
 	unit_stderr_begin(&cap);
@@ -118,8 +101,8 @@ test_write_file(void **state)
 	assert_int_equal(rc, -1);
 	unit_expect_contains(err, "could not rename");
 	free(err);
-	assert_int_equal(count_entries(tmp), 2); /* out.txt and adir, no temp file */
-	assert_true(exists(tmp, "adir/inside"));
+	assert_int_equal(count_entries(unit_tmp), 2); /* out.txt and adir, no temp file */
+	assert_true(exists(unit_tmp, "adir/inside"));
 
 	umask(old);
 	free(p);
@@ -131,9 +114,9 @@ test_write_file(void **state)
 static void
 test_no_follow(void **state)
 {
-	char *target = path_join(tmp, "target");
-	unit_write(tmp, "target", "precious");
-	char *out = path_join(tmp, "out");
+	char *target = path_join(unit_tmp, "target");
+	unit_write(unit_tmp, "target", "precious");
+	char *out = path_join(unit_tmp, "out");
 	char *tmpname = xasprintf("%s.tmp.%ld", out, (long)getpid());
 	assert_int_equal(symlink(target, tmpname), 0);
 	assert_int_equal(durable_write_file(out, "new", 3, 0644, true), 0);
@@ -154,7 +137,7 @@ test_no_follow(void **state)
 	assert_string_equal(got, "v3");
 	free(got);
 	/* target, out, the planted link: no temp file left behind. */
-	assert_int_equal(count_entries(tmp), 3);
+	assert_int_equal(count_entries(unit_tmp), 3);
 	free(tmpname);
 	free(out);
 	free(target);
@@ -164,11 +147,11 @@ test_no_follow(void **state)
 static void
 test_write_at(void **state)
 {
-	char *dir = path_join(tmp, "d");
+	char *dir = path_join(unit_tmp, "d");
 	assert_int_equal(mkdir(dir, 0700), 0);
 	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(dfd >= 0);
-	char *moved = path_join(tmp, "moved");
+	char *moved = path_join(unit_tmp, "moved");
 	assert_int_equal(rename(dir, moved), 0);
 	assert_int_equal(durable_write_at(dfd, "PGDATA", "marker", "k\n", 2, 0600, true), 0);
 	char *p = path_join(moved, "marker");
@@ -198,7 +181,7 @@ static void
 test_tmp_create(void **state)
 {
 	char *path = NULL;
-	int fd = durable_tmp_create(tmp, "key", ".meta", 0644, &path);
+	int fd = durable_tmp_create(unit_tmp, "key", ".meta", 0644, &path);
 	assert_true(fd >= 0);
 	assert_non_null(path);
 	const char *base = strrchr(path, '/') + 1;
@@ -219,7 +202,7 @@ test_tmp_create(void **state)
 
 	struct unit_capture cap;
 	unit_stderr_begin(&cap);
-	char *missing = path_join(tmp, "nodir");
+	char *missing = path_join(unit_tmp, "nodir");
 	fd = durable_tmp_create(missing, "key", ".tar", 0600, &path);
 	char *err = unit_stderr_end(&cap);
 	assert_int_equal(fd, -1);
@@ -236,14 +219,14 @@ test_tmp_create(void **state)
 static void
 test_same_file_check(void **state)
 {
-	unit_write(tmp, "f", "one");
-	char *p = path_join(tmp, "f");
+	unit_write(unit_tmp, "f", "one");
+	char *p = path_join(unit_tmp, "f");
 	int fd = open(p, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	assert_true(durable_same_file(fd, p));
 	assert_int_equal(unlink(p), 0);
 	assert_false(durable_same_file(fd, p)); /* removed */
-	unit_write(tmp, "f", "two");
+	unit_write(unit_tmp, "f", "two");
 	assert_false(durable_same_file(fd, p)); /* replaced */
 	close(fd);
 	free(p);
@@ -252,7 +235,7 @@ test_same_file_check(void **state)
 static void
 test_flock_wait(void **state)
 {
-	char *p = path_join(tmp, "lock");
+	char *p = path_join(unit_tmp, "lock");
 	int a = open(p, O_RDONLY | O_CREAT | O_CLOEXEC, 0644);
 	int b = open(p, O_RDONLY | O_CLOEXEC);
 	assert_true(a >= 0 && b >= 0);
@@ -291,12 +274,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_write_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_follow, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_write_at, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tmp_create, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_same_file_check, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_flock_wait, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_write_file, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_no_follow, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_write_at, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_tmp_create, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_same_file_check, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_flock_wait, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,25 +10,6 @@
 
 #include <utime.h>
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	(void)state;
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 /* A config with one step over `root`, as the INI loader would build it. */
 static void
 make_cfg(struct cfg *cfg, const char *root, const char *run)
@@ -70,7 +51,7 @@ key_of(const char *root, const char *run, int major, char out[65])
 static char *
 repo(const char *name, bool reverse)
 {
-	char *root = path_join(tmp, name);
+	char *root = path_join(unit_tmp, name);
 	const char *files[][2] = {
 		{"app01/migrations/0001_initial.py", "create table a"},
 		{"app01/migrations/0002_more.py", "alter table a"},
@@ -338,7 +319,7 @@ test_initdb_d_in_key(void **state)
 {
 	(void)state;
 	char *r = repo("r", false);
-	char *d = path_join(tmp, "initdb.d");
+	char *d = path_join(unit_tmp, "initdb.d");
 	mkdir_p(d, 0755);
 	struct cfg cfg;
 	make_cfg(&cfg, r, "m");
@@ -374,14 +355,14 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_same_key_anywhere, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_what_changes_the_key, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_manifest_form_and_secrets, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_environment_and_key_env, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fixtures_layer_chains, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_empty_globs, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_same_key_anywhere, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_what_changes_the_key, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_manifest_form_and_secrets, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_environment_and_key_env, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_fixtures_layer_chains, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_empty_globs, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_quote),
 	};
 	return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);

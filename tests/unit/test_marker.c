@@ -18,29 +18,10 @@
 #define KEY "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 #define BOOT "6f2b1c8e-6a4d-4b7e-9a53-2c1d0e9f8a7b"
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	(void)state;
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 static void
 assert_marker(const char *want)
 {
-	char *got = mark_read(tmp);
+	char *got = mark_read(unit_tmp);
 	if (!want) {
 		assert_null(got);
 		return;
@@ -55,7 +36,7 @@ static bool
 marker_becomes(const char *want)
 {
 	for (int i = 0; i < 1000; i++) {
-		char *got = mark_read(tmp);
+		char *got = mark_read(unit_tmp);
 		bool ok = got && strcmp(got, want) == 0;
 		free(got);
 		if (ok)
@@ -121,11 +102,11 @@ test_read_write(void **state)
 {
 	(void)state;
 	assert_marker(NULL);
-	assert_int_equal(mark_write(tmp, "restoring " KEY, false), 0);
+	assert_int_equal(mark_write(unit_tmp, "restoring " KEY, false), 0);
 	assert_marker("restoring " KEY);
-	assert_int_equal(mark_write(tmp, KEY, true), 0);
+	assert_int_equal(mark_write(unit_tmp, KEY, true), 0);
 	assert_marker(KEY);
-	char *path = path_join(tmp, MARK_FILE);
+	char *path = path_join(unit_tmp, MARK_FILE);
 	char *text = read_file(path, NULL);
 	assert_string_equal(text, KEY "\n");
 	free(text);
@@ -134,7 +115,7 @@ test_read_write(void **state)
 	assert_int_equal(st.st_mode & 07777, 0600);
 	free(path);
 	/* No temp file is left beside it. */
-	DIR *d = opendir(tmp);
+	DIR *d = opendir(unit_tmp);
 	struct dirent *de;
 	int n = 0;
 	while ((de = readdir(d)) != NULL)
@@ -146,7 +127,7 @@ test_read_write(void **state)
 static int
 open_dir(void)
 {
-	int fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = open(unit_tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	assert_true(fd >= 0);
 	return fd;
 }
@@ -159,32 +140,32 @@ test_confirm(void **state)
 	int fd = open_dir();
 
 	/* Still the line it expects: KEY, durably. */
-	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(mark_write(unit_tmp, line, false), 0);
 	assert_int_equal(mark_confirm(fd, line, KEY), 0);
 	assert_marker(KEY);
 
 	/* Anything else is left alone: another start's marker, or none at all. */
 	const char *others[] = {"restoring " KEY, "unsynced " KEY " 00000000-0000-0000-0000-000000000000", KEY};
 	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
-		assert_int_equal(mark_write(tmp, others[i], false), 0);
+		assert_int_equal(mark_write(unit_tmp, others[i], false), 0);
 		assert_int_equal(mark_confirm(fd, line, KEY), 1);
 		assert_marker(others[i]);
 	}
-	char *path = path_join(tmp, MARK_FILE);
+	char *path = path_join(unit_tmp, MARK_FILE);
 	unlink(path);
 	assert_int_equal(mark_confirm(fd, line, KEY), 1);
 	assert_marker(NULL);
 
 	/* pg_wal linked elsewhere (initdb --waldir) is synced too; a dangling link is a failure that changes nothing. */
-	char *wal = xasprintf("%s-wal", tmp);
+	char *wal = xasprintf("%s-wal", unit_tmp);
 	assert_int_equal(mkdir(wal, 0700), 0);
-	char *link = path_join(tmp, "pg_wal");
+	char *link = path_join(unit_tmp, "pg_wal");
 	assert_int_equal(symlink(wal, link), 0);
-	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(mark_write(unit_tmp, line, false), 0);
 	assert_int_equal(mark_confirm(fd, line, KEY), 0);
 	assert_marker(KEY);
 	assert_int_equal(rmdir(wal), 0);
-	assert_int_equal(mark_write(tmp, line, false), 0);
+	assert_int_equal(mark_write(unit_tmp, line, false), 0);
 	log_min_level = LOG_ERROR; /* the warning is expected */
 	assert_int_equal(mark_confirm(fd, line, KEY), -1);
 	log_min_level = LOG_INFO;
@@ -193,11 +174,11 @@ test_confirm(void **state)
 	/* A PGDATA replaced under its path: the syncer's directory is the old one, the new marker is not touched. */
 	unlink(link);
 	unlink(path);
-	char *moved = xasprintf("%s-old", tmp);
-	assert_int_equal(mark_write(tmp, line, false), 0);
-	assert_int_equal(rename(tmp, moved), 0);
-	assert_int_equal(mkdir(tmp, 0700), 0);
-	assert_int_equal(mark_write(tmp, line, false), 0);
+	char *moved = xasprintf("%s-old", unit_tmp);
+	assert_int_equal(mark_write(unit_tmp, line, false), 0);
+	assert_int_equal(rename(unit_tmp, moved), 0);
+	assert_int_equal(mkdir(unit_tmp, 0700), 0);
+	assert_int_equal(mark_write(unit_tmp, line, false), 0);
 	assert_int_equal(mark_confirm(fd, line, KEY), 0);
 	assert_marker(line);
 	char *old = mark_read(moved);
@@ -217,24 +198,24 @@ test_lock(void **state)
 {
 	(void)state;
 	int a = -1, b = -1;
-	assert_int_equal(mark_lock(tmp, 0, &a), 0);
+	assert_int_equal(mark_lock(unit_tmp, 0, &a), 0);
 	assert_true(a >= 0);
 	assert_true(fcntl(a, F_GETFD) & FD_CLOEXEC);
 	/* Held: another open file description waits, then gives up. */
-	assert_int_equal(mark_lock(tmp, 0, &b), 1);
+	assert_int_equal(mark_lock(unit_tmp, 0, &b), 1);
 	assert_int_equal(b, -1);
 	double t0 = log_now();
-	assert_int_equal(mark_lock(tmp, 1, &b), 1);
+	assert_int_equal(mark_lock(unit_tmp, 1, &b), 1);
 	assert_true(log_now() - t0 >= 0.99);
 	/* A duplicate shares the lock: closing one copy keeps it. */
 	int dup_a = dup(a);
 	close(a);
-	assert_int_equal(mark_lock(tmp, 0, &b), 1);
+	assert_int_equal(mark_lock(unit_tmp, 0, &b), 1);
 	close(dup_a);
-	assert_int_equal(mark_lock(tmp, 0, &b), 0);
+	assert_int_equal(mark_lock(unit_tmp, 0, &b), 0);
 	close(b);
 	/* Not a directory, or missing: an error. */
-	char *missing = path_join(tmp, "nope");
+	char *missing = path_join(unit_tmp, "nope");
 	log_min_level = LOG_ERROR + 1;
 	assert_int_equal(mark_lock(missing, 0, &b), -1);
 	log_min_level = LOG_INFO;
@@ -250,31 +231,31 @@ test_finish_in_background(void **state)
 	char *line = xasprintf("unsynced %s %s", KEY, boot);
 
 	int fd = -1;
-	assert_int_equal(mark_lock(tmp, 0, &fd), 0);
-	assert_int_equal(mark_write(tmp, "restoring " KEY, false), 0);
+	assert_int_equal(mark_lock(unit_tmp, 0, &fd), 0);
+	assert_int_equal(mark_write(unit_tmp, "restoring " KEY, false), 0);
 	log_min_level = LOG_WARNING;
-	assert_int_equal(mark_finish(tmp, KEY, fd, false), 0);
+	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false), 0);
 	log_min_level = LOG_INFO;
 	/* The syncer shares the lock: our copy goes, the lock stays until it is done. */
 	close(fd);
 	assert_true(marker_becomes(KEY));
 	int again = -1;
-	assert_int_equal(mark_lock(tmp, 10, &again), 0);
+	assert_int_equal(mark_lock(unit_tmp, 10, &again), 0);
 	close(again);
 	/* It was no child of ours left to reap (the go-between is reaped by mark_finish). */
 	assert_int_equal(waitpid(-1, NULL, WNOHANG), -1);
 	assert_int_equal(errno, ECHILD);
 
 	/* Until then it says so. */
-	assert_int_equal(mark_lock(tmp, 0, &fd), 0);
+	assert_int_equal(mark_lock(unit_tmp, 0, &fd), 0);
 	log_min_level = LOG_WARNING;
-	assert_int_equal(mark_finish(tmp, KEY, fd, false), 0);
+	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false), 0);
 	log_min_level = LOG_INFO;
-	char *now = mark_read(tmp);
+	char *now = mark_read(unit_tmp);
 	assert_true(strcmp(now, line) == 0 || strcmp(now, KEY) == 0);
 	free(now);
 	close(fd);
-	assert_int_equal(mark_lock(tmp, 10, &again), 0);
+	assert_int_equal(mark_lock(unit_tmp, 10, &again), 0);
 	assert_marker(KEY);
 	close(again);
 	free(line);
@@ -285,8 +266,8 @@ test_finish_now(void **state)
 {
 	(void)state;
 	/* Without the lock (a file system without flock): synced before it returns, KEY at once. */
-	assert_int_equal(mark_write(tmp, "restoring " KEY, false), 0);
-	assert_int_equal(mark_finish(tmp, KEY, -1, false), 0);
+	assert_int_equal(mark_write(unit_tmp, "restoring " KEY, false), 0);
+	assert_int_equal(mark_finish(unit_tmp, KEY, -1, false), 0);
 	assert_marker(KEY);
 }
 
@@ -297,11 +278,11 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_unsynced),
 		cmocka_unit_test(test_boot_id),
-		cmocka_unit_test_setup_teardown(test_read_write, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_confirm, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_lock, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_finish_in_background, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_finish_now, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_read_write, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_confirm, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_lock, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_finish_in_background, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_finish_now, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("marker", tests, NULL, NULL);
 }

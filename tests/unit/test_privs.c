@@ -24,25 +24,6 @@
 #define UID ((uid_t)4321)
 #define GID ((gid_t)4322)
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	(void)state;
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 static void
 assert_owner(const char *dir, const char *rel, uid_t uid, gid_t gid)
 {
@@ -69,12 +50,12 @@ test_chown_tree(void **state)
 {
 	(void)state;
 	need_root();
-	char *tree = path_join(tmp, "tree");
+	char *tree = path_join(unit_tmp, "tree");
 	unit_write(tree, "PG_VERSION", "15\n");
 	unit_write(tree, "base/1/1259", "x");
 	unit_write(tree, "base/1/1260", "y");
-	unit_write(tmp, "outside", "not ours");
-	char *outside = path_join(tmp, "outside");
+	unit_write(unit_tmp, "outside", "not ours");
+	char *outside = path_join(unit_tmp, "outside");
 	char *link = path_join(tree, "pg_wal");
 	assert_int_equal(symlink(outside, link), 0);
 
@@ -86,7 +67,7 @@ test_chown_tree(void **state)
 	assert_owner(tree, "base/1/1260", UID, GID);
 	assert_owner(tree, "pg_wal", UID, GID);
 	/* A link is changed itself, never followed. */
-	assert_owner(tmp, "outside", 0, 0);
+	assert_owner(unit_tmp, "outside", 0, 0);
 	/* Again: nothing to change, still fine. */
 	assert_int_equal(privs_chown_tree(tree, UID, GID), 0);
 	free(link);
@@ -98,19 +79,19 @@ static void
 test_chown_tree_missing(void **state)
 {
 	(void)state;
-	char *gone = path_join(tmp, "gone");
+	char *gone = path_join(unit_tmp, "gone");
 	assert_int_equal(privs_chown_tree(gone, getuid(), getgid()), 0);
 	free(gone);
 	/* Our own ids: nothing to change, as any user. */
-	unit_write(tmp, "a/b", "c");
-	assert_int_equal(privs_chown_tree(tmp, getuid(), getgid()), 0);
+	unit_write(unit_tmp, "a/b", "c");
+	assert_int_equal(privs_chown_tree(unit_tmp, getuid(), getgid()), 0);
 }
 
 static void
 test_prepare_dir(void **state)
 {
 	(void)state;
-	char *dir = path_join(tmp, "x/y/run");
+	char *dir = path_join(unit_tmp, "x/y/run");
 	assert_int_equal(privs_prepare_dir(dir, 03775, getuid(), getgid(), false), 0);
 	struct stat st;
 	assert_int_equal(stat(dir, &st), 0);
@@ -118,7 +99,7 @@ test_prepare_dir(void **state)
 	free(dir);
 
 	need_root();
-	dir = path_join(tmp, "data");
+	dir = path_join(unit_tmp, "data");
 	unit_write(dir, "old/file", "z");
 	assert_int_equal(privs_prepare_dir(dir, 0700, UID, GID, true), 0);
 	assert_int_equal(stat(dir, &st), 0);
@@ -126,7 +107,7 @@ test_prepare_dir(void **state)
 	assert_owner(dir, "", UID, GID);
 	assert_owner(dir, "old/file", UID, GID);
 	/* Not recursive: only the directory itself. */
-	char *sock = path_join(tmp, "sock");
+	char *sock = path_join(unit_tmp, "sock");
 	unit_write(sock, "inside", "i");
 	assert_int_equal(privs_prepare_dir(sock, 0775, UID, GID, false), 0);
 	assert_owner(sock, "", UID, GID);
@@ -141,10 +122,10 @@ test_links_refused(void **state)
 {
 	(void)state;
 	need_root();
-	char *target = path_join(tmp, "rootdir");
+	char *target = path_join(unit_tmp, "rootdir");
 	unit_write(target, "f", "x");
 	assert_int_equal(chmod(target, 0700), 0);
-	char *sock = path_join(tmp, "sock");
+	char *sock = path_join(unit_tmp, "sock");
 	assert_int_equal(symlink(target, sock), 0);
 	assert_int_equal(privs_prepare_dir(sock, 03775, UID, GID, false), -1);
 	struct stat st;
@@ -152,7 +133,7 @@ test_links_refused(void **state)
 	assert_int_equal(st.st_mode & 07777, 0700);
 	assert_owner(target, "", 0, 0);
 
-	char *tree = path_join(tmp, "tree");
+	char *tree = path_join(unit_tmp, "tree");
 	unit_write(tree, "own", "o");
 	char *secret = path_join(target, "f");
 	char *hard = path_join(tree, "hard");
@@ -177,10 +158,10 @@ test_chown_tree_exchange_race(void **state)
 {
 	(void)state;
 	need_root();
-	char *rootdir = path_join(tmp, "rootdir");
+	char *rootdir = path_join(unit_tmp, "rootdir");
 	unit_write(rootdir, "f", "root's");
 	assert_int_equal(chmod(rootdir, 0700), 0);
-	char *tree = path_join(tmp, "tree");
+	char *tree = path_join(unit_tmp, "tree");
 	unit_write(tree, "d/f", "theirs");
 	char *link = path_join(tree, "l");
 	assert_int_equal(symlink(rootdir, link), 0);
@@ -245,10 +226,10 @@ test_drop(void **state)
 	gid_t gid = pw->pw_gid;
 	struct cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
-	cfg.pgdata = path_join(tmp, "data");
-	cfg.socket_dir = path_join(tmp, "run");
-	cfg.cache_dir = path_join(tmp, "cache");
-	cfg.docker_socket = path_join(tmp, "docker.sock");
+	cfg.pgdata = path_join(unit_tmp, "data");
+	cfg.socket_dir = path_join(unit_tmp, "run");
+	cfg.cache_dir = path_join(unit_tmp, "cache");
+	cfg.docker_socket = path_join(unit_tmp, "docker.sock");
 	cfg.cache_gid = (gid_t)-1;
 	/* A container step, and a socket in a group of its own: the old code added that group to ours. */
 	struct cfg_step step = {.name = "c", .image = "img"};
@@ -262,7 +243,7 @@ test_drop(void **state)
 	unit_write(cfg.pgdata, "leftover", "l");
 	unit_write(cfg.cache_dir, "pgstash-v1/entry.meta", "m");
 	unit_write(cfg.cache_dir, "other/file", "o");
-	assert_int_equal(chmod(tmp, 0755), 0);
+	assert_int_equal(chmod(unit_tmp, 0755), 0);
 
 	fflush(stdout);
 	fflush(stderr);
@@ -293,12 +274,12 @@ main(void)
 {
 	log_min_level = LOG_ERROR;
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_chown_tree, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_chown_tree_missing, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_prepare_dir, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_links_refused, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_chown_tree_exchange_race, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_drop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_chown_tree, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_chown_tree_missing, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_prepare_dir, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_links_refused, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_chown_tree_exchange_race, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_drop, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("privs", tests, NULL, NULL);
 }

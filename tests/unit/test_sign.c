@@ -17,25 +17,6 @@
 #define KEY_B "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 #define SHA_C "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	(void)state;
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 static void
 sample(struct entry_meta *m)
 {
@@ -51,11 +32,11 @@ sample(struct entry_meta *m)
 	m->created = m->last_used = 1000;
 }
 
-/* Writes a pair under tmp/name and loads it as signing key and as the only trusted key. */
+/* Writes a pair under unit_tmp/name and loads it as signing key and as the only trusted key. */
 static void
 load_pair(const char *name, struct sign_keys *k, char fp[65])
 {
-	char *base = xasprintf("%s/%s", tmp, name);
+	char *base = xasprintf("%s/%s", unit_tmp, name);
 	assert_int_equal(sign_keygen(base, fp), 0);
 	char *priv = xasprintf("%s.key", base), *pub = xasprintf("%s.pub", base);
 	struct strlist trusted = {0};
@@ -72,14 +53,14 @@ test_keygen(void **state)
 {
 	(void)state;
 	char fp[65];
-	char *base = xasprintf("%s/ci", tmp);
+	char *base = xasprintf("%s/ci", unit_tmp);
 	assert_int_equal(sign_keygen(base, fp), 0);
 	assert_true(entry_key_valid(fp));
 	struct stat sb;
 	char *priv = xasprintf("%s.key", base);
 	assert_int_equal(stat(priv, &sb), 0);
 	assert_int_equal(sb.st_mode & 0777, 0600);
-	char *pub = unit_read(tmp, "ci.pub");
+	char *pub = unit_read(unit_tmp, "ci.pub");
 	unit_expect_contains(pub, "BEGIN PUBLIC KEY");
 	free(pub);
 	/* Never overwrites a key. */
@@ -170,7 +151,7 @@ test_unknown_signer_and_rotation(void **state)
 	assert_int_equal(sign_verify(&b, &forged), SIGN_BAD_SIGNATURE);
 
 	struct strlist both = {0};
-	char *pa = xasprintf("%s/a.pub", tmp), *pb = xasprintf("%s/b.pub", tmp);
+	char *pa = xasprintf("%s/a.pub", unit_tmp), *pb = xasprintf("%s/b.pub", unit_tmp);
 	sl_add(&both, pa);
 	sl_add(&both, pb);
 	struct sign_keys rot;
@@ -201,11 +182,11 @@ test_bad_key_files(void **state)
 	(void)state;
 	struct sign_keys k;
 	char fp[65];
-	char *base = xasprintf("%s/c", tmp);
+	char *base = xasprintf("%s/c", unit_tmp);
 	assert_int_equal(sign_keygen(base, fp), 0);
-	unit_write(tmp, "junk.pem", "not a key\n");
+	unit_write(unit_tmp, "junk.pem", "not a key\n");
 	struct strlist l = {0};
-	char *junk = xasprintf("%s/junk.pem", tmp), *missing = xasprintf("%s/missing.pub", tmp);
+	char *junk = xasprintf("%s/junk.pem", unit_tmp), *missing = xasprintf("%s/missing.pub", unit_tmp);
 	char *priv = xasprintf("%s.key", base), *pub = xasprintf("%s.pub", base);
 	struct unit_capture cap;
 	unit_stderr_begin(&cap);
@@ -265,12 +246,12 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_keygen, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_sign_and_verify, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_tampered_fields, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_unknown_signer_and_rotation, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_bad_key_files, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_verify_cost, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_keygen, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_sign_and_verify, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_tampered_fields, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_unknown_signer_and_rotation, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_bad_key_files, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_verify_cost, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -10,25 +10,6 @@
 #include <dirent.h>
 #include <limits.h>
 
-static char *tmp;
-
-static int
-setup(void **state)
-{
-	(void)state;
-	tmp = unit_tmpdir();
-	return 0;
-}
-
-static int
-teardown(void **state)
-{
-	(void)state;
-	rm_rf(tmp);
-	free(tmp);
-	return 0;
-}
-
 static bool
 exists(const char *dir, const char *rel)
 {
@@ -372,29 +353,29 @@ test_mkdir_p(void **state)
 {
 	(void)state;
 	mode_t old = umask(022);
-	char *deep = path_join(tmp, "a/b/c/d");
+	char *deep = path_join(unit_tmp, "a/b/c/d");
 	assert_int_equal(mkdir_p(deep, 0700), 0);
 	struct stat st;
 	assert_int_equal(stat(deep, &st), 0);
 	assert_true(S_ISDIR(st.st_mode));
 	assert_int_equal(st.st_mode & 0777, 0700);
-	char *mid = path_join(tmp, "a/b");
+	char *mid = path_join(unit_tmp, "a/b");
 	assert_int_equal(stat(mid, &st), 0);
 	assert_int_equal(st.st_mode & 0777, 0700);
 
 	/* Existing: success, nothing changes. */
 	assert_int_equal(mkdir_p(deep, 0755), 0);
-	assert_int_equal(mkdir_p(tmp, 0755), 0);
+	assert_int_equal(mkdir_p(unit_tmp, 0755), 0);
 	assert_int_equal(mkdir_p("/", 0755), 0);
 	/* A trailing slash is the same directory. */
-	char *slash = xasprintf("%s/e/f/", tmp);
+	char *slash = xasprintf("%s/e/f/", unit_tmp);
 	assert_int_equal(mkdir_p(slash, 0755), 0);
-	assert_true(exists(tmp, "e/f"));
+	assert_true(exists(unit_tmp, "e/f"));
 
 	/* A file in the way, as the last component and in the middle. */
-	unit_write(tmp, "plain", "x");
-	char *file = path_join(tmp, "plain");
-	char *below = path_join(tmp, "plain/sub/dir");
+	unit_write(unit_tmp, "plain", "x");
+	char *file = path_join(unit_tmp, "plain");
+	char *below = path_join(unit_tmp, "plain/sub/dir");
 	struct unit_capture cap;
 	unit_stderr_begin(&cap);
 	int rc1 = mkdir_p(file, 0755);
@@ -416,21 +397,21 @@ test_mkdir_p(void **state)
 	free(below);
 }
 
-/* tmp/victim holds a nested tree and a symlink to tmp/outside; returns victim. */
+/* unit_tmp/victim holds a nested tree and a symlink to unit_tmp/outside; returns victim. */
 static char *
 make_tree_with_escape(void)
 {
-	unit_write(tmp, "outside/keep", "precious");
-	unit_write(tmp, "outside/sub/keep2", "precious too");
-	unit_write(tmp, "victim/a/b/c/file", "1");
-	unit_write(tmp, "victim/a/other", "22");
-	unit_write(tmp, "victim/.hidden", "333");
-	char *outside = path_join(tmp, "outside");
-	char *link = path_join(tmp, "victim/a/b/escape");
-	char *flink = path_join(tmp, "victim/filelink");
-	char *keep = path_join(tmp, "outside/keep");
-	char *dangling = path_join(tmp, "victim/dangling");
-	char *empty = path_join(tmp, "victim/empty/deeper");
+	unit_write(unit_tmp, "outside/keep", "precious");
+	unit_write(unit_tmp, "outside/sub/keep2", "precious too");
+	unit_write(unit_tmp, "victim/a/b/c/file", "1");
+	unit_write(unit_tmp, "victim/a/other", "22");
+	unit_write(unit_tmp, "victim/.hidden", "333");
+	char *outside = path_join(unit_tmp, "outside");
+	char *link = path_join(unit_tmp, "victim/a/b/escape");
+	char *flink = path_join(unit_tmp, "victim/filelink");
+	char *keep = path_join(unit_tmp, "outside/keep");
+	char *dangling = path_join(unit_tmp, "victim/dangling");
+	char *empty = path_join(unit_tmp, "victim/empty/deeper");
 	assert_int_equal(symlink(outside, link), 0);
 	assert_int_equal(symlink(keep, flink), 0);
 	assert_int_equal(symlink("/nonexistent/pgstash", dangling), 0);
@@ -441,14 +422,14 @@ make_tree_with_escape(void)
 	free(keep);
 	free(dangling);
 	free(empty);
-	return path_join(tmp, "victim");
+	return path_join(unit_tmp, "victim");
 }
 
 static void
 expect_outside_intact(void)
 {
-	char *keep = path_join(tmp, "outside/keep");
-	char *keep2 = path_join(tmp, "outside/sub/keep2");
+	char *keep = path_join(unit_tmp, "outside/keep");
+	char *keep2 = path_join(unit_tmp, "outside/sub/keep2");
 	char *a = read_file(keep, NULL);
 	char *b = read_file(keep2, NULL);
 	assert_non_null(a);
@@ -467,20 +448,20 @@ test_rm_rf(void **state)
 	(void)state;
 	char *victim = make_tree_with_escape();
 	assert_int_equal(rm_rf(victim), 0);
-	assert_false(exists(tmp, "victim"));
+	assert_false(exists(unit_tmp, "victim"));
 	expect_outside_intact();
 
 	/* Missing is success; a file and a top-level symlink are removed themselves. */
 	assert_int_equal(rm_rf(victim), 0);
-	unit_write(tmp, "lone", "x");
-	char *lone = path_join(tmp, "lone");
+	unit_write(unit_tmp, "lone", "x");
+	char *lone = path_join(unit_tmp, "lone");
 	assert_int_equal(rm_rf(lone), 0);
-	assert_false(exists(tmp, "lone"));
-	char *outside = path_join(tmp, "outside");
-	char *toplink = path_join(tmp, "toplink");
+	assert_false(exists(unit_tmp, "lone"));
+	char *outside = path_join(unit_tmp, "outside");
+	char *toplink = path_join(unit_tmp, "toplink");
 	assert_int_equal(symlink(outside, toplink), 0);
 	assert_int_equal(rm_rf(toplink), 0);
-	assert_false(exists(tmp, "toplink"));
+	assert_false(exists(unit_tmp, "toplink"));
 	expect_outside_intact();
 	free(victim);
 	free(lone);
@@ -503,12 +484,12 @@ test_empty_dir(void **state)
 	expect_outside_intact();
 
 	/* A missing directory: nothing to do, and it counts as empty. */
-	char *missing = path_join(tmp, "missing");
+	char *missing = path_join(unit_tmp, "missing");
 	assert_int_equal(empty_dir(missing), 0);
 	assert_true(dir_is_empty(missing));
 	/* A file is not an empty directory. */
-	unit_write(tmp, "file", "x");
-	char *file = path_join(tmp, "file");
+	unit_write(unit_tmp, "file", "x");
+	char *file = path_join(unit_tmp, "file");
 	assert_false(dir_is_empty(file));
 	/* Only dot entries: empty; one hidden file: not. */
 	unit_write(victim, ".x", "");
@@ -522,15 +503,15 @@ static void
 test_fsync(void **state)
 {
 	(void)state;
-	assert_int_equal(fsync_dir(tmp), 0);
-	unit_write(tmp, "d/f", "x");
-	char *f = path_join(tmp, "d/f");
+	assert_int_equal(fsync_dir(unit_tmp), 0);
+	unit_write(unit_tmp, "d/f", "x");
+	char *f = path_join(unit_tmp, "d/f");
 	assert_int_equal(fsync_parent(f), 0);
 	assert_int_equal(fsync_parent("/etc"), 0); /* parent is "/" */
 	assert_int_equal(fsync_parent("relative-name"), 0); /* parent is "." */
 
-	char *missing = path_join(tmp, "nope");
-	char *missing_child = path_join(tmp, "nope/child");
+	char *missing = path_join(unit_tmp, "nope");
+	char *missing_child = path_join(unit_tmp, "nope/child");
 	struct unit_capture cap;
 	unit_stderr_begin(&cap);
 	int rc1 = fsync_dir(missing);
@@ -558,7 +539,7 @@ test_read_file(void **state)
 	char *data = xmalloc(n);
 	for (size_t i = 0; i < n; i++)
 		data[i] = (char)(i % 251);
-	char *p = path_join(tmp, "bin");
+	char *p = path_join(unit_tmp, "bin");
 	FILE *f = fopen(p, "wb");
 	assert_non_null(f);
 	assert_int_equal(fwrite(data, 1, n, f), n);
@@ -571,8 +552,8 @@ test_read_file(void **state)
 	assert_int_equal(got[n], '\0');
 	free(got);
 
-	unit_write(tmp, "empty", "");
-	char *e = path_join(tmp, "empty");
+	unit_write(unit_tmp, "empty", "");
+	char *e = path_join(unit_tmp, "empty");
 	got = read_file(e, &len);
 	assert_non_null(got);
 	assert_int_equal(len, 0);
@@ -582,12 +563,12 @@ test_read_file(void **state)
 	assert_non_null(got);
 	free(got);
 
-	char *missing = path_join(tmp, "missing");
+	char *missing = path_join(unit_tmp, "missing");
 	errno = 0;
 	assert_null(read_file(missing, &len));
 	assert_int_equal(errno, ENOENT);
 	errno = 0;
-	assert_null(read_file(tmp, &len));
+	assert_null(read_file(unit_tmp, &len));
 	assert_int_equal(errno, EISDIR);
 	free(data);
 	free(p);
@@ -600,22 +581,22 @@ static void
 test_du_bytes(void **state)
 {
 	(void)state;
-	unit_write(tmp, "tree/a", "12345");
-	unit_write(tmp, "tree/sub/b", "1234567890");
-	unit_write(tmp, "tree/sub/deeper/c", "");
-	unit_write(tmp, "tree/sub/deeper/d", "xyz");
-	unit_write(tmp, "outside/big", "this must not be counted at all");
-	char *tree = path_join(tmp, "tree");
-	char *outside = path_join(tmp, "outside");
-	char *link = path_join(tmp, "tree/sub/escape");
-	char *flink = path_join(tmp, "tree/flink");
-	char *big = path_join(tmp, "outside/big");
+	unit_write(unit_tmp, "tree/a", "12345");
+	unit_write(unit_tmp, "tree/sub/b", "1234567890");
+	unit_write(unit_tmp, "tree/sub/deeper/c", "");
+	unit_write(unit_tmp, "tree/sub/deeper/d", "xyz");
+	unit_write(unit_tmp, "outside/big", "this must not be counted at all");
+	char *tree = path_join(unit_tmp, "tree");
+	char *outside = path_join(unit_tmp, "outside");
+	char *link = path_join(unit_tmp, "tree/sub/escape");
+	char *flink = path_join(unit_tmp, "tree/flink");
+	char *big = path_join(unit_tmp, "outside/big");
 	assert_int_equal(symlink(outside, link), 0);
 	assert_int_equal(symlink(big, flink), 0);
 	assert_true(du_bytes(tree) == 18);
-	char *a = path_join(tmp, "tree/a");
+	char *a = path_join(unit_tmp, "tree/a");
 	assert_true(du_bytes(a) == 5);
-	char *missing = path_join(tmp, "missing");
+	char *missing = path_join(unit_tmp, "missing");
 	assert_true(du_bytes(missing) == 0);
 	assert_true(du_bytes(link) == 0);
 	free(tree);
@@ -669,13 +650,13 @@ main(void)
 		cmocka_unit_test(test_parse_long),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_bool),
-		cmocka_unit_test_setup_teardown(test_mkdir_p, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rm_rf, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_empty_dir, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_fsync, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_read_file, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_du_bytes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_path_join, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mkdir_p, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_rm_rf, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_empty_dir, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_fsync, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_read_file, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_du_bytes, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -127,6 +127,30 @@ unit_drop_root(void)
 	return chdir("/tmp");
 }
 
+/*
+ * A test file's scratch directory: cmocka setup/teardown that make it fresh
+ * for each test (unit_tmp) and remove it after.
+ */
+static char *unit_tmp __attribute__((unused));
+
+static inline int
+unit_tmp_setup(void **state)
+{
+	(void)state;
+	unit_tmp = unit_tmpdir();
+	return 0;
+}
+
+static inline int
+unit_tmp_teardown(void **state)
+{
+	(void)state;
+	rm_rf(unit_tmp);
+	free(unit_tmp);
+	unit_tmp = NULL;
+	return 0;
+}
+
 /* Redirects fd 2 into a temp file until unit_stderr_end, which returns what was written (malloc'ed). */
 struct unit_capture {
 	int saved;
