@@ -336,7 +336,7 @@ int
 boot_healthcheck(const struct cfg *cfg)
 {
 	char *p = state_path(cfg);
-	char *text = read_file(p, NULL);
+	char *text = read_small_file(p, SMALL_FILE_MAX, NULL);
 	if (!text) {
 		fprintf(stderr, "pgstash: not ready: no state file \"%s\" (bootstrap not started?)\n", p);
 		free(p);

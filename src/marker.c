@@ -27,7 +27,7 @@ char *
 mark_read(const char *pgdata)
 {
 	char *p = path_join(pgdata, MARK_FILE);
-	char *text = read_file(p, NULL);
+	char *text = read_small_file(p, SMALL_FILE_MAX, NULL);
 	free(p);
 	if (text)
 		text[strcspn(text, "\n")] = '\0';

@@ -88,13 +88,15 @@ meta_read(const struct store *st, const char *key, struct entry_meta *m, char *w
 	int line, rc = -1;
 
 	memset(m, 0, sizeof(*m));
-	char *text = read_file(path, &len);
+	char *text = read_small_file(path, SMALL_FILE_MAX, &len);
 	if (!text) {
 		if (errno == ENOENT) {
 			rc = 0;
 		} else {
-			snprintf(why, why_len, "could not read \"%s\": %s", path, strerror(errno));
-			rc = -2;
+			int e = errno;
+			snprintf(why, why_len, "could not read \"%s\": %s", path, read_small_file_error(e));
+			/* Planted rather than unreadable: a bad entry, removed and rebuilt. */
+			rc = e == ELOOP || e == EINVAL || e == EFBIG ? -1 : -2;
 		}
 		goto cleanup;
 	}
@@ -768,9 +770,9 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 		goto cleanup;
 	}
 	size_t len = 0;
-	text = read_file(meta_tmp, &len);
+	text = read_small_file(meta_tmp, SMALL_FILE_MAX, &len);
 	if (!text) {
-		log_warning("could not read \"%s\": %s", meta_tmp, strerror(errno));
+		log_warning("could not read \"%s\": %s", meta_tmp, read_small_file_error(errno));
 		goto cleanup;
 	}
 	int line;

@@ -549,6 +549,61 @@ read_file(const char *path, size_t *len_out)
 	return sb_take(&sb);
 }
 
+char *
+read_small_file(const char *path, size_t max, size_t *len_out)
+{
+	/*
+	 * O_NONBLOCK: a FIFO planted under the name must not hang the open;
+	 * O_NOFOLLOW: nor may a link lead to /dev/zero or to someone else's file.
+	 */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	int e = 0;
+	if (fstat(fd, &st) != 0)
+		e = errno;
+	else if (!S_ISREG(st.st_mode))
+		e = EINVAL;
+	else if ((uint64_t)st.st_size > max)
+		e = EFBIG;
+	struct strbuf sb = {0};
+	char buf[8192];
+	while (!e) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			e = errno;
+		else if (n == 0)
+			break;
+		else if (sb.len + (size_t)n > max)
+			e = EFBIG; /* it grew while we read */
+		else
+			sb_appendn(&sb, buf, (size_t)n);
+	}
+	close(fd);
+	if (e) {
+		sb_free(&sb);
+		errno = e;
+		return NULL;
+	}
+	if (len_out)
+		*len_out = sb.len;
+	return sb_take(&sb);
+}
+
+const char *
+read_small_file_error(int err)
+{
+	switch (err) {
+	case ELOOP: return "it is a symbolic link";
+	case EINVAL: return "it is not a regular file";
+	case EFBIG: return "it is larger than any file of this kind can be";
+	default: return strerror(err);
+	}
+}
+
 const char *
 iso_time(char buf[32], int64_t t)
 {

@@ -92,6 +92,15 @@ int fsync_dir(const char *path);
 int fsync_parent(const char *path);
 /* Reads a whole (small) file; NUL-terminated, *len_out optional. NULL on error (errno set, not logged). */
 char *read_file(const char *path, size_t *len_out);
+/*
+ * read_file for a file others may have planted (a cache entry's meta, PGDATA's
+ * marker, the state file): never through a symbolic link (ELOOP), regular
+ * files only (EINVAL: a FIFO does not hang us), at most `max` bytes (EFBIG).
+ * NULL with errno set; read_small_file_error says it in words.
+ */
+#define SMALL_FILE_MAX (1024 * 1024)
+char *read_small_file(const char *path, size_t max, size_t *len_out);
+const char *read_small_file_error(int err);
 /* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
 const char *iso_time(char buf[32], int64_t t);
 /* Sum of st_size of regular files below path (no symlink following). */

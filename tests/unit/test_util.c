@@ -8,6 +8,9 @@
 #include "log.h"
 
 #include <dirent.h>
+#include <unistd.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 
 static bool
@@ -145,6 +148,40 @@ test_sl_split_lines(void **state)
 	sl_split_lines("", &l);
 	assert_int_equal(l.n, 0);
 	sl_free(&l);
+}
+
+static void
+test_read_small_file(void **state)
+{
+	char *ok = path_join(unit_tmp, "ok"), *fifo = path_join(unit_tmp, "fifo"), *link = path_join(unit_tmp, "link");
+	char *big = path_join(unit_tmp, "big");
+	unit_write(unit_tmp, "ok", "hello\n");
+	size_t len = 0;
+	char *text = read_small_file(ok, 6, &len);
+	assert_non_null(text);
+	assert_int_equal(len, 6);
+	assert_string_equal(text, "hello\n");
+	free(text);
+	/* One byte over the cap. */
+	assert_null(read_small_file(ok, 5, NULL));
+	assert_int_equal(errno, EFBIG);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_null(read_small_file(fifo, SMALL_FILE_MAX, NULL));
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(symlink("/dev/zero", link), 0);
+	assert_null(read_small_file(link, SMALL_FILE_MAX, NULL));
+	assert_int_equal(errno, ELOOP);
+	assert_string_equal(read_small_file_error(ELOOP), "it is a symbolic link");
+	int fd = open(big, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 2 * SMALL_FILE_MAX), 0);
+	close(fd);
+	assert_null(read_small_file(big, SMALL_FILE_MAX, NULL));
+	assert_int_equal(errno, EFBIG);
+	free(ok);
+	free(fifo);
+	free(link);
+	free(big);
 }
 
 static void
@@ -645,6 +682,7 @@ main(void)
 		cmocka_unit_test(test_strbuf),
 		cmocka_unit_test(test_strbuf_appendf_long),
 		cmocka_unit_test(test_strlist),
+		cmocka_unit_test_setup_teardown(test_read_small_file, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_sl_split_lines),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_parse_long),
