@@ -435,7 +435,7 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 	else if (strcmp(key, "cache_group") == 0) {
 		if (parse_group(value, &cfg->cache_gid, &why) != 0)
 			goto bad;
-		set_str(&cfg->cache_group, *value ? value : NULL);
+		set_str(&cfg->cache_group, value);
 	}
 	else if (strcmp(key, "compression") == 0) {
 		if (parse_compression(value, &cfg->compression, &cfg->compression_level, &why) != 0)

@@ -64,6 +64,18 @@ expect_error(const char *text, const char *needle)
 	cfg_free(&cfg);
 }
 
+/* An empty cache_group means "none" (fuzz/crashes-found: it once reached set_str as NULL). */
+static void
+test_empty_cache_group(void **state)
+{
+	(void)state;
+	struct cfg cfg;
+	assert_int_equal(load_text("[pgstash]\ncache_group =\n", &cfg, NULL), 0);
+	assert_null(cfg.cache_group);
+	assert_true(cfg.cache_gid == (gid_t)-1);
+	cfg_free(&cfg);
+}
+
 static void
 test_good_file(void **state)
 {
@@ -451,6 +463,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_good_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_cache_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defaults_and_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
