@@ -34,7 +34,7 @@ import readme
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 LOG = os.environ.get("PGSTASH_TEST_FRESH_LOG") or os.path.join(REPO, "tests", "logs", "fresh-machine.log")
-TIMEOUT = int(os.environ.get("PGSTASH_TEST_FRESH_TIMEOUT", "3000"))
+TIMEOUT = int(os.environ.get("PGSTASH_TEST_FRESH_TIMEOUT", "4800"))
 
 
 def checkout_tar():
