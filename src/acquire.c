@@ -332,6 +332,7 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 	struct snap_stats st;
 	double t = log_now();
 	uint64_t bytes = 0;
+	/* 1: another pgstash's entry was kept and ours dropped: not cached, nothing of ours to upload. */
 	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &st) == 0) {
 		char a[32], b[32];
 		log_info("snapshot %.12s written in %.2f s (%s from %s of PGDATA)", p->key, log_now() - t,
