@@ -289,6 +289,15 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 		rc = fill_pgdata(&b);
 	if (rc == BOOT_OK)
 		rc = finish_pgdata(&b);
+	if (rc == BOOT_FAILED && b.acq.restored_hit && !interrupted()) {
+		/* A cluster that does not start is a bad entry: once, it is replaced by a build. */
+		log_warning("the cluster restored from cache entry %.12s… does not start: removing the entry and building "
+		            "instead",
+		            b.fp.key);
+		rc = outcome_of(acquire_rebuild(&b.acq));
+		if (rc == BOOT_OK)
+			rc = finish_pgdata(&b);
+	}
 	if (rc != BOOT_OK)
 		return fail(&b, rc);
 	log_info("bootstrap done in %.2f s", log_now() - t0);
