@@ -481,6 +481,20 @@ def test_unstartable_entry_is_removed_and_rebuilt(work):
     assert "cache hit" in r.stderr and "does not start" not in r.stderr, r
 
 
+def test_extra_superuser_in_a_restored_entry_is_warned_about(work):
+    """An entry holding a superuser besides the configured user (a backdoor role, here made by a step):
+    a hit names it in a warning, from the password step's own single-user session."""
+    cfg = sql_project(work)
+    work.file("proj/migrations/0001_evil.sql", "create role evil superuser login password 'x';\n")
+    env = dict(POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
+    r, _ = start(work, cfg, "pg1", **env)
+    assert "superuser role" not in r.stderr, r  # built here, not restored
+    r, _ = start(work, cfg, "pg2", **env)
+    assert "cache hit" in r.stderr, r
+    assert re.search(r'warning: the cluster restored from cache entry \w{12}… has superuser role other than '
+                     r'"postgres": "evil"', r.stderr), r
+
+
 def test_held_lock_costs_one_timeout(work):
     """Someone holds a hit's lock file: one lock_timeout, a build without the lock, not a second wait."""
     import fcntl
