@@ -168,12 +168,6 @@ fill_pgdata(struct boot *b)
 }
 
 /*
- * A PGDATA on disk must stay so across the per-start changes: postgres
- * fsyncs the password, pg_hba.conf is fsynced, and the marker stays KEY.
- * Any other is marked "unsynced" and synced in the background: a host crash
- * before that means a rebuild, so the password step skips fsync.
- */
-/*
  * Warns about superuser roles other than the configured user in a restored
  * entry: whoever wrote the cache may have planted one (a signed entry was
  * made by a trusted builder: then a migration did).
@@ -198,6 +192,12 @@ warn_superusers(const struct boot *b, const struct strlist *su)
 	sb_free(&names);
 }
 
+/*
+ * A PGDATA on disk must stay so across the per-start changes: postgres
+ * fsyncs the password, pg_hba.conf is fsynced, and the marker stays KEY.
+ * Any other is marked "unsynced" and synced in the background: a host crash
+ * before that means a rebuild, so the password step skips fsync.
+ */
 static enum boot_outcome
 finish_pgdata(struct boot *b)
 {
