@@ -269,7 +269,7 @@ static bool
 restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, char *from, size_t from_cap)
 {
 	const struct cfg *cfg = acq->cfg;
-	if (!acquire_wants_prefix(cfg, layer) || !cache_usable(acq))
+	if (!acquire_wants_prefix(cfg, layer) || !cache_usable(acq) || acq->fresh)
 		return false;
 	struct entry_meta *all = NULL;
 	size_t n = 0;
@@ -332,6 +332,7 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 	struct snap_stats st;
 	double t = log_now();
 	uint64_t bytes = 0;
+	/* 1: another pgstash's entry was kept and ours dropped: not cached, nothing of ours to upload. */
 	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &st) == 0) {
 		char a[32], b[32];
 		log_info("snapshot %.12s written in %.2f s (%s from %s of PGDATA)", p->key, log_now() - t,
@@ -351,7 +352,7 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 static enum found
 restore_layer_key(struct acquire *acq, const struct layer_plan *p)
 {
-	if (!p->try_key || !cache_usable(acq))
+	if (!p->try_key || !cache_usable(acq) || acq->fresh)
 		return FOUND_NOTHING;
 	return restore_cached(acq, p->key, p->manifest, "schema layer", false);
 }
@@ -538,6 +539,16 @@ try_remote(struct acquire *acq)
 
 /* ---------- hit, miss ---------- */
 
+/* Every layer built (or restored) and published, then the cache pruned. */
+static enum acquire_result
+build_and_prune(struct acquire *acq)
+{
+	enum acquire_result rc = obtain_layers(acq);
+	if (rc == ACQ_OK && cache_writable(acq))
+		store_prune(&acq->store, acq->cfg->max_bytes, acq->cfg->max_entries, false, acq->fp->key, NULL);
+	return rc;
+}
+
 static enum acquire_result
 miss(struct acquire *acq)
 {
@@ -545,13 +556,11 @@ miss(struct acquire *acq)
 	enum found f = cache_writable(acq) && !acq->lock_gave_up ? wait_for_builder(acq) : FOUND_NOTHING;
 	if (f == FOUND_NOTHING)
 		f = try_remote(acq);
+	acq->restored_hit = f == FOUND_RESTORED;
 	enum acquire_result rc;
 	if (ended(f, &rc))
 		return rc;
-	rc = obtain_layers(acq);
-	if (rc == ACQ_OK && cache_writable(acq))
-		store_prune(&acq->store, acq->cfg->max_bytes, acq->cfg->max_entries, false, acq->fp->key, NULL);
-	return rc;
+	return build_and_prune(acq);
 }
 
 enum acquire_result
@@ -574,9 +583,35 @@ acquire_run(struct acquire *acq)
 	acq->store_open = true;
 	acq->store.sign = &acq->sign;
 	enum acquire_result rc;
-	if (ended(acq->store.usable ? try_hit(acq) : FOUND_NOTHING, &rc))
+	enum found f = acq->store.usable ? try_hit(acq) : FOUND_NOTHING;
+	acq->restored_hit = f == FOUND_RESTORED;
+	if (ended(f, &rc))
 		return rc;
 	return miss(acq);
+}
+
+enum acquire_result
+acquire_rebuild(struct acquire *acq)
+{
+	const char *key = acq->fp->key;
+	acq->restored_hit = false;
+	acq->fresh = true;
+	if (empty_dir(acq->cfg->pgdata) != 0)
+		return ACQ_FAILED;
+	/* As prune: an entry is removed under its exclusive lock only, never under a reader. */
+	if (cache_writable(acq) && acq->lock_fd < 0) {
+		enum store_lock_result lr = store_lock(&acq->store, key, true, acq->cfg->lock_timeout, &acq->lock_fd);
+		if (lr == STORE_LOCK_ERROR)
+			return failure();
+		if (lr == STORE_LOCK_BUSY)
+			log_warning("gave up waiting for the lock on %.12s after %ld s: the bad entry stays for now", key,
+			            acq->cfg->lock_timeout);
+	}
+	if (acq->lock_fd >= 0 || acq->store.read_only)
+		store_remove(&acq->store, key);
+	if (interrupted())
+		return failure();
+	return build_and_prune(acq);
 }
 
 void

@@ -30,6 +30,8 @@ struct acquire {
 	bool store_open;
 	struct sign_keys sign; /* [trust]'s keys, loaded by acquire_run */
 	bool lock_gave_up;     /* a hit's shared lock timed out: the miss does not wait a second time */
+	bool restored_hit;     /* PGDATA holds fp->key's entry as restored (local, waited for, or remote): no build */
+	bool fresh;            /* acquire_rebuild: no cached entry is restored, not even a prefix or a layer */
 	int lock_fd;       /* the exclusive build lock on fp->key, -1 when not held */
 	struct build build;
 	/* Fleet single-flight on the remote: our lease on fp->key, released in acquire_free. */
@@ -48,6 +50,16 @@ void acquire_init(struct acquire *acq, const struct cfg *cfg, const struct pgbin
 
 /* Opens the cache and brings PGDATA (claimed and empty) to fp->key's cluster. */
 enum acquire_result acquire_run(struct acquire *acq);
+
+/*
+ * After acquire_run restored fp->key's entry (restored_hit) and that cluster
+ * did not start (the per-start step failed): the entry is bad.  Empties
+ * PGDATA, removes the entry from the local cache (under the key's exclusive
+ * lock, when it can be had) and builds the key from scratch, using no cached
+ * entry, publishing what it builds so that it replaces the bad one.  Meant to
+ * be called once per start.
+ */
+enum acquire_result acquire_rebuild(struct acquire *acq);
 
 /* After a failure: stops the temporary server when one still runs. */
 void acquire_abort(struct acquire *acq);

@@ -168,6 +168,31 @@ fill_pgdata(struct boot *b)
 }
 
 /*
+ * Warns about superuser roles other than the configured user in a restored
+ * entry: whoever wrote the cache may have planted one (a signed entry was
+ * made by a trusted builder: then a migration did).
+ */
+static void
+warn_superusers(const struct boot *b, const struct strlist *su)
+{
+	if (su->n == 0)
+		return;
+	struct strbuf names = {0};
+	for (size_t i = 0; i < su->n; i++) {
+		sb_append(&names, i ? ", \"" : "\"");
+		/* A role name is anybody's text: no control characters into the log. */
+		for (const char *c = su->v[i]; *c; c++)
+			sb_appendc(&names, (unsigned char)*c < 0x20 || *c == 0x7f ? '?' : *c);
+		sb_appendc(&names, '"');
+	}
+	log_warning("the cluster restored from cache entry %.12s… has superuser role%s other than \"%s\": %s; "
+	            "if no migration creates %s, the cache was tampered with (trusted_keys refuses entries your "
+	            "builders did not sign)",
+	            b->fp.key, su->n > 1 ? "s" : "", b->cfg->db_user, sb_str(&names), su->n > 1 ? "them" : "it");
+	sb_free(&names);
+}
+
+/*
  * A PGDATA on disk must stay so across the per-start changes: postgres
  * fsyncs the password, pg_hba.conf is fsynced, and the marker stays KEY.
  * Any other is marked "unsynced" and synced in the background: a host crash
@@ -179,7 +204,11 @@ finish_pgdata(struct boot *b)
 	const struct cfg *cfg = b->cfg;
 	if (interrupted())
 		return BOOT_INTERRUPTED;
-	if (srv_apply_per_start(cfg, &b->pg, b->pd.durable) != 0 || interrupted())
+	struct strlist su = {0};
+	int r = srv_apply_per_start(cfg, &b->pg, b->pd.durable, b->acq.restored_hit ? &su : NULL);
+	warn_superusers(b, &su);
+	sl_free(&su);
+	if (r != 0 || interrupted())
 		return interrupted() ? BOOT_INTERRUPTED : BOOT_FAILED;
 	if (!b->pd.durable &&
 	    mark_finish(cfg->pgdata, b->fp.key, b->pd.lock, b->exec_pg || !stderr_is_a_pipe()) != 0)
@@ -289,6 +318,15 @@ boot_main(struct cfg *cfg, bool exec_pg, int pg_argc, char **pg_argv)
 		rc = fill_pgdata(&b);
 	if (rc == BOOT_OK)
 		rc = finish_pgdata(&b);
+	if (rc == BOOT_FAILED && b.acq.restored_hit && !interrupted()) {
+		/* A cluster that does not start is a bad entry: once, it is replaced by a build. */
+		log_warning("the cluster restored from cache entry %.12s… does not start: removing the entry and building "
+		            "instead",
+		            b.fp.key);
+		rc = outcome_of(acquire_rebuild(&b.acq));
+		if (rc == BOOT_OK)
+			rc = finish_pgdata(&b);
+	}
 	if (rc != BOOT_OK)
 		return fail(&b, rc);
 	log_info("bootstrap done in %.2f s", log_now() - t0);

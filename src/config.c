@@ -72,7 +72,7 @@ static const char *const remote_keys[] = {
 	"url", "endpoint", "region", "path_style", "access_key_file", "secret_key_file", "timeout", NULL,
 };
 static const char *const trust_keys[] = {
-	"signing_key", "trusted_keys", NULL,
+	"signing_key", "trusted_keys", "key_secret_file", NULL,
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
@@ -646,11 +646,41 @@ handle_remote(struct parse_ctx *ctx, const char *name, const char *value)
 	}
 }
 
+/*
+ * Replaces the key secret by the content of `path` (read now, as root before
+ * the privilege drop, as the password file is).  NULL, or why not.
+ */
+static const char *
+load_key_secret(struct trust_cfg *t, const char *path)
+{
+	const char *why = NULL;
+	char *secret = read_secret(path, &why);
+	if (!secret)
+		return why;
+	if (!*secret) {
+		free(secret);
+		return "the file is empty";
+	}
+	if (t->key_secret)
+		explicit_bzero(t->key_secret, strlen(t->key_secret));
+	free(t->key_secret);
+	t->key_secret = secret;
+	return NULL;
+}
+
 /* [trust]: key files, relative to the config file (read by sign_load, which names them in errors). */
 static void
 handle_trust(struct parse_ctx *ctx, const char *name, const char *value)
 {
 	struct trust_cfg *t = &ctx->cfg->trust;
+	if (strcmp(name, "key_secret_file") == 0) {
+		char *path = resolve_against(ctx->path, value);
+		const char *why = load_key_secret(t, path);
+		if (why)
+			ctx_error(ctx, "key_secret_file: could not read \"%s\": %s", path, why);
+		free(path);
+		return;
+	}
 	if (strcmp(name, "signing_key") == 0) {
 		free(t->signing_key);
 		t->signing_key = *value ? resolve_against(ctx->path, value) : NULL;
@@ -1159,6 +1189,14 @@ cfg_load_env(struct cfg *cfg)
 	if (tk && *tk) {
 		sl_free(&cfg->trust.trusted_keys);
 		add_words(&cfg->trust.trusted_keys, tk);
+	}
+	const char *ks = getenv("PGSTASH_KEY_SECRET_FILE");
+	if (ks && *ks) {
+		const char *why = load_key_secret(&cfg->trust, ks);
+		if (why) {
+			log_error("PGSTASH_KEY_SECRET_FILE: could not read \"%s\": %s", ks, why);
+			errors++;
+		}
 	}
 	/* The official image's rule: POSTGRES_DB defaults to POSTGRES_USER. */
 	if (!cfg->db_name && cfg->db_user) {
@@ -1698,6 +1736,9 @@ cfg_free(struct cfg *cfg)
 	free_remote(&cfg->remote);
 	free(cfg->trust.signing_key);
 	sl_free(&cfg->trust.trusted_keys);
+	if (cfg->trust.key_secret)
+		explicit_bzero(cfg->trust.key_secret, strlen(cfg->trust.key_secret));
+	free(cfg->trust.key_secret);
 	for (size_t i = 0; i < cfg->n_steps; i++) {
 		struct cfg_step *st = &cfg->steps[i];
 		free(st->name);

@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <stdnoreturn.h>
 #include <unistd.h>
 
@@ -35,6 +36,18 @@ digest_hex(const void *data, size_t len, char out[DIGEST_HEX_SIZE])
 	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
 		fail();
 	hex_encode(md, 32, out);
+}
+
+void
+digest_hmac_hex(const void *key, size_t key_len, const void *data, size_t len, char out[DIGEST_HEX_SIZE])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	size_t mdlen = 0;
+	if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, key_len, data, len, md, sizeof(md), &mdlen) ||
+	    mdlen != 32)
+		fail();
+	hex_encode(md, 32, out);
+	explicit_bzero(md, sizeof(md));
 }
 
 struct digest *

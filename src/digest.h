@@ -3,8 +3,11 @@
  * file streamed in large reads, of a byte range by pread, and incrementally
  * for writers that hash bytes on their way past (a snapshot, a download).
  *
- * Not for: what a digest is compared with, or other algorithms (HMAC for
- * request signing lives with its user, built on EVP too).
+ * Also HMAC-SHA256, for values hashed under a secret (the manifest's env
+ * digests when [trust] key_secret_file is set).
+ *
+ * Not for: what a digest is compared with, or other algorithms (request
+ * signing is libcurl's SigV4).
  */
 #ifndef PGSTASH_DIGEST_H
 #define PGSTASH_DIGEST_H
@@ -17,6 +20,9 @@
 
 /* Hex SHA-256 of a buffer.  Aborts when OpenSSL fails (it does not, short of memory). */
 void digest_hex(const void *data, size_t len, char out[DIGEST_HEX_SIZE]);
+
+/* Hex HMAC-SHA256 of a buffer under `key` (key_len bytes).  Aborts when OpenSSL fails. */
+void digest_hmac_hex(const void *key, size_t key_len, const void *data, size_t len, char out[DIGEST_HEX_SIZE]);
 
 /*
  * Hex SHA-256 of a whole file, streamed; *bytes optional.  `buf` (buf_len

@@ -230,6 +230,30 @@ add_initdb_d(struct strbuf *m, const char *dir)
 	return rc;
 }
 
+/*
+ * The digest of environment values (a step's env, [database] key_env), so
+ * that the manifest (`key --explain`, the entry's meta, the bucket) never
+ * holds them in clear.  Plain SHA-256 is no secret for a guessable value
+ * (SECRET_KEY=changeme): with [trust] key_secret_file it is HMAC-SHA256
+ * under that secret, and its manifest name says so.
+ */
+static void
+value_digest(const struct cfg *cfg, const char *data, size_t len, char hex[65])
+{
+	const char *secret = cfg->trust.key_secret;
+	if (secret)
+		digest_hmac_hex(secret, strlen(secret), data, len, hex);
+	else
+		digest_hex(data, len, hex);
+}
+
+/* The manifest's name for value_digest: "sha256" or "hmac-sha256". */
+static const char *
+value_digest_name(const struct cfg *cfg)
+{
+	return cfg->trust.key_secret ? "hmac-sha256" : "sha256";
+}
+
 static void
 add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, const struct fp_step_files *files)
 {
@@ -260,10 +284,11 @@ add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, con
 			sb_appendc(&all, '\n');
 		}
 		char hex[65];
-		digest_hex(all.buf, all.len, hex);
+		value_digest(cfg, all.buf, all.len, hex);
 		sb_append(m, " env=");
 		fp_quote(m, sb_str(&names));
-		sb_appendf(m, " env-sha256=%s", hex);
+		sb_appendf(m, " env-%s=%s", value_digest_name(cfg), hex);
+		explicit_bzero(all.buf, all.len);
 		sb_free(&names);
 		sb_free(&all);
 	}
@@ -285,17 +310,13 @@ fp_result_free(struct fp_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/*
- * The digest of a key_env value, so that the manifest (`key --explain`, the
- * entry's meta) never holds it in clear.  Plain SHA-256 for now: the one
- * place to key it (HMAC) when the cache gets a secret.
- */
+/* The digest of a key_env value (see value_digest). */
 static void
-key_env_digest(const char *name, const char *value, char hex[65])
+key_env_digest(const struct cfg *cfg, const char *name, const char *value, char hex[65])
 {
 	struct strbuf sb = {0};
 	sb_appendf(&sb, "%s=%s", name, value);
-	digest_hex(sb.buf, sb.len, hex);
+	value_digest(cfg, sb.buf, sb.len, hex);
 	explicit_bzero(sb.buf, sb.len);
 	sb_free(&sb);
 }
@@ -322,8 +343,8 @@ add_environment(struct strbuf *m, const struct cfg *cfg)
 			continue;
 		}
 		char hex[65];
-		key_env_digest(name, v, hex);
-		sb_appendf(m, " sha256=%s", hex);
+		key_env_digest(cfg, name, v, hex);
+		sb_appendf(m, " %s=%s", value_digest_name(cfg), hex);
 	}
 }
 

@@ -510,8 +510,8 @@ req_begin(struct s3 *s, struct s3_req *rq)
 	long connect_s = s->timeout_s < CONNECT_TIMEOUT_MAX_S ? s->timeout_s : CONNECT_TIMEOUT_MAX_S;
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT, connect_s);
 	if (rq->stream) {
-		/* A large transfer may take long; one that stops moving may not. */
-		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		/* A large transfer may take long; one that stops moving, or drips, may not. */
+		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, S3_MIN_RATE);
 		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, s->timeout_s);
 	}
 	if (s->access_key && s->access_key[0]) {
@@ -573,7 +573,10 @@ req_begin(struct s3 *s, struct s3_req *rq)
 static void
 req_drive(struct s3 *s, struct s3_req *rq)
 {
-	double deadline = rq->stream ? 0 : log_now() + (double)(rq->cleanup ? 10 : s->timeout_s);
+	double deadline = log_now() + (double)(rq->cleanup ? 10 : s->timeout_s);
+	/* A stream's own: its size at the minimum rate on top (a low-speed window can be met at the limit forever). */
+	if (rq->stream && !rq->cleanup)
+		deadline += (double)(rq->out_max ? rq->out_max : rq->body_size) / (double)S3_MIN_RATE;
 
 	rq->outcome = S3_OUT_FAILED;
 	switch (http_drive(s->multi, &rq->x, NULL, deadline, !rq->cleanup, rq->errbuf, sizeof(rq->errbuf))) {
@@ -697,7 +700,10 @@ s3_req_error(const struct s3 *s, const struct s3_req *rq)
 	case S3_OUT_SIGNAL:
 		return xasprintf("interrupted by signal %d", (int)sig_received);
 	case S3_OUT_TIMEOUT:
-		return xasprintf(rq->stream ? "no progress for %ld s" : "no answer within %ld s", s->timeout_s);
+		if (rq->stream)
+			return xasprintf("slower than %ld KiB/s (over %ld s, or on average over the whole transfer)",
+			                 S3_MIN_RATE / 1024, s->timeout_s);
+		return xasprintf("no answer within %ld s", s->timeout_s);
 	case S3_OUT_FAILED:
 		return xasprintf("%s", rq->errbuf[0] ? rq->errbuf : "transfer failed");
 	case S3_OUT_LOCAL:

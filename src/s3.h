@@ -28,8 +28,16 @@ struct s3_target {
 	const char *region;     /* for the signature scope */
 	const char *access_key; /* NULL or "": unsigned (anonymous) requests */
 	const char *secret_key; /* never logged */
-	long timeout_s;         /* connect limit, limit of a small request, longest stall of a transfer */
+	long timeout_s;         /* connect limit, limit of a small request, window of a transfer's S3_MIN_RATE */
 };
+
+/*
+ * A streamed transfer (an archive, a part) must move at least this many
+ * bytes a second over every timeout_s window (libcurl's low-speed limit),
+ * and is cut off at its overall deadline: timeout_s plus its size at this
+ * rate.  A server that drips bytes costs a start about timeout_s, not hours.
+ */
+#define S3_MIN_RATE (64L * 1024)
 
 /* A session: open with s3_open, close with s3_close. */
 struct s3 {
@@ -68,7 +76,7 @@ struct s3_req {
 	uint64_t body_off;
 	uint64_t body_size;
 	const char *payload_sha;    /* hex digest of the body; NULL: computed from the memory body */
-	bool stream;                /* a long transfer: a stall limit instead of a deadline */
+	bool stream;                /* a long transfer: S3_MIN_RATE and a deadline by its size (out_max, body_size) */
 	bool cleanup;               /* not cut short by a signal (aborting an upload), short deadline */
 	/* a 200 answer goes to out_fd (digested into out_md) instead of memory, at most out_max bytes */
 	int out_fd;

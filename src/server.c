@@ -20,6 +20,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -1110,14 +1111,48 @@ run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, con
 	return w;
 }
 
+/* The column single-user mode prints the other superusers in: hex of their names, one a line. */
+#define SUPERUSERS_COLUMN "pgstash_superusers"
+
+/*
+ * Adds the names single-user mode printed in SUPERUSERS_COLUMN (as
+ * `1: pgstash_superusers = "HEX"`; no line when there are none) to `out`.
+ */
+static void
+parse_superusers(const char *output, struct strlist *out)
+{
+	const char *p = strstr(output, SUPERUSERS_COLUMN " = \"");
+	if (!p)
+		return;
+	p += strlen(SUPERUSERS_COLUMN " = \"");
+	struct strbuf names = {0};
+	for (; isxdigit((unsigned char)p[0]) && isxdigit((unsigned char)p[1]); p += 2) {
+		char hex[3] = {p[0], p[1], '\0'};
+		char c = (char)strtol(hex, NULL, 16);
+		if (c)
+			sb_appendc(&names, c);
+	}
+	sl_split_lines(sb_str(&names), out);
+	sb_free(&names);
+}
+
 static int
-set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
+set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers)
 {
 	int rc = -1;
 	char *ident = srv_quote_ident(cfg->db_user);
 	char *literal = srv_quote_literal(cfg->db_password);
-	/* -j: a statement ends at ";" and an empty line, not at the first newline. */
-	char *sql = xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n", ident, literal);
+	char *user = srv_quote_literal(cfg->db_user);
+	/*
+	 * -j: a statement ends at ";" and an empty line, not at the first newline.
+	 * The superusers ride on the same session: no second postgres on a hit.
+	 */
+	char *sql = superusers ? xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n"
+	                                   "SELECT encode(convert_to(string_agg(rolname::text, E'\\n' ORDER BY rolname), "
+	                                   "'UTF8'), 'hex') AS " SUPERUSERS_COLUMN
+	                                   " FROM pg_catalog.pg_authid WHERE rolsuper AND rolname <> %s;\n\n",
+	                                   ident, literal, user)
+	                       : xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n", ident, literal);
 	struct strbuf output = {0};
 	struct proc_capture c = {.output = &output};
 
@@ -1143,6 +1178,8 @@ set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable)
 	}
 	log_debug("password of role \"%s\" set in single-user mode in %.0f ms", cfg->db_user,
 	          (log_now() - t0) * 1000.0);
+	if (superusers)
+		parse_superusers(sb_str(&output), superusers);
 	rc = 0;
 cleanup:
 	/* The buffers held the password: don't leave it in freed memory. */
@@ -1153,16 +1190,17 @@ cleanup:
 	sb_free(&output);
 	free(sql);
 	free(literal);
+	free(user);
 	free(ident);
 	return rc;
 }
 
 int
-srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable)
+srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers)
 {
 	if (write_hba(cfg, durable) != 0)
 		return -1;
-	if (has_password(cfg) && set_password(cfg, pg, durable) != 0)
+	if (has_password(cfg) && set_password(cfg, pg, durable, superusers) != 0)
 		return -1;
 	return 0;
 }

@@ -113,9 +113,12 @@ int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
  * single-user mode when it is set (the password is never in argv, a log or a
  * snapshot).  `durable`: both are on disk when it returns (PGDATA is, and
  * must stay so); otherwise neither is fsynced, nor is the single-user
- * checkpoint: the caller syncs PGDATA after (marker.h).  0 or -1 (logged).
+ * checkpoint: the caller syncs PGDATA after (marker.h).  When `superusers`
+ * is not NULL, the same single-user session (no extra start) adds to it the
+ * superuser roles other than cfg->db_user (none without a password: then
+ * nothing runs, and every role may log in anyway).  0 or -1 (logged).
  */
-int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable);
+int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers);
 /*
  * The official image's refusal: no password and a host auth method other
  * than trust is an error (-1, with its explanation logged); trust logs the

@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -27,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 /* Above this many entries an archive is not a PGDATA. */
@@ -1081,6 +1083,9 @@ struct restore {
 	struct dirmode *dirs;     /* deferred directory modes, set once every file is written */
 	size_t ndirs;
 	uint64_t entries, total;
+	uint64_t expected;        /* the meta's pgdata_bytes, 0 when unknown */
+	uint64_t cap;             /* expected + SNAP_EXPAND_MARGIN: past it the archive is a bomb */
+	uint64_t free_bytes;      /* free space of PGDATA's file system at the start */
 	bool to_writers;          /* reading stopped at the end or after handing out an entry: join the writers */
 };
 
@@ -1159,6 +1164,30 @@ entry_limit(struct restore *r, struct archive_entry *e)
 	return why;
 }
 
+/*
+ * Whether the files declared so far (r->total, before the current one's bytes
+ * are written) still fit: within what the meta declares (else a bomb: the
+ * archive is bad) and within the free space (else the local disk is too
+ * small: not the entry's fault).  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
+ */
+static int
+check_room(const struct restore *r)
+{
+	char a[32], b[32];
+	if (r->total > r->cap) {
+		log_warning("snapshot \"%s\" refused: it expands past the size its meta declares (files of more than %s, "
+		            "pgdata_bytes says %s)",
+		            r->archive_path, log_bytes(a, r->total), log_bytes(b, r->expected));
+		return SNAP_BAD_ARCHIVE;
+	}
+	if (r->total > r->free_bytes) {
+		log_warning("snapshot \"%s\" does not fit in \"%s\": its files need more than the %s free there",
+		            r->archive_path, r->pgdata, log_bytes(a, r->free_bytes));
+		return SNAP_FAILED;
+	}
+	return 0;
+}
+
 /* Reads every entry and hands it to the writers.  0, or SNAP_FAILED / SNAP_BAD_ARCHIVE (logged). */
 static int
 read_entries(struct restore *r)
@@ -1190,6 +1219,9 @@ read_entries(struct restore *r)
 			            archive_entry_pathname(e) ? archive_entry_pathname(e) : "", why);
 			return SNAP_BAD_ARCHIVE;
 		}
+		int room = check_room(r);
+		if (room != 0)
+			return room;
 		int rc = extract_entry(r->ar, e, &r->pool, r->archive_path, &r->made, &r->dirs, &r->ndirs, &r->st);
 		if (rc != 0 || pool_failed(&r->pool)) {
 			r->to_writers = true;
@@ -1331,7 +1363,7 @@ restore_free(struct restore *r)
 
 int
 snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid, gid_t gid,
-             int expected_pg_major, struct snap_stats *st_out)
+             int expected_pg_major, uint64_t expected_bytes, struct snap_stats *st_out)
 {
 	double t0 = log_now();
 	struct restore r = {.archive_path = archive_path, .pgdata = pgdata, .uid = uid, .gid = gid,
@@ -1344,7 +1376,22 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 		goto cleanup;
 	/* From here on the directory is ours: any failure leaves it empty. */
 	wipe = true;
-	rc = open_restore(&r);
+	r.expected = expected_bytes;
+	r.cap = expected_bytes ? expected_bytes + SNAP_EXPAND_MARGIN(expected_bytes) : UINT64_MAX;
+	if (expected_bytes > SNAP_MAX_TOTAL_BYTES) {
+		log_warning("snapshot \"%s\" refused: its meta declares %" PRIu64 " bytes, beyond the size limit",
+		            archive_path, expected_bytes);
+		rc = SNAP_BAD_ARCHIVE;
+		goto cleanup;
+	}
+	struct statvfs vfs;
+	r.free_bytes = statvfs(pgdata, &vfs) == 0 ? (uint64_t)vfs.f_bavail * (uint64_t)vfs.f_frsize : UINT64_MAX;
+	/* What the meta declares is known before a byte is written: a cluster that cannot fit is not tried. */
+	r.total = expected_bytes;
+	rc = check_room(&r);
+	r.total = 0;
+	if (rc == 0)
+		rc = open_restore(&r);
 	if (rc == 0)
 		rc = read_entries(&r);
 	if (r.to_writers)

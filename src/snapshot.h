@@ -26,6 +26,12 @@
 /* Restore refuses an entry larger than this, or archives expanding to more than SNAP_MAX_TOTAL. */
 #define SNAP_MAX_ENTRY_BYTES (64ULL << 30)
 #define SNAP_MAX_TOTAL_BYTES (1ULL << 40)
+/*
+ * How far past the size its meta declares (pgdata_bytes) an archive may
+ * expand.  snap_write's pgdata_bytes is exactly what a restore adds up, so
+ * the margin only absorbs rounding of a future format, never a bomb.
+ */
+#define SNAP_EXPAND_MARGIN(bytes) ((bytes) / 64 + (1ULL << 20))
 /* Default zstd level when the configured level is 0. */
 #define SNAP_ZSTD_DEFAULT_LEVEL 3
 
@@ -66,14 +72,21 @@ int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_co
  * set-id or sticky bits; times are not restored.  Large files keep holes
  * where their data is zeros.  Uses up to 4 writer threads, with signals
  * blocked in them; peak memory about 4 MiB of queued file data more.  When
- * expected_pg_major > 0, PG_VERSION must name that major.  A terminating
- * signal (sig_received) aborts between entries.
+ * expected_pg_major > 0, PG_VERSION must name that major.  When
+ * expected_bytes > 0 (the meta's pgdata_bytes), files adding up to more than
+ * that plus SNAP_EXPAND_MARGIN make the archive bad (a bomb: a small archive
+ * that would fill the disk); files adding up to more than the free space of
+ * PGDATA's file system (statvfs at the start; expected_bytes alone is
+ * compared first, before anything is written) fail the restore as the local
+ * disk's fault.  Sizes are the archive's declared ones, checked before a
+ * file's bytes are written.  A terminating signal (sig_received) aborts
+ * between entries.
  * 0 on success (pgdata mode 0700); on failure pgdata's contents are removed
  * and SNAP_BAD_ARCHIVE or SNAP_FAILED is returned (logged as warnings).  A
  * pgdata that is not empty at the start is left alone: SNAP_FAILED.
  * *st (optional) is filled with what was read, also on failure.
  */
 int snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid,
-                 gid_t gid, int expected_pg_major, struct snap_stats *st);
+                 gid_t gid, int expected_pg_major, uint64_t expected_bytes, struct snap_stats *st);
 
 #endif

@@ -697,17 +697,19 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	struct entry_meta existing;
 	int placed = place_entry(st, &pl, meta->key, comp, &existing);
 	if (placed == 1) {
-		log_info("another pgstash stored %.12s… meanwhile; keeping that entry", meta->key);
+		/* Ours is dropped: the caller must not call it cached. */
+		log_info("not cached: an entry for %.12s… was stored meanwhile by another pgstash; keeping that one",
+		         meta->key);
 		entry_meta_free(meta);
 		*meta = existing;
 	} else if (placed == 0) {
 		free(meta->archive);
 		meta->archive = xstrdup(pl.final_arch);
 	}
-	rc = placed >= 0 ? 0 : -1;
+	rc = placed >= 0 ? placed : -1;
 cleanup:
-	placing_end(st, &pl, rc == 0);
-	if (rc != 0)
+	placing_end(st, &pl, rc >= 0);
+	if (rc < 0)
 		log_warning("could not store cache entry %.12s…: going on without caching", meta->key);
 	return rc;
 }
@@ -806,7 +808,7 @@ store_import(struct store *st, const char *key, const char *archive_tmp, const c
 	struct entry_meta existing;
 	int placed = place_entry(st, &pl, key, m.compression, &existing);
 	if (placed == 1) {
-		log_info("another pgstash stored %.12s meanwhile; keeping that entry", key);
+		log_info("downloaded entry %.12s not stored: another pgstash stored one meanwhile; keeping that one", key);
 		entry_meta_free(&existing);
 	}
 	rc = placed >= 0 ? 0 : -1;
@@ -864,7 +866,7 @@ store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid
 	}
 	if (!meta->archive)
 		meta->archive = entry_archive_path(st->dir, meta->key, meta->compression);
-	int r = snap_restore(meta->archive, meta->archive_sha256, pgdata, uid, gid, pg_major, sst);
+	int r = snap_restore(meta->archive, meta->archive_sha256, pgdata, uid, gid, pg_major, meta->pgdata_bytes, sst);
 	if (r == SNAP_BAD_ARCHIVE) {
 		log_warning("removing bad cache entry %.12s…", meta->key);
 		store_remove(st, meta->key);

@@ -115,10 +115,11 @@ void store_unlock(int fd);
  * caller fills key, parent, layer, manifest, pg_version and build_seconds;
  * publish fills the rest (archive_sha256/bytes, pgdata_bytes, created,
  * last_used, compression, archive, and the signature when st->sign has a
- * signing key).  If a complete entry for the key
- * appeared meanwhile it is kept, ours dropped, and *meta refilled from it.
- * The caller should hold the key lock exclusive.  0, or -1 (logged as a
- * warning, temp files removed: go on without caching).  *sst optional.
+ * signing key).  The caller should hold the key lock exclusive.  0 stored;
+ * 1 not stored: a complete entry for the key appeared meanwhile (a builder
+ * that gave up waiting for the lock), it is kept, ours dropped, and *meta
+ * refilled from it (logged); -1 (logged as a warning, temp files removed:
+ * go on without caching).  *sst optional.
  */
 int store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
                   int level, struct snap_stats *sst);

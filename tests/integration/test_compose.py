@@ -134,7 +134,8 @@ def base_env(**extra):
     env = dict(os.environ)
     # Whatever the caller's shell has must not steer the stacks.
     for k in ("PGSTASH_CACHE", "PGSTASH_PORT", "POSTGRES_PASSWORD", "COMPOSE_FILE", "COMPOSE_PROJECT_NAME",
-              "KEEP", "NO_BUILD"):
+              "KEEP", "NO_BUILD", "PGSTASH_KEYS", "PGSTASH_CACHE_MODE", "PGSTASH_TRUSTED_KEYS",
+              "PGSTASH_SIGNING_KEY_FILE"):
         env.pop(k, None)
     env["PGSTASH_IMAGE"] = IMAGE
     env.update({k: str(v) for k, v in extra.items()})

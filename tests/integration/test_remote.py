@@ -254,3 +254,102 @@ def test_fleet_builds_once(work, fleet):
     assert "remote hit" in waiter, waiter
     assert fleet.local_entries("a") == [key] and fleet.local_entries("b") == [key]
     assert fleet.obj(key, ".lease") not in fleet.objects()
+
+
+class _Drip:
+    """An S3 endpoint that serves `meta` for <key>.meta and then drips the archive at 20 bytes a second
+    (a declared size, a 200, bytes that never stop coming); everything else is refused."""
+
+    def __init__(self, meta, size):
+        import http.server
+        import threading
+        drip = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body=b""):
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.split("?")[0].endswith(".meta"):
+                    return self._send(200, meta)
+                if ".tar" not in self.path:
+                    return self._send(403)
+                drip.archive_requests += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                try:
+                    while not drip.stopping.is_set():
+                        self.wfile.write(b"\0" * 20)
+                        self.wfile.flush()
+                        drip.stopping.wait(1)
+                except OSError:
+                    pass
+                self.close_connection = True
+
+            def do_HEAD(self):
+                self._send(404)
+
+            def do_PUT(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                while n > 0:
+                    n -= len(self.rfile.read(min(n, 1 << 20)) or b"x" * n)
+                self._send(403)
+
+            do_POST = do_DELETE = do_PUT
+
+        self.archive_requests = 0
+        self.stopping = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_dripping_remote_ends_in_bounded_time(work):
+    """A remote that answers the archive with a trickle (20 B/s, as the issue's attacker did): the
+    download ends after about `timeout` seconds with a clear warning, and the start builds."""
+    w = work
+    root = os.path.join(w.path, "proj")
+    w.file("proj/migrations/0000_a.sql", "create table a (id int);\n")
+    run = "/bin/sh -c 'echo MIGRATING; psql -X -q -v ON_ERROR_STOP=1 -f migrations/0000_a.sql'"
+    base = f"[database]\nname = app\n[step sql]\nroot = {root}\nmigrations = migrations/*.sql\nrun = {run}\n"
+    local = w.file("local.ini", base)
+    r = w.run("prepare", config=local, env={"PGDATA": os.path.join(w.path, "pg-a"), "PGSTASH_SOCKET_DIR": w.sock})
+    assert r.rc == 0, r
+    key = w.key(config=local)
+    with open(os.path.join(w.cache, "pgstash-v1", key + ".meta"), "rb") as f:
+        meta = f.read()
+    size = int(re.search(rb"^archive_bytes = (\d+)$", meta, re.M).group(1))
+    drip = _Drip(meta, size)
+    try:
+        cfg = w.file("drip.ini", base + f"[remote]\nurl = s3://bucket/p\nendpoint = {drip.endpoint}\n"
+                                        "path_style = yes\ntimeout = 3\n")
+        cache = os.path.join(w.path, "cache-b")
+        os.makedirs(cache)
+        w.chown_up(cache)
+        env = {"PGDATA": os.path.join(w.path, "pg-b"), "PGSTASH_SOCKET_DIR": w.sock, "PGSTASH_CACHE_DIR": cache}
+        t0 = time.monotonic()
+        r = w.run("prepare", config=cfg, env=env, timeout=180)
+        took = time.monotonic() - t0
+    finally:
+        drip.stop()
+    assert r.rc == 0, r
+    assert drip.archive_requests == 1, r  # a timeout is not retried
+    assert re.search(r"warning: .*could not download the archive of .*slower than 64 KiB/s", r.stderr), r
+    assert built(r) and "remote hit" not in r.stderr, r
+    # About `timeout` for the download (the issue's drip was still downloading after 45 s); then the build.
+    assert took < 3 + 60, (took, r)

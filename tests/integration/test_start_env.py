@@ -88,6 +88,38 @@ def test_key_env_values_change_the_key_and_are_never_in_clear(work):
                 assert secret.encode() not in f.read(), path
 
 
+def test_key_secret_keys_the_env_digests(work):
+    """A guessable value (SECRET_KEY=changeme) is found from its plain SHA-256 in the manifest; with
+    [trust] key_secret_file (or PGSTASH_KEY_SECRET_FILE) the manifest holds an HMAC under the secret
+    instead, and the key changes with the secret."""
+    import hashlib
+    cfg = config(work, "key_env = SECRET_KEY\n")
+    plain = hashlib.sha256(b"SECRET_KEY=changeme").hexdigest()
+    r = work.run("key", "--explain", config=cfg, env=env(work, SECRET_KEY="changeme"))
+    assert r.rc == 0 and f"\nkey_env SECRET_KEY sha256={plain}" in r.stdout, r
+    k_plain = work.key(cfg, env=env(work, SECRET_KEY="changeme"))
+    s1 = work.file("secret-1", "first secret\n", mode=0o600)
+    s2 = work.file("secret-2", "second secret\n", mode=0o600)
+    r = work.run("key", "--explain", config=cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=s1))
+    assert r.rc == 0, r
+    assert plain not in r.stdout and "changeme" not in r.stdout + r.stderr, r
+    assert "\nkey_env SECRET_KEY hmac-sha256=" in r.stdout, r
+    k1 = work.key(cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=s1))
+    k2 = work.key(cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=s2))
+    assert len({k_plain, k1, k2}) == 3
+    # The same through the config file, and a build's entry holds no plain digest either.
+    with open(cfg, "a") as f:
+        f.write("[trust]\nkey_secret_file = secret-1\n")
+    assert work.key(cfg, env=env(work, SECRET_KEY="changeme")) == k1
+    r = work.run("prepare", config=cfg, env=env(work, SECRET_KEY="changeme"), timeout=180)
+    assert r.rc == 0, r
+    metas = glob.glob(os.path.join(work.cache, "pgstash-v1", "*.meta"))
+    assert [os.path.basename(m) for m in metas] == [k1 + ".meta"]
+    assert plain.encode() not in open(metas[0], "rb").read()
+    r = work.run("key", config=cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE="/nonexistent"))
+    assert r.rc == 2 and "PGSTASH_KEY_SECRET_FILE" in r.stderr, r
+
+
 def test_bad_key_env_name_names_file_and_line(work):
     cfg = config(work, "key_env = GOOD 9BAD\n")
     r = work.run("key", config=cfg, env=env(work))

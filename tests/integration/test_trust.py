@@ -391,13 +391,14 @@ def test_dangerous_settings_in_the_entry_are_refused(work):
     assert not os.path.exists(marker)
 
 
-def forge_archive(work, key, pgdata, extra):
-    """Re-tars `pgdata` plus `extra` {name: bytes} as key's archive (uncompressed) and makes the meta agree."""
+def forge_archive(work, key, pgdata, extra, gzip=False):
+    """Re-tars `pgdata` plus `extra` {name: bytes} as key's archive (uncompressed, or gzip) and makes the
+    meta agree."""
     import hashlib
     import io
     import tarfile
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+    with tarfile.open(fileobj=buf, mode="w:gz" if gzip else "w", format=tarfile.PAX_FORMAT) as t:
         for name in sorted(os.listdir(pgdata)):
             if not name.startswith("pgstash.") and name != "postmaster.opts" and name not in extra:
                 t.add(os.path.join(pgdata, name), arcname=name)
@@ -408,13 +409,14 @@ def forge_archive(work, key, pgdata, extra):
     raw = buf.getvalue()
     d = entry_dir(work)
     os.unlink(os.path.join(d, key + ".tar.zst"))
-    with open(os.path.join(d, key + ".tar"), "wb") as f:
+    with open(os.path.join(d, key + (".tar.gz" if gzip else ".tar")), "wb") as f:
         f.write(raw)
     text = meta_text(work, key)
     text = set_field(text, "archive_sha256", hashlib.sha256(raw).hexdigest())
     text = set_field(text, "archive_bytes", len(raw))
-    text = set_field(text, "compression", "none")
+    text = set_field(text, "compression", "gzip" if gzip else "none")
     write_meta(work, key, text)
+    return raw
 
 
 @pytest.mark.parametrize("extra", ["recovery.signal", "standby.signal", "backup_label", "extras/evil.so",
@@ -435,6 +437,64 @@ def test_files_that_are_not_a_clusters_are_refused(work, extra):
     assert "cache hit" in r.stderr, r
 
 
+def test_expansion_bomb_is_a_bad_entry(work):
+    """A small archive (digest and size right) that expands far past its meta's pgdata_bytes: refused
+    before the big file is written, removed, rebuilt; the rebuild is cached and the next start hits it."""
+    cfg = sql_project(work)
+    r, pg1 = start(work, cfg, "pg1")
+    key = work.key(config=cfg)
+    declared = int(field(meta_text(work, key), "pgdata_bytes"))
+    raw = forge_archive(work, key, pg1, {"base/1/bomb": bytes(declared + (64 << 20))}, gzip=True)
+    assert len(raw) < declared // 4
+    r, pg = start(work, cfg, "pg2")
+    assert "expands past the size its meta declares" in r.stderr, r
+    assert "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
+    assert re.search(r"cache miss .*, cached ", r.stderr), r
+    assert not os.path.exists(os.path.join(pg, "base", "1", "bomb"))
+    assert field(meta_text(work, key), "compression") == "zstd"
+    r, pg = start(work, cfg, "pg3")
+    assert "cache hit" in r.stderr, r
+    assert has_table(work, pg, "a")
+
+
+def test_unstartable_entry_is_removed_and_rebuilt(work):
+    """A well-formed entry whose cluster does not start (global/pg_control garbage): the per-start step
+    fails, the entry is removed and rebuilt once, the rebuild replaces it, and the start succeeds."""
+    cfg = sql_project(work)
+    r, pg1 = start(work, cfg, "pg1")
+    key = work.key(config=cfg)
+    broken = os.path.join(work.path, "broken")
+    shutil.copytree(pg1, broken, symlinks=True)
+    with open(os.path.join(broken, "global", "pg_control"), "r+b") as f:
+        f.write(b"\xa5" * 8192)
+    raw = forge_archive(work, key, broken, {})
+    import hashlib
+    forged_sha = hashlib.sha256(raw).hexdigest()
+    env = dict(POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
+    r, pg = start(work, cfg, "pg2", **env)
+    assert f"the cluster restored from cache entry {key[:12]}… does not start" in r.stderr, r
+    assert r.stderr.count("does not start") == 1, r
+    assert re.search(r"cache miss .*, cached ", r.stderr), r
+    assert field(meta_text(work, key), "archive_sha256") != forged_sha
+    assert has_table(work, pg, "a")
+    r, pg = start(work, cfg, "pg3", **env)
+    assert "cache hit" in r.stderr and "does not start" not in r.stderr, r
+
+
+def test_extra_superuser_in_a_restored_entry_is_warned_about(work):
+    """An entry holding a superuser besides the configured user (a backdoor role, here made by a step):
+    a hit names it in a warning, from the password step's own single-user session."""
+    cfg = sql_project(work)
+    work.file("proj/migrations/0001_evil.sql", "create role evil superuser login password 'x';\n")
+    env = dict(POSTGRES_PASSWORD="secret", POSTGRES_HOST_AUTH_METHOD=None)
+    r, _ = start(work, cfg, "pg1", **env)
+    assert "superuser role" not in r.stderr, r  # built here, not restored
+    r, _ = start(work, cfg, "pg2", **env)
+    assert "cache hit" in r.stderr, r
+    assert re.search(r'warning: the cluster restored from cache entry \w{12}… has superuser role other than '
+                     r'"postgres": "evil"', r.stderr), r
+
+
 def test_held_lock_costs_one_timeout(work):
     """Someone holds a hit's lock file: one lock_timeout, a build without the lock, not a second wait."""
     import fcntl
@@ -452,3 +512,7 @@ def test_held_lock_costs_one_timeout(work):
     assert "gave up waiting for another builder" not in r.stderr, r
     assert "cache miss" in r.stderr, r
     assert took < 3 + 30, took
+    # The entry it could not lock is still there: its own snapshot is dropped, and the log says so.
+    assert f"not cached: an entry for {key[:12]}… was stored meanwhile" in r.stderr, r
+    assert re.search(r"cache miss .*, not cached", r.stderr), r
+    assert not re.search(r"(?<!not )cached ", r.stderr), r

@@ -193,6 +193,40 @@ test_password_file(void **state)
 	free(p);
 }
 
+/* [trust] key_secret_file (relative to the config file) and PGSTASH_KEY_SECRET_FILE, which wins. */
+static void
+test_key_secret_file(void **state)
+{
+	(void)state;
+	unit_write(tmp, "ks", "from-the-file\n");
+	unit_write(tmp, "ks-env", "from-the-env\n");
+	unit_write(tmp, "empty", "\n");
+	struct cfg cfg;
+	assert_int_equal(load_text("[trust]\nkey_secret_file = ks\n", &cfg, NULL), 0);
+	assert_string_equal(cfg.trust.key_secret, "from-the-file");
+	cfg_free(&cfg);
+	char *p = path_join(tmp, "ks-env");
+	setenv("PGSTASH_KEY_SECRET_FILE", p, 1);
+	assert_int_equal(load_text("[trust]\nkey_secret_file = ks\n", &cfg, NULL), 0);
+	assert_string_equal(cfg.trust.key_secret, "from-the-env");
+	cfg_free(&cfg);
+	free(p);
+	p = path_join(tmp, "nope");
+	setenv("PGSTASH_KEY_SECRET_FILE", p, 1);
+	char *err;
+	assert_int_equal(load_text("", &cfg, &err), -1);
+	assert_non_null(strstr(err, "PGSTASH_KEY_SECRET_FILE: could not read"));
+	free(err);
+	cfg_free(&cfg);
+	free(p);
+	unsetenv("PGSTASH_KEY_SECRET_FILE");
+	assert_int_equal(load_text("", &cfg, NULL), 0);
+	assert_null(cfg.trust.key_secret);
+	cfg_free(&cfg);
+	expect_error("[trust]\nkey_secret_file = nope\n", "pgstash.ini:2: key_secret_file: could not read");
+	expect_error("[trust]\nkey_secret_file = empty\n", "pgstash.ini:2: key_secret_file: could not read");
+}
+
 static void
 test_bad_inputs(void **state)
 {
@@ -466,6 +500,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_empty_cache_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defaults_and_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_key_secret_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_line_and_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),

@@ -25,6 +25,20 @@ test_buffer(void **state)
 	assert_string_equal(hex, SHA_TWO_BLOCKS);
 }
 
+/* RFC 4231, test cases 1 and 2 (HMAC-SHA-256). */
+static void
+test_hmac(void **state)
+{
+	(void)state;
+	char hex[DIGEST_HEX_SIZE];
+	unsigned char key1[20];
+	memset(key1, 0x0b, sizeof(key1));
+	digest_hmac_hex(key1, sizeof(key1), "Hi There", 8, hex);
+	assert_string_equal(hex, "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+	digest_hmac_hex("Jefe", 4, "what do ya want for nothing?", 28, hex);
+	assert_string_equal(hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+}
+
 static void
 test_incremental(void **state)
 {
@@ -101,6 +115,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buffer),
+		cmocka_unit_test(test_hmac),
 		cmocka_unit_test(test_incremental),
 		cmocka_unit_test_setup_teardown(test_file, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_range, unit_tmp_setup, unit_tmp_teardown),

@@ -237,6 +237,63 @@ test_environment_and_key_env(void **state)
 	free(r);
 }
 
+/*
+ * With [trust] key_secret_file, env values are digested by HMAC-SHA256 under
+ * the secret: the manifest holds neither the value nor its plain SHA-256 (a
+ * guessable value could be found from that), and the key follows the secret.
+ */
+static void
+test_key_secret_keys_env_digests(void **state)
+{
+	(void)state;
+	char *r = repo("r", false);
+	struct cfg cfg;
+	make_cfg(&cfg, r, "migrate");
+	sl_add(&cfg.steps[0].env, "SECRET_KEY=changeme");
+	sl_add(&cfg.key_env, "PGSTASH_UT_GUESSABLE");
+	setenv("PGSTASH_UT_GUESSABLE", "changeme", 1);
+	char plain_step[65], plain_env[65], hmac_step[65], hmac_env[65];
+	digest_hex("SECRET_KEY=changeme\n", 20, plain_step);
+	digest_hex("PGSTASH_UT_GUESSABLE=changeme", 29, plain_env);
+	digest_hmac_hex("s3cret", 6, "SECRET_KEY=changeme\n", 20, hmac_step);
+	digest_hmac_hex("s3cret", 6, "PGSTASH_UT_GUESSABLE=changeme", 29, hmac_env);
+
+	struct fp_result fp;
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	/* Unkeyed: a dictionary of likely values finds it. */
+	assert_non_null(strstr(fp.manifest, plain_step));
+	assert_non_null(strstr(fp.manifest, plain_env));
+	char k0[65];
+	memcpy(k0, fp.key, 65);
+	fp_result_free(&fp);
+
+	cfg.trust.key_secret = xstrdup("s3cret");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	char *want = xasprintf(" env=SECRET_KEY env-hmac-sha256=%s\n", hmac_step);
+	assert_non_null(strstr(fp.manifest, want));
+	free(want);
+	want = xasprintf("\nkey_env PGSTASH_UT_GUESSABLE hmac-sha256=%s", hmac_env);
+	assert_non_null(strstr(fp.manifest, want));
+	free(want);
+	assert_null(strstr(fp.manifest, plain_step));
+	assert_null(strstr(fp.manifest, plain_env));
+	assert_null(strstr(fp.manifest, "changeme"));
+	char k1[65];
+	memcpy(k1, fp.key, 65);
+	assert_string_not_equal(k0, k1);
+	fp_result_free(&fp);
+
+	free(cfg.trust.key_secret);
+	cfg.trust.key_secret = xstrdup("another");
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
+	assert_string_not_equal(k1, fp.key);
+	assert_string_not_equal(k0, fp.key);
+	fp_result_free(&fp);
+	unsetenv("PGSTASH_UT_GUESSABLE");
+	cfg_free(&cfg);
+	free(r);
+}
+
 static void
 test_fixtures_layer_chains(void **state)
 {
@@ -359,6 +416,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_what_changes_the_key, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_manifest_form_and_secrets, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_environment_and_key_env, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_key_secret_keys_env_digests, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_fixtures_layer_chains, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_empty_globs, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, unit_tmp_setup, unit_tmp_teardown),

@@ -6,11 +6,16 @@
  */
 #include "unit.h"
 
+#include "log.h"
 #include "s3.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static void
 test_uri_encode(void **state)
@@ -180,6 +185,72 @@ test_sigv4_aws_vector(void **state)
 	close(lfd);
 }
 
+/* A server that declares a large archive and drips it, 20 bytes a second, until the client goes. */
+static void
+drip_server(int lfd)
+{
+	int fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		_exit(1);
+	char req[4096];
+	if (read(fd, req, sizeof(req)) <= 0)
+		_exit(1);
+	const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+	if (write(fd, head, strlen(head)) < 0)
+		_exit(1);
+	char zeros[20] = {0};
+	for (int i = 0; i < 120; i++) {
+		if (write(fd, zeros, sizeof(zeros)) < 0)
+			_exit(0);
+		sleep(1);
+	}
+	_exit(0);
+}
+
+/* A streamed download below S3_MIN_RATE ends after about timeout_s, as a timeout that says why. */
+static void
+test_stream_min_rate(void **state)
+{
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(lfd >= 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	socklen_t len = sizeof(a);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		drip_server(lfd);
+	close(lfd);
+
+	char *base = xasprintf("http://127.0.0.1:%d/bucket", ntohs(a.sin_port));
+	struct s3_target t = {.label = "s3://bucket", .base = base, .region = "us-east-1", .timeout_s = 2};
+	struct s3 s;
+	assert_int_equal(s3_open(&s, &t), 0);
+	char *out = xasprintf("%s/drip.tar.zst", unit_tmp);
+	int fd = open(out, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	struct s3_req rq = {.method = "GET", .object = "x.tar.zst", .out_fd = fd, .out_name = out, .body_fd = -1,
+	                    .stream = true, .out_max = 1000000};
+	double t0 = log_now();
+	assert_int_equal(s3_perform(&s, &rq), -1);
+	double took = log_now() - t0;
+	assert_int_equal(rq.outcome, S3_OUT_TIMEOUT);
+	assert_true(took >= 1.5 && took < 10);
+	char *why = s3_req_error(&s, &rq);
+	assert_non_null(strstr(why, "slower than 64 KiB/s"));
+	free(why);
+	s3_req_free(&rq);
+	s3_close(&s);
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	free(out);
+	free(base);
+}
+
 int
 main(void)
 {
@@ -190,6 +261,7 @@ main(void)
 		cmocka_unit_test(test_parse_time),
 		cmocka_unit_test(test_parse_list),
 		cmocka_unit_test(test_sigv4_aws_vector),
+		cmocka_unit_test_setup_teardown(test_stream_min_rate, unit_tmp_setup, unit_tmp_teardown),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();

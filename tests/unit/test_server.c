@@ -425,7 +425,7 @@ test_per_start(void **state)
 
 	/* Not durable (after a restore): single-user mode runs with fsync=off, and the password still lands. */
 	double t0 = log_now();
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL), 0);
 	printf("timing: per-start with password, not durable (pg_hba + single-user, fsync=off) %.3f s\n",
 	       log_now() - t0);
 
@@ -457,14 +457,14 @@ test_per_start(void **state)
 	cfg.db_password = NULL;
 	cfg.host_auth_method = "trust";
 	t0 = log_now();
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL), 0);
 	printf("timing: per-start without password, durable (pg_hba, fsynced) %.3f s\n", log_now() - t0);
 	hba = read_file(hba_path, NULL);
 	unit_expect_contains(hba, "# warning trust is enabled for all connections\n");
 	unit_expect_contains(hba, "\nhost all all all trust\n");
 	free(hba);
 	cfg.host_auth_method = "md5\nhost all all all trust";
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), -1);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL), -1);
 
 	/* Timing, a few runs each way: durable (postgres' fsyncs) and not (fsync=off). */
 	cfg.host_auth_method = NULL;
@@ -473,11 +473,29 @@ test_per_start(void **state)
 	for (int i = 0; i < 4; i++) {
 		bool durable = i % 2 == 0;
 		t0 = log_now();
-		assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, durable), 0);
+		assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, durable, NULL), 0);
 		printf("timing: per-start with password, %s, run %d: %.3f s\n", durable ? "durable" : "fsync=off", i / 2 + 1,
 		       log_now() - t0);
 	}
 	log_min_level = LOG_INFO;
+
+	/* The other superusers come from the same single-user session: none, then two (any bytes in a name). */
+	struct strlist su = {0};
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su), 0);
+	assert_int_equal(su.n, 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	char *one = query1(s, "postgres",
+	                   "CREATE ROLE evil SUPERUSER; CREATE ROLE \"we\"\"ird é\" SUPERUSER LOGIN; CREATE ROLE plain; "
+	                   "SELECT 1");
+	assert_non_null(one);
+	free(one);
+	assert_int_equal(srv_stop(s), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su), 0);
+	assert_int_equal(su.n, 2);
+	assert_string_equal(su.v[0], "evil");
+	assert_string_equal(su.v[1], "we\"ird é");
+	sl_free(&su);
+
 	/* Durable: the password set with postgres' own fsyncs is there too. */
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
 	verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
@@ -489,7 +507,7 @@ test_per_start(void **state)
 	/* Single-user mode fails on a running cluster: reported, password not shown. */
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
 	cfg.db_password = "visible-if-leaked";
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true), -1);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL), -1);
 	assert_int_equal(srv_stop(s), 0);
 	free(hba_path);
 }

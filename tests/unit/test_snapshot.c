@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <dirent.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -201,7 +202,7 @@ roundtrip(void **state, enum cfg_compression comp, int level)
 	if (comp != CFG_COMP_NONE)
 		assert_true(w.archive_bytes < w.pgdata_bytes);
 
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, &r), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes, &r), 0);
 	assert_string_equal(r.sha256, w.sha256);
 	assert_int_equal(r.archive_bytes, w.archive_bytes);
 	assert_int_equal(r.files, w.files);
@@ -213,6 +214,42 @@ static void test_roundtrip_zstd(void **state) { roundtrip(state, CFG_COMP_ZSTD, 
 static void test_roundtrip_zstd_level(void **state) { roundtrip(state, CFG_COMP_ZSTD, 9); }
 static void test_roundtrip_gzip(void **state) { roundtrip(state, CFG_COMP_GZIP, 1); }
 static void test_roundtrip_none(void **state) { roundtrip(state, CFG_COMP_NONE, 0); }
+
+/* A meta declaring less than the archive expands to: a bomb, refused before the big file is written. */
+static void
+test_expansion_past_meta_is_bad(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	assert_true(w.pgdata_bytes / 4 + SNAP_EXPAND_MARGIN(w.pgdata_bytes / 4) < w.pgdata_bytes);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes / 4, NULL),
+	                 SNAP_BAD_ARCHIVE);
+	assert_true(dir_is_empty(f->dst));
+	/* A claim beyond the hard limit is a forgery too. */
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 1ULL << 50, NULL),
+	                 SNAP_BAD_ARCHIVE);
+	assert_true(dir_is_empty(f->dst));
+	/* Within the margin: restored. */
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes - 1000, NULL),
+	                 0);
+}
+
+/* A meta declaring more than PGDATA's file system has free: the local disk's fault, nothing written. */
+static void
+test_larger_than_free_space_fails(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats w;
+	struct statvfs vfs;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	assert_int_equal(statvfs(f->root, &vfs), 0);
+	uint64_t too_much = (uint64_t)vfs.f_bavail * vfs.f_frsize + (1ULL << 30);
+	if (too_much > SNAP_MAX_TOTAL_BYTES)
+		skip();
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, too_much, NULL), SNAP_FAILED);
+	assert_true(dir_is_empty(f->dst));
+}
 
 static void
 test_deterministic(void **state)
@@ -233,7 +270,7 @@ test_target_not_empty(void **state)
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	unit_write(f->dst, "precious", "keep me");
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), SNAP_FAILED);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), SNAP_FAILED);
 	char *t = rd(f->dst, "precious");
 	assert_string_equal(t, "keep me");
 	free(t);
@@ -254,7 +291,7 @@ copy_file(const char *from, const char *to, size_t max)
 static void
 expect_bad(struct fixture *f, const char *arch, const char *sha, int major)
 {
-	int r = snap_restore(arch, sha, f->dst, (uid_t)-1, (gid_t)-1, major, NULL);
+	int r = snap_restore(arch, sha, f->dst, (uid_t)-1, (gid_t)-1, major, 0, NULL);
 	assert_int_equal(r, SNAP_BAD_ARCHIVE);
 	assert_true(dir_is_empty(f->dst));
 }
@@ -341,7 +378,7 @@ test_major_mismatch(void **state)
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	expect_bad(f, f->arch, w.sha256, 14);
 	/* 0: no expectation. */
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 0, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 0, 0, NULL), 0);
 }
 
 static void
@@ -351,7 +388,7 @@ test_signal_aborts(void **state)
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	sig_received = SIGTERM;
-	int r = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL);
+	int r = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
 	sig_received = 0;
 	assert_int_equal(r, SNAP_FAILED);
 	assert_true(dir_is_empty(f->dst));
@@ -464,7 +501,7 @@ hostile_case(struct fixture *f, const struct hentry *ents, size_t n, const char 
 	hostile_archive(arch, ents, n);
 	char sha[65];
 	assert_int_equal(digest_file(arch, NULL, 0, sha, NULL), 0);
-	assert_int_equal(snap_restore(arch, sha, dst, (uid_t)-1, (gid_t)-1, 0, NULL), SNAP_BAD_ARCHIVE);
+	assert_int_equal(snap_restore(arch, sha, dst, (uid_t)-1, (gid_t)-1, 0, 0, NULL), SNAP_BAD_ARCHIVE);
 	assert_true(dir_is_empty(dst));
 	for (size_t i = 0; must_not_exist && must_not_exist[i]; i++) {
 		struct stat sb;
@@ -626,7 +663,7 @@ test_many_files(void **state)
 	struct snap_stats w, r;
 	write_snapshot(src, f->arch, CFG_COMP_ZSTD, 1, &w);
 	assert_int_equal(w.files, NDIR * PER + 1);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, &r), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, &r), 0);
 	assert_int_equal(r.files, w.files);
 	assert_int_equal(r.pgdata_bytes, w.pgdata_bytes);
 	for (unsigned d = 0; d < NDIR; d++) {
@@ -662,7 +699,7 @@ test_large_file_holes(void **state)
 	write_bytes(f->src, "pg_wal/000000010000000000000001", b, len);
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
 	assert_file_bytes(f->dst, "pg_wal/000000010000000000000001", b, len);
 	char *p = path_join(f->dst, "pg_wal/000000010000000000000001");
 	struct stat sb;
@@ -692,7 +729,7 @@ test_cluster_shape(void **state)
 	for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, bad_paths[i], "x"}};
 		hostile_archive(f->arch, e, 2);
-		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL) != SNAP_BAD_ARCHIVE)
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("%s was not refused", bad_paths[i]);
 		assert_true(dir_is_empty(f->dst));
 	}
@@ -702,14 +739,14 @@ test_cluster_shape(void **state)
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", bad_conf[i]}};
 		hostile_archive(f->arch, e, 2);
-		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL) != SNAP_BAD_ARCHIVE)
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("\"%s\" was not refused", bad_conf[i]);
 	}
 	struct hentry ok[] = {{H_FILE, "PG_VERSION", "15\n"},
 	                      {H_FILE, "postgresql.auto.conf", "# archive_command = 'x'\nwork_mem = '64MB'\n"},
 	                      {H_DIR, "pg_tblspc", NULL}};
 	hostile_archive(f->arch, ok, 3);
-	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
 }
 
 static void
@@ -720,7 +757,7 @@ test_implicit_parents(void **state)
 	                     {H_DIR, "base/", NULL},        {H_DIR, "./", NULL},
 	                     {H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base//b/./c", "c"}};
 	hostile_archive(f->arch, e, sizeof(e) / sizeof(e[0]));
-	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
 	char *t = rd(f->dst, "base/1/1259");
 	assert_string_equal(t, "rel");
 	free(t);
@@ -757,7 +794,7 @@ test_hostile_collisions(void **state)
 	/* The marker already in PGDATA survives a refused archive that names it. */
 	unit_write(f->dst, "pgstash.key", "restoring k\n");
 	hostile_archive(f->arch, marker, 2);
-	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 0, NULL), SNAP_BAD_ARCHIVE);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 0, 0, NULL), SNAP_BAD_ARCHIVE);
 }
 
 /*
@@ -781,13 +818,13 @@ test_write_failure(void **state)
 		lim = saved;
 		lim.rlim_cur = caps[i];
 		assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-		int rc = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL);
+		int rc = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
 		assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
 		assert_int_equal(rc, SNAP_FAILED);
 		assert_true(dir_is_empty(f->dst));
 	}
 	sigaction(SIGXFSZ, &old, NULL);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
 	check_restored(f->dst);
 }
 
@@ -852,7 +889,7 @@ test_real_pgdata(void **state)
 	        (unsigned long long)w.archive_bytes, 100.0 * (double)w.archive_bytes / (double)w.pgdata_bytes,
 	        w.seconds);
 	assert_int_equal(snap_restore(f->arch, w.sha256, pg2, pw ? pw->pw_uid : (uid_t)-1,
-	                              pw ? pw->pw_gid : (gid_t)-1, 15, &r),
+	                              pw ? pw->pw_gid : (gid_t)-1, 15, 0, &r),
 	                 0);
 	fprintf(stderr, "restored in %.2f s\n", r.seconds);
 	if (pw) {
@@ -904,6 +941,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_roundtrip_zstd_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_gzip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_none, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_expansion_past_meta_is_bad, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_larger_than_free_space_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_not_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),

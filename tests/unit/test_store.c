@@ -103,7 +103,8 @@ publish(struct fixture *f, const char *key, const char *manifest)
 {
 	struct entry_meta m;
 	fill_meta(&m, key, manifest);
-	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL), 0);
+	/* 1: the key was published before (four_entries twice): that entry is kept. */
+	assert_true(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL) >= 0);
 	entry_meta_free(&m);
 }
 
@@ -547,7 +548,8 @@ test_concurrent_publish(void **state)
 				int r = store_publish(&st, f->pgdata, &m, i ? CFG_COMP_GZIP : CFG_COMP_ZSTD, 0, NULL);
 				entry_meta_free(&m);
 				store_close(&st);
-				_exit(r == 0 ? 0 : 1);
+				/* 1: the other one's entry was there first; ours dropped. */
+				_exit(r >= 0 ? 0 : 1);
 			}
 		}
 		for (int i = 0; i < 2; i++) {
@@ -570,6 +572,38 @@ test_concurrent_publish(void **state)
 		assert_int_equal(store_remove(&f->st, key_of(12)), 0);
 		entry_meta_free(&got);
 	}
+}
+
+/*
+ * A second publish of a key (a builder that gave up waiting for the lock)
+ * keeps the entry already there: it says so, never that it cached its own,
+ * and *meta is the kept entry's.
+ */
+static void
+test_publish_keeps_existing(void **state)
+{
+	struct fixture *f = *state;
+	publish(f, key_of(14), NULL);
+	struct entry_meta m;
+	fill_meta(&m, key_of(14), NULL);
+	m.build_seconds = 99;
+	struct unit_capture c;
+	enum log_level saved = log_min_level;
+	log_min_level = LOG_INFO;
+	unit_stderr_begin(&c);
+	int r = store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL);
+	char *err = unit_stderr_end(&c);
+	log_min_level = saved;
+	assert_int_equal(r, 1);
+	assert_non_null(strstr(err, "not cached: an entry for"));
+	assert_null(strstr(err, "warning"));
+	assert_true(m.build_seconds < 2);
+	assert_int_equal(m.compression, CFG_COMP_ZSTD);
+	/* Our archive is gone: one archive, one meta (+ .tmp and .locks). */
+	assert_int_equal(count_dir(f->st.dir), 4);
+	assert_int_equal(count_dir(f->st.tmp_dir), 0);
+	free(err);
+	entry_meta_free(&m);
 }
 
 static void
@@ -1103,6 +1137,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lookup_ignores_partial, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stale_tmp_cleaned, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_publish, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_publish_keeps_existing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish_disk_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_and_bad_entries, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_locks, setup, teardown),
