@@ -672,7 +672,10 @@ cleanup:
 /*
  * Puts back what the role had before the one-time password, on every role
  * that still has it (a step may have renamed the role; one that set its own
- * password keeps it).  0 or -1 (logged).
+ * password keeps it).  Then rewrites pg_authid: the row that held the
+ * verifier would otherwise stay in the file, dead (plain VACUUM leaves its
+ * bytes in the page's free space), and go into the snapshot.  The WAL that
+ * saw it is replaced after the shutdown (srv_reset_wal).  0 or -1 (logged).
  */
 static int
 forget_one_time_password(const struct srv *s)
@@ -691,6 +694,12 @@ forget_one_time_password(const struct srv *s)
 	for (int i = 0; i < PQntuples(res); i++)
 		if (set_role_verifier(conn, PQgetvalue(res, i, 0), s->old_verifier) != 0)
 			goto cleanup;
+	PQclear(res);
+	res = PQexec(conn, "VACUUM FULL pg_catalog.pg_authid");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_pq("could not rewrite pg_authid", PQerrorMessage(conn));
+		goto cleanup;
+	}
 	rc = 0;
 cleanup:
 	PQclear(res);

@@ -19,6 +19,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <grp.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -601,6 +602,37 @@ stored_verifier(const struct srv *s)
 	              "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = current_user");
 }
 
+/* Whether a regular file under `dir` holds `needle`. */
+static bool
+tree_contains(const char *dir, const char *needle)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool found = false;
+	struct dirent *de;
+	while (!found && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *p = path_join(dir, de->d_name);
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+			found = tree_contains(p, needle);
+		} else if (S_ISREG(st.st_mode)) {
+			size_t len = 0;
+			char *text = read_file(p, &len);
+			if (text && memmem(text, len, needle, strlen(needle))) {
+				printf("found in %s\n", p);
+				found = true;
+			}
+			free(text);
+		}
+		free(p);
+	}
+	closedir(d);
+	return found;
+}
+
 static void
 test_temp_server_tcp(void **state)
 {
@@ -654,8 +686,13 @@ test_temp_server_tcp(void **state)
 	assert_null(strstr(log, password));
 	free(log);
 
+	char *verifier = stored_verifier(s);
+
 	/* Stopping puts the role's own password back. */
 	assert_int_equal(srv_stop(s), 0);
+	/* No trace in the cluster a build snapshots (after its WAL reset): not even a dead row of pg_authid. */
+	assert_int_equal(srv_reset_wal(&cfg, &fx.pg), 0);
+	assert_false(tree_contains(fx.pgdata, verifier));
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
 	assert_int_equal(s->port, SRV_PORT);
 	v = stored_verifier(s);
@@ -683,6 +720,7 @@ test_temp_server_tcp(void **state)
 	free(v);
 	assert_int_equal(srv_stop(s), 0);
 
+	free(verifier);
 	free(password);
 }
 
