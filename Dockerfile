@@ -87,6 +87,11 @@ RUN set -eu; \
 	chmod 1777 "$PGDATA"
 VOLUME /var/lib/postgresql/data /var/cache/pgstash
 
+# As the official image: the socket and loopback are trusted, so `docker exec
+# db psql -U postgres` works without a password (README "Host mode": a bare
+# pgstash on a host asks for the password there).
+ENV PGSTASH_LOCAL_AUTH=trust
+
 COPY docker/pgstash.ini /etc/pgstash/pgstash.ini
 COPY --from=build /usr/src/pgstash/pgstash /usr/local/bin/pgstash
 

@@ -115,6 +115,7 @@ usage(FILE *out)
 	    "  initdb_d     = /docker-entrypoint-initdb.d              PGSTASH_INITDB_D\n"
 	    "  socket_dir   = /var/run/postgresql   PGSTASH_SOCKET_DIR  final server socket + ready state\n"
 	    "  docker_socket = /var/run/docker.sock PGSTASH_DOCKER_SOCKET for steps with image =\n"
+	    "  local_auth   = password              PGSTASH_LOCAL_AUTH  socket + loopback: password | peer | trust\n"
 	    "  [database]\n"
 	    "  user  = postgres       POSTGRES_USER(_FILE)   the superuser initdb creates\n"
 	    "  name  = (user)         POSTGRES_DB(_FILE)     the main database\n"

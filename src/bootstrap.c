@@ -123,7 +123,7 @@ set_up(struct boot *b)
 	struct cfg *cfg = b->cfg;
 	if (geteuid() == 0 && privs_drop(cfg) != 0)
 		return BOOT_FAILED;
-	if (mkdir_p(cfg->socket_dir, 0775) != 0)
+	if (mkdir_p(cfg->socket_dir, srv_socket_dir_mode(cfg) & 0777) != 0)
 		log_warning("the healthcheck will not work without the socket directory \"%s\"", cfg->socket_dir);
 	write_state(cfg, "starting");
 	srv_sweep_stale_dirs();

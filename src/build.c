@@ -92,7 +92,7 @@ run_container_step(struct build *bd, const struct cfg_step *step)
 		return -1;
 	}
 	const char *db = step->database ? step->database : (cfg->db_name ? cfg->db_name : cfg->db_user);
-	srv_client_env(&bd->srv, cfg, db, &env);
+	srv_container_env(&bd->srv, cfg, db, &env);
 	for (size_t i = 0; i < step->env.n; i++)
 		proc_env_put(&env, step->env.v[i]);
 	char *net = xasprintf("container:%s", bd->self_container);

@@ -28,6 +28,13 @@ enum cfg_cache_mode {
 	CFG_CACHE_OFF,        /* no cache at all: every start builds */
 };
 
+/* [pgstash] local_auth: how the final server's socket and loopback lines authenticate (README "Host mode"). */
+enum cfg_local_auth {
+	CFG_LOCAL_PASSWORD, /* both: the host method (scram-sha-256 unless POSTGRES_HOST_AUTH_METHOD says) */
+	CFG_LOCAL_PEER,     /* the socket: peer; loopback: the host method */
+	CFG_LOCAL_TRUST,    /* both trusted, as the official image (the image sets PGSTASH_LOCAL_AUTH=trust) */
+};
+
 #define REMOTE_DEFAULT_REGION "us-east-1"
 #define REMOTE_DEFAULT_TIMEOUT 30
 
@@ -89,6 +96,7 @@ struct cfg {
 	long step_timeout;         /* default per-step timeout, seconds; 0: none */
 	char *cache_group;         /* NULL: the cache is private to its owner (0700/0600) */
 	gid_t cache_gid;           /* cache_group resolved; (gid_t)-1 when none */
+	enum cfg_local_auth local_auth; /* default password; trust also opens socket_dir to others (03775) */
 
 	char *db_user;
 	char *db_password;         /* secret: never logged, never in the key; NULL if none */
@@ -194,5 +202,7 @@ int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const ch
 
 /* "read-write", "read-only", "off"; static. */
 const char *cfg_cache_mode_name(enum cfg_cache_mode m);
+/* "password", "peer", "trust"; static. */
+const char *cfg_local_auth_name(enum cfg_local_auth a);
 
 #endif

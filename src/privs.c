@@ -7,6 +7,7 @@
 #include "docker.h"
 #include "entry.h"
 #include "log.h"
+#include "server.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -145,7 +146,8 @@ own_directories(const struct cfg *cfg, uid_t uid, gid_t gid)
 {
 	if (privs_prepare_dir(cfg->pgdata, 0700, uid, gid, true) != 0)
 		return -1;
-	if (privs_prepare_dir(cfg->socket_dir, 03775, uid, gid, false) != 0)
+	/* Open to every local user only when pg_hba.conf says who may connect through it. */
+	if (privs_prepare_dir(cfg->socket_dir, srv_socket_dir_mode(cfg), uid, gid, false) != 0)
 		return -1;
 	if (cfg->initdb_waldir && privs_prepare_dir(cfg->initdb_waldir, 0700, uid, gid, true) != 0)
 		return -1;

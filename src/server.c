@@ -19,15 +19,19 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -40,6 +44,10 @@
 #define SRV_POLL_MS 20
 /* How much of a failed program's output to show. */
 #define TAIL_LINES 30
+/* Start attempts when another process took the private port between our look and the server's bind. */
+#define SRV_PORT_TRIES 3
+/* Random bytes in the one-time password (hex: URL- and conninfo-safe). */
+#define SRV_PASSWORD_BYTES 24
 
 /* ---- small helpers ---- */
 
@@ -354,6 +362,14 @@ srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg)
 /* ---- the temporary server ---- */
 
 static void
+free_secret(char *p)
+{
+	if (p)
+		explicit_bzero(p, strlen(p));
+	free(p);
+}
+
+static void
 srv_clear(struct srv *s)
 {
 	free(s->sockdir);
@@ -361,15 +377,83 @@ srv_clear(struct srv *s)
 	free(s->bindir);
 	free(s->pgdata);
 	free(s->logfile);
+	free(s->hba);
+	free_secret(s->password);
+	free(s->verifier);
+	free(s->old_verifier);
 	memset(s, 0, sizeof(*s));
 }
 
-/* Fills s's strings and makes its private directory.  0 or -1 (logged). */
+/*
+ * A TCP port on 127.0.0.1 for the temporary server where no client looks
+ * for the real one: one the kernel hands out as free right now (from its
+ * ephemeral range), never 5432 nor $PGPORT.  Another process may take it
+ * before the server binds it: srv_start_temp then tries again.  The port,
+ * or -1 (logged).
+ */
+static int
+private_port(void)
+{
+	long pgport = 0;
+	const char *env = getenv("PGPORT");
+	const char *why;
+	if (env && parse_long(env, 1, 65535, &pgport, &why) != 0)
+		pgport = 0;
+	for (int i = 0; i < 16; i++) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			log_error("could not create a socket: %s", strerror(errno));
+			return -1;
+		}
+		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof(a);
+		if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || getsockname(fd, (struct sockaddr *)&a, &len) != 0) {
+			log_error("could not find a free TCP port on 127.0.0.1: %s", strerror(errno));
+			close(fd);
+			return -1;
+		}
+		close(fd);
+		int port = ntohs(a.sin_port);
+		if (port != 5432 && port != pgport)
+			return port;
+	}
+	log_error("could not find a free TCP port on 127.0.0.1 other than 5432 and $PGPORT");
+	return -1;
+}
+
+/*
+ * The temporary server's pg_hba.conf, in its private directory: PGDATA's is
+ * initdb's (trust everywhere) or a restored snapshot's, and neither may
+ * decide who reaches a half-migrated database.  The socket is trusted: its
+ * directory is 0700, so only the cluster's owner (pgstash, its host steps
+ * and init scripts) gets there.  TCP takes SCRAM only, with the one-time
+ * password that srv_start_temp sets.
+ */
+static int
+write_temp_hba(const struct srv *s)
+{
+	struct strbuf sb = {0};
+	sb_append(&sb, "# pgstash's temporary server (a build): its own file, not PGDATA's.\n"
+	               "# The socket's directory is private to the cluster's owner.\n"
+	               "local all all trust\n"
+	               "local replication all trust\n");
+	if (s->tcp)
+		sb_append(&sb, "# Container steps: the one-time password only.\n"
+		               "host all all all scram-sha-256\n");
+	int rc = durable_write_file(s->hba, sb.buf, sb.len, 0600, false);
+	sb_free(&sb);
+	return rc;
+}
+
+/* Fills s's strings, makes its private directory and its pg_hba.conf.  0 or -1 (logged). */
 static int
 prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
 {
 	memset(s, 0, sizeof(*s));
-	s->port = SRV_PORT;
+	s->port = tcp ? private_port() : SRV_PORT;
+	if (s->port < 0)
+		return -1;
 	s->tcp = tcp;
 	s->user = xstrdup(cfg->db_user);
 	s->bindir = xstrdup(pg->bindir);
@@ -378,7 +462,8 @@ prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool 
 	if (!s->sockdir)
 		return -1;
 	s->logfile = path_join(s->sockdir, "server.log");
-	return 0;
+	s->hba = path_join(s->sockdir, "pg_hba.conf");
+	return write_temp_hba(s);
 }
 
 /* Starts the postmaster, its output in s->logfile; sets s->pid.  0 or -1 (logged). */
@@ -401,7 +486,7 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 	 * it is synced to disk after bootstrap (marker.h: until then the marker
 	 * says "unsynced", and a start after a host crash rebuilds it).
 	 */
-	char *hba = xasprintf("hba_file=%s/pg_hba.conf", s->pgdata);
+	char *hba = xasprintf("hba_file=%s", s->hba);
 	char *ident = xasprintf("ident_file=%s/pg_ident.conf", s->pgdata);
 	char *argv[] = {
 		postgres, "-D", s->pgdata, "-p", port,
@@ -439,9 +524,29 @@ nap_or_signal(void)
 	}
 }
 
-/* Waits until the server started at t0 accepts connections.  0 or -1 (logged). */
-static int
-wait_ready(struct srv *s, double t0)
+/* How a wait for the temporary server's start ended (pg_ctl's WaitPMResult). */
+enum srv_wait {
+	SRV_READY,
+	SRV_FAILED,     /* logged, with the server log's tail */
+	SRV_PORT_TAKEN, /* it exited because another process has its port: not logged */
+};
+
+/* Whether the server log says the TCP port was taken (postgres' "could not bind ...: Address already in use"). */
+static bool
+port_was_taken(const struct srv *s)
+{
+	char *text = read_file(s->logfile, NULL);
+	bool taken = text && strstr(text, "could not bind") && strstr(text, strerror(EADDRINUSE));
+	free(text);
+	return taken;
+}
+
+/*
+ * Waits until the server started at t0 accepts connections.  With
+ * `may_retry`, an exit because the port was taken is SRV_PORT_TAKEN.
+ */
+static enum srv_wait
+wait_ready(struct srv *s, double t0, bool may_retry)
 {
 	char port[16];
 	snprintf(port, sizeof(port), "%d", s->port);
@@ -450,44 +555,184 @@ wait_ready(struct srv *s, double t0)
 	for (;;) {
 		PGPing ping = PQpingParams(kw, val, 0);
 		if (ping == PQPING_OK)
-			return 0;
+			return SRV_READY;
 		if (ping == PQPING_NO_ATTEMPT) {
 			log_error("could not check the temporary server: bad connection parameters");
-			return -1;
+			return SRV_FAILED;
 		}
 		int status;
 		if (sig_child_done(s->pid, &status)) {
 			char how[64];
 			s->pid = 0;
+			if (may_retry && port_was_taken(s))
+				return SRV_PORT_TAKEN;
 			log_error("the temporary server exited during start-up: %s",
 			          proc_describe_status(status, how, sizeof(how)));
 			print_file_tail("postgres", s->logfile);
-			return -1;
+			return SRV_FAILED;
 		}
 		if (sig_received) {
 			log_error("start-up of the temporary server interrupted by signal %d", (int)sig_received);
-			return -1;
+			return SRV_FAILED;
 		}
 		if (log_now() - t0 > SRV_START_TIMEOUT_S) {
 			log_error("the temporary server did not accept connections within %.0f s", SRV_START_TIMEOUT_S);
 			print_file_tail("postgres", s->logfile);
-			return -1;
+			return SRV_FAILED;
 		}
 		nap_or_signal();
 	}
+}
+
+/* A fresh random password in hex (safe in a URL and a conninfo).  NULL when there is no randomness (logged). */
+static char *
+random_password(void)
+{
+	unsigned char r[SRV_PASSWORD_BYTES];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		log_error("could not get random bytes for a password: %s", strerror(errno));
+		return NULL;
+	}
+	char *hex = xmalloc(2 * sizeof(r) + 1);
+	for (size_t i = 0; i < sizeof(r); i++)
+		snprintf(hex + 2 * i, 3, "%02x", r[i]);
+	explicit_bzero(r, sizeof(r));
+	return hex;
+}
+
+/* ALTER ROLE `role` PASSWORD `verifier` (stored as it is), or NULL.  0 or -1 (logged). */
+static int
+set_role_verifier(PGconn *conn, const char *role, const char *verifier)
+{
+	int rc = -1;
+	char *ident = PQescapeIdentifier(conn, role, strlen(role));
+	char *literal = verifier ? PQescapeLiteral(conn, verifier, strlen(verifier)) : NULL;
+	char *sql = NULL;
+	PGresult *res = NULL;
+	if (!ident || (verifier && !literal)) {
+		log_pq("could not quote a role or its password", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	sql = xasprintf("ALTER ROLE %s PASSWORD %s", ident, literal ? literal : "NULL");
+	res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		char *what = xasprintf("could not set the password of role \"%s\" on the temporary server", role);
+		log_pq(what, PQerrorMessage(conn));
+		free(what);
+		goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	PQclear(res);
+	free(sql);
+	PQfreemem(literal);
+	PQfreemem(ident);
+	return rc;
+}
+
+/*
+ * Gives s->user a fresh one-time password for container steps, remembering
+ * what it had.  The SCRAM verifier is computed here (as psql's \password
+ * does): the password itself never reaches the server, its log, its WAL or
+ * a snapshot.  0 or -1 (logged).
+ */
+static int
+set_one_time_password(struct srv *s)
+{
+	int rc = -1;
+	PGresult *res = NULL;
+	PGconn *conn = srv_connect(s, "postgres");
+	if (!conn)
+		return -1;
+	s->password = random_password();
+	if (!s->password)
+		goto cleanup;
+	const char *params[1] = {s->user};
+	res = PQexecParams(conn, "SELECT rolpassword FROM pg_catalog.pg_authid WHERE rolname = $1", 1, NULL, params,
+	                   NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) != 1) {
+		log_pq("could not read the password of the temporary server's role", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	if (!PQgetisnull(res, 0, 0))
+		s->old_verifier = xstrdup(PQgetvalue(res, 0, 0));
+	char *verifier = PQencryptPasswordConn(conn, s->password, s->user, "scram-sha-256");
+	if (!verifier) {
+		log_pq("could not compute a SCRAM verifier", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	s->verifier = xstrdup(verifier);
+	PQfreemem(verifier);
+	rc = set_role_verifier(conn, s->user, s->verifier);
+cleanup:
+	PQclear(res);
+	PQfinish(conn);
+	return rc;
+}
+
+/*
+ * Puts back what the role had before the one-time password, on every role
+ * that still has it (a step may have renamed the role; one that set its own
+ * password keeps it).  Then rewrites pg_authid: the row that held the
+ * verifier would otherwise stay in the file, dead (plain VACUUM leaves its
+ * bytes in the page's free space), and go into the snapshot.  The WAL that
+ * saw it is replaced after the shutdown (srv_reset_wal).  0 or -1 (logged).
+ */
+static int
+forget_one_time_password(const struct srv *s)
+{
+	int rc = -1;
+	PGconn *conn = srv_connect(s, "postgres");
+	if (!conn)
+		return -1;
+	const char *params[1] = {s->verifier};
+	PGresult *res = PQexecParams(conn, "SELECT rolname FROM pg_catalog.pg_authid WHERE rolpassword = $1", 1, NULL,
+	                             params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 1) {
+		log_pq("could not look for the one-time password", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	for (int i = 0; i < PQntuples(res); i++)
+		if (set_role_verifier(conn, PQgetvalue(res, i, 0), s->old_verifier) != 0)
+			goto cleanup;
+	PQclear(res);
+	res = PQexec(conn, "VACUUM FULL pg_catalog.pg_authid");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		log_pq("could not rewrite pg_authid", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	PQclear(res);
+	PQfinish(conn);
+	return rc;
 }
 
 int
 srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
 {
 	double t0 = 0;
-	if (prepare_temp(s, cfg, pg, tcp) != 0)
+	for (int attempt = 1;; attempt++) {
+		if (prepare_temp(s, cfg, pg, tcp) != 0)
+			goto fail;
+		t0 = log_now();
+		if (spawn_postmaster(s, pg) != 0)
+			goto fail;
+		enum srv_wait w = wait_ready(s, t0, tcp && attempt < SRV_PORT_TRIES);
+		if (w == SRV_READY)
+			break;
+		if (w == SRV_FAILED)
+			goto fail;
+		log_debug("port %d was taken before the temporary server could bind it: trying another", s->port);
+		srv_stop(s);
+	}
+	if (tcp && set_one_time_password(s) != 0)
 		goto fail;
-	t0 = log_now();
-	if (spawn_postmaster(s, pg) != 0 || wait_ready(s, t0) != 0)
-		goto fail;
-	log_info("temporary server ready in %.2f s (socket in \"%s\"%s)", log_now() - t0, s->sockdir,
-	         tcp ? ", TCP on 127.0.0.1" : "");
+	if (tcp)
+		log_info("temporary server ready in %.2f s (socket in \"%s\", TCP on 127.0.0.1:%d with a one-time password)",
+		         log_now() - t0, s->sockdir, s->port);
+	else
+		log_info("temporary server ready in %.2f s (socket in \"%s\")", log_now() - t0, s->sockdir);
 	return 0;
 fail:
 	srv_stop(s);
@@ -499,6 +744,13 @@ srv_stop(struct srv *s)
 {
 	int rc = 0;
 
+	/*
+	 * Before the clean shutdown that ends a build: the cluster is snapshotted
+	 * and becomes the final server, neither of which may know the one-time
+	 * password.  After a signal the build is thrown away anyway.
+	 */
+	if (s->pid > 0 && s->verifier && (sig_received || forget_one_time_password(s) != 0))
+		rc = -1;
 	if (s->pid > 0) {
 		pid_t pid = s->pid;
 		int status = 0;
@@ -1003,38 +1255,81 @@ host_method(const struct cfg *cfg)
 	return cfg->host_auth_method && *cfg->host_auth_method ? cfg->host_auth_method : "scram-sha-256";
 }
 
-static int
-write_hba(const struct cfg *cfg, bool durable)
+/* One pg_hba.conf line in initdb's columns. */
+static void
+hba_line(struct strbuf *sb, const char *type, const char *db, const char *address, const char *method)
+{
+	sb_appendf(sb, "%-7s %-15s %-15s %-23s %s\n", type, db, "all", address, method);
+}
+
+char *
+srv_hba_text(const struct cfg *cfg)
 {
 	const char *method = host_method(cfg);
 	for (const char *p = method; *p; p++) {
 		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
 			log_error("POSTGRES_HOST_AUTH_METHOD must be one line");
-			return -1;
+			return NULL;
 		}
 	}
+	bool trust = strcmp(method, "trust") == 0;
+	/*
+	 * The official image trusts the socket and loopback (initdb's default):
+	 * in a container only its own processes get there.  On a host every
+	 * local user does, and with trust `nobody` would log in as the superuser
+	 * and run COPY ... TO PROGRAM as the cluster's owner.
+	 */
+	const char *local = method, *loopback = method;
+	switch (trust ? CFG_LOCAL_TRUST : cfg->local_auth) {
+	case CFG_LOCAL_TRUST:
+		local = loopback = "trust";
+		break;
+	case CFG_LOCAL_PEER:
+		local = "peer";
+		break;
+	case CFG_LOCAL_PASSWORD:
+		break;
+	}
 	struct strbuf sb = {0};
-	sb_append(&sb,
-	          "# Written by pgstash on every start, as the official image's pg_setup_hba_conf:\n"
-	          "# edits here are lost.  Local connections are trusted (initdb's default).\n"
-	          "\n"
-	          "# TYPE  DATABASE        USER            ADDRESS                 METHOD\n"
-	          "local   all             all                                     trust\n"
-	          "host    all             all             127.0.0.1/32            trust\n"
-	          "host    all             all             ::1/128                 trust\n"
-	          "local   replication     all                                     trust\n"
-	          "host    replication     all             127.0.0.1/32            trust\n"
-	          "host    replication     all             ::1/128                 trust\n"
-	          "\n");
-	if (strcmp(method, "trust") == 0)
+	sb_appendf(&sb,
+	           "# Written by pgstash on every start, as the official image's pg_setup_hba_conf:\n"
+	           "# edits here are lost.  local_auth = %s (README \"Host mode\").\n"
+	           "\n",
+	           cfg_local_auth_name(cfg->local_auth));
+	sb_appendf(&sb, "# %-5s %-15s %-15s %-23s %s\n", "TYPE", "DATABASE", "USER", "ADDRESS", "METHOD");
+	hba_line(&sb, "local", "all", "", local);
+	hba_line(&sb, "host", "all", "127.0.0.1/32", loopback);
+	hba_line(&sb, "host", "all", "::1/128", loopback);
+	hba_line(&sb, "local", "replication", "", local);
+	hba_line(&sb, "host", "replication", "127.0.0.1/32", loopback);
+	hba_line(&sb, "host", "replication", "::1/128", loopback);
+	sb_appendc(&sb, '\n');
+	if (trust)
 		sb_append(&sb, "# warning trust is enabled for all connections\n"
 		               "# see https://www.postgresql.org/docs/current/auth-trust.html\n");
 	sb_appendf(&sb, "host all all all %s\n", method);
+	return sb_take(&sb);
+}
+
+mode_t
+srv_socket_dir_mode(const struct cfg *cfg)
+{
+	if (strcmp(host_method(cfg), "trust") == 0 || cfg->local_auth != CFG_LOCAL_PASSWORD)
+		return 03775;
+	return 0750;
+}
+
+static int
+write_hba(const struct cfg *cfg, bool durable)
+{
+	char *text = srv_hba_text(cfg);
+	if (!text)
+		return -1;
 	char *path = path_join(cfg->pgdata, "pg_hba.conf");
 	/* Without `durable` PGDATA's marker says "unsynced": a later syncfs makes it durable. */
-	int rc = durable_write_file(path, sb.buf, sb.len, 0600, durable);
+	int rc = durable_write_file(path, text, strlen(text), 0600, durable);
 	free(path);
-	sb_free(&sb);
+	free(text);
 	return rc;
 }
 
@@ -1247,25 +1542,48 @@ srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, s
 	struct strbuf url = {0};
 
 	snprintf(port, sizeof(port), "%d", s->port);
-	proc_env_set(env, "PGHOST", s->tcp ? "127.0.0.1" : s->sockdir);
+	proc_env_set(env, "PGHOST", s->sockdir);
 	proc_env_set(env, "PGPORT", port);
 	proc_env_set(env, "PGUSER", user);
-	/* No PGPASSWORD: the temporary server trusts its own clients, and a step is untrusted code. */
+	/* No PGPASSWORD: the socket is trusted and only the cluster's owner reaches it; a step is untrusted code. */
 	proc_env_set(env, "PGDATABASE", dbname);
 
 	sb_append(&url, "postgresql://");
 	url_encode(&url, user, NULL);
-	if (s->tcp) {
-		sb_appendf(&url, "@127.0.0.1:%s/", port);
-		url_encode(&url, dbname, NULL);
-	} else {
-		/* The host in the query: the form libpq, psycopg and SQLAlchemy all read. */
-		sb_append(&url, "@/");
-		url_encode(&url, dbname, NULL);
-		sb_append(&url, "?host=");
-		url_encode(&url, s->sockdir, "/");
-		sb_appendf(&url, "&port=%s", port);
-	}
+	/* The host in the query: the form libpq, psycopg and SQLAlchemy all read. */
+	sb_append(&url, "@/");
+	url_encode(&url, dbname, NULL);
+	sb_append(&url, "?host=");
+	url_encode(&url, s->sockdir, "/");
+	sb_appendf(&url, "&port=%s", port);
 	proc_env_set(env, "DATABASE_URL", sb_str(&url));
+	sb_free(&url);
+}
+
+void
+srv_container_env(const struct srv *s, const struct cfg *cfg, const char *dbname, struct strlist *env)
+{
+	char port[16];
+	const char *user = s->user ? s->user : cfg->db_user;
+	struct strbuf url = {0};
+
+	snprintf(port, sizeof(port), "%d", s->port);
+	proc_env_set(env, "PGHOST", "127.0.0.1");
+	proc_env_set(env, "PGPORT", port);
+	proc_env_set(env, "PGUSER", user);
+	/* The one-time password: never the superuser's own, which a step container must not see. */
+	proc_env_set(env, "PGPASSWORD", s->password ? s->password : "");
+	proc_env_set(env, "PGDATABASE", dbname);
+
+	sb_append(&url, "postgresql://");
+	url_encode(&url, user, NULL);
+	if (s->password) {
+		sb_appendc(&url, ':');
+		url_encode(&url, s->password, NULL);
+	}
+	sb_appendf(&url, "@127.0.0.1:%s/", port);
+	url_encode(&url, dbname, NULL);
+	proc_env_set(env, "DATABASE_URL", sb_str(&url));
+	explicit_bzero(url.buf, url.len);
 	sb_free(&url);
 }

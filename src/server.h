@@ -5,6 +5,11 @@
  * /docker-entrypoint-initdb.d scripts, and the per-start settings that must
  * not come from a snapshot (pg_hba.conf, the current password).
  *
+ * The temporary server is never where a client or a readiness probe looks
+ * for the real one: its socket is in a private 0700 directory, and when
+ * container steps need TCP it listens on 127.0.0.1 on a private port the
+ * kernel picked, where only a one-time password (SCRAM) is accepted.
+ *
  * Every function here runs as the cluster's owner: postgres and initdb
  * refuse root, so the front end drops privileges before bootstrapping.
  *
@@ -21,19 +26,28 @@ struct cfg;
 struct pgbin;
 struct strlist;
 
-/* The temporary server always uses this port: the socket directory is private. */
+/* The temporary server's port when it has only its socket: the directory is private. */
 #define SRV_PORT 5432
 
 /* A temporary server; zero-initialise.  Owns its strings. */
 struct srv {
 	pid_t pid;       /* the postmaster (also its process group), 0 when not running */
 	char *sockdir;   /* private mkdtemp directory: the socket and server.log */
-	int port;
-	bool tcp;        /* also listening on 127.0.0.1 */
+	int port;        /* SRV_PORT, or with `tcp` a private one (never 5432 nor $PGPORT) */
+	bool tcp;        /* also listening on 127.0.0.1 (for container steps) */
 	char *user;      /* the role clients connect as (cfg->db_user) */
 	char *bindir;    /* for psql */
 	char *pgdata;
 	char *logfile;   /* sockdir/server.log */
+	char *hba;       /* sockdir/pg_hba.conf: the temporary server's own, never PGDATA's */
+	/*
+	 * With `tcp`: the one-time password of `user` (secret, zeroed when
+	 * freed), the SCRAM verifier it is stored as, and what the role had
+	 * before (NULL: no password), put back by srv_stop.
+	 */
+	char *password;
+	char *verifier;
+	char *old_verifier;
 };
 
 /*
@@ -68,16 +82,21 @@ void srv_sweep_stale_dirs(void);
 
 /*
  * Starts a temporary server on PGDATA: unix socket in a fresh private
- * directory, TCP on 127.0.0.1 too when `tcp`, durability off (the build is
- * thrown away unless it ends in a clean shutdown).  Returns once it accepts
+ * directory (trusted: only the cluster's owner can reach it), durability off
+ * (the build is thrown away unless it ends in a clean shutdown), its own
+ * pg_hba.conf.  With `tcp` it also listens on 127.0.0.1 on a private port,
+ * where only SCRAM with a fresh one-time password of cfg->db_user is
+ * accepted (srv_container_env hands it out).  Returns once it accepts
  * connections: 0, or -1 (logged, with the server log's tail; nothing is left
  * running).  On success the caller must srv_stop(s).
  */
 int srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp);
 /*
- * Fast shutdown, waits for a clean exit (60 s, then SIGQUIT), removes the
- * private directory and frees the strings.  0 when the server shut down
- * cleanly (or was never started), -1 otherwise (logged).  Safe to call twice
+ * Puts back the role's password the one-time one replaced (so neither the
+ * snapshot nor the final server knows it), then a fast shutdown, waits for a
+ * clean exit (60 s, then SIGQUIT), removes the private directory and frees
+ * the strings.  0 when the server shut down cleanly with the password put
+ * back (or was never started), -1 otherwise (logged).  Safe to call twice
  * and on a zeroed srv.
  */
 int srv_stop(struct srv *s);
@@ -108,8 +127,7 @@ int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
 
 /*
  * On a stopped cluster, before the final exec, at every start: rewrites
- * pg_hba.conf (trust locally, `host all all all METHOD` with
- * cfg->host_auth_method or scram-sha-256) and sets cfg->db_password in
+ * pg_hba.conf (srv_hba_text) and sets cfg->db_password in
  * single-user mode when it is set (the password is never in argv, a log or a
  * snapshot).  `durable`: both are on disk when it returns (PGDATA is, and
  * must stay so); otherwise neither is fsynced, nor is the single-user
@@ -127,12 +145,40 @@ int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool dura
 int srv_check_auth(const struct cfg *cfg);
 
 /*
- * Sets the client environment for the temporary server in `env` (replacing
- * entries of the same names): PGHOST PGPORT PGUSER PGPASSWORD (empty when no
- * password: local connections are trusted) PGDATABASE=dbname and
- * DATABASE_URL (postgresql://user@/db?host=/sockdir&port=5432, or
- * postgresql://user@127.0.0.1:5432/db when s->tcp).  No password in the URL.
+ * Returns the final server's pg_hba.conf (malloc'ed), as the official
+ * image's pg_setup_hba_conf, with METHOD = cfg->host_auth_method or
+ * scram-sha-256: `host all all all METHOD` last; before it the socket and
+ * loopback lines, which cfg->local_auth decides: trust (the official
+ * image's), peer (the socket; loopback METHOD) or password (both METHOD).
+ * METHOD trust makes every line trust.  NULL when METHOD is not one line
+ * (logged).
+ */
+char *srv_hba_text(const struct cfg *cfg);
+
+/*
+ * The mode of cfg->socket_dir when pgstash makes it or, as root, prepares
+ * it: 03775 (as the image's: any local user reaches the socket) when its
+ * pg_hba line is trust (local_auth = trust or POSTGRES_HOST_AUTH_METHOD=trust)
+ * or peer, which say who may connect; 0750 (the owner and its group) with
+ * local_auth = password.
+ */
+mode_t srv_socket_dir_mode(const struct cfg *cfg);
+
+/*
+ * Sets the client environment for the temporary server's socket in `env`
+ * (replacing entries of the same names): PGHOST=sockdir PGPORT PGUSER
+ * PGDATABASE=dbname and DATABASE_URL
+ * (postgresql://user@/db?host=/sockdir&port=PORT).  No PGPASSWORD: the
+ * socket is trusted and private to the cluster's owner.
  */
 void srv_client_env(const struct srv *s, const struct cfg *cfg, const char *dbname, struct strlist *env);
+/*
+ * The same for a container step, which shares our network namespace and
+ * reaches the temporary server over TCP (srv_start_temp with `tcp`):
+ * PGHOST=127.0.0.1, the private PGPORT, PGPASSWORD (the one-time password,
+ * never cfg->db_password) and DATABASE_URL with it
+ * (postgresql://user:pw@127.0.0.1:PORT/db).
+ */
+void srv_container_env(const struct srv *s, const struct cfg *cfg, const char *dbname, struct strlist *env);
 
 #endif

@@ -385,3 +385,129 @@ def test_postgres_is_the_images_major(image):
     env = dict(e.split("=", 1) for e in json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Env"])
     r = docker("run", "--rm", image, "postgres", "--version", timeout=60)
     assert r.stdout.startswith(f"postgres (PostgreSQL) {env['PG_MAJOR']}."), r
+
+
+# ---- issue 15: least privilege in the sidecar ---------------------------------------------
+
+def scram_matches(verifier, password):
+    """Whether PostgreSQL's stored `SCRAM-SHA-256$iter:salt$StoredKey:ServerKey` is `password`'s."""
+    import base64
+    import hashlib
+    import hmac
+    head, keys = verifier.split("$", 1)[1].split("$")
+    iterations, salt = head.split(":")
+    stored = keys.split(":")[0]
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(salt), int(iterations))
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hashlib.sha256(client_key).digest() == base64.b64decode(stored)
+
+
+def sidecar_with_container_step(image, step_image, containers, tmp, run, password):
+    """A sidecar whose one step runs `run` in a container of step_image; returns (name, cache dir)."""
+    mig = os.path.join(tmp, "migrations")
+    cache = os.path.join(tmp, "cache")
+    os.makedirs(mig)
+    os.makedirs(cache)
+    os.chmod(cache, 0o777)
+    with open(os.path.join(mig, "0001.sql"), "w") as f:
+        f.write(f"-- {uuid.uuid4().hex}: a key of its own\n")
+    ini = os.path.join(tmp, "pgstash.ini")
+    with open(ini, "w") as f:
+        # inih reads lines of at most 199 bytes: a long `run` goes on continuation lines (joined by a blank).
+        run = "\n  ".join(run) if isinstance(run, list) else run
+        f.write(f"[step probe]\nroot = /migrations\nmigrations = *.sql\nrun = {run}\nimage = {step_image}\n")
+    mounts = [f"{SOCKET}:{SOCKET}", f"{mig}:/migrations:ro", f"{cache}:/var/cache/pgstash",
+              f"{ini}:/etc/pgstash/pgstash.ini:ro"]
+    return containers.run(image, env={"POSTGRES_PASSWORD": password}, mounts=mounts), cache
+
+
+def isready(name, host):
+    """pg_isready inside the sidecar, where a readiness probe runs: 0 accepting, 2 no response."""
+    return docker("exec", name, "pg_isready", "-h", host, "-p", "5432", "-t", "2", check=False,
+                  timeout=60).returncode
+
+
+def test_container_step_reaches_a_private_temporary_server(image, step_image, containers, tmp):
+    """The temporary server of a container step listened on 127.0.0.1:5432 with trust: every probe in the
+    sidecar saw "ready" on a half-migrated database for the whole migration, and any password logged in.
+    Now it is on a private port, with a one-time SCRAM password that the final server does not take and
+    the snapshot does not hold; the step never sees POSTGRES_PASSWORD."""
+    password = "final-Secret-7Kq"
+    run = ["sh -c 'echo ONE_TIME $PGPASSWORD $PGHOST $PGPORT;",
+           "echo VERIFIER $(psql -XAtc \"select rolpassword from pg_authid where rolname = current_user\");",
+           "env | sed \"s/^/ENV /\"; psql -v ON_ERROR_STOP=1 -c \"create table t (i int)\";",
+           "sleep 6; echo DONE'"]
+    name, cache = sidecar_with_container_step(image, step_image, containers, tmp, run, password)
+    deadline = time.monotonic() + 300
+    probes = 0
+    while True:
+        # A readiness loop in the sidecar: the first server it finds must be the final one (PID 1, exec'd).
+        if isready(name, "127.0.0.1") == 0:
+            comm = docker("exec", name, "cat", "/proc/1/comm").stdout.strip()
+            assert comm == "postgres", f"{comm} answered on 127.0.0.1:5432:\n{containers.logs(name)}"
+            break
+        logs = containers.logs(name)
+        if "[step probe] ONE_TIME" in logs and "[step probe] DONE" not in logs:
+            # The migration runs: nothing answers where clients and probes look for the server.
+            for host in ("localhost", "/var/run/postgresql"):
+                assert isready(name, host) == 2, (host, containers.logs(name))
+            probes += 1
+        assert containers.inspect(name)["State"]["Status"] == "running", logs
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.05)
+    assert probes >= 3, f"only {probes} probe rounds during the step:\n{containers.logs(name)}"
+    containers.wait_healthy(name)
+    assert "[step probe] DONE" in containers.logs(name)
+    logs = containers.logs(name)
+    one_time, host, port = next(ln.split()[3:6] for ln in logs.splitlines() if "[step probe] ONE_TIME " in ln)
+    verifier = next(ln.split()[3] for ln in logs.splitlines() if "[step probe] VERIFIER " in ln)
+    assert host == "127.0.0.1" and port != "5432", (host, port)
+    assert len(one_time) >= 32 and one_time != password
+    assert scram_matches(verifier, one_time)
+    step_env = "\n".join(ln for ln in logs.splitlines() if "[step probe] ENV " in ln)
+    assert f"PGPASSWORD={one_time}" in step_env and password not in step_env, step_env
+    assert "POSTGRES_PASSWORD" not in step_env, step_env
+
+    # The final server knows the configured password only.
+    stored = containers.psql(name, "select rolpassword from pg_authid where rolname = 'postgres'")
+    assert scram_matches(stored, password) and not scram_matches(stored, one_time), stored
+    ip = containers.inspect(name)["NetworkSettings"]["IPAddress"]
+    if ip:  # over the container's own address: `host all all all scram-sha-256`, not loopback's trust
+        def login(pw):
+            return docker("exec", "-e", f"PGPASSWORD={pw}", name, "psql", "-XAt", "-h", ip, "-U", "postgres",
+                          "-c", "select 1", check=False, timeout=60)
+        r = login(one_time)
+        assert r.returncode != 0 and "password authentication failed" in r.stderr, r
+        assert login(password).stdout.strip() == "1"
+
+    # The snapshot holds neither the one-time password nor its verifier.
+    archives = [os.path.join(d, n) for d, _, ns in os.walk(cache) for n in ns if n.endswith(".tar.zst")]
+    assert archives, os.listdir(cache)
+    for a in archives:
+        data = subprocess.run(["zstd", "-dcq", a], capture_output=True, check=True, timeout=120).stdout
+        assert one_time.encode() not in data, a
+        assert verifier.split("$")[2].split(":")[0].encode() not in data, a
+        assert password.encode() not in data, a
+    docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
+
+
+def test_postmaster_holds_no_docker_socket_group(image, step_image, containers, tmp):
+    """With an `image =` step the exec'd postgres kept the Docker socket's group (`Groups: 105 999` on
+    PID 1), and `COPY ... FROM PROGRAM` drove the Engine API.  Read PID 1's status in a real sidecar."""
+    name, cache = sidecar_with_container_step(image, step_image, containers, tmp, "true", "secret")
+    containers.wait_healthy(name)
+    assert "[step probe]" in containers.logs(name) or "step probe finished" in containers.logs(name)
+    sock_gid = docker("exec", name, "stat", "-c", "%g", SOCKET).stdout.strip()
+    status = docker("exec", name, "cat", "/proc/1/status").stdout
+    fields = dict(ln.split(":", 1) for ln in status.splitlines() if ":" in ln)
+    assert fields["Name"].strip() == "postgres", status
+    assert fields["Uid"].split()[:2] == ["999", "999"], status
+    assert fields["Gid"].split()[:2] == ["999", "999"], status
+    groups = fields["Groups"].split()
+    assert sock_gid not in groups and groups in ([], ["999"]), (sock_gid, fields["Groups"])
+    # And the superuser's COPY ... FROM PROGRAM can't open the socket.
+    out = containers.psql(name, "create temp table o (l text); "
+                                f"copy o from program 'test -w {SOCKET} && echo writable || echo denied'; "
+                                "select l from o")
+    assert out.splitlines()[-1] == "denied", out
+    docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")

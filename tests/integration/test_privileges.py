@@ -212,3 +212,165 @@ def test_no_secret_reaches_a_step_or_postgres(work):
             assert value not in text, f"{name} reached the {what}"
     assert "PGPASSWORD=" not in step, step
     assert "PGDATA=" in postmaster
+
+
+# ---- 5. the temporary server is never where a client looks for the real one ----------------
+
+def probe(port, sock_dir):
+    """What answers where clients look for the final server: TCP 127.0.0.1:port and the socket in
+    sock_dir.  Returns the list of places that accepted a connection."""
+    import socket
+    got = []
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        if s.connect_ex(("127.0.0.1", port)) == 0:
+            got.append(f"127.0.0.1:{port}")
+    path = os.path.join(sock_dir, f".s.PGSQL.{port}")
+    if os.path.exists(path):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            if s.connect_ex(path) == 0:
+                got.append(path)
+    return got
+
+
+def test_temporary_server_is_not_on_the_final_port(work):
+    """While a step runs, nothing answers on the final server's port or socket; the temporary server's
+    socket is in a private directory and its pg_hba.conf trusts no TCP client.  (Before: its hba was
+    PGDATA's, initdb's `host all all 127.0.0.1/32 trust`, and with container steps it listened on
+    127.0.0.1:5432.)  The first thing that answers on the final port is the final server."""
+    import time
+    from helpers import Background, free_port
+    from test_run import base_env, small_config, stop, wait_healthy
+    work.file("repo/step.sh",
+              "set -e\n"
+              "cp \"$PGHOST/pg_hba.conf\" ../temphba\n"
+              "stat -c '%a %u' \"$PGHOST\" > ../tempsockdir\n"
+              "echo \"$PGHOST $PGPORT\" > ../tempwhere\n"
+              "touch ../started\n"
+              "while [ ! -e ../go ]; do sleep 0.05; done\n"
+              "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE made_by_step (id int)'\n", mode=0o755)
+    cfg = small_config(work, "/bin/sh step.sh")
+    port = free_port()
+    env = base_env(work, POSTGRES_PASSWORD="final-pw-8Jw", POSTGRES_HOST_AUTH_METHOD=None)
+    sock = env["PGSTASH_SOCKET_DIR"]
+    bg = Background(work)
+    try:
+        p = bg.start("run", "-c", "listen_addresses=127.0.0.1", "-p", str(port), config=cfg, env=env)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(os.path.join(work.path, "started")):
+            assert p.poll() is None and time.monotonic() < deadline, bg.output(p)
+            assert probe(port, sock) == [], bg.output(p)
+            time.sleep(0.02)
+        # The step holds the build: probe for a second, as a readiness loop would.
+        until = time.monotonic() + 1.0
+        while time.monotonic() < until:
+            assert probe(port, sock) == [], bg.output(p)
+            time.sleep(0.02)
+        open(os.path.join(work.path, "go"), "w").close()
+        while True:
+            got = probe(port, sock)
+            if got:
+                break
+            assert p.poll() is None and time.monotonic() < deadline, bg.output(p)
+            time.sleep(0.01)
+        with open(os.path.join(work.pgdata, "postmaster.pid")) as f:
+            assert f.readline().strip() == str(p.pid), "something other than the final server answered"
+        wait_healthy(work, bg, p, env)
+        assert stop(bg, p) == 0, bg.output(p)
+    finally:
+        bg.cleanup()
+    with open(os.path.join(work.path, "tempwhere")) as f:
+        host, tport = f.read().split()
+    assert host != sock and not host.startswith(sock + "/"), host
+    with open(os.path.join(work.path, "tempsockdir")) as f:
+        mode, uid = f.read().split()
+    assert mode == "700", mode
+    if USER_IDS:
+        assert int(uid) == USER_IDS[0]
+    with open(os.path.join(work.path, "temphba")) as f:
+        hba = [ln.split() for ln in f if ln.strip() and not ln.startswith("#")]
+    assert hba, "empty pg_hba.conf"
+    for line in hba:
+        assert line[0] == "local" or line[-1] != "trust", line
+
+
+# ---- 6. host mode: the final server asks local users for the password --------------------------
+
+def as_nobody(argv, password=None):
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/"}
+    if password:
+        env["PGPASSWORD"] = password
+    return subprocess.run(argv, user="nobody", group="nogroup", extra_groups=[], env=env, capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+
+
+def psql_argv(host, port, user="postgres"):
+    from helpers import PG_BINDIR
+    return [os.path.join(PG_BINDIR, "psql"), "-X", "-At", "-w", "-h", host, "-p", str(port), "-U", user, "-d",
+            "postgres", "-c", "SELECT current_user"]
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("local_auth", ["password", "peer"])
+def test_host_mode_other_users_need_the_password(work, local_auth):
+    """With POSTGRES_PASSWORD set, `nobody` logged in as postgres through the socket and over loopback
+    (write_hba always trusted both) and could run COPY ... TO PROGRAM.  Now: the password (or, with
+    local_auth = peer, the socket's peer check) is asked for; with the password `nobody` gets in over TCP."""
+    need(IS_ROOT and USER_IDS is not None, "needs root to act as another local user (nobody)")
+    from helpers import Background, free_port
+    from test_run import base_env, small_config, stop, wait_healthy
+    password = "host-pw-Zr4"
+    cfg = small_config(work, "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE made_by_step (id int)'")
+    # A socket directory anyone may enter, so that only pg_hba.conf decides (pgstash, not root, leaves it).
+    sock = os.path.join(work.path, "opensock")
+    os.makedirs(sock)
+    os.chmod(sock, 0o1777)
+    work.chown_up(sock)
+    port = free_port()
+    env = base_env(work, POSTGRES_PASSWORD=password, POSTGRES_HOST_AUTH_METHOD=None, PGSTASH_SOCKET_DIR=sock,
+                   PGSTASH_LOCAL_AUTH=local_auth)
+    bg = Background(work)
+    try:
+        p = bg.start("run", "-c", "listen_addresses=127.0.0.1", "-p", str(port), config=cfg, env=env)
+        wait_healthy(work, bg, p, env)
+        with open(os.path.join(work.pgdata, "pg_hba.conf")) as f:
+            lines = [ln.split() for ln in f if ln.strip() and not ln.startswith("#")]
+        assert not any(ln[-1] == "trust" for ln in lines), lines
+        # No password: refused over loopback and through the socket.
+        for host in ("127.0.0.1", sock):
+            r = as_nobody(psql_argv(host, port))
+            assert r.returncode != 0, (host, r)
+            want = "Peer authentication failed" if host == sock and local_auth == "peer" else "password"
+            assert want in r.stderr, (host, r)
+        # The wrong password neither.
+        r = as_nobody(psql_argv("127.0.0.1", port), password="wrong")
+        assert r.returncode != 0 and "password authentication failed" in r.stderr, r
+        # With the password: in, over TCP (and through the socket unless it checks the peer).
+        r = as_nobody(psql_argv("127.0.0.1", port), password=password)
+        assert r.returncode == 0 and r.stdout.strip() == "postgres", r
+        r = as_nobody(psql_argv(sock, port), password=password)
+        assert (r.returncode == 0) == (local_auth == "password"), r
+        # The cluster's owner: with peer, the socket knows it; with password, it needs it too.
+        own = work._as_user(psql_argv(sock, port), check=False)
+        assert (own.returncode == 0) == (local_auth == "peer"), own
+        assert stop(bg, p) == 0, bg.output(p)
+    finally:
+        bg.cleanup()
+
+
+@pytest.mark.root
+def test_socket_dir_open_to_others_only_when_configured(work):
+    """Root prepares socket_dir: 0750 in host mode with a password, 03775 (the image's) with
+    local_auth = trust or POSTGRES_HOST_AUTH_METHOD=trust."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    cfg = sql_project(work)
+    cases = [({"POSTGRES_PASSWORD": "pw", "POSTGRES_HOST_AUTH_METHOD": None}, 0o750),
+             ({"POSTGRES_PASSWORD": "pw", "POSTGRES_HOST_AUTH_METHOD": None, "PGSTASH_LOCAL_AUTH": "trust"}, 0o3775),
+             ({}, 0o3775)]
+    for i, (extra, mode) in enumerate(cases):
+        d = os.path.join(work.path, f"rsock{i}")
+        r = work.run("prepare", config=cfg, as_root=True, env=dict(extra, PGSTASH_SOCKET_DIR=d))
+        assert r.rc == 0, r
+        st = os.stat(d)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid) == (mode, USER_IDS[0]), (extra, oct(st.st_mode))

@@ -6,8 +6,9 @@
   - `pgstash -c k=v`, `pgstash postgres -c k=v` and `pgstash run -c k=v`
     hand their arguments to postgres;
   - the password is applied at every start (miss, hit, reuse), works over
-    TCP from a non-loopback address (loopback is trusted, as in the official
-    image), never reaches a snapshot, the key, argv or the log;
+    TCP from a non-loopback address (loopback is trusted in the image, as in
+    the official one; on a host it asks for the password too, see
+    test_privileges.py), never reaches a snapshot, the key, argv or the log;
   - PGDATA's background sync outlives pgstash: as PID 1 (a container) its
     syncer becomes the postmaster's child, which must reap it as a harmless
     exit 0, not a crashed backend that restarts the cluster.
@@ -211,9 +212,9 @@ PW = {n: f"pw-{n}-Qz7{n[::-1]}K" for n in ("one", "two", "three")}
 
 def outside_address():
     """A non-loopback IPv4 address of this machine (no packet is sent), or None.
-    As in the official image, pg_hba trusts 127.0.0.1 and ::1 (initdb's own
-    lines) and asks everyone else for the password (`host all all all
-    scram-sha-256`): a password check over TCP must come from elsewhere."""
+    The image, as the official one, trusts 127.0.0.1 and ::1 and asks everyone
+    else for the password (`host all all all scram-sha-256`): a password check
+    over TCP that holds for both must come from elsewhere."""
     for target in ("198.51.100.1", "10.255.255.254", "8.8.8.8"):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             try:

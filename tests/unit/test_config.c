@@ -22,6 +22,7 @@ setup(void **state)
 	unsetenv("POSTGRES_DB");
 	unsetenv("POSTGRES_PASSWORD");
 	unsetenv("POSTGRES_PASSWORD_FILE");
+	unsetenv("PGSTASH_LOCAL_AUTH");
 	return 0;
 }
 
@@ -74,6 +75,27 @@ test_empty_cache_group(void **state)
 	assert_null(cfg.cache_group);
 	assert_true(cfg.cache_gid == (gid_t)-1);
 	cfg_free(&cfg);
+}
+
+/* local_auth: password by default (host mode), peer or trust from the file; the environment wins. */
+static void
+test_local_auth(void **state)
+{
+	(void)state;
+	struct cfg cfg;
+	assert_int_equal(load_text("[pgstash]\n", &cfg, NULL), 0);
+	assert_int_equal(cfg.local_auth, CFG_LOCAL_PASSWORD);
+	cfg_free(&cfg);
+	assert_int_equal(load_text("[pgstash]\nlocal_auth = peer\n", &cfg, NULL), 0);
+	assert_int_equal(cfg.local_auth, CFG_LOCAL_PEER);
+	cfg_free(&cfg);
+	setenv("PGSTASH_LOCAL_AUTH", "trust", 1);
+	assert_int_equal(load_text("[pgstash]\nlocal_auth = peer\n", &cfg, NULL), 0);
+	assert_int_equal(cfg.local_auth, CFG_LOCAL_TRUST);
+	cfg_free(&cfg);
+	unsetenv("PGSTASH_LOCAL_AUTH");
+	assert_string_equal(cfg_local_auth_name(CFG_LOCAL_PASSWORD), "password");
+	expect_error("[pgstash]\nlocal_auth = md5\n", "pgstash.ini:2: bad value \"md5\" for local_auth");
 }
 
 static void
@@ -498,6 +520,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_good_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_cache_group, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local_auth, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defaults_and_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_secret_file, setup, teardown),

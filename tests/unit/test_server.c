@@ -19,6 +19,7 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <grp.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -113,13 +114,98 @@ test_client_env(void **state)
 	assert_int_equal(hosts, 1);
 	sl_free(&env);
 
+	/* A server with TCP too: host steps still get the socket, never a password. */
 	s.tcp = true;
+	s.port = 40123;
+	s.password = "0ne-time";
 	cfg.db_password = "pw";
 	srv_client_env(&s, &cfg, "app", &env);
-	assert_string_equal(env_get(&env, "PGHOST"), "127.0.0.1");
+	assert_string_equal(env_get(&env, "PGHOST"), "/tmp/pg sock");
+	assert_string_equal(env_get(&env, "PGPORT"), "40123");
 	assert_null(env_get(&env, "PGPASSWORD"));
-	assert_string_equal(env_get(&env, "DATABASE_URL"), "postgresql://us%40r@127.0.0.1:5432/app");
+	assert_string_equal(env_get(&env, "DATABASE_URL"), "postgresql://us%40r@/app?host=/tmp/pg%20sock&port=40123");
 	sl_free(&env);
+
+	/* A container step: TCP on the private port with the one-time password, never cfg's. */
+	srv_container_env(&s, &cfg, "app", &env);
+	assert_string_equal(env_get(&env, "PGHOST"), "127.0.0.1");
+	assert_string_equal(env_get(&env, "PGPORT"), "40123");
+	assert_string_equal(env_get(&env, "PGPASSWORD"), "0ne-time");
+	assert_string_equal(env_get(&env, "DATABASE_URL"), "postgresql://us%40r:0ne-time@127.0.0.1:40123/app");
+	for (size_t i = 0; i < env.n; i++)
+		assert_null(strstr(env.v[i], "=pw"));
+	sl_free(&env);
+}
+
+/* The line of `hba` for TYPE DATABASE ADDRESS, its method; "" when absent. */
+static void
+expect_hba(const char *hba, const char *type, const char *db, const char *address, const char *method)
+{
+	char *line = xasprintf("\n%-7s %-15s %-15s %-23s %s\n", type, db, "all", address, method);
+	unit_expect_contains(hba, line);
+	free(line);
+}
+
+static void
+test_hba_text(void **state)
+{
+	struct cfg cfg = {0};
+	/* Default (host mode): the socket and loopback take the host method, scram-sha-256. */
+	char *hba = srv_hba_text(&cfg);
+	assert_non_null(hba);
+	assert_null(strstr(hba, "trust"));
+	expect_hba(hba, "local", "all", "", "scram-sha-256");
+	expect_hba(hba, "host", "all", "127.0.0.1/32", "scram-sha-256");
+	expect_hba(hba, "host", "all", "::1/128", "scram-sha-256");
+	expect_hba(hba, "local", "replication", "", "scram-sha-256");
+	expect_hba(hba, "host", "replication", "::1/128", "scram-sha-256");
+	unit_expect_contains(hba, "\nhost all all all scram-sha-256\n");
+	free(hba);
+	assert_int_equal(srv_socket_dir_mode(&cfg), 0750);
+
+	/* An explicit method is the method of every line. */
+	cfg.host_auth_method = "md5";
+	hba = srv_hba_text(&cfg);
+	expect_hba(hba, "local", "all", "", "md5");
+	expect_hba(hba, "host", "all", "127.0.0.1/32", "md5");
+	assert_null(strstr(hba, "trust"));
+	free(hba);
+
+	/* peer: the socket only. */
+	cfg.host_auth_method = NULL;
+	cfg.local_auth = CFG_LOCAL_PEER;
+	hba = srv_hba_text(&cfg);
+	expect_hba(hba, "local", "all", "", "peer");
+	expect_hba(hba, "local", "replication", "", "peer");
+	expect_hba(hba, "host", "all", "127.0.0.1/32", "scram-sha-256");
+	assert_null(strstr(hba, "trust"));
+	free(hba);
+	assert_int_equal(srv_socket_dir_mode(&cfg), 03775);
+
+	/* trust: the official image's socket and loopback. */
+	cfg.local_auth = CFG_LOCAL_TRUST;
+	hba = srv_hba_text(&cfg);
+	expect_hba(hba, "local", "all", "", "trust");
+	expect_hba(hba, "host", "all", "127.0.0.1/32", "trust");
+	expect_hba(hba, "host", "replication", "::1/128", "trust");
+	unit_expect_contains(hba, "\nhost all all all scram-sha-256\n");
+	assert_null(strstr(hba, "trust is enabled"));
+	free(hba);
+	assert_int_equal(srv_socket_dir_mode(&cfg), 03775);
+
+	/* POSTGRES_HOST_AUTH_METHOD=trust wins everywhere, as in the official image. */
+	cfg.local_auth = CFG_LOCAL_PASSWORD;
+	cfg.host_auth_method = "trust";
+	hba = srv_hba_text(&cfg);
+	expect_hba(hba, "local", "all", "", "trust");
+	expect_hba(hba, "host", "all", "::1/128", "trust");
+	unit_expect_contains(hba, "# warning trust is enabled for all connections\n");
+	unit_expect_contains(hba, "\nhost all all all trust\n");
+	free(hba);
+	assert_int_equal(srv_socket_dir_mode(&cfg), 03775);
+
+	cfg.host_auth_method = "md5\nhost all all all trust";
+	assert_null(srv_hba_text(&cfg));
 }
 
 static void
@@ -431,11 +517,12 @@ test_per_start(void **state)
 
 	char *hba_path = path_join(fx.pgdata, "pg_hba.conf");
 	char *hba = read_file(hba_path, NULL);
-	unit_expect_contains(hba, "\nlocal   all             all                                     trust\n");
-	unit_expect_contains(hba, "\nhost    all             all             127.0.0.1/32            trust\n");
-	unit_expect_contains(hba, "\nhost    replication     all             ::1/128                 trust\n");
+	/* Host mode (local_auth = password): nothing is trusted, the socket neither. */
+	unit_expect_contains(hba, "\nlocal   all             all                                     scram-sha-256\n");
+	unit_expect_contains(hba, "\nhost    all             all             127.0.0.1/32            scram-sha-256\n");
+	unit_expect_contains(hba, "\nhost    replication     all             ::1/128                 scram-sha-256\n");
 	unit_expect_contains(hba, "\nhost all all all scram-sha-256\n");
-	assert_null(strstr(hba, "trust is enabled"));
+	assert_null(strstr(hba, "trust"));
 	free(hba);
 
 	struct srv *s = &fx.srv;
@@ -512,6 +599,149 @@ test_per_start(void **state)
 	free(hba_path);
 }
 
+/* Connects to the temporary server over TCP with `password` (NULL: none); true when it got in. */
+static bool
+tcp_login(const struct srv *s, const char *password)
+{
+	char port[16];
+	snprintf(port, sizeof(port), "%d", s->port);
+	const char *const kw[] = {"host", "port", "dbname", "user", "password", "connect_timeout", NULL};
+	const char *const val[] = {"127.0.0.1", port, "postgres", s->user, password ? password : "", "5", NULL};
+	PGconn *conn = PQconnectdbParams(kw, val, 0);
+	bool ok = PQstatus(conn) == CONNECTION_OK;
+	PQfinish(conn);
+	return ok;
+}
+
+static char *
+stored_verifier(const struct srv *s)
+{
+	return query1(s, "postgres",
+	              "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = current_user");
+}
+
+/* Whether a regular file under `dir` holds `needle`. */
+static bool
+tree_contains(const char *dir, const char *needle)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return false;
+	bool found = false;
+	struct dirent *de;
+	while (!found && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *p = path_join(dir, de->d_name);
+		struct stat st;
+		if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
+			found = tree_contains(p, needle);
+		} else if (S_ISREG(st.st_mode)) {
+			size_t len = 0;
+			char *text = read_file(p, &len);
+			if (text && memmem(text, len, needle, strlen(needle))) {
+				printf("found in %s\n", p);
+				found = true;
+			}
+			free(text);
+		}
+		free(p);
+	}
+	closedir(d);
+	return found;
+}
+
+static void
+test_temp_server_tcp(void **state)
+{
+	struct srv *s = &fx.srv;
+	struct cfg cfg = fx.cfg;
+	/* The role has a password of its own (what a restored layer could hold): it comes back after. */
+	cfg.db_password = "own-password";
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), 0);
+	/* PGDATA's pg_hba.conf, which trusts all, must not be the temporary server's. */
+	unit_write(fx.pgdata, "pg_hba.conf", "local all all trust\nhost all all all trust\n");
+	setenv("PGPORT", "5433", 1);
+
+	double t0 = log_now();
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true), 0);
+	printf("timing: temporary server with TCP and a one-time password %.3f s\n", log_now() - t0);
+	unsetenv("PGPORT");
+	/* Not where a client looks for the real server. */
+	assert_true(s->port > 1024 && s->port != 5432 && s->port != 5433);
+	assert_non_null(s->password);
+	assert_int_equal(strlen(s->password), 48);
+	char *hba = read_file(s->hba, NULL);
+	assert_non_null(hba);
+	assert_true(strncmp(s->hba, s->sockdir, strlen(s->sockdir)) == 0);
+	/* No trust on TCP: every host line takes SCRAM. */
+	struct strlist lines = {0};
+	sl_split_lines(hba, &lines);
+	size_t host_lines = 0;
+	for (size_t i = 0; i < lines.n; i++) {
+		if (strncmp(lines.v[i], "host", 4) == 0) {
+			host_lines++;
+			assert_null(strstr(lines.v[i], "trust"));
+			unit_expect_contains(lines.v[i], "scram-sha-256");
+		}
+	}
+	assert_int_equal(host_lines, 1);
+	sl_free(&lines);
+	free(hba);
+	/* Only the one-time password gets in: none, a wrong one or the role's own don't. */
+	assert_true(tcp_login(s, s->password));
+	assert_false(tcp_login(s, NULL));
+	assert_false(tcp_login(s, "own-password"));
+	assert_false(tcp_login(s, "0123456789abcdef0123456789abcdef0123456789abcdef"));
+	/* The socket is trusted (the private directory is the owner's only). */
+	expect_query(s, "postgres", "SELECT 1", "1");
+	/* The server never saw the password itself: only its verifier. */
+	char *v = stored_verifier(s);
+	assert_true(scram_matches(v, s->password));
+	free(v);
+	char *password = xstrdup(s->password);
+	char *log = read_file(s->logfile, NULL);
+	assert_null(strstr(log, password));
+	free(log);
+
+	char *verifier = stored_verifier(s);
+
+	/* Stopping puts the role's own password back. */
+	assert_int_equal(srv_stop(s), 0);
+	/* No trace in the cluster a build snapshots (after its WAL reset): not even a dead row of pg_authid. */
+	assert_int_equal(srv_reset_wal(&cfg, &fx.pg), 0);
+	assert_false(tree_contains(fx.pgdata, verifier));
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(s->port, SRV_PORT);
+	v = stored_verifier(s);
+	assert_true(scram_matches(v, "own-password"));
+	assert_false(scram_matches(v, password));
+	free(v);
+	assert_int_equal(srv_stop(s), 0);
+
+	/* A role without a password gets none back; one a step set itself stays. */
+	cfg.db_password = NULL;
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	expect_query(s, "postgres", "ALTER ROLE tester PASSWORD NULL; SELECT 1", "1");
+	assert_int_equal(srv_stop(s), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true), 0);
+	assert_int_equal(srv_stop(s), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	expect_query(s, "postgres", "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = 'tester'", "NULL");
+	assert_int_equal(srv_stop(s), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true), 0);
+	expect_query(s, "postgres", "ALTER ROLE tester PASSWORD 'set-by-a-step'; SELECT 1", "1");
+	assert_int_equal(srv_stop(s), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	v = stored_verifier(s);
+	assert_true(scram_matches(v, "set-by-a-step"));
+	free(v);
+	assert_int_equal(srv_stop(s), 0);
+
+	free(verifier);
+	free(password);
+}
+
 int
 main(void)
 {
@@ -523,12 +753,14 @@ main(void)
 		cmocka_unit_test(test_initdb_argv),
 		cmocka_unit_test(test_client_env),
 		cmocka_unit_test(test_check_auth),
+		cmocka_unit_test(test_hba_text),
 		cmocka_unit_test(test_stop_never_started),
 	};
 	const struct CMUnitTest cluster[] = {
 		cmocka_unit_test(test_stop_start_fails_fast),
 		cmocka_unit_test(test_databases_and_initdb_d),
 		cmocka_unit_test(test_per_start),
+		cmocka_unit_test(test_temp_server_tcp),
 	};
 	int failed = cmocka_run_group_tests_name("server helpers", pure, NULL, NULL);
 	failed += cmocka_run_group_tests_name("server cluster", cluster, setup_cluster, teardown_cluster);
