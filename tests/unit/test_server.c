@@ -658,7 +658,7 @@ test_temp_server_tcp(void **state)
 	struct cfg cfg = fx.cfg;
 	/* The role has a password of its own (what a restored layer could hold): it comes back after. */
 	cfg.db_password = "own-password";
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL), 0);
 	/* PGDATA's pg_hba.conf, which trusts all, must not be the temporary server's. */
 	unit_write(fx.pgdata, "pg_hba.conf", "local all all trust\nhost all all all trust\n");
 	setenv("PGPORT", "5433", 1);
