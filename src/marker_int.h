@@ -17,4 +17,11 @@ enum mark_confirm_result {
  */
 enum mark_confirm_result mark_confirm(int dir_fd, const char *expect, const char *key);
 
+/*
+ * Writes back the large regular files under dir_fd a slice at a time, waiting
+ * for each (sync_file_range), before mark_confirm's syncfs: no journal commit
+ * meanwhile waits for more than one slice.  Best effort; no links followed.
+ */
+void mark_pace(int dir_fd);
+
 #endif
