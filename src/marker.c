@@ -30,7 +30,7 @@
 #define PACE_MAX_DEPTH 8
 /* From this many bytes of large files, the write-back waits for the final server's start (wait_for_start). */
 #define PACE_DEFER_BYTES ((uint64_t)64 << 20)
-#define PACE_GRACE_MS 1000.0
+#define PACE_GRACE_MS 2000.0
 #define PACE_START_MS 30000.0
 
 char *
