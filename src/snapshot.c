@@ -368,14 +368,10 @@ cleanup:
  *   pool of writer threads (openat O_EXCL|O_NOFOLLOW, one write, close);
  *   creating files is the expensive part and runs in parallel on every file
  *   system measured (bench/README.md);
- * - files above SNAP_SMALL_FILE are created and extended to their size by
- *   the reading thread, which then hands their data to the same writers in
- *   pieces of up to SNAP_CHUNK bytes, each written at its offset (pwrite),
- *   so decompression and writing overlap for large files too (serialised,
- *   the restore of an 800 MB pgbench PGDATA ran at about half the speed of
- *   `zstd -dc | tar -x`); all-zero pieces of SNAP_HOLE bytes are skipped and
- *   stay holes (the one WAL segment of a snapshot is 16 MiB of zeros after
- *   pg_resetwal).  The last writer done with a file closes it;
+ * - files above SNAP_SMALL_FILE are streamed by the reading thread itself
+ *   into a file first extended to its size, skipping all-zero pieces of
+ *   SNAP_HOLE bytes, which stay holes (the one WAL segment of a snapshot is
+ *   16 MiB of zeros after pg_resetwal);
  * - the queue holds at most SNAP_QUEUE_BYTES of file data, so memory stays
  *   flat whatever the size of PGDATA;
  * - directory modes other than 0700 are applied at the end, when no more
@@ -399,30 +395,14 @@ cleanup:
 #define SNAP_BATCH_BYTES (512 * 1024)
 /* Large files: all-zero pieces of (up to) this size, on its boundaries, are not written. */
 #define SNAP_HOLE (64 * 1024)
-/* Large files: data goes to the writers in pieces of up to this size. */
-#define SNAP_CHUNK (1024 * 1024)
 /* Pending signals are read every this many entries. */
 #define SNAP_SIG_EVERY 64
 
-/*
- * A large file open for its pieces: the reading thread holds a reference
- * while it streams the entry, each queued piece another; whoever drops the
- * last closes it.
- */
-struct lfile {
-	int fd;
-	int refs; /* under the pool's mutex */
-	char *path;
-};
-
-/* A small file whole (lf NULL: path, data, len, mode), or a piece of a large one (lf, data, len, off). */
 struct wjob {
 	char *path;
 	unsigned char *data;
 	size_t len;
 	mode_t mode;
-	struct lfile *lf;
-	off_t off;
 };
 
 struct wpool {
@@ -660,32 +640,10 @@ pool_fail(struct wpool *p, int err, const char *path)
 	pthread_mutex_unlock(&p->mu);
 }
 
-/*
- * Drops a reference to a large file; the last one closes it.  0, or the
- * errno value of a failed close.
- */
-static int
-lfile_put(struct wpool *p, struct lfile *lf)
-{
-	pthread_mutex_lock(&p->mu);
-	bool last = --lf->refs == 0;
-	pthread_mutex_unlock(&p->mu);
-	if (!last)
-		return 0;
-	int err = close(lf->fd) != 0 ? errno : 0;
-	if (err)
-		pool_fail(p, err, lf->path);
-	free(lf->path);
-	free(lf);
-	return err;
-}
-
-/* One file written whole, or one piece of a large file.  0, or an errno value. */
+/* One file, written whole.  0, or an errno value. */
 static int
 write_job(const struct wpool *p, const struct wjob *j)
 {
-	if (j->lf)
-		return j->len > 0 && write_all(j->lf->fd, j->data, j->len, j->off) != 0 ? errno : 0;
 	int fd = create_file(p, j->path, j->mode);
 	if (fd < 0)
 		return errno;
@@ -695,16 +653,6 @@ write_job(const struct wpool *p, const struct wjob *j)
 	if (close(fd) != 0 && !err)
 		err = errno;
 	return err;
-}
-
-/* Frees a job's data, and drops its reference to a large file. */
-static void
-job_free(struct wpool *p, struct wjob *j)
-{
-	free(j->path);
-	free(j->data);
-	if (j->lf)
-		lfile_put(p, j->lf);
 }
 
 static void *
@@ -751,12 +699,15 @@ writer_main(void *arg)
 		for (size_t i = 0; i < k; i++) {
 			int err = write_job(p, &batch[i]);
 			if (err) {
-				pool_fail(p, err, batch[i].lf ? batch[i].lf->path : batch[i].path);
-				for (size_t r = i; r < k; r++)
-					job_free(p, &batch[r]);
+				pool_fail(p, err, batch[i].path);
+				for (size_t r = i; r < k; r++) {
+					free(batch[r].path);
+					free(batch[r].data);
+				}
 				return NULL;
 			}
-			job_free(p, &batch[i]);
+			free(batch[i].path);
+			free(batch[i].data);
 		}
 	}
 }
@@ -777,33 +728,6 @@ pool_put(struct wpool *p, char *path, unsigned char *data, size_t len, mode_t mo
 		return -1;
 	}
 	p->ring[(p->head + p->n) % SNAP_QUEUE_JOBS] = (struct wjob){.path = path, .data = data, .len = len, .mode = mode};
-	p->n++;
-	p->bytes += len;
-	if (p->idle > 0)
-		pthread_cond_signal(&p->can_take);
-	pthread_mutex_unlock(&p->mu);
-	return 0;
-}
-
-/*
- * Queues a piece of a large file (data, len bytes at off), waiting for room;
- * takes data and a reference to lf.  -1 when the pool failed.
- */
-static int
-pool_put_piece(struct wpool *p, struct lfile *lf, unsigned char *data, size_t len, off_t off)
-{
-	pthread_mutex_lock(&p->mu);
-	while (!p->failed && (p->n == SNAP_QUEUE_JOBS || (p->n > 0 && p->bytes + len > SNAP_QUEUE_BYTES))) {
-		p->full = true;
-		pthread_cond_wait(&p->can_put, &p->mu);
-	}
-	if (p->failed) {
-		pthread_mutex_unlock(&p->mu);
-		free(data);
-		return -1;
-	}
-	lf->refs++;
-	p->ring[(p->head + p->n) % SNAP_QUEUE_JOBS] = (struct wjob){.data = data, .len = len, .lf = lf, .off = off};
 	p->n++;
 	p->bytes += len;
 	if (p->idle > 0)
@@ -879,9 +803,10 @@ pool_stop(struct wpool *p, bool abandon)
 		pthread_join(p->th[i], NULL);
 	p->nth = 0;
 	for (; p->n > 0; p->n--) {
-		struct wjob j = p->ring[p->head];
+		struct wjob *j = &p->ring[p->head];
+		free(j->path);
+		free(j->data);
 		p->head = (p->head + 1) % SNAP_QUEUE_JOBS;
-		job_free(p, &j);
 	}
 	free(p->ring);
 	p->ring = NULL;
@@ -955,56 +880,12 @@ next_block(struct archive *ar, const char *archive_path, const char *path, uint6
 	return 1;
 }
 
-/* The piece of a large file being gathered for the writers. */
-struct piece {
-	struct wpool *p;
-	struct lfile *lf;
-	unsigned char *buf; /* SNAP_CHUNK bytes, or NULL */
-	size_t len;
-	off_t off;
-};
-
-/* Queues the gathered piece, if any.  -1 when the pool failed. */
-static int
-piece_flush(struct piece *pc)
-{
-	if (!pc->buf)
-		return 0;
-	unsigned char *buf = pc->buf;
-	pc->buf = NULL;
-	return pool_put_piece(pc->p, pc->lf, buf, pc->len, pc->off);
-}
-
-/* Adds n bytes of the file at `at` to the piece, queueing full or discontiguous ones.  -1 when the pool failed. */
-static int
-piece_add(struct piece *pc, const unsigned char *data, size_t n, off_t at)
-{
-	while (n > 0) {
-		if (pc->buf && (pc->off + (off_t)pc->len != at || pc->len == SNAP_CHUNK) && piece_flush(pc) != 0)
-			return -1;
-		if (!pc->buf) {
-			pc->buf = xmalloc(SNAP_CHUNK);
-			pc->len = 0;
-			pc->off = at;
-		}
-		size_t take = SNAP_CHUNK - pc->len < n ? SNAP_CHUNK - pc->len : n;
-		memcpy(pc->buf + pc->len, data, take);
-		pc->len += take;
-		data += take;
-		at += (off_t)take;
-		n -= take;
-	}
-	return 0;
-}
-
 /*
- * A large file: created and extended to its size here, its data handed to
- * the writers in pieces, all-zero pieces left as holes.  0, SNAP_BAD_ARCHIVE
- * or SNAP_FAILED (logged); a writer's failure is the pool's, reported by the
- * caller.
+ * A large file, streamed from the archive by the reading thread, with
+ * all-zero pieces left as holes.  0, SNAP_BAD_ARCHIVE or SNAP_FAILED (logged).
  */
 static int
-stream_file(struct archive *ar, struct wpool *p, const char *archive_path, const char *path, mode_t mode,
+stream_file(struct archive *ar, const struct wpool *p, const char *archive_path, const char *path, mode_t mode,
             uint64_t size)
 {
 	int fd = create_file(p, path, mode);
@@ -1013,17 +894,14 @@ stream_file(struct archive *ar, struct wpool *p, const char *archive_path, const
 		log_warning("could not create \"%s\": %s", path, strerror(e));
 		return local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
 	}
-	/* The holes need the size set; the pieces then fill the data in. */
+	int rc = SNAP_FAILED;
+	/* The holes need the size set; writes then fill the data in. */
 	if (ftruncate(fd, (off_t)size) != 0) {
 		int e = errno;
 		log_warning("could not extend \"%s\": %s", path, strerror(e));
-		close(fd);
-		return local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+		rc = local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
+		goto out;
 	}
-	struct lfile *lf = xmalloc(sizeof(*lf));
-	*lf = (struct lfile){.fd = fd, .refs = 1, .path = xstrdup(path)};
-	struct piece pc = {.p = p, .lf = lf};
-	int rc = 0;
 	for (;;) {
 		const void *buf;
 		size_t len;
@@ -1036,9 +914,9 @@ stream_file(struct archive *ar, struct wpool *p, const char *archive_path, const
 			goto out;
 		}
 		/*
-		 * Runs of pieces that are not all zeros.  The file is already its
-		 * full size, so skipped zeros read back as zeros; pieces follow the
-		 * file's 64 KiB blocks whatever the sizes of libarchive's blocks.
+		 * Write runs of pieces that are not all zeros.  The file is already
+		 * its full size, so skipped zeros read back as zeros; pieces follow
+		 * the file's 64 KiB blocks whatever the sizes of libarchive's blocks.
 		 */
 		const unsigned char *b = buf;
 		size_t i = 0, run = 0;
@@ -1049,22 +927,26 @@ stream_file(struct archive *ar, struct wpool *p, const char *archive_path, const
 				piece = len - i;
 			bool hole = b[i] == 0 && (piece == 1 || memcmp(b + i, b + i + 1, piece - 1) == 0);
 			if (hole) {
-				if (i > run && piece_add(&pc, b + run, i - run, (off_t)(off + (la_int64_t)run)) != 0)
-					goto pool_failed;
+				if (i > run && write_all(fd, b + run, i - run, (off_t)(off + (la_int64_t)run)) != 0)
+					goto write_failed;
 				run = i + piece;
 			}
 			i += piece;
 		}
-		if (len > run && piece_add(&pc, b + run, len - run, (off_t)(off + (la_int64_t)run)) != 0)
-			goto pool_failed;
+		if (len > run && write_all(fd, b + run, len - run, (off_t)(off + (la_int64_t)run)) != 0)
+			goto write_failed;
 	}
-	if (piece_flush(&pc) == 0)
-		goto out;
-pool_failed:
-	rc = SNAP_BAD_ARCHIVE; /* the writer's failure is reported by the caller */
+	rc = 0;
+	goto out;
+write_failed:;
+	int e = errno;
+	log_warning("could not write \"%s\": %s", path, strerror(e));
+	rc = local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
 out:
-	free(pc.buf);
-	lfile_put(p, lf);
+	if (close(fd) != 0 && rc == 0) {
+		log_warning("could not write \"%s\": %s", path, strerror(errno));
+		rc = SNAP_FAILED;
+	}
 	return rc;
 }
 
