@@ -130,7 +130,8 @@ def loop_fs(gb):
     img = tempfile.mktemp(prefix="pgstash-curve.", suffix=".img", dir="/var/tmp")
     mnt = tempfile.mkdtemp(prefix="pgstash-curve.", dir="/mnt" if os.path.isdir("/mnt") else "/tmp")
     subprocess.run(["truncate", "-s", f"{gb}G", img], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", img], check=True)
+    subprocess.run(["/usr/sbin/mkfs.ext4" if os.path.exists("/usr/sbin/mkfs.ext4") else "/sbin/mkfs.ext4", "-q", "-F", img],
+                   check=True)
     subprocess.run(["mount", "-o", "loop", img, mnt], check=True)
     os.chmod(mnt, 0o755)
     return mnt, img

@@ -682,13 +682,13 @@ test_large_file_holes(void **state)
 }
 
 /*
- * Large files go to the writer threads in pieces (up to 1 MiB, written at
- * their offsets): several of them, each larger than the queue's 4 MiB, with
- * data that crosses piece boundaries unaligned, zero blocks between pieces,
- * and small files between them, come back byte for byte.
+ * Large files (streamed, not queued): several of them, some larger than the
+ * writers' 4 MiB queue, with unaligned zero runs that cross 1 MiB boundaries,
+ * aligned zero blocks, and small files queued between them, come back byte
+ * for byte.
  */
 static void
-test_large_files_pieces(void **state)
+test_large_files(void **state)
 {
 	struct fixture *f = *state;
 	const size_t lens[] = {9 * 1024 * 1024 + 12345, 5 * 1024 * 1024, 256 * 1024 + 1, 1024 * 1024 + 65536 * 3 + 7};
@@ -965,7 +965,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_device_fifo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_file_holes, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_large_files_pieces, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_parents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_collisions, setup, teardown),
