@@ -245,6 +245,19 @@ def update_readme(text):
         f.write(pre + begin + "\n" + text + "\n" + end + post)
 
 
+def publish(data, readme):
+    m = data["machine"]
+    text = (f"Size curve of {data['date']} ({data['mode']}: {data['reps']} repetitions; "
+            f"{data['elapsed_s'] / 60:.0f} min) on a {data['fs']}; {m['nproc']} CPUs, {m['pg_version']}, "
+            f"{m['pgstash']}. {B.noise_text(data)}\n\n" + table(data))
+    print(text)
+    if readme:
+        if plot(data, os.path.join(HERE, "curve.png")):
+            text += "\n\n![size curve](curve.png)"
+        update_readme(text)
+        B.say("updated bench/README.md")
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -266,7 +279,12 @@ def main():
     ap.add_argument("--publish", choices=["yes", "no"], default="yes",
                     help="write the table and the plot into bench/README.md")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--render", metavar="CURVE.json", help="measure nothing: the table (and plot) of a results file")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            publish(json.load(f), args.publish == "yes")
+        return 0
     sizes = args.sizes.split(",") if args.sizes else DEFAULT + (BIG if args.big else [])
     for s in sizes:
         if s not in B.SIZES:
@@ -324,22 +342,12 @@ def main():
         ctx.stop_all()
     data["elapsed_s"] = time.perf_counter() - t0
     if rc == 0:
-        m = data["machine"]
-        text = (f"Size curve of {data['date']} ({data['mode']}: {reps} repetitions; {data['elapsed_s'] / 60:.0f} min) "
-                f"on a {fs}; {m['nproc']} CPUs, {m['pg_version']}, {m['pgstash']}. {B.noise_text(data)}\n\n"
-                + table(data))
-        print(text)
         os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
         out = os.path.join(HERE, "results", "curve-" + date.strftime("%Y-%m-%d-%H%M%S") + ".json")
         with open(out, "w") as f:
             json.dump(data, f, indent=1)
         B.say(f"results: {out}")
-        if args.publish == "yes":
-            png = os.path.join(HERE, "curve.png")
-            if plot(data, png):
-                text += "\n\n![size curve](curve.png)"
-            update_readme(text)
-            B.say("updated bench/README.md")
+        publish(data, args.publish == "yes")
     if args.keep:
         B.say(f"kept {ctx.scratch}")
     else:
