@@ -443,16 +443,20 @@ syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr)
 
 	double t0 = log_now();
 	/* Only data-heavy clusters: a small one's syncfs takes tens of milliseconds (and holds the lock). */
-	if (mark_pace(dir_fd, false) >= PACE_DEFER_BYTES)
+	uint64_t big = mark_pace(dir_fd, false);
+	if (big >= PACE_DEFER_BYTES)
 		wait_for_start(dir_fd);
 	double waited = log_now() - t0;
 	mark_pace(dir_fd, true);
 	double paced = log_now() - t0 - waited;
+	if (big > 0)
+		log_debug("background sync (pid %ld): waited %.0f ms for the server's start, wrote %.0f MB of large files "
+		          "back in %.0f ms",
+		          (long)getpid(), waited * 1000.0, (double)big / 1e6, paced * 1000.0);
 	enum mark_confirm_result r = mark_confirm(dir_fd, expect, key);
 	if (r == MARK_CONFIRMED)
-		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms (waited for the server's start %.0f ms, "
-		          "large files written back in %.0f ms): its marker is final",
-		          (long)getpid(), (log_now() - t0) * 1000.0, waited * 1000.0, paced * 1000.0);
+		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms: its marker is final", (long)getpid(),
+		          (log_now() - t0) * 1000.0);
 	else if (r == MARK_CONFIRM_CHANGED)
 		log_debug("background sync (pid %ld) of PGDATA done in %.0f ms; its marker changed meanwhile, so it is "
 		          "left alone",
