@@ -261,7 +261,12 @@ pace_dir(int dir_fd, int depth, bool write, uint64_t *bytes)
 	while ((e = readdir(d)) != NULL) {
 		if (e->d_name[0] == '.' && (e->d_name[1] == '\0' || (e->d_name[1] == '.' && e->d_name[2] == '\0')))
 			continue;
-		if (e->d_type == DT_DIR) {
+		unsigned char type = e->d_type;
+		struct stat lst;
+		/* Some file systems do not say: ask (without following a link). */
+		if (type == DT_UNKNOWN && fstatat(dirfd(d), e->d_name, &lst, AT_SYMLINK_NOFOLLOW) == 0)
+			type = S_ISDIR(lst.st_mode) ? DT_DIR : S_ISREG(lst.st_mode) ? DT_REG : DT_UNKNOWN;
+		if (type == DT_DIR) {
 			if (depth < PACE_MAX_DEPTH) {
 				int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 				if (sub >= 0)
@@ -269,7 +274,7 @@ pace_dir(int dir_fd, int depth, bool write, uint64_t *bytes)
 			}
 			continue;
 		}
-		if (e->d_type != DT_REG)
+		if (type != DT_REG)
 			continue;
 		/* O_NONBLOCK: should a FIFO have taken the file's place meanwhile. */
 		int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
