@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh — what `make bench` runs (`make bench QUICK=1` passes --quick).
 #   bench/run.sh [--quick] [bench.py options…]    (bench/run.sh --help lists them)
+#   bench/run.sh --curve [--quick] [--big] [curve.py options…]   the size curve (bench/curve.py --help)
 # Checks what the benchmark needs, then runs bench/bench.py with Debian's python3
 # (where python3-django lives) and PATH=/usr/bin:/bin.  As root, the servers and
 # pgstash run as the `postgres` user in a scratch directory under /tmp.
@@ -27,4 +28,9 @@ if ((EUID == 0)) && ! id postgres >/dev/null 2>&1; then
 fi
 [[ -x $repo/pgstash ]] || make -C "$repo" pgstash
 
+if [[ ${1-} == --curve ]]; then
+	shift
+	/usr/bin/python3 -c 'import matplotlib' 2>/dev/null || echo "bench: no python3-matplotlib: the curve's plot is skipped (apt-get install python3-matplotlib)" >&2
+	exec /usr/bin/python3 "$here/curve.py" --pgstash "$repo/pgstash" --pg-bindir "$PGSTASH_PG_BINDIR" "$@"
+fi
 exec /usr/bin/python3 "$here/bench.py" --pgstash "$repo/pgstash" --pg-bindir "$PGSTASH_PG_BINDIR" "$@"

@@ -271,6 +271,94 @@ test_finish_now(void **state)
 	assert_marker(KEY);
 }
 
+/* Writes `len` bytes of 'x' at dir/rel (its directories made first). */
+static void
+write_len(const char *rel, size_t len)
+{
+	unit_write(unit_tmp, rel, "");
+	char *p = path_join(unit_tmp, rel);
+	FILE *f = fopen(p, "wb");
+	assert_non_null(f);
+	for (size_t i = 0; i < len; i++)
+		fputc('x', f);
+	assert_int_equal(fclose(f), 0);
+	free(p);
+}
+
+/*
+ * The paced write-back counts (and writes back) the regular files of at
+ * least 1 MiB, in subdirectories too, never through a link: a link to a
+ * large file or to a directory outside adds nothing.
+ */
+static void
+test_pace(void **state)
+{
+	(void)state;
+	write_len("base/5/16384", 3 * 1024 * 1024 + 5);
+	write_len("base/5/16385", 1024 * 1024);
+	write_len("base/5/16386", 1024 * 1024 - 1);
+	write_len("global/1262", 100);
+	char *outside = xasprintf("%s-outside", unit_tmp);
+	assert_int_equal(mkdir(outside, 0700), 0);
+	char *big = path_join(outside, "big");
+	FILE *f = fopen(big, "wb");
+	assert_non_null(f);
+	assert_int_equal(fseek(f, 8 * 1024 * 1024, SEEK_SET), 0);
+	fputc('x', f);
+	assert_int_equal(fclose(f), 0);
+	char *l1 = path_join(unit_tmp, "base/5/link");
+	char *l2 = path_join(unit_tmp, "pg_tblspc");
+	assert_int_equal(symlink(big, l1), 0);
+	assert_int_equal(symlink(outside, l2), 0);
+	int fd = open_dir();
+	const uint64_t want = 3 * 1024 * 1024 + 5 + 1024 * 1024;
+	assert_int_equal(mark_pace(fd, false), want);
+	assert_int_equal(mark_pace(fd, true), want);
+	/* dir_fd stays usable (mark_pace reads through a descriptor of its own). */
+	assert_int_equal(mark_confirm(fd, "no such marker", KEY), MARK_CONFIRM_CHANGED);
+	close(fd);
+	rm_rf(outside);
+	free(outside);
+	free(big);
+	free(l1);
+	free(l2);
+}
+
+/* postmaster.pid's 8th line: none, starting (also when not written that far), up. */
+static void
+test_server_state(void **state)
+{
+	(void)state;
+	int fd = open_dir();
+	assert_int_equal(mark_server_state(fd), MARK_SERVER_NONE);
+	const char *head = "4242\n/data\n1796203000\n5432\n/run\n\n  5432001         0\n";
+	const struct {
+		const char *status;
+		enum mark_server_state want;
+	} cases[] = {
+		{"", MARK_SERVER_STARTING},
+		{"starting\n", MARK_SERVER_STARTING},
+		{"ready   \n", MARK_SERVER_UP},
+		{"stopping\n", MARK_SERVER_UP},
+		{"standby \n", MARK_SERVER_UP},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *text = xasprintf("%s%s", head, cases[i].status);
+		unit_write(unit_tmp, "postmaster.pid", text);
+		assert_int_equal(mark_server_state(fd), cases[i].want);
+		free(text);
+	}
+	unit_write(unit_tmp, "postmaster.pid", "4242\n/data\n");
+	assert_int_equal(mark_server_state(fd), MARK_SERVER_STARTING);
+	/* A FIFO in its place does not block. */
+	char *p = path_join(unit_tmp, "postmaster.pid");
+	assert_int_equal(unlink(p), 0);
+	assert_int_equal(mkfifo(p, 0600), 0);
+	assert_int_equal(mark_server_state(fd), MARK_SERVER_STARTING);
+	free(p);
+	close(fd);
+}
+
 int
 main(void)
 {
@@ -283,6 +371,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lock, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_finish_in_background, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_finish_now, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_pace, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_server_state, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("marker", tests, NULL, NULL);
 }

@@ -718,6 +718,49 @@ test_large_file_holes(void **state)
 	check_restored(f->dst);
 }
 
+/*
+ * Large files (streamed, not queued): several of them, some larger than the
+ * writers' 4 MiB queue, with unaligned zero runs that cross 1 MiB boundaries,
+ * aligned zero blocks, and small files queued between them, come back byte
+ * for byte.
+ */
+static void
+test_large_files(void **state)
+{
+	struct fixture *f = *state;
+	const size_t lens[] = {9 * 1024 * 1024 + 12345, 5 * 1024 * 1024, 256 * 1024 + 1, 1024 * 1024 + 65536 * 3 + 7};
+	unsigned char *bufs[4];
+	uint32_t x = 12345;
+	for (size_t k = 0; k < 4; k++) {
+		bufs[k] = xmalloc(lens[k]);
+		for (size_t i = 0; i < lens[k]; i++) {
+			x = x * 1103515245u + 12345u;
+			bufs[k][i] = (unsigned char)(x >> 24);
+		}
+		/* Zero runs: an aligned hole of two blocks, and an unaligned run over a piece boundary. */
+		if (lens[k] > 3 * 1024 * 1024) {
+			memset(bufs[k] + 2 * 65536, 0, 2 * 65536);
+			memset(bufs[k] + 1024 * 1024 - 1000, 0, 70000);
+		}
+		char name[64], small[64];
+		snprintf(name, sizeof(name), "base/5/%zu", 20000 + k);
+		snprintf(small, sizeof(small), "base/5/%zu_vm", 20000 + k);
+		unit_write(f->src, name, "");
+		write_bytes(f->src, name, bufs[k], lens[k]);
+		unit_write(f->src, small, "small");
+	}
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 1, &w);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	for (size_t k = 0; k < 4; k++) {
+		char name[64];
+		snprintf(name, sizeof(name), "base/5/%zu", 20000 + k);
+		assert_file_bytes(f->dst, name, bufs[k], lens[k]);
+		free(bufs[k]);
+	}
+	check_restored(f->dst);
+}
+
 /* Entries in an order pgstash never writes: files before (or without) their directories. */
 /* Issue 14: only a cluster's paths, and conf files without code-running or trust-moving settings. */
 static void
@@ -961,6 +1004,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_hostile_device_fifo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_file_holes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_parents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_collisions, setup, teardown),
