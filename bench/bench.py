@@ -388,7 +388,10 @@ class Size:
         if trust:
             e["POSTGRES_HOST_AUTH_METHOD"] = "trust"
         else:
+            # As the image runs it (its Dockerfile sets local_auth = trust): the bench's
+            # psql reaches the final server through the socket without a password.
             e["POSTGRES_PASSWORD"] = PASSWORD
+            e["PGSTASH_LOCAL_AUTH"] = "trust"
         e.update(extra)
         return self.ctx.env(**e)
 
