@@ -751,7 +751,7 @@ test_large_files(void **state)
 	}
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 1, &w);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes, NULL), 0);
 	for (size_t k = 0; k < 4; k++) {
 		char name[64];
 		snprintf(name, sizeof(name), "base/5/%zu", 20000 + k);
