@@ -150,17 +150,47 @@ outcome_of(enum acquire_result r)
 	return BOOT_FAILED;
 }
 
-/* PGDATA claimed, then holding the key's cluster: reused as it is, or acquired. */
+/*
+ * on_change = migrate: the last layer's steps on the cluster PGDATA holds,
+ * whose manifest this key's extends; the migration tools apply only what is
+ * missing.  Nothing is cached (the cluster holds the user's data), and
+ * PGDATA is not ours to wipe: a failed migration leaves it with its old
+ * marker, and the next start tries again.
+ */
+static enum boot_outcome
+migrate_in_place(struct boot *b)
+{
+	enum cfg_layer layer = b->fp.has_fixtures ? CFG_LAYER_FIXTURES : CFG_LAYER_SCHEMA;
+	double seconds = 0;
+	switch (build_layer(&b->acq.build, layer, false, true, &seconds)) {
+	case BUILD_OK:
+		log_info("migrated PGDATA in place to %.12s in %.1f s (not cached: it holds this database's data)",
+		         b->fp.key, seconds);
+		return BOOT_OK;
+	case BUILD_FAILED:
+		return sig_received ? BOOT_INTERRUPTED : BOOT_FAILED;
+	case BUILD_STEP_FAILED:
+		return sig_received ? BOOT_INTERRUPTED : BOOT_STEP_FAILED;
+	}
+	return BOOT_FAILED;
+}
+
+/* PGDATA claimed, then holding the key's cluster: reused as it is, migrated in place, or acquired. */
 static enum boot_outcome
 fill_pgdata(struct boot *b)
 {
-	switch (pgdata_claim(&b->pd, b->fp.key)) {
+	switch (pgdata_claim(&b->pd, b->fp.key, b->fp.manifest)) {
 	case PGDATA_CLAIM_REFUSED:
 		return BOOT_FAILED;
+	case PGDATA_CLAIM_CHANGED:
+		/* on_change = refuse: a policy said no, as a configuration would (exit 2). */
+		return BOOT_BAD_CONFIG;
 	case PGDATA_CLAIM_REUSE:
 		log_info("PGDATA already holds the cluster of %.12s: nothing to restore or migrate", b->fp.key);
 		b->pd.done = true;
 		return BOOT_OK;
+	case PGDATA_CLAIM_MIGRATE:
+		return migrate_in_place(b);
 	case PGDATA_CLAIM_EMPTY:
 		break;
 	}
@@ -181,6 +211,9 @@ finish_pgdata(struct boot *b)
 		return BOOT_INTERRUPTED;
 	if (srv_apply_per_start(cfg, &b->pg, b->pd.durable) != 0 || interrupted())
 		return interrupted() ? BOOT_INTERRUPTED : BOOT_FAILED;
+	/* Before the marker: what a later start with another key compares with (on_change). */
+	if (pgdata_record_manifest(&b->pd, b->fp.manifest) != 0)
+		log_warning("a later start with a changed key will not be able to say what changed, nor migrate");
 	if (!b->pd.durable &&
 	    mark_finish(cfg->pgdata, b->fp.key, b->pd.lock, b->exec_pg || !stderr_is_a_pipe()) != 0)
 		return BOOT_FAILED;
