@@ -35,7 +35,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +118,84 @@ boot_key(struct cfg *cfg, struct pgbin *pg, struct fp_result *fp, double *second
 	return BOOT_OK;
 }
 
+/* Where the official image, and ours (Dockerfile), have Debian's libnss-wrapper. */
+#define NSS_WRAPPER_LIB "/usr/lib/libnss_wrapper.so"
+
+/* A private temp file (0600) in `dir` holding `text`; its path (malloc'ed), or NULL. */
+static char *
+temp_file_with(const char *dir, const char *stem, const char *text)
+{
+	char *path = xasprintf("%s/pgstash-%s-XXXXXX", dir, stem);
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		free(path);
+		return NULL;
+	}
+	size_t len = strlen(text);
+	bool ok = durable_write_all(fd, text, len) == 0;
+	if (close(fd) != 0 || !ok) {
+		unlink(path);
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+/*
+ * `docker run --user UID:GID` with a uid that has no passwd entry: initdb
+ * ("could not look up effective user ID") and postgres --single want a name
+ * for it.  As the official image does, a passwd and a group file naming it
+ * "postgres" (after the system's own entries) are handed to libnss-wrapper,
+ * preloaded into every child from here on: initdb, the servers, the steps.
+ * Nothing to do when the uid is known or the library is absent.
+ */
+static void
+nss_wrap_unknown_user(const struct cfg *cfg)
+{
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	errno = 0;
+	if (getpwuid(uid) != NULL || access(NSS_WRAPPER_LIB, R_OK) != 0)
+		return;
+	char *sys_pw = read_small_file("/etc/passwd", SMALL_FILE_MAX, NULL);
+	char *sys_gr = read_small_file("/etc/group", SMALL_FILE_MAX, NULL);
+	char *pw = xasprintf("%s%spostgres:x:%ld:%ld:PostgreSQL:%s:/bin/false\n", sys_pw ? sys_pw : "",
+	                     sys_pw && *sys_pw && sys_pw[strlen(sys_pw) - 1] != '\n' ? "\n" : "", (long)uid, (long)gid,
+	                     cfg->pgdata);
+	char *gr = xasprintf("%s%spostgres:x:%ld:\n", sys_gr ? sys_gr : "",
+	                     sys_gr && *sys_gr && sys_gr[strlen(sys_gr) - 1] != '\n' ? "\n" : "", (long)gid);
+	/* /tmp, or under --read-only without a tmpfs there, the socket directory (3777 in the image). */
+	const char *dirs[] = {"/tmp", cfg->socket_dir};
+	char *pw_path = NULL, *gr_path = NULL;
+	for (size_t i = 0; i < 2 && !(pw_path && gr_path); i++) {
+		free(pw_path);
+		free(gr_path);
+		pw_path = temp_file_with(dirs[i], "passwd", pw);
+		gr_path = temp_file_with(dirs[i], "group", gr);
+		if (!(pw_path && gr_path)) {
+			if (pw_path)
+				unlink(pw_path);
+			if (gr_path)
+				unlink(gr_path);
+		}
+	}
+	if (pw_path && gr_path) {
+		setenv("NSS_WRAPPER_PASSWD", pw_path, 1);
+		setenv("NSS_WRAPPER_GROUP", gr_path, 1);
+		setenv("LD_PRELOAD", NSS_WRAPPER_LIB, 1);
+		log_info("uid %ld has no passwd entry: initdb and postgres see it as \"postgres\" through nss_wrapper",
+		         (long)uid);
+	} else
+		log_warning("uid %ld has no passwd entry, and no file for nss_wrapper could be written: initdb will fail",
+		            (long)uid);
+	free(pw_path);
+	free(gr_path);
+	free(pw);
+	free(gr);
+	free(sys_pw);
+	free(sys_gr);
+}
+
 /* As root: give postgres its directories and become it; then the state file, and the key. */
 static enum boot_outcome
 set_up(struct boot *b)
@@ -123,6 +203,7 @@ set_up(struct boot *b)
 	struct cfg *cfg = b->cfg;
 	if (geteuid() == 0 && privs_drop(cfg) != 0)
 		return BOOT_FAILED;
+	nss_wrap_unknown_user(cfg);
 	if (mkdir_p(cfg->socket_dir, 0775) != 0)
 		log_warning("the healthcheck will not work without the socket directory \"%s\"", cfg->socket_dir);
 	write_state(cfg, "starting");

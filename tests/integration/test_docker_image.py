@@ -203,6 +203,37 @@ def test_container_step_miss_then_hit(image, step_image, containers, tmp):
     docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
 
 
+def step_containers(owner, all_states=True):
+    return docker("ps", *(["-a"] if all_states else []), "-q", "--filter", f"label=pgstash.owner={owner}"
+                  ).stdout.split()
+
+
+def test_step_container_dies_with_a_force_removed_sidecar(image, step_image, containers, tmp):
+    """`docker rm -f` of the sidecar during a container step kills pgstash
+    with no chance to clean up: the step, in the sidecar's pid namespace,
+    is killed by the kernel with it, and the engine removes it (AutoRemove)."""
+    mig = os.path.join(tmp, "migrations")
+    os.makedirs(mig)
+    with open(os.path.join(mig, "0001.sql"), "w") as f:
+        f.write("-- a step that outlives its sidecar unless something ends it\n")
+    ini = os.path.join(tmp, "pgstash.ini")
+    with open(ini, "w") as f:
+        f.write("[step slow]\nroot = /migrations\nmigrations = *.sql\nrun = sleep 600\n"
+                f"image = {step_image}\n")
+    mounts = [f"{SOCKET}:{SOCKET}", f"{mig}:/migrations:ro", f"{ini}:/etc/pgstash/pgstash.ini:ro"]
+    side = containers.run(image, env={"POSTGRES_PASSWORD": "secret"}, mounts=mounts)
+    owner = containers.inspect(side)["Id"]
+    deadline = time.monotonic() + 120
+    while not step_containers(owner, all_states=False):
+        assert time.monotonic() < deadline, f"the step never started:\n{containers.logs(side)}"
+        time.sleep(0.3)
+    docker("rm", "-f", side)
+    deadline = time.monotonic() + 30
+    while step_containers(owner):
+        assert time.monotonic() < deadline, docker("ps", "-a", "--filter", f"label=pgstash.owner={owner}").stdout
+        time.sleep(0.3)
+
+
 def test_missing_step_image_is_a_step_failure(image, containers, tmp):
     ini = os.path.join(tmp, "pgstash.ini")
     mig = os.path.join(tmp, "migrations")
