@@ -154,7 +154,6 @@ nss_wrap_unknown_user(const struct cfg *cfg)
 {
 	uid_t uid = geteuid();
 	gid_t gid = getegid();
-	errno = 0;
 	if (getpwuid(uid) != NULL || access(NSS_WRAPPER_LIB, R_OK) != 0)
 		return;
 	char *sys_pw = read_small_file("/etc/passwd", SMALL_FILE_MAX, NULL);
