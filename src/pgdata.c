@@ -246,7 +246,7 @@ pgdata_read_manifest(const char *dir, const char *named, const char *key)
 {
 	char *p = path_join(dir, PGDATA_MANIFEST_FILE);
 	size_t len = 0;
-	char *text = read_small_file(p, SMALL_FILE_MAX, &len);
+	char *text = read_small_file(p, PGDATA_MANIFEST_MAX, &len);
 	free(p);
 	if (!text)
 		return NULL;
@@ -275,7 +275,8 @@ changed_cluster(struct pgdata *pd, const char *named, const char *key, const cha
 	if (what.len == 0)
 		sb_append(&what, "nothing in the manifest: a migration in place did not finish");
 	enum pgdata_change c = pgdata_on_change(pd->cfg, old, manifest);
-	enum pgdata_claim rc = PGDATA_CLAIM_REFUSED;
+	enum pgdata_claim rc = PGDATA_CLAIM_EMPTY;
+	bool wipe = false;
 	switch (c) {
 	case PGDATA_CHANGE_REFUSE:
 		log_error("PGDATA \"%s\" holds the cluster of key %.12s, which has run as a database, and this start's key is "
@@ -295,26 +296,25 @@ changed_cluster(struct pgdata *pd, const char *named, const char *key, const cha
 		            "does not extend it (%s), so on_change = migrate cannot apply (only steps with incremental = "
 		            "yes may gain files, nothing else may change): replacing it, its data is lost",
 		            named, key, sb_str(&what));
+		wipe = true;
 		break;
 	case PGDATA_CHANGE_REPLACE:
 		log_warning("PGDATA holds the cluster of key %.12s, which has run as a database; this start's key is %.12s "
 		            "(%s): replacing it, its data is lost (on_change = replace; migrate or refuse keep it)",
 		            named, key, sb_str(&what));
+		wipe = true;
 		break;
 	}
 	sb_free(&what);
 	free(old);
-	if (rc != PGDATA_CLAIM_REFUSED)
-		return rc;
-	pd->ours = true;
-	return empty_dir(pd->dir) == 0 ? PGDATA_CLAIM_EMPTY : PGDATA_CLAIM_REFUSED;
+	return wipe ? act(pd, PGDATA_REPLACE) : rc;
 }
 
 int
 pgdata_record_manifest(struct pgdata *pd, const char *manifest)
 {
 	char *p = path_join(pd->dir, PGDATA_MANIFEST_FILE);
-	char *now = read_small_file(p, SMALL_FILE_MAX, NULL);
+	char *now = read_small_file(p, PGDATA_MANIFEST_MAX, NULL);
 	int rc = 0;
 	if (!now || strcmp(now, manifest) != 0)
 		rc = durable_write_file(p, manifest, strlen(manifest), 0600, pd->durable);

@@ -20,6 +20,8 @@ struct cfg;
  * pgstash.* name: a snapshot never holds it.
  */
 #define PGDATA_MANIFEST_FILE "pgstash.manifest"
+/* A manifest has a line per migration file: a monorepo's may pass SMALL_FILE_MAX. */
+#define PGDATA_MANIFEST_MAX (32 * 1024 * 1024)
 
 struct pgdata {
 	const struct cfg *cfg;   /* on_change, and the steps' incremental flags; not owned */
