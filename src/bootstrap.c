@@ -3,7 +3,9 @@
  *
  * Order of a start (README "How a start goes"):
  *   1. as root: own PGDATA, the socket dir and the cache, then drop to postgres
- *   2. key; PGDATA already holding this key's cluster → reuse it as is
+ *   2. key; PGDATA already holding this key's cluster → reuse it as is;
+ *      another key's finished cluster → on_change: replaced (with a warning
+ *      naming what changed), migrated in place, or refused
  *   3. hit: restore under a shared lock (a builder of the same key holds it
  *      exclusively, so a reader waits for the build to finish)
  *   4. miss: exclusive lock, look again, initdb, temporary server, databases,
