@@ -67,9 +67,16 @@ RUN set -eu; \
 # As the official image: the locales package with en_US.UTF-8 generated and
 # LANG=en_US.utf8 by default (initdb takes its locale from LANG and LC_*), so
 # POSTGRES_INITDB_ARGS=--locale=... and a `localedef` in a derived image work.
+# libnss-wrapper, as there too, for `docker run --user UID:GID` with a uid
+# that has no passwd entry: pgstash preloads it into initdb and postgres,
+# which want a name for the uid (at /usr/lib/libnss_wrapper.so, the path the
+# official entrypoint checks).
 RUN set -eu; \
 	if [ -f /etc/dpkg/dpkg.cfg.d/docker ]; then sed -ri '/\/usr\/share\/locale/d' /etc/dpkg/dpkg.cfg.d/docker; fi; \
-	/usr/local/lib/pgstash/apt-install.sh locales; \
+	/usr/local/lib/pgstash/apt-install.sh locales libnss-wrapper; \
+	lib="$(find /usr/lib -name libnss_wrapper.so -print -quit)"; \
+	test -n "$lib"; \
+	[ "$lib" = /usr/lib/libnss_wrapper.so ] || ln -s "$lib" /usr/lib/libnss_wrapper.so; \
 	echo 'en_US.UTF-8 UTF-8' >> /etc/locale.gen; \
 	locale-gen; \
 	locale -a | grep -qx 'en_US.utf8'

@@ -3,7 +3,9 @@
  *
  * Order of a start (README "How a start goes"):
  *   1. as root: own PGDATA, the socket dir and the cache, then drop to postgres
- *   2. key; PGDATA already holding this key's cluster → reuse it as is
+ *   2. key; PGDATA already holding this key's cluster → reuse it as is;
+ *      another key's finished cluster → on_change: replaced (with a warning
+ *      naming what changed), migrated in place, or refused
  *   3. hit: restore under a shared lock (a builder of the same key holds it
  *      exclusively, so a reader waits for the build to finish)
  *   4. miss: exclusive lock, look again, initdb, temporary server, databases,
@@ -35,7 +37,9 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -116,6 +120,83 @@ boot_key(struct cfg *cfg, struct pgbin *pg, struct fp_result *fp, double *second
 	return BOOT_OK;
 }
 
+/* Where the official image, and ours (Dockerfile), have Debian's libnss-wrapper. */
+#define NSS_WRAPPER_LIB "/usr/lib/libnss_wrapper.so"
+
+/* A private temp file (0600) in `dir` holding `text`; its path (malloc'ed), or NULL. */
+static char *
+temp_file_with(const char *dir, const char *stem, const char *text)
+{
+	char *path = xasprintf("%s/pgstash-%s-XXXXXX", dir, stem);
+	int fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0) {
+		free(path);
+		return NULL;
+	}
+	size_t len = strlen(text);
+	bool ok = durable_write_all(fd, text, len) == 0;
+	if (close(fd) != 0 || !ok) {
+		unlink(path);
+		free(path);
+		return NULL;
+	}
+	return path;
+}
+
+/*
+ * `docker run --user UID:GID` with a uid that has no passwd entry: initdb
+ * ("could not look up effective user ID") and postgres --single want a name
+ * for it.  As the official image does, a passwd and a group file naming it
+ * "postgres" (after the system's own entries) are handed to libnss-wrapper,
+ * preloaded into every child from here on: initdb, the servers, the steps.
+ * Nothing to do when the uid is known or the library is absent.
+ */
+static void
+nss_wrap_unknown_user(const struct cfg *cfg)
+{
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	if (getpwuid(uid) != NULL || access(NSS_WRAPPER_LIB, R_OK) != 0)
+		return;
+	char *sys_pw = read_small_file("/etc/passwd", SMALL_FILE_MAX, NULL);
+	char *sys_gr = read_small_file("/etc/group", SMALL_FILE_MAX, NULL);
+	char *pw = xasprintf("%s%spostgres:x:%ld:%ld:PostgreSQL:%s:/bin/false\n", sys_pw ? sys_pw : "",
+	                     sys_pw && *sys_pw && sys_pw[strlen(sys_pw) - 1] != '\n' ? "\n" : "", (long)uid, (long)gid,
+	                     cfg->pgdata);
+	char *gr = xasprintf("%s%spostgres:x:%ld:\n", sys_gr ? sys_gr : "",
+	                     sys_gr && *sys_gr && sys_gr[strlen(sys_gr) - 1] != '\n' ? "\n" : "", (long)gid);
+	/* /tmp, or under --read-only without a tmpfs there, the socket directory (3777 in the image). */
+	const char *dirs[] = {"/tmp", cfg->socket_dir};
+	char *pw_path = NULL, *gr_path = NULL;
+	for (size_t i = 0; i < 2 && !(pw_path && gr_path); i++) {
+		free(pw_path);
+		free(gr_path);
+		pw_path = temp_file_with(dirs[i], "passwd", pw);
+		gr_path = temp_file_with(dirs[i], "group", gr);
+		if (!(pw_path && gr_path)) {
+			if (pw_path)
+				unlink(pw_path);
+			if (gr_path)
+				unlink(gr_path);
+		}
+	}
+	if (pw_path && gr_path) {
+		setenv("NSS_WRAPPER_PASSWD", pw_path, 1);
+		setenv("NSS_WRAPPER_GROUP", gr_path, 1);
+		setenv("LD_PRELOAD", NSS_WRAPPER_LIB, 1);
+		log_info("uid %ld has no passwd entry: initdb and postgres see it as \"postgres\" through nss_wrapper",
+		         (long)uid);
+	} else
+		log_warning("uid %ld has no passwd entry, and no file for nss_wrapper could be written: initdb will fail",
+		            (long)uid);
+	free(pw_path);
+	free(gr_path);
+	free(pw);
+	free(gr);
+	free(sys_pw);
+	free(sys_gr);
+}
+
 /* As root: give postgres its directories and become it; then the state file, and the key. */
 static enum boot_outcome
 set_up(struct boot *b)
@@ -123,6 +204,7 @@ set_up(struct boot *b)
 	struct cfg *cfg = b->cfg;
 	if (geteuid() == 0 && privs_drop(cfg) != 0)
 		return BOOT_FAILED;
+	nss_wrap_unknown_user(cfg);
 	if (mkdir_p(cfg->socket_dir, srv_socket_dir_mode(cfg) & 0777) != 0)
 		log_warning("the healthcheck will not work without the socket directory \"%s\"", cfg->socket_dir);
 	write_state(cfg, "starting");
@@ -150,17 +232,47 @@ outcome_of(enum acquire_result r)
 	return BOOT_FAILED;
 }
 
-/* PGDATA claimed, then holding the key's cluster: reused as it is, or acquired. */
+/*
+ * on_change = migrate: the last layer's steps on the cluster PGDATA holds,
+ * whose manifest this key's extends; the migration tools apply only what is
+ * missing.  Nothing is cached (the cluster holds the user's data), and
+ * PGDATA is not ours to wipe: a failed migration leaves it with its old
+ * marker, and the next start tries again.
+ */
+static enum boot_outcome
+migrate_in_place(struct boot *b)
+{
+	enum cfg_layer layer = b->fp.has_fixtures ? CFG_LAYER_FIXTURES : CFG_LAYER_SCHEMA;
+	double seconds = 0;
+	switch (build_layer(&b->acq.build, layer, false, true, &seconds)) {
+	case BUILD_OK:
+		log_info("migrated PGDATA in place to %.12s in %.1f s (not cached: it holds this database's data)",
+		         b->fp.key, seconds);
+		return BOOT_OK;
+	case BUILD_FAILED:
+		return sig_received ? BOOT_INTERRUPTED : BOOT_FAILED;
+	case BUILD_STEP_FAILED:
+		return sig_received ? BOOT_INTERRUPTED : BOOT_STEP_FAILED;
+	}
+	return BOOT_FAILED;
+}
+
+/* PGDATA claimed, then holding the key's cluster: reused as it is, migrated in place, or acquired. */
 static enum boot_outcome
 fill_pgdata(struct boot *b)
 {
-	switch (pgdata_claim(&b->pd, b->fp.key)) {
+	switch (pgdata_claim(&b->pd, b->fp.key, b->fp.manifest)) {
 	case PGDATA_CLAIM_REFUSED:
 		return BOOT_FAILED;
+	case PGDATA_CLAIM_CHANGED:
+		/* on_change = refuse: a policy said no, as a configuration would (exit 2). */
+		return BOOT_BAD_CONFIG;
 	case PGDATA_CLAIM_REUSE:
 		log_info("PGDATA already holds the cluster of %.12s: nothing to restore or migrate", b->fp.key);
 		b->pd.done = true;
 		return BOOT_OK;
+	case PGDATA_CLAIM_MIGRATE:
+		return migrate_in_place(b);
 	case PGDATA_CLAIM_EMPTY:
 		break;
 	}
@@ -210,6 +322,9 @@ finish_pgdata(struct boot *b)
 	sl_free(&su);
 	if (r != 0 || interrupted())
 		return interrupted() ? BOOT_INTERRUPTED : BOOT_FAILED;
+	/* Before the marker: what a later start with another key compares with (on_change). */
+	if (pgdata_record_manifest(&b->pd, b->fp.manifest) != 0)
+		log_warning("a later start with a changed key will not be able to say what changed, nor migrate");
 	if (!b->pd.durable &&
 	    mark_finish(cfg->pgdata, b->fp.key, b->pd.lock, b->exec_pg || !stderr_is_a_pipe()) != 0)
 		return BOOT_FAILED;

@@ -61,7 +61,7 @@ struct parse_ctx {
 static const char *const pgstash_keys[] = {
 	"cache_dir", "cache_mode", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
 	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", "cache_group",
-	"local_auth", NULL,
+	"local_auth", "on_change", NULL,
 };
 static const char *const database_keys[] = {
 	"user", "name", "extra", "initdb_args", "key_env", NULL,
@@ -360,6 +360,19 @@ parse_cache_mode(const char *value, enum cfg_cache_mode *out)
 }
 
 static int
+parse_on_change(const char *value, enum cfg_on_change *out)
+{
+	static const enum cfg_on_change all[] = {CFG_ON_CHANGE_REPLACE, CFG_ON_CHANGE_MIGRATE, CFG_ON_CHANGE_REFUSE};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		if (strcmp(value, cfg_on_change_name(all[i])) == 0) {
+			*out = all[i];
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int
 parse_local_auth(const char *value, enum cfg_local_auth *out)
 {
 	static const enum cfg_local_auth all[] = {CFG_LOCAL_PASSWORD, CFG_LOCAL_PEER, CFG_LOCAL_TRUST};
@@ -473,6 +486,11 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 	} else if (strcmp(key, "cache_mode") == 0) {
 		if (parse_cache_mode(value, &cfg->cache_mode) != 0) {
 			why = "expected read-write, read-only or off";
+			goto bad;
+		}
+	} else if (strcmp(key, "on_change") == 0) {
+		if (parse_on_change(value, &cfg->on_change) != 0) {
+			why = "expected replace, migrate or refuse";
 			goto bad;
 		}
 	} else if (strcmp(key, "local_auth") == 0) {
@@ -1076,6 +1094,7 @@ load_option_vars(struct cfg *cfg)
 		{"PGSTASH_DOCKER_SOCKET", "docker_socket"},
 		{"PGSTASH_CACHE_GROUP", "cache_group"},
 		{"PGSTASH_LOCAL_AUTH", "local_auth"},
+		{"PGSTASH_ON_CHANGE", "on_change"},
 	};
 	int errors = 0;
 
@@ -1802,6 +1821,17 @@ cfg_cache_mode_name(enum cfg_cache_mode m)
 	case CFG_CACHE_OFF: return "off";
 	}
 	return "read-write";
+}
+
+const char *
+cfg_on_change_name(enum cfg_on_change c)
+{
+	switch (c) {
+	case CFG_ON_CHANGE_REPLACE: return "replace";
+	case CFG_ON_CHANGE_MIGRATE: return "migrate";
+	case CFG_ON_CHANGE_REFUSE: return "refuse";
+	}
+	return "replace";
 }
 
 const char *

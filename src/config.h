@@ -28,6 +28,13 @@ enum cfg_cache_mode {
 	CFG_CACHE_OFF,        /* no cache at all: every start builds */
 };
 
+/* [pgstash] on_change: a PGDATA holding a finished cluster of another key (README "A changed key"). */
+enum cfg_on_change {
+	CFG_ON_CHANGE_REPLACE, /* warn, naming what changed, and replace it */
+	CFG_ON_CHANGE_MIGRATE, /* run the new migrations in place when it is a prefix, else replace */
+	CFG_ON_CHANGE_REFUSE,  /* exit 2, PGDATA untouched */
+};
+
 /* [pgstash] local_auth: how the final server's socket and loopback lines authenticate (README "Host mode"). */
 enum cfg_local_auth {
 	CFG_LOCAL_PASSWORD, /* both: the host method (scram-sha-256 unless POSTGRES_HOST_AUTH_METHOD says) */
@@ -88,6 +95,7 @@ struct cfg {
 	char *pgdata;
 	char *pg_bindir;           /* NULL: `pg_config --bindir`, then PATH */
 	enum cfg_cache_mode cache_mode;
+	enum cfg_on_change on_change;
 	enum cfg_compression compression;
 	int compression_level;     /* 0: the codec's default */
 	uint64_t max_bytes;        /* 0: no limit */
@@ -202,6 +210,8 @@ int cfg_set_option(struct cfg *cfg, const char *key, const char *value, const ch
 
 /* "read-write", "read-only", "off"; static. */
 const char *cfg_cache_mode_name(enum cfg_cache_mode m);
+/* "replace", "migrate", "refuse"; static. */
+const char *cfg_on_change_name(enum cfg_on_change c);
 /* "password", "peer", "trust"; static. */
 const char *cfg_local_auth_name(enum cfg_local_auth a);
 

@@ -887,15 +887,25 @@ docker_create_body(const struct docker_run_opts *o)
 	host = cJSON_AddObjectToObject(root, "HostConfig");
 	if (o->network_mode)
 		cJSON_AddStringToObject(host, "NetworkMode", o->network_mode);
+	/*
+	 * A step that joins a container's network joins its pid namespace too,
+	 * so that it dies with it: when the namespace's init ends (`docker rm
+	 * -f` of the sidecar, which leaves pgstash no chance to remove the
+	 * step), the kernel kills every process in it.  A shared network alone
+	 * would keep the step running.
+	 */
+	if (o->network_mode && strncmp(o->network_mode, "container:", 10) == 0)
+		cJSON_AddStringToObject(host, "PidMode", o->network_mode);
 	if (o->volumes_from) {
 		char *const vf[] = {(char *)o->volumes_from, NULL};
 		add_string_array(host, "VolumesFrom", vf);
 	}
 	/*
-	 * We remove the container ourselves once its exit code is read: with
-	 * AutoRemove the engine may delete it before the wait call asks.
+	 * The engine removes the container once it has exited, also when we are
+	 * gone.  Its exit code is not lost: docker_run asks for it (wait,
+	 * condition=next-exit) before the start, as `docker run --rm` does.
 	 */
-	cJSON_AddFalseToObject(host, "AutoRemove");
+	cJSON_AddTrueToObject(host, "AutoRemove");
 
 	json = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);
@@ -967,6 +977,20 @@ remove_container(struct docker *d, const char *id)
 		if (c.outcome == CALL_TIMEOUT)
 			log_error("the Docker Engine did not remove container %.12s in time", id);
 		goto cleanup;
+	}
+	/* 404: AutoRemove was first; 409: its removal is under way, and we wait for it to end. */
+	if (c.status == 409) {
+		call_free(d, &c);
+		free(path);
+		path = xasprintf("/containers/%s/wait?condition=removed", id);
+		c = (struct call){.method = "POST", .path = path, .timeout_s = SHORT_TIMEOUT_S};
+		if (call_perform(d, &c) != 0) {
+			if (c.outcome == CALL_TIMEOUT)
+				log_error("the Docker Engine did not remove container %.12s in time", id);
+			goto cleanup;
+		}
+		if (c.status == 200)
+			c.status = 204;
 	}
 	if (c.status != 204 && c.status != 404) {
 		char *what = xasprintf("could not remove container %.12s", id);
@@ -1106,23 +1130,39 @@ follow_output(struct docker *d, const struct docker_run_opts *o, const char *id,
 	return 0;
 }
 
-/* Waits for container `id` to exit, until `deadline` (0: none).  0 with *exit_code, or -1 (logged). */
+/*
+ * Registers a wait for container `id`'s next exit (the call stays in flight
+ * in *wait), before it starts: with AutoRemove the container may be gone
+ * by the time a later wait asked.  The engine answers the headers once the
+ * waiter is in place.  0, or -1 (logged).
+ */
 static int
-wait_container(struct docker *d, const struct docker_run_opts *o, const char *id, double deadline, int *exit_code)
+begin_wait(struct docker *d, const struct docker_run_opts *o, const char *id, struct call *wait)
 {
-	char *path = xasprintf("/containers/%s/wait", id);
-	struct call c = {.method = "POST", .path = path, .interruptible = true,
-			 .timeout_s = deadline > 0 ? deadline - log_now() : 0};
+	if (call_begin(d, wait) != 0)
+		return -1;
+	if (call_drive(d, wait, true) != 0 || wait->status != 200) {
+		run_call_failed(o, wait, "wait for", id);
+		return -1;
+	}
+	return 0;
+}
+
+/* Ends the wait begin_wait began, until `deadline` (0: none).  0 with *exit_code, or -1 (logged). */
+static int
+wait_container(struct docker *d, const struct docker_run_opts *o, const char *id, struct call *wait, double deadline,
+               int *exit_code)
+{
 	cJSON *root = NULL;
 	int ret = -1;
 
-	if (deadline > 0 && c.timeout_s <= 0)
-		c.timeout_s = 0.001;
-	if (call_perform(d, &c) != 0 || c.status != 200) {
-		run_call_failed(o, &c, "wait for", id);
+	/* The step's time limit counts from its start, not from this call. */
+	wait->deadline = deadline;
+	if (call_drive(d, wait, false) != 0 || wait->status != 200) {
+		run_call_failed(o, wait, "wait for", id);
 		goto cleanup;
 	}
-	root = cJSON_ParseWithLength(sb_str(&c.body), c.body.len);
+	root = cJSON_ParseWithLength(sb_str(&wait->body), wait->body.len);
 	const cJSON *code = cJSON_GetObjectItemCaseSensitive(root, "StatusCode");
 	const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "Error");
 	const cJSON *errmsg = cJSON_GetObjectItemCaseSensitive(err, "Message");
@@ -1139,8 +1179,6 @@ wait_container(struct docker *d, const struct docker_run_opts *o, const char *id
 	ret = 0;
 cleanup:
 	cJSON_Delete(root);
-	call_free(d, &c);
-	free(path);
 	return ret;
 }
 
@@ -1149,8 +1187,8 @@ docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
 {
 	struct relay relay = {.prefix = o->log_prefix ? o->log_prefix : ""};
 	struct docker_demux demux = {.fn = relay_line, .arg = &relay};
-	struct call attach = {0};
-	char *attach_path = NULL, *id = NULL;
+	struct call attach = {0}, wait = {0};
+	char *attach_path = NULL, *wait_path = NULL, *id = NULL;
 	bool ran = false;
 	int ret = -1;
 
@@ -1173,16 +1211,20 @@ docker_run(struct docker *d, const struct docker_run_opts *o, int *exit_code)
 	}
 	/* The step's time limit counts from here: creation time is the engine's, not the step's. */
 	double deadline = o->timeout_s > 0 ? log_now() + o->timeout_s : 0;
+	wait_path = xasprintf("/containers/%s/wait?condition=next-exit", id);
+	wait = (struct call){.method = "POST", .path = wait_path, .interruptible = true, .timeout_s = o->timeout_s};
 	attach_path = xasprintf("/containers/%s/attach?stream=1&stdout=1&stderr=1", id);
 	attach = (struct call){.method = "POST", .path = attach_path, .demux = &demux, .interruptible = true,
 			       .timeout_s = o->timeout_s};
-	if (attach_and_start(d, o, id, &attach) != 0 || follow_output(d, o, id, &attach, &demux) != 0)
+	if (begin_wait(d, o, id, &wait) != 0 || attach_and_start(d, o, id, &attach) != 0 ||
+	    follow_output(d, o, id, &attach, &demux) != 0)
 		goto cleanup;
-	ran = wait_container(d, o, id, deadline, exit_code) == 0;
+	ran = wait_container(d, o, id, &wait, deadline, exit_code) == 0;
 
 cleanup:
-	/* The attach connection goes first: removing the container ends it anyway. */
+	/* The attach and wait connections go first: removing the container ends them anyway. */
 	call_free(d, &attach);
+	call_free(d, &wait);
 	/*
 	 * Always removed, with force: a killed migration leaves a cluster
 	 * nobody keeps, so a grace period would only delay the sidecar's own
@@ -1197,6 +1239,7 @@ cleanup:
 	docker_demux_free(&demux);
 	free(id);
 	free(attach_path);
+	free(wait_path);
 	return ret;
 }
 

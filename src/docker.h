@@ -48,7 +48,8 @@ struct docker_run_opts {
 	char *const *argv;        /* NULL-terminated Cmd; NULL: the image's own CMD */
 	char *const *env;         /* NULL-terminated "NAME=value" list; may be NULL */
 	const char *workdir;      /* NULL: the image's WORKDIR */
-	const char *network_mode; /* "container:<id>", "host", ...; NULL: the engine's default */
+	/* "container:<id>" (then its pid namespace too: the step dies with that container), "host", ...; NULL: the engine's default */
+	const char *network_mode;
 	const char *volumes_from; /* "<container>[:ro]" whose volumes the step sees; NULL: none */
 	const char *user;         /* "uid[:gid]" or a name; NULL: the image's USER */
 	const char *step;         /* required: step name, the DOCKER_LABEL_STEP value and part of the name */

@@ -524,3 +524,112 @@ cleanup:
 	sl_free(&cl);
 	return score;
 }
+
+/* ---------- what changed between two manifests ---------- */
+
+/*
+ * A line's identity, for the lines that name a file and carry its digest:
+ * "file STEP REL" and "initdb.d NAME" (the mode and digest may change);
+ * NULL for every other line, compared whole.  Caller frees.
+ */
+static char *
+diff_identity(const char *line, const char **kind)
+{
+	const char *cut = NULL;
+	if (strncmp(line, "file ", 5) == 0) {
+		*kind = "migration file";
+		cut = strstr(line, " sha256=");
+		for (const char *p = cut; p; p = strstr(p + 1, " sha256="))
+			cut = p;
+	} else if (strncmp(line, "initdb.d ", 9) == 0) {
+		*kind = "initdb.d script";
+		cut = strstr(line, " mode=");
+		for (const char *p = cut; p; p = strstr(p + 1, " mode="))
+			cut = p;
+	}
+	if (!cut)
+		return NULL;
+	const char *name = strchr(line, ' ') + 1;
+	return xasprintf("%s %.*s", *kind, (int)(cut - name), name);
+}
+
+/* The identity of `line` is among `lines`' identities. */
+static bool
+diff_has_identity(const struct strlist *lines, const char *id)
+{
+	const char *kind;
+	for (size_t i = 0; i < lines->n; i++) {
+		char *other = diff_identity(lines->v[i], &kind);
+		bool same = other && strcmp(other, id) == 0;
+		free(other);
+		if (same)
+			return true;
+	}
+	return false;
+}
+
+/* Appends "; WHAT: a, b, c and N more" when `names` has any. */
+static void
+diff_list(struct strbuf *out, const char *what, const struct strlist *names)
+{
+	enum { SHOWN = 5 };
+	if (names->n == 0)
+		return;
+	sb_appendf(out, "%s%s: ", out->len ? "; " : "", what);
+	for (size_t i = 0; i < names->n && i < SHOWN; i++)
+		sb_appendf(out, "%s%s", i ? ", " : "", names->v[i]);
+	if (names->n > SHOWN)
+		sb_appendf(out, " and %zu more", names->n - SHOWN);
+}
+
+void
+fp_manifest_diff(const char *old, const char *cur, struct strbuf *out)
+{
+	struct strlist ol = {0}, cl = {0};
+	struct strlist added = {0}, changed = {0}, removed = {0}, settings = {0}, pg = {0};
+	sl_split_lines(old, &ol);
+	sl_split_lines(cur, &cl);
+	const char *kind;
+	for (size_t i = 0; i < cl.n; i++) {
+		if (sl_contains(&ol, cl.v[i]))
+			continue;
+		char *id = diff_identity(cl.v[i], &kind);
+		if (id)
+			sl_add_owned(diff_has_identity(&ol, id) ? &changed : &added, id);
+		else if (strncmp(cl.v[i], "postgres ", 9) != 0)
+			sl_add_owned(&settings, xasprintf("+\"%s\"", cl.v[i]));
+	}
+	for (size_t i = 0; i < ol.n; i++) {
+		if (sl_contains(&cl, ol.v[i]))
+			continue;
+		char *id = diff_identity(ol.v[i], &kind);
+		if (id && !diff_has_identity(&cl, id))
+			sl_add_owned(&removed, id);
+		else if (id)
+			free(id);
+		else if (strncmp(ol.v[i], "postgres ", 9) != 0)
+			sl_add_owned(&settings, xasprintf("-\"%s\"", ol.v[i]));
+	}
+	/* "postgres MAJOR ARCH": the one line a cluster cannot follow. */
+	const char *opg = NULL, *cpg = NULL;
+	for (size_t i = 0; i < ol.n; i++)
+		if (strncmp(ol.v[i], "postgres ", 9) == 0)
+			opg = ol.v[i];
+	for (size_t i = 0; i < cl.n; i++)
+		if (strncmp(cl.v[i], "postgres ", 9) == 0)
+			cpg = cl.v[i];
+	if (opg && cpg && strcmp(opg, cpg) != 0)
+		sl_add_owned(&pg, xasprintf("%s -> %s", opg + 9, cpg + 9));
+	diff_list(out, "PostgreSQL", &pg);
+	diff_list(out, "added", &added);
+	diff_list(out, "changed", &changed);
+	diff_list(out, "removed", &removed);
+	diff_list(out, "settings", &settings);
+	sl_free(&ol);
+	sl_free(&cl);
+	sl_free(&added);
+	sl_free(&changed);
+	sl_free(&removed);
+	sl_free(&settings);
+	sl_free(&pg);
+}

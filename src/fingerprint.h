@@ -67,6 +67,15 @@ void fp_result_free(struct fp_result *r);
 long fp_prefix_score(const char *entry, const char *current, const struct cfg *cfg);
 
 /*
+ * Appends to `out` what changed from manifest `old` to `cur`, for a message:
+ * "PostgreSQL 15 x86_64 -> 17 x86_64; added: migration file app
+ * 0002.sql, …; changed: …; removed: …; settings: -"line", +"line"" (each
+ * list cut after five names), parts without changes left out; nothing
+ * when the two are the same.
+ */
+void fp_manifest_diff(const char *old, const char *cur, struct strbuf *out);
+
+/*
  * Writes `s` as a manifest token: bare when it is made only of safe
  * characters, else double-quoted with \\ \" \n \t \xHH escapes.
  */

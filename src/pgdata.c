@@ -4,6 +4,9 @@
 #include "pgdata.h"
 #include "pgdata_int.h"
 #include "config.h"
+#include "digest.h"
+#include "durable.h"
+#include "fingerprint.h"
 #include "log.h"
 #include "marker.h"
 #include "util.h"
@@ -20,6 +23,7 @@ void
 pgdata_init(struct pgdata *pd, const struct cfg *cfg)
 {
 	memset(pd, 0, sizeof(*pd));
+	pd->cfg = cfg;
 	pd->dir = cfg->pgdata;
 	pd->waldir = cfg->initdb_waldir;
 	pd->lock_timeout = cfg->lock_timeout;
@@ -155,8 +159,8 @@ static void
 report(const struct pgdata *pd, enum pgdata_verdict v, const struct pgdata_facts *f, long pm)
 {
 	char key[MARK_KEY_MAX + 1] = "", boot[MARK_BOOT_ID_LEN + 1] = "";
-	bool unsynced = f->marker && mark_parse_unsynced(f->marker, key, boot);
-	const char *named = unsynced ? key : f->marker;
+	if (f->marker)
+		mark_parse_unsynced(f->marker, key, boot);
 	switch (v) {
 	case PGDATA_IN_USE:
 		log_error("PGDATA \"%s\" is in use by a running server (pid %ld, from postmaster.pid)", pd->dir, pm);
@@ -177,7 +181,9 @@ report(const struct pgdata *pd, enum pgdata_verdict v, const struct pgdata_facts
 		log_info("PGDATA holds an unfinished bootstrap: starting it over");
 		break;
 	case PGDATA_REPLACE:
-		log_info("PGDATA holds the cluster of key %.12s: replacing it with %.12s", named, f->key);
+		/* With a cluster, changed_cluster says what happens to it, and what changed. */
+		if (!f->has_pg_version)
+			log_info("PGDATA holds pgstash's marker but no cluster: starting it over");
 		break;
 	case PGDATA_TAKE_EMPTY:
 		break;
@@ -209,7 +215,7 @@ act(struct pgdata *pd, enum pgdata_verdict v)
 		return PGDATA_CLAIM_REUSE;
 	case PGDATA_REDO_REBOOTED:
 	case PGDATA_REDO_UNFINISHED:
-	case PGDATA_REPLACE:
+	case PGDATA_REPLACE: /* changed_cluster's, by on_change */
 		pd->ours = true;
 		return empty_dir(pd->dir) == 0 ? PGDATA_CLAIM_EMPTY : PGDATA_CLAIM_REFUSED;
 	case PGDATA_TAKE_EMPTY:
@@ -219,8 +225,106 @@ act(struct pgdata *pd, enum pgdata_verdict v)
 	return PGDATA_CLAIM_REFUSED;
 }
 
+enum pgdata_change
+pgdata_on_change(const struct cfg *cfg, const char *old, const char *cur)
+{
+	switch (cfg->on_change) {
+	case CFG_ON_CHANGE_REPLACE:
+		return PGDATA_CHANGE_REPLACE;
+	case CFG_ON_CHANGE_REFUSE:
+		return PGDATA_CHANGE_REFUSE;
+	case CFG_ON_CHANGE_MIGRATE:
+		if (old && (strcmp(old, cur) == 0 || fp_prefix_score(old, cur, cfg) >= 0))
+			return PGDATA_CHANGE_MIGRATE;
+		return PGDATA_CHANGE_FALLBACK;
+	}
+	return PGDATA_CHANGE_REFUSE;
+}
+
+char *
+pgdata_read_manifest(const char *dir, const char *named, const char *key)
+{
+	char *p = path_join(dir, PGDATA_MANIFEST_FILE);
+	size_t len = 0;
+	char *text = read_small_file(p, PGDATA_MANIFEST_MAX, &len);
+	free(p);
+	if (!text)
+		return NULL;
+	char hex[DIGEST_HEX_SIZE];
+	digest_hex(text, len, hex);
+	if (strcmp(hex, named) == 0 || strcmp(hex, key) == 0)
+		return text;
+	free(text);
+	return NULL;
+}
+
+/*
+ * A finished cluster of another key, which has run as a database and may
+ * hold data nobody can rebuild: never wiped without a warning that says
+ * what changed, and not at all under on_change = refuse.
+ */
+static enum pgdata_claim
+changed_cluster(struct pgdata *pd, const char *named, const char *key, const char *manifest)
+{
+	char *old = pgdata_read_manifest(pd->dir, named, key);
+	struct strbuf what = {0};
+	if (!old)
+		sb_append(&what, "what changed is unknown: PGDATA records no manifest for it");
+	else
+		fp_manifest_diff(old, manifest, &what);
+	if (what.len == 0)
+		sb_append(&what, "nothing in the manifest: a migration in place did not finish");
+	enum pgdata_change c = pgdata_on_change(pd->cfg, old, manifest);
+	enum pgdata_claim rc = PGDATA_CLAIM_EMPTY;
+	bool wipe = false;
+	switch (c) {
+	case PGDATA_CHANGE_REFUSE:
+		log_error("PGDATA \"%s\" holds the cluster of key %.12s, which has run as a database, and this start's key is "
+		          "%.12s (%s); on_change = refuse: leaving it untouched (set on_change = replace or migrate, or use "
+		          "another PGDATA)",
+		          pd->dir, named, key, sb_str(&what));
+		rc = PGDATA_CLAIM_CHANGED;
+		break;
+	case PGDATA_CHANGE_MIGRATE:
+		log_info("PGDATA holds the cluster of key %.12s; this start's key %.12s extends it (%s): migrating it in "
+		         "place, its data kept (on_change = migrate)",
+		         named, key, sb_str(&what));
+		rc = PGDATA_CLAIM_MIGRATE;
+		break;
+	case PGDATA_CHANGE_FALLBACK:
+		log_warning("PGDATA holds the cluster of key %.12s, which has run as a database; this start's key %.12s "
+		            "does not extend it (%s), so on_change = migrate cannot apply (only steps with incremental = "
+		            "yes may gain files, nothing else may change): replacing it, its data is lost",
+		            named, key, sb_str(&what));
+		wipe = true;
+		break;
+	case PGDATA_CHANGE_REPLACE:
+		log_warning("PGDATA holds the cluster of key %.12s, which has run as a database; this start's key is %.12s "
+		            "(%s): replacing it, its data is lost (on_change = replace; migrate or refuse keep it)",
+		            named, key, sb_str(&what));
+		wipe = true;
+		break;
+	}
+	sb_free(&what);
+	free(old);
+	return wipe ? act(pd, PGDATA_REPLACE) : rc;
+}
+
+int
+pgdata_record_manifest(struct pgdata *pd, const char *manifest)
+{
+	char *p = path_join(pd->dir, PGDATA_MANIFEST_FILE);
+	char *now = read_small_file(p, PGDATA_MANIFEST_MAX, NULL);
+	int rc = 0;
+	if (!now || strcmp(now, manifest) != 0)
+		rc = durable_write_file(p, manifest, strlen(manifest), 0600, pd->durable);
+	free(now);
+	free(p);
+	return rc;
+}
+
 enum pgdata_claim
-pgdata_claim(struct pgdata *pd, const char *key)
+pgdata_claim(struct pgdata *pd, const char *key, const char *manifest)
 {
 	if (ensure_dir(pd->dir) != 0 || take_lock(pd) != 0)
 		return PGDATA_CLAIM_REFUSED;
@@ -237,8 +341,17 @@ pgdata_claim(struct pgdata *pd, const char *key)
 	};
 	enum pgdata_verdict v = pgdata_decide(&f);
 	report(pd, v, &f, pm);
+	enum pgdata_claim rc;
+	/* A marker without a cluster (PG_VERSION gone) holds no data to keep. */
+	if (v == PGDATA_REPLACE && f.has_pg_version) {
+		char named[MARK_KEY_MAX + 1], boot[MARK_BOOT_ID_LEN + 1];
+		if (!mark_parse_unsynced(marker, named, boot))
+			snprintf(named, sizeof(named), "%s", marker);
+		rc = changed_cluster(pd, named, key, manifest);
+	} else
+		rc = act(pd, v);
 	free(marker);
-	return act(pd, v);
+	return rc;
 }
 
 void

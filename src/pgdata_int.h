@@ -30,6 +30,31 @@ enum pgdata_verdict {
 
 enum pgdata_verdict pgdata_decide(const struct pgdata_facts *f);
 
+struct cfg;
+
+/* What on_change makes of PGDATA_REPLACE. */
+enum pgdata_change {
+	PGDATA_CHANGE_REPLACE,  /* wipe, with the warning */
+	PGDATA_CHANGE_MIGRATE,  /* keep the cluster and run the steps on it */
+	PGDATA_CHANGE_FALLBACK, /* on_change = migrate, but it cannot be: wipe, with a warning saying why */
+	PGDATA_CHANGE_REFUSE,   /* leave it untouched, exit 2 */
+};
+
+/*
+ * The policy's answer for a cluster recorded with manifest `old` (NULL when
+ * none is recorded) and this start's `cur`: migrate only when `old` is
+ * `cur` (an interrupted migrate) or a prefix of it (fp_prefix_score with
+ * cfg's incremental steps).
+ */
+enum pgdata_change pgdata_on_change(const struct cfg *cfg, const char *old, const char *cur);
+
+/*
+ * PGDATA's recorded manifest when its digest is `named` (the marker's key)
+ * or `key` (this start's: a migrate that stopped before its marker), else
+ * NULL.  Caller frees.
+ */
+char *pgdata_read_manifest(const char *dir, const char *named, const char *key);
+
 /* A process that exists and is not a zombie waiting to be reaped. */
 bool pgdata_process_alive(long pid);
 

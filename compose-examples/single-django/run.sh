@@ -10,7 +10,9 @@
 # Environment: COMPOSE_PROJECT_NAME (default pgstash-single-django); NO_BUILD=1
 # skips the builds (the images exist already); plus the variables
 # docker-compose.yml reads (POSTGRES_PASSWORD, PGSTASH_IMAGE, PGSTASH_PORT,
-# PGSTASH_CACHE).
+# PGSTASH_CACHE); PG_MAJOR and DEBIAN_SUITE pick the base image's PostgreSQL:
+# 15 on bookworm (the default) or 17 on trixie (PG_MAJOR=17
+# DEBIAN_SUITE=trixie PGSTASH_IMAGE=pgstash:17 ./run.sh).
 set -eu
 cd "$(dirname "$0")"
 
@@ -31,7 +33,8 @@ esac
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
 	# The base image first: the Dockerfile here starts FROM it.
-	docker build -t "${PGSTASH_IMAGE:-pgstash:latest}" ../..
+	docker build --build-arg PG_MAJOR="${PG_MAJOR:-15}" --build-arg DEBIAN_SUITE="${DEBIAN_SUITE:-bookworm}" \
+		-t "${PGSTASH_IMAGE:-pgstash:latest}" ../..
 	compose build
 fi
 compose up -d --no-build

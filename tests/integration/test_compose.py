@@ -9,7 +9,9 @@ docker-compose and a real Docker Engine.
 - django-flask with its cache volume, `docker stop` of the sidecar while a
   migration container runs: no orphaned step container, no partial cache
   entry, PGDATA emptied.
-- single-django: ./run.sh turns healthy with the command step's migrations in.
+- single-django: ./run.sh turns healthy with the command step's migrations in,
+  on PostgreSQL 15 and on 17 (its image FROM the pgstash image built with
+  PG_MAJOR=17 on trixie; PGSTASH_TEST_IMAGE_17 names a prebuilt one).
 
 Each test has its own compose project (unique name) and takes it down with
 its volumes at the end, whatever happened.  The images are built once per
@@ -35,7 +37,7 @@ import uuid
 import pytest
 
 from helpers import REPO, free_port, need
-from images import LABEL_KEY, CHECKOUT, prune_dangling, tag
+from images import LABEL, LABEL_KEY, CHECKOUT, prune_dangling, tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -360,6 +362,54 @@ def test_single_django_turns_healthy_migrated(compose_images):
         log = logs(db)
         assert r.returncode == 0, f"run.sh failed:\n{r.stdout}\n{r.stderr}\n--- sidecar\n{log}"
         assert "cache miss" in log and "[step django]   Applying shop.0004_product_category_price_index... OK" in log, log
+        sql = stack.compose("exec", "-T", "db", "psql", "-U", "postgres", "-d", "app", "-tAc",
+                            "select string_agg(slug, ',' order by slug) from shop_category").stdout.strip()
+        assert sql == "books,games,tools"
+    finally:
+        stack.down()
+
+
+BASE_17 = "debian:trixie-slim"
+
+
+@pytest.fixture(scope="session")
+def single_django_17(compose_images):
+    """single-django's image FROM the pgstash image on PostgreSQL 17 (trixie):
+    PGSTASH_TEST_IMAGE_17, else built from this checkout as pgstash-it/image-17."""
+    base = os.environ.get("PGSTASH_TEST_IMAGE_17")
+    if not base:
+        if docker("image", "inspect", BASE_17, check=False).returncode != 0:
+            need(shutil.which("debootstrap") is not None,
+                 f"no base image {BASE_17} and no debootstrap to make it (docker/build-base.sh)")
+            r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
+                               timeout=1200, env=dict(os.environ, PGSTASH_BASE_IMAGE=BASE_17,
+                                                      PGSTASH_BASE_SUITE="trixie"))
+            assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
+        base = tag("image-17")
+        docker("build", "-q", "--label", LABEL, "--build-arg", "PG_MAJOR=17", "--build-arg", "DEBIAN_SUITE=trixie",
+               "--build-arg", f"PGSTASH_TEST_CHECKOUT={CHECKOUT}", "-t", base, REPO, timeout=1800)
+    image = tag("example-single-django-17")
+    docker("build", "-q", "--label", LABEL, "--build-arg", f"PGSTASH_IMAGE={base}", "-t", image, SINGLE,
+           timeout=1800)
+    prune_dangling()
+    return image
+
+
+def test_single_django_on_pg17(compose_images, single_django_17, tmp_path):
+    override = tmp_path / "pg17.yml"
+    override.write_text(f'version: "2.4"\nservices:\n  db:\n    image: {single_django_17}\n')
+    os.chmod(tmp_path, 0o755)
+    os.chmod(override, 0o644)
+    stack = Stack(compose_images, SINGLE, files=(str(override),), PGSTASH_PORT=free_port())
+    try:
+        r = stack.run_sh()
+        db = stack.db()
+        log = logs(db)
+        assert r.returncode == 0, f"run.sh failed:\n{r.stdout}\n{r.stderr}\n--- sidecar\n{log}"
+        assert "cache miss" in log and "[step django]   Applying shop.0004_product_category_price_index... OK" in log, log
+        version = stack.compose("exec", "-T", "db", "psql", "-U", "postgres", "-d", "app", "-tAc",
+                                "show server_version_num").stdout.strip()
+        assert version.startswith("17"), version
         sql = stack.compose("exec", "-T", "db", "psql", "-U", "postgres", "-d", "app", "-tAc",
                             "select string_agg(slug, ',' order by slug) from shop_category").stdout.strip()
         assert sql == "books,games,tools"

@@ -81,9 +81,9 @@ class Containers:
     def __init__(self):
         self.names = []
 
-    def run(self, image, *args, env=None, mounts=(), name=None):
+    def run(self, image, *args, env=None, mounts=(), name=None, user=None):
         name = name or f"pgstash-it-{uuid.uuid4().hex[:10]}"
-        cmd = ["run", "-d", "--name", name]
+        cmd = ["run", "-d", "--name", name] + (["--user", user] if user else [])
         for k, v in (env or {}).items():
             cmd += ["-e", f"{k}={v}"]
         for m in mounts:
@@ -201,6 +201,65 @@ def test_container_step_miss_then_hit(image, step_image, containers, tmp):
     assert containers.psql(second, "select i from t", db="app") == "42"
     # Clean up as root inside a container: the cache belongs to uid 999.
     docker("run", "--rm", "--entrypoint", "sh", "-v", f"{cache}:/c", image, "-c", "rm -rf /c/*")
+
+
+def step_containers(owner, all_states=True):
+    return docker("ps", *(["-a"] if all_states else []), "-q", "--filter", f"label=pgstash.owner={owner}"
+                  ).stdout.split()
+
+
+def test_step_container_dies_with_a_force_removed_sidecar(image, step_image, containers, tmp):
+    """`docker rm -f` of the sidecar during a container step kills pgstash
+    with no chance to clean up: the step, in the sidecar's pid namespace,
+    is killed by the kernel with it, and the engine removes it (AutoRemove)."""
+    mig = os.path.join(tmp, "migrations")
+    os.makedirs(mig)
+    with open(os.path.join(mig, "0001.sql"), "w") as f:
+        f.write("-- a step that outlives its sidecar unless something ends it\n")
+    ini = os.path.join(tmp, "pgstash.ini")
+    with open(ini, "w") as f:
+        f.write("[step slow]\nroot = /migrations\nmigrations = *.sql\nrun = sleep 600\n"
+                f"image = {step_image}\n")
+    mounts = [f"{SOCKET}:{SOCKET}", f"{mig}:/migrations:ro", f"{ini}:/etc/pgstash/pgstash.ini:ro"]
+    side = containers.run(image, env={"POSTGRES_PASSWORD": "secret"}, mounts=mounts)
+    owner = containers.inspect(side)["Id"]
+    deadline = time.monotonic() + 120
+    while not step_containers(owner, all_states=False):
+        assert time.monotonic() < deadline, f"the step never started:\n{containers.logs(side)}"
+        time.sleep(0.3)
+    docker("rm", "-f", side)
+    deadline = time.monotonic() + 30
+    while step_containers(owner):
+        assert time.monotonic() < deadline, docker("ps", "-a", "--filter", f"label=pgstash.owner={owner}").stdout
+        time.sleep(0.3)
+
+
+def test_arbitrary_user_without_passwd_entry_caches(image, containers, tmp):
+    """`docker run --user 12345:12345`, a uid the image's /etc/passwd does not
+    know, as the official image allows (nss_wrapper): initdb works, and with
+    a cache volume that uid can write, a miss is cached and the next
+    container (a fresh PGDATA) is a hit."""
+    uid = 12345
+    cache = os.path.join(tmp, "cache")
+    os.makedirs(cache)
+    os.chown(cache, uid, uid)
+    env = {"POSTGRES_PASSWORD": "secret"}
+    logs = []
+    for run in ("miss", "hit"):
+        pgdata = os.path.join(tmp, f"pgdata-{run}")
+        os.makedirs(pgdata, mode=0o700)
+        os.chown(pgdata, uid, uid)
+        name = containers.run(image, env=env, user=f"{uid}:{uid}",
+                              mounts=[f"{pgdata}:/var/lib/postgresql/data", f"{cache}:/var/cache/pgstash"])
+        containers.wait_healthy(name)
+        logs.append(containers.logs(name))
+        assert containers.psql(name, "select current_user") == "postgres"
+        docker("rm", "-f", "-v", name)
+    assert "has no passwd entry: initdb and postgres see it as \"postgres\" through nss_wrapper" in logs[0], logs[0]
+    assert "cache miss" in logs[0] and "not cached" not in logs[0], logs[0]
+    assert "cache hit" in logs[1], logs[1]
+    # Clean up as root inside a container: the files belong to the uid.
+    docker("run", "--rm", "--entrypoint", "sh", "-v", f"{tmp}:/t", image, "-c", "rm -rf /t/cache /t/pgdata-*")
 
 
 def test_missing_step_image_is_a_step_failure(image, containers, tmp):

@@ -520,7 +520,8 @@ def test_prepare_syncs_in_the_background(work):
         # the syncer is gone once the marker is final, and nothing else of pgstash is left
         assert pgdata_unlocked(pgdata, timeout=5)
         wait_for("no pgstash process left", lambda: not background_syncers(pgdata), timeout=5)
-        assert sorted(n for n in os.listdir(pgdata) if n.startswith("pgstash")) == ["pgstash.key"]
+        # the marker, and the manifest a start with a changed key compares with (on_change)
+        assert sorted(n for n in os.listdir(pgdata) if n.startswith("pgstash")) == ["pgstash.key", "pgstash.manifest"]
     assert work.sql("SELECT count(*) FROM made_by_step", db="app", pgdata=pgdata) == "0"
 
 
@@ -572,7 +573,9 @@ def test_unsynced_marker(work, case):
             assert re.search(r"never confirmed on disk and the host has restarted since \(boot id 00000000, now "
                              + boot_id()[:8] + r"\): it may be incomplete, starting it over", r.stderr), r
         else:
-            assert f"holds the cluster of key {'e' * 12}: replacing it with {key[:12]}" in r.stderr, r
+            assert (f"warning: PGDATA holds the cluster of key {'e' * 12}, which has run as a database; this start's "
+                    f"key is {key[:12]}") in r.stderr, r
+            assert "replacing it, its data is lost (on_change = replace" in r.stderr, r
         assert "cache hit" in r.stderr, r
         assert not os.path.exists(sentinel), r
     assert marker(work.pgdata) == key

@@ -77,6 +77,27 @@ test_empty_cache_group(void **state)
 	cfg_free(&cfg);
 }
 
+/* on_change: replace by default, the file's word, the environment over it, a bad word with its line. */
+static void
+test_on_change(void **state)
+{
+	(void)state;
+	struct cfg cfg;
+	assert_int_equal(load_text("[pgstash]\n", &cfg, NULL), 0);
+	assert_int_equal(cfg.on_change, CFG_ON_CHANGE_REPLACE);
+	cfg_free(&cfg);
+	assert_int_equal(load_text("[pgstash]\non_change = migrate\n", &cfg, NULL), 0);
+	assert_int_equal(cfg.on_change, CFG_ON_CHANGE_MIGRATE);
+	cfg_free(&cfg);
+	setenv("PGSTASH_ON_CHANGE", "refuse", 1);
+	assert_int_equal(load_text("[pgstash]\non_change = migrate\n", &cfg, NULL), 0);
+	assert_int_equal(cfg.on_change, CFG_ON_CHANGE_REFUSE);
+	assert_string_equal(cfg_on_change_name(cfg.on_change), "refuse");
+	cfg_free(&cfg);
+	unsetenv("PGSTASH_ON_CHANGE");
+	expect_error("[pgstash]\non_change = keep\n", ":2: bad value \"keep\" for on_change: expected replace, migrate or refuse");
+}
+
 /* local_auth: password by default (host mode), peer or trust from the file; the environment wins. */
 static void
 test_local_auth(void **state)
@@ -521,6 +542,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_good_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_cache_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_auth, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_on_change, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_defaults_and_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_secret_file, setup, teardown),

@@ -58,7 +58,9 @@ test_create_body_full(void **state)
 	cJSON *host = cJSON_GetObjectItem(root, "HostConfig");
 	assert_string_equal(cJSON_GetObjectItem(host, "NetworkMode")->valuestring, "container:abc");
 	assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(host, "VolumesFrom"), 0)->valuestring, "abc:ro");
-	assert_true(cJSON_IsFalse(cJSON_GetObjectItem(host, "AutoRemove")));
+	/* Dies with the container whose network it joins, and the engine removes it even when we are gone. */
+	assert_string_equal(cJSON_GetObjectItem(host, "PidMode")->valuestring, "container:abc");
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(host, "AutoRemove")));
 	cJSON_Delete(root);
 	free(body);
 }
@@ -72,6 +74,7 @@ test_create_body_minimal(void **state)
 	cJSON *root = cJSON_Parse(body);
 	assert_non_null(root);
 	assert_null(cJSON_GetObjectItem(root, "Cmd"));
+	assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(root, "HostConfig"), "PidMode"));
 	assert_null(cJSON_GetObjectItem(root, "Env"));
 	assert_null(cJSON_GetObjectItem(root, "WorkingDir"));
 	assert_null(cJSON_GetObjectItem(root, "User"));

@@ -408,6 +408,39 @@ test_quote(void **state)
 	sb_free(&sb);
 }
 
+/* What changed between two manifests, for on_change's messages. */
+static void
+test_manifest_diff(void **state)
+{
+	(void)state;
+	const char *old = "pgstash-manifest 1\npostgres 15 x86_64\ninitdb --encoding=UTF8\nenvironment TZ=UTC\n"
+	                  "initdb.d 01.sql mode=- sha256=11\nfile app 0001.sql sha256=aa\nfile app 0002.sql sha256=bb\n"
+	                  "file app \"a b.sql\" sha256=cc\n";
+	const char *cur = "pgstash-manifest 1\npostgres 17 x86_64\ninitdb --encoding=UTF8\nenvironment TZ=Europe/Berlin\n"
+	                  "initdb.d 01.sql mode=x sha256=11\nfile app 0001.sql sha256=aa\nfile app 0002.sql sha256=b2\n"
+	                  "file app 0003.sql sha256=dd\n";
+	struct strbuf sb = {0};
+	fp_manifest_diff(old, cur, &sb);
+	assert_string_equal(sb_str(&sb),
+	                    "PostgreSQL: 15 x86_64 -> 17 x86_64; added: migration file app 0003.sql; changed: initdb.d "
+	                    "script 01.sql, migration file app 0002.sql; removed: migration file app \"a b.sql\"; "
+	                    "settings: +\"environment TZ=Europe/Berlin\", -\"environment TZ=UTC\"");
+	sb_free(&sb);
+	/* The same: nothing. */
+	fp_manifest_diff(old, old, &sb);
+	assert_int_equal(sb.len, 0);
+	/* Long lists are cut. */
+	struct strbuf many = {0};
+	sb_append(&many, "pgstash-manifest 1\n");
+	for (int i = 0; i < 8; i++)
+		sb_appendf(&many, "file app %d.sql sha256=aa\n", i);
+	fp_manifest_diff("pgstash-manifest 1\n", sb_str(&many), &sb);
+	assert_string_equal(sb_str(&sb), "added: migration file app 0.sql, migration file app 1.sql, migration file app "
+	                                 "2.sql, migration file app 3.sql, migration file app 4.sql and 3 more");
+	sb_free(&sb);
+	sb_free(&many);
+}
+
 int
 main(void)
 {
@@ -422,6 +455,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_quote),
+		cmocka_unit_test(test_manifest_diff),
 	};
 	return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);
 }

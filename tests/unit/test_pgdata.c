@@ -7,6 +7,7 @@
 #include "unit.h"
 
 #include "config.h"
+#include "digest.h"
 #include "log.h"
 #include "marker.h"
 #include "pgdata.h"
@@ -131,7 +132,7 @@ claim(char **err)
 	struct unit_capture cap;
 	log_min_level = LOG_INFO;
 	unit_stderr_begin(&cap);
-	enum pgdata_claim c = pgdata_claim(&pd, KEY);
+	enum pgdata_claim c = pgdata_claim(&pd, KEY, "pgstash-manifest 1\n");
 	char *e = unit_stderr_end(&cap);
 	log_min_level = LOG_ERROR;
 	if (err)
@@ -213,7 +214,8 @@ test_claim_wipes_ours(void **state)
 	} cases[] = {
 		{"building " KEY, "holds an unfinished bootstrap: starting it over"},
 		{"restoring " OTHER, "holds an unfinished bootstrap: starting it over"},
-		{OTHER, "holds the cluster of key 222222222222: replacing it with 111111111111"},
+		{OTHER, "holds the cluster of key 222222222222, which has run as a database; this start's key is "
+		        "111111111111 (what changed is unknown: PGDATA records no manifest for it): replacing it"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		put_marker(cases[i].marker);
@@ -353,6 +355,152 @@ test_rollback(void **state)
 	free(wal);
 }
 
+/* ---- on_change: another key's finished cluster ---- */
+
+#define OLD_M "pgstash-manifest 1\npostgres 15 x86_64\nstep app layer=schema run=x image=- database=app env=-\n" \
+	"file app 0001.sql sha256=aa\n"
+#define NEW_M OLD_M "file app 0002.sql sha256=bb\n"
+#define EDITED_M "pgstash-manifest 1\npostgres 15 x86_64\nstep app layer=schema run=x image=- database=app env=-\n" \
+	"file app 0001.sql sha256=cc\n"
+
+static struct cfg_step app_step = {.name = "app", .incremental = true};
+
+static void
+test_on_change_policy(void **state)
+{
+	(void)state;
+	struct cfg c = {.steps = &app_step, .n_steps = 1};
+	c.on_change = CFG_ON_CHANGE_REPLACE;
+	assert_int_equal(pgdata_on_change(&c, OLD_M, NEW_M), PGDATA_CHANGE_REPLACE);
+	c.on_change = CFG_ON_CHANGE_REFUSE;
+	assert_int_equal(pgdata_on_change(&c, OLD_M, NEW_M), PGDATA_CHANGE_REFUSE);
+	assert_int_equal(pgdata_on_change(&c, NULL, NEW_M), PGDATA_CHANGE_REFUSE);
+	c.on_change = CFG_ON_CHANGE_MIGRATE;
+	/* A prefix (an incremental step gained a file), or the same manifest (a migrate cut short). */
+	assert_int_equal(pgdata_on_change(&c, OLD_M, NEW_M), PGDATA_CHANGE_MIGRATE);
+	assert_int_equal(pgdata_on_change(&c, NEW_M, NEW_M), PGDATA_CHANGE_MIGRATE);
+	/* Not one: an edited or removed file, no record, a step that is not incremental. */
+	assert_int_equal(pgdata_on_change(&c, OLD_M, EDITED_M), PGDATA_CHANGE_FALLBACK);
+	assert_int_equal(pgdata_on_change(&c, NEW_M, OLD_M), PGDATA_CHANGE_FALLBACK);
+	assert_int_equal(pgdata_on_change(&c, NULL, NEW_M), PGDATA_CHANGE_FALLBACK);
+	app_step.incremental = false;
+	assert_int_equal(pgdata_on_change(&c, OLD_M, NEW_M), PGDATA_CHANGE_FALLBACK);
+	app_step.incremental = true;
+}
+
+/* PGDATA with the finished cluster of OLD_M, recorded as pgdata_record_manifest does; its key into old_key. */
+static void
+put_old_cluster(const char *recorded, char old_key[DIGEST_HEX_SIZE])
+{
+	digest_hex(OLD_M, strlen(OLD_M), old_key);
+	put_marker(old_key);
+	put_cluster();
+	if (recorded)
+		unit_write(dir, PGDATA_MANIFEST_FILE, recorded);
+}
+
+static enum pgdata_claim
+claim_new(enum cfg_on_change policy, const char *manifest, char **err)
+{
+	char key[DIGEST_HEX_SIZE];
+	digest_hex(manifest, strlen(manifest), key);
+	cfg.on_change = policy;
+	cfg.steps = &app_step;
+	cfg.n_steps = 1;
+	pgdata_release(&pd);
+	pgdata_init(&pd, &cfg);
+	struct unit_capture cap;
+	log_min_level = LOG_INFO;
+	unit_stderr_begin(&cap);
+	enum pgdata_claim c = pgdata_claim(&pd, key, manifest);
+	*err = unit_stderr_end(&cap);
+	log_min_level = LOG_ERROR;
+	return c;
+}
+
+static void
+test_claim_changed_replace_warns_what_changed(void **state)
+{
+	(void)state;
+	char old_key[DIGEST_HEX_SIZE], *err;
+	put_old_cluster(OLD_M, old_key);
+	assert_int_equal(claim_new(CFG_ON_CHANGE_REPLACE, NEW_M, &err), PGDATA_CLAIM_EMPTY);
+	unit_expect_contains(err, "warning: PGDATA holds the cluster of key");
+	unit_expect_contains(err, "which has run as a database");
+	unit_expect_contains(err, "added: migration file app 0002.sql");
+	unit_expect_contains(err, "replacing it, its data is lost");
+	free(err);
+	assert_true(pd.ours);
+	assert_true(dir_is_empty(dir));
+
+	/* A record that is not the marker's key's manifest (planted, torn) is no record. */
+	put_old_cluster("pgstash-manifest 1\nsomething else\n", old_key);
+	assert_int_equal(claim_new(CFG_ON_CHANGE_REPLACE, NEW_M, &err), PGDATA_CLAIM_EMPTY);
+	unit_expect_contains(err, "what changed is unknown");
+	free(err);
+}
+
+static void
+test_claim_changed_refuse_leaves_it(void **state)
+{
+	(void)state;
+	char old_key[DIGEST_HEX_SIZE], *err;
+	put_old_cluster(OLD_M, old_key);
+	assert_int_equal(claim_new(CFG_ON_CHANGE_REFUSE, EDITED_M, &err), PGDATA_CLAIM_CHANGED);
+	unit_expect_contains(err, "error: PGDATA");
+	unit_expect_contains(err, "changed: migration file app 0001.sql");
+	unit_expect_contains(err, "on_change = refuse: leaving it untouched");
+	free(err);
+	assert_false(pd.ours);
+	assert_true(unit_exists(dir, "PG_VERSION"));
+	pgdata_rollback(&pd);
+	assert_true(unit_exists(dir, "PG_VERSION"));
+}
+
+static void
+test_claim_changed_migrate(void **state)
+{
+	(void)state;
+	char old_key[DIGEST_HEX_SIZE], *err;
+	put_old_cluster(OLD_M, old_key);
+	assert_int_equal(claim_new(CFG_ON_CHANGE_MIGRATE, NEW_M, &err), PGDATA_CLAIM_MIGRATE);
+	unit_expect_contains(err, "migrating it in place, its data kept");
+	free(err);
+	/* Kept, and not ours: a failed migration is never wiped. */
+	assert_false(pd.ours);
+	pgdata_rollback(&pd);
+	assert_true(unit_exists(dir, "base/1/1259"));
+	char *marker = mark_read(dir);
+	assert_string_equal(marker, old_key);
+	free(marker);
+
+	/* Not a prefix: replaced, with a warning saying why. */
+	assert_int_equal(claim_new(CFG_ON_CHANGE_MIGRATE, EDITED_M, &err), PGDATA_CLAIM_EMPTY);
+	unit_expect_contains(err, "on_change = migrate cannot apply");
+	unit_expect_contains(err, "changed: migration file app 0001.sql");
+	free(err);
+	assert_true(dir_is_empty(dir));
+}
+
+static void
+test_record_manifest(void **state)
+{
+	(void)state;
+	assert_int_equal(claim(NULL), PGDATA_CLAIM_EMPTY);
+	assert_int_equal(pgdata_record_manifest(&pd, OLD_M), 0);
+	char *text = unit_read(dir, PGDATA_MANIFEST_FILE);
+	assert_string_equal(text, OLD_M);
+	free(text);
+	char k[DIGEST_HEX_SIZE];
+	digest_hex(OLD_M, strlen(OLD_M), k);
+	char *back = pgdata_read_manifest(dir, k, KEY);
+	assert_non_null(back);
+	assert_string_equal(back, OLD_M);
+	free(back);
+	/* Neither the marker's key nor the start's: not trusted. */
+	assert_null(pgdata_read_manifest(dir, KEY, OTHER));
+}
+
 int
 main(void)
 {
@@ -368,6 +516,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_claim_refuses_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claim_not_a_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
+		cmocka_unit_test(test_on_change_policy),
+		cmocka_unit_test_setup_teardown(test_claim_changed_replace_warns_what_changed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_changed_refuse_leaves_it, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_changed_migrate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_record_manifest, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("pgdata", tests, NULL, NULL);
 }

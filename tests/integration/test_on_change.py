@@ -1,0 +1,91 @@
+"""Issue 16: a changed key on a PGDATA that has run as a database.  Host mode:
+`pgstash prepare` twice on one PGDATA, with a row inserted between and a
+migration file added or edited, under each on_change policy.
+
+The step applies every file each time, and the files are idempotent (IF NOT
+EXISTS), as a migration tool applies only what is missing."""
+import os
+
+from helpers import PG_BINDIR
+
+
+def make_config(work):
+    mig = os.path.join(work.path, "mig")
+    work.file("mig/0001.sql", "create table if not exists t (i int);\n")
+    psql = os.path.join(PG_BINDIR, "psql")
+    cfg = work.file("pgstash.ini",
+                    "[database]\nname = app\n"
+                    f"[step sql]\nroot = {mig}\nmigrations = *.sql\nincremental = yes\n"
+                    f"run = /bin/sh -c 'cat *.sql | {psql} -X -q -v ON_ERROR_STOP=1'\n")
+    return cfg
+
+
+def prepare(work, cfg, policy=None):
+    env = {"PGSTASH_SOCKET_DIR": work.sock}
+    if policy:
+        env["PGSTASH_ON_CHANGE"] = policy
+    return work.run("prepare", config=cfg, env=env, timeout=300)
+
+
+def rows(work):
+    return work.sql("select count(*) from t", db="app")
+
+
+def test_migrate_keeps_the_data_and_refuse_leaves_it(work):
+    cfg = make_config(work)
+    r = prepare(work, cfg)
+    assert r.rc == 0, r
+    work.sql("insert into t values (1), (2)", db="app")
+
+    # A new migration: the old manifest is a prefix, migrated in place.
+    work.file("mig/0002.sql", "alter table t add column if not exists j int;\n")
+    new_key = work.key(config=cfg)
+    r = prepare(work, cfg, "migrate")
+    assert r.rc == 0, r
+    assert "migrating it in place, its data kept (on_change = migrate)" in r.stderr, r
+    assert "added: migration file sql 0002.sql" in r.stderr, r
+    assert "migrated PGDATA in place" in r.stderr, r
+    assert rows(work) == "2"
+    assert work.sql("select count(*) from information_schema.columns where table_name = 't' and column_name = 'j'",
+                    db="app") == "1"
+    # Not cached: that cluster holds this database's rows.
+    ls = work.run("ls", env={"PGSTASH_SOCKET_DIR": work.sock})
+    assert new_key[:12] not in ls.stdout, ls
+    # The next start with the same key reuses it.
+    r = prepare(work, cfg, "migrate")
+    assert r.rc == 0 and "already holds the cluster of" in r.stderr, r
+    assert rows(work) == "2"
+
+    # An edited migration: refuse leaves PGDATA as it is, exit 2, and says what changed.
+    work.file("mig/0001.sql", "create table if not exists t (i int);\n-- edited\n")
+    marker = open(os.path.join(work.pgdata, "pgstash.key")).read()
+    r = prepare(work, cfg, "refuse")
+    assert r.rc == 2, r
+    assert "changed: migration file sql 0001.sql" in r.stderr, r
+    assert "on_change = refuse: leaving it untouched" in r.stderr, r
+    assert open(os.path.join(work.pgdata, "pgstash.key")).read() == marker
+    assert rows(work) == "2"
+
+    # migrate cannot apply to an edited file: replaced, with a warning saying why.
+    r = prepare(work, cfg, "migrate")
+    assert r.rc == 0, r
+    assert "on_change = migrate cannot apply" in r.stderr, r
+    assert "replacing it, its data is lost" in r.stderr, r
+    assert rows(work) == "0"
+
+
+def test_replace_is_the_default_and_warns(work):
+    cfg = make_config(work)
+    r = prepare(work, cfg)
+    assert r.rc == 0, r
+    work.sql("insert into t values (1)", db="app")
+    work.file("mig/0002.sql", "create table if not exists u (i int);\n")
+    r = prepare(work, cfg)
+    assert r.rc == 0, r
+    assert "warning: PGDATA holds the cluster of key" in r.stderr, r
+    assert "added: migration file sql 0002.sql" in r.stderr, r
+    assert "replacing it, its data is lost (on_change = replace" in r.stderr, r
+    assert rows(work) == "0"
+    # A bad value is a configuration error.
+    r = prepare(work, cfg, "keep")
+    assert r.rc == 2 and "expected replace, migrate or refuse" in r.stderr, r
