@@ -88,8 +88,10 @@ def plant(work, victim_key, evil_key, cache=None):
     write_meta(work, victim_key, set_field(head, "key", victim_key) + manifest, cache)
 
 
-def has_table(work, pgdata, table):
-    return work.sql(f"select count(*) from pg_tables where tablename = '{table}'", db="app", pgdata=pgdata) == "1"
+def has_table(work, pgdata, table, password=None):
+    """`password`: the cluster's, when it was started with one (host mode then asks for it on the socket)."""
+    return work.sql(f"select count(*) from pg_tables where tablename = '{table}'", db="app", pgdata=pgdata,
+                    password=password) == "1"
 
 
 def forged_cache(work, signing=None):
@@ -476,7 +478,7 @@ def test_unstartable_entry_is_removed_and_rebuilt(work):
     assert r.stderr.count("does not start") == 1, r
     assert re.search(r"cache miss .*, cached ", r.stderr), r
     assert field(meta_text(work, key), "archive_sha256") != forged_sha
-    assert has_table(work, pg, "a")
+    assert has_table(work, pg, "a", password="secret")
     r, pg = start(work, cfg, "pg3", **env)
     assert "cache hit" in r.stderr and "does not start" not in r.stderr, r
 
