@@ -76,7 +76,7 @@ static const char *const trust_keys[] = {
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
-	"incremental", "timeout", NULL,
+	"incremental", "timeout", "discover", "python", NULL,
 };
 
 static void
@@ -508,6 +508,28 @@ handle_database(struct parse_ctx *ctx, const char *name, const char *value)
 	}
 }
 
+/* discover = django | alembic [INI] */
+static void
+set_discover(struct parse_ctx *ctx, struct cfg_step *st, const char *value)
+{
+	struct strlist words = {0};
+	add_words(&words, value);
+	st->discover_line = ctx->line;
+	free(st->discover_ini);
+	st->discover_ini = NULL;
+	st->discover = CFG_DISCOVER_NONE;
+	if (words.n == 1 && strcmp(words.v[0], "django") == 0)
+		st->discover = CFG_DISCOVER_DJANGO;
+	else if ((words.n == 1 || words.n == 2) && strcmp(words.v[0], "alembic") == 0) {
+		st->discover = CFG_DISCOVER_ALEMBIC;
+		if (words.n == 2)
+			st->discover_ini = xstrdup(words.v[1]);
+	} else if (words.n > 0)
+		ctx_error(ctx, "bad value \"%s\" for discover: expected django, or alembic [INI] (default alembic.ini)",
+		          value);
+	sl_free(&words);
+}
+
 static void
 handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 {
@@ -565,7 +587,10 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 			ctx_error(ctx, "bad value \"%s\" for timeout: %s (seconds, 0 for none)", value, why);
 		else
 			st->timeout = lv;
-	}
+	} else if (strcmp(name, "discover") == 0)
+		set_discover(ctx, st, value);
+	else if (strcmp(name, "python") == 0)
+		set_str(&st->python, value);
 }
 
 static void
@@ -1558,9 +1583,10 @@ static int
 validate_step_inputs(const struct cfg *cfg, const struct cfg_step *st, const char *dbname)
 {
 	int errors = 0;
-	if (st->migrations.n == 0) {
-		log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ...", st->file,
-		          st->line, st->name);
+	if (st->migrations.n == 0 && st->discover == CFG_DISCOVER_NONE) {
+		log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ... or discover = "
+		          "django | alembic",
+		          st->file, st->line, st->name);
 		errors++;
 	}
 	for (size_t k = 0; k < st->migrations.n; k++) {
@@ -1579,6 +1605,12 @@ validate_step_inputs(const struct cfg *cfg, const struct cfg_step *st, const cha
 			          st->file, st->database_line, st->name, st->database);
 			errors++;
 		}
+	}
+	if (st->discover != CFG_DISCOVER_NONE && st->image && !st->python) {
+		log_error("%s:%d: step \"%s\": discover runs Python on this host, but the step's interpreter is in its "
+		          "image: set python = PATH",
+		          st->file, st->discover_line, st->name);
+		errors++;
 	}
 	if (st->image_id && !st->image) {
 		log_error("%s:%d: step \"%s\": image_id = yes needs image = IMAGE", st->file, st->line, st->name);
@@ -1710,6 +1742,8 @@ cfg_free(struct cfg *cfg)
 		sl_free(&st->env);
 		free(st->image);
 		free(st->resolved_image_id);
+		free(st->discover_ini);
+		free(st->python);
 	}
 	free(cfg->steps);
 	memset(cfg, 0, sizeof(*cfg));

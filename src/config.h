@@ -51,6 +51,13 @@ struct trust_cfg {
 	struct strlist trusted_keys;  /* PEM public key files; empty: signatures not required */
 };
 
+/* [step NAME] discover: which framework pgstash asks for the step's migration files (discover.h). */
+enum cfg_discover {
+	CFG_DISCOVER_NONE,
+	CFG_DISCOVER_DJANGO,
+	CFG_DISCOVER_ALEMBIC,
+};
+
 struct cfg_step {
 	char *name;                /* from [step NAME] */
 	char *file;                /* config file and line of the section, for messages */
@@ -71,6 +78,10 @@ struct cfg_step {
 	enum cfg_layer layer;
 	bool incremental;
 	long timeout;              /* seconds; 0: none */
+	enum cfg_discover discover;
+	char *discover_ini;        /* discover = alembic INI: relative to root; NULL: alembic.ini */
+	int discover_line;
+	char *python;              /* python = PATH: discovery's interpreter; NULL: the one `run` starts */
 };
 
 struct cfg {
