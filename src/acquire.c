@@ -266,7 +266,8 @@ drop_unacceptable(struct acquire *acq, struct entry_meta *all, size_t n, enum cf
  * when PGDATA now holds it (its key in `from`).  One pass over the entries.
  */
 static bool
-restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, char *from, size_t from_cap)
+restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, char *from, size_t from_cap,
+               char **from_manifest)
 {
 	const struct cfg *cfg = acq->cfg;
 	if (!acquire_wants_prefix(cfg, layer) || !cache_usable(acq))
@@ -289,6 +290,7 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 		}
 		if (ok) {
 			snprintf(from, from_cap, "%s", key);
+			*from_manifest = xstrdup(all[best].manifest);
 			log_info("starting from cached entry %.12s (%ld migration files already applied)", key, best_score);
 		}
 	}
@@ -381,7 +383,9 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	if (ended(restore_layer_key(acq, p), &rc))
 		return rc;
 	char from[65] = "";
-	bool prefix = p->layer == CFG_LAYER_SCHEMA && restore_prefix(acq, p->layer, p->manifest, from, sizeof(from));
+	char *from_manifest = NULL;
+	bool prefix = p->layer == CFG_LAYER_SCHEMA &&
+	              restore_prefix(acq, p->layer, p->manifest, from, sizeof(from), &from_manifest);
 	if (sig_received)
 		return failure();
 	enum layer_start start = acquire_layer_start(p->layer, prefix);
@@ -392,7 +396,14 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	else
 		log_info("cache miss %.12s: running the %s steps on the schema layer", p->key, entry_layer_name(p->layer));
 	double seconds = 0;
-	switch (build_layer(&acq->build, p->layer, start == LAYER_FRESH, p->last, &seconds)) {
+	/* Steps whose inputs the prefix already has are skipped (build.h). */
+	acq->build.base_manifest = from_manifest;
+	acq->build.base_key = from;
+	acq->build.manifest = p->manifest;
+	enum build_result br = build_layer(&acq->build, p->layer, start == LAYER_FRESH, p->last, &seconds);
+	acq->build.base_manifest = acq->build.base_key = acq->build.manifest = NULL;
+	free(from_manifest);
+	switch (br) {
 	case BUILD_OK:
 		break;
 	case BUILD_FAILED:

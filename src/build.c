@@ -3,6 +3,7 @@
  */
 #include "build.h"
 #include "docker.h"
+#include "fingerprint.h"
 #include "log.h"
 #include "marker.h"
 #include "pgbin.h"
@@ -286,6 +287,10 @@ run_steps(struct build *bd, enum cfg_layer layer)
 		const struct cfg_step *step = &cfg->steps[i];
 		if (step->layer != layer)
 			continue;
+		if (bd->base_manifest && bd->manifest && fp_step_unchanged(bd->base_manifest, bd->manifest, step->name)) {
+			log_info("step %s: inputs unchanged since %.12s: skipped", step->name, bd->base_key);
+			continue;
+		}
 		int r = step->image ? run_container_step(bd, step) : step_run_command(step, cfg, &bd->srv);
 		if (r != 0)
 			return sig_received ? BUILD_FAILED : BUILD_STEP_FAILED;

@@ -732,3 +732,33 @@ cleanup:
 	sl_free(&cl);
 	return score;
 }
+
+/* The lines of `m` about step `name`: "step NAME ..." and "file NAME ...". */
+static void
+step_lines(const char *m, const char *name, struct strlist *out)
+{
+	struct strlist all = {0};
+	sl_split_lines(m, &all);
+	size_t n = strlen(name);
+	for (size_t i = 0; i < all.n; i++) {
+		const char *l = all.v[i];
+		const char *rest = strncmp(l, "step ", 5) == 0 ? l + 5 : strncmp(l, "file ", 5) == 0 ? l + 5 : NULL;
+		if (rest && strncmp(rest, name, n) == 0 && rest[n] == ' ')
+			sl_add(out, l);
+	}
+	sl_free(&all);
+}
+
+bool
+fp_step_unchanged(const char *entry, const char *current, const char *name)
+{
+	struct strlist a = {0}, b = {0};
+	step_lines(entry, name, &a);
+	step_lines(current, name, &b);
+	bool same = a.n > 0 && a.n == b.n;
+	for (size_t i = 0; same && i < a.n; i++)
+		same = sl_contains(&b, a.v[i]);
+	sl_free(&a);
+	sl_free(&b);
+	return same;
+}

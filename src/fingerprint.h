@@ -87,6 +87,13 @@ long fp_prefix_score(const char *entry, const char *current, const struct cfg *c
 char *fp_keyed_command(const char *cmd, const char *root);
 
 /*
+ * Whether step `name` has the same inputs in manifests `entry` and
+ * `current`: its step line and its file lines, as sets.  Prefix reuse skips
+ * such a step: the entry's database already holds what it would do.
+ */
+bool fp_step_unchanged(const char *entry, const char *current, const char *name);
+
+/*
  * Writes `s` as a manifest token: bare when it is made only of safe
  * characters, else double-quoted with \\ \" \n \t \xHH escapes.
  */

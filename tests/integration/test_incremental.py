@@ -93,6 +93,35 @@ def test_prefix_reuse_applies_only_the_new_migration(work):
     assert len(re.findall(r"Applying app01\.", r4.stderr)) == migs
 
 
+def test_prefix_reuse_skips_steps_whose_inputs_did_not_change(work):
+    """Issue 18: when only one step gained migrations, the others are not re-run on the prefix.  The SQL
+    step here is not idempotent (create table): re-running it would fail the build."""
+    apps, migs = 2, 2
+    root = gen(work, "proj", apps, migs)
+    work.file("sql/01.sql", "create table plain (id int);\n")
+    cfg = work.file("two.ini",
+                    "[database]\nname = app\nextra = other\n"
+                    f"[step django]\nroot = {root}\nmigrations = */migrations/*.py\nexclude = */__pycache__/*\n"
+                    "run = python3 manage.py migrate --noinput\n"
+                    "env = DJANGO_SETTINGS_MODULE=proj.settings\nincremental = yes\n"
+                    f"[step sql]\nroot = {work.path}/sql\nmigrations = *.sql\ndatabase = other\n"
+                    "run = psql -X -q -v ON_ERROR_STOP=1 -f 01.sql\n")
+    r1, _ = prepare(work, cfg, "pg1")
+    assert "step sql finished" in r1.stderr, r1
+    key1 = work.key(config=cfg)
+    bigger = gen(work, "bigger", apps, migs + 1)
+    new = f"app01/migrations/{migs:04d}_auto.py"
+    shutil.copy(os.path.join(bigger, new), os.path.join(root, new))
+    chown_tree(root)
+    r2, pg2 = prepare(work, cfg, "pg2")
+    assert f"starting from cached entry {key1[:12]}" in r2.stderr, r2
+    assert f"step sql: inputs unchanged since {key1[:12]}: skipped" in r2.stderr, r2
+    assert "[step sql]" not in r2.stderr and "step sql finished" not in r2.stderr, r2
+    applied = re.findall(r"\[step django\]\s+Applying (\S+)\.\.\.", r2.stderr)
+    assert applied == [f"app01.{migs:04d}_auto"], applied
+    assert work.sql("select count(*) from plain", db="other", pgdata=pg2) == "0"
+
+
 def test_prefix_reuse_off_without_incremental(work):
     apps, migs = 2, 3
     root = gen(work, "proj", apps, migs)

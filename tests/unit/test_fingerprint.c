@@ -467,6 +467,26 @@ test_quote(void **state)
 	sb_free(&sb);
 }
 
+static void
+test_step_unchanged(void **state)
+{
+	(void)state;
+	const char *entry = "pgstash-manifest 1\n"
+	                    "step a layer=schema run=x\nfile a m/1.py sha256=11\n"
+	                    "step ab layer=schema run=y\nfile ab m/1.sql sha256=22\n";
+	const char *added = "pgstash-manifest 1\n"
+	                    "step a layer=schema run=x\nfile a m/1.py sha256=11\n"
+	                    "step ab layer=schema run=y\nfile ab m/1.sql sha256=22\nfile ab m/2.sql sha256=33\n";
+	assert_true(fp_step_unchanged(entry, added, "a"));   /* "ab" lines are not a's */
+	assert_false(fp_step_unchanged(entry, added, "ab")); /* a file more */
+	assert_false(fp_step_unchanged(entry, entry, "c"));  /* no such step: never skipped */
+	const char *edited = "pgstash-manifest 1\n"
+	                     "step a layer=schema run=x\nfile a m/1.py sha256=99\n"
+	                     "step ab layer=schema run=y\nfile ab m/1.sql sha256=22\n";
+	assert_false(fp_step_unchanged(entry, edited, "a"));
+	assert_true(fp_step_unchanged(entry, edited, "ab"));
+}
+
 int
 main(void)
 {
@@ -482,6 +502,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_run_keyed_relative_to_root, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_quote),
+		cmocka_unit_test(test_step_unchanged),
 	};
 	return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);
 }
