@@ -60,7 +60,7 @@ struct parse_ctx {
 
 static const char *const pgstash_keys[] = {
 	"cache_dir", "cache_mode", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
-	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", "cache_group", NULL,
+	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", "cache_group", "full_build", NULL,
 };
 static const char *const database_keys[] = {
 	"user", "name", "extra", "initdb_args", "key_env", NULL,
@@ -456,6 +456,9 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
 			goto bad;
 		cfg->step_timeout = lv;
+	} else if (strcmp(key, "full_build") == 0) {
+		if (parse_bool(value, &cfg->full_build, &why) != 0)
+			goto bad;
 	} else if (strcmp(key, "cache_mode") == 0) {
 		if (parse_cache_mode(value, &cfg->cache_mode) != 0) {
 			why = "expected read-write, read-only or off";
@@ -1051,6 +1054,7 @@ load_option_vars(struct cfg *cfg)
 		{"PGSTASH_SOCKET_DIR", "socket_dir"},
 		{"PGSTASH_DOCKER_SOCKET", "docker_socket"},
 		{"PGSTASH_CACHE_GROUP", "cache_group"},
+		{"PGSTASH_FULL_BUILD", "full_build"},
 	};
 	int errors = 0;
 

@@ -96,6 +96,7 @@ struct cfg {
 	long max_entries;          /* 0: no limit */
 	long lock_timeout;         /* seconds */
 	long step_timeout;         /* default per-step timeout, seconds; 0: none */
+	bool full_build;           /* full_build = yes, `prepare --full`: no prefix reuse, no entry built on one */
 	char *cache_group;         /* NULL: the cache is private to its owner (0700/0600) */
 	gid_t cache_gid;           /* cache_group resolved; (gid_t)-1 when none */
 

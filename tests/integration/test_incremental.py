@@ -31,12 +31,12 @@ def dj_config(work, root, incremental=True):
                      f"env = DJANGO_SETTINGS_MODULE=proj.settings\nincremental = {'yes' if incremental else 'no'}\n")
 
 
-def prepare(work, cfg, name, cache=None):
+def prepare(work, cfg, name, cache=None, extra=()):
     pgdata = os.path.join(work.path, name)
     env = {"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}
     if cache:
         env["PGSTASH_CACHE_DIR"] = cache
-    r = work.run("prepare", config=cfg, env=env, timeout=600)
+    r = work.run("prepare", *extra, config=cfg, env=env, timeout=600)
     assert r.rc == 0, r
     return r, pgdata
 
@@ -120,6 +120,32 @@ def test_prefix_reuse_skips_steps_whose_inputs_did_not_change(work):
     applied = re.findall(r"\[step django\]\s+Applying (\S+)\.\.\.", r2.stderr)
     assert applied == [f"app01.{migs:04d}_auto"], applied
     assert work.sql("select count(*) from plain", db="other", pgdata=pg2) == "0"
+
+    # Provenance: the entry says what it was built on, and what a full build takes.
+    import json
+    key2 = work.key(config=cfg)
+    entries = {e["key"]: e for e in json.loads(work.run("ls", "--json", config=cfg).stdout)}
+    assert entries[key1]["built_from"] is None
+    assert entries[key2]["built_from"] == key1
+    e1, e2 = entries[key1], entries[key2]
+    assert e2["full_build_seconds"] == pytest.approx(e1["build_seconds"] + e2["build_seconds"], abs=0.01)
+    assert e1["full_build_seconds"] == e1["build_seconds"]
+    ls = work.run("ls", config=cfg).stdout
+    assert "BUILT FROM" in ls and re.search(rf"^{key2} .* {key1[:12]} \(full build \d+\.\d s\)$", ls, re.M), ls
+    r3, _ = prepare(work, cfg, "pg3")
+    assert re.search(rf"cache hit {key2[:12]}: restored .* \(a full build takes about \d+\.\d s; this entry was "
+                     rf"built on {key1[:12]} in \d+\.\d s\)", r3.stderr), r3
+
+    # --full: the entry built on a prefix is rebuilt from scratch and replaced; the SQL step runs again.
+    r4, pg4 = prepare(work, cfg, "pg4", extra=["--full"])
+    assert r4.rc == 0, r4
+    assert f"was built on {key1[:12]} and full_build is set: building it in full" in r4.stderr, r4
+    assert "building (initdb" in r4.stderr and "starting from cached entry" not in r4.stderr, r4
+    assert "step sql finished" in r4.stderr, r4
+    entries = {e["key"]: e for e in json.loads(work.run("ls", "--json", config=cfg).stdout)}
+    assert entries[key2]["built_from"] is None
+    r5, _ = prepare(work, cfg, "pg5")
+    assert "cache hit" in r5.stderr and "(building it took" in r5.stderr, r5
 
 
 def test_prefix_reuse_off_without_incremental(work):
