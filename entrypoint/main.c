@@ -143,6 +143,8 @@ usage(FILE *out)
 	    "  layer       = schema | fixtures\n"
 	    "  incremental = yes | no reuse a cached prefix when only migrations were added\n"
 	    "  timeout     = SECONDS\n"
+	    "  after       = NAME ... earlier steps this one waits for (steps on different databases\n"
+	    "                         otherwise run at once)\n"
 	    "  [clones]               copies of the migrated database for parallel test workers\n"
 	    "  count = N   naming = django | xdist | pattern   pattern = NAME{n}   template = DB\n"
 	    "  [remote]               an S3-compatible bucket shared by CI runners\n"

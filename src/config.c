@@ -76,7 +76,7 @@ static const char *const trust_keys[] = {
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
-	"incremental", "timeout", "discover", "python", NULL,
+	"incremental", "timeout", "discover", "python", "after", NULL,
 };
 
 static void
@@ -594,6 +594,11 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 		set_discover(ctx, st, value);
 	else if (strcmp(name, "python") == 0)
 		set_str(&st->python, value);
+	else if (strcmp(name, "after") == 0) {
+		add_words(&st->after, value);
+		if (!st->after_line)
+			st->after_line = ctx->line;
+	}
 }
 
 static void
@@ -1642,6 +1647,17 @@ validate_step(const struct cfg *cfg, size_t i, const char *dbname)
 	}
 	errors += validate_step_command(st);
 	errors += validate_step_inputs(cfg, st, dbname);
+	for (size_t k = 0; k < st->after.n; k++) {
+		bool earlier = false;
+		for (size_t j = 0; j < i && !earlier; j++)
+			earlier = strcmp(cfg->steps[j].name, st->after.v[k]) == 0;
+		if (!earlier) {
+			log_error("%s:%d: step \"%s\": after = %s: no step of that name before this one (after names an "
+			          "earlier step)",
+			          st->file, st->after_line, st->name, st->after.v[k]);
+			errors++;
+		}
+	}
 	if (st->layer == CFG_LAYER_SCHEMA) {
 		for (size_t j = 0; j < i; j++) {
 			if (cfg->steps[j].layer == CFG_LAYER_FIXTURES) {
@@ -1748,6 +1764,7 @@ cfg_free(struct cfg *cfg)
 		free(st->resolved_image_id);
 		free(st->discover_ini);
 		free(st->python);
+		sl_free(&st->after);
 	}
 	free(cfg->steps);
 	memset(cfg, 0, sizeof(*cfg));

@@ -82,6 +82,8 @@ struct cfg_step {
 	char *discover_ini;        /* discover = alembic INI: relative to root; NULL: alembic.ini */
 	int discover_line;
 	char *python;              /* python = PATH: discovery's interpreter; NULL: the one `run` starts */
+	struct strlist after;      /* after = NAME ...: earlier steps this one waits for (else: per database) */
+	int after_line;
 };
 
 struct cfg {

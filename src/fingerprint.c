@@ -455,6 +455,18 @@ add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, con
 			fp_quote(m, st->discover_ini);
 		}
 	}
+	if (st->after.n > 0) {
+		/* The order steps run in can change the database: only when set, so other keys stay. */
+		sb_append(m, " after=");
+		struct strbuf names = {0};
+		for (size_t i = 0; i < st->after.n; i++) {
+			if (i)
+				sb_appendc(&names, ',');
+			sb_append(&names, st->after.v[i]);
+		}
+		fp_quote(m, sb_str(&names));
+		sb_free(&names);
+	}
 	if (st->python) {
 		char *py = fp_keyed_command(st->python, st->root);
 		sb_append(m, " python=");
