@@ -80,10 +80,12 @@ usage(FILE *out)
 	    "                          migration steps + cache it), then exec postgres with the args.\n"
 	    "                          `pgstash postgres ARGS` and `pgstash -c k=v ...` mean run too,\n"
 	    "                          as with the official postgres image's entrypoint.\n"
-	    "  prepare                 bootstrap PGDATA and exit 0 with no server running\n"
+	    "  prepare [--full]        bootstrap PGDATA and exit 0 with no server running; --full: build\n"
+	    "                          from scratch, not on a cached prefix (as full_build = yes)\n"
 	    "  key [--explain]         print the cache key (64 hex chars); --explain prints the manifest\n"
 	    "  ls [--json] [--remote]  list cache entries: key, layer, parent, created, last used, bytes,\n"
-	    "                          PostgreSQL version, build seconds (--remote: the bucket's)\n"
+	    "                          PostgreSQL version, build seconds, signer, the entry a prefix\n"
+	    "                          build started from (--remote: the bucket's)\n"
 	    "  verify [KEY...]         re-check entries' SHA-256, key and signature (all when no KEY);\n"
 	    "                          exit 1 if any is bad\n"
 	    "  keygen PATH             write a signing key pair: PATH.key (0600) and PATH.pub\n"
@@ -127,8 +129,12 @@ usage(FILE *out)
 	    "  environment only; the password is applied at every start and never enters the key.)\n"
 	    "  [step NAME]            steps run in file order\n"
 	    "  root        = DIR      relative to the config file; the globs below are relative to it\n"
-	    "  migrations  = GLOB ... glob(3) patterns (no **), blank-separated or on continuation lines\n"
+	    "  migrations  = GLOB ... glob(3) patterns, ** spans directories; one matching nothing is an\n"
+	    "                         error unless written ?GLOB; blank-separated or on continuation lines\n"
 	    "  exclude     = PAT ...  fnmatch(3) patterns on the relative path; '*' also spans '/'\n"
+	    "  discover    = django | alembic [INI]  also key the migration files the framework applies\n"
+	    "                         (installed packages too), asked with the step's Python, root and env\n"
+	    "  python      = PATH     discovery's interpreter (default: the one run starts)\n"
 	    "  run         = COMMAND  split into words like a shell without expansion; use /bin/sh -c '...'\n"
 	    "                         for shell syntax\n"
 	    "  database    = DB       the step's PGDATABASE / DATABASE_URL (default: the main database)\n"
@@ -138,6 +144,8 @@ usage(FILE *out)
 	    "  layer       = schema | fixtures\n"
 	    "  incremental = yes | no reuse a cached prefix when only migrations were added\n"
 	    "  timeout     = SECONDS\n"
+	    "  after       = NAME ... earlier steps this one waits for (steps on different databases\n"
+	    "                         otherwise run at once)\n"
 	    "  [clones]               copies of the migrated database for parallel test workers\n"
 	    "  count = N   naming = django | xdist | pattern   pattern = NAME{n}   template = DB\n"
 	    "  [remote]               an S3-compatible bucket shared by CI runners\n"
@@ -340,10 +348,13 @@ cmd_prune(struct cfg *cfg, int argc, char **argv)
 static int
 cmd_prepare(struct cfg *cfg, int argc, char **argv)
 {
-	(void)argv;
-	if (argc > 0) {
-		log_error("prepare takes no arguments");
-		return EXIT_USAGE;
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--full") == 0)
+			cfg->full_build = true;
+		else {
+			log_error("prepare: unknown argument \"%s\" (expected --full)", argv[i]);
+			return EXIT_USAGE;
+		}
 	}
 	cfg_warn_no_steps(cfg, NULL);
 	enum boot_outcome o = boot_main(cfg, false, 0, NULL);

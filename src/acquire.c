@@ -116,6 +116,8 @@ acquire_layer_start(enum cfg_layer layer, bool prefix_restored)
 bool
 acquire_wants_prefix(const struct cfg *cfg, enum cfg_layer layer)
 {
+	if (cfg->full_build)
+		return false;
 	for (size_t i = 0; i < cfg->n_steps; i++)
 		if (cfg->steps[i].layer == layer && cfg->steps[i].incremental)
 			return true;
@@ -162,8 +164,15 @@ restore(struct acquire *acq, struct entry_meta *meta, const char *what)
 		return -1;
 	}
 	char size[32];
-	log_info("%s %.12s: restored %s in %.2f s (building it took %.1f s)", what, meta->key,
-	         log_bytes(size, st.archive_bytes), st.seconds, meta->build_seconds);
+	/* The time saved is against a full build: an entry built on a prefix took less than that. */
+	if (meta->built_from[0])
+		log_info("%s %.12s: restored %s in %.2f s (a full build takes about %.1f s; this entry was built on "
+		         "%.12s in %.1f s)",
+		         what, meta->key, log_bytes(size, st.archive_bytes), st.seconds, entry_full_build_seconds(meta),
+		         meta->built_from, meta->build_seconds);
+	else
+		log_info("%s %.12s: restored %s in %.2f s (building it took %.1f s)", what, meta->key,
+		         log_bytes(size, st.archive_bytes), st.seconds, meta->build_seconds);
 	return 0;
 }
 
@@ -183,6 +192,13 @@ restore_cached(struct acquire *acq, const char *key, const char *manifest, const
 		log_warning("cache entry %.12s… is refused, its manifest is not this start's: removing it and building "
 		            "instead",
 		            key);
+		entry_meta_free(&meta);
+		store_remove(&acq->store, key);
+		return FOUND_NOTHING;
+	}
+	if (manifest && acq->cfg->full_build && meta.built_from[0]) {
+		log_info("cache entry %.12s was built on %.12s and full_build is set: building it in full instead", key,
+		         meta.built_from);
 		entry_meta_free(&meta);
 		store_remove(&acq->store, key);
 		return FOUND_NOTHING;
@@ -266,7 +282,8 @@ drop_unacceptable(struct acquire *acq, struct entry_meta *all, size_t n, enum cf
  * when PGDATA now holds it (its key in `from`).  One pass over the entries.
  */
 static bool
-restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, char *from, size_t from_cap)
+restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, char *from, size_t from_cap,
+               char **from_manifest, double *from_full)
 {
 	const struct cfg *cfg = acq->cfg;
 	if (!acquire_wants_prefix(cfg, layer) || !cache_usable(acq) || acq->fresh)
@@ -289,6 +306,8 @@ restore_prefix(struct acquire *acq, enum cfg_layer layer, const char *manifest, 
 		}
 		if (ok) {
 			snprintf(from, from_cap, "%s", key);
+			*from_manifest = xstrdup(all[best].manifest);
+			*from_full = entry_full_build_seconds(&all[best]);
 			log_info("starting from cached entry %.12s (%ld migration files already applied)", key, best_score);
 		}
 	}
@@ -315,7 +334,7 @@ upload(struct acquire *acq, const char *key, const char *archive)
  * size, 0 when not cached.
  */
 static uint64_t
-publish(struct acquire *acq, const struct layer_plan *p, double seconds)
+publish(struct acquire *acq, const struct layer_plan *p, double seconds, const char *built_from, double full_seconds)
 {
 	const struct cfg *cfg = acq->cfg;
 	if (!cache_writable(acq))
@@ -329,6 +348,10 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds)
 	meta.manifest = xstrdup(p->manifest);
 	snprintf(meta.pg_version, sizeof(meta.pg_version), "%s", acq->pg->version);
 	meta.build_seconds = seconds;
+	if (*built_from) {
+		snprintf(meta.built_from, sizeof(meta.built_from), "%s", built_from);
+		meta.full_build_seconds = full_seconds;
+	}
 	struct snap_stats st;
 	double t = log_now();
 	uint64_t bytes = 0;
@@ -382,7 +405,10 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	if (ended(restore_layer_key(acq, p), &rc))
 		return rc;
 	char from[65] = "";
-	bool prefix = p->layer == CFG_LAYER_SCHEMA && restore_prefix(acq, p->layer, p->manifest, from, sizeof(from));
+	char *from_manifest = NULL;
+	double from_full = 0;
+	bool prefix = p->layer == CFG_LAYER_SCHEMA &&
+	              restore_prefix(acq, p->layer, p->manifest, from, sizeof(from), &from_manifest, &from_full);
 	if (sig_received)
 		return failure();
 	enum layer_start start = acquire_layer_start(p->layer, prefix);
@@ -393,7 +419,14 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	else
 		log_info("cache miss %.12s: running the %s steps on the schema layer", p->key, entry_layer_name(p->layer));
 	double seconds = 0;
-	switch (build_layer(&acq->build, p->layer, start == LAYER_FRESH, p->last, &seconds)) {
+	/* Steps whose inputs the prefix already has are skipped (build.h). */
+	acq->build.base_manifest = from_manifest;
+	acq->build.base_key = from;
+	acq->build.manifest = p->manifest;
+	enum build_result br = build_layer(&acq->build, p->layer, start == LAYER_FRESH, p->last, &seconds);
+	acq->build.base_manifest = acq->build.base_key = acq->build.manifest = NULL;
+	free(from_manifest);
+	switch (br) {
 	case BUILD_OK:
 		break;
 	case BUILD_FAILED:
@@ -401,7 +434,8 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	case BUILD_STEP_FAILED:
 		return sig_received ? ACQ_INTERRUPTED : ACQ_STEP_FAILED;
 	}
-	uint64_t bytes = publish(acq, p, seconds);
+	/* A prefix build's full time is its base's plus this one's: what a build from scratch would take. */
+	uint64_t bytes = publish(acq, p, seconds, from, *from ? from_full + seconds : seconds);
 	if (interrupted())
 		return failure();
 	log_layer_built(p, from, seconds, bytes);

@@ -3,6 +3,7 @@
  */
 #include "build.h"
 #include "docker.h"
+#include "fingerprint.h"
 #include "log.h"
 #include "marker.h"
 #include "pgbin.h"
@@ -275,20 +276,78 @@ layer_has_containers(const struct cfg *cfg, enum cfg_layer layer)
 	return false;
 }
 
-/* The steps of `layer`, in file order, on the running temporary server. */
+/* The database a step migrates. */
+static const char *
+step_db(const struct cfg *cfg, const struct cfg_step *st)
+{
+	return st->database ? st->database : (cfg->db_name ? cfg->db_name : cfg->db_user);
+}
+
+/* Whether `st` must wait for one of the `n` steps of the batch: the same database, or after = one of them. */
+static bool
+waits_for(const struct cfg *cfg, const struct cfg_step *st, const struct cfg_step *const *batch, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(step_db(cfg, st), step_db(cfg, batch[i])) == 0 || sl_contains(&st->after, batch[i]->name))
+			return true;
+	}
+	return false;
+}
+
+/* Runs a batch of command steps at once (one: as always).  0 or -1. */
+static int
+run_batch(struct build *bd, const struct cfg_step *const *batch, size_t n)
+{
+	if (n > 1) {
+		struct strbuf names = {0};
+		for (size_t i = 0; i < n; i++)
+			sb_appendf(&names, "%s%s", i ? ", " : "", batch[i]->name);
+		log_info("running steps %s at once (different databases)", sb_str(&names));
+		sb_free(&names);
+	}
+	return step_run_commands(batch, n, bd->cfg, &bd->srv);
+}
+
+/*
+ * The steps of `layer` on the running temporary server, in file order,
+ * except that consecutive command steps on different databases run at once
+ * (unless one names another in `after`): a batch ends at a step that waits
+ * for one in it, and at a container step, which runs alone.  A step whose
+ * inputs the restored prefix already has is skipped.
+ */
 static enum build_result
 run_steps(struct build *bd, enum cfg_layer layer)
 {
 	const struct cfg *cfg = bd->cfg;
-	for (size_t i = 0; i < cfg->n_steps; i++) {
+	const struct cfg_step *batch[64];
+	size_t nb = 0;
+	for (size_t i = 0; i <= cfg->n_steps; i++) {
 		if (sig_received)
 			return BUILD_FAILED;
-		const struct cfg_step *step = &cfg->steps[i];
-		if (step->layer != layer)
+		const struct cfg_step *step = i < cfg->n_steps ? &cfg->steps[i] : NULL;
+		if (step && step->layer != layer)
 			continue;
-		int r = step->image ? run_container_step(bd, step) : step_run_command(step, cfg, &bd->srv);
-		if (r != 0)
-			return sig_received ? BUILD_FAILED : BUILD_STEP_FAILED;
+		if (step && bd->base_manifest && bd->manifest &&
+		    fp_step_unchanged(bd->base_manifest, bd->manifest, step->name)) {
+			log_info("step %s: inputs unchanged since %.12s: skipped", step->name, bd->base_key);
+			continue;
+		}
+		bool flush = !step || step->image || nb == sizeof(batch) / sizeof(batch[0]) ||
+		             waits_for(cfg, step, batch, nb);
+		if (flush && nb > 0) {
+			int r = run_batch(bd, batch, nb);
+			nb = 0;
+			if (r != 0)
+				return sig_received ? BUILD_FAILED : BUILD_STEP_FAILED;
+		}
+		if (!step)
+			break;
+		if (step->image) {
+			if (run_container_step(bd, step) != 0)
+				return sig_received ? BUILD_FAILED : BUILD_STEP_FAILED;
+			continue;
+		}
+		batch[nb++] = step;
 	}
 	return BUILD_OK;
 }

@@ -23,6 +23,12 @@ struct build {
 	const char *key;      /* the start's key, for the "building KEY" marker; not owned */
 	struct srv srv;       /* the temporary server; pid 0 when none runs */
 	char *self_container; /* this container's id, looked up once; owned */
+	/*
+	 * Prefix reuse: the manifest of the entry PGDATA was restored from, its
+	 * key, and this start's manifest; a step whose inputs are the same in
+	 * both is skipped.  NULL: every step runs.  Not owned.
+	 */
+	const char *base_manifest, *base_key, *manifest;
 };
 
 enum build_result {

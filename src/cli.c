@@ -52,6 +52,11 @@ print_json(const struct entry_meta *v, size_t n, FILE *out)
 		cJSON_AddNumberToObject(o, "pgdata_bytes", (double)m->pgdata_bytes);
 		cJSON_AddStringToObject(o, "pg_version", m->pg_version);
 		cJSON_AddNumberToObject(o, "build_seconds", m->build_seconds);
+		if (m->built_from[0])
+			cJSON_AddStringToObject(o, "built_from", m->built_from);
+		else
+			cJSON_AddNullToObject(o, "built_from");
+		cJSON_AddNumberToObject(o, "full_build_seconds", entry_full_build_seconds(m));
 		cJSON_AddStringToObject(o, "compression", entry_compression_name(m->compression));
 		cJSON_AddStringToObject(o, "archive_sha256", m->archive_sha256);
 		cJSON_AddStringToObject(o, "archive", m->archive);
@@ -82,16 +87,22 @@ cli_ls(struct store *st, bool json, FILE *out)
 		if (rc != 0)
 			log_error("could not build the JSON listing");
 	} else {
-		fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %9s  %s\n", "KEY", "LAYER", "PARENT", "CREATED",
-		        "LAST USED", "SIZE", "PG", "BUILD", "SIGNER");
+		fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %9s  %-16s  %s\n", "KEY", "LAYER", "PARENT",
+		        "CREATED", "LAST USED", "SIZE", "PG", "BUILD", "SIGNER", "BUILT FROM");
 		for (size_t i = 0; i < n; i++) {
-			char c[32], u[32], b[32], parent[13], signer[17];
+			char c[32], u[32], b[32], parent[13], signer[17], from[64];
 			snprintf(parent, sizeof(parent), "%.12s", v[i].parent[0] ? v[i].parent : "-");
 			/* The signer it claims; `verify` checks the claim against trusted_keys. */
 			snprintf(signer, sizeof(signer), "%.16s", v[i].signature[0] ? v[i].signer : "unsigned");
-			fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %7.1f s  %s\n", v[i].key,
+			/* A prefix build: its base, and what a full build takes next to this build's BUILD time. */
+			if (v[i].built_from[0])
+				snprintf(from, sizeof(from), "%.12s (full build %.1f s)", v[i].built_from,
+				         entry_full_build_seconds(&v[i]));
+			else
+				snprintf(from, sizeof(from), "-");
+			fprintf(out, "%-64s  %-8s  %-12s  %-20s  %-20s  %10s  %-8s  %7.1f s  %-16s  %s\n", v[i].key,
 			        entry_layer_name(v[i].layer), parent, iso_time(c, v[i].created), iso_time(u, v[i].last_used),
-			        log_bytes(b, v[i].archive_bytes), v[i].pg_version, v[i].build_seconds, signer);
+			        log_bytes(b, v[i].archive_bytes), v[i].pg_version, v[i].build_seconds, signer, from);
 		}
 	}
 	store_list_free(v, n);

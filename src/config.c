@@ -61,7 +61,7 @@ struct parse_ctx {
 static const char *const pgstash_keys[] = {
 	"cache_dir", "cache_mode", "pgdata", "pg_bindir", "compression", "max_bytes", "max_entries",
 	"lock_timeout", "step_timeout", "initdb_d", "socket_dir", "docker_socket", "cache_group",
-	"local_auth", "on_change", NULL,
+	"local_auth", "on_change", "full_build", NULL,
 };
 static const char *const database_keys[] = {
 	"user", "name", "extra", "initdb_args", "key_env", NULL,
@@ -77,7 +77,7 @@ static const char *const trust_keys[] = {
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
-	"incremental", "timeout", NULL,
+	"incremental", "timeout", "discover", "python", "after", NULL,
 };
 
 static void
@@ -483,6 +483,9 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 		if (parse_long(value, 0, 7 * 24 * 3600, &lv, &why) != 0)
 			goto bad;
 		cfg->step_timeout = lv;
+	} else if (strcmp(key, "full_build") == 0) {
+		if (parse_bool(value, &cfg->full_build, &why) != 0)
+			goto bad;
 	} else if (strcmp(key, "cache_mode") == 0) {
 		if (parse_cache_mode(value, &cfg->cache_mode) != 0) {
 			why = "expected read-write, read-only or off";
@@ -545,6 +548,28 @@ handle_database(struct parse_ctx *ctx, const char *name, const char *value)
 	}
 }
 
+/* discover = django | alembic [INI] */
+static void
+set_discover(struct parse_ctx *ctx, struct cfg_step *st, const char *value)
+{
+	struct strlist words = {0};
+	add_words(&words, value);
+	st->discover_line = ctx->line;
+	free(st->discover_ini);
+	st->discover_ini = NULL;
+	st->discover = CFG_DISCOVER_NONE;
+	if (words.n == 1 && strcmp(words.v[0], "django") == 0)
+		st->discover = CFG_DISCOVER_DJANGO;
+	else if ((words.n == 1 || words.n == 2) && strcmp(words.v[0], "alembic") == 0) {
+		st->discover = CFG_DISCOVER_ALEMBIC;
+		if (words.n == 2)
+			st->discover_ini = xstrdup(words.v[1]);
+	} else if (words.n > 0)
+		ctx_error(ctx, "bad value \"%s\" for discover: expected django, or alembic [INI] (default alembic.ini)",
+		          value);
+	sl_free(&words);
+}
+
 static void
 handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 {
@@ -602,6 +627,14 @@ handle_step(struct parse_ctx *ctx, const char *name, const char *value)
 			ctx_error(ctx, "bad value \"%s\" for timeout: %s (seconds, 0 for none)", value, why);
 		else
 			st->timeout = lv;
+	} else if (strcmp(name, "discover") == 0)
+		set_discover(ctx, st, value);
+	else if (strcmp(name, "python") == 0)
+		set_str(&st->python, value);
+	else if (strcmp(name, "after") == 0) {
+		add_words(&st->after, value);
+		if (!st->after_line)
+			st->after_line = ctx->line;
 	}
 }
 
@@ -1095,6 +1128,7 @@ load_option_vars(struct cfg *cfg)
 		{"PGSTASH_CACHE_GROUP", "cache_group"},
 		{"PGSTASH_LOCAL_AUTH", "local_auth"},
 		{"PGSTASH_ON_CHANGE", "on_change"},
+		{"PGSTASH_FULL_BUILD", "full_build"},
 	};
 	int errors = 0;
 
@@ -1635,9 +1669,10 @@ static int
 validate_step_inputs(const struct cfg *cfg, const struct cfg_step *st, const char *dbname)
 {
 	int errors = 0;
-	if (st->migrations.n == 0) {
-		log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ...", st->file,
-		          st->line, st->name);
+	if (st->migrations.n == 0 && st->discover == CFG_DISCOVER_NONE) {
+		log_error("%s:%d: step \"%s\" names no migration files: expected migrations = GLOB ... or discover = "
+		          "django | alembic",
+		          st->file, st->line, st->name);
 		errors++;
 	}
 	for (size_t k = 0; k < st->migrations.n; k++) {
@@ -1656,6 +1691,12 @@ validate_step_inputs(const struct cfg *cfg, const struct cfg_step *st, const cha
 			          st->file, st->database_line, st->name, st->database);
 			errors++;
 		}
+	}
+	if (st->discover != CFG_DISCOVER_NONE && st->image && !st->python) {
+		log_error("%s:%d: step \"%s\": discover runs Python on this host, but the step's interpreter is in its "
+		          "image: set python = PATH",
+		          st->file, st->discover_line, st->name);
+		errors++;
 	}
 	if (st->image_id && !st->image) {
 		log_error("%s:%d: step \"%s\": image_id = yes needs image = IMAGE", st->file, st->line, st->name);
@@ -1683,6 +1724,17 @@ validate_step(const struct cfg *cfg, size_t i, const char *dbname)
 	}
 	errors += validate_step_command(st);
 	errors += validate_step_inputs(cfg, st, dbname);
+	for (size_t k = 0; k < st->after.n; k++) {
+		bool earlier = false;
+		for (size_t j = 0; j < i && !earlier; j++)
+			earlier = strcmp(cfg->steps[j].name, st->after.v[k]) == 0;
+		if (!earlier) {
+			log_error("%s:%d: step \"%s\": after = %s: no step of that name before this one (after names an "
+			          "earlier step)",
+			          st->file, st->after_line, st->name, st->after.v[k]);
+			errors++;
+		}
+	}
 	if (st->layer == CFG_LAYER_SCHEMA) {
 		for (size_t j = 0; j < i; j++) {
 			if (cfg->steps[j].layer == CFG_LAYER_FIXTURES) {
@@ -1790,6 +1842,9 @@ cfg_free(struct cfg *cfg)
 		sl_free(&st->env);
 		free(st->image);
 		free(st->resolved_image_id);
+		free(st->discover_ini);
+		free(st->python);
+		sl_free(&st->after);
 	}
 	free(cfg->steps);
 	memset(cfg, 0, sizeof(*cfg));

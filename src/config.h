@@ -67,6 +67,13 @@ struct trust_cfg {
 	                               * in the manifest are plain SHA-256, else HMAC-SHA256 under it */
 };
 
+/* [step NAME] discover: which framework pgstash asks for the step's migration files (discover.h). */
+enum cfg_discover {
+	CFG_DISCOVER_NONE,
+	CFG_DISCOVER_DJANGO,
+	CFG_DISCOVER_ALEMBIC,
+};
+
 struct cfg_step {
 	char *name;                /* from [step NAME] */
 	char *file;                /* config file and line of the section, for messages */
@@ -87,6 +94,12 @@ struct cfg_step {
 	enum cfg_layer layer;
 	bool incremental;
 	long timeout;              /* seconds; 0: none */
+	enum cfg_discover discover;
+	char *discover_ini;        /* discover = alembic INI: relative to root; NULL: alembic.ini */
+	int discover_line;
+	char *python;              /* python = PATH: discovery's interpreter; NULL: the one `run` starts */
+	struct strlist after;      /* after = NAME ...: earlier steps this one waits for (else: per database) */
+	int after_line;
 };
 
 struct cfg {
@@ -102,6 +115,7 @@ struct cfg {
 	long max_entries;          /* 0: no limit */
 	long lock_timeout;         /* seconds */
 	long step_timeout;         /* default per-step timeout, seconds; 0: none */
+	bool full_build;           /* full_build = yes, `prepare --full`: no prefix reuse, no entry built on one */
 	char *cache_group;         /* NULL: the cache is private to its owner (0700/0600) */
 	gid_t cache_gid;           /* cache_group resolved; (gid_t)-1 when none */
 	enum cfg_local_auth local_auth; /* default password; trust also opens socket_dir to others (03775) */

@@ -205,12 +205,23 @@ entry_meta_encode(const struct entry_meta *m)
 	sb_appendf(&sb, "archive_sha256 = %s\n", m->archive_sha256);
 	sb_appendf(&sb, "pgdata_bytes = %" PRIu64 "\n", m->pgdata_bytes);
 	sb_appendf(&sb, "build_seconds = %.3f\n", m->build_seconds);
+	if (m->built_from[0]) {
+		/* Provenance: only prefix builds carry it, so a full build's meta is what it always was. */
+		sb_appendf(&sb, "built_from = %s\n", m->built_from);
+		sb_appendf(&sb, "full_build_seconds = %.3f\n", m->full_build_seconds);
+	}
 	if (m->signature[0]) {
 		sb_appendf(&sb, "signer = %s\n", m->signer);
 		sb_appendf(&sb, "signature = %s\n", m->signature);
 	}
 	encode_manifest(&sb, m->manifest);
 	return sb_take(&sb);
+}
+
+double
+entry_full_build_seconds(const struct entry_meta *m)
+{
+	return m->built_from[0] && m->full_build_seconds > 0 ? m->full_build_seconds : m->build_seconds;
 }
 
 /* ------------------------------------------------------------ parsing */
@@ -286,6 +297,11 @@ text_field(struct meta_parse *p, const char *name, const char *value, unsigned *
 		if (!entry_key_valid(value))
 			return meta_bad(p, "bad key"), -1;
 		memcpy(m->key, value, 65);
+	} else if (strcmp(name, "built_from") == 0) {
+		*bit = ENTRY_F_BUILT_FROM;
+		if (!entry_key_valid(value))
+			return meta_bad(p, "bad built_from"), -1;
+		memcpy(m->built_from, value, 65);
 	} else if (strcmp(name, "parent") == 0) {
 		*bit = ENTRY_F_PARENT;
 		if (*value && !entry_key_valid(value))
@@ -345,15 +361,16 @@ number_field(struct meta_parse *p, const char *name, const char *value, unsigned
 		if (parse_u64(value, &u) != 0)
 			return meta_bad(p, "bad %s", name), -1;
 		*(arch ? &m->archive_bytes : &m->pgdata_bytes) = u;
-	} else if (strcmp(name, "build_seconds") == 0) {
-		*bit = ENTRY_F_BUILD;
+	} else if (strcmp(name, "build_seconds") == 0 || strcmp(name, "full_build_seconds") == 0) {
+		bool full = name[0] == 'f';
+		*bit = full ? ENTRY_F_FULL_BUILD : ENTRY_F_BUILD;
 		char *end;
 		errno = 0;
 		double d = strtod(value, &end);
 		/* Bounded, so that writing it back stays a short line (a year is plenty). */
 		if (!*value || *end || errno || !isfinite(d) || d < 0 || d > 366.0 * 86400)
-			return meta_bad(p, "bad build_seconds"), -1;
-		m->build_seconds = d;
+			return meta_bad(p, "bad %s", name), -1;
+		*(full ? &m->full_build_seconds : &m->build_seconds) = d;
 	} else {
 		return 0;
 	}

@@ -60,7 +60,9 @@ struct entry_meta {
 	uint64_t archive_bytes;
 	char archive_sha256[65];
 	uint64_t pgdata_bytes;
-	double build_seconds;
+	double build_seconds;            /* this build's time (on top of built_from when set) */
+	char built_from[65];             /* prefix build: the entry it started from; "" for a full build */
+	double full_build_seconds;       /* with built_from: about what a full build takes (0: unknown) */
 	enum cfg_compression compression;
 	char signer[65];                 /* fingerprint of the key that signed it (sign.h); "" when unsigned */
 	char signature[129];             /* hex Ed25519 signature of sign_blob(); "" when unsigned */
@@ -69,6 +71,9 @@ struct entry_meta {
 
 /* Frees the owned strings and zeroes *m; NULL is fine. */
 void entry_meta_free(struct entry_meta *m);
+
+/* How long a full build of `m` takes: full_build_seconds for a prefix build, else build_seconds. */
+double entry_full_build_seconds(const struct entry_meta *m);
 
 /* true for a key: 64 lowercase hex digits (also the shape of an archive_sha256). */
 bool entry_key_valid(const char *key);
@@ -111,6 +116,8 @@ enum entry_field {
 	ENTRY_F_BUILD = 1 << 10,
 	ENTRY_F_SIGNER = 1 << 11,
 	ENTRY_F_SIGNATURE = 1 << 12,
+	ENTRY_F_BUILT_FROM = 1 << 13,
+	ENTRY_F_FULL_BUILD = 1 << 14,
 };
 /* What a complete local entry's meta holds (parent and build_seconds are optional). */
 #define ENTRY_F_REQUIRED                                                                                     \

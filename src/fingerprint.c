@@ -7,6 +7,7 @@
  */
 #include "fingerprint.h"
 #include "digest.h"
+#include "discover.h"
 #include "entry.h"
 #include "config.h"
 #include "log.h"
@@ -77,7 +78,19 @@ static int
 cmp_files(const void *a, const void *b)
 {
 	const struct fp_file *fa = a, *fb = b;
-	return strcmp(fa->rel, fb->rel);
+	int c = strcmp(fa->rel, fb->rel);
+	if (c != 0)
+		return c;
+	/* A glob's file (no origin) before the same path discovered. */
+	if (!fa->origin || !fb->origin)
+		return (fa->origin != NULL) - (fb->origin != NULL);
+	return strcmp(fa->origin, fb->origin);
+}
+
+static bool
+same_file(const struct fp_file *a, const struct fp_file *b)
+{
+	return cmp_files(a, b) == 0;
 }
 
 static int
@@ -93,72 +106,247 @@ glob_err(const char *path, int err)
 void
 fp_step_files_free(struct fp_step_files *f)
 {
-	for (size_t i = 0; i < f->n; i++)
+	for (size_t i = 0; i < f->n; i++) {
 		free(f->files[i].rel);
+		free(f->files[i].origin);
+		free(f->files[i].path);
+	}
 	free(f->files);
 	f->files = NULL;
 	f->n = 0;
 }
 
+/*
+ * An exclude pattern: fnmatch(3) without FNM_PATHNAME (a star spans '/'),
+ * and a double star with its slash at the start of a component may also
+ * match no directory at all, so that the README's __pycache__ exclude also
+ * names a top-level __pycache__.
+ */
+bool
+fp_exclude_match(const char *pattern, const char *rel)
+{
+	if (fnmatch(pattern, rel, 0) == 0)
+		return true;
+	for (const char *p = strstr(pattern, "**/"); p; p = strstr(p + 1, "**/")) {
+		if (p != pattern && p[-1] != '/')
+			continue;
+		char *shorter = xasprintf("%.*s%s", (int)(p - pattern), pattern, p + 3);
+		bool m = fp_exclude_match(shorter, rel);
+		free(shorter);
+		if (m)
+			return true;
+	}
+	return false;
+}
+
+/* What one step's listing collects. */
+struct listing {
+	const struct cfg_step *step;
+	size_t rootlen;
+	bool root_slash;
+	struct fp_step_files *out;
+	size_t cap;
+};
+
+static void
+add_file(struct listing *l, char *rel, char *origin, char *path)
+{
+	struct fp_step_files *out = l->out;
+	if (out->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		out->files = xrealloc(out->files, l->cap * sizeof(*out->files));
+	}
+	memset(&out->files[out->n], 0, sizeof(out->files[0]));
+	out->files[out->n].rel = rel;
+	out->files[out->n].origin = origin;
+	out->files[out->n++].path = path;
+}
+
+/* A path glob(3) found under the root: kept when it is a regular file no exclude names.  0 or -1 (logged). */
+static int
+add_match(struct listing *l, const char *p)
+{
+	const struct cfg_step *step = l->step;
+	struct stat st;
+	if (stat(p, &st) != 0) {
+		log_error("step \"%s\": could not stat \"%s\": %s", step->name, p, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	const char *rel = p + l->rootlen + (l->root_slash ? 0 : 1);
+	for (size_t x = 0; x < step->exclude.n; x++)
+		if (fp_exclude_match(step->exclude.v[x], rel))
+			return 0;
+	add_file(l, xstrdup(rel), NULL, NULL);
+	return 0;
+}
+
+/* glob(3) of `pat` under directory `base` (not escaped); `flags` as glob's.  0 or -1 (logged). */
+static int
+glob_under(struct listing *l, const char *base, const char *pat, int flags, struct strlist *dirs)
+{
+	char *ebase = glob_escape(base);
+	char *pattern = path_join(ebase, pat);
+	glob_t gl;
+	int rc = 0;
+	memset(&gl, 0, sizeof(gl));
+	int r = glob(pattern, flags | GLOB_NOSORT, glob_err, &gl);
+	if (r == GLOB_ABORTED) {
+		log_error("step \"%s\": could not list \"%s\"", l->step->name, pattern);
+		rc = -1;
+	} else if (r == GLOB_NOSPACE) {
+		log_error("out of memory while listing \"%s\"", pattern);
+		rc = -1;
+	}
+	for (size_t i = 0; r == 0 && rc == 0 && i < gl.gl_pathc; i++) {
+		if (dirs) {
+			struct stat st;
+			if (stat(gl.gl_pathv[i], &st) == 0 && S_ISDIR(st.st_mode))
+				sl_add(dirs, gl.gl_pathv[i]);
+		} else
+			rc = add_match(l, gl.gl_pathv[i]);
+	}
+	globfree(&gl);
+	free(pattern);
+	free(ebase);
+	return rc;
+}
+
+static int expand(struct listing *l, const char *base, const char *pat);
+
+/*
+ * `tail` in `dir` and in every directory below it: a "**" component.  Links
+ * to directories are not followed (no cycles) and, as with '*', names
+ * starting with '.' are not entered.  0 or -1 (logged).
+ */
+static int
+expand_below(struct listing *l, const char *dir, const char *tail)
+{
+	if (expand(l, dir, tail) != 0)
+		return -1;
+	DIR *d = opendir(dir);
+	if (!d) {
+		if (errno == ENOENT || errno == ENOTDIR)
+			return 0;
+		log_error("could not read directory \"%s\" while listing migrations: %s", dir, strerror(errno));
+		return -1;
+	}
+	struct strlist subs = {0};
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char *sub = path_join(dir, de->d_name);
+		struct stat st;
+		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			sl_add(&subs, sub);
+		free(sub);
+	}
+	closedir(d);
+	int rc = 0;
+	for (size_t i = 0; i < subs.n && rc == 0; i++)
+		rc = expand_below(l, subs.v[i], tail);
+	sl_free(&subs);
+	return rc;
+}
+
+/* The files `pat` (relative, maybe with "**" components) names under `base`.  0 or -1 (logged). */
+static int
+expand(struct listing *l, const char *base, const char *pat)
+{
+	const char *star = NULL;
+	for (const char *c = pat; *c;) {
+		size_t n = strcspn(c, "/");
+		if (n == 2 && c[0] == '*' && c[1] == '*') {
+			star = c;
+			break;
+		}
+		c += n;
+		c += *c == '/';
+	}
+	if (!star)
+		return glob_under(l, base, pat, 0, NULL);
+	const char *tail = star[2] == '/' ? star + 3 : "";
+	if (!*tail)
+		tail = "*"; /* "dir/" + "**": every file below dir */
+	if (star == pat)
+		return expand_below(l, base, tail);
+	struct strlist dirs = {0};
+	char *head = xasprintf("%.*s", (int)(star - pat - 1), pat);
+	int rc = glob_under(l, base, head, GLOB_ONLYDIR, &dirs);
+	for (size_t i = 0; i < dirs.n && rc == 0; i++)
+		rc = expand_below(l, dirs.v[i], tail);
+	free(head);
+	sl_free(&dirs);
+	return rc;
+}
+
+/* Asks the step's framework for its files.  0 or -1 (logged). */
+static int
+add_discovered(struct listing *l)
+{
+	struct discover_result dr;
+	if (discover_files(l->step, &dr) != 0)
+		return -1;
+	for (size_t i = 0; i < dr.n; i++) {
+		add_file(l, dr.v[i].rel, dr.v[i].origin, dr.v[i].path);
+		dr.v[i].rel = dr.v[i].origin = dr.v[i].path = NULL;
+	}
+	if (dr.n == 0)
+		log_warning("step \"%s\": discover = %s found no migration file", l->step->name,
+		            discover_name(l->step->discover));
+	discover_result_free(&dr);
+	return 0;
+}
+
+/* Hashes file i: a discovered one only when it is a regular file (no FIFO to hang on).  0 or -1 (logged). */
+static int
+hash_file(const struct cfg_step *step, struct fp_file *f, unsigned char *buf)
+{
+	char *path = f->path ? xstrdup(f->path) : path_join(step->root, f->rel);
+	struct stat st;
+	int rc = -1;
+	if (f->path && stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		log_error("step \"%s\": discovered migration \"%s\" is not a regular file", step->name, path);
+		goto cleanup;
+	}
+	if (digest_file(path, buf, HASH_BUF, f->sha256, &f->bytes) != 0) {
+		log_error("step \"%s\": could not read migration file \"%s\": %s", step->name, path, strerror(errno));
+		goto cleanup;
+	}
+	rc = 0;
+cleanup:
+	free(path);
+	return rc;
+}
+
 int
 fp_step_files(const struct cfg_step *step, struct fp_step_files *out)
 {
-	char *eroot = glob_escape(step->root);
 	size_t rootlen = strlen(step->root);
-	bool root_slash = rootlen > 0 && step->root[rootlen - 1] == '/';
-	size_t cap = 0;
+	struct listing l = {.step = step, .rootlen = rootlen, .root_slash = rootlen > 0 && step->root[rootlen - 1] == '/',
+	                    .out = out};
 	int rc = -1;
 	unsigned char *buf = NULL;
 
 	memset(out, 0, sizeof(*out));
 	for (size_t g = 0; g < step->migrations.n; g++) {
-		char *pattern = path_join(eroot, step->migrations.v[g]);
-		glob_t gl;
-		memset(&gl, 0, sizeof(gl));
-		int r = glob(pattern, GLOB_NOSORT, glob_err, &gl);
+		const char *pat = step->migrations.v[g];
+		bool optional = pat[0] == '?';
 		size_t before = out->n;
-		if (r == GLOB_ABORTED) {
-			log_error("step \"%s\": could not list \"%s\"", step->name, step->migrations.v[g]);
-			globfree(&gl);
-			free(pattern);
+		if (expand(&l, step->root, pat + optional) != 0)
+			goto cleanup;
+		if (out->n == before && !optional) {
+			log_error("%s:%d: step \"%s\": \"%s\" matches no file under \"%s\" (write ?%s for a glob that may match "
+			          "nothing)",
+			          step->file, step->migrations_line ? step->migrations_line : step->line, step->name, pat,
+			          step->root, pat);
 			goto cleanup;
 		}
-		if (r == GLOB_NOSPACE) {
-			log_error("out of memory while listing \"%s\"", pattern);
-			globfree(&gl);
-			free(pattern);
-			goto cleanup;
-		}
-		for (size_t i = 0; r == 0 && i < gl.gl_pathc; i++) {
-			const char *p = gl.gl_pathv[i];
-			struct stat st;
-			if (stat(p, &st) != 0) {
-				log_error("step \"%s\": could not stat \"%s\": %s", step->name, p, strerror(errno));
-				globfree(&gl);
-				free(pattern);
-				goto cleanup;
-			}
-			if (!S_ISREG(st.st_mode))
-				continue;
-			const char *rel = p + rootlen + (root_slash ? 0 : 1);
-			bool excluded = false;
-			for (size_t x = 0; x < step->exclude.n && !excluded; x++)
-				excluded = fnmatch(step->exclude.v[x], rel, 0) == 0;
-			if (excluded)
-				continue;
-			if (out->n == cap) {
-				cap = cap ? cap * 2 : 64;
-				out->files = xrealloc(out->files, cap * sizeof(*out->files));
-			}
-			memset(&out->files[out->n], 0, sizeof(out->files[0]));
-			out->files[out->n++].rel = xstrdup(rel);
-		}
-		if (out->n == before)
-			log_warning("step \"%s\": \"%s\" matches no file under \"%s\"", step->name, step->migrations.v[g],
-			            step->root);
-		globfree(&gl);
-		free(pattern);
 	}
+	if (step->discover != CFG_DISCOVER_NONE && add_discovered(&l) != 0)
+		goto cleanup;
 	if (out->n == 0) {
 		log_error("step \"%s\": no migration file matches under \"%s\" (migrations = ...): a key that depends on "
 		          "no file would never change",
@@ -169,27 +357,22 @@ fp_step_files(const struct cfg_step *step, struct fp_step_files *out)
 	/* Several globs may match one file: keep it once. */
 	size_t w = 1;
 	for (size_t i = 1; i < out->n; i++) {
-		if (strcmp(out->files[i].rel, out->files[w - 1].rel) == 0)
+		if (same_file(&out->files[i], &out->files[w - 1])) {
 			free(out->files[i].rel);
-		else
+			free(out->files[i].origin);
+			free(out->files[i].path);
+		} else
 			out->files[w++] = out->files[i];
 	}
 	out->n = w;
 
 	buf = xmalloc(HASH_BUF);
-	for (size_t i = 0; i < out->n; i++) {
-		char *path = path_join(step->root, out->files[i].rel);
-		if (digest_file(path, buf, HASH_BUF, out->files[i].sha256, &out->files[i].bytes) != 0) {
-			log_error("step \"%s\": could not read migration file \"%s\": %s", step->name, path, strerror(errno));
-			free(path);
+	for (size_t i = 0; i < out->n; i++)
+		if (hash_file(step, &out->files[i], buf) != 0)
 			goto cleanup;
-		}
-		free(path);
-	}
 	rc = 0;
 cleanup:
 	free(buf);
-	free(eroot);
 	if (rc != 0)
 		fp_step_files_free(out);
 	return rc;
@@ -254,13 +437,66 @@ value_digest_name(const struct cfg *cfg)
 	return cfg->trust.key_secret ? "hmac-sha256" : "sha256";
 }
 
+/*
+ * `run` (or `python`) as keyed: a word that starts with the step root + '/'
+ * is written "./REST", which is what it means in the step's directory, so
+ * that two checkouts at different places give one key.  Anything else is
+ * kept as written.  Malloc'ed.
+ */
+char *
+fp_keyed_command(const char *cmd, const char *root)
+{
+	size_t rl = strlen(root);
+	while (rl > 1 && root[rl - 1] == '/')
+		rl--;
+	struct strbuf sb = {0};
+	for (const char *p = cmd; *p;) {
+		bool word_start = p == cmd || strchr(" \t\n\r'\"", p[-1]);
+		if (word_start && rl > 1 && strncmp(p, root, rl) == 0 && p[rl] == '/') {
+			sb_append(&sb, ".");
+			p += rl;
+			continue;
+		}
+		sb_appendc(&sb, *p++);
+	}
+	return sb_take(&sb);
+}
+
 static void
 add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, const struct fp_step_files *files)
 {
 	sb_append(m, "step ");
 	fp_quote(m, st->name);
 	sb_appendf(m, " layer=%s run=", entry_layer_name(st->layer));
-	fp_quote(m, st->run ? st->run : "");
+	char *run = fp_keyed_command(st->run ? st->run : "", st->root);
+	fp_quote(m, run);
+	free(run);
+	if (st->discover != CFG_DISCOVER_NONE) {
+		/* Only when set: the keys of steps without discovery stay what they were. */
+		sb_appendf(m, " discover=%s", discover_name(st->discover));
+		if (st->discover_ini) {
+			sb_append(m, " discover-ini=");
+			fp_quote(m, st->discover_ini);
+		}
+	}
+	if (st->after.n > 0) {
+		/* The order steps run in can change the database: only when set, so other keys stay. */
+		sb_append(m, " after=");
+		struct strbuf names = {0};
+		for (size_t i = 0; i < st->after.n; i++) {
+			if (i)
+				sb_appendc(&names, ',');
+			sb_append(&names, st->after.v[i]);
+		}
+		fp_quote(m, sb_str(&names));
+		sb_free(&names);
+	}
+	if (st->python) {
+		char *py = fp_keyed_command(st->python, st->root);
+		sb_append(m, " python=");
+		fp_quote(m, py);
+		free(py);
+	}
 	sb_append(m, " image=");
 	fp_quote(m, st->image ? st->image : "-");
 	if (st->resolved_image_id) {
@@ -298,7 +534,12 @@ add_step(struct strbuf *m, const struct cfg *cfg, const struct cfg_step *st, con
 		fp_quote(m, st->name);
 		sb_appendc(m, ' ');
 		fp_quote(m, files->files[i].rel);
-		sb_appendf(m, " sha256=%s\n", files->files[i].sha256);
+		sb_appendf(m, " sha256=%s", files->files[i].sha256);
+		if (files->files[i].origin) {
+			sb_append(m, " origin=");
+			fp_quote(m, files->files[i].origin);
+		}
+		sb_appendc(m, '\n');
 	}
 }
 
@@ -632,4 +873,34 @@ fp_manifest_diff(const char *old, const char *cur, struct strbuf *out)
 	sl_free(&removed);
 	sl_free(&settings);
 	sl_free(&pg);
+}
+
+/* The lines of `m` about step `name`: "step NAME ..." and "file NAME ...". */
+static void
+step_lines(const char *m, const char *name, struct strlist *out)
+{
+	struct strlist all = {0};
+	sl_split_lines(m, &all);
+	size_t n = strlen(name);
+	for (size_t i = 0; i < all.n; i++) {
+		const char *l = all.v[i];
+		const char *rest = strncmp(l, "step ", 5) == 0 ? l + 5 : strncmp(l, "file ", 5) == 0 ? l + 5 : NULL;
+		if (rest && strncmp(rest, name, n) == 0 && rest[n] == ' ')
+			sl_add(out, l);
+	}
+	sl_free(&all);
+}
+
+bool
+fp_step_unchanged(const char *entry, const char *current, const char *name)
+{
+	struct strlist a = {0}, b = {0};
+	step_lines(entry, name, &a);
+	step_lines(current, name, &b);
+	bool same = a.n > 0 && a.n == b.n;
+	for (size_t i = 0; same && i < a.n; i++)
+		same = sl_contains(&b, a.v[i]);
+	sl_free(&a);
+	sl_free(&b);
+	return same;
 }

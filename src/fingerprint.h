@@ -20,7 +20,9 @@ struct strbuf;
 
 /* One matched file of a step. */
 struct fp_file {
-	char *rel;              /* path relative to the step root */
+	char *rel;              /* path relative to the step root; discovered: to its package or script root */
+	char *origin;           /* discovered: "django:APP" or "alembic:LOCATION"; NULL for a glob's file */
+	char *path;             /* discovered: where it was read; NULL for a glob's file (root/rel) */
 	char sha256[65];
 	uint64_t bytes;
 };
@@ -41,13 +43,23 @@ struct fp_result {
 };
 
 /*
- * Lists the files of `step`: globs under its root, excludes applied, sorted,
- * de-duplicated, each hashed.  A glob matching nothing is a warning; a step
- * matching no file at all, or a file that cannot be read, is an error.
- * 0 or -1 (logged).  Free with fp_step_files_free.
+ * Lists the files of `step`: globs under its root ("**" as a whole
+ * component: any number of directories), excludes applied, plus what
+ * discover = FRAMEWORK names; sorted by path then origin, de-duplicated,
+ * each hashed.  A glob matching nothing is an error ("file:line: ...")
+ * unless it starts with '?' (optional); so is a step with no file at all,
+ * a file that cannot be read, and a failed discovery.  0 or -1 (logged).
+ * Free with fp_step_files_free.
  */
 int fp_step_files(const struct cfg_step *step, struct fp_step_files *out);
 void fp_step_files_free(struct fp_step_files *f);
+
+/*
+ * Whether exclude pattern `pattern` names `rel`: fnmatch(3) without
+ * FNM_PATHNAME, and a "**" + "/" at a component's start also matches no
+ * directory.
+ */
+bool fp_exclude_match(const char *pattern, const char *rel);
 
 /*
  * Builds the manifest and key for `cfg` with server major `pg_major` on
@@ -74,6 +86,21 @@ long fp_prefix_score(const char *entry, const char *current, const struct cfg *c
  * when the two are the same.
  */
 void fp_manifest_diff(const char *old, const char *cur, struct strbuf *out);
+
+/*
+ * A step's `run` (or `python`) as the key holds it: words starting with
+ * the step root + '/' become "./REST" (what they mean in the step's
+ * directory), so the key does not depend on where the checkout is.
+ * Malloc'ed.
+ */
+char *fp_keyed_command(const char *cmd, const char *root);
+
+/*
+ * Whether step `name` has the same inputs in manifests `entry` and
+ * `current`: its step line and its file lines, as sets.  Prefix reuse skips
+ * such a step: the entry's database already holds what it would do.
+ */
+bool fp_step_unchanged(const char *entry, const char *current, const char *name);
 
 /*
  * Writes `s` as a manifest token: bare when it is made only of safe

@@ -23,6 +23,8 @@
 
 /* After SIGTERM (timeout or forwarded signal), how long until SIGKILL. */
 #define STEP_KILL_GRACE_S 10.0
+/* Steps run at once at most (one poll set). */
+#define STEP_MAX_PARALLEL 64
 /* A line longer than this is printed in pieces, each with the prefix. */
 #define STEP_MAX_LINE 16384
 
@@ -112,6 +114,7 @@ ms_until(double t, double now)
 
 /* What the supervision of a running step saw. */
 struct step_watch {
+	const struct cfg_step *step;
 	const char *name;
 	pid_t pid;
 	int out;             /* its stdout and stderr, non-blocking */
@@ -123,8 +126,14 @@ struct step_watch {
 	bool timed_out;
 	bool killed;
 	bool out_open;
+	bool running;
+	const char *stopped_for; /* the step whose failure stopped this one, or NULL */
 	int forwarded;       /* the signal forwarded to its group, or 0 */
 	int status;
+	int rc;              /* 0 when it exited 0 */
+	struct proc p;
+	char **argv;
+	struct strlist env;
 };
 
 /* Sends SIGTERM at the deadline and SIGKILL when the grace after it is over. */
@@ -156,11 +165,10 @@ poll_wait_ms(const struct step_watch *w, double now)
 	return wait_ms;
 }
 
-/* Forwards a terminating signal to the step's group; the first one plans the SIGKILL. */
+/* Forwards terminating signal `sig` (0: none read now) to the step's group; the first one plans the SIGKILL. */
 static void
-forward_signals(struct step_watch *w)
+forward_signal(struct step_watch *w, int sig)
 {
-	int sig = sig_drain();
 	if (!sig && sig_received && !w->forwarded)
 		sig = sig_received; /* read by someone else's drain: still ours to forward */
 	if (!sig)
@@ -171,37 +179,103 @@ forward_signals(struct step_watch *w)
 	w->forwarded = sig;
 }
 
+/* A step failed: the others still running get SIGTERM (SIGKILL after the grace). */
+static void
+stop_others(struct step_watch *ws, size_t n, const struct step_watch *failed)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct step_watch *w = &ws[i];
+		if (!w->running || w->stopped_for || w->forwarded)
+			continue;
+		log_warning("stopping step %s: step %s failed", w->name, failed->name);
+		w->stopped_for = failed->name;
+		kill(-w->pid, SIGTERM);
+		w->kill_at = log_now() + STEP_KILL_GRACE_S;
+	}
+}
+
+static int report_end(const struct step_watch *w, double elapsed);
+
+/* After its exit: the rest of its output, whatever it left behind killed, its end logged. */
+static void
+finish(struct step_watch *w)
+{
+	double elapsed = log_now() - w->start;
+	/* What the step wrote just before it exited, then whatever a leftover process still holds. */
+	if (w->out_open)
+		pump_output(w->out, w->name, &w->pending);
+	emit_lines(w->name, &w->pending, true);
+	/* Nothing the step started may outlive it: a daemon would hold the pipe, files, the server. */
+	if (kill(-w->pid, SIGKILL) == 0)
+		log_debug("step %s: killed processes it left behind", w->name);
+	w->running = false;
+	w->rc = report_end(w, elapsed);
+}
+
 /*
- * tini's loop: one poll() waits for output, signals and the next deadline,
- * until the step has exited.  0, or -1 when poll failed (logged; the step is
+ * tini's loop over every running step: one poll() waits for their output,
+ * signals and the next deadline, until all have exited.  The first failure
+ * stops the others.  0, or -1 when poll failed (logged; the steps are
  * killed and reaped).
  */
 static int
-supervise(struct step_watch *w)
+supervise(struct step_watch *ws, size_t n)
 {
 	for (;;) {
 		double now = log_now();
-		enforce_deadlines(w, now);
-		int wait_ms = poll_wait_ms(w, now);
-		struct pollfd pfd[2];
+		int wait_ms = 1000;
+		size_t live = 0;
+		struct pollfd pfd[STEP_MAX_PARALLEL + 1];
+		struct step_watch *owner[STEP_MAX_PARALLEL + 1];
 		nfds_t nfds = 0;
-		if (w->out_open)
-			pfd[nfds++] = (struct pollfd){.fd = w->out, .events = POLLIN};
-		if (sig_fd() >= 0)
+		for (size_t i = 0; i < n; i++) {
+			struct step_watch *w = &ws[i];
+			if (!w->running)
+				continue;
+			live++;
+			enforce_deadlines(w, now);
+			int ms = poll_wait_ms(w, now);
+			if (ms < wait_ms)
+				wait_ms = ms;
+			if (w->out_open) {
+				owner[nfds] = w;
+				pfd[nfds++] = (struct pollfd){.fd = w->out, .events = POLLIN};
+			}
+		}
+		if (live == 0)
+			return 0;
+		if (sig_fd() >= 0) {
+			owner[nfds] = NULL;
 			pfd[nfds++] = (struct pollfd){.fd = sig_fd(), .events = POLLIN};
-		else if (wait_ms > 50)
+		} else if (wait_ms > 50)
 			wait_ms = 50; /* no signalfd (not PID 1 duty): notice the exit by polling */
 		if (poll(pfd, nfds, wait_ms) < 0 && errno != EINTR) {
 			log_error("poll failed: %s", strerror(errno));
-			kill(-w->pid, SIGKILL);
-			proc_wait(w->pid, &w->status, -1, 0);
+			for (size_t i = 0; i < n; i++) {
+				if (ws[i].running) {
+					kill(-ws[i].pid, SIGKILL);
+					proc_wait(ws[i].pid, &ws[i].status, -1, 0);
+					ws[i].running = false;
+					ws[i].rc = -1;
+				}
+			}
 			return -1;
 		}
-		if (w->out_open)
-			w->out_open = pump_output(w->out, w->name, &w->pending);
-		forward_signals(w);
-		if (sig_child_done(w->pid, &w->status))
-			return 0;
+		for (nfds_t k = 0; k < nfds; k++)
+			if (owner[k] && owner[k]->out_open)
+				owner[k]->out_open = pump_output(owner[k]->out, owner[k]->name, &owner[k]->pending);
+		int sig = sig_drain();
+		for (size_t i = 0; i < n; i++)
+			if (ws[i].running)
+				forward_signal(&ws[i], sig);
+		for (size_t i = 0; i < n; i++) {
+			struct step_watch *w = &ws[i];
+			if (w->running && sig_child_done(w->pid, &w->status)) {
+				finish(w);
+				if (w->rc != 0 && !w->stopped_for)
+					stop_others(ws, n, w);
+			}
+		}
 	}
 }
 
@@ -211,7 +285,9 @@ report_end(const struct step_watch *w, double elapsed)
 {
 	const char *name = w->name;
 	int status = w->status;
-	if (w->forwarded) {
+	if (w->stopped_for) {
+		log_error("step %s stopped after %.1f s: step %s failed", name, elapsed, w->stopped_for);
+	} else if (w->forwarded) {
 		log_error("step %s stopped after %.1f s: pgstash received signal %d (%s)", name, elapsed, w->forwarded,
 		          strsignal(w->forwarded));
 	} else if (w->timed_out) {
@@ -268,53 +344,74 @@ start_step(const struct cfg_step *step, char **argv, const struct strlist *env, 
 	return -1;
 }
 
+/* Splits, builds the environment of and starts one step.  0, or -1 (logged). */
+static int
+watch_start(struct step_watch *w, const struct cfg_step *step, const struct cfg *cfg, const struct srv *s)
+{
+	const char *why = NULL;
+	w->argv = proc_split_argv(step->run, &why);
+	if (!w->argv) {
+		log_error("step %s: run = %s: %s", w->name, step->run ? step->run : "", why);
+		return -1;
+	}
+	step_env(step, cfg, s, &w->env);
+	log_info("step %s: running %s", w->name, step->run);
+	w->start = log_now();
+	if (start_step(step, w->argv, &w->env, &w->p) != 0)
+		return -1;
+	w->pid = w->p.pid;
+	w->out = w->p.out;
+	w->out_open = true;
+	w->running = true;
+	if (fcntl(w->out, F_SETFL, O_NONBLOCK) != 0)
+		log_warning("could not make the output pipe of step %s non-blocking: %s", w->name, strerror(errno));
+	w->timeout = step->timeout > 0 ? step->timeout : cfg->step_timeout;
+	w->deadline = w->timeout > 0 ? w->start + (double)w->timeout : 0;
+	return 0;
+}
+
+int
+step_run_commands(const struct cfg_step *const *steps, size_t n, const struct cfg *cfg, const struct srv *s)
+{
+	if (n == 0)
+		return 0;
+	if (n > STEP_MAX_PARALLEL) {
+		log_error("at most %d steps run at once", STEP_MAX_PARALLEL);
+		return -1;
+	}
+	if (sig_received) {
+		log_error("step %s not started: received signal %d", steps[0]->name, (int)sig_received);
+		return -1;
+	}
+	struct step_watch *ws = xcalloc(n, sizeof(*ws));
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		ws[i].step = steps[i];
+		ws[i].name = steps[i]->name;
+		ws[i].p = (struct proc){.pid = 0, .in = -1, .out = -1};
+	}
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (watch_start(&ws[i], steps[i], cfg, s) != 0) {
+			rc = -1;
+			stop_others(ws, i, &ws[i]);
+		}
+	}
+	if (supervise(ws, n) != 0)
+		rc = -1;
+	for (size_t i = 0; i < n; i++) {
+		if (ws[i].pid > 0 && ws[i].rc != 0)
+			rc = -1;
+		proc_close(&ws[i].p);
+		sb_free(&ws[i].pending);
+		sl_free(&ws[i].env);
+		proc_argv_free(ws[i].argv);
+	}
+	free(ws);
+	return rc;
+}
+
 int
 step_run_command(const struct cfg_step *step, const struct cfg *cfg, const struct srv *s)
 {
-	const char *why = NULL;
-	struct strlist env = {0};
-	struct proc p = {.pid = 0, .in = -1, .out = -1};
-	struct step_watch w = {.name = step->name, .out_open = true};
-	int rc = -1;
-
-	if (sig_received) {
-		log_error("step %s not started: received signal %d", w.name, (int)sig_received);
-		return -1;
-	}
-	char **argv = proc_split_argv(step->run, &why);
-	if (!argv) {
-		log_error("step %s: run = %s: %s", w.name, step->run ? step->run : "", why);
-		return -1;
-	}
-	step_env(step, cfg, s, &env);
-
-	log_info("step %s: running %s", w.name, step->run);
-	w.start = log_now();
-	if (start_step(step, argv, &env, &p) != 0)
-		goto cleanup;
-	w.pid = p.pid;
-	w.out = p.out;
-	if (fcntl(w.out, F_SETFL, O_NONBLOCK) != 0)
-		log_warning("could not make the output pipe of step %s non-blocking: %s", w.name, strerror(errno));
-	w.timeout = step->timeout > 0 ? step->timeout : cfg->step_timeout;
-	w.deadline = w.timeout > 0 ? w.start + (double)w.timeout : 0;
-	if (supervise(&w) != 0)
-		goto cleanup;
-	double elapsed = log_now() - w.start;
-
-	/* What the step wrote just before it exited, then whatever a leftover process still holds. */
-	if (w.out_open)
-		pump_output(w.out, w.name, &w.pending);
-	emit_lines(w.name, &w.pending, true);
-	/* Nothing the step started may outlive it: a daemon would hold the pipe, files, the server. */
-	if (kill(-w.pid, SIGKILL) == 0)
-		log_debug("step %s: killed processes it left behind", w.name);
-	rc = report_end(&w, elapsed);
-
-cleanup:
-	proc_close(&p);
-	sb_free(&w.pending);
-	sl_free(&env);
-	proc_argv_free(argv);
-	return rc;
+	return step_run_commands(&step, 1, cfg, s);
 }

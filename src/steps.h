@@ -9,6 +9,8 @@
 #ifndef PGSTASH_STEPS_H
 #define PGSTASH_STEPS_H
 
+#include <stddef.h>
+
 struct cfg;
 struct cfg_step;
 struct srv;
@@ -23,5 +25,14 @@ struct srv;
  * Returns 0 when it exits 0, -1 otherwise (logged).
  */
 int step_run_command(const struct cfg_step *step, const struct cfg *cfg, const struct srv *s);
+
+/*
+ * Runs the n command steps (at most 64) at once, each as step_run_command
+ * does, under one poll loop: outputs prefixed per step, signals forwarded to
+ * every group.  The first step that fails stops the others (SIGTERM, then
+ * SIGKILL 10 s later; each logged as stopped because of it).  0 when all
+ * exit 0, -1 otherwise (logged).
+ */
+int step_run_commands(const struct cfg_step *const *steps, size_t n, const struct cfg *cfg, const struct srv *s);
 
 #endif

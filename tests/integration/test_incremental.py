@@ -31,12 +31,12 @@ def dj_config(work, root, incremental=True):
                      f"env = DJANGO_SETTINGS_MODULE=proj.settings\nincremental = {'yes' if incremental else 'no'}\n")
 
 
-def prepare(work, cfg, name, cache=None):
+def prepare(work, cfg, name, cache=None, extra=()):
     pgdata = os.path.join(work.path, name)
     env = {"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}
     if cache:
         env["PGSTASH_CACHE_DIR"] = cache
-    r = work.run("prepare", config=cfg, env=env, timeout=600)
+    r = work.run("prepare", *extra, config=cfg, env=env, timeout=600)
     assert r.rc == 0, r
     return r, pgdata
 
@@ -91,6 +91,61 @@ def test_prefix_reuse_applies_only_the_new_migration(work):
     r4, _ = prepare(work, cfg, "pg4")
     assert "starting from cached entry" not in r4.stderr and "building (initdb" in r4.stderr, r4
     assert len(re.findall(r"Applying app01\.", r4.stderr)) == migs
+
+
+def test_prefix_reuse_skips_steps_whose_inputs_did_not_change(work):
+    """Issue 18: when only one step gained migrations, the others are not re-run on the prefix.  The SQL
+    step here is not idempotent (create table): re-running it would fail the build."""
+    apps, migs = 2, 2
+    root = gen(work, "proj", apps, migs)
+    work.file("sql/01.sql", "create table plain (id int);\n")
+    cfg = work.file("two.ini",
+                    "[database]\nname = app\nextra = other\n"
+                    f"[step django]\nroot = {root}\nmigrations = */migrations/*.py\nexclude = */__pycache__/*\n"
+                    "run = python3 manage.py migrate --noinput\n"
+                    "env = DJANGO_SETTINGS_MODULE=proj.settings\nincremental = yes\n"
+                    f"[step sql]\nroot = {work.path}/sql\nmigrations = *.sql\ndatabase = other\n"
+                    "run = psql -X -q -v ON_ERROR_STOP=1 -f 01.sql\n")
+    r1, _ = prepare(work, cfg, "pg1")
+    assert "step sql finished" in r1.stderr, r1
+    key1 = work.key(config=cfg)
+    bigger = gen(work, "bigger", apps, migs + 1)
+    new = f"app01/migrations/{migs:04d}_auto.py"
+    shutil.copy(os.path.join(bigger, new), os.path.join(root, new))
+    chown_tree(root)
+    r2, pg2 = prepare(work, cfg, "pg2")
+    assert f"starting from cached entry {key1[:12]}" in r2.stderr, r2
+    assert f"step sql: inputs unchanged since {key1[:12]}: skipped" in r2.stderr, r2
+    assert "[step sql]" not in r2.stderr and "step sql finished" not in r2.stderr, r2
+    applied = re.findall(r"\[step django\]\s+Applying (\S+)\.\.\.", r2.stderr)
+    assert applied == [f"app01.{migs:04d}_auto"], applied
+    assert work.sql("select count(*) from plain", db="other", pgdata=pg2) == "0"
+
+    # Provenance: the entry says what it was built on, and what a full build takes.
+    import json
+    key2 = work.key(config=cfg)
+    entries = {e["key"]: e for e in json.loads(work.run("ls", "--json", config=cfg).stdout)}
+    assert entries[key1]["built_from"] is None
+    assert entries[key2]["built_from"] == key1
+    e1, e2 = entries[key1], entries[key2]
+    assert e2["full_build_seconds"] == pytest.approx(e1["build_seconds"] + e2["build_seconds"], abs=0.01)
+    assert e1["full_build_seconds"] == e1["build_seconds"]
+    ls = work.run("ls", config=cfg).stdout
+    assert "BUILT FROM" in ls and re.search(rf"^{key2} .* {key1[:12]} \(full build \d+\.\d s\)$", ls, re.M), ls
+    r3, _ = prepare(work, cfg, "pg3")
+    assert re.search(rf"cache hit {key2[:12]}: restored .* \(a full build takes about \d+\.\d s; this entry was "
+                     rf"built on {key1[:12]} in \d+\.\d s\)", r3.stderr), r3
+
+    # --full: the entry built on a prefix is rebuilt from scratch and replaced; the SQL step runs again.
+    r4, pg4 = prepare(work, cfg, "pg4", extra=["--full"])
+    assert r4.rc == 0, r4
+    assert f"was built on {key1[:12]} and full_build is set: building it in full" in r4.stderr, r4
+    assert "building (initdb" in r4.stderr and "starting from cached entry" not in r4.stderr, r4
+    assert "step sql finished" in r4.stderr, r4
+    entries = {e["key"]: e for e in json.loads(work.run("ls", "--json", config=cfg).stdout)}
+    assert entries[key2]["built_from"] is None
+    r5, _ = prepare(work, cfg, "pg5")
+    assert "cache hit" in r5.stderr and "(building it took" in r5.stderr, r5
 
 
 def test_prefix_reuse_off_without_incremental(work):

@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from helpers import EXAMPLES, chown_tree, need_unprivileged, pg_major
+from helpers import EXAMPLES, REPO, chown_tree, need_unprivileged, pg_major
 
 FILE_RE = re.compile(r"^file (\S+) (\S+) sha256=([0-9a-f]{64})$")
 
@@ -300,14 +300,30 @@ def test_unreadable_migration_file(work, examples):
     assert "ermission denied" in r.stderr, r
 
 
-def test_glob_matching_nothing_is_a_warning(work, examples):
+def test_glob_matching_nothing_is_an_error_unless_optional(work, examples):
+    """Issue 18: a glob that stops matching (python3.11 -> python3.12 in a site-packages path) used to be a
+    warning and `key` exited 0 with a key missing those files."""
     edit(examples, "migrations = migrations/versions/*.py migrations/env.py",
          "migrations = migrations/versions/*.py migrations/env.py sql/nothing-here/*.sql")
     r = work.run("key", config=examples)
+    assert r.rc == 2, r
+    assert r.stdout == "", r
+    assert re.search(r"error: \S+/pgstash\.ini:\d+: step \"flask\": \"sql/nothing-here/\*\.sql\" matches no file", r.stderr), r
+    assert "?sql/nothing-here/*.sql" in r.stderr, r
+    edit(examples, "sql/nothing-here/*.sql", "?sql/nothing-here/*.sql")
+    r = work.run("key", config=examples)
     assert r.rc == 0, r
-    assert "warning" in r.stderr, r
-    assert "sql/nothing-here/*.sql" in r.stderr, r
     assert re.fullmatch(r"[0-9a-f]{64}\n", r.stdout), r
+
+
+def test_recursive_glob(work, examples):
+    """`**` spans directories: one pattern for every app's migrations, at any depth."""
+    k = work.key(config=examples)
+    edit(examples, "migrations = */migrations/*.py", "migrations = **/migrations/*.py")
+    assert work.key(config=examples) == k
+    work.file("examples/django-app/vendor/deep/app/migrations/0001_initial.py", "# deep\n")
+    explain = work.run("key", "--explain", config=examples)
+    assert "file django vendor/deep/app/migrations/0001_initial.py sha256=" in explain.stdout, explain
 
 
 def test_step_matching_no_file_is_an_error(work, examples):
@@ -327,3 +343,16 @@ def test_no_postgres_binaries(work, examples):
     assert r.rc != 0, r
     assert r.stdout == "", r
     assert "postgres" in r.stderr, r
+
+
+def test_line_limit_in_readme_and_message_agree(work):
+    """Issue 18: the README said 199 bytes, the message 198.  The README's number is the longest line read."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        limit = int(re.search(r"inih's limit \((\d+) bytes", f.read()).group(1))
+    for n, ok in ((limit, True), (limit + 1, False)):
+        cfg = work.file(f"line{n}.ini", "[pgstash]\ncache_dir = " + "x" * (n - len("cache_dir = ")) + "\n")
+        r = work.run("key", config=cfg)
+        if ok:
+            assert "line too long" not in r.stderr, r
+        else:
+            assert r.rc == 2 and f"line too long ({n} bytes; the limit is {limit})" in r.stderr, r

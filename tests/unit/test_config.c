@@ -535,10 +535,46 @@ test_remote_env(void **state)
 	free(p);
 }
 
+/* Issue 18: discover, python, after, full_build. */
+static void
+test_discover_after_full_build(void **state)
+{
+	(void)state;
+	struct cfg cfg;
+	char *err;
+	int rc = load_text("[pgstash]\nfull_build = yes\n[database]\nname = app\nextra = other\n"
+	                   "[step dj]\nroot = .\ndiscover = django\npython = .venv/bin/python\nrun = x\n"
+	                   "[step al]\nroot = .\nmigrations = ?x/*.py\ndiscover = alembic db/alembic.ini\n"
+	                   "run = alembic upgrade head\ndatabase = other\nafter = dj\n",
+	                   &cfg, &err);
+	if (rc != 0)
+		fail_msg("%s", err);
+	free(err);
+	assert_true(cfg.full_build);
+	assert_int_equal(cfg.steps[0].discover, CFG_DISCOVER_DJANGO);
+	assert_string_equal(cfg.steps[0].python, ".venv/bin/python");
+	assert_int_equal(cfg.steps[0].migrations.n, 0); /* discover alone names the files */
+	assert_int_equal(cfg.steps[1].discover, CFG_DISCOVER_ALEMBIC);
+	assert_string_equal(cfg.steps[1].discover_ini, "db/alembic.ini");
+	assert_int_equal(cfg.steps[1].after.n, 1);
+	assert_string_equal(cfg.steps[1].after.v[0], "dj");
+	cfg_free(&cfg);
+
+	expect_error("[step s]\nroot = .\ndiscover = rails\nrun = x\n",
+	             ":3: bad value \"rails\" for discover: expected django, or alembic [INI]");
+	expect_error("[step s]\nroot = .\nrun = x\n", "names no migration files: expected migrations = GLOB ... or discover");
+	expect_error("[step a]\nroot = .\nmigrations = *\nrun = x\nafter = b\n[step b]\nroot = .\nmigrations = *\nrun = x\n",
+	             ":5: step \"a\": after = b: no step of that name before this one");
+	expect_error("[step s]\nroot = .\ndiscover = django\nrun = x\nimage = img\n",
+	             ":3: step \"s\": discover runs Python on this host, but the step's interpreter is in its image");
+	expect_error("[pgstash]\nfull_build = sometimes\n", "full_build");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_discover_after_full_build, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_good_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_empty_cache_group, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_auth, setup, teardown),

@@ -124,6 +124,23 @@ test_round_trip(void **state)
 	assert_int_equal(back.compression, m.compression);
 	assert_true(back.build_seconds > 1.4999 && back.build_seconds < 1.5001);
 	assert_null(back.archive);
+	/* A full build carries no provenance lines: its meta is what it always was. */
+	assert_null(strstr(text, "built_from"));
+	assert_string_equal(back.built_from, "");
+	assert_true(entry_full_build_seconds(&back) > 1.4999 && entry_full_build_seconds(&back) < 1.5001);
+	entry_meta_free(&back);
+	free(text);
+
+	/* A prefix build: built_from and the full build's time come back. */
+	memcpy(m.built_from, KEY_B, 65);
+	m.full_build_seconds = 12.25;
+	text = entry_meta_encode(&m);
+	unit_expect_contains(text, "\nbuilt_from = " KEY_B "\nfull_build_seconds = 12.250\n");
+	assert_int_equal(entry_meta_parse(text, strlen(text), ENTRY_F_REQUIRED, &back, &line, why, sizeof(why)),
+	                 ENTRY_PARSE_OK);
+	assert_string_equal(back.built_from, KEY_B);
+	assert_true(back.full_build_seconds > 12.249 && back.full_build_seconds < 12.251);
+	assert_true(entry_full_build_seconds(&back) > 12.249 && entry_full_build_seconds(&back) < 12.251);
 	entry_meta_free(&back);
 	free(text);
 	entry_meta_free(&m);
@@ -170,6 +187,8 @@ test_bad_input(void **state)
 		{"layer = data\n", ENTRY_PARSE_SYNTAX, "bad layer"},
 		{"pg_version = 1 6\n", ENTRY_PARSE_SYNTAX, "bad pg_version"},
 		{"build_seconds = nan\n", ENTRY_PARSE_SYNTAX, "bad build_seconds"},
+		{"full_build_seconds = -1\n", ENTRY_PARSE_SYNTAX, "bad full_build_seconds"},
+		{"built_from = ../x\n", ENTRY_PARSE_SYNTAX, "bad built_from"},
 		{"created = 99999999999999999999\n", ENTRY_PARSE_SYNTAX, "bad created"},
 		{"manifest = %00\n", ENTRY_PARSE_SYNTAX, "bad manifest line"},
 		{"manifest = a\\b\n", ENTRY_PARSE_SYNTAX, "bad manifest line"},

@@ -334,20 +334,35 @@ test_empty_globs(void **state)
 	char *r = repo("r", false);
 	struct cfg cfg;
 	make_cfg(&cfg, r, "migrate");
+	cfg.steps[0].migrations_line = 7;
 	sl_add(&cfg.steps[0].migrations, "nothing/*.sql");
 	struct fp_result fp;
 	struct unit_capture cap;
+	/* A glob that stops matching (python3.11 -> python3.12 in a path) is an error with file:line, not a warning. */
+	unit_stderr_begin(&cap);
+	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), -1);
+	char *err = unit_stderr_end(&cap);
+	unit_expect_contains(err, "error: test.ini:7: step \"django\": \"nothing/*.sql\" matches no file under");
+	unit_expect_contains(err, "write ?nothing/*.sql");
+	free(err);
+	cfg_free(&cfg);
+
+	/* Marked optional: fine, and the key is the one without it. */
+	char base[65];
+	key_of(r, "migrate", 15, base);
+	make_cfg(&cfg, r, "migrate");
+	sl_add(&cfg.steps[0].migrations, "?nothing/*.sql");
 	unit_stderr_begin(&cap);
 	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), 0);
-	char *err = unit_stderr_end(&cap);
-	assert_non_null(strstr(err, "warning: step \"django\": \"nothing/*.sql\" matches no file"));
+	err = unit_stderr_end(&cap);
+	assert_string_equal(fp.key, base);
 	free(err);
 	fp_result_free(&fp);
 	cfg_free(&cfg);
 
 	make_cfg(&cfg, r, "migrate");
 	sl_free(&cfg.steps[0].migrations);
-	sl_add(&cfg.steps[0].migrations, "nothing/*.sql");
+	sl_add(&cfg.steps[0].migrations, "?nothing/*.sql");
 	unit_stderr_begin(&cap);
 	assert_int_equal(fp_compute(&cfg, 15, "x86_64", &fp), -1);
 	err = unit_stderr_end(&cap);
@@ -355,6 +370,107 @@ test_empty_globs(void **state)
 	free(err);
 	cfg_free(&cfg);
 	free(r);
+}
+
+/* The files of one step, as "rel" lines. */
+static char *
+listed(const char *root, const char *const *globs, const char *const *excludes)
+{
+	struct cfg cfg;
+	make_cfg(&cfg, root, "migrate");
+	sl_free(&cfg.steps[0].migrations);
+	sl_free(&cfg.steps[0].exclude);
+	for (; *globs; globs++)
+		sl_add(&cfg.steps[0].migrations, *globs);
+	for (; excludes && *excludes; excludes++)
+		sl_add(&cfg.steps[0].exclude, *excludes);
+	struct fp_step_files f;
+	struct strbuf sb = {0};
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	int rc = fp_step_files(&cfg.steps[0], &f);
+	free(unit_stderr_end(&cap));
+	if (rc == 0) {
+		for (size_t i = 0; i < f.n; i++) {
+			sb_append(&sb, f.files[i].rel);
+			sb_appendc(&sb, '\n');
+		}
+		fp_step_files_free(&f);
+	} else
+		sb_append(&sb, "ERROR");
+	cfg_free(&cfg);
+	return sb_take(&sb);
+}
+
+static void
+test_recursive_globs(void **state)
+{
+	(void)state;
+	char *r = path_join(unit_tmp, "deep");
+	unit_write(r, "site-packages/wagtail/migrations/0001_initial.py", "a");
+	unit_write(r, "site-packages/wagtail/contrib/forms/migrations/0001_initial.py", "b");
+	unit_write(r, "site-packages/wagtail/contrib/forms/migrations/__pycache__/0001_initial.cpython-311.py", "c");
+	unit_write(r, "site-packages/.hidden/migrations/0001_initial.py", "d");
+	unit_write(r, "migrations/0001_top.py", "e");
+	unit_write(r, "__pycache__/x.py", "f");
+	char *link = path_join(r, "site-packages/wagtail/contrib/loop");
+	assert_int_equal(symlink(r, link), 0); /* a link to a directory above: not followed, no cycle */
+
+	const char *g1[] = {"**/migrations/*.py", NULL};
+	const char *x1[] = {"**/__pycache__/*", NULL};
+	char *got = listed(r, g1, x1);
+	assert_string_equal(got, "migrations/0001_top.py\n"
+	                         "site-packages/wagtail/contrib/forms/migrations/0001_initial.py\n"
+	                         "site-packages/wagtail/migrations/0001_initial.py\n");
+	free(got);
+
+	/* A head before the double star, and a trailing one (every file below). */
+	const char *g2[] = {"site-packages/*/**/migrations/0001_*.py", NULL};
+	got = listed(r, g2, NULL);
+	assert_string_equal(got, "site-packages/wagtail/contrib/forms/migrations/0001_initial.py\n"
+	                         "site-packages/wagtail/migrations/0001_initial.py\n");
+	free(got);
+	const char *g3[] = {"site-packages/wagtail/contrib/**", NULL};
+	const char *x3[] = {"**/__pycache__/*", NULL};
+	got = listed(r, g3, x3);
+	assert_string_equal(got, "site-packages/wagtail/contrib/forms/migrations/0001_initial.py\n");
+	free(got);
+	/* The top-level __pycache__ is excluded by the same pattern: a double star may match no directory. */
+	const char *g4[] = {"**/*.py", NULL};
+	got = listed(r, g4, x1);
+	assert_null(strstr(got, "__pycache__"));
+	unit_expect_contains(got, "migrations/0001_top.py\n");
+	free(got);
+	assert_true(fp_exclude_match("**/__pycache__/*", "__pycache__/x.py"));
+	assert_true(fp_exclude_match("a/**/b/*", "a/b/c"));
+	assert_true(fp_exclude_match("a/**/b/*", "a/x/y/b/c"));
+	assert_false(fp_exclude_match("a/**/b/*", "ab/c"));
+	free(link);
+	free(r);
+}
+
+static void
+test_run_keyed_relative_to_root(void **state)
+{
+	(void)state;
+	char *a = repo("checkout-a", false);
+	char *b = repo("other/checkout-b", false);
+	char *run_a = xasprintf("%s/.venv/bin/python manage.py migrate", a);
+	char *run_b = xasprintf("%s/.venv/bin/python manage.py migrate", b);
+	char ka[65], kb[65], kr[65];
+	key_of(a, run_a, 15, ka);
+	key_of(b, run_b, 15, kb);
+	key_of(a, "./.venv/bin/python manage.py migrate", 15, kr);
+	assert_string_equal(ka, kb);
+	assert_string_equal(ka, kr);
+	/* Only a word that starts with the root: a path that merely contains it stays as written. */
+	char *k = fp_keyed_command("'/r/x/bin/py' /r/xy --to=/r/x/z /r/x", "/r/x/");
+	assert_string_equal(k, "'./bin/py' /r/xy --to=/r/x/z /r/x");
+	free(k);
+	free(run_a);
+	free(run_b);
+	free(a);
+	free(b);
 }
 
 static void
@@ -441,6 +557,26 @@ test_manifest_diff(void **state)
 	sb_free(&many);
 }
 
+static void
+test_step_unchanged(void **state)
+{
+	(void)state;
+	const char *entry = "pgstash-manifest 1\n"
+	                    "step a layer=schema run=x\nfile a m/1.py sha256=11\n"
+	                    "step ab layer=schema run=y\nfile ab m/1.sql sha256=22\n";
+	const char *added = "pgstash-manifest 1\n"
+	                    "step a layer=schema run=x\nfile a m/1.py sha256=11\n"
+	                    "step ab layer=schema run=y\nfile ab m/1.sql sha256=22\nfile ab m/2.sql sha256=33\n";
+	assert_true(fp_step_unchanged(entry, added, "a"));   /* "ab" lines are not a's */
+	assert_false(fp_step_unchanged(entry, added, "ab")); /* a file more */
+	assert_false(fp_step_unchanged(entry, entry, "c"));  /* no such step: never skipped */
+	const char *edited = "pgstash-manifest 1\n"
+	                     "step a layer=schema run=x\nfile a m/1.py sha256=99\n"
+	                     "step ab layer=schema run=y\nfile ab m/1.sql sha256=22\n";
+	assert_false(fp_step_unchanged(entry, edited, "a"));
+	assert_true(fp_step_unchanged(entry, edited, "ab"));
+}
+
 int
 main(void)
 {
@@ -453,9 +589,12 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_fixtures_layer_chains, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_empty_globs, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_glob_metachars_in_root, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_recursive_globs, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_run_keyed_relative_to_root, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_initdb_d_in_key, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_quote),
 		cmocka_unit_test(test_manifest_diff),
+		cmocka_unit_test(test_step_unchanged),
 	};
 	return cmocka_run_group_tests_name("fingerprint", tests, NULL, NULL);
 }

@@ -87,7 +87,7 @@ test_usage_errors(void **state)
 	unit_expect_contains(err, "--config needs a file name");
 	free(err);
 	assert_int_equal(run_main(&err, 3, "prepare", "now"), 2);
-	unit_expect_contains(err, "prepare takes no arguments");
+	unit_expect_contains(err, "prepare: unknown argument \"now\" (expected --full)");
 	free(err);
 	assert_int_equal(run_main(&err, 3, "key", "--bogus"), 2);
 	unit_expect_contains(err, "key: unknown argument \"--bogus\"");

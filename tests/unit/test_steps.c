@@ -317,6 +317,64 @@ test_run_signal_forwarded(void **state)
 	free(out);
 }
 
+/* Issue 18: steps at once; the first failure stops the others. */
+static void
+test_run_many_first_failure_stops_others(void **state)
+{
+	struct fixture *f = *state;
+	struct cfg_step a = f->step, b = f->step, c = f->step;
+	a.name = "slow";
+	a.run = "/bin/sh -c 'echo up; sleep 30; echo never'";
+	b.name = "bad";
+	b.run = "/bin/sh -c 'sleep 0.5; echo broken; exit 4'";
+	c.name = "quick";
+	c.run = "/bin/sh -c 'echo done'";
+	const struct cfg_step *steps[] = {&a, &b, &c};
+	char *path = path_join(f->dir, "stderr.txt");
+	fflush(stderr);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	double t0 = log_now();
+	int rc = step_run_commands(steps, 3, &f->cfg, &f->srv);
+	double took = log_now() - t0;
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	char *out = read_file(path, NULL);
+	fprintf(stderr, "%s", out);
+	assert_int_equal(rc, -1);
+	assert_true(took < 15.0);
+	unit_expect_contains(out, "[step slow] up\n");
+	unit_expect_contains(out, "[step bad] broken\n");
+	unit_expect_contains(out, "[step quick] done\n");
+	unit_expect_contains(out, "step quick finished");
+	unit_expect_contains(out, "step bad failed: exit status 4");
+	unit_expect_contains(out, "stopping step slow: step bad failed");
+	unit_expect_contains(out, "step slow stopped after");
+	assert_null(strstr(out, "[step slow] never"));
+	free(out);
+
+	/* All succeed: 0, and they overlap (two 1 s sleeps in well under 2 s... allow a busy machine). */
+	a.run = "/bin/sh -c 'sleep 1'";
+	b.run = "/bin/sh -c 'sleep 1'";
+	const struct cfg_step *two[] = {&a, &b};
+	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	saved = dup(STDERR_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	t0 = log_now();
+	rc = step_run_commands(two, 2, &f->cfg, &f->srv);
+	took = log_now() - t0;
+	fflush(stderr);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	assert_int_equal(rc, 0);
+	assert_true(took < 1.9);
+	free(path);
+}
+
 int
 main(void)
 {
@@ -325,6 +383,7 @@ main(void)
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_run_output_prefixed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_many_first_failure_stops_others, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_long_line, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_exit_status, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_run_missing_program, setup, teardown),
