@@ -346,42 +346,35 @@ max_level(enum cfg_compression c)
 	return 0;
 }
 
-static int
-parse_cache_mode(const char *value, enum cfg_cache_mode *out)
-{
-	static const enum cfg_cache_mode all[] = {CFG_CACHE_READ_WRITE, CFG_CACHE_READ_ONLY, CFG_CACHE_OFF};
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-		if (strcmp(value, cfg_cache_mode_name(all[i])) == 0) {
-			*out = all[i];
-			return 0;
-		}
-	}
-	return -1;
-}
+/*
+ * The words of the one-word settings, indexed by their enum (the name
+ * functions at the end and the parser below both read these).
+ */
+static const char *const cache_mode_words[] = {
+	[CFG_CACHE_READ_WRITE] = "read-write", [CFG_CACHE_READ_ONLY] = "read-only", [CFG_CACHE_OFF] = "off",
+};
+static const char *const on_change_words[] = {
+	[CFG_ON_CHANGE_REPLACE] = "replace", [CFG_ON_CHANGE_MIGRATE] = "migrate", [CFG_ON_CHANGE_REFUSE] = "refuse",
+};
+static const char *const local_auth_words[] = {
+	[CFG_LOCAL_PASSWORD] = "password", [CFG_LOCAL_PEER] = "peer", [CFG_LOCAL_TRUST] = "trust",
+};
+#define WORDS(a) (a), (sizeof(a) / sizeof((a)[0]))
 
+/* The index of `value` among `words`; -1 (with why: "expected A, B or C") when absent. */
 static int
-parse_on_change(const char *value, enum cfg_on_change *out)
+parse_word(const char *value, const char *const *words, size_t n, const char **why)
 {
-	static const enum cfg_on_change all[] = {CFG_ON_CHANGE_REPLACE, CFG_ON_CHANGE_MIGRATE, CFG_ON_CHANGE_REFUSE};
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-		if (strcmp(value, cfg_on_change_name(all[i])) == 0) {
-			*out = all[i];
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int
-parse_local_auth(const char *value, enum cfg_local_auth *out)
-{
-	static const enum cfg_local_auth all[] = {CFG_LOCAL_PASSWORD, CFG_LOCAL_PEER, CFG_LOCAL_TRUST};
-	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
-		if (strcmp(value, cfg_local_auth_name(all[i])) == 0) {
-			*out = all[i];
-			return 0;
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(value, words[i]) == 0)
+			return (int)i;
+	/* Static: why outlives the call (config is read by one thread). */
+	static char expected[128];
+	size_t len = (size_t)snprintf(expected, sizeof(expected), "expected");
+	for (size_t i = 0; i < n && len < sizeof(expected); i++)
+		len += (size_t)snprintf(expected + len, sizeof(expected) - len, "%s%s", i == 0 ? " " : i + 1 < n ? ", " : " or ",
+		                        words[i]);
+	*why = expected;
 	return -1;
 }
 
@@ -487,20 +480,20 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 		if (parse_bool(value, &cfg->full_build, &why) != 0)
 			goto bad;
 	} else if (strcmp(key, "cache_mode") == 0) {
-		if (parse_cache_mode(value, &cfg->cache_mode) != 0) {
-			why = "expected read-write, read-only or off";
+		int i = parse_word(value, WORDS(cache_mode_words), &why);
+		if (i < 0)
 			goto bad;
-		}
+		cfg->cache_mode = (enum cfg_cache_mode)i;
 	} else if (strcmp(key, "on_change") == 0) {
-		if (parse_on_change(value, &cfg->on_change) != 0) {
-			why = "expected replace, migrate or refuse";
+		int i = parse_word(value, WORDS(on_change_words), &why);
+		if (i < 0)
 			goto bad;
-		}
+		cfg->on_change = (enum cfg_on_change)i;
 	} else if (strcmp(key, "local_auth") == 0) {
-		if (parse_local_auth(value, &cfg->local_auth) != 0) {
-			why = "expected password, peer or trust";
+		int i = parse_word(value, WORDS(local_auth_words), &why);
+		if (i < 0)
 			goto bad;
-		}
+		cfg->local_auth = (enum cfg_local_auth)i;
 	} else {
 		log_error("%s: unknown setting \"%s\"", where, key);
 		return -1;
@@ -1870,32 +1863,17 @@ cfg_warn_no_steps(const struct cfg *cfg, FILE *explain)
 const char *
 cfg_cache_mode_name(enum cfg_cache_mode m)
 {
-	switch (m) {
-	case CFG_CACHE_READ_WRITE: return "read-write";
-	case CFG_CACHE_READ_ONLY: return "read-only";
-	case CFG_CACHE_OFF: return "off";
-	}
-	return "read-write";
+	return (size_t)m < sizeof(cache_mode_words) / sizeof(cache_mode_words[0]) ? cache_mode_words[m] : "?";
 }
 
 const char *
 cfg_on_change_name(enum cfg_on_change c)
 {
-	switch (c) {
-	case CFG_ON_CHANGE_REPLACE: return "replace";
-	case CFG_ON_CHANGE_MIGRATE: return "migrate";
-	case CFG_ON_CHANGE_REFUSE: return "refuse";
-	}
-	return "replace";
+	return (size_t)c < sizeof(on_change_words) / sizeof(on_change_words[0]) ? on_change_words[c] : "?";
 }
 
 const char *
 cfg_local_auth_name(enum cfg_local_auth a)
 {
-	switch (a) {
-	case CFG_LOCAL_PASSWORD: return "password";
-	case CFG_LOCAL_PEER: return "peer";
-	case CFG_LOCAL_TRUST: return "trust";
-	}
-	return "password";
+	return (size_t)a < sizeof(local_auth_words) / sizeof(local_auth_words[0]) ? local_auth_words[a] : "?";
 }

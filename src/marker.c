@@ -209,27 +209,40 @@ mark_sync(const char *pgdata)
 	return rc;
 }
 
-/* The marker's first line, read through dir_fd; NULL when there is none. */
-static char *
-read_at(int dir_fd)
+/*
+ * The first size - 1 bytes at most of the regular file `name` below dir_fd,
+ * NUL-terminated in buf: never through a link, never blocking on a FIFO
+ * (anything but a regular file reads as empty).  -1 when it cannot be opened.
+ */
+static ssize_t
+read_head_at(int dir_fd, const char *name, char *buf, size_t size)
 {
-	int fd = openat(dir_fd, MARK_FILE, O_RDONLY | O_CLOEXEC);
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (fd < 0)
-		return NULL;
-	char buf[256];
+		return -1;
+	struct stat st;
+	bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 	size_t n = 0;
-	for (;;) {
-		ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
+	while (regular && n < size - 1) {
+		ssize_t r = read(fd, buf + n, size - 1 - n);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			break;
 		n += (size_t)r;
-		if (n == sizeof(buf) - 1)
-			break;
 	}
 	close(fd);
 	buf[n] = '\0';
+	return (ssize_t)n;
+}
+
+/* The marker's first line, read through dir_fd; NULL when there is none. */
+static char *
+read_at(int dir_fd)
+{
+	char buf[256];
+	if (read_head_at(dir_fd, MARK_FILE, buf, sizeof(buf)) < 0)
+		return NULL;
 	buf[strcspn(buf, "\n")] = '\0';
 	return xstrdup(buf);
 }
@@ -310,25 +323,9 @@ mark_pace(int dir_fd, bool write)
 enum mark_server_state
 mark_server_state(int dir_fd)
 {
-	int fd = openat(dir_fd, "postmaster.pid", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return MARK_SERVER_NONE;
 	char buf[1024];
-	size_t n = 0;
-	struct stat st;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-		for (;;) {
-			ssize_t r = read(fd, buf + n, sizeof(buf) - 1 - n);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0)
-				break;
-			n += (size_t)r;
-			if (n == sizeof(buf) - 1)
-				break;
-		}
-	close(fd);
-	buf[n] = '\0';
+	if (read_head_at(dir_fd, "postmaster.pid", buf, sizeof(buf)) < 0)
+		return MARK_SERVER_NONE;
 	/* Line 8 (PostgreSQL 10 and later): "starting", "stopping", "ready   ", "standby ". */
 	const char *line = buf;
 	for (int i = 0; i < 7 && line; i++) {
