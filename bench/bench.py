@@ -1416,9 +1416,9 @@ def render(data):
     return "\n".join(parts)
 
 
-def update_readme(text):
+def update_readme(text, section="results"):
     path = os.path.join(HERE, "README.md")
-    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     with open(path) as f:
         doc = f.read()
     if begin not in doc or end not in doc:
@@ -1428,6 +1428,303 @@ def update_readme(text):
     _, post = rest.split(end, 1)
     with open(path, "w") as f:
         f.write(pre + begin + "\n" + text + "\n" + end + post)
+
+
+# ---------------------------------------------------------------- issue 18: discovery, steps at once, prefix
+
+INC_TARGETS = {
+    "discover_over_glob_s": ("<=", 0.5, "`discover = django` key − glob key, s"),
+    "parallel_vs_slower": ("<=", 1.15, "two-step miss (two databases) / slower step's miss alone"),
+    "prefix_vs_budget": ("<=", 1.0, "prefix build / (hit + 1.3 × changed step's migrate)"),
+}
+STEP_INI = ("[step {name}]\nroot = {root}\nmigrations = */migrations/*.py\nexclude = */__pycache__/*\n"
+            "run = python3 manage.py migrate --noinput\nenv = DJANGO_SETTINGS_MODULE=proj.settings\n"
+            "database = {db}\n{more}")
+NEW_MIGRATION = """from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+    dependencies = [('{app}', '{prev}')]
+    operations = [
+        migrations.CreateModel(name='{model}', fields=[
+            ('id', models.AutoField(primary_key=True, serialize=False)),
+            ('title', models.CharField(max_length=200, db_index=True)),
+        ]),
+    ]
+"""
+
+
+class Incremental:
+    """Issue 18's benchmarks (`--incremental`): the cost of `discover = django` over the glob key, a
+    miss whose two steps migrate two databases at once against each step alone, and a prefix build
+    where one of two steps gained a migration against a hit plus that step's own migrate."""
+
+    def __init__(self, ctx, size):
+        self.ctx, self.size = ctx, size
+        self.apps, self.migs = SIZES[size]
+        self.dir = ctx.mkdir(os.path.join(ctx.scratch, "incremental"))
+        self.logs = ctx.mkdir(os.path.join(self.dir, "logs"))
+        self.runs = ctx.mkdir(os.path.join(self.dir, "runs"))
+        self.state = ctx.mkdir(os.path.join(self.dir, "state"))
+        self.sock = ctx.mkdir(os.path.join(self.dir, "s"))
+        self.initdb_d = ctx.mkdir(os.path.join(self.dir, "initdb.d"))
+        self.n = 0
+        self.out = {"size": size, "apps": self.apps, "migrations_per_app": self.migs}
+
+    def log(self, label):
+        return os.path.join(self.logs, f"{label}.log")
+
+    def ini(self, name, steps, extra_dbs="app2"):
+        path = os.path.join(self.dir, name + ".ini")
+        with open(path, "w") as f:
+            f.write("; written by bench/bench.py --incremental\n[pgstash]\ncompression = zstd\n\n[database]\n"
+                    f"user = postgres\nname = app\n" + (f"extra = {extra_dbs}\n" if extra_dbs else "") + "\n"
+                    + "\n".join(STEP_INI.format(**s) for s in steps))
+        self.ctx.own(path)
+        return path
+
+    def gen(self, name, site=None):
+        argv = ["/usr/bin/python3", self.ctx.args.generator, os.path.join(self.dir, name), str(self.apps),
+                str(self.migs)] + (["--site", site] if site else [])
+        self.ctx.run(argv, self.log("setup"))
+        return os.path.join(self.dir, name)
+
+    def add_migration(self, app_dir, model):
+        mig = os.path.join(app_dir, "migrations")
+        prev = sorted(f[:-3] for f in os.listdir(mig) if f[:4].isdigit() and f.endswith(".py"))[-1]
+        path = os.path.join(mig, f"{int(prev[:4]) + 1:04d}_{model.lower()}.py")
+        with open(path, "w") as f:
+            f.write(NEW_MIGRATION.format(app=os.path.basename(app_dir), prev=prev, model=model))
+        self.ctx.own(path)
+        return path
+
+    def fresh(self, label):
+        self.n += 1
+        return self.ctx.mkdir(os.path.join(self.runs, f"{label}-{self.n}"), 0o700)
+
+    def env(self, pgdata, cache):
+        return self.ctx.env(PGDATA=pgdata, PGSTASH_CACHE_DIR=cache, PGSTASH_PG_BINDIR=self.ctx.bindir,
+                            PGSTASH_SOCKET_DIR=self.state, PGSTASH_INITDB_D=self.initdb_d,
+                            POSTGRES_HOST_AUTH_METHOD="trust")
+
+    def prepare(self, ini, label, cache=None, expect=None):
+        """`pgstash -v prepare` into an empty PGDATA; returns seconds, its log's text and the PGDATA."""
+        d = self.fresh(label)
+        cache = cache or self.ctx.mkdir(self.fresh(label + "-cache"))
+        lg = self.log(label)
+        open(lg, "w").close()
+        self.ctx.own(lg)
+        noise = pressure()
+        r = self.ctx.run([self.ctx.pgstash, "-v", f"--config={ini}", "prepare"], lg, env=self.env(d, cache),
+                         cwd=self.dir)
+        with open(lg, errors="replace") as f:
+            text = f.read()
+        for pat in expect or ():
+            if not re.search(pat, text):
+                raise BenchError(f"incremental {label}: no /{pat}/ in {lg}")
+        steps = {m.group(1): float(m.group(2)) for m in re.finditer(r"info: step (\w+) finished in ([\d.]+) s", text)}
+        return {"s": r["s"], "steps": steps, "noise": noise}, text, d, cache
+
+    def key(self, ini, label):
+        lg = self.log(label)
+        noise = pressure()
+        r = self.ctx.run([self.ctx.pgstash, "-v", f"--config={ini}", "key"], lg, env=self.env("/nonexistent", "/x"),
+                         cwd=self.dir, stdout=lg + ".out")
+        with open(lg + ".out") as f:
+            return r["s"], f.read().strip(), noise
+
+    # -- a. discover = django against the glob key
+    def discover(self, reps):
+        ctx = self.ctx
+        say(f"incremental: a. discover = django on {self.size}, all apps but app00 in an installed package")
+        site = ctx.mkdir(os.path.join(self.dir, "site"))
+        root = self.gen("pkgproj", site=site)
+        step = {"name": "django", "root": root, "db": "app", "more": ""}
+        glob_ini = self.ini("glob", [step], extra_dbs=None)
+        disc_ini = self.ini("discover", [dict(step, more="discover = django\n")], extra_dbs=None)
+        n_local = sum(len([f for f in os.listdir(os.path.join(root, a, "migrations")) if f.endswith(".py")])
+                      for a in os.listdir(root) if os.path.isdir(os.path.join(root, a, "migrations")))
+        runs = {"glob": [], "discover": []}
+        keys = {}
+        for rep in range(reps):
+            order = ["glob", "discover"] if rep % 2 == 0 else ["discover", "glob"]
+            for m in order:
+                settle(ctx)
+                s, k, noise = self.key(glob_ini if m == "glob" else disc_ini, f"key-{m}-{rep}")
+                runs[m].append({"s": s, "noise": noise})
+                keys[m] = k
+        diffs = [d["s"] - g["s"] for d, g in zip(runs["discover"], runs["glob"])]
+        a = {"local_migration_files": n_local, "runs": runs,
+             "glob": stats([r["s"] for r in runs["glob"]]), "discover": stats([r["s"] for r in runs["discover"]]),
+             "paired_diff": stats(diffs)}
+        # The upgrade: the cached entry, then a new migration in the installed package.
+        say("incremental: a. an installed package gains a migration: a new key, a rebuild with its table")
+        r1, _, _, cache = self.prepare(disc_ini, "discover-seed", expect=[r"cache miss \w+: building"])
+        new = self.add_migration(os.path.join(site, "benchpkg", "app01"), "Upgrade")
+        _, k_glob, _ = self.key(glob_ini, "key-glob-after")
+        _, k_disc, _ = self.key(disc_ini, "key-discover-after")
+        r2, _, d2, _ = self.prepare(disc_ini, "discover-upgrade", cache=cache, expect=[r"cache miss \w+: building"])
+        ctx.start(d2, self.sock, self.log("discover-upgrade"))
+        table = ctx.psql(self.sock, "app", "SELECT count(*) FROM pg_tables WHERE tablename = 'app01_upgrade'")
+        ctx.stop(d2, self.log("discover-upgrade"))
+        a["upgrade"] = {"changed_file": os.path.relpath(new, site), "glob_key_changed": k_glob != keys["glob"],
+                        "discover_key_changed": k_disc != keys["discover"], "rebuilt": True,
+                        "table_exists": table.strip() == "1", "seed_build_s": r1["s"], "rebuild_s": r2["s"]}
+        if not (a["upgrade"]["discover_key_changed"] and a["upgrade"]["table_exists"]):
+            raise BenchError(f"incremental: the upgrade was not rebuilt: {a['upgrade']}")
+        self.out["discover"] = a
+
+    # -- b. two steps on two databases at once
+    def parallel(self, reps, proj_a, proj_b):
+        say(f"incremental: b. a miss with two steps on two databases against each step alone ({self.size} each)")
+        sa = {"name": "a", "root": proj_a, "db": "app", "more": ""}
+        sb = {"name": "b", "root": proj_b, "db": "app2", "more": ""}
+        inis = {"both": self.ini("both", [sa, sb]), "a_alone": self.ini("a", [sa]), "b_alone": self.ini("b", [sb])}
+        runs = {k: [] for k in inis}
+        for rep in range(reps):
+            ks = list(inis)
+            k0 = rep % len(ks)
+            for m in ks[k0:] + ks[:k0]:
+                settle(self.ctx)
+                expect = [r"cache miss \w+: building"] + ([r"running steps a, b at once"] if m == "both" else [])
+                r, _, d, cache = self.prepare(inis[m], f"miss-{m}-{rep}", expect=expect)
+                self.ctx.discard(d)
+                self.ctx.discard(cache)
+                runs[m].append(r)
+                say(f"incremental rep {rep + 1} miss {m:<8} {r['s']:8.3f} s  steps "
+                    + " ".join(f"{k}={v:.1f}" for k, v in r["steps"].items()) + f"  load1={r['noise']['load1']}")
+        summ = {k: stats([r["s"] for r in v]) for k, v in runs.items()}
+        slower = max(summ["a_alone"]["median"], summ["b_alone"]["median"])
+        self.out["parallel"] = {"runs": runs, "summary": summ, "slower_alone": slower,
+                                "sum_alone": summ["a_alone"]["median"] + summ["b_alone"]["median"],
+                                "ratio": summ["both"]["median"] / slower}
+
+    # -- c. a prefix build where one of two steps changed
+    def prefix(self, reps, proj_a, proj_b):
+        ctx = self.ctx
+        say("incremental: c. a prefix build where one of two steps gained a migration")
+        sa = {"name": "a", "root": proj_a, "db": "app", "more": "incremental = yes\n"}
+        sb = {"name": "b", "root": proj_b, "db": "app2", "more": "incremental = yes\n"}
+        ini = self.ini("prefix", [sa, sb])
+        _, _, _, base = self.prepare(ini, "prefix-seed", expect=[r"cache miss \w+: building"])
+        meta = read_meta(base)
+        base_tar = os.path.join(self.dir, "base.tar")
+        ctx.run(["zstd", "-q", "-d", "-c", meta["archive_path"]], self.log("setup"), stdout=base_tar)
+        self.add_migration(os.path.join(proj_b, "app00"), "Added")
+        # The new key's entry for the hits (built on the prefix once, untimed).
+        _, _, _, full = self.prepare(ini, "prefix-warm", cache=self.copy_cache(base),
+                                     expect=[r"started from", r"step a: inputs unchanged"])
+        runs = {"prefix": [], "hit": [], "step_alone": []}
+        for rep in range(reps):
+            ks = list(runs)
+            k0 = rep % len(ks)
+            for m in ks[k0:] + ks[:k0]:
+                if m == "prefix":
+                    cache = self.copy_cache(base)
+                    settle(ctx)
+                    r, _, d, _ = self.prepare(ini, f"prefix-{rep}", cache=cache,
+                                              expect=[rf"cache miss \w+: started from {meta['key'][:12]}",
+                                                      r"step a: inputs unchanged"])
+                    ctx.discard(cache)
+                elif m == "hit":
+                    settle(ctx)
+                    r, _, d, _ = self.prepare(ini, f"prefix-hit-{rep}", cache=full, expect=[r"cache hit"])
+                else:
+                    # `manage.py migrate` of the changed project on the base entry's cluster (tar -x, untimed).
+                    d = self.fresh("step-alone")
+                    lg = self.log(f"step-alone-{rep}")
+                    ctx.run(["tar", "-xf", base_tar, "-C", d], lg)
+                    ctx.start(d, self.sock, lg, fast=True)
+                    env = ctx.env(PGHOST=self.sock, PGPORT=5432, PGUSER="postgres", PGDATABASE="app2",
+                                  DJANGO_SETTINGS_MODULE="proj.settings")
+                    settle(ctx)
+                    noise = pressure()
+                    r = {"s": ctx.run(["python3", "manage.py", "migrate", "--noinput"], lg, env=env, cwd=proj_b)["s"],
+                         "noise": noise}
+                    n = ctx.psql(self.sock, "app2", "SELECT count(*) FROM pg_tables WHERE tablename = 'app00_added'")
+                    ctx.stop(d, lg)
+                    if n.strip() != "1":
+                        raise BenchError(f"incremental: the added migration did not run; see {lg}")
+                ctx.discard(d)
+                runs[m].append(r)
+                say(f"incremental rep {rep + 1} {m:<10} {r['s']:8.3f} s" + (
+                    "  steps " + " ".join(f"{k}={v:.1f}" for k, v in r["steps"].items()) if r.get("steps") else "")
+                    + f"  load1={r['noise']['load1']}")
+        summ = {k: stats([r["s"] for r in v]) for k, v in runs.items()}
+        summ["step_b_in_prefix_log"] = stats([r["steps"].get("b") for r in runs["prefix"]])
+        budget = summ["hit"]["median"] + 1.3 * summ["step_alone"]["median"]
+        self.out["prefix"] = {"runs": runs, "summary": summ, "budget_s": budget,
+                              "ratio": summ["prefix"]["median"] / budget}
+
+    def copy_cache(self, src):
+        dst = os.path.join(self.runs, f"cache-{self.n}")
+        self.n += 1
+        shutil.copytree(src, dst, symlinks=True)
+        if self.ctx.as_root:
+            for r, ds, fs in os.walk(dst):
+                for x in [r] + [os.path.join(r, y) for y in ds + fs]:
+                    os.lchown(x, self.ctx.uid, self.ctx.gid)
+        return dst
+
+    def run(self, reps):
+        self.discover(max(reps, 5))
+        proj_a, proj_b = self.gen("projA"), self.gen("projB")
+        self.parallel(reps, proj_a, proj_b)
+        self.prefix(reps, proj_a, proj_b)
+        o = self.out
+        o["ratios"] = {"discover_over_glob_s": o["discover"]["discover"]["median"] - o["discover"]["glob"]["median"],
+                       "parallel_vs_slower": o["parallel"]["ratio"], "prefix_vs_budget": o["prefix"]["ratio"]}
+        o["verdicts"] = inc_verdicts(o["ratios"])
+        return o
+
+
+def inc_verdicts(ratios):
+    out = {}
+    for k, (op, target, _) in INC_TARGETS.items():
+        v = ratios.get(k)
+        if v is not None:
+            out[k] = {"value": v, "target": f"{op} {target}", "pass": v <= target if op == "<=" else v >= target}
+    return out
+
+
+def incremental_text(data):
+    o = data["incremental"]
+    m = data["machine"]
+    loads = [r["noise"]["load1"] for part in ("discover", "parallel", "prefix") for runs in o[part]["runs"].values()
+             for r in runs]
+    lines = [f"Run {data['date']} (`--incremental`, {data['config']['reps']} repetitions, {o['size']} "
+             f"projects: {o['apps']} apps × {o['migrations_per_app']} migrations; {data['elapsed_s'] / 60:.1f} min). "
+             f"Machine: {m['nproc']} CPUs, {m['pg_version']}, {m['pgstash']}, Django {m['django']}. "
+             f"1-min load average before each measurement: median {statistics.median(loads):.2f}, "
+             f"max {max(loads):.2f}.", ""]
+    d, p, x = o["discover"], o["parallel"], o["prefix"]
+    lines += ["| measurement | median (min–max), s |", "|---|---|",
+              f"| a. `pgstash key`, globs only ({d['local_migration_files']} local files) | {fmt_stat(d['glob'])} |",
+              f"| a. `pgstash key`, `discover = django` (the installed package too) | {fmt_stat(d['discover'])} |",
+              f"| · discover − glob, paired | {fmt_stat(d['paired_diff'])} |",
+              f"| b. miss, steps a and b on two databases (at once) | {fmt_stat(p['summary']['both'])} |",
+              f"| · miss, step a alone | {fmt_stat(p['summary']['a_alone'])} |",
+              f"| · miss, step b alone | {fmt_stat(p['summary']['b_alone'])} |",
+              f"| c. prefix build, step b gained a migration (a skipped) | {fmt_stat(x['summary']['prefix'])} |",
+              f"| · of which step b (pgstash log) | {fmt_stat(x['summary']['step_b_in_prefix_log'])} |",
+              f"| · hit on the new key | {fmt_stat(x['summary']['hit'])} |",
+              f"| · step b's `manage.py migrate` alone on the base cluster | {fmt_stat(x['summary']['step_alone'])} |",
+              ""]
+    u = d["upgrade"]
+    lines += ["| target (issue 18) | value | verdict |", "|---|---|---|"]
+    for k, (op, target, label) in INC_TARGETS.items():
+        v = o["verdicts"].get(k)
+        if v:
+            val = f"{v['value']:+.3f} s" if k == "discover_over_glob_s" else f"{v['value']:.2f}"
+            lines.append(f"| {label} {op} {target:g} | {val} | {'PASS' if v['pass'] else '**FAIL**'} |")
+    lines.append(f"| a change to an installed-package migration changes the key and rebuilds | "
+                 f"`{u['changed_file']}` added: discover key {'changed' if u['discover_key_changed'] else 'SAME'}, "
+                 f"glob key {'changed' if u['glob_key_changed'] else 'unchanged'}; rebuilt, table "
+                 f"{'present' if u['table_exists'] else 'MISSING'} | "
+                 f"{'PASS' if u['discover_key_changed'] and u['table_exists'] else '**FAIL**'} |")
+    lines += ["", f"b: the sum of the steps alone would be {fmt_s(p['sum_alone'])} s, the slower one "
+              f"{fmt_s(p['slower_alone'])} s. c: the budget is hit + 1.3 × step alone = {fmt_s(x['budget_s'])} s."]
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- main
@@ -1456,6 +1753,10 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--publish", choices=["auto", "yes", "no"], default="auto",
                     help="refresh bench/last-results.json and bench/README.md (auto: full runs only)")
+    ap.add_argument("--incremental", action="store_true",
+                    help="issue 18's benchmarks instead of the table: discover = django vs the glob key, two "
+                         "steps on two databases at once vs each alone, a prefix build vs hit + the changed step "
+                         "(one size, default dj-200; --reps default 3, --quick 2)")
     ap.add_argument("--render", metavar="RESULTS.json",
                     help="measure nothing: print the tables of a results file (with --publish yes: into "
                          "bench/README.md)")
@@ -1463,6 +1764,14 @@ def main():
     if args.render:
         with open(args.render) as f:
             data = json.load(f)
+        if "incremental" in data:
+            data["incremental"]["verdicts"] = inc_verdicts(data["incremental"]["ratios"])
+            text = incremental_text(data)
+            print(text)
+            if args.publish == "yes":
+                update_readme(text, "incremental")
+                say("updated bench/README.md")
+            return 0
         for d in data["sizes"].values():
             d["verdicts"] = verdicts(d.get("ratios", {})) if "ratios" in d else d.get("verdicts", {})
         text = render(data)
@@ -1472,14 +1781,18 @@ def main():
             say("updated bench/README.md")
         return 0
 
-    sizes = args.sizes.split(",") if args.sizes else (["dj-200"] if args.quick else DEFAULT_SIZES)
+    sizes = args.sizes.split(",") if args.sizes else (["dj-200"] if args.quick or args.incremental else DEFAULT_SIZES)
     for s in sizes:
         if s not in SIZES:
             ap.error(f"unknown size {s!r}")
-    reps = args.reps or (2 if args.quick else DEFAULT_REPS)
+    if args.incremental and len(sizes) != 1:
+        ap.error("--incremental takes one size")
+    reps = args.reps or (2 if args.quick else 3 if args.incremental else DEFAULT_REPS)
     methods = args.methods.split(",") if args.methods else METHODS
     full = not args.quick and sizes == DEFAULT_SIZES and reps >= DEFAULT_REPS and methods == METHODS
     mode = "quick" if args.quick else "full" if full else "custom"
+    if args.incremental:
+        mode, full = "incremental" + (" quick" if args.quick else ""), False
     publish = args.publish == "yes" or (args.publish == "auto" and full)
     walseg = args.walseg == "yes" or (args.walseg == "auto" and not args.quick)
 
@@ -1510,6 +1823,8 @@ def main():
                        "password": "POSTGRES_PASSWORD set for hit and miss; hit_trust uses trust"},
             "sizes": {}}
     rc = 0
+    if args.incremental:
+        return incremental_main(ctx, args, data, sizes[0], reps, date, t_start, publish)
     try:
         szs = [Size(ctx, s) for s in sizes]
         for sz in szs:
@@ -1569,6 +1884,41 @@ def main():
                    if any(k in SIZE_FREE_TARGETS for d in data["sizes"].values() for k in d["verdicts"]) else ""))
         else:
             say("targets: " + ("all met" if not fails else "missed " + ", ".join(fails)))
+    if args.keep:
+        say(f"kept {ctx.scratch}")
+    else:
+        shutil.rmtree(ctx.scratch, ignore_errors=True)
+    return rc
+
+
+def incremental_main(ctx, args, data, size, reps, date, t_start, publish):
+    rc = 0
+    try:
+        data["incremental"] = Incremental(ctx, size).run(reps)
+    except (BenchError, subprocess.CalledProcessError) as e:
+        say(f"FAILED: {e}")
+        rc = 1
+        args.keep = True
+    except KeyboardInterrupt:
+        say("interrupted")
+        rc = 130
+    finally:
+        ctx.stop_all()
+    data["elapsed_s"] = time.perf_counter() - t_start
+    if rc == 0:
+        text = incremental_text(data)
+        print(text)
+        os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+        out = os.path.join(HERE, "results", date.strftime("%Y-%m-%d-%H%M%S") + "-incremental"
+                           + ("-quick" if args.quick else "") + ".json")
+        with open(out, "w") as f:
+            json.dump(data, f, indent=1)
+        say(f"results: {out}")
+        if args.publish == "yes":
+            update_readme(text, "incremental")
+            say("updated bench/README.md")
+        fails = [k for k, v in data["incremental"]["verdicts"].items() if not v["pass"]]
+        say("issue 18 targets: " + ("all met" if not fails else "missed " + ", ".join(fails)))
     if args.keep:
         say(f"kept {ctx.scratch}")
     else:
