@@ -1263,6 +1263,8 @@ def ratio_table(data):
     sizes = list(data["sizes"])
     lines = ["| target | " + " | ".join(sizes) + " |", "|---|" + "---|" * len(sizes)]
     for k, (op, target, label) in TARGETS.items():
+        if not any(data["sizes"][s]["verdicts"].get(k) for s in sizes):
+            continue  # not measured (results of a run before it existed)
         cells = []
         for s in sizes:
             v = data["sizes"][s]["verdicts"].get(k)
@@ -1915,8 +1917,9 @@ def incremental_main(ctx, args, data, size, reps, date, t_start, publish):
             json.dump(data, f, indent=1)
         say(f"results: {out}")
         if args.publish == "yes":
+            shutil.copy(out, os.path.join(HERE, "last-incremental.json"))
             update_readme(text, "incremental")
-            say("updated bench/README.md")
+            say("updated bench/last-incremental.json and bench/README.md")
         fails = [k for k, v in data["incremental"]["verdicts"].items() if not v["pass"]]
         say("issue 18 targets: " + ("all met" if not fails else "missed " + ", ".join(fails)))
     if args.keep:
