@@ -19,6 +19,10 @@ then the fingerprint of 10,000 files / 100 MB against sha256sum, and (unless --n
 hit path spends its time: the snapshot's contents, the components of a hit, strace, and variants of
 the cache entry (uncompressed, trimmed) restored by the real binary.  bench/README.md explains each.
 
+`--incremental` measures issue 18's cases instead (class Incremental): `discover = django` against the
+glob key on a project whose apps mostly live in an installed package, a miss with two steps on two
+databases against each step alone, a prefix build against a hit plus the changed step's migrate.
+
 Every server and pgstash runs as an unprivileged user (`postgres` when started as root) in a scratch
 directory under /tmp, with PATH=/usr/bin:/bin.  Results: bench/results/<date>-<time>[-quick].json;
 a full run (default sizes and repetitions) also refreshes bench/last-results.json and the table in
