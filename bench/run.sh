@@ -2,6 +2,7 @@
 # bench/run.sh — what `make bench` runs (`make bench QUICK=1` passes --quick).
 #   bench/run.sh [--quick] [bench.py options…]    (bench/run.sh --help lists them)
 #   bench/run.sh --curve [--quick] [--big] [curve.py options…]   the size curve (bench/curve.py --help)
+#   bench/run.sh --incremental [--quick] [--sizes dj-50] [--reps N]   issue 18's benches (bench.py --help)
 # Checks what the benchmark needs, then runs bench/bench.py with Debian's python3
 # (where python3-django lives) and PATH=/usr/bin:/bin.  As root, the servers and
 # pgstash run as the `postgres` user in a scratch directory under /tmp.

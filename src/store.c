@@ -834,9 +834,13 @@ store_acceptable(const struct store *st, const struct entry_meta *m, char *why, 
 	}
 	if (!sign_enforced(st->sign))
 		return true;
+	double t0 = log_now();
 	enum sign_check c = sign_verify(st->sign, m);
 	switch (c) {
 	case SIGN_TRUSTED:
+		/* Its cost is on every hit; bench/ reads this line (issue 14: at most 5 ms). */
+		log_debug("signature of %.12s by %.16s verified in %.3f ms", m->key, m->signer,
+		          (log_now() - t0) * 1000);
 		return true;
 	case SIGN_UNSIGNED:
 		snprintf(why, why_len, "not trusted: unsigned");

@@ -105,6 +105,23 @@ def forged_cache(work, signing=None):
     return cfg, key
 
 
+def test_verbose_hit_logs_the_signature_check_and_its_cost(work):
+    """bench/ reads this line for issue 14's "verification costs <= 5 ms per hit"."""
+    priv, pub, fp = keygen(work, "ci")
+    cfg = sql_project(work)
+    start(work, cfg, "pg1", signing=priv)
+    key = work.key(config=cfg)
+    env = {"PGDATA": os.path.join(work.path, "pg2"), "PGSTASH_SOCKET_DIR": work.sock, "PGSTASH_TRUSTED_KEYS": pub}
+    r = work.run("-v", "prepare", config=cfg, env=env)
+    assert r.rc == 0 and "cache hit" in r.stderr, r
+    m = re.search(rf"debug: signature of {key[:12]} by {fp[:16]} verified in ([\d.]+) ms", r.stderr)
+    assert m and float(m.group(1)) < 1000, r
+    # Without trusted_keys nothing is verified, so nothing is said.
+    env = {"PGDATA": os.path.join(work.path, "pg3"), "PGSTASH_SOCKET_DIR": work.sock}
+    r = work.run("-v", "prepare", config=cfg, env=env)
+    assert r.rc == 0 and "cache hit" in r.stderr and "verified in" not in r.stderr, r
+
+
 def test_keygen_writes_a_private_key_and_signs_builds(work):
     priv, pub, fp = keygen(work, "ci")
     assert stat.S_IMODE(os.stat(priv).st_mode) == 0o600
