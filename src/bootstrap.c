@@ -237,15 +237,22 @@ outcome_of(enum acquire_result r)
  * whose manifest this key's extends; the migration tools apply only what is
  * missing.  Nothing is cached (the cluster holds the user's data), and
  * PGDATA is not ours to wipe: a failed migration leaves it with its old
- * marker, and the next start tries again.
+ * marker, and the next start tries again.  Durable throughout: the
+ * temporary server keeps fsync on, and PGDATA is synced before its marker
+ * names the new key, so a host crash never leaves an "unsynced" marker that
+ * a later start would take as a cluster to rebuild.
  */
 static enum boot_outcome
 migrate_in_place(struct boot *b)
 {
 	enum cfg_layer layer = b->fp.has_fixtures ? CFG_LAYER_FIXTURES : CFG_LAYER_SCHEMA;
 	double seconds = 0;
+	b->acq.build.in_place = true;
 	switch (build_layer(&b->acq.build, layer, false, true, &seconds)) {
 	case BUILD_OK:
+		if (mark_sync(b->cfg->pgdata) != 0 || mark_write(b->cfg->pgdata, b->fp.key, true) != 0)
+			return BOOT_FAILED;
+		b->pd.durable = true;
 		log_info("migrated PGDATA in place to %.12s in %.1f s (not cached: it holds this database's data)",
 		         b->fp.key, seconds);
 		return BOOT_OK;

@@ -364,7 +364,7 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 		return BUILD_FAILED;
 	if (sig_received)
 		return BUILD_FAILED;
-	if (srv_start_temp(&bd->srv, cfg, bd->pg, tcp) != 0)
+	if (srv_start_temp(&bd->srv, cfg, bd->pg, tcp, bd->in_place) != 0)
 		return BUILD_FAILED;
 	if (fresh) {
 		if (srv_setup_databases(&bd->srv, cfg) != 0)

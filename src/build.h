@@ -29,6 +29,8 @@ struct build {
 	 * both is skipped.  NULL: every step runs.  Not owned.
 	 */
 	const char *base_manifest, *base_key, *manifest;
+	/* A migration in place (on_change = migrate): the temporary server keeps durability on. */
+	bool in_place;
 };
 
 enum build_result {

@@ -448,9 +448,10 @@ write_temp_hba(const struct srv *s)
 
 /* Fills s's strings, makes its private directory and its pg_hba.conf.  0 or -1 (logged). */
 static int
-prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
+prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp, bool durable)
 {
 	memset(s, 0, sizeof(*s));
+	s->durable = durable;
 	s->port = tcp ? private_port() : SRV_PORT;
 	if (s->port < 0)
 		return -1;
@@ -484,7 +485,9 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 	 * wiped and rebuilt anyway, and the clean shutdown at the end writes a
 	 * consistent checkpoint; only that state is ever snapshotted or used, and
 	 * it is synced to disk after bootstrap (marker.h: until then the marker
-	 * says "unsynced", and a start after a host crash rebuilds it).
+	 * says "unsynced", and a start after a host crash rebuilds it).  Not
+	 * for a migration in place (s->durable): that cluster holds a user's
+	 * data, which a crash must not tear.
 	 */
 	char *hba = xasprintf("hba_file=%s", s->hba);
 	char *ident = xasprintf("ident_file=%s/pg_ident.conf", s->pgdata);
@@ -493,9 +496,9 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 		"-c", s->tcp ? "listen_addresses=127.0.0.1" : "listen_addresses=",
 		"-c", sockopt,
 		SRV_SAFE_OVERRIDES(hba, ident),
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
+		"-c", s->durable ? "fsync=on" : "fsync=off",
+		"-c", s->durable ? "synchronous_commit=on" : "synchronous_commit=off",
+		"-c", s->durable ? "full_page_writes=on" : "full_page_writes=off",
 		/* The log tail we print on failure must be in our file. */
 		"-c", "logging_collector=off",
 		NULL,
@@ -709,11 +712,11 @@ cleanup:
 }
 
 int
-srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp)
+srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp, bool durable)
 {
 	double t0 = 0;
 	for (int attempt = 1;; attempt++) {
-		if (prepare_temp(s, cfg, pg, tcp) != 0)
+		if (prepare_temp(s, cfg, pg, tcp, durable) != 0)
 			goto fail;
 		t0 = log_now();
 		if (spawn_postmaster(s, pg) != 0)
@@ -747,9 +750,10 @@ srv_stop(struct srv *s)
 	/*
 	 * Before the clean shutdown that ends a build: the cluster is snapshotted
 	 * and becomes the final server, neither of which may know the one-time
-	 * password.  After a signal the build is thrown away anyway.
+	 * password.  After a signal a build is thrown away anyway; a migration
+	 * in place (s->durable) is kept, so it forgets the password then too.
 	 */
-	if (s->pid > 0 && s->verifier && (sig_received || forget_one_time_password(s) != 0))
+	if (s->pid > 0 && s->verifier && ((sig_received && !s->durable) || forget_one_time_password(s) != 0))
 		rc = -1;
 	if (s->pid > 0) {
 		pid_t pid = s->pid;

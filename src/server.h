@@ -35,6 +35,7 @@ struct srv {
 	char *sockdir;   /* private mkdtemp directory: the socket and server.log */
 	int port;        /* SRV_PORT, or with `tcp` a private one (never 5432 nor $PGPORT) */
 	bool tcp;        /* also listening on 127.0.0.1 (for container steps) */
+	bool durable;    /* fsync on: a migration in place, whose cluster is never thrown away */
 	char *user;      /* the role clients connect as (cfg->db_user) */
 	char *bindir;    /* for psql */
 	char *pgdata;
@@ -83,14 +84,15 @@ void srv_sweep_stale_dirs(void);
 /*
  * Starts a temporary server on PGDATA: unix socket in a fresh private
  * directory (trusted: only the cluster's owner can reach it), durability off
- * (the build is thrown away unless it ends in a clean shutdown), its own
+ * (the build is thrown away unless it ends in a clean shutdown) unless
+ * `durable` (a migration in place: the cluster holds a user's data), its own
  * pg_hba.conf.  With `tcp` it also listens on 127.0.0.1 on a private port,
  * where only SCRAM with a fresh one-time password of cfg->db_user is
  * accepted (srv_container_env hands it out).  Returns once it accepts
  * connections: 0, or -1 (logged, with the server log's tail; nothing is left
  * running).  On success the caller must srv_stop(s).
  */
-int srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp);
+int srv_start_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool tcp, bool durable);
 /*
  * Puts back the role's password the one-time one replaced (so neither the
  * snapshot nor the final server knows it), then a fast shutdown, waits for a

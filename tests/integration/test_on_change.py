@@ -45,6 +45,10 @@ def test_migrate_keeps_the_data_and_refuse_leaves_it(work):
     assert "migrating it in place, its data kept (on_change = migrate)" in r.stderr, r
     assert "added: migration file sql 0002.sql" in r.stderr, r
     assert "migrated PGDATA in place" in r.stderr, r
+    # Durable before the marker names the new key: never "unsynced KEY BOOT_ID", which a start after a
+    # host crash would take for a cluster to rebuild (wiping the rows).
+    with open(os.path.join(work.pgdata, "pgstash.key")) as f:
+        assert f.read().strip() == new_key
     assert rows(work) == "2"
     assert work.sql("select count(*) from information_schema.columns where table_name = 't' and column_name = 'j'",
                     db="app") == "1"

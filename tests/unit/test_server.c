@@ -328,7 +328,7 @@ test_stop_start_fails_fast(void **state)
 	cfg.pgdata = missing;
 	struct srv s;
 	double t0 = log_now();
-	assert_int_equal(srv_start_temp(&s, &cfg, &fx.pg, false), -1);
+	assert_int_equal(srv_start_temp(&s, &cfg, &fx.pg, false, false), -1);
 	assert_true(log_now() - t0 < 10.0);
 	assert_int_equal(s.pid, 0);
 	assert_null(s.sockdir);
@@ -341,7 +341,7 @@ test_databases_and_initdb_d(void **state)
 {
 	struct srv *s = &fx.srv;
 	double t0 = log_now();
-	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
 	printf("timing: temporary server start %.3f s\n", log_now() - t0);
 	assert_true(s->pid > 0);
 
@@ -526,7 +526,7 @@ test_per_start(void **state)
 	free(hba);
 
 	struct srv *s = &fx.srv;
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	char *verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
 	assert_non_null(verifier);
 	assert_true(strncmp(verifier, "SCRAM-SHA-256$", 14) == 0);
@@ -570,7 +570,7 @@ test_per_start(void **state)
 	struct strlist su = {0};
 	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su), 0);
 	assert_int_equal(su.n, 0);
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	char *one = query1(s, "postgres",
 	                   "CREATE ROLE evil SUPERUSER; CREATE ROLE \"we\"\"ird é\" SUPERUSER LOGIN; CREATE ROLE plain; "
 	                   "SELECT 1");
@@ -584,7 +584,7 @@ test_per_start(void **state)
 	sl_free(&su);
 
 	/* Durable: the password set with postgres' own fsyncs is there too. */
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
 	assert_non_null(verifier);
 	assert_true(scram_matches(verifier, "another"));
@@ -592,7 +592,7 @@ test_per_start(void **state)
 	assert_int_equal(srv_stop(s), 0);
 
 	/* Single-user mode fails on a running cluster: reported, password not shown. */
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	cfg.db_password = "visible-if-leaked";
 	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL), -1);
 	assert_int_equal(srv_stop(s), 0);
@@ -664,7 +664,7 @@ test_temp_server_tcp(void **state)
 	setenv("PGPORT", "5433", 1);
 
 	double t0 = log_now();
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true, false), 0);
 	printf("timing: temporary server with TCP and a one-time password %.3f s\n", log_now() - t0);
 	unsetenv("PGPORT");
 	/* Not where a client looks for the real server. */
@@ -711,7 +711,7 @@ test_temp_server_tcp(void **state)
 	/* No trace in the cluster a build snapshots (after its WAL reset): not even a dead row of pg_authid. */
 	assert_int_equal(srv_reset_wal(&cfg, &fx.pg), 0);
 	assert_false(tree_contains(fx.pgdata, verifier));
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	assert_int_equal(s->port, SRV_PORT);
 	v = stored_verifier(s);
 	assert_true(scram_matches(v, "own-password"));
@@ -721,18 +721,18 @@ test_temp_server_tcp(void **state)
 
 	/* A role without a password gets none back; one a step set itself stays. */
 	cfg.db_password = NULL;
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	expect_query(s, "postgres", "ALTER ROLE tester PASSWORD NULL; SELECT 1", "1");
 	assert_int_equal(srv_stop(s), 0);
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true, false), 0);
 	assert_int_equal(srv_stop(s), 0);
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	expect_query(s, "postgres", "SELECT coalesce(rolpassword, 'NULL') FROM pg_authid WHERE rolname = 'tester'", "NULL");
 	assert_int_equal(srv_stop(s), 0);
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, true, false), 0);
 	expect_query(s, "postgres", "ALTER ROLE tester PASSWORD 'set-by-a-step'; SELECT 1", "1");
 	assert_int_equal(srv_stop(s), 0);
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false), 0);
+	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	v = stored_verifier(s);
 	assert_true(scram_matches(v, "set-by-a-step"));
 	free(v);
