@@ -358,7 +358,8 @@ number_field(struct meta_parse *p, const char *name, const char *value, unsigned
 	} else if (strcmp(name, "archive_bytes") == 0 || strcmp(name, "pgdata_bytes") == 0) {
 		bool arch = name[0] == 'a';
 		*bit = arch ? ENTRY_F_ABYTES : ENTRY_F_PBYTES;
-		if (parse_u64(value, &u) != 0)
+		/* pgdata_bytes 0 would leave a restore's expansion unbounded: a cluster is never empty. */
+		if (parse_u64(value, &u) != 0 || (!arch && u == 0))
 			return meta_bad(p, "bad %s", name), -1;
 		*(arch ? &m->archive_bytes : &m->pgdata_bytes) = u;
 	} else if (strcmp(name, "build_seconds") == 0 || strcmp(name, "full_build_seconds") == 0) {

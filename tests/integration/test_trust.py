@@ -456,17 +456,24 @@ def test_files_that_are_not_a_clusters_are_refused(work, extra):
     assert "cache hit" in r.stderr, r
 
 
-def test_expansion_bomb_is_a_bad_entry(work):
+@pytest.mark.parametrize("meta_bytes", ["declared", "zero"])
+def test_expansion_bomb_is_a_bad_entry(work, meta_bytes):
     """A small archive (digest and size right) that expands far past its meta's pgdata_bytes: refused
-    before the big file is written, removed, rebuilt; the rebuild is cached and the next start hits it."""
+    before the big file is written, removed, rebuilt; the rebuild is cached and the next start hits it.
+    "zero": the meta claims pgdata_bytes = 0, which once meant "no cap"; now a bad meta."""
     cfg = sql_project(work)
     r, pg1 = start(work, cfg, "pg1")
     key = work.key(config=cfg)
     declared = int(field(meta_text(work, key), "pgdata_bytes"))
     raw = forge_archive(work, key, pg1, {"base/1/bomb": bytes(declared + (64 << 20))}, gzip=True)
     assert len(raw) < declared // 4
+    if meta_bytes == "zero":
+        write_meta(work, key, set_field(meta_text(work, key), "pgdata_bytes", 0))
     r, pg = start(work, cfg, "pg2")
-    assert "expands past the size its meta declares" in r.stderr, r
+    if meta_bytes == "zero":
+        assert "bad pgdata_bytes" in r.stderr, r
+    else:
+        assert "expands past the size its meta declares" in r.stderr, r
     assert "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
     assert re.search(r"cache miss .*, cached ", r.stderr), r
     assert not os.path.exists(os.path.join(pg, "base", "1", "bomb"))

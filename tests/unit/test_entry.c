@@ -181,6 +181,8 @@ test_bad_input(void **state)
 		{"key = " KEY_A "\ncompression = zstd\narchive_bytes = 42\n", ENTRY_PARSE_MISSING, "lacks"},
 		{"key = " KEY_A "\ncompression = lz4\n", ENTRY_PARSE_SYNTAX, "bad compression \"lz4\""},
 		{"archive_bytes = -1\n", ENTRY_PARSE_SYNTAX, "bad archive_bytes"},
+		/* 0 would leave the restore's expansion unbounded (the cap is pgdata_bytes + a margin). */
+		{"pgdata_bytes = 0\n", ENTRY_PARSE_SYNTAX, "bad pgdata_bytes"},
 		{"archive_sha256 = XYZ\n", ENTRY_PARSE_SYNTAX, "bad archive_sha256"},
 		{"key = " KEY_A "\nkey = " KEY_A "\n", ENTRY_PARSE_SYNTAX, "duplicate key"},
 		{"[section]\nkey = " KEY_A "\n", ENTRY_PARSE_SYNTAX, "unexpected section [section]"},
