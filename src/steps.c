@@ -77,18 +77,23 @@ emit_lines(const char *name, struct strbuf *pending, bool flush)
 }
 
 /*
- * Reads what is available on the non-blocking `fd` and prints its complete
- * lines.  Returns false at end of file (or a read error), true otherwise.
+ * Reads what is available on the non-blocking `fd`, at most PUMP_READS
+ * reads, and prints its complete lines.  The bound keeps a step that prints
+ * without pause from holding the poll loop: its deadline, signals and the
+ * other steps are looked at between rounds.  Returns false at end of file
+ * (or a read error), true otherwise.
  */
+#define PUMP_READS 16
 static bool
 pump_output(int fd, const char *name, struct strbuf *pending)
 {
 	char buf[65536];
-	for (;;) {
+	for (int reads = 0; reads < PUMP_READS;) {
 		ssize_t n = read(fd, buf, sizeof(buf));
 		if (n > 0) {
 			sb_appendn(pending, buf, (size_t)n);
 			emit_lines(name, pending, false);
+			reads++;
 			continue;
 		}
 		if (n < 0 && errno == EINTR)
@@ -99,6 +104,7 @@ pump_output(int fd, const char *name, struct strbuf *pending)
 			log_warning("could not read the output of step %s: %s", name, strerror(errno));
 		return false;
 	}
+	return true;
 }
 
 static int

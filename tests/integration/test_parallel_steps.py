@@ -92,3 +92,38 @@ def test_a_failing_step_stops_the_others(work):
     assert re.search(r"step slow stopped after \d+\.\d s: step bad failed", r.stderr), r
     # Nothing was cached, PGDATA left as before.
     assert work.run("ls", "--json", config=cfg).stdout.strip() == "[]"
+
+
+def test_a_step_that_floods_its_output_still_times_out(work):
+    """A step that writes without pause (faster than pgstash prints) once kept the poll loop reading
+    forever: no deadline, no signal, no other step was looked at.  Its output is read in bounded
+    rounds now, so its timeout stops it.  `yes` writes a line faster than pgstash prints one;
+    pgstash's stderr goes to a file (tens of MB)."""
+    import subprocess
+    import time
+    from helpers import IS_ROOT, USER_IDS
+    setup_steps(work, ["flood", "calm"])
+    cfg = work.file("p.ini", "[pgstash]\nstep_timeout = 3\n[database]\nname = app\nextra = other\n"
+                    + step("flood", "app", "exec yes") + step("calm", "other", stamp("calm", 1)))
+    log = os.path.join(work.path, "stderr.log")
+    kw = dict(user=USER_IDS[0], group=USER_IDS[1], extra_groups=[]) if IS_ROOT and USER_IDS is not None else {}
+    env = work.env({"PGSOCKET": work.sock, "PGSTASH_SOCKET_DIR": work.sock})
+    t0 = time.monotonic()
+    with open(log, "wb") as err:
+        p = subprocess.Popen([work.binary, f"--config={cfg}", "prepare"], env=env, cwd=work.path,
+                             stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True,
+                             **kw)
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)  # pgstash, and the step it never stopped (its own group: the session's)
+            subprocess.run(["pkill", "-9", "-s", str(p.pid)])
+            p.wait()
+            pytest.fail("pgstash never stopped a step that floods its output")
+    took = time.monotonic() - t0
+    with open(log, "rb") as f:
+        f.seek(max(0, os.path.getsize(log) - 65536))
+        tail = f.read().decode(errors="replace")
+    assert p.returncode != 0, tail
+    assert "step flood failed: timed out after 3 s" in tail, tail
+    assert took < 60, took
