@@ -658,12 +658,13 @@ static char *
 read_secret(const char *path, const char **why)
 {
 	size_t len;
-	char *data = read_file(path, &len);
+	char *data = read_secret_file(path, SECRET_FILE_MAX, &len);
 	if (!data) {
-		*why = strerror(errno);
+		*why = read_small_file_error(errno);
 		return NULL;
 	}
 	if (memchr(data, '\0', len)) {
+		explicit_bzero(data, len);
 		free(data);
 		*why = "the file contains a NUL byte";
 		return NULL;
@@ -1072,21 +1073,13 @@ file_env(const char *var, char **out)
 		goto cleanup;
 	}
 	if (fv && *fv) {
-		size_t len;
-		char *data = read_file(fv, &len);
+		const char *why;
+		char *data = read_secret(fv, &why);
 		if (!data) {
-			log_error("%s: could not read secret file \"%s\": %s", fvar, fv, strerror(errno));
+			log_error("%s: could not read secret file \"%s\": %s", fvar, fv, why);
 			goto cleanup;
 		}
-		if (memchr(data, '\0', len)) {
-			log_error("%s: secret file \"%s\" contains a NUL byte", fvar, fv);
-			free(data);
-			goto cleanup;
-		}
-		/* As the shell's $(< file): trailing newlines go. */
-		while (len > 0 && (data[len - 1] == '\n' || data[len - 1] == '\r'))
-			data[--len] = '\0';
-		if (len)
+		if (*data)
 			*out = data;
 		else
 			free(data);

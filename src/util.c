@@ -549,14 +549,16 @@ read_file(const char *path, size_t *len_out)
 	return sb_take(&sb);
 }
 
-char *
-read_small_file(const char *path, size_t max, size_t *len_out)
+/*
+ * The core of read_small_file and read_secret_file: open with `flags` added
+ * (never blocking: a FIFO planted under the name must not hang the open),
+ * regular files only, at most `max` bytes.  With `secret`, the buffer is
+ * sized once (no copies left behind by a realloc) and the stack buffer wiped.
+ */
+static char *
+read_bounded(const char *path, int flags, size_t max, bool secret, size_t *len_out)
 {
-	/*
-	 * O_NONBLOCK: a FIFO planted under the name must not hang the open;
-	 * O_NOFOLLOW: nor may a link lead to /dev/zero or to someone else's file.
-	 */
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags);
 	if (fd < 0)
 		return NULL;
 	struct stat st;
@@ -568,6 +570,8 @@ read_small_file(const char *path, size_t max, size_t *len_out)
 	else if ((uint64_t)st.st_size > max)
 		e = EFBIG;
 	struct strbuf sb = {0};
+	if (!e && secret)
+		sb_grow(&sb, max);
 	char buf[8192];
 	while (!e) {
 		ssize_t n = read(fd, buf, sizeof(buf));
@@ -583,7 +587,11 @@ read_small_file(const char *path, size_t max, size_t *len_out)
 			sb_appendn(&sb, buf, (size_t)n);
 	}
 	close(fd);
+	if (secret)
+		explicit_bzero(buf, sizeof(buf));
 	if (e) {
+		if (secret && sb.buf)
+			explicit_bzero(sb.buf, sb.len);
 		sb_free(&sb);
 		errno = e;
 		return NULL;
@@ -591,6 +599,19 @@ read_small_file(const char *path, size_t max, size_t *len_out)
 	if (len_out)
 		*len_out = sb.len;
 	return sb_take(&sb);
+}
+
+char *
+read_small_file(const char *path, size_t max, size_t *len_out)
+{
+	/* O_NOFOLLOW: nor may a link lead to /dev/zero or to someone else's file. */
+	return read_bounded(path, O_NOFOLLOW, max, false, len_out);
+}
+
+char *
+read_secret_file(const char *path, size_t max, size_t *len_out)
+{
+	return read_bounded(path, 0, max, true, len_out);
 }
 
 const char *

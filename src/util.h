@@ -101,6 +101,15 @@ char *read_file(const char *path, size_t *len_out);
 #define SMALL_FILE_MAX (1024 * 1024)
 char *read_small_file(const char *path, size_t max, size_t *len_out);
 const char *read_small_file_error(int err);
+/*
+ * A secret named by a setting (POSTGRES_PASSWORD_FILE, key_secret_file, …):
+ * links are followed (Docker's and Kubernetes' secrets are links), but only
+ * a regular file of at most `max` bytes is read, never blocking on a FIFO,
+ * and no copy is left in freed memory.  The caller wipes it.  NULL with
+ * errno set (read_small_file_error says it in words).
+ */
+#define SECRET_FILE_MAX (64 * 1024)
+char *read_secret_file(const char *path, size_t max, size_t *len_out);
 /* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
 const char *iso_time(char buf[32], int64_t t);
 /* Sum of st_size of regular files below path (no symlink following). */

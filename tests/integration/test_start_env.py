@@ -120,6 +120,25 @@ def test_key_secret_keys_the_env_digests(work):
     assert r.rc == 2 and "PGSTASH_KEY_SECRET_FILE" in r.stderr, r
 
 
+@pytest.mark.parametrize("planted", ["/dev/zero", "fifo", "big"])
+def test_key_secret_file_is_read_bounded(work, planted):
+    """A config from a pull request names key_secret_file = /dev/zero (once: out of memory), a FIFO (once:
+    a hang) or a huge file: a clear error, exit 2, at once."""
+    cfg = config(work, "key_env = SECRET_KEY\n")
+    if planted == "fifo":
+        path = os.path.join(work.path, "fifo")
+        os.mkfifo(path)
+    elif planted == "big":
+        path = work.file("big", "x" * (64 * 1024 + 1))
+    else:
+        path = planted
+    with open(cfg, "a") as f:
+        f.write(f"[trust]\nkey_secret_file = {path}\n")
+    r = work.run("key", config=cfg, env=env(work, SECRET_KEY="changeme"), timeout=30)
+    assert r.rc == 2 and "key_secret_file" in r.stderr, r
+    assert ("not a regular file" if planted != "big" else "larger than") in r.stderr, r
+
+
 def test_bad_key_env_name_names_file_and_line(work):
     cfg = config(work, "key_env = GOOD 9BAD\n")
     r = work.run("key", config=cfg, env=env(work))

@@ -184,6 +184,40 @@ test_read_small_file(void **state)
 	free(big);
 }
 
+/* Secrets: links followed (Docker and Kubernetes secrets are links), the rest as read_small_file. */
+static void
+test_read_secret_file(void **state)
+{
+	(void)state;
+	char *ok = path_join(unit_tmp, "ok"), *fifo = path_join(unit_tmp, "fifo"), *link = path_join(unit_tmp, "link");
+	char *zero = path_join(unit_tmp, "zero"), *big = path_join(unit_tmp, "big");
+	unit_write(unit_tmp, "ok", "s3cret\n");
+	assert_int_equal(symlink(ok, link), 0);
+	size_t len = 0;
+	char *text = read_secret_file(link, SECRET_FILE_MAX, &len);
+	assert_non_null(text);
+	assert_int_equal(len, 7);
+	assert_string_equal(text, "s3cret\n");
+	free(text);
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_null(read_secret_file(fifo, SECRET_FILE_MAX, NULL)); /* does not hang */
+	assert_int_equal(errno, EINVAL);
+	assert_int_equal(symlink("/dev/zero", zero), 0);
+	assert_null(read_secret_file(zero, SECRET_FILE_MAX, NULL)); /* never read to the end of memory */
+	assert_int_equal(errno, EINVAL);
+	int fd = open(big, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, SECRET_FILE_MAX + 1), 0);
+	close(fd);
+	assert_null(read_secret_file(big, SECRET_FILE_MAX, NULL));
+	assert_int_equal(errno, EFBIG);
+	free(ok);
+	free(fifo);
+	free(link);
+	free(zero);
+	free(big);
+}
+
 static void
 test_strlist(void **state)
 {
@@ -683,6 +717,7 @@ main(void)
 		cmocka_unit_test(test_strbuf_appendf_long),
 		cmocka_unit_test(test_strlist),
 		cmocka_unit_test_setup_teardown(test_read_small_file, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_read_secret_file, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_sl_split_lines),
 		cmocka_unit_test(test_hex),
 		cmocka_unit_test(test_parse_long),
