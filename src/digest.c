@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <stdnoreturn.h>
 #include <unistd.h>
 
@@ -103,9 +104,20 @@ digest_file(const char *path, void *buf, size_t buf_len, char out[DIGEST_HEX_SIZ
 	uint64_t total = 0;
 	int rc = -1;
 
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	/*
+	 * Regular files only, and the open never blocks: what was a file when a
+	 * caller looked may be a FIFO by now (a leftover process of a step).
+	 */
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
 		return -1;
+	struct stat st;
+	int bad = fstat(fd, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : !S_ISREG(st.st_mode) ? EINVAL : 0;
+	if (bad) {
+		close(fd);
+		errno = bad;
+		return -1;
+	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (!buf) {
 		buf = own = xmalloc(DIGEST_BUF);

@@ -87,6 +87,12 @@ test_file(void **state)
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(digest_file(unit_tmp, NULL, 0, hex, &n), -1); /* a directory */
 	assert_int_equal(errno, EISDIR);
+	/* A FIFO in a file's place: refused at once, never a blocked open. */
+	char *fifo = path_join(unit_tmp, "fifo");
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	assert_int_equal(digest_file(fifo, NULL, 0, hex, &n), -1);
+	assert_int_equal(errno, EINVAL);
+	free(fifo);
 	free(p);
 	free(e);
 }
