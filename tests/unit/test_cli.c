@@ -46,6 +46,7 @@ make_entry(const char *key, const char *bytes)
 	m.manifest = (char *)(strcmp(key, KEY_1) == 0 ? MANIFEST_1 : MANIFEST_2);
 	snprintf(m.pg_version, sizeof(m.pg_version), "16.4");
 	m.archive_bytes = strlen(bytes);
+	m.pgdata_bytes = strlen(bytes); /* 0 is a bad meta */
 	digest_hex(bytes, strlen(bytes), m.archive_sha256);
 	char *a = entry_archive_path(st.dir, key, CFG_COMP_NONE);
 	assert_int_equal(durable_write_file(a, bytes, strlen(bytes), 0644, false), 0);
