@@ -148,6 +148,26 @@ def pgdata_unlocked(pgdata, timeout=15.0):
         time.sleep(0.01)
 
 
+def read_proc(pid, name):
+    """/proc/PID/NAME as bytes ("exe": the link's target).  Root inside a
+    container has no CAP_SYS_PTRACE, which reading another user's environ or
+    exe needs (EACCES: the fresh-machine test's container); then it is read as
+    the test user, who owns the processes pgstash starts."""
+    path = f"/proc/{pid}/{name}"
+    try:
+        if name == "exe":
+            return os.fsencode(os.readlink(path))
+        with open(path, "rb") as f:
+            return f.read()
+    except PermissionError:
+        if not (IS_ROOT and USER_IDS):
+            raise
+        argv = ["readlink", path] if name == "exe" else ["cat", path]
+        p = subprocess.run(argv, capture_output=True, check=True, user=USER_IDS[0], group=USER_IDS[1],
+                           extra_groups=[])
+        return p.stdout.rstrip(b"\n") if name == "exe" else p.stdout
+
+
 def background_syncers(pgdata):
     """Live pgstash processes (the background syncer: comm "pgstash-sync") whose
     environment names PGDATA=pgdata; {pid: cmdline}."""

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from helpers import IS_ROOT, USER_IDS, need
+from helpers import IS_ROOT, USER_IDS, need, read_proc
 from test_cache_cli import sql_project
 
 
@@ -193,8 +193,7 @@ def test_no_secret_reaches_a_step_or_postgres(work):
     try:
         p = bg.start("run", "-c", "listen_addresses=", config=cfg, env=env)
         wait_healthy(work, bg, p, env)
-        with open(f"/proc/{p.pid}/environ", "rb") as f:
-            postmaster = f.read().decode(errors="replace")
+        postmaster = read_proc(p.pid, "environ").decode(errors="replace")
         assert stop(bg, p) == 0, bg.output(p)
     finally:
         bg.cleanup()

@@ -27,7 +27,7 @@ import pytest
 import re
 import shutil
 
-from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port, need, Background, final_marker, pgdata_unlocked
+from helpers import IS_ROOT, PG_BINDIR, USER_IDS, free_port, need, Background, final_marker, pgdata_unlocked, read_proc
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +149,8 @@ def test_run_becomes_postgres_healthcheck_and_sigint(work, bg):
     assert p.poll() is None, bg.output(p)
     # the pid we started is the postmaster
     assert first_line(os.path.join(work.pgdata, "postmaster.pid")) == str(p.pid), bg.output(p)
-    assert os.path.realpath(f"/proc/{p.pid}/exe") == os.path.realpath(os.path.join(PG_BINDIR, "postgres"))
+    exe = os.fsdecode(read_proc(p.pid, "exe"))
+    assert os.path.realpath(exe) == os.path.realpath(os.path.join(PG_BINDIR, "postgres")), exe
     sock = env["PGSTASH_SOCKET_DIR"]
     assert psql_socket(work, sock, "SELECT count(*) FROM made_by_step", db="app") == "0"
 
