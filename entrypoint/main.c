@@ -151,8 +151,10 @@ usage(FILE *out)
 	    "  [remote]               an S3-compatible bucket shared by CI runners\n"
 	    "  url = s3://BUCKET/PREFIX   PGSTASH_REMOTE_URL      endpoint = URL   PGSTASH_REMOTE_ENDPOINT\n"
 	    "  region = us-east-1         AWS_REGION              path_style = yes | no\n"
-	    "  access_key_file = FILE     AWS_ACCESS_KEY_ID(_FILE)    secret_key_file = FILE\n"
-	    "                             AWS_SECRET_ACCESS_KEY(_FILE)    timeout = 30   PGSTASH_REMOTE_TIMEOUT\n"
+	    "  timeout = 30               PGSTASH_REMOTE_TIMEOUT\n"
+	    "  (The bucket's keys, AWS_ACCESS_KEY_ID(_FILE) and AWS_SECRET_ACCESS_KEY(_FILE), and the key\n"
+	    "  secret PGSTASH_KEY_SECRET_FILE come from the environment only: a config file, which a pull\n"
+	    "  request can change, may not name a secret file.)\n"
 	    "\n"
 	    "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, 3 a migration step failed,\n"
 	    "126 the command could not be executed, 127 the command was not found, 128+N killed by signal N.\n",

@@ -70,10 +70,29 @@ static const char *const clones_keys[] = {
 	"count", "naming", "pattern", "template", NULL,
 };
 static const char *const remote_keys[] = {
-	"url", "endpoint", "region", "path_style", "access_key_file", "secret_key_file", "timeout", NULL,
+	"url", "endpoint", "region", "path_style", "timeout", NULL,
 };
 static const char *const trust_keys[] = {
-	"signing_key", "trusted_keys", "key_secret_file", NULL,
+	"signing_key", "trusted_keys", NULL,
+};
+
+/*
+ * Settings that name a secret file: the environment only.  A config file
+ * usually lives in the repository, so a pull request can change it, and
+ * the file would be read as root: access_key_file pointed at another
+ * secret sends its content in the Authorization header to an endpoint the
+ * same config chose; key_secret_file makes `key --explain` print HMACs
+ * under it, to guess offline.  Refused by name, so that the message says
+ * what to set instead.
+ */
+static const struct env_only_key {
+	enum section_kind sec;
+	const char *key;
+	const char *var;
+} env_only_keys[] = {
+	{SEC_REMOTE, "access_key_file", "AWS_ACCESS_KEY_ID_FILE"},
+	{SEC_REMOTE, "secret_key_file", "AWS_SECRET_ACCESS_KEY_FILE"},
+	{SEC_TRUST, "key_secret_file", "PGSTASH_KEY_SECRET_FILE"},
 };
 static const char *const step_keys[] = {
 	"root", "migrations", "exclude", "run", "database", "env", "image", "image_id", "layer",
@@ -691,28 +710,13 @@ handle_remote(struct parse_ctx *ctx, const char *name, const char *value)
 	} else if (strcmp(name, "timeout") == 0) {
 		if (parse_long(value, 1, 3600, &rc->timeout_s, &why) != 0)
 			ctx_error(ctx, "bad value \"%s\" for timeout: %s (1 to 3600 seconds)", value, why);
-	} else {
-		/* access_key_file / secret_key_file, relative to the config file */
-		char *path = resolve_against(ctx->path, value);
-		char *secret = read_secret(path, &why);
-		if (!secret)
-			ctx_error(ctx, "%s: could not read \"%s\": %s", name, path, why);
-		else if (strcmp(name, "access_key_file") == 0) {
-			free(rc->access_key);
-			rc->access_key = secret;
-		} else {
-			if (rc->secret_key)
-				explicit_bzero(rc->secret_key, strlen(rc->secret_key));
-			free(rc->secret_key);
-			rc->secret_key = secret;
-		}
-		free(path);
 	}
 }
 
 /*
- * Replaces the key secret by the content of `path` (read now, as root before
- * the privilege drop, as the password file is).  NULL, or why not.
+ * Replaces the key secret by the content of `path` (PGSTASH_KEY_SECRET_FILE,
+ * read now, as root before the privilege drop, as the password file is).
+ * NULL, or why not.
  */
 static const char *
 load_key_secret(struct trust_cfg *t, const char *path)
@@ -732,19 +736,16 @@ load_key_secret(struct trust_cfg *t, const char *path)
 	return NULL;
 }
 
-/* [trust]: key files, relative to the config file (read by sign_load, which names them in errors). */
+/*
+ * [trust]: key files, relative to the config file (read by sign_load, which
+ * names them in errors).  Unlike the secret files (env_only_keys) their
+ * content stays in the process: a signature or a fingerprint goes out,
+ * never the key.
+ */
 static void
 handle_trust(struct parse_ctx *ctx, const char *name, const char *value)
 {
 	struct trust_cfg *t = &ctx->cfg->trust;
-	if (strcmp(name, "key_secret_file") == 0) {
-		char *path = resolve_against(ctx->path, value);
-		const char *why = load_key_secret(t, path);
-		if (why)
-			ctx_error(ctx, "key_secret_file: could not read \"%s\": %s", path, why);
-		free(path);
-		return;
-	}
 	if (strcmp(name, "signing_key") == 0) {
 		free(t->signing_key);
 		t->signing_key = *value ? resolve_against(ctx->path, value) : NULL;
@@ -863,6 +864,23 @@ section_keys(enum section_kind sec, const char *const **keys, const char **secna
 	}
 }
 
+/* Whether `name` is one of env_only_keys in this section: then reported, its file never opened. */
+static bool
+refuse_env_only_key(struct parse_ctx *ctx, const char *name)
+{
+	for (size_t i = 0; i < sizeof(env_only_keys) / sizeof(env_only_keys[0]); i++) {
+		const struct env_only_key *k = &env_only_keys[i];
+		if (k->sec == ctx->sec && strcmp(k->key, name) == 0) {
+			ctx_error(ctx,
+			          "%s: secret files are not read from a config file (a pull request can change it and point "
+			          "this at another secret); set %s in the environment instead",
+			          name, k->var);
+			return true;
+		}
+	}
+	return false;
+}
+
 /*
  * Whether key `name` may be set here: known in the section, continued only
  * when it takes several values, repeated only when it adds.  false when not
@@ -875,6 +893,8 @@ key_allowed(struct parse_ctx *ctx, const char *name)
 	const char *secname = "[step]";
 
 	section_keys(ctx->sec, &keys, &secname);
+	if (refuse_env_only_key(ctx, name))
+		return false;
 	if (!key_known(keys, name)) {
 		char *list = join_keys(keys);
 		ctx_error(ctx, "unknown key \"%s\" in %s (expected one of: %s)", name, secname, list);

@@ -63,8 +63,8 @@ struct remote_cfg {
 struct trust_cfg {
 	char *signing_key;            /* PEM Ed25519 private key file; NULL: builds do not sign */
 	struct strlist trusted_keys;  /* PEM public key files; empty: signatures not required */
-	char *key_secret;             /* key_secret_file's content (secret: never logged); NULL: env digests
-	                               * in the manifest are plain SHA-256, else HMAC-SHA256 under it */
+	char *key_secret;             /* PGSTASH_KEY_SECRET_FILE's content (secret: never logged); NULL: env
+	                               * digests in the manifest are plain SHA-256, else HMAC-SHA256 under it */
 };
 
 /* [step NAME] discover: which framework pgstash asks for the step's migration files (discover.h). */

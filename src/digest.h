@@ -4,7 +4,7 @@
  * for writers that hash bytes on their way past (a snapshot, a download).
  *
  * Also HMAC-SHA256, for values hashed under a secret (the manifest's env
- * digests when [trust] key_secret_file is set).
+ * digests when PGSTASH_KEY_SECRET_FILE is set).
  *
  * Not for: what a digest is compared with, or other algorithms (request
  * signing is libcurl's SigV4).

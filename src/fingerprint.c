@@ -417,7 +417,7 @@ add_initdb_d(struct strbuf *m, const char *dir)
  * The digest of environment values (a step's env, [database] key_env), so
  * that the manifest (`key --explain`, the entry's meta, the bucket) never
  * holds them in clear.  Plain SHA-256 is no secret for a guessable value
- * (SECRET_KEY=changeme): with [trust] key_secret_file it is HMAC-SHA256
+ * (SECRET_KEY=changeme): with PGSTASH_KEY_SECRET_FILE it is HMAC-SHA256
  * under that secret, and its manifest name says so.
  */
 static void

@@ -102,7 +102,7 @@ char *read_file(const char *path, size_t *len_out);
 char *read_small_file(const char *path, size_t max, size_t *len_out);
 const char *read_small_file_error(int err);
 /*
- * A secret named by a setting (POSTGRES_PASSWORD_FILE, key_secret_file, …):
+ * A secret named by a variable (POSTGRES_PASSWORD_FILE, PGSTASH_KEY_SECRET_FILE, …):
  * links are followed (Docker's and Kubernetes' secrets are links), but only
  * a regular file of at most `max` bytes is read, never blocking on a FIFO,
  * and no copy is left in freed memory.  The caller wipes it.  NULL with

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import s3server
-from helpers import Background, free_port, need
+from helpers import IS_ROOT, Background, free_port, need
 
 BUCKET = "pgstash-ci"
 
@@ -353,3 +353,68 @@ def test_dripping_remote_ends_in_bounded_time(work):
     assert built(r) and "remote hit" not in r.stderr, r
     # About `timeout` for the download (the issue's drip was still downloading after 45 s); then the build.
     assert took < 3 + 60, (took, r)
+
+
+class _Recorder:
+    """A listener on 127.0.0.1 that keeps every byte it is sent (each connection answered 403)."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.received = b""
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.endpoint = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    while b"\r\n\r\n" not in self.received:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        self.received += data
+                    conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.sock.close()
+        self.thread.join(5)
+
+
+def test_config_cannot_send_a_secret_file_to_its_endpoint(work):
+    """The attack: a config file (a pull request changes it) sets its own endpoint and names a root-only
+    file as the access key; its content would go out in the Authorization header (Credential=…).  The
+    secret files come from the environment only: exit 2 naming the line and the variable to set, the
+    listener gets nothing, the content is in no output."""
+    marker = "PGSTASH-MARKER-7c41e9"
+    secret = work.file("root-only/credential", marker + "\n", mode=0o600)
+    other = work.file("root-only/other", "anything\n", mode=0o600)
+    if IS_ROOT:
+        os.chown(secret, 0, 0)
+        os.chown(other, 0, 0)
+    rec = _Recorder()
+    try:
+        cfg = work.file("pr.ini", "[remote]\nurl = s3://bucket/p\n"
+                                  f"endpoint = {rec.endpoint}\npath_style = yes\n"
+                                  f"access_key_file = {secret}\nsecret_key_file = {other}\n")
+        r = work.run("ls", "--remote", config=cfg, as_root=True, timeout=60)
+    finally:
+        rec.stop()
+    assert marker.encode() not in rec.received, rec.received.decode(errors="replace")
+    assert rec.received == b"", rec.received
+    assert r.rc == 2, r
+    assert f"{cfg}:5: access_key_file: secret files are not read from a config file" in r.stderr, r
+    assert "set AWS_ACCESS_KEY_ID_FILE in the environment instead" in r.stderr, r
+    assert f"{cfg}:6: secret_key_file:" in r.stderr and "AWS_SECRET_ACCESS_KEY_FILE" in r.stderr, r
+    assert marker not in r.stdout + r.stderr, r

@@ -90,7 +90,7 @@ def test_key_env_values_change_the_key_and_are_never_in_clear(work):
 
 def test_key_secret_keys_the_env_digests(work):
     """A guessable value (SECRET_KEY=changeme) is found from its plain SHA-256 in the manifest; with
-    [trust] key_secret_file (or PGSTASH_KEY_SECRET_FILE) the manifest holds an HMAC under the secret
+    PGSTASH_KEY_SECRET_FILE the manifest holds an HMAC under the secret
     instead, and the key changes with the secret."""
     import hashlib
     cfg = config(work, "key_env = SECRET_KEY\n")
@@ -107,11 +107,8 @@ def test_key_secret_keys_the_env_digests(work):
     k1 = work.key(cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=s1))
     k2 = work.key(cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=s2))
     assert len({k_plain, k1, k2}) == 3
-    # The same through the config file, and a build's entry holds no plain digest either.
-    with open(cfg, "a") as f:
-        f.write("[trust]\nkey_secret_file = secret-1\n")
-    assert work.key(cfg, env=env(work, SECRET_KEY="changeme")) == k1
-    r = work.run("prepare", config=cfg, env=env(work, SECRET_KEY="changeme"), timeout=180)
+    # A build's entry holds no plain digest either.
+    r = work.run("prepare", config=cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=s1), timeout=180)
     assert r.rc == 0, r
     metas = glob.glob(os.path.join(work.cache, "pgstash-v1", "*.meta"))
     assert [os.path.basename(m) for m in metas] == [k1 + ".meta"]
@@ -122,8 +119,9 @@ def test_key_secret_keys_the_env_digests(work):
 
 @pytest.mark.parametrize("planted", ["/dev/zero", "fifo", "big"])
 def test_key_secret_file_is_read_bounded(work, planted):
-    """A config from a pull request names key_secret_file = /dev/zero (once: out of memory), a FIFO (once:
-    a hang) or a huge file: a clear error, exit 2, at once."""
+    """PGSTASH_KEY_SECRET_FILE names /dev/zero (once: out of memory), a FIFO (once: a hang) or a huge file:
+    a clear error, exit 2, at once.  A config file may not name it at all (a pull request could point it
+    at another secret, whose HMACs `key --explain` would print): an error at its line, the file unread."""
     cfg = config(work, "key_env = SECRET_KEY\n")
     if planted == "fifo":
         path = os.path.join(work.path, "fifo")
@@ -132,11 +130,16 @@ def test_key_secret_file_is_read_bounded(work, planted):
         path = work.file("big", "x" * (64 * 1024 + 1))
     else:
         path = planted
+    r = work.run("key", config=cfg, env=env(work, SECRET_KEY="changeme", PGSTASH_KEY_SECRET_FILE=path), timeout=30)
+    assert r.rc == 2 and "PGSTASH_KEY_SECRET_FILE" in r.stderr, r
+    assert ("not a regular file" if planted != "big" else "larger than") in r.stderr, r
     with open(cfg, "a") as f:
         f.write(f"[trust]\nkey_secret_file = {path}\n")
+    line = len(open(cfg).read().splitlines())
     r = work.run("key", config=cfg, env=env(work, SECRET_KEY="changeme"), timeout=30)
-    assert r.rc == 2 and "key_secret_file" in r.stderr, r
-    assert ("not a regular file" if planted != "big" else "larger than") in r.stderr, r
+    assert r.rc == 2 and f"{cfg}:{line}: key_secret_file: secret files are not read from a config file" in r.stderr, r
+    assert "set PGSTASH_KEY_SECRET_FILE in the environment instead" in r.stderr, r
+    assert "not a regular file" not in r.stderr and "larger than" not in r.stderr, r
 
 
 def test_bad_key_env_name_names_file_and_line(work):

@@ -7,6 +7,8 @@
 #include "config.h"
 #include "log.h"
 
+#include <sys/inotify.h>
+
 static char *tmp;
 
 static int
@@ -236,38 +238,116 @@ test_password_file(void **state)
 	free(p);
 }
 
-/* [trust] key_secret_file (relative to the config file) and PGSTASH_KEY_SECRET_FILE, which wins. */
+/* PGSTASH_KEY_SECRET_FILE: the key secret, its trailing newline gone; a missing or empty file is an error. */
 static void
 test_key_secret_file(void **state)
 {
 	(void)state;
-	unit_write(tmp, "ks", "from-the-file\n");
 	unit_write(tmp, "ks-env", "from-the-env\n");
 	unit_write(tmp, "empty", "\n");
 	struct cfg cfg;
-	assert_int_equal(load_text("[trust]\nkey_secret_file = ks\n", &cfg, NULL), 0);
-	assert_string_equal(cfg.trust.key_secret, "from-the-file");
-	cfg_free(&cfg);
 	char *p = path_join(tmp, "ks-env");
 	setenv("PGSTASH_KEY_SECRET_FILE", p, 1);
-	assert_int_equal(load_text("[trust]\nkey_secret_file = ks\n", &cfg, NULL), 0);
+	assert_int_equal(load_text("", &cfg, NULL), 0);
 	assert_string_equal(cfg.trust.key_secret, "from-the-env");
 	cfg_free(&cfg);
 	free(p);
-	p = path_join(tmp, "nope");
-	setenv("PGSTASH_KEY_SECRET_FILE", p, 1);
-	char *err;
-	assert_int_equal(load_text("", &cfg, &err), -1);
-	assert_non_null(strstr(err, "PGSTASH_KEY_SECRET_FILE: could not read"));
-	free(err);
-	cfg_free(&cfg);
-	free(p);
+	const char *bad[] = {"nope", "empty"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		p = path_join(tmp, bad[i]);
+		setenv("PGSTASH_KEY_SECRET_FILE", p, 1);
+		char *err;
+		assert_int_equal(load_text("", &cfg, &err), -1);
+		assert_non_null(strstr(err, "PGSTASH_KEY_SECRET_FILE: could not read"));
+		free(err);
+		cfg_free(&cfg);
+		free(p);
+	}
 	unsetenv("PGSTASH_KEY_SECRET_FILE");
 	assert_int_equal(load_text("", &cfg, NULL), 0);
 	assert_null(cfg.trust.key_secret);
 	cfg_free(&cfg);
-	expect_error("[trust]\nkey_secret_file = nope\n", "pgstash.ini:2: key_secret_file: could not read");
-	expect_error("[trust]\nkey_secret_file = empty\n", "pgstash.ini:2: key_secret_file: could not read");
+}
+
+/* An inotify descriptor that sees every open of `path`. */
+static int
+watch_opens(const char *path)
+{
+	int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_true(inotify_add_watch(fd, path, IN_OPEN) >= 0);
+	return fd;
+}
+
+/* Whether the file watch_opens watches was opened since (the descriptor is closed). */
+static bool
+was_opened(int fd)
+{
+	char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+	ssize_t n = read(fd, buf, sizeof(buf));
+	close(fd);
+	return n > 0;
+}
+
+/*
+ * The attack: a config file (a pull request can change it) names another
+ * secret of the machine as a secret file, e.g. the access key, which goes
+ * out in clear to the endpoint the same config chose.  Each such key is an
+ * error at its line, saying what to set instead, and its file, readable and
+ * well-formed, is never opened; the environment's forms still work.
+ */
+static void
+test_secret_files_only_from_env(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		const char *needle;
+	} cases[] = {
+		{"[remote]\nurl = s3://bucket/ci\naccess_key_file = marker\n",
+		 "pgstash.ini:3: access_key_file: secret files are not read from a config file (a pull request can change "
+		 "it and point this at another secret); set AWS_ACCESS_KEY_ID_FILE in the environment instead"},
+		{"[remote]\nurl = s3://bucket/ci\n\nsecret_key_file = marker\n",
+		 "pgstash.ini:4: secret_key_file: secret files are not read from a config file"},
+		{"[trust]\nkey_secret_file = marker\n", "pgstash.ini:2: key_secret_file: secret files are not read"},
+	};
+	static const char *const vars[] = {"AWS_ACCESS_KEY_ID_FILE", "AWS_SECRET_ACCESS_KEY_FILE",
+	                                   "PGSTASH_KEY_SECRET_FILE"};
+	unit_write(tmp, "marker", "MARKER-5f3a\n");
+	char *marker = path_join(tmp, "marker");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct cfg cfg;
+		char *err;
+		int w = watch_opens(marker);
+		int rc = load_text(cases[i].text, &cfg, &err);
+		bool opened = was_opened(w);
+		if (rc != -1 || !strstr(err, cases[i].needle) || !strstr(err, vars[i]) || strstr(err, "MARKER-5f3a") ||
+		    opened)
+			fail_msg("case %zu: rc=%d opened=%d stderr=%s", i, rc, opened, err);
+		free(err);
+		cfg_free(&cfg);
+	}
+	/* The list of keys [remote] takes no longer offers them. */
+	struct cfg cfg;
+	char *err;
+	assert_int_equal(load_text("[remote]\nfoo = 1\n", &cfg, &err), -1);
+	assert_null(strstr(err, "_file"));
+	free(err);
+	cfg_free(&cfg);
+	/* The environment's forms. */
+	setenv("PGSTASH_REMOTE_URL", "s3://bucket/ci", 1);
+	setenv("AWS_ACCESS_KEY_ID_FILE", marker, 1);
+	setenv("AWS_SECRET_ACCESS_KEY_FILE", marker, 1);
+	setenv("PGSTASH_KEY_SECRET_FILE", marker, 1);
+	assert_int_equal(load_text("", &cfg, NULL), 0);
+	assert_string_equal(cfg.remote.access_key, "MARKER-5f3a");
+	assert_string_equal(cfg.remote.secret_key, "MARKER-5f3a");
+	assert_string_equal(cfg.trust.key_secret, "MARKER-5f3a");
+	cfg_free(&cfg);
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		unsetenv(vars[i]);
+	unsetenv("PGSTASH_REMOTE_URL");
+	free(marker);
 }
 
 static void
@@ -582,6 +662,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_defaults_and_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_password_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_key_secret_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_secret_files_only_from_env, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_inputs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_long_line_and_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_file, setup, teardown),

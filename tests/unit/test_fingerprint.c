@@ -238,7 +238,7 @@ test_environment_and_key_env(void **state)
 }
 
 /*
- * With [trust] key_secret_file, env values are digested by HMAC-SHA256 under
+ * With PGSTASH_KEY_SECRET_FILE, env values are digested by HMAC-SHA256 under
  * the secret: the manifest holds neither the value nor its plain SHA-256 (a
  * guessable value could be found from that), and the key follows the secret.
  */
