@@ -32,7 +32,7 @@
  * the margin only absorbs rounding of a future format, never a bomb.
  */
 #define SNAP_EXPAND_MARGIN(bytes) ((bytes) / 64 + (1ULL << 20))
-/* Default zstd level when the configured level is 0. */
+/* Default zstd level when the configured level is 0 (below SNAP_ZSTD_BIG bytes of PGDATA: snapshot_int.h). */
 #define SNAP_ZSTD_DEFAULT_LEVEL 3
 
 /* Restore's return values below 0. */
@@ -49,11 +49,13 @@ struct snap_stats {
 
 /*
  * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
- * `comp` at `level` (0: the codec's default; zstd's is 3) to `out_fd`, from its
- * current position.  Peak memory follows zstd's window: levels up to 9 stay
- * under 30 MB; 12 takes about 65 MB and 19 about 100 MB (restoring any level
- * stays under 20 MB).  zstd runs single-threaded: its worker mode took 47-59 MB
- * for a 15% gain.  `out_name` names the output in messages.  The fd is
+ * `comp` at `level` (0: the codec's default; zstd's is 3, and 1 for a PGDATA
+ * of 128 MiB or more) to `out_fd`, from its current position.  zstd at level 1
+ * on a PGDATA of 128 MiB or more runs 2 worker threads; otherwise in the
+ * calling thread.  Peak memory follows zstd's window: levels up to 9 stay
+ * under 30 MB, level 1 with its workers about 28 MB; 12 takes about 65 MB and
+ * 19 about 100 MB (restoring any level stays under 20 MB).  `out_name` names
+ * the output in messages.  The fd is
  * neither fsynced nor closed.  Owners are written as 0 without names; modes kept.
  * A symlink that a restore would refuse (absolute or leaving PGDATA: a
  * tablespace, a pg_wal elsewhere) makes the snapshot fail rather than produce

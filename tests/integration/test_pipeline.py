@@ -694,3 +694,23 @@ def test_unusable_cache_still_prepares(work, how):
     assert (tree(cache) if os.path.isdir(cache) else open(cache).read()) == before
     assert work.sql("SELECT count(*) FROM made_by_step", db="app") == "0"
     os.chmod(cache, 0o755)
+
+
+def test_large_pgdata_is_compressed_by_zstd_workers(work):
+    """From 128 MiB of PGDATA on, the snapshot is zstd level 1 in 2 worker threads (README "How a start
+    goes", step 4), and a hit restores it whole."""
+    # fillfactor 10: about 20 rows a page, 145 MB of table in half a second of inserts
+    sql = ("CREATE TABLE big (i int) WITH (fillfactor = 10); "
+           "INSERT INTO big SELECT generate_series(1, 400000)")
+    cfg = small_config(work, [("only", f"psql -v ON_ERROR_STOP=1 -c '{sql}'")])
+    env = base_env(work)
+    r = work.run("-v", "prepare", config=cfg, env=env)
+    assert r.rc == 0 and "cache miss" in r.stderr, r
+    m = re.search(r"debug: snapshot of \".*\": (\d+) MB into [\d.]+ MB in [\d.]+ s \(\d+ MB/s\), "
+                  r"zstd level (\d+), (\d+) workers", r.stderr)
+    assert m, r.stderr
+    assert int(m.group(1)) >= 134 and m.group(2) == "1" and m.group(3) == "2", m.group(0)
+    pgdata2 = mkdir_user(work, "pgdata2", 0o700)
+    r = work.run("-v", "prepare", config=cfg, env=dict(env, PGDATA=pgdata2))
+    assert r.rc == 0 and "cache hit" in r.stderr, r
+    assert work.sql("SELECT count(*) FROM big", db="app", pgdata=pgdata2) == "400000"

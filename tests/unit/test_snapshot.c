@@ -8,6 +8,7 @@
 #include "log.h"
 #include "sig.h"
 #include "snapshot.h"
+#include "snapshot_int.h"
 #include "digest.h"
 #include "durable.h"
 #include "entry.h"
@@ -260,6 +261,87 @@ test_deterministic(void **state)
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &a);
 	write_snapshot(f->src, second, CFG_COMP_ZSTD, 0, &b);
 	assert_string_equal(a.sha256, b.sha256);
+	free(second);
+}
+
+/* Level and workers by size: the configured level wins; workers only at the big size and a low level. */
+static void
+test_zstd_choice(void **state)
+{
+	(void)state;
+	struct snap_zstd z = snap_zstd_choice(0, 0);
+	assert_int_equal(z.level, SNAP_ZSTD_DEFAULT_LEVEL);
+	assert_int_equal(z.workers, 0);
+	z = snap_zstd_choice(SNAP_ZSTD_BIG - 1, 0);
+	assert_int_equal(z.level, SNAP_ZSTD_DEFAULT_LEVEL);
+	assert_int_equal(z.workers, 0);
+	z = snap_zstd_choice(SNAP_ZSTD_BIG, 0);
+	assert_int_equal(z.level, SNAP_ZSTD_BIG_LEVEL);
+	assert_int_equal(z.workers, SNAP_ZSTD_WORKERS);
+	z = snap_zstd_choice(4ULL << 30, 0);
+	assert_int_equal(z.level, SNAP_ZSTD_BIG_LEVEL);
+	assert_int_equal(z.workers, SNAP_ZSTD_WORKERS);
+	/* A configured level stays; above SNAP_ZSTD_WORKERS_MAX_LEVEL the workers would cost too much memory. */
+	z = snap_zstd_choice(4ULL << 30, SNAP_ZSTD_WORKERS_MAX_LEVEL + 1);
+	assert_int_equal(z.level, SNAP_ZSTD_WORKERS_MAX_LEVEL + 1);
+	assert_int_equal(z.workers, 0);
+	z = snap_zstd_choice(4ULL << 30, 19);
+	assert_int_equal(z.level, 19);
+	assert_int_equal(z.workers, 0);
+	z = snap_zstd_choice(SNAP_ZSTD_BIG, 1);
+	assert_int_equal(z.level, 1);
+	assert_int_equal(z.workers, SNAP_ZSTD_WORKERS);
+	z = snap_zstd_choice(SNAP_ZSTD_BIG - 1, 1);
+	assert_int_equal(z.level, 1);
+	assert_int_equal(z.workers, 0);
+}
+
+static void
+write_with(const char *src, const char *path, struct snap_zstd z, struct snap_stats *st)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(snap_write_with(src, fd, path, CFG_COMP_ZSTD, z, st), 0);
+	assert_int_equal(close(fd), 0);
+}
+
+/*
+ * zstd's workers: the archive restores whole, and its bytes do not depend on
+ * how many workers wrote it (an archive is the same on every machine).
+ */
+static void
+test_zstd_workers(void **state)
+{
+	struct fixture *f = *state;
+	struct snap_stats one, two, r;
+	char *other = path_join(f->root, "one.tar.zst");
+	write_with(f->src, other, (struct snap_zstd){.level = 1, .workers = 1}, &one);
+	write_with(f->src, f->arch, (struct snap_zstd){.level = 1, .workers = 2}, &two);
+	assert_string_equal(one.sha256, two.sha256);
+	assert_int_equal(snap_restore(f->arch, two.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, two.pgdata_bytes, &r), 0);
+	assert_int_equal(r.files, two.files);
+	check_restored(f->dst);
+	free(other);
+}
+
+/* snap_write itself sizes PGDATA: at SNAP_ZSTD_BIG bytes (a sparse file here) it writes what the choice says. */
+static void
+test_big_pgdata_uses_choice(void **state)
+{
+	struct fixture *f = *state;
+	char *p = path_join(f->src, "base/1/big");
+	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)SNAP_ZSTD_BIG), 0);
+	assert_int_equal(close(fd), 0);
+	free(p);
+	struct snap_stats dflt, chosen, single;
+	char *second = path_join(f->root, "chosen.tar.zst");
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &dflt);
+	write_with(f->src, second, snap_zstd_choice(dflt.pgdata_bytes, 0), &chosen);
+	assert_string_equal(dflt.sha256, chosen.sha256);
+	write_with(f->src, second, (struct snap_zstd){.level = SNAP_ZSTD_DEFAULT_LEVEL, .workers = 0}, &single);
+	assert_string_not_equal(dflt.sha256, single.sha256);
 	free(second);
 }
 
@@ -987,6 +1069,9 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_expansion_past_meta_is_bad, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_larger_than_free_space_fails, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
+		cmocka_unit_test(test_zstd_choice),
+		cmocka_unit_test_setup_teardown(test_zstd_workers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_pgdata_uses_choice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_not_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flipped_byte, setup, teardown),
