@@ -535,6 +535,25 @@ exec_command(char **argv, bool exact, const char *what)
 	return e == ENOENT ? EXIT_EXEC_NOT_FOUND : EXIT_EXEC_DENIED;
 }
 
+/*
+ * As root: gives root up for good, as every child of proc does, before the
+ * exec of a program the configuration names (pg_bindir).  false: it could
+ * not (logged).
+ */
+static bool
+unprivileged_for(const char *prog)
+{
+	if (geteuid() != 0)
+		return true;
+	uid_t uid;
+	gid_t gid;
+	proc_unprivileged_ids(&uid, &gid);
+	if (proc_become(uid, gid) == 0)
+		return true;
+	log_error("could not give up root (to uid %ld) to run \"%s\": %s", (long)uid, prog, strerror(errno));
+	return false;
+}
+
 /* `postgres --version` and the like: exec the configured postgres with the args, bootstrapping nothing. */
 static int
 postgres_help(const struct options *o, int argc, char **argv)
@@ -552,7 +571,7 @@ postgres_help(const struct options *o, int argc, char **argv)
 	for (int i = 0; i < argc; i++)
 		pargv[i + 1] = argv[i];
 	pgbin_free(&pg);
-	int rc = exec_command(pargv, true, "postgres");
+	int rc = unprivileged_for(pargv[0]) ? exec_command(pargv, true, "postgres") : EXIT_EXEC_DENIED;
 	free(pargv[0]);
 	free(pargv);
 	return rc;

@@ -44,6 +44,54 @@ mark_read(const char *pgdata)
 	return text;
 }
 
+enum mark_holding
+mark_holding(bool has_marker, bool has_pg_version, bool empty)
+{
+	if (has_marker)
+		return MARK_HOLDS_MARKER;
+	if (empty)
+		return MARK_HOLDS_NOTHING;
+	return has_pg_version ? MARK_HOLDS_FOREIGN_CLUSTER : MARK_HOLDS_FOREIGN_FILES;
+}
+
+/* A regular file `name` in dir_fd, a link not followed. */
+static bool
+has_regular_file(int dir_fd, const char *name)
+{
+	struct stat st;
+	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+enum mark_holding
+mark_dir_holding(int dir_fd)
+{
+	/* Read through a descriptor of its own: readdir moves the position of the one it is given. */
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return MARK_HOLDS_FOREIGN_FILES;
+	}
+	bool empty = true;
+	struct dirent *de;
+	while (empty && (de = readdir(d)) != NULL)
+		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
+	closedir(d);
+	return mark_holding(has_regular_file(dir_fd, MARK_FILE), has_regular_file(dir_fd, "PG_VERSION"), empty);
+}
+
+void
+mark_log_refusal(const char *dir, enum mark_holding h)
+{
+	if (h == MARK_HOLDS_FOREIGN_CLUSTER)
+		log_error("PGDATA \"%s\" holds a database cluster that pgstash did not create: refusing to touch it "
+		          "(use an empty directory or volume, or remove it yourself)",
+		          dir);
+	else if (h == MARK_HOLDS_FOREIGN_FILES)
+		log_error("PGDATA \"%s\" is not empty and holds no database cluster: refusing to touch it", dir);
+}
+
 int
 mark_write(const char *pgdata, const char *line, bool durable)
 {

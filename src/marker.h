@@ -45,6 +45,29 @@ char *mark_read(const char *pgdata);
  */
 int mark_write(const char *pgdata, const char *line, bool durable);
 
+/*
+ * What a directory holds, as far as whose it is goes, before any marker is
+ * read: PGDATA's claim (pgdata) and root's hand-over of PGDATA to postgres
+ * (privs) both go by it, so that root never hands over a directory that the
+ * claim then refuses to touch.
+ */
+enum mark_holding {
+	MARK_HOLDS_NOTHING,         /* no entries: anyone's to take */
+	MARK_HOLDS_MARKER,          /* pgstash's marker: pgstash's, whatever else is there */
+	MARK_HOLDS_FOREIGN_CLUSTER, /* no marker, a PG_VERSION: a cluster pgstash did not create */
+	MARK_HOLDS_FOREIGN_FILES,   /* no marker, some entries, no cluster */
+};
+/* The pure rule. */
+enum mark_holding mark_holding(bool has_marker, bool has_pg_version, bool empty);
+/*
+ * The rule on open directory dir_fd (its entries looked at without following
+ * a link: a marker or PG_VERSION counts as a regular file only).
+ * MARK_HOLDS_FOREIGN_FILES too when it cannot be read (errno set).
+ */
+enum mark_holding mark_dir_holding(int dir_fd);
+/* Logs why PGDATA `dir`, holding FOREIGN_CLUSTER or FOREIGN_FILES, is refused: pgstash never touches it. */
+void mark_log_refusal(const char *dir, enum mark_holding h);
+
 /* The running kernel's boot id into `out`: 0, or -1 when unreadable or malformed (not logged). */
 int mark_boot_id(char out[MARK_BOOT_ID_LEN + 1]);
 /*

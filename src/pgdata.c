@@ -43,10 +43,15 @@ pgdata_decide(const struct pgdata_facts *f)
 {
 	if (f->server_running)
 		return PGDATA_IN_USE;
-	if (!f->marker) {
-		if (f->empty)
-			return PGDATA_TAKE_EMPTY;
-		return f->has_pg_version ? PGDATA_FOREIGN_CLUSTER : PGDATA_FOREIGN_FILES;
+	switch (mark_holding(f->marker != NULL, f->has_pg_version, f->empty)) {
+	case MARK_HOLDS_NOTHING:
+		return PGDATA_TAKE_EMPTY;
+	case MARK_HOLDS_FOREIGN_CLUSTER:
+		return PGDATA_FOREIGN_CLUSTER;
+	case MARK_HOLDS_FOREIGN_FILES:
+		return PGDATA_FOREIGN_FILES;
+	case MARK_HOLDS_MARKER:
+		break;
 	}
 	char key[MARK_KEY_MAX + 1], boot[MARK_BOOT_ID_LEN + 1];
 	bool unsynced = mark_parse_unsynced(f->marker, key, boot);
@@ -188,12 +193,10 @@ report(const struct pgdata *pd, enum pgdata_verdict v, const struct pgdata_facts
 	case PGDATA_TAKE_EMPTY:
 		break;
 	case PGDATA_FOREIGN_CLUSTER:
-		log_error("PGDATA \"%s\" holds a database cluster that pgstash did not create: refusing to touch it "
-		          "(use an empty directory or volume, or remove it yourself)",
-		          pd->dir);
+		mark_log_refusal(pd->dir, MARK_HOLDS_FOREIGN_CLUSTER);
 		break;
 	case PGDATA_FOREIGN_FILES:
-		log_error("PGDATA \"%s\" is not empty and holds no database cluster: refusing to touch it", pd->dir);
+		mark_log_refusal(pd->dir, MARK_HOLDS_FOREIGN_FILES);
 		break;
 	}
 }

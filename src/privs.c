@@ -7,14 +7,17 @@
 #include "docker.h"
 #include "entry.h"
 #include "log.h"
+#include "marker.h"
 #include "server.h"
 #include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -106,76 +109,241 @@ privs_chown_tree(const char *path, uid_t uid, gid_t gid)
 	return chown_entry(AT_FDCWD, path, path, &to);
 }
 
-int
-privs_prepare_dir(const char *dir, mode_t mode, uid_t uid, gid_t gid, bool recursive)
+/* ---- what root hands to postgres ---- */
+
+/*
+ * What a kind of directory may hold for root to hand it to postgres, and how
+ * it is handed over.  A configuration names these directories, and it may
+ * come from a pull request: `pgdata = /etc` must not give /etc to postgres.
+ * So root hands over only what is empty or what pgstash or postgres put
+ * there (or, for a directory that is not handed over as a tree, what is
+ * postgres' already), decided for all of them before anything is changed.
+ */
+struct dir_rule {
+	const char *what;            /* for messages */
+	bool by_marker;              /* PGDATA's own rule (mark_dir_holding), not names */
+	const char *const *may_hold; /* fnmatch(3) patterns of the entries allowed; NULL-terminated */
+	bool owner_suffices;         /* already uid's: handing its top over gives nothing new */
+	bool tree;                   /* everything below goes too */
+	bool best_effort;            /* refused: left as it is, and the start goes on */
+};
+
+/* WAL segments, timeline histories and backup files (hex names), and what postgres keeps beside them. */
+static const char *const wal_names[] = {
+	"[0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F][0-9A-F]*", "archive_status", "summaries", "xlogtemp.*",
+	NULL};
+/* postgres' sockets and their locks; bootstrap's state file (pgstash.state, its temp files) and nss_wrapper's. */
+static const char *const socket_names[] = {".s.PGSQL.*", "pgstash.*", "pgstash-*", NULL};
+/* The store; a file system's lost+found when the cache is a volume of its own. */
+static const char *const cache_names[] = {STORE_DIR_NAME, "lost+found", NULL};
+static const char *const no_names[] = {NULL};
+
+static const struct dir_rule dir_rules[] = {
+	[PRIVS_PGDATA] = {.what = "PGDATA", .by_marker = true, .may_hold = no_names, .tree = true},
+	[PRIVS_WALDIR] = {.what = "WAL directory", .may_hold = wal_names, .tree = true},
+	[PRIVS_SOCKET_DIR] = {.what = "socket directory", .may_hold = socket_names, .owner_suffices = true},
+	[PRIVS_CACHE_DIR] = {.what = "cache directory",
+	                     .may_hold = cache_names,
+	                     .owner_suffices = true,
+	                     .best_effort = true},
+};
+
+/* Whether every entry of dir_fd matches one of `patterns`; else the first that does not goes into why. */
+static bool
+holds_only(int dir_fd, const char *const *patterns, struct privs_refusal *why)
 {
-	if (mkdir_p(dir, mode) != 0)
+	int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		why->err = errno;
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	bool ok = true;
+	struct dirent *de;
+	while (ok && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		ok = false;
+		for (const char *const *p = patterns; *p && !ok; p++)
+			ok = fnmatch(*p, de->d_name, 0) == 0;
+		if (!ok)
+			snprintf(why->name, sizeof(why->name), "%s", de->d_name);
+	}
+	closedir(d);
+	return ok;
+}
+
+bool
+privs_may_hand_over(enum privs_dir kind, int dir_fd, uid_t uid, struct privs_refusal *why)
+{
+	const struct dir_rule *r = &dir_rules[kind];
+	memset(why, 0, sizeof(*why));
+	struct stat st;
+	if (r->owner_suffices && fstat(dir_fd, &st) == 0 && st.st_uid == uid)
+		return true;
+	if (r->by_marker) {
+		why->holding = mark_dir_holding(dir_fd);
+		return why->holding == MARK_HOLDS_NOTHING || why->holding == MARK_HOLDS_MARKER;
+	}
+	return holds_only(dir_fd, r->may_hold, why);
+}
+
+/* One directory to hand over. */
+struct handover {
+	const char *path;
+	enum privs_dir kind;
+	mode_t mode;      /* created with; also set on it unless keep_mode */
+	bool keep_mode;   /* the cache's mode is the store's business */
+	gid_t gid;
+	const char *also; /* an entry handed over as a tree with it (the cache's store), or NULL */
+	int fd;           /* pinned by open_handover; -1 before */
+	bool refused;     /* not handed over: could not be opened, or foreign */
+	bool foreign;     /* privs_may_hand_over said no */
+};
+
+/* Creates h's directory when missing and pins it, never through a link.  0, or -1 (logged). */
+static int
+open_handover(struct handover *h)
+{
+	const struct dir_rule *r = &dir_rules[h->kind];
+	void (*say)(const char *, ...) = r->best_effort ? log_warning : log_error;
+	h->fd = -1;
+	if (mkdir_p(h->path, h->mode & 0777) != 0)
 		return -1;
 	/* Never through a link: the user it is handed to may have planted one there (the last time it ran). */
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0) {
-		log_error("could not open directory \"%s\": %s", dir,
-		          errno == ELOOP || errno == ENOTDIR ? "it is a symbolic link or not a directory" : strerror(errno));
+	h->fd = open(h->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (h->fd < 0) {
+		say("could not open directory \"%s\": %s", h->path,
+		    errno == ELOOP || errno == ENOTDIR ? "it is a symbolic link or not a directory" : strerror(errno));
 		return -1;
 	}
+	return 0;
+}
+
+/* Says why h is not handed over: an error, or for a best-effort directory a warning. */
+static void
+log_refusal(const struct handover *h, const struct privs_refusal *why)
+{
+	const struct dir_rule *r = &dir_rules[h->kind];
+	void (*say)(const char *, ...) = r->best_effort ? log_warning : log_error;
+	if (r->by_marker)
+		mark_log_refusal(h->path, why->holding);
+	else if (!why->name[0])
+		say("%s \"%s\" could not be read (%s): not handing it to postgres", r->what, h->path, strerror(why->err));
+	else
+		say("%s \"%s\" holds \"%s\", which neither pgstash nor postgres puts there: not handing it (owner, mode) to "
+		    "postgres; use a directory of its own",
+		    r->what, h->path, why->name);
+}
+
+/* Gives h's directory (and its tree, and h->also) to uid.  0, or -1 (logged; a warning when best effort). */
+static int
+apply_handover(const struct handover *h, uid_t uid)
+{
+	const struct dir_rule *r = &dir_rules[h->kind];
+	void (*say)(const char *, ...) = r->best_effort ? log_warning : log_error;
 	struct stat sb;
-	int rc = -1;
-	if (fstat(fd, &sb) != 0 || fchown(fd, uid, gid) != 0) {
-		log_error("could not change owner of \"%s\": %s", dir, strerror(errno));
-		goto cleanup;
+	if (fstat(h->fd, &sb) != 0 || fchown(h->fd, uid, h->gid) != 0) {
+		say("could not change owner of \"%s\": %s", h->path, strerror(errno));
+		return -1;
 	}
-	if (fchmod(fd, mode) != 0) {
-		log_error("could not change mode of \"%s\": %s", dir, strerror(errno));
-		goto cleanup;
+	if (!h->keep_mode && fchmod(h->fd, h->mode) != 0) {
+		say("could not change mode of \"%s\": %s", h->path, strerror(errno));
+		return -1;
 	}
-	if (recursive) {
-		struct owner to = {.uid = uid, .gid = gid, .dev = sb.st_dev};
-		int dup_fd = dup(fd);
-		if (dup_fd < 0 || chown_dir_entries(dup_fd, dir, &to) != 0)
-			goto cleanup;
+	struct owner to = {.uid = uid, .gid = h->gid, .dev = sb.st_dev};
+	if (r->tree) {
+		int dup_fd = dup(h->fd);
+		if (dup_fd < 0 || chown_dir_entries(dup_fd, h->path, &to) != 0)
+			return -1;
 	}
-	rc = 0;
-cleanup:
-	close(fd);
+	if (h->also) {
+		char *sub = path_join(h->path, h->also);
+		int rc = chown_entry(h->fd, h->also, sub, &to);
+		if (rc != 0)
+			say("could not hand \"%s\" to postgres: caching may not work", sub);
+		free(sub);
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * Opens all, decides all, then changes them: a refusal of one that is not
+ * best effort leaves every one as it was.  0, or -1 (logged).
+ */
+static int
+hand_over_all(struct handover *h, size_t n, uid_t uid)
+{
+	int rc = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool best_effort = dir_rules[h[i].kind].best_effort;
+		struct privs_refusal why;
+		if (open_handover(&h[i]) != 0)
+			h[i].refused = true;
+		else if (!privs_may_hand_over(h[i].kind, h[i].fd, uid, &why)) {
+			log_refusal(&h[i], &why);
+			h[i].refused = h[i].foreign = true;
+		}
+		if (h[i].refused && !best_effort)
+			rc = -1;
+	}
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if (!h[i].refused && apply_handover(&h[i], uid) != 0 && !dir_rules[h[i].kind].best_effort)
+			rc = -1;
+	for (size_t i = 0; i < n; i++)
+		if (h[i].fd >= 0)
+			close(h[i].fd);
 	return rc;
 }
 
-/* What postgres must write; the cache only best effort (trouble there only costs the caching). */
-static int
-own_directories(const struct cfg *cfg, uid_t uid, gid_t gid)
+int
+privs_prepare_dir(const char *dir, enum privs_dir kind, mode_t mode, uid_t uid, gid_t gid)
 {
-	if (privs_prepare_dir(cfg->pgdata, 0700, uid, gid, true) != 0)
-		return -1;
-	/* Open to every local user only when pg_hba.conf says who may connect through it. */
-	if (privs_prepare_dir(cfg->socket_dir, srv_socket_dir_mode(cfg), uid, gid, false) != 0)
-		return -1;
-	if (cfg->initdb_waldir && privs_prepare_dir(cfg->initdb_waldir, 0700, uid, gid, true) != 0)
-		return -1;
+	struct handover h = {.path = dir, .kind = kind, .mode = mode, .gid = gid};
+	return hand_over_all(&h, 1, uid);
+}
+
+/*
+ * What postgres must write: PGDATA, the socket directory, the WAL directory,
+ * and the cache, only best effort (trouble there only costs the caching;
+ * *cache_refused says it was left as it was for what it holds).
+ */
+static int
+own_directories(const struct cfg *cfg, uid_t uid, gid_t gid, bool *cache_refused)
+{
+	struct handover h[4] = {
+		{.path = cfg->pgdata, .kind = PRIVS_PGDATA, .mode = 0700, .gid = gid},
+		/* Open to every local user only when pg_hba.conf says who may connect through it. */
+		{.path = cfg->socket_dir, .kind = PRIVS_SOCKET_DIR, .mode = srv_socket_dir_mode(cfg), .gid = gid},
+	};
+	size_t n = 2, cache = SIZE_MAX;
+	if (cfg->initdb_waldir)
+		h[n++] = (struct handover){.path = cfg->initdb_waldir, .kind = PRIVS_WALDIR, .mode = 0700, .gid = gid};
 	/*
 	 * The cache: its top, and the store inside it (pgstash-v1/ and what it
 	 * holds), handed over through the same pinned walk as PGDATA (no link
 	 * followed, no file with a second name, no other file system), so that a
 	 * cache a CI job saved and restored under another owner is postgres' to
-	 * use again.  Whatever else is in cache_dir stays whoever's it is; what an
-	 * entry holds is checked by the store before use, whoever owns it.
+	 * use again.  Whatever else is in cache_dir keeps the top from being
+	 * handed over at all; what an entry holds is checked by the store before
+	 * use, whoever owns it.
 	 */
-	gid_t cache_gid = cfg->cache_gid != (gid_t)-1 ? cfg->cache_gid : gid;
-	if (mkdir_p(cfg->cache_dir, cfg->cache_gid != (gid_t)-1 ? 0750 : 0700) == 0) {
-		int fd = open(cfg->cache_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		struct stat sb;
-		if (fd < 0 || fstat(fd, &sb) != 0 || fchown(fd, uid, cache_gid) != 0) {
-			log_warning("could not change owner of \"%s\": %s", cfg->cache_dir, strerror(errno));
-		} else if (cfg->cache_mode == CFG_CACHE_READ_WRITE) {
-			struct owner to = {.uid = uid, .gid = cache_gid, .dev = sb.st_dev};
-			char *store = path_join(cfg->cache_dir, STORE_DIR_NAME);
-			if (chown_entry(fd, STORE_DIR_NAME, store, &to) != 0)
-				log_warning("could not hand \"%s\" to postgres: caching may not work", store);
-			free(store);
-		}
-		if (fd >= 0)
-			close(fd);
+	if (cfg->cache_mode != CFG_CACHE_OFF && cfg->cache_dir && *cfg->cache_dir) {
+		bool grouped = cfg->cache_gid != (gid_t)-1;
+		cache = n;
+		h[n++] = (struct handover){.path = cfg->cache_dir,
+		                           .kind = PRIVS_CACHE_DIR,
+		                           .mode = grouped ? 0750 : 0700,
+		                           .keep_mode = true,
+		                           .gid = grouped ? cfg->cache_gid : gid,
+		                           .also = cfg->cache_mode == CFG_CACHE_READ_WRITE ? STORE_DIR_NAME : NULL};
 	}
-	return 0;
+	int rc = hand_over_all(h, n, uid);
+	*cache_refused = cache != SIZE_MAX && h[cache].foreign;
+	return rc;
 }
 
 /*
@@ -228,7 +396,8 @@ privs_drop(const struct cfg *cfg)
 	char *home = xstrdup(pw->pw_dir);
 
 	int rc = -1;
-	if (own_directories(cfg, uid, gid) != 0)
+	bool cache_refused = false;
+	if (own_directories(cfg, uid, gid, &cache_refused) != 0)
 		goto cleanup;
 	if (docker_access_for(cfg, uid, gid) != 0)
 		goto cleanup;
@@ -242,9 +411,12 @@ privs_drop(const struct cfg *cfg)
 	int need = cfg->cache_mode == CFG_CACHE_READ_ONLY ? R_OK | X_OK : W_OK | X_OK;
 	if (cfg->cache_mode != CFG_CACHE_OFF && cfg->cache_dir && access(cfg->cache_dir, need) != 0 && errno == EACCES) {
 		log_error("cache directory \"%s\" is not reachable for the postgres user that pgstash runs as when started as "
-		          "root: %s; use a directory postgres can reach (e.g. /var/cache/pgstash) or make its parents "
-		          "searchable (chmod o+x)",
-		          cfg->cache_dir, strerror(errno));
+		          "root: %s; %s",
+		          cfg->cache_dir, strerror(errno),
+		          cache_refused ? "it holds what pgstash did not put there (said above): use a directory of its own "
+		                          "(e.g. /var/cache/pgstash)"
+		                        : "use a directory postgres can reach (e.g. /var/cache/pgstash) or make its parents "
+		                          "searchable (chmod o+x)");
 		goto cleanup;
 	}
 	rc = 0;

@@ -2,7 +2,9 @@
  * privs — started as root (the official image's gosu step): hands what the
  * postgres user must write (PGDATA, the socket directory, the WAL directory,
  * the cache) to it, then becomes it for good, before initdb, the steps and
- * the exec.  postgres refuses to run as root anyway.
+ * the exec.  postgres refuses to run as root anyway.  A configuration names
+ * those directories, and may come from a pull request: root hands over only
+ * what is empty or what pgstash or postgres put there.
  *
  * Not for: what goes into those directories (pgdata, acquire, build).
  */
@@ -12,7 +14,10 @@
 struct cfg;
 
 /*
- * As root: owns cfg's directories to "postgres", starts the Docker socket
+ * As root: owns cfg's directories to "postgres" when what they hold is what
+ * pgstash or postgres put there (privs.c's table; decided for all before any
+ * is changed: a refused PGDATA, WAL or socket directory is -1 with nothing
+ * changed, a refused cache is left as it is), starts the Docker socket
  * broker when a step runs in a container (docker_broker_start: the socket's
  * group is the broker's, never ours), then setgroups to postgres' group
  * alone, setgid, setuid (in that order) and sets HOME, USER, LOGNAME.
@@ -25,7 +30,9 @@ int privs_drop(const struct cfg *cfg);
  * of <cache_dir>/pgstash-v1 (with its login group, and cache_group), or
  * "postgres" when there is no cache yet, so that nothing in a cache that a
  * less privileged user writes is acted on as root.  Stays root only for a
- * cache root owns, or no cache and no postgres user.  0, or -1 (logged).
+ * cache root owns, or no cache and no postgres user; even then what it
+ * starts (`postgres --version` of pg_bindir) runs unprivileged (proc).  0,
+ * or -1 (logged).
  */
 int privs_drop_for_cache(const struct cfg *cfg);
 

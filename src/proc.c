@@ -12,6 +12,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -240,6 +242,24 @@ proc_env_set(struct strlist *env, const char *name, const char *value)
 	free(e);
 }
 
+/* ---- who a child runs as ---- */
+
+void
+proc_unprivileged_ids(uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = getpwnam("postgres");
+	*uid = pw ? pw->pw_uid : (uid_t)PROC_NOBODY_ID;
+	*gid = pw ? pw->pw_gid : (gid_t)PROC_NOBODY_ID;
+}
+
+int
+proc_become(uid_t uid, gid_t gid)
+{
+	if (setgroups(1, &gid) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+		return -1;
+	return 0;
+}
+
 /* ---- starting a child ---- */
 
 /* A child's stream as child_exec takes it: a descriptor, or one of these. */
@@ -280,14 +300,23 @@ child_stream(int fd, int target, int flags)
 	dup2(fd, target);
 }
 
+/* Who the child becomes: unprivileged ids when we are root (proc_unprivileged_ids), else nobody new. */
+struct child_user {
+	bool drop;
+	uid_t uid;
+	gid_t gid;
+};
+
 /* In the child, after fork: never returns. */
 static void __attribute__((__noreturn__))
-child_exec(const struct proc_opts *o, int in, int out, int err, int report_fd)
+child_exec(const struct proc_opts *o, const struct child_user *as, int in, int out, int err, int report_fd)
 {
 	/* Its own group, so a signal or a final SIGKILL reaches everything it started. */
 	if (o->own_group)
 		setpgid(0, 0);
 	sig_child_reset();
+	if (as->drop && proc_become(as->uid, as->gid) != 0)
+		child_fail(o, report_fd, PROC_EXEC_FAILED, errno);
 	if (o->cwd && chdir(o->cwd) != 0)
 		child_fail(o, report_fd, PROC_CHDIR_FAILED, errno);
 	child_stream(in == CHILD_DEFAULT ? CHILD_DEVNULL : in, STDIN_FILENO, O_RDONLY);
@@ -387,6 +416,10 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 	*p = (struct proc){.pid = 0, .in = -1, .out = -1, .err = 0};
 	if (make_pipes(o, in, out, st) != 0)
 		return PROC_NOT_STARTED;
+	/* Looked up here: getpwnam is no business of a child between fork and exec. */
+	struct child_user as = {.drop = geteuid() == 0};
+	if (as.drop)
+		proc_unprivileged_ids(&as.uid, &as.gid);
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
@@ -398,7 +431,7 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 		return PROC_NOT_STARTED;
 	}
 	if (pid == 0)
-		child_exec(o, child_fd(&o->in, in[0]), child_fd(&o->out, out[1]), child_fd(&o->err, -1), st[1]);
+		child_exec(o, &as, child_fd(&o->in, in[0]), child_fd(&o->out, out[1]), child_fd(&o->err, -1), st[1]);
 	/* Also here: whichever of parent and child runs first, the group exists before we signal it. */
 	if (o->own_group)
 		setpgid(pid, pid);

@@ -62,6 +62,24 @@ void proc_env_put(struct strlist *env, const char *entry);
 /* Sets NAME=value in env, replacing an earlier entry for NAME. */
 void proc_env_set(struct strlist *env, const char *name, const char *value);
 
+/* ---- who a child runs as ---- */
+
+/*
+ * Whoever started us, no child runs as root: what pgstash starts is named by
+ * a configuration (pg_bindir, a step's run, a discovery's python) or found on
+ * PATH, and a configuration may come from a pull request.  Started as root,
+ * a child runs as the "postgres" user (its uid, and its login group alone),
+ * or as nobody (65534:65534) when there is no such user: these are the ids.
+ */
+#define PROC_NOBODY_ID 65534
+void proc_unprivileged_ids(uid_t *uid, gid_t *gid);
+/*
+ * Becomes uid:gid for good: setgroups to gid alone, setgid, setuid, in that
+ * order (async-signal-safe: for a child between fork and exec).  0, or -1
+ * with errno set; nothing logged.
+ */
+int proc_become(uid_t uid, gid_t gid);
+
 /* ---- starting a child ---- */
 
 /* Where one of a child's standard streams goes. */
@@ -110,7 +128,9 @@ enum proc_spawn_result {
 
 /*
  * Flushes both our streams, forks and execs as `o` says; the child gets the
- * default signal dispositions and mask (sig_child_reset).  On anything but
+ * default signal dispositions and mask (sig_child_reset) and, when we are
+ * root, proc_unprivileged_ids' user (before it enters o->cwd; a failure to
+ * switch is a PROC_EXEC_FAILED, or the child's exit 126).  On anything but
  * PROC_SPAWNED no descriptor of *p is left open and p->pid is 0.
  */
 enum proc_spawn_result proc_spawn(const struct proc_opts *o, struct proc *p);

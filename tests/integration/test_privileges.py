@@ -150,9 +150,141 @@ def test_hard_link_in_pgdata_not_given_away(work):
     need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
     secret = os.path.join(root_owned_dir(work, "rootdir"), "precious")
     os.link(secret, os.path.join(work.pgdata, "stolen"))
+    # pgstash's marker: a PGDATA root hands over (a killed build's), so that the walk meets the link.
+    work.file("pgdata/pgstash.key", "building " + "0" * 64 + "\n")
     cfg = sql_project(work)
     work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock}, as_root=True)
     assert os.stat(secret).st_uid == 0
+
+
+# ---- 3b. root hands over only what pgstash or postgres put there; it runs nothing a config names ----
+
+def config_naming(work, **paths):
+    """sql_project's config with a [pgstash] section naming `paths` (pgdata = ..., cache_dir = ...): what a
+    pull request may write.  Returns it and the env that lets the file say it (the harness's variables
+    would override it)."""
+    cfg = sql_project(work)
+    with open(cfg) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write("[pgstash]\n" + "".join(f"{k} = {v}\n" for k, v in paths.items()) + text)
+    names = {"pgdata": "PGDATA", "cache_dir": "PGSTASH_CACHE_DIR", "socket_dir": "PGSTASH_SOCKET_DIR",
+             "pg_bindir": "PGSTASH_PG_BINDIR"}
+    env = {"PGSTASH_SOCKET_DIR": work.sock}
+    env.update({names[k]: None for k in paths})
+    return cfg, env
+
+
+def victim_dir(work, name, mode=0o755):
+    """work/NAME: root's directory holding root's 0600 file, as /etc or /run/secrets would."""
+    d = os.path.join(work.path, name)
+    os.makedirs(d)
+    with open(os.path.join(d, "secret"), "w") as f:
+        f.write("keep me\n")
+    os.chmod(os.path.join(d, "secret"), 0o600)
+    os.chmod(d, mode)
+    return d
+
+
+def owners_and_modes(top):
+    """{relative path: (uid, gid, mode)} of top and everything below it."""
+    out = {".": (os.lstat(top).st_uid, os.lstat(top).st_gid, stat.S_IMODE(os.lstat(top).st_mode))}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for n in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, n))
+            out[os.path.relpath(os.path.join(dirpath, n), top)] = (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+    return out
+
+
+@pytest.mark.root
+def test_config_pgdata_of_foreign_files_is_not_handed_over(work):
+    """`pgdata = /etc` in a config: root handed the whole tree to postgres, then pgdata refused to touch it."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    victim = victim_dir(work, "victim", 0o700)
+    before = owners_and_modes(victim)
+    cfg, env = config_naming(work, pgdata=victim)
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 1, r
+    assert f'PGDATA "{victim}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
+    assert owners_and_modes(victim) == before
+
+
+@pytest.mark.root
+def test_pgdata_cluster_of_another_uid_is_handed_over(work):
+    """The official image's habit: a volume whose cluster (pgstash's) an older container's uid owns is
+    chowned to postgres and reused."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    cfg = sql_project(work)
+    env = {"PGSTASH_SOCKET_DIR": work.sock}
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0, r
+    for dirpath, dirnames, filenames in os.walk(work.pgdata):
+        for n in dirnames + filenames:
+            os.lchown(os.path.join(dirpath, n), 999, 999)
+    os.lchown(work.pgdata, 999, 999)
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 0, r
+    got = owners_and_modes(work.pgdata)
+    assert {(uid, gid) for uid, gid, _ in got.values()} == {tuple(USER_IDS)}, got
+
+
+@pytest.mark.root
+def test_config_cache_dir_of_foreign_files_is_left_alone(work):
+    """`cache_dir = /etc`: root fchowned the directory itself to postgres.  Now it is left as it is, and
+    the start says why the cache cannot be used (never a quiet "not cached")."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    victim = victim_dir(work, "victim")
+    before = owners_and_modes(victim)
+    cfg, env = config_naming(work, cache_dir=victim)
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 1, r
+    assert f'cache directory "{victim}" holds "secret"' in r.stderr, r
+    assert f'cache directory "{victim}" is not reachable' in r.stderr, r
+    assert owners_and_modes(victim) == before
+
+
+@pytest.mark.root
+def test_config_socket_dir_of_foreign_files_changes_nothing(work):
+    """`socket_dir = /etc`: root made it postgres' with mode 3775.  Now an error before anything is
+    changed: neither it nor PGDATA (empty, so it could have been handed over) is touched."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    victim = victim_dir(work, "victim")
+    before = owners_and_modes(victim)
+    fresh = os.path.join(work.path, "freshdata")
+    os.makedirs(fresh, mode=0o700)
+    cfg, env = config_naming(work, socket_dir=victim, pgdata=fresh)
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 1, r
+    assert f'socket directory "{victim}" holds "secret"' in r.stderr, r
+    assert owners_and_modes(victim) == before
+    assert owners_and_modes(fresh) == {".": (0, 0, 0o700)}
+
+
+@pytest.mark.root
+def test_config_pg_bindir_never_runs_as_root(work):
+    """`pg_bindir` in a config: `pgstash key` as root (on root's own cache, so it stays root) ran its
+    `postgres --version` as uid 0, and `pgstash postgres --version` exec'd it as root."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    ids = os.path.join(work.path, "ids")
+    open(ids, "w").close()
+    os.chmod(ids, 0o666)
+    bindir = os.path.join(work.path, "rootbin")
+    os.makedirs(bindir)
+    with open(os.path.join(bindir, "postgres"), "w") as f:
+        f.write(f"#!/bin/sh\nid -u >> {ids}\necho 'postgres (PostgreSQL) 15.99'\n")
+    os.chmod(os.path.join(bindir, "postgres"), 0o755)
+    cache = os.path.join(work.path, "rootcache")
+    os.makedirs(os.path.join(cache, "pgstash-v1"), mode=0o700)
+    cfg, env = config_naming(work, pg_bindir=bindir, cache_dir=cache)
+    r = work.run("key", config=cfg, env=env, as_root=True)
+    assert r.rc == 0, r
+    r = work.run("postgres", "--version", config=cfg, env=env, as_root=True)
+    assert r.rc == 0 and "15.99" in r.stdout, r
+    with open(ids) as f:
+        ran_as = f.read().split()
+    assert len(ran_as) == 3, ran_as  # key's version, and the help's version and exec
+    assert "0" not in ran_as, ran_as
+    assert set(ran_as) == {str(USER_IDS[0])}, ran_as
 
 
 # ---- 4. every child gets a built environment ----------------------------------------------

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "pgbin.h"
 #include "pgbin_int.h"
+#include "proc.h"
 
 #define PG_BINDIR "/usr/lib/postgresql/15/bin"
 
@@ -20,6 +21,8 @@ setup(void **state)
 {
 	(void)state;
 	tmp = unit_tmpdir();
+	/* As root, postgres --version runs as postgres or nobody (proc): its fakes must be reachable. */
+	assert_int_equal(chmod(tmp, 0755), 0);
 	const char *p = getenv("PATH");
 	saved_path = p ? xstrdup(p) : NULL;
 	return 0;
@@ -191,6 +194,29 @@ test_find_fake(void **state)
 	free(dir);
 }
 
+/* pg_bindir is a config's: started as root, its postgres --version never runs as root. */
+static void
+test_find_not_as_root(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "skipped: needs root\n");
+		skip();
+	}
+	char *dir = fake_prog("asroot/postgres", "echo \"postgres (PostgreSQL) 16.$(id -u)\"\n");
+	struct pgbin pg;
+	assert_int_equal(find(dir, &pg, NULL), 0);
+	assert_int_equal(pg.major, 16);
+	uid_t uid;
+	gid_t gid;
+	proc_unprivileged_ids(&uid, &gid);
+	char *want = xasprintf("16.%ld", (long)uid);
+	assert_string_equal(pg.version, want);
+	free(want);
+	pgbin_free(&pg);
+	free(dir);
+}
+
 static void
 test_find_missing(void **state)
 {
@@ -338,6 +364,7 @@ main(void)
 		cmocka_unit_test(test_parse_version),
 		cmocka_unit_test_setup_teardown(test_find_real, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_fake, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_find_not_as_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_missing, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_bad_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_fallbacks, setup, teardown),

@@ -166,6 +166,32 @@ test_exit_codes_and_signals(void **state)
 	sb_free(&out);
 }
 
+/*
+ * Started as root, no child runs as root (a config names what we start):
+ * it is the postgres user, or nobody, with that user's group alone, and
+ * cannot become root again.
+ */
+static void
+test_child_never_root(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "skipped: needs root\n");
+		skip();
+	}
+	uid_t uid;
+	gid_t gid;
+	proc_unprivileged_ids(&uid, &gid);
+	assert_true(uid != 0 && gid != 0);
+	struct strbuf out = {0};
+	int status;
+	assert_int_equal(run_sh("echo $(id -u) $(id -g) $(id -G)", NULL, &out, &status, 1000), PROC_EXITED);
+	char *want = xasprintf("%ld %ld %ld\n", (long)uid, (long)gid, (long)gid);
+	assert_string_equal(sb_str(&out), want);
+	free(want);
+	sb_free(&out);
+}
+
 static void
 test_capture_bound_and_env(void **state)
 {
@@ -218,8 +244,11 @@ test_start_errors(void **state)
 	assert_int_equal(p.err, ENOENT);
 	assert_int_equal(p.pid, 0);
 
+	/* A PATH the child can search whoever it runs as (as root: proc_unprivileged_ids' user, not root). */
+	char *env[] = {"PATH=/usr/bin:/bin", NULL};
 	char *not_in_path[] = {"pgstash-no-such-program", NULL};
 	o.argv = not_in_path;
+	o.envp = env;
 	o.search_path = true;
 	assert_int_equal(proc_spawn(&o, &p), PROC_EXEC_FAILED);
 	assert_int_equal(p.err, ENOENT);
@@ -248,6 +277,8 @@ static void
 test_cwd_pipes_and_timeout(void **state)
 {
 	char *dir = unit_tmpdir();
+	/* Enterable by the child also when we are root (it is not: proc_unprivileged_ids). */
+	assert_int_equal(chmod(dir, 0755), 0);
 	char *argv[] = {"/bin/sh", "-c", "pwd; read x; echo got $x; sleep 30", NULL};
 	struct proc_opts o = {.argv = argv, .cwd = dir, .own_group = true, .in = {PROC_IO_PIPE}, .out = {PROC_IO_PIPE},
 	                      .report_start_error = true};
@@ -320,6 +351,7 @@ main(void)
 		cmocka_unit_test(test_split_errors),
 		cmocka_unit_test(test_env_lists),
 		cmocka_unit_test(test_exit_codes_and_signals),
+		cmocka_unit_test(test_child_never_root),
 		cmocka_unit_test(test_capture_bound_and_env),
 		cmocka_unit_test(test_capture_input),
 		cmocka_unit_test(test_start_errors),

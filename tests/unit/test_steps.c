@@ -378,7 +378,14 @@ test_run_many_first_failure_stops_others(void **state)
 int
 main(void)
 {
-	if (sig_init() != 0)
+	/*
+	 * Steps run as postgres (privs_drop); as root, no child would run as us
+	 * (proc_unprivileged_ids) anyway.  Root's PATH (/root/...) is not
+	 * postgres' to search: a missing program would be EACCES, not ENOENT.
+	 */
+	if (geteuid() == 0)
+		setenv("PATH", "/usr/local/bin:/usr/bin:/bin", 1);
+	if (unit_drop_root() != 0 || sig_init() != 0)
 		return 1;
 	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	const struct CMUnitTest tests[] = {
