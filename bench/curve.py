@@ -4,7 +4,8 @@
 bench/run.sh --curve [options]   (bench/curve.py --help lists them)
 
 Schema-heavy projects (bench/gen_django.py: dj-200, dj-800, optional dj-3200) and data-heavy ones
-(a step running `pgbench -i -s N`: pgb-100m, pgb-1g, optional pgb-4g), side by side in one run, on a
+(a step running `pgbench -i -s N`: pgb-100m, pgb-1g, optional pgb-4g; a Django step running migrate and
+loaddata of a generated fixture, bench/gen_fixture.py: djfix-100m), side by side in one run, on a
 fresh journaled ext4 loop file system by default (root only: this machine's root file system has
 no journal, a CI runner's disk has one).  The methods and their timing are bench.py's (Size.m_*),
 except that the pg_restore recipe runs with -j2.  Results: bench/results/curve-*.json, the table
@@ -28,12 +29,15 @@ import bench as B  # noqa: E402
 
 # name -> pgbench scale (one scale unit is about 15 MiB of PGDATA)
 PGB = {"pgb-100m": 6, "pgb-1g": 64, "pgb-4g": 256}
+# name -> orders in gen_fixture.py's fixture (45,000 orders + 5,625 customers: about 105 MiB of PGDATA;
+# loaddata saves about 1,500 rows/s here, so a djfix-1g would take 6-10 min per build: none)
+DJFIX = {"djfix-100m": 45000}
 DJ = {"dj-3200": (40, 80)}
-DEFAULT = ["dj-200", "dj-800", "pgb-100m", "pgb-1g"]
+DEFAULT = ["dj-200", "dj-800", "djfix-100m", "pgb-100m", "pgb-1g"]
 BIG = ["dj-3200", "pgb-4g"]
 METHODS = ["migrate", "pg_restore", "hit", "limit", "miss"]
 B.SIZES.update(DJ)
-B.SIZES.update({k: (0, 0) for k in PGB})
+B.SIZES.update({k: (0, 0) for k in list(PGB) + list(DJFIX)})
 
 
 class CurveSize(B.Size):
@@ -47,19 +51,18 @@ class CurveSize(B.Size):
         ph["pg_restore"] = ctx.run([ctx.bin("pg_restore"), "-j", "2", "-h", self.sock, "-U", "postgres", "-d",
                                     "app", self.dump], lg)["s"]
         total = sum(ph.values())
-        self.verify(label, migrations=self.kind == "django")
+        self.verify(label)  # a custom-format dump holds the rows too
         ph["stop"] = ctx.stop(d, lg)["s"]
         return {"phases": ph, "total": total}
 
     kind = "django"
 
-    def m_hit(self, label, trust=False):
-        """bench.py's hit, then a wait (untimed) for PGDATA's background syncer: with a data-heavy PGDATA it
-        writes back after the start, and the next measurement must not pay for it."""
-        r = super().m_hit(label, trust)
-        d = os.path.join(self.runs, label)
+    def wait_syncer(self, pgdata):
+        """Waits (untimed) for PGDATA's background syncer to let go of its lock: with a data-heavy PGDATA it
+        writes back after prepare has returned (after the start, on a hit), and the next measurement must
+        not pay for it, nor the final umount find the file system busy (the last miss's syncer did)."""
         t0 = time.perf_counter()
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(pgdata, os.O_RDONLY | os.O_DIRECTORY)
         try:
             while time.perf_counter() - t0 < 600:
                 try:
@@ -69,44 +72,50 @@ class CurveSize(B.Size):
                     time.sleep(0.05)
         finally:
             os.close(fd)
-        r["syncer_wait_s"] = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    def setup(self):
+        super().setup()
+        self.wait_syncer(self.seed)
+
+    def m_hit(self, label, trust=False):
+        r = super().m_hit(label, trust)
+        r["syncer_wait_s"] = self.wait_syncer(os.path.join(self.runs, label))
+        return r
+
+    def m_miss(self, label):
+        r = super().m_miss(label)
+        r["syncer_wait_s"] = self.wait_syncer(os.path.join(self.runs, label))
         return r
 
 
-class PgbSize(CurveSize):
-    """Data-heavy: one step, `pgbench -i -q -s SCALE app`."""
-
-    kind = "pgbench"
-
-    def __init__(self, ctx, name):
-        super().__init__(ctx, name)
-        self.scale = PGB[name]
+class DataSize(CurveSize):
+    """Data-heavy: a project of one step whose PGDATA is mostly rows, the cache filled by a miss as bench.py's
+    setup does.  The subclass writes the project (write_project) and its step (step_ini), runs that step
+    for m_migrate (run_step) and says which tables hold how many rows (expected_rows)."""
 
     def verify(self, label, migrations=True):
         n = self.relcount()
         if n != self.info["relations"]:
             raise B.BenchError(f"{self.name} {label}: {n} relations in public, expected {self.info['relations']}")
         if migrations:
-            rows = int(self.ctx.psql(self.sock, "app", "SELECT count(*) FROM pgbench_branches"))
-            if rows != self.scale:
-                raise B.BenchError(f"{self.name} {label}: {rows} pgbench_branches rows, expected {self.scale}")
+            for table, want in self.expected_rows().items():
+                rows = int(self.ctx.psql(self.sock, "app", f"SELECT count(*) FROM {table}"))
+                if rows != want:
+                    raise B.BenchError(f"{self.name} {label}: {rows} {table} rows, expected {want}")
 
     def setup(self):
         ctx = self.ctx
-        os.makedirs(os.path.join(self.proj, "mig"), exist_ok=True)
-        with open(os.path.join(self.proj, "mig", "001.sql"), "w") as f:
-            f.write(f"-- pgbench -i -s {self.scale}\n")
+        self.write_project()
         for root, ds, fs in os.walk(self.proj):
             for n in ds + fs:
                 ctx.own(os.path.join(root, n))
         ctx.own(self.proj)
         with open(self.ini, "w") as f:
             f.write("; written by bench/curve.py\n[pgstash]\ncompression = zstd\n\n[database]\nuser = postgres\n"
-                    f"name = app\n\n[step pgbench]\nroot = proj\nmigrations = mig/*.sql\n"
-                    f"run = {ctx.bin('pgbench')} -i -q -s {self.scale} app\n")
+                    "name = app\n\n" + self.step_ini())
         ctx.own(self.ini)
-        self.info["migration_files"] = 1
-        B.say(f"{self.name}: filling the cache (pgstash prepare, a miss: pgbench -i -s {self.scale})")
+        B.say(f"{self.name}: filling the cache (pgstash prepare, a miss: {self.what})")
         ctx.mkdir(self.seed, 0o700)
         r = self.pgstash(self.seed, self.cache, self.log("seed"))
         self.info["seed_build"] = {"s": r["s"], **B.parse_pgstash_log(self.log("seed"))}
@@ -117,9 +126,12 @@ class PgbSize(CurveSize):
         self.info["seed_pgdata"] = B.tree_stats(self.seed)
         ctx.start(self.seed, self.sock, self.log("seed"))
         self.info["relations"] = self.relcount()
+        self.seeded()
+        self.verify("seed")
         ctx.run([ctx.bin("pg_dump"), "-h", self.sock, "-U", "postgres", "-Fc", "-f", self.dump, "app"],
                 self.log("seed"))
         ctx.stop(self.seed, self.log("seed"))
+        self.wait_syncer(self.seed)
         self.info["dump_bytes"] = os.path.getsize(self.dump)
         ctx.run(["zstd", "-q", "-d", "-c", meta["archive_path"]], self.log("setup"), stdout=self.snap_tar)
         self.info["snap_tar_bytes"] = os.path.getsize(self.snap_tar)
@@ -130,17 +142,93 @@ class PgbSize(CurveSize):
         B.say(f"{self.name}: snapshot {B.mib(int(meta['archive_bytes'])):.1f} MiB of "
               f"{B.mib(int(meta['pgdata_bytes'])):.1f} MiB PGDATA, dump {B.mib(self.info['dump_bytes']):.1f} MiB")
 
+    def seeded(self):
+        """What the seed's server tells about the project, before the seed is verified."""
+
     def m_migrate(self, label):
         ctx, d, lg = self.ctx, self.fresh(label), self.log(label)
         ph = {"initdb": ctx.run(self.initdb_argv(d), lg)["s"]}
         ph["start"] = ctx.start(d, self.sock, lg, fast=True)["s"]
         ph["createdb"] = ctx.run([ctx.bin("createdb"), "-h", self.sock, "-U", "postgres", "app"], lg)["s"]
-        env = ctx.env(PGHOST=self.sock, PGPORT=5432, PGUSER="postgres")
-        ph["migrate"] = ctx.run([ctx.bin("pgbench"), "-i", "-q", "-s", str(self.scale), "app"], lg, env=env)["s"]
+        ph.update(self.run_step(lg))
         total = sum(ph.values())
         self.verify(label)
         ph["stop"] = ctx.stop(d, lg)["s"]
         return {"phases": ph, "total": total, "total_with_stop": total + ph["stop"]}
+
+
+class PgbSize(DataSize):
+    """Data-heavy, repetitive rows: one step, `pgbench -i -q -s SCALE app`."""
+
+    kind = "pgbench"
+
+    def __init__(self, ctx, name):
+        super().__init__(ctx, name)
+        self.scale = PGB[name]
+        self.what = f"pgbench -i -s {self.scale}"
+
+    def expected_rows(self):
+        return {"pgbench_branches": self.scale}
+
+    def write_project(self):
+        os.makedirs(os.path.join(self.proj, "mig"), exist_ok=True)
+        with open(os.path.join(self.proj, "mig", "001.sql"), "w") as f:
+            f.write(f"-- pgbench -i -s {self.scale}\n")
+        self.info["migration_files"] = 1
+
+    def step_ini(self):
+        return (f"[step pgbench]\nroot = proj\nmigrations = mig/*.sql\n"
+                f"run = {self.ctx.bin('pgbench')} -i -q -s {self.scale} app\n")
+
+    def run_step(self, lg):
+        env = self.ctx.env(PGHOST=self.sock, PGPORT=5432, PGUSER="postgres")
+        return {"migrate": self.ctx.run([self.ctx.bin("pgbench"), "-i", "-q", "-s", str(self.scale), "app"], lg,
+                                        env=env)["s"]}
+
+
+class DjfixSize(DataSize):
+    """Data-heavy, varied rows: a Django project (bench/gen_fixture.py) whose one step runs
+    `manage.py migrate` and `manage.py loaddata` of a generated fixture of ORDERS orders."""
+
+    kind = "fixture"
+    FIXTURE = "fixtures/shop.jsonl.gz"
+
+    def __init__(self, ctx, name):
+        super().__init__(ctx, name)
+        self.orders = DJFIX[name]
+        self.what = f"migrate + loaddata of {self.orders:,} orders"
+
+    def expected_rows(self):
+        return {"shop_customer": self.info["customers"], "shop_order": self.orders,
+                "django_migrations": self.info["django_migrations"]}
+
+    def write_project(self):
+        B.say(f"{self.name}: generating the project and its fixture ({self.orders:,} orders)")
+        gen = os.path.join(os.path.dirname(self.ctx.args.generator), "gen_fixture.py")
+        self.ctx.run(["/usr/bin/python3", gen, self.proj, str(self.orders)], self.log("setup"))
+        self.info["customers"] = max(self.orders // 8, 1)
+        self.info["fixture_bytes"] = os.path.getsize(os.path.join(self.proj, self.FIXTURE))
+        self.info["migration_files"] = 2
+
+    def seeded(self):
+        self.info["django_migrations"] = int(self.ctx.psql(self.sock, "app", "SELECT count(*) FROM django_migrations"))
+
+    def step_ini(self):
+        # The fixture is keyed with the migrations, as a project keeps its fixtures under version control.
+        return ("[step django]\nroot = proj\nmigrations = */migrations/*.py fixtures/*.jsonl.gz\n"
+                "exclude = */__pycache__/*\n"
+                "run = /bin/sh -c 'python3 manage.py migrate --noinput && "
+                f"python3 manage.py loaddata {self.FIXTURE}'\n"
+                "env = DJANGO_SETTINGS_MODULE=proj.settings\n")
+
+    def run_step(self, lg):
+        env = self.ctx.env(PGHOST=self.sock, PGPORT=5432, PGUSER="postgres", PGDATABASE="app",
+                           DJANGO_SETTINGS_MODULE="proj.settings")
+        ph = {}
+        for phase, argv in (("migrate", ["python3", "manage.py", "migrate", "--noinput"]),
+                            ("loaddata", ["python3", "manage.py", "loaddata", self.FIXTURE])):
+            ph[phase] = self.ctx.run(argv, lg, env=env, cwd=self.proj)["s"]
+        return ph
 
 
 # ---------------------------------------------------------------- the file system
@@ -157,10 +245,21 @@ def loop_fs(gb):
     return mnt, img
 
 
-def loop_cleanup(mnt, img):
-    subprocess.run(["umount", mnt], check=False)
-    os.rmdir(mnt)
-    os.unlink(img)
+def loop_cleanup(mnt, img, timeout=120):
+    """Unmounts and removes the loop file system; retries a busy umount for up to TIMEOUT seconds (a process
+    of the run that still holds a file there, such as a background syncer), then leaves it mounted."""
+    t0 = time.monotonic()
+    while True:
+        p = subprocess.run(["umount", mnt], stderr=subprocess.PIPE, text=True)
+        if p.returncode == 0:
+            os.rmdir(mnt)
+            os.unlink(img)
+            return True
+        if time.monotonic() - t0 >= timeout:
+            B.say(f"umount {mnt} failed for {timeout} s ({p.stderr.strip()}): left mounted; "
+                  f"later: umount {mnt} && rmdir {mnt} && rm {img}")
+            return False
+        time.sleep(1)
 
 
 # ---------------------------------------------------------------- the summary
@@ -208,11 +307,29 @@ def table(data):
                    + (f"{q['peak_rss_mb']:.1f} MB" if q.get("peak_rss_mb") else "-") + " |")
     g = data["growth"]
     out += ["", "| growth | hit | limit | pg_restore -j2 |", "|---|---|---|---|"]
-    for label, key in (("per 1,000 files (schema-heavy)", "per_1000_files"), ("per GiB (data-heavy)", "per_gib")):
+    for label, key in (("per 1,000 files (schema-heavy)", "per_1000_files"), ("per GiB (data-heavy: pgbench)", "per_gib")):
         v = g.get(key, {})
         out.append(f"| {label} | " + " | ".join(f"{v[m]:.3f} s" if m in v else "-"
                                                for m in ("hit_s", "limit_s", "pg_restore_s")) + " |")
     return "\n".join(out)
+
+
+def plot_kinds(ax, data, kinds, xkey, scale):
+    """One series per method and kind on ax; False when no size is of these kinds."""
+    any_size = False
+    for (kind, suffix), marker in zip(kinds, ("o", "s")):
+        rs = sorted((r for r in data["sizes"].values() if r["kind"] == kind), key=lambda r: r[xkey])
+        any_size = any_size or bool(rs)
+        xs = [r[xkey] / scale for r in rs]
+        for (m, label), color in zip((("hit", "pgstash hit"), ("limit", "limit (tar -x + start)"),
+                                      ("pg_restore", "pg_restore -j2 recipe")), ("C0", "C1", "C2")):
+            st = [r["summary"].get(m, {}).get("total") for r in rs]
+            if not rs or not all(st):
+                continue
+            med = [s["median"] for s in st]
+            err = [[s["median"] - s["min"] for s in st], [s["max"] - s["median"] for s in st]]
+            ax.errorbar(xs, med, yerr=err, marker=marker, color=color, capsize=3, label=label + suffix)
+    return any_size
 
 
 def plot(data, path):
@@ -224,21 +341,13 @@ def plot(data, path):
         B.say("no matplotlib (apt-get install python3-matplotlib): no plot")
         return False
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, kind, xkey, scale, xlabel in ((axes[0], "django", "files", 1, "files in PGDATA (schema-heavy)"),
-                                          (axes[1], "pgbench", "pgdata_bytes", 1 << 30, "PGDATA, GiB (data-heavy)")):
-        rs = sorted((r for r in data["sizes"].values() if r["kind"] == kind), key=lambda r: r[xkey])
-        if not rs:
+    # the Django fixture sizes share the data-heavy axis with pgbench's, as their own series (squares)
+    for ax, kinds, xkey, scale, xlabel in ((axes[0], (("django", ""),), "files", 1, "files in PGDATA (schema-heavy)"),
+                                           (axes[1], (("pgbench", ""), ("fixture", ", Django fixture")), "pgdata_bytes",
+                                            1 << 30, "PGDATA, GiB (data-heavy)")):
+        if not plot_kinds(ax, data, kinds, xkey, scale):
             ax.set_visible(False)
             continue
-        xs = [r[xkey] / scale for r in rs]
-        for m, label in (("hit", "pgstash hit"), ("limit", "limit (tar -x + start)"),
-                         ("pg_restore", "pg_restore -j2 recipe")):
-            st = [r["summary"].get(m, {}).get("total") for r in rs]
-            if not all(st):
-                continue
-            med = [s["median"] for s in st]
-            err = [[s["median"] - s["min"] for s in st], [s["max"] - s["median"] for s in st]]
-            ax.errorbar(xs, med, yerr=err, marker="o", capsize=3, label=label)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("seconds to first connection")
         ax.set_yscale("log")
@@ -284,7 +393,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="2 repetitions, no bulk-delete pause")
     ap.add_argument("--big", action="store_true", help="also dj-3200 and pgb-4g (about 10 GiB of disk more)")
-    ap.add_argument("--sizes", help=f"comma-separated, of {', '.join(list(B.SIZES) + list(PGB))}")
+    ap.add_argument("--sizes", help=f"comma-separated, of {', '.join(B.SIZES)}")
     ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 2)")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--fs", choices=["loop", "tmp"], default="loop",
@@ -333,12 +442,13 @@ def main():
     gen = os.path.join(ctx.scratch, "gen_django.py")
     shutil.copy2(args.generator, gen)
     args.generator = gen
+    shutil.copy2(os.path.join(HERE, "gen_fixture.py"), os.path.join(ctx.scratch, "gen_fixture.py"))  # imports gen_django
     B.say(f"scratch {ctx.scratch} ({fs}); sizes {','.join(sizes)}; {reps} repetitions")
     data = {"schema": 1, "date": date.strftime("%Y-%m-%d %H:%M:%S"), "mode": "quick" if args.quick else "full",
             "fs": fs, "reps": reps, "methods": methods, "machine": B.machine_info(ctx), "sizes": {}}
     rc = 0
     try:
-        szs = [(PgbSize if s in PGB else CurveSize)(ctx, s) for s in sizes]
+        szs = [(PgbSize if s in PGB else DjfixSize if s in DJFIX else CurveSize)(ctx, s) for s in sizes]
         for sz in szs:
             sz.results.update({m: [] for m in methods})
             sz.setup()

@@ -73,3 +73,55 @@ def test_incremental_section_renders_issue18_targets(tmp_path):
     p.write_text(json.dumps(data))
     row = [r for r in render(str(p)) if "key − glob key" in r]
     assert row and "+0.900 s" in row[0] and "FAIL" in row[0], row
+
+
+def curve_size(kind, files, pgdata_mib, hit, limit, restore):
+    """A size of bench/curve.py's results, with what its table and plot read."""
+    stat = lambda v: {"median": v, "min": v * 0.9, "max": v * 1.2, "n": 1}
+    noise = {"load1": 2.0, "psi_io_some_avg10": 1.0, "create_us": 20}
+    return {"kind": kind, "files": files, "pgdata_bytes": pgdata_mib << 20, "archive_bytes": pgdata_mib << 18,
+            "summary": {"hit": {"total": stat(hit)}, "limit": {"total": stat(limit)},
+                        "pg_restore": {"total": stat(restore)}},
+            "ratios": {"hit_vs_limit": hit / limit, "restore_vs_hit": restore / hit, "snapshot_ratio": 0.25},
+            "hit_s": hit, "limit_s": limit, "pg_restore_s": restore,
+            "runs": {"hit": [{"noise": noise}]}}
+
+
+def test_curve_fixture_size_renders_apart_from_pgbench(tmp_path):
+    """bench/curve.py's djfix-* (a Django loaddata step) is a data-heavy size of its own kind: a row of the
+    table, squares beside pgbench's circles on the data-heavy plot, and not a point of pgbench's growth
+    per GiB (the slope between two pgbench sizes)."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    try:
+        import curve
+    finally:
+        sys.path.pop(0)
+    sizes = {"dj-200": curve_size("django", 3086, 61, 0.9, 0.9, 3.4),
+             "djfix-100m": curve_size("fixture", 1300, 2048, 9.0, 3.0, 60.0),
+             "pgb-100m": curve_size("pgbench", 1279, 128, 0.8, 1.0, 4.5),
+             "pgb-1g": curve_size("pgbench", 1279, 1152, 3.8, 4.0, 30.1)}
+    per_gib = curve.growth(sizes, "pgbench", "pgdata_bytes", 1 << 30)
+    assert abs(per_gib["hit_s"] - 3.0) < 1e-9 and abs(per_gib["pg_restore_s"] - 25.6) < 1e-9, per_gib
+    data = {"date": "2026-12-02 13:00:00", "mode": "quick", "reps": 1, "elapsed_s": 60, "fs": "tmp",
+            "machine": {"nproc": 2, "pg_version": "15", "pgstash": "pgstash"}, "sizes": sizes,
+            "growth": {"per_1000_files": {}, "per_gib": per_gib}}
+    p = tmp_path / "curve.json"
+    p.write_text(json.dumps(data))
+    r = subprocess.run([sys.executable, os.path.join(REPO, "bench", "curve.py"), "--render", str(p),
+                        "--publish", "no"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith("| djfix-100m |")]
+    assert len(row) == 1 and "| 2,048 MiB |" in row[0] and "| 3.00 |" in row[0], r.stdout
+    assert "| per GiB (data-heavy: pgbench) | 3.000 s | 3.000 s | 25.600 s |" in r.stdout, r.stdout
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots()
+    assert curve.plot_kinds(ax, data, (("pgbench", ""), ("fixture", ", Django fixture")), "pgdata_bytes", 1 << 30)
+    labels = ax.get_legend_handles_labels()[1]
+    assert "pgstash hit" in labels and "pgstash hit, Django fixture" in labels, labels
+    assert not curve.plot_kinds(ax, data, (("nothing", ""),), "files", 1)
+    plt.close(fig)
