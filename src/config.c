@@ -452,6 +452,19 @@ parse_group(const char *value, gid_t *out, const char **why)
 	return -1;
 }
 
+/* Where cfg records that directory setting `key` came from a config file; NULL for other keys. */
+static char **
+dir_from_file(struct cfg *cfg, const char *key)
+{
+	if (strcmp(key, "pgdata") == 0)
+		return &cfg->pgdata_from_file;
+	if (strcmp(key, "cache_dir") == 0)
+		return &cfg->cache_dir_from_file;
+	if (strcmp(key, "socket_dir") == 0)
+		return &cfg->socket_dir_from_file;
+	return NULL;
+}
+
 int
 cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *where)
 {
@@ -459,6 +472,12 @@ cfg_set_option(struct cfg *cfg, const char *key, const char *value, const char *
 	long lv;
 	uint64_t size;
 
+	char **from_file = dir_from_file(cfg, key);
+	if (from_file) {
+		/* Whoever sets it now: handle_pgstash says afterwards when that was a config file. */
+		free(*from_file);
+		*from_file = NULL;
+	}
 	if (strcmp(key, "cache_dir") == 0)
 		set_str(&cfg->cache_dir, value);
 	else if (strcmp(key, "pgdata") == 0)
@@ -924,6 +943,9 @@ handle_pgstash(struct parse_ctx *ctx, const char *name, const char *value)
 			ctx->first_error_line = ctx->line;
 		ctx->errors++;
 	}
+	char **from_file = dir_from_file(ctx->cfg, name);
+	if (from_file)
+		*from_file = xstrdup(where);
 	free(where);
 	/* Relative paths in a file are taken from the file's directory. */
 	char **pathkey = NULL;
@@ -1827,6 +1849,9 @@ cfg_free(struct cfg *cfg)
 	free(cfg->clone_pattern);
 	free(cfg->clone_template);
 	free(cfg->db_user_from);
+	free(cfg->pgdata_from_file);
+	free(cfg->cache_dir_from_file);
+	free(cfg->socket_dir_from_file);
 	free(cfg->db_name_from);
 	free(cfg->db_extra_from);
 	free(cfg->initdb_args_from);

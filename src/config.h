@@ -137,6 +137,14 @@ struct cfg {
 	char *key_env_from;
 	/* Where db_user, db_name, db_extra and initdb_args were set ("file:line" or an environment variable), for messages. */
 	char *db_user_from, *db_name_from, *db_extra_from, *initdb_args_from;
+	/*
+	 * "file:line" when pgdata, cache_dir or socket_dir was last set by a config
+	 * file, NULL when by the default, the environment or the command line:
+	 * started as root, pgstash hands an existing directory to postgres only
+	 * when the operator named it (privs.c), since a config file can come from a
+	 * pull request.
+	 */
+	char *pgdata_from_file, *cache_dir_from_file, *socket_dir_from_file;
 
 	char *initdb_d;            /* scripts run once after initdb: /docker-entrypoint-initdb.d */
 	char *socket_dir;          /* the final server's unix socket dir; the ready-state file lives here */

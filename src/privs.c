@@ -198,22 +198,29 @@ struct handover {
 	bool keep_mode;   /* the cache's mode is the store's business */
 	gid_t gid;
 	const char *also; /* an entry handed over as a tree with it (the cache's store), or NULL */
+	const char *from_file; /* "file:line" when a config file named it (cfg's *_from_file), else NULL */
 	int fd;           /* pinned by open_handover; -1 before */
+	bool create;      /* missing: made (empty) once every directory is decided */
 	bool refused;     /* not handed over: could not be opened, or foreign */
-	bool foreign;     /* privs_may_hand_over said no */
+	bool foreign;     /* privs_may_hand_over said no, or a config file named someone else's directory */
 };
 
-/* Creates h's directory when missing and pins it, never through a link.  0, or -1 (logged). */
+/*
+ * Pins h's directory, never through a link, creating it first when `make`.
+ * 0; 1 when it does not exist (and !make); -1 (logged).
+ */
 static int
-open_handover(struct handover *h)
+open_handover(struct handover *h, bool make)
 {
 	const struct dir_rule *r = &dir_rules[h->kind];
 	void (*say)(const char *, ...) = r->best_effort ? log_warning : log_error;
 	h->fd = -1;
-	if (mkdir_p(h->path, h->mode & 0777) != 0)
+	if (make && mkdir_p(h->path, h->mode & 0777) != 0)
 		return -1;
 	/* Never through a link: the user it is handed to may have planted one there (the last time it ran). */
 	h->fd = open(h->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (h->fd < 0 && errno == ENOENT && !make)
+		return 1;
 	if (h->fd < 0) {
 		say("could not open directory \"%s\": %s", h->path,
 		    errno == ELOOP || errno == ENOTDIR ? "it is a symbolic link or not a directory" : strerror(errno));
@@ -236,6 +243,41 @@ log_refusal(const struct handover *h, const struct privs_refusal *why)
 		say("%s \"%s\" holds \"%s\", which neither pgstash nor postgres puts there: not handing it (owner, mode) to "
 		    "postgres; use a directory of its own",
 		    r->what, h->path, why->name);
+}
+
+/*
+ * A directory that exists and that a config file names is handed over only
+ * when it is uid's already: a config file can come from a pull request, and
+ * root must not give postgres a directory of its choosing (an empty one on
+ * root's PATH, say).  The default, the environment and the command line are
+ * the operator's word.  true when h may go on to the content check.
+ */
+static bool
+named_by_operator_or_ours(const struct handover *h, uid_t uid)
+{
+	struct stat st;
+	if (!h->from_file || (fstat(h->fd, &st) == 0 && st.st_uid == uid))
+		return true;
+	void (*say)(const char *, ...) = dir_rules[h->kind].best_effort ? log_warning : log_error;
+	say("%s \"%s\" is named by the config file (%s) and is not postgres' already: started as root, pgstash hands an "
+	    "existing directory to postgres only when the environment or the command line names it (PGDATA, "
+	    "PGSTASH_CACHE_DIR, PGSTASH_SOCKET_DIR, --pgdata, --cache-dir), since a config file can come from a pull "
+	    "request; name it there, or let pgstash create it",
+	    dir_rules[h->kind].what, h->path, h->from_file);
+	return false;
+}
+
+/* Decides h (pinned): whether it may be handed to uid.  Refusals logged. */
+static void
+decide_handover(struct handover *h, uid_t uid)
+{
+	struct privs_refusal why;
+	if (!named_by_operator_or_ours(h, uid))
+		h->refused = h->foreign = true;
+	else if (!privs_may_hand_over(h->kind, h->fd, uid, &why)) {
+		log_refusal(h, &why);
+		h->refused = h->foreign = true;
+	}
 }
 
 /* Gives h's directory (and its tree, and h->also) to uid.  0, or -1 (logged; a warning when best effort). */
@@ -278,16 +320,33 @@ static int
 hand_over_all(struct handover *h, size_t n, uid_t uid)
 {
 	int rc = 0;
+	/* Those that exist: pinned and decided, nothing created yet. */
 	for (size_t i = 0; i < n; i++) {
-		bool best_effort = dir_rules[h[i].kind].best_effort;
-		struct privs_refusal why;
-		if (open_handover(&h[i]) != 0)
+		int o = open_handover(&h[i], false);
+		if (o < 0)
 			h[i].refused = true;
-		else if (!privs_may_hand_over(h[i].kind, h[i].fd, uid, &why)) {
-			log_refusal(&h[i], &why);
-			h[i].refused = h[i].foreign = true;
+		else if (o == 1)
+			h[i].create = true;
+		else
+			decide_handover(&h[i], uid);
+		if (h[i].refused && !dir_rules[h[i].kind].best_effort)
+			rc = -1;
+	}
+	/*
+	 * Then the missing ones are made, only when nothing was refused.  Made
+	 * by us they are empty, so who named them does not matter; the content
+	 * check still runs, for one that someone made meanwhile.
+	 */
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (!h[i].create)
+			continue;
+		if (open_handover(&h[i], true) != 0)
+			h[i].refused = true;
+		else {
+			h[i].from_file = NULL;
+			decide_handover(&h[i], uid);
 		}
-		if (h[i].refused && !best_effort)
+		if (h[i].refused && !dir_rules[h[i].kind].best_effort)
 			rc = -1;
 	}
 	for (size_t i = 0; i < n && rc == 0; i++)
@@ -315,9 +374,13 @@ static int
 own_directories(const struct cfg *cfg, uid_t uid, gid_t gid, bool *cache_refused)
 {
 	struct handover h[4] = {
-		{.path = cfg->pgdata, .kind = PRIVS_PGDATA, .mode = 0700, .gid = gid},
+		{.path = cfg->pgdata, .kind = PRIVS_PGDATA, .mode = 0700, .gid = gid, .from_file = cfg->pgdata_from_file},
 		/* Open to every local user only when pg_hba.conf says who may connect through it. */
-		{.path = cfg->socket_dir, .kind = PRIVS_SOCKET_DIR, .mode = srv_socket_dir_mode(cfg), .gid = gid},
+		{.path = cfg->socket_dir,
+		 .kind = PRIVS_SOCKET_DIR,
+		 .mode = srv_socket_dir_mode(cfg),
+		 .gid = gid,
+		 .from_file = cfg->socket_dir_from_file},
 	};
 	size_t n = 2, cache = SIZE_MAX;
 	if (cfg->initdb_waldir)
@@ -339,6 +402,7 @@ own_directories(const struct cfg *cfg, uid_t uid, gid_t gid, bool *cache_refused
 		                           .mode = grouped ? 0750 : 0700,
 		                           .keep_mode = true,
 		                           .gid = grouped ? cfg->cache_gid : gid,
+		                           .from_file = cfg->cache_dir_from_file,
 		                           .also = cfg->cache_mode == CFG_CACHE_READ_WRITE ? STORE_DIR_NAME : NULL};
 	}
 	int rc = hand_over_all(h, n, uid);

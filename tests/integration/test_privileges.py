@@ -175,6 +175,20 @@ def config_naming(work, **paths):
     return cfg, env
 
 
+def naming(work, via, **paths):
+    """config_naming for via == "config"; for via == "env" the same paths from the environment (the
+    operator's word), with sql_project's config as it is."""
+    if via == "config":
+        return config_naming(work, **paths)
+    names = {"pgdata": "PGDATA", "cache_dir": "PGSTASH_CACHE_DIR", "socket_dir": "PGSTASH_SOCKET_DIR"}
+    env = {"PGSTASH_SOCKET_DIR": work.sock}
+    env.update({names[k]: v for k, v in paths.items()})
+    return sql_project(work), env
+
+
+NAMED_BY_CONFIG = "is named by the config file"
+
+
 def victim_dir(work, name, mode=0o755):
     """work/NAME: root's directory holding root's 0600 file, as /etc or /run/secrets would."""
     d = os.path.join(work.path, name)
@@ -197,16 +211,44 @@ def owners_and_modes(top):
 
 
 @pytest.mark.root
-def test_config_pgdata_of_foreign_files_is_not_handed_over(work):
-    """`pgdata = /etc` in a config: root handed the whole tree to postgres, then pgdata refused to touch it."""
+@pytest.mark.parametrize("via", ["config", "env"])
+def test_config_pgdata_of_foreign_files_is_not_handed_over(work, via):
+    """`pgdata = /etc` in a config: root handed the whole tree to postgres, then pgdata refused to touch it.
+    Now a config file may not name an existing directory that is not postgres' at all, and from the
+    environment the content rule refuses it; either way nothing changes."""
     need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
     victim = victim_dir(work, "victim", 0o700)
     before = owners_and_modes(victim)
-    cfg, env = config_naming(work, pgdata=victim)
+    cfg, env = naming(work, via, pgdata=victim)
     r = work.run("prepare", config=cfg, env=env, as_root=True)
     assert r.rc == 1, r
-    assert f'PGDATA "{victim}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
+    if via == "config":
+        assert f'PGDATA "{victim}" {NAMED_BY_CONFIG}' in r.stderr, r
+    else:
+        assert f'PGDATA "{victim}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
     assert owners_and_modes(victim) == before
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("kind", ["pgdata", "socket_dir", "cache_dir"])
+def test_config_may_not_hand_over_an_existing_empty_directory(work, kind):
+    """An empty root directory on root's PATH (/usr/local/sbin in the official image) named by a config:
+    handed to postgres, a step could plant a `psql` that a later `docker exec … psql` runs as root.  Now
+    refused unchanged (the cache: left alone, and the start says it cannot be used); the same directory
+    from the environment, the operator's word, is handed over."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    sbin = os.path.join(work.path, "usr-local-sbin")
+    os.makedirs(sbin)
+    os.chmod(sbin, 0o755)
+    cfg, env = config_naming(work, **{kind: sbin})
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 1, r
+    assert NAMED_BY_CONFIG in r.stderr and sbin in r.stderr, r
+    assert owners_and_modes(sbin) == {".": (0, 0, 0o755)}
+    cfg, env = naming(work, "env", **{kind: sbin})
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 0, r
+    assert (os.lstat(sbin).st_uid, os.lstat(sbin).st_gid) == tuple(USER_IDS)
 
 
 @pytest.mark.root
@@ -229,22 +271,27 @@ def test_pgdata_cluster_of_another_uid_is_handed_over(work):
 
 
 @pytest.mark.root
-def test_config_cache_dir_of_foreign_files_is_left_alone(work):
+@pytest.mark.parametrize("via", ["config", "env"])
+def test_config_cache_dir_of_foreign_files_is_left_alone(work, via):
     """`cache_dir = /etc`: root fchowned the directory itself to postgres.  Now it is left as it is, and
     the start says why the cache cannot be used (never a quiet "not cached")."""
     need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
     victim = victim_dir(work, "victim")
     before = owners_and_modes(victim)
-    cfg, env = config_naming(work, cache_dir=victim)
+    cfg, env = naming(work, via, cache_dir=victim)
     r = work.run("prepare", config=cfg, env=env, as_root=True)
     assert r.rc == 1, r
-    assert f'cache directory "{victim}" holds "secret"' in r.stderr, r
+    if via == "config":
+        assert f'cache directory "{victim}" {NAMED_BY_CONFIG}' in r.stderr, r
+    else:
+        assert f'cache directory "{victim}" holds "secret"' in r.stderr, r
     assert f'cache directory "{victim}" is not reachable' in r.stderr, r
     assert owners_and_modes(victim) == before
 
 
 @pytest.mark.root
-def test_config_socket_dir_of_foreign_files_changes_nothing(work):
+@pytest.mark.parametrize("via", ["config", "env"])
+def test_config_socket_dir_of_foreign_files_changes_nothing(work, via):
     """`socket_dir = /etc`: root made it postgres' with mode 3775.  Now an error before anything is
     changed: neither it nor PGDATA (empty, so it could have been handed over) is touched."""
     need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
@@ -252,10 +299,13 @@ def test_config_socket_dir_of_foreign_files_changes_nothing(work):
     before = owners_and_modes(victim)
     fresh = os.path.join(work.path, "freshdata")
     os.makedirs(fresh, mode=0o700)
-    cfg, env = config_naming(work, socket_dir=victim, pgdata=fresh)
+    cfg, env = naming(work, via, socket_dir=victim, pgdata=fresh)
     r = work.run("prepare", config=cfg, env=env, as_root=True)
     assert r.rc == 1, r
-    assert f'socket directory "{victim}" holds "secret"' in r.stderr, r
+    if via == "config":
+        assert f'socket directory "{victim}" {NAMED_BY_CONFIG}' in r.stderr, r
+    else:
+        assert f'socket directory "{victim}" holds "secret"' in r.stderr, r
     assert owners_and_modes(victim) == before
     assert owners_and_modes(fresh) == {".": (0, 0, 0o700)}
 

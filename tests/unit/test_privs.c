@@ -432,12 +432,97 @@ test_drop_refused_changes_nothing(void **state)
 	struct stat st;
 	assert_int_equal(stat(cfg.socket_dir, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0755);
-	assert_owner(cfg.pgdata, "", 0, 0);
-	assert_owner(cfg.cache_dir, "", 0, 0);
+	/* Decided before anything is made: the missing ones were not even created. */
+	struct stat missing;
+	assert_int_equal(lstat(cfg.pgdata, &missing), -1);
+	assert_int_equal(lstat(cfg.cache_dir, &missing), -1);
 	free(cfg.pgdata);
 	free(cfg.socket_dir);
 	free(cfg.cache_dir);
 	free(cfg.docker_socket);
+}
+
+/*
+ * A config file names an existing directory that is not postgres': refused,
+ * empty as it is (an empty directory on root's PATH, say), unchanged; the
+ * same name from the environment (no from_file) is handed over; one that the
+ * config names and pgstash creates is handed over.
+ */
+static void
+test_config_named_existing_dir_refused(void **state)
+{
+	(void)state;
+	need_root();
+	struct passwd *pw = getpwnam("postgres");
+	if (!pw) {
+		fprintf(stderr, "skipped: no postgres user\n");
+		skip();
+	}
+	char *sbin = path_join(unit_tmp, "sbin");
+	assert_int_equal(mkdir(sbin, 0755), 0);
+	for (int from_file = 1; from_file >= 0; from_file--) {
+		struct cfg cfg;
+		memset(&cfg, 0, sizeof(cfg));
+		cfg.pgdata = path_join(unit_tmp, from_file ? "new-data" : "new-data-2");
+		cfg.pgdata_from_file = from_file ? xstrdup("pgstash.ini:3") : NULL;
+		cfg.socket_dir = xstrdup(sbin);
+		cfg.socket_dir_from_file = from_file ? xstrdup("pgstash.ini:4") : NULL;
+		cfg.cache_mode = CFG_CACHE_OFF;
+		cfg.docker_socket = path_join(unit_tmp, "docker.sock");
+		cfg.cache_gid = (gid_t)-1;
+		fflush(stdout);
+		fflush(stderr);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0)
+			_exit(privs_drop(&cfg) == 0 ? 0 : 10);
+		int status;
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		struct stat st;
+		assert_int_equal(stat(sbin, &st), 0);
+		if (from_file) {
+			assert_int_equal(WEXITSTATUS(status), 10);
+			assert_owner(sbin, "", 0, 0);
+			assert_int_equal(st.st_mode & 07777, 0755);
+			assert_int_equal(lstat(cfg.pgdata, &st), -1);
+		} else {
+			assert_int_equal(WEXITSTATUS(status), 0);
+			assert_owner(sbin, "", pw->pw_uid, pw->pw_gid);
+			assert_owner(cfg.pgdata, "", pw->pw_uid, pw->pw_gid);
+		}
+		free(cfg.pgdata);
+		free(cfg.pgdata_from_file);
+		free(cfg.socket_dir);
+		free(cfg.socket_dir_from_file);
+		free(cfg.docker_socket);
+	}
+	/* Named by a config file but made by pgstash: handed over (it is empty and ours). */
+	struct cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.pgdata = path_join(unit_tmp, "made/data");
+	cfg.pgdata_from_file = xstrdup("pgstash.ini:3");
+	cfg.socket_dir = path_join(unit_tmp, "made/run");
+	cfg.socket_dir_from_file = xstrdup("pgstash.ini:4");
+	cfg.cache_mode = CFG_CACHE_OFF;
+	cfg.docker_socket = path_join(unit_tmp, "docker.sock");
+	cfg.cache_gid = (gid_t)-1;
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(privs_drop(&cfg) == 0 ? 0 : 10);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_owner(cfg.pgdata, "", pw->pw_uid, pw->pw_gid);
+	assert_owner(cfg.socket_dir, "", pw->pw_uid, pw->pw_gid);
+	free(cfg.pgdata);
+	free(cfg.pgdata_from_file);
+	free(cfg.socket_dir);
+	free(cfg.socket_dir_from_file);
+	free(cfg.docker_socket);
+	free(sbin);
 }
 
 int
@@ -452,6 +537,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_chown_tree_exchange_race, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_drop, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_drop_refused_changes_nothing, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_config_named_existing_dir_refused, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_hand_over_table, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_refused_untouched, unit_tmp_setup, unit_tmp_teardown),
 	};
