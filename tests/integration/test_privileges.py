@@ -287,6 +287,28 @@ def test_config_pg_bindir_never_runs_as_root(work):
     assert set(ran_as) == {str(USER_IDS[0])}, ran_as
 
 
+@pytest.mark.root
+def test_pgdata_of_secrets_with_a_keygen_key_is_not_handed_over(work):
+    """PGDATA pointed at /run/secrets, which holds the signing key `pgstash keygen .../pgstash` wrote
+    (README's own example names it pgstash.key): that file counted as pgstash's marker, so root handed
+    the whole directory to postgres.  Only a marker's line in a marker's file counts."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    secrets = os.path.join(work.path, "secrets")
+    os.makedirs(secrets, mode=0o755)
+    r = work.run("keygen", os.path.join(secrets, "pgstash"), as_root=True)
+    assert r.rc == 0, r
+    assert os.path.isfile(os.path.join(secrets, "pgstash.key"))
+    with open(os.path.join(secrets, "db_password"), "w") as f:
+        f.write("keep me\n")
+    os.chmod(os.path.join(secrets, "db_password"), 0o400)
+    before = owners_and_modes(secrets)
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock, "PGDATA": secrets}, as_root=True)
+    assert r.rc != 0, r
+    assert f'PGDATA "{secrets}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
+    assert owners_and_modes(secrets) == before
+
+
 # ---- 4. every child gets a built environment ----------------------------------------------
 
 SECRETS = {"POSTGRES_PASSWORD": "pw-topsecret-1", "AWS_SECRET_ACCESS_KEY": "aws-topsecret-2",
