@@ -367,6 +367,30 @@ def test_no_secret_reaches_a_step_or_postgres(work):
     assert "PGDATA=" in postmaster
 
 
+def test_postgres_help_gets_no_secret(work):
+    """`pgstash postgres --version` (and -V, --help, --describe-config) exec'd the configured postgres
+    with our whole environment: the AWS keys and POSTGRES_PASSWORD included."""
+    log = os.path.join(work.path, "helpenv")
+    bindir = os.path.join(work.path, "helpbin")
+    os.makedirs(bindir)
+    with open(os.path.join(bindir, "postgres"), "w") as f:
+        f.write(f"#!/bin/sh\n{{ echo \"ARGS $*\"; env; }} >> {log}\necho 'postgres (PostgreSQL) 15.99'\n")
+    os.chmod(os.path.join(bindir, "postgres"), 0o755)
+    open(log, "w").close()
+    os.chmod(log, 0o666)
+    work.chown_up(bindir)
+    cfg = sql_project(work)
+    for args in (("--version",), ("--describe-config",)):
+        r = work.run("postgres", *args, config=cfg, env={"PGSTASH_PG_BINDIR": bindir, **SECRETS}, as_root=IS_ROOT)
+        assert r.rc == 0 and "15.99" in r.stdout, r
+    with open(log) as f:
+        text = f.read()
+    assert "ARGS --describe-config" in text, text  # the exec itself, not only pgbin's version probe
+    for name, value in SECRETS.items():
+        assert value not in text, f"{name} reached postgres --version"
+    assert "PATH=" in text, text
+
+
 # ---- 5. the temporary server is never where a client looks for the real one ----------------
 
 def probe(port, sock_dir):
