@@ -35,17 +35,6 @@
 /* The longest marker line: "unsynced KEY BOOT_ID". */
 #define MARK_LINE_MAX (9 + MARK_KEY_MAX + 1 + MARK_BOOT_ID_LEN)
 
-char *
-mark_read(const char *pgdata)
-{
-	char *p = path_join(pgdata, MARK_FILE);
-	char *text = read_small_file(p, SMALL_FILE_MAX, NULL);
-	free(p);
-	if (text)
-		text[strcspn(text, "\n")] = '\0';
-	return text;
-}
-
 enum mark_holding
 mark_holding(bool has_marker, bool has_pg_version, bool empty)
 {
@@ -152,10 +141,10 @@ mark_parse_line(const char *line)
  * pgstash.key), and whoever may write to the directory (a sticky /tmp) may
  * plant one.  So only one line that parses as a marker, in a regular file of
  * one link owned by the directory's owner, in a directory only its owner may
- * write to.
+ * write to.  Then `line` holds it, without its newline.
  */
 static bool
-holds_marker(int dir_fd)
+read_marker(int dir_fd, char line[MARK_LINE_MAX + 2])
 {
 	struct stat dir, st;
 	if (fstat(dir_fd, &dir) != 0 || (dir.st_mode & 022) != 0)
@@ -163,18 +152,29 @@ holds_marker(int dir_fd)
 	int fd = open_regular_at(dir_fd, MARK_FILE, &st);
 	if (fd < 0)
 		return false;
-	char buf[MARK_LINE_MAX + 2];
 	bool ok = st.st_nlink == 1 && st.st_uid == dir.st_uid && st.st_size <= MARK_LINE_MAX + 1;
-	ssize_t n = ok ? read_head_fd(fd, buf, sizeof(buf)) : -1;
+	ssize_t n = ok ? read_head_fd(fd, line, MARK_LINE_MAX + 2) : -1;
 	close(fd);
-	if (n < 0 || (size_t)n != strlen(buf))
+	if (n < 0 || (size_t)n != strlen(line))
 		return false;
 	/* One line, its newline optional: nothing after it. */
-	size_t end = strcspn(buf, "\n");
-	if (buf[end] == '\n' && buf[end + 1] != '\0')
+	size_t end = strcspn(line, "\n");
+	if (line[end] == '\n' && line[end + 1] != '\0')
 		return false;
-	buf[end] = '\0';
-	return mark_parse_line(buf);
+	line[end] = '\0';
+	return mark_parse_line(line);
+}
+
+char *
+mark_read(const char *pgdata)
+{
+	int dir_fd = open(pgdata, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return NULL;
+	char line[MARK_LINE_MAX + 2];
+	bool ok = read_marker(dir_fd, line);
+	close(dir_fd);
+	return ok ? xstrdup(line) : NULL;
 }
 
 enum mark_holding
@@ -193,7 +193,8 @@ mark_dir_holding(int dir_fd)
 	while (empty && (de = readdir(d)) != NULL)
 		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
 	closedir(d);
-	return mark_holding(holds_marker(dir_fd), has_regular_file(dir_fd, "PG_VERSION"), empty);
+	char line[MARK_LINE_MAX + 2];
+	return mark_holding(read_marker(dir_fd, line), has_regular_file(dir_fd, "PG_VERSION"), empty);
 }
 
 void

@@ -37,7 +37,11 @@
 /* Longest key an "unsynced" line may name (a key is 64 hex digits). */
 #define MARK_KEY_MAX 64
 
-/* The marker's first line without its newline (malloc'ed), or NULL when there is none (not logged). */
+/*
+ * The marker's line without its newline (malloc'ed), or NULL when there is
+ * none, or none that counts (mark_dir_holding's rule: a pgstash.key that may
+ * be someone else's is no marker).  Not logged.
+ */
 char *mark_read(const char *pgdata);
 /*
  * Replaces the marker with `line` and a newline, atomically (temp file and

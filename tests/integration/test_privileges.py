@@ -309,6 +309,23 @@ def test_pgdata_of_secrets_with_a_keygen_key_is_not_handed_over(work):
     assert owners_and_modes(secrets) == before
 
 
+
+def test_pgdata_holding_a_keygen_key_is_not_wiped(work):
+    """Not root: PGDATA pointed at the user's own key directory, where `pgstash keygen .../pgstash` wrote
+    pgstash.key.  The claim took that key for a marker of another key's cluster and emptied the
+    directory, the private key with it."""
+    keys = os.path.join(work.path, "keys")
+    os.makedirs(keys, mode=0o700)
+    work.chown_up(keys)
+    r = work.run("keygen", os.path.join(keys, "pgstash"))
+    assert r.rc == 0, r
+    before = owners_and_modes(keys)
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock, "PGDATA": keys})
+    assert r.rc == 1, r
+    assert f'PGDATA "{keys}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
+    assert owners_and_modes(keys) == before
+
 # ---- 4. every child gets a built environment ----------------------------------------------
 
 SECRETS = {"POSTGRES_PASSWORD": "pw-topsecret-1", "AWS_SECRET_ACCESS_KEY": "aws-topsecret-2",

@@ -133,16 +133,20 @@ test_dir_holding(void **state)
 	assert_int_equal(holding(), MARK_HOLDS_NOTHING);
 	unit_write(unit_tmp, MARK_FILE, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n");
 	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_FILES);
+	assert_marker(NULL); /* pgdata's claim goes by the same rule */
 	unit_write(unit_tmp, MARK_FILE, KEY "\n" KEY "\n");
 	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_FILES);
+	assert_marker(NULL);
 	unit_write(unit_tmp, MARK_FILE, "unsynced " KEY " " BOOT "\n");
 	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+	assert_marker("unsynced " KEY " " BOOT);
 	unit_write(unit_tmp, "PG_VERSION", "17\n");
 	assert_int_equal(holding(), MARK_HOLDS_MARKER);
 
 	/* A directory others may write to: anyone may have put it there. */
 	assert_int_equal(chmod(unit_tmp, 01777), 0);
 	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
+	assert_marker(NULL);
 	assert_int_equal(chmod(unit_tmp, 0770), 0);
 	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
 	assert_int_equal(chmod(unit_tmp, 0700), 0);
