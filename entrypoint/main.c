@@ -517,16 +517,21 @@ wants_help(int argc, char **argv)
 	return false;
 }
 
-/* Replaces pgstash with argv[0] (looked up in PATH unless `exact`); returns only the exit code of a failure. */
+/*
+ * Replaces pgstash with argv[0] (looked up in PATH unless `exact`), with
+ * environment `envp` (NULL: ours); returns only the exit code of a failure.
+ */
 static int
-exec_command(char **argv, bool exact, const char *what)
+exec_command(char **argv, char **envp, bool exact, const char *what)
 {
 	fflush(stdout);
 	fflush(stderr);
+	if (!envp)
+		envp = environ;
 	if (exact)
-		execv(argv[0], argv);
+		execve(argv[0], argv, envp);
 	else
-		execvp(argv[0], argv);
+		execvpe(argv[0], argv, envp);
 	int e = errno;
 	if (e == ENOENT)
 		log_error("\"%s\" is %s, and no such program was found%s", argv[0], what, exact ? "" : " on PATH");
@@ -571,7 +576,11 @@ postgres_help(const struct options *o, int argc, char **argv)
 	for (int i = 0; i < argc; i++)
 		pargv[i + 1] = argv[i];
 	pgbin_free(&pg);
-	int rc = unprivileged_for(pargv[0]) ? exec_command(pargv, true, "postgres") : EXIT_EXEC_DENIED;
+	/* As the final server's (bootstrap): a configured postgres gets none of our secrets. */
+	struct strlist env = {0};
+	proc_env_inherit_public(&env);
+	int rc = unprivileged_for(pargv[0]) ? exec_command(pargv, env.v, true, "postgres") : EXIT_EXEC_DENIED;
+	sl_free(&env);
 	free(pargv[0]);
 	free(pargv);
 	return rc;
@@ -588,7 +597,7 @@ main(int argc, char **argv)
 	const struct command *c = find_command(cmd);
 	/* As the official entrypoint: a command that is not ours is exec'd (psql, bash, pg_isready). */
 	if (!c)
-		return exec_command(argv + o.cmd, false, "not a pgstash command");
+		return exec_command(argv + o.cmd, NULL, false, "not a pgstash command");
 	/* "-c k=v ...": the command word is the first argument for postgres. */
 	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
 	if (c->run == cmd_run && wants_help(argc - first, argv + first))

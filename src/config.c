@@ -1592,6 +1592,49 @@ validate_database(const struct cfg *cfg, const char *dbname)
 	return errors;
 }
 
+/*
+ * Whether initdb word `w` is its --pwfile option, in any form getopt_long
+ * takes: --pwfile=FILE, --pwfile FILE, or a prefix no shorter than "--pwf".
+ */
+static bool
+is_pwfile_option(const char *w)
+{
+	static const char opt[] = "--pwfile";
+	size_t n = strcspn(w, "=");
+	return n >= 5 && n < sizeof(opt) && strncmp(w, opt, n) == 0;
+}
+
+/*
+ * initdb_args' words: splittable and, from a config file, no --pwfile.  A
+ * file (which a pull request may change) naming a readable secret would put
+ * its hash into the cache entry, and maybe into a bucket.  Returns the number
+ * of problems (logged).
+ */
+static int
+validate_initdb_words(const struct cfg *cfg)
+{
+	const char *from = cfg->initdb_args_from ? cfg->initdb_args_from : "initdb_args";
+	const char *why = NULL;
+	char **words = proc_split_argv(cfg->initdb_args, &why);
+	if (!words) {
+		/* The splitter's hint is about steps: say it for initdb. */
+		log_error("%s: bad initdb arguments: %s", from,
+		          strncmp(why, "shell syntax", 12) == 0 ? "shell syntax is not supported (quote the word)" : why);
+		return 1;
+	}
+	bool from_file = cfg->initdb_args_from && strcmp(cfg->initdb_args_from, "POSTGRES_INITDB_ARGS") != 0;
+	int errors = 0;
+	for (char **w = words; from_file && *w && !errors; w++)
+		if (is_pwfile_option(*w)) {
+			log_error("%s: initdb_args may not name a password file (\"%s\") in a config file: set "
+			          "POSTGRES_INITDB_ARGS in the environment instead",
+			          from, *w);
+			errors++;
+		}
+	proc_argv_free(words);
+	return errors;
+}
+
 /* initdb_args and the host auth method.  Returns the number of problems (logged). */
 static int
 validate_initdb(const struct cfg *cfg)
@@ -1601,17 +1644,8 @@ validate_initdb(const struct cfg *cfg)
 		"ldap", "radius", "cert", "pam", "bsd", NULL,
 	};
 	int errors = 0;
-	if (cfg->initdb_args) {
-		const char *why = NULL;
-		char **words = proc_split_argv(cfg->initdb_args, &why);
-		if (!words) {
-			/* The splitter's hint is about steps: say it for initdb. */
-			log_error("%s: bad initdb arguments: %s", cfg->initdb_args_from ? cfg->initdb_args_from : "initdb_args",
-			          strncmp(why, "shell syntax", 12) == 0 ? "shell syntax is not supported (quote the word)" : why);
-			errors++;
-		}
-		proc_argv_free(words);
-	}
+	if (cfg->initdb_args)
+		errors += validate_initdb_words(cfg);
 	if (cfg->host_auth_method && !key_known(methods, cfg->host_auth_method)) {
 		log_error("POSTGRES_HOST_AUTH_METHOD=\"%s\" is not a pg_hba.conf method (trust, scram-sha-256, md5, ...)",
 		          cfg->host_auth_method);

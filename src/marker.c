@@ -32,17 +32,8 @@
 #define PACE_DEFER_BYTES ((uint64_t)64 << 20)
 #define PACE_GRACE_MS 2000.0
 #define PACE_START_MS 30000.0
-
-char *
-mark_read(const char *pgdata)
-{
-	char *p = path_join(pgdata, MARK_FILE);
-	char *text = read_small_file(p, SMALL_FILE_MAX, NULL);
-	free(p);
-	if (text)
-		text[strcspn(text, "\n")] = '\0';
-	return text;
-}
+/* The longest marker line: "unsynced KEY BOOT_ID". */
+#define MARK_LINE_MAX (9 + MARK_KEY_MAX + 1 + MARK_BOOT_ID_LEN)
 
 enum mark_holding
 mark_holding(bool has_marker, bool has_pg_version, bool empty)
@@ -54,12 +45,136 @@ mark_holding(bool has_marker, bool has_pg_version, bool empty)
 	return has_pg_version ? MARK_HOLDS_FOREIGN_CLUSTER : MARK_HOLDS_FOREIGN_FILES;
 }
 
+/*
+ * Opens `name` below dir_fd for reading, never through a link and never
+ * blocking on a FIFO; *st its fstat.  -1 when it cannot be opened or is not
+ * a regular file.
+ */
+static int
+open_regular_at(int dir_fd, const char *name, struct stat *st)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* The first size - 1 bytes at most of fd, NUL-terminated in buf: their count. */
+static ssize_t
+read_head_fd(int fd, char *buf, size_t size)
+{
+	size_t n = 0;
+	while (n < size - 1) {
+		ssize_t r = read(fd, buf + n, size - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+	}
+	buf[n] = '\0';
+	return (ssize_t)n;
+}
+
+/*
+ * The first size - 1 bytes at most of the regular file `name` below dir_fd,
+ * NUL-terminated in buf: never through a link, never blocking on a FIFO
+ * (anything but a regular file reads as empty).  -1 when it cannot be opened.
+ */
+static ssize_t
+read_head_at(int dir_fd, const char *name, char *buf, size_t size)
+{
+	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	ssize_t n = 0;
+	buf[0] = '\0';
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+		n = read_head_fd(fd, buf, size);
+	close(fd);
+	return n;
+}
+
 /* A regular file `name` in dir_fd, a link not followed. */
 static bool
 has_regular_file(int dir_fd, const char *name)
 {
 	struct stat st;
 	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+/* A key as a marker names it: 1 to MARK_KEY_MAX printable characters, no blank. */
+static bool
+is_key(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > MARK_KEY_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (s[i] <= ' ' || s[i] > '~')
+			return false;
+	return true;
+}
+
+bool
+mark_parse_line(const char *line)
+{
+	char key[MARK_KEY_MAX + 1], boot[MARK_BOOT_ID_LEN + 1];
+	/* Empty: a marker torn by a crash before it was synced (pgdata redoes it). */
+	if (!*line || mark_parse_unsynced(line, key, boot))
+		return true;
+	if (strncmp(line, "building ", 9) == 0)
+		return is_key(line + 9);
+	if (strncmp(line, "restoring ", 10) == 0)
+		return is_key(line + 10);
+	return is_key(line);
+}
+
+/*
+ * Whether dir_fd holds pgstash's marker, and nobody else's file by that name:
+ * `pgstash keygen` writes NAME.key (a directory of secrets may hold a
+ * pgstash.key), and whoever may write to the directory (a sticky /tmp) may
+ * plant one.  So only one line that parses as a marker, in a regular file of
+ * one link owned by the directory's owner, in a directory only its owner may
+ * write to.  Then `line` holds it, without its newline.
+ */
+static bool
+read_marker(int dir_fd, char line[MARK_LINE_MAX + 2])
+{
+	struct stat dir, st;
+	if (fstat(dir_fd, &dir) != 0 || (dir.st_mode & 022) != 0)
+		return false;
+	int fd = open_regular_at(dir_fd, MARK_FILE, &st);
+	if (fd < 0)
+		return false;
+	bool ok = st.st_nlink == 1 && st.st_uid == dir.st_uid && st.st_size <= MARK_LINE_MAX + 1;
+	ssize_t n = ok ? read_head_fd(fd, line, MARK_LINE_MAX + 2) : -1;
+	close(fd);
+	if (n < 0 || (size_t)n != strlen(line))
+		return false;
+	/* One line, its newline optional: nothing after it. */
+	size_t end = strcspn(line, "\n");
+	if (line[end] == '\n' && line[end + 1] != '\0')
+		return false;
+	line[end] = '\0';
+	return mark_parse_line(line);
+}
+
+char *
+mark_read(const char *pgdata)
+{
+	int dir_fd = open(pgdata, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir_fd < 0)
+		return NULL;
+	char line[MARK_LINE_MAX + 2];
+	bool ok = read_marker(dir_fd, line);
+	close(dir_fd);
+	return ok ? xstrdup(line) : NULL;
 }
 
 enum mark_holding
@@ -78,7 +193,8 @@ mark_dir_holding(int dir_fd)
 	while (empty && (de = readdir(d)) != NULL)
 		empty = strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0;
 	closedir(d);
-	return mark_holding(has_regular_file(dir_fd, MARK_FILE), has_regular_file(dir_fd, "PG_VERSION"), empty);
+	char line[MARK_LINE_MAX + 2];
+	return mark_holding(read_marker(dir_fd, line), has_regular_file(dir_fd, "PG_VERSION"), empty);
 }
 
 void
@@ -255,33 +371,6 @@ mark_sync(const char *pgdata)
 	close(fd);
 	log_debug("synced \"%s\" in %.0f ms", pgdata, (log_now() - t0) * 1000.0);
 	return rc;
-}
-
-/*
- * The first size - 1 bytes at most of the regular file `name` below dir_fd,
- * NUL-terminated in buf: never through a link, never blocking on a FIFO
- * (anything but a regular file reads as empty).  -1 when it cannot be opened.
- */
-static ssize_t
-read_head_at(int dir_fd, const char *name, char *buf, size_t size)
-{
-	int fd = openat(dir_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	struct stat st;
-	bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-	size_t n = 0;
-	while (regular && n < size - 1) {
-		ssize_t r = read(fd, buf + n, size - 1 - n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-	}
-	close(fd);
-	buf[n] = '\0';
-	return (ssize_t)n;
 }
 
 /* The marker's first line, read through dir_fd; NULL when there is none. */

@@ -37,7 +37,11 @@
 /* Longest key an "unsynced" line may name (a key is 64 hex digits). */
 #define MARK_KEY_MAX 64
 
-/* The marker's first line without its newline (malloc'ed), or NULL when there is none (not logged). */
+/*
+ * The marker's line without its newline (malloc'ed), or NULL when there is
+ * none, or none that counts (mark_dir_holding's rule: a pgstash.key that may
+ * be someone else's is no marker).  Not logged.
+ */
 char *mark_read(const char *pgdata);
 /*
  * Replaces the marker with `line` and a newline, atomically (temp file and
@@ -61,7 +65,11 @@ enum mark_holding {
 enum mark_holding mark_holding(bool has_marker, bool has_pg_version, bool empty);
 /*
  * The rule on open directory dir_fd (its entries looked at without following
- * a link: a marker or PG_VERSION counts as a regular file only).
+ * a link: PG_VERSION counts as a regular file only).  A marker counts only as
+ * one line that parses as one, in a regular file of one link owned by the
+ * directory's owner, in a directory no group or other may write to: anything
+ * else named pgstash.key (a `pgstash keygen` key, a file planted in a sticky
+ * directory) is a foreign file.
  * MARK_HOLDS_FOREIGN_FILES too when it cannot be read (errno set).
  */
 enum mark_holding mark_dir_holding(int dir_fd);

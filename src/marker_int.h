@@ -7,6 +7,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/*
+ * Whether `line` (without its newline) is a marker: "building KEY",
+ * "restoring KEY", "unsynced KEY BOOT_ID", KEY, or empty (torn by a crash).
+ */
+bool mark_parse_line(const char *line);
+
 /* How mark_confirm ended. */
 enum mark_confirm_result {
 	MARK_CONFIRM_FAILED = -1, /* a warning was logged; the marker stays "unsynced" */

@@ -337,6 +337,45 @@ def test_config_pg_bindir_never_runs_as_root(work):
     assert set(ran_as) == {str(USER_IDS[0])}, ran_as
 
 
+@pytest.mark.root
+def test_pgdata_of_secrets_with_a_keygen_key_is_not_handed_over(work):
+    """PGDATA pointed at /run/secrets, which holds the signing key `pgstash keygen .../pgstash` wrote
+    (README's own example names it pgstash.key): that file counted as pgstash's marker, so root handed
+    the whole directory to postgres.  Only a marker's line in a marker's file counts."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    secrets = os.path.join(work.path, "secrets")
+    os.makedirs(secrets, mode=0o755)
+    r = work.run("keygen", os.path.join(secrets, "pgstash"), as_root=True)
+    assert r.rc == 0, r
+    assert os.path.isfile(os.path.join(secrets, "pgstash.key"))
+    with open(os.path.join(secrets, "db_password"), "w") as f:
+        f.write("keep me\n")
+    os.chmod(os.path.join(secrets, "db_password"), 0o400)
+    before = owners_and_modes(secrets)
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock, "PGDATA": secrets}, as_root=True)
+    assert r.rc != 0, r
+    assert f'PGDATA "{secrets}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
+    assert owners_and_modes(secrets) == before
+
+
+
+def test_pgdata_holding_a_keygen_key_is_not_wiped(work):
+    """Not root: PGDATA pointed at the user's own key directory, where `pgstash keygen .../pgstash` wrote
+    pgstash.key.  The claim took that key for a marker of another key's cluster and emptied the
+    directory, the private key with it."""
+    keys = os.path.join(work.path, "keys")
+    os.makedirs(keys, mode=0o700)
+    work.chown_up(keys)
+    r = work.run("keygen", os.path.join(keys, "pgstash"))
+    assert r.rc == 0, r
+    before = owners_and_modes(keys)
+    cfg = sql_project(work)
+    r = work.run("prepare", config=cfg, env={"PGSTASH_SOCKET_DIR": work.sock, "PGDATA": keys})
+    assert r.rc == 1, r
+    assert f'PGDATA "{keys}" is not empty and holds no database cluster: refusing to touch it' in r.stderr, r
+    assert owners_and_modes(keys) == before
+
 # ---- 4. every child gets a built environment ----------------------------------------------
 
 SECRETS = {"POSTGRES_PASSWORD": "pw-topsecret-1", "AWS_SECRET_ACCESS_KEY": "aws-topsecret-2",
@@ -393,6 +432,30 @@ def test_no_secret_reaches_a_step_or_postgres(work):
             assert value not in text, f"{name} reached the {what}"
     assert "PGPASSWORD=" not in step, step
     assert "PGDATA=" in postmaster
+
+
+def test_postgres_help_gets_no_secret(work):
+    """`pgstash postgres --version` (and -V, --help, --describe-config) exec'd the configured postgres
+    with our whole environment: the AWS keys and POSTGRES_PASSWORD included."""
+    log = os.path.join(work.path, "helpenv")
+    bindir = os.path.join(work.path, "helpbin")
+    os.makedirs(bindir)
+    with open(os.path.join(bindir, "postgres"), "w") as f:
+        f.write(f"#!/bin/sh\n{{ echo \"ARGS $*\"; env; }} >> {log}\necho 'postgres (PostgreSQL) 15.99'\n")
+    os.chmod(os.path.join(bindir, "postgres"), 0o755)
+    open(log, "w").close()
+    os.chmod(log, 0o666)
+    work.chown_up(bindir)
+    cfg = sql_project(work)
+    for args in (("--version",), ("--describe-config",)):
+        r = work.run("postgres", *args, config=cfg, env={"PGSTASH_PG_BINDIR": bindir, **SECRETS}, as_root=IS_ROOT)
+        assert r.rc == 0 and "15.99" in r.stdout, r
+    with open(log) as f:
+        text = f.read()
+    assert "ARGS --describe-config" in text, text  # the exec itself, not only pgbin's version probe
+    for name, value in SECRETS.items():
+        assert value not in text, f"{name} reached postgres --version"
+    assert "PATH=" in text, text
 
 
 # ---- 5. the temporary server is never where a client looks for the real one ----------------

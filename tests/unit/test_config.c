@@ -615,6 +615,49 @@ test_remote_env(void **state)
 	free(p);
 }
 
+/* cfg_load (which validates) of `text` as a file, with the environment as it is; stderr in *err. */
+static int
+load_only(const char *text, char **err)
+{
+	struct cfg cfg;
+	int rc = load_text(text, &cfg, err);
+	cfg_free(&cfg);
+	return rc;
+}
+
+/* A config file may not have initdb read a password file: its hash would go into the cache entry. */
+static void
+test_initdb_pwfile(void **state)
+{
+	(void)state;
+	const char *refused[] = {"--pwfile=/run/secrets/pw", "-k --pwfile /run/secrets/pw", "--pwf=/run/secrets/pw",
+	                         "--pwfil /run/secrets/pw"};
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		char *text = xasprintf("[database]\ninitdb_args = %s\n", refused[i]);
+		char *err;
+		if (load_only(text, &err) == 0 || !strstr(err, "pgstash.ini:2: initdb_args may not name a password file") ||
+		    !strstr(err, "POSTGRES_INITDB_ARGS"))
+			fail_msg("\"%s\" was not refused: %s", refused[i], err);
+		free(err);
+		free(text);
+	}
+	/* A continuation line is the same setting. */
+	char *err;
+	assert_int_not_equal(load_only("[database]\ninitdb_args = -k\n  --pwfile=/x\n", &err), 0);
+	assert_non_null(strstr(err, "pgstash.ini:2: initdb_args may not name a password file (\"--pwfile=/x\")"));
+	free(err);
+	/* Not an option of that name, or "--pw" (also --pwprompt's prefix: initdb refuses it as ambiguous). */
+	assert_int_equal(load_only("[database]\ninitdb_args = -k --waldir=/w --pw --auth=trust\n", &err), 0);
+	free(err);
+	/* From the environment: whoever sets it may read the file anyway. */
+	setenv("POSTGRES_INITDB_ARGS", "--pwfile=/run/secrets/pw", 1);
+	assert_int_equal(load_only("[database]\ninitdb_args = -k\n", &err), 0);
+	free(err);
+	assert_int_equal(load_only("", &err), 0);
+	free(err);
+	unsetenv("POSTGRES_INITDB_ARGS");
+}
+
 /* Issue 18: discover, python, after, full_build. */
 static void
 test_discover_after_full_build(void **state)
@@ -671,6 +714,7 @@ main(void)
 		cmocka_unit_test(test_remote_parse_url),
 		cmocka_unit_test(test_remote_parsers),
 		cmocka_unit_test_setup_teardown(test_remote_env, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_initdb_pwfile, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("config", tests, NULL, NULL);
 }

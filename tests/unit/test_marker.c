@@ -98,6 +98,92 @@ test_boot_id(void **state)
 }
 
 static void
+test_parse_line(void **state)
+{
+	(void)state;
+	const char *good[] = {"", KEY, "x", "building " KEY, "restoring " KEY, "unsynced " KEY " " BOOT};
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		if (!mark_parse_line(good[i]))
+			fail_msg("refused \"%s\"", good[i]);
+	const char *bad[] = {
+		"-----BEGIN PRIVATE KEY-----", "building ", "building  " KEY, "restoring ", KEY "0", KEY " ",
+		"unsynced " KEY,               "a\tb",      "k\x7f",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		if (mark_parse_line(bad[i]))
+			fail_msg("parsed \"%s\"", bad[i]);
+}
+
+/* What mark_dir_holding says of unit_tmp. */
+static enum mark_holding
+holding(void)
+{
+	int fd = open(unit_tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	enum mark_holding h = mark_dir_holding(fd);
+	close(fd);
+	return h;
+}
+
+/* Only pgstash's own marker makes a directory pgstash's: not a key file of that name, nor a planted one. */
+static void
+test_dir_holding(void **state)
+{
+	(void)state;
+	assert_int_equal(holding(), MARK_HOLDS_NOTHING);
+	unit_write(unit_tmp, MARK_FILE, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n");
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_FILES);
+	assert_marker(NULL); /* pgdata's claim goes by the same rule */
+	unit_write(unit_tmp, MARK_FILE, KEY "\n" KEY "\n");
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_FILES);
+	assert_marker(NULL);
+	unit_write(unit_tmp, MARK_FILE, "unsynced " KEY " " BOOT "\n");
+	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+	assert_marker("unsynced " KEY " " BOOT);
+	unit_write(unit_tmp, "PG_VERSION", "17\n");
+	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+
+	/* A directory others may write to: anyone may have put it there. */
+	assert_int_equal(chmod(unit_tmp, 01777), 0);
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
+	assert_marker(NULL);
+	assert_int_equal(chmod(unit_tmp, 0770), 0);
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
+	assert_int_equal(chmod(unit_tmp, 0700), 0);
+	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+
+	/* A hard link: its other name may be anyone's file. */
+	char *marker = path_join(unit_tmp, MARK_FILE);
+	char *other = path_join(unit_tmp, "other");
+	assert_int_equal(link(marker, other), 0);
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
+	assert_int_equal(unlink(other), 0);
+	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+
+	/* A link to a marker elsewhere. */
+	unit_write(unit_tmp, "elsewhere/" MARK_FILE, KEY "\n");
+	assert_int_equal(unlink(marker), 0);
+	assert_int_equal(symlink("elsewhere/" MARK_FILE, marker), 0);
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
+	assert_int_equal(unlink(marker), 0);
+	unit_write(unit_tmp, MARK_FILE, KEY);
+	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+	free(other);
+
+	/* Another user's file in the directory. */
+	if (geteuid() != 0) {
+		free(marker);
+		fprintf(stderr, "skipped: changing owners needs root\n");
+		skip();
+	}
+	assert_int_equal(chown(marker, 12345, 12345), 0);
+	assert_int_equal(holding(), MARK_HOLDS_FOREIGN_CLUSTER);
+	assert_int_equal(chown(unit_tmp, 12345, 12345), 0);
+	assert_int_equal(holding(), MARK_HOLDS_MARKER);
+	free(marker);
+}
+
+static void
 test_read_write(void **state)
 {
 	(void)state;
@@ -366,6 +452,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_unsynced),
 		cmocka_unit_test(test_boot_id),
+		cmocka_unit_test(test_parse_line),
+		cmocka_unit_test_setup_teardown(test_dir_holding, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_read_write, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_confirm, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_lock, unit_tmp_setup, unit_tmp_teardown),

@@ -254,6 +254,22 @@ test_claim_refuses_foreign(void **state)
 	assert_true(unit_exists(dir, "base/1/1259"));
 }
 
+/* A pgstash.key that is not pgstash's (a `pgstash keygen` key of that name) is no marker: nothing is wiped. */
+static void
+test_claim_refuses_a_key_file_named_like_the_marker(void **state)
+{
+	(void)state;
+	unit_write(dir, MARK_FILE, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n");
+	unit_write(dir, "pgstash.pub", "-----BEGIN PUBLIC KEY-----\n");
+	char *err;
+	assert_int_equal(claim(&err), PGDATA_CLAIM_REFUSED);
+	unit_expect_contains(err, "is not empty and holds no database cluster");
+	free(err);
+	assert_false(pd.ours);
+	assert_true(unit_exists(dir, MARK_FILE));
+	assert_true(unit_exists(dir, "pgstash.pub"));
+}
+
 static void
 test_claim_refuses_in_use(void **state)
 {
@@ -513,6 +529,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_claim_unsynced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claim_wipes_ours, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claim_refuses_foreign, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_claim_refuses_a_key_file_named_like_the_marker, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claim_refuses_in_use, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_claim_not_a_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rollback, setup, teardown),
