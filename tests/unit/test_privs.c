@@ -394,6 +394,34 @@ test_drop(void **state)
 	free(cfg.docker_socket);
 }
 
+/* postgres' passwd entry, or the test is skipped. */
+static struct passwd *
+postgres_or_skip(void)
+{
+	struct passwd *pw = getpwnam("postgres");
+	if (!pw) {
+		fprintf(stderr, "skipped: no postgres user\n");
+		skip();
+	}
+	return pw;
+}
+
+/* privs_drop(cfg) in a forked child (it becomes postgres for good): 0 when it succeeded, 10 when not. */
+static int
+drop_status(const struct cfg *cfg)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(privs_drop(cfg) == 0 ? 0 : 10);
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
 /*
  * A socket directory that may not be handed over stops the drop before
  * anything changed: PGDATA (empty, so it could have been) and the cache are
@@ -404,11 +432,7 @@ test_drop_refused_changes_nothing(void **state)
 {
 	(void)state;
 	need_root();
-	struct passwd *pw = getpwnam("postgres");
-	if (!pw) {
-		fprintf(stderr, "skipped: no postgres user\n");
-		skip();
-	}
+	postgres_or_skip();
 	struct cfg cfg;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.pgdata = path_join(unit_tmp, "data");
@@ -418,16 +442,7 @@ test_drop_refused_changes_nothing(void **state)
 	cfg.cache_gid = (gid_t)-1;
 	unit_write(cfg.socket_dir, "passwd", "p");
 	assert_int_equal(chmod(cfg.socket_dir, 0755), 0);
-	fflush(stdout);
-	fflush(stderr);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(privs_drop(&cfg) == 0 ? 0 : 10);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 10);
+	assert_int_equal(drop_status(&cfg), 10);
 	assert_owner(cfg.socket_dir, "", 0, 0);
 	struct stat st;
 	assert_int_equal(stat(cfg.socket_dir, &st), 0);
@@ -453,11 +468,7 @@ test_config_named_existing_dir_refused(void **state)
 {
 	(void)state;
 	need_root();
-	struct passwd *pw = getpwnam("postgres");
-	if (!pw) {
-		fprintf(stderr, "skipped: no postgres user\n");
-		skip();
-	}
+	struct passwd *pw = postgres_or_skip();
 	char *sbin = path_join(unit_tmp, "sbin");
 	assert_int_equal(mkdir(sbin, 0755), 0);
 	for (int from_file = 1; from_file >= 0; from_file--) {
@@ -470,24 +481,16 @@ test_config_named_existing_dir_refused(void **state)
 		cfg.cache_mode = CFG_CACHE_OFF;
 		cfg.docker_socket = path_join(unit_tmp, "docker.sock");
 		cfg.cache_gid = (gid_t)-1;
-		fflush(stdout);
-		fflush(stderr);
-		pid_t pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0)
-			_exit(privs_drop(&cfg) == 0 ? 0 : 10);
-		int status;
-		assert_int_equal(waitpid(pid, &status, 0), pid);
-		assert_true(WIFEXITED(status));
+		int status = drop_status(&cfg);
 		struct stat st;
 		assert_int_equal(stat(sbin, &st), 0);
 		if (from_file) {
-			assert_int_equal(WEXITSTATUS(status), 10);
+			assert_int_equal(status, 10);
 			assert_owner(sbin, "", 0, 0);
 			assert_int_equal(st.st_mode & 07777, 0755);
 			assert_int_equal(lstat(cfg.pgdata, &st), -1);
 		} else {
-			assert_int_equal(WEXITSTATUS(status), 0);
+			assert_int_equal(status, 0);
 			assert_owner(sbin, "", pw->pw_uid, pw->pw_gid);
 			assert_owner(cfg.pgdata, "", pw->pw_uid, pw->pw_gid);
 		}
@@ -507,14 +510,7 @@ test_config_named_existing_dir_refused(void **state)
 	cfg.cache_mode = CFG_CACHE_OFF;
 	cfg.docker_socket = path_join(unit_tmp, "docker.sock");
 	cfg.cache_gid = (gid_t)-1;
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0)
-		_exit(privs_drop(&cfg) == 0 ? 0 : 10);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	assert_int_equal(drop_status(&cfg), 0);
 	assert_owner(cfg.pgdata, "", pw->pw_uid, pw->pw_gid);
 	assert_owner(cfg.socket_dir, "", pw->pw_uid, pw->pw_gid);
 	free(cfg.pgdata);
