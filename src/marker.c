@@ -140,14 +140,17 @@ mark_parse_line(const char *line)
  * `pgstash keygen` writes NAME.key (a directory of secrets may hold a
  * pgstash.key), and whoever may write to the directory (a sticky /tmp) may
  * plant one.  So only one line that parses as a marker, in a regular file of
- * one link owned by the directory's owner, in a directory only its owner may
- * write to.  Then `line` holds it, without its newline.
+ * one link owned by the directory's owner, in a directory that not everybody
+ * may write to.  Group write is allowed: Kubernetes' fsGroup gives a volume's
+ * tree g+rwx again at every mount (pgstash sets 0700 when it hands PGDATA
+ * over, as the official entrypoint does), and a group member's planted file
+ * is not the directory owner's.  Then `line` holds it, without its newline.
  */
 static bool
 read_marker(int dir_fd, char line[MARK_LINE_MAX + 2])
 {
 	struct stat dir, st;
-	if (fstat(dir_fd, &dir) != 0 || (dir.st_mode & 022) != 0)
+	if (fstat(dir_fd, &dir) != 0 || (dir.st_mode & S_IWOTH) != 0)
 		return false;
 	int fd = open_regular_at(dir_fd, MARK_FILE, &st);
 	if (fd < 0)

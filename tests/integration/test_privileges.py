@@ -271,6 +271,23 @@ def test_pgdata_cluster_of_another_uid_is_handed_over(work):
 
 
 @pytest.mark.root
+def test_pgdata_made_group_writable_by_fsgroup_is_still_ours(work):
+    """Kubernetes' fsGroup gives a volume's tree g+rwx (and setgid) again at every mount: pgstash's own
+    cluster stays pgstash's (its marker is the directory owner's), and is handed back with mode 0700, as
+    the official entrypoint's chmod does."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    cfg = sql_project(work)
+    env = {"PGSTASH_SOCKET_DIR": work.sock}
+    r = work.run("prepare", config=cfg, env=env)
+    assert r.rc == 0, r
+    os.chmod(work.pgdata, 0o2770)
+    r = work.run("prepare", config=cfg, env=env, as_root=True)
+    assert r.rc == 0, r
+    assert "refusing" not in r.stderr, r
+    assert stat.S_IMODE(os.lstat(work.pgdata).st_mode) == 0o700
+
+
+@pytest.mark.root
 @pytest.mark.parametrize("via", ["config", "env"])
 def test_config_cache_dir_of_foreign_files_is_left_alone(work, via):
     """`cache_dir = /etc`: root fchowned the directory itself to postgres.  Now it is left as it is, and
