@@ -14,6 +14,8 @@ interleaved (the order of the methods rotates from one repetition to the next):
   hit_signed  as hit, with trusted_keys set (the entry is signed): the signature is verified (issue 14)
   limit       `tar -x` of the same snapshot, uncompressed and in the page cache -> `pg_ctl start -w`
   miss        `pgstash prepare` with an empty cache (compared with migrate + stop)
+  hit_run     empty PGDATA -> `pgstash run` (it execs postgres), until a client's connection is accepted
+  limit_run   `tar -x` as for limit, then postgres itself, until a client's connection is accepted
 
 then the fingerprint of 10,000 files / 100 MB against sha256sum, and (unless --no-analysis) where the
 hit path spends its time: the snapshot's contents, the components of a hit, strace, and variants of
@@ -38,7 +40,10 @@ import pwd
 import random
 import re
 import shutil
+import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tarfile
@@ -53,7 +58,8 @@ REPO = os.path.dirname(HERE)
 SIZES = {"dj-50": (5, 10), "dj-200": (10, 20), "dj-800": (20, 40)}
 DEFAULT_SIZES = ["dj-200", "dj-800"]
 DEFAULT_REPS = 5
-METHODS = ["migrate", "pg_restore", "structure", "hit", "hit_trust", "hit_signed", "limit", "miss"]
+METHODS = ["migrate", "pg_restore", "structure", "hit", "hit_trust", "hit_signed", "limit", "miss", "hit_run",
+           "limit_run"]
 LABELS = {
     "migrate": "1. full migrate (initdb+start+createdb+migrate)",
     "pg_restore": "2. pg_restore recipe",
@@ -63,6 +69,8 @@ LABELS = {
     "hit_signed": "4c. pgstash hit, trusted_keys set (signature verified)",
     "limit": "5. physical limit (tar -x + pg_ctl start -w)",
     "miss": "6. pgstash miss (prepare, empty cache)",
+    "hit_run": "7. pgstash hit in run mode, to the first accepted connection",
+    "limit_run": "8. physical limit, to the first accepted connection (tar -x + postgres)",
 }
 TARGETS = {
     "hit_vs_limit": ("<=", 1.15, "hit / physical limit"),
@@ -286,6 +294,85 @@ class Ctx:
     def psql(self, sock, db, sql):
         return self.output([self.bin("psql"), "-X", "-At", "-h", sock, "-U", "postgres", "-d", db,
                             "-v", "ON_ERROR_STOP=1", "-c", sql]).strip()
+
+    def serve(self, argv, sock, logpath, env=None, cwd=None, timeout=300):
+        """Starts a server process (postgres, or `pgstash run`, which execs it) as the bench user and
+        returns seconds from just before its fork until a client's connection on `sock` is accepted,
+        with the process (stop it with stop_served)."""
+        kw = {"user": self.uid, "group": self.gid, "extra_groups": []} if self.as_root else {}
+        with open(logpath, "ab") as lf:
+            lf.write(("$ " + " ".join(argv) + "\n").encode())
+            lf.flush()
+            t0 = time.perf_counter()
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=lf, env=env or self.env(),
+                                 cwd=cwd, umask=0o022, **kw)
+        try:
+            wait_accepting(sock, p, t0 + timeout)
+        except BaseException:
+            p.kill()
+            p.wait()
+            raise
+        return time.perf_counter() - t0, p
+
+    def stop_served(self, p):
+        """A fast shutdown (SIGINT) of a server serve() started; seconds until it has exited."""
+        t0 = time.perf_counter()
+        p.send_signal(signal.SIGINT)
+        try:
+            p.wait(300)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise BenchError(f"server pid {p.pid} did not stop within 300 s")
+        return time.perf_counter() - t0
+
+
+def accepts(path, user="postgres", db="postgres"):
+    """One connection attempt on a unix socket, in the protocol's own terms: True when the server
+    authenticates the startup packet and says ReadyForQuery (what a client waits for), False while
+    the socket is missing, refuses, or the server answers "starting up"."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    try:
+        s.connect(path)
+        body = struct.pack("!i", 196608) + f"user\0{user}\0database\0{db}\0\0".encode()
+        s.sendall(struct.pack("!i", len(body) + 4) + body)
+        buf = b""
+        while True:
+            while len(buf) < 5:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                buf += chunk
+            kind, n = buf[:1], struct.unpack("!i", buf[1:5])[0]
+            while len(buf) < 1 + n:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return False
+                buf += chunk
+            if kind == b"Z":
+                s.sendall(b"X" + struct.pack("!i", 4))  # Terminate
+                return True
+            if kind == b"E":
+                return False
+            if kind == b"R" and struct.unpack("!i", buf[5:9])[0] != 0:
+                raise BenchError(f"{path}: the server asks for a password (local auth must be trust here)")
+            buf = buf[1 + n:]
+    except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, BrokenPipeError):
+        return False
+    finally:
+        s.close()
+
+
+def wait_accepting(sockdir, proc, deadline, port=5432):
+    """Polls every millisecond until a connection is accepted; fails if proc exits first."""
+    path = os.path.join(sockdir, f".s.PGSQL.{port}")
+    while not accepts(path):
+        if proc.poll() is not None:
+            raise BenchError(f"the server (pid {proc.pid}) exited with {proc.returncode} before accepting")
+        if time.perf_counter() > deadline:
+            raise BenchError(f"no connection accepted on {path} in time")
+        time.sleep(0.001)
 
 
 def settle(ctx):
@@ -553,6 +640,33 @@ class Size:
         ph["stop"] = ctx.stop(d, lg)["s"]
         return {"phases": ph, "total": total}
 
+    def m_hit_run(self, label):
+        """`pgstash run` into an empty PGDATA, timed until the final server accepts a connection."""
+        ctx, d, lg = self.ctx, self.fresh(label), self.log(label)
+        argv = [ctx.pgstash, "-v", f"--config={self.ini}", "run", "-k", self.sock, "-c", "listen_addresses="]
+        secs, p = ctx.serve(argv, self.sock, lg, env=self.pgstash_env(d, self.cache), cwd=self.dir)
+        inner = parse_pgstash_log(lg)
+        if not inner["hit"]:
+            ctx.stop_served(p)
+            raise BenchError(f"{self.name} {label}: not a cache hit; see {lg}")
+        try:
+            self.verify(label)
+        finally:
+            stop = ctx.stop_served(p)
+        return {"phases": {"to_accept": secs, "stop": stop}, "total": secs, "pgstash": inner}
+
+    def m_limit_run(self, label):
+        """`tar -x` of the uncompressed snapshot, then postgres itself, until it accepts a connection."""
+        ctx, d, lg = self.ctx, self.fresh(label), self.log(label)
+        ph = {"tar_x": ctx.run(["tar", "-xf", self.snap_tar, "-C", d], lg)["s"]}
+        argv = [ctx.bin("postgres"), "-D", d, "-k", self.sock, "-c", "listen_addresses="]
+        ph["to_accept"], p = ctx.serve(argv, self.sock, lg)
+        try:
+            self.verify(label)
+        finally:
+            ph["stop"] = ctx.stop_served(p)
+        return {"phases": ph, "total": ph["tar_x"] + ph["to_accept"]}
+
     def m_miss(self, label):
         ctx, d, lg = self.ctx, self.fresh(label), self.log(label)
         cache = os.path.join(self.runs, label + "-cache")
@@ -598,6 +712,10 @@ class Size:
             r = self.m_hit(label, signed=True)
         elif method == "limit":
             r = self.m_limit(label)
+        elif method == "hit_run":
+            r = self.m_hit_run(label)
+        elif method == "limit_run":
+            r = self.m_limit_run(label)
         else:
             r = self.m_miss(label)
         self.ctx.discard(os.path.join(self.runs, label))
@@ -623,8 +741,9 @@ class Size:
                     v = [r["pgstash"].get(k) for r in runs]
                     if any(x is not None for x in v):
                         s["pgstash_" + k] = stats(v)
-                s["hwm_mb"] = stats([r["hwm_kb"] / 1024 for r in runs if r["hwm_kb"]])
-                s["tree_maxrss_mb"] = stats([r["tree_maxrss_kb"] / 1024 for r in runs])
+                if "hwm_kb" in runs[0]:  # run mode's pgstash becomes postgres: not sampled
+                    s["hwm_mb"] = stats([r["hwm_kb"] / 1024 for r in runs if r["hwm_kb"]])
+                    s["tree_maxrss_mb"] = stats([r["tree_maxrss_kb"] / 1024 for r in runs])
             out[m] = s
         return out
 
@@ -637,6 +756,8 @@ class Size:
             r["restore_vs_hit"] = med("pg_restore") / med("hit")
         if med("hit") and med("migrate"):
             r["migrate_vs_hit"] = med("migrate") / med("hit")
+        if med("hit_run") and med("limit_run"):
+            r["run_hit_vs_limit"] = med("hit_run") / med("limit_run")
         if med("hit_trust") and med("limit"):
             r["hit_trust_vs_limit"] = med("hit_trust") / med("limit")
         if med("hit") and med("structure"):
@@ -1253,6 +1374,12 @@ def results_table(data):
     row("  · pg_ctl start -w", lambda x: x["limit"]["start"])
     row("**6. pgstash miss** (prepare)", lambda x: x["miss"]["total"])
     row("  · of which snapshot write", lambda x: x["miss"]["pgstash_snapshot_write_s"])
+    row("**7. pgstash hit, run mode** (to the first accepted connection)", lambda x: x["hit_run"]["total"])
+    row("  · of which restore (pgstash log)", lambda x: x["hit_run"]["pgstash_restore_s"])
+    row("**8. physical limit, run mode** (tar -x + postgres, to the first connection)",
+        lambda x: x["limit_run"]["total"])
+    row("  · tar -x", lambda x: x["limit_run"]["tar_x"])
+    row("  · postgres to the first connection", lambda x: x["limit_run"]["to_accept"])
     return "\n".join(lines)
 
 

@@ -1372,6 +1372,10 @@ print_single_user_output(const char *out, const char *password, const char *lite
  * fsync=off spares the shutdown checkpoint's fsyncs; the background syncfs
  * covers what it writes, and a host crash before that means a rebuild.  A
  * cluster that is on disk keeps postgres' own fsyncs.
+ *
+ * One statement needs a few catalog pages: a small shared_buffers spares
+ * setting up and tearing down the cluster's own (128 MB by default), a
+ * quarter of the session's CPU time (20 -> 15 ms, perf stat, PG 15).
  */
 static enum proc_wait_result
 run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, const char *sql,
@@ -1387,6 +1391,7 @@ run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, con
 		"-c", "log_statement=none",
 		"-c", "log_min_error_statement=panic",
 		"-c", "log_min_duration_statement=-1",
+		"-c", "shared_buffers=1MB",
 		"-c", "fsync=off",
 		"postgres", NULL,
 	};
