@@ -35,7 +35,7 @@ DJFIX = {"djfix-100m": 45000}
 DJ = {"dj-3200": (40, 80)}
 DEFAULT = ["dj-200", "dj-800", "djfix-100m", "pgb-100m", "pgb-1g"]
 BIG = ["dj-3200", "pgb-4g"]
-METHODS = ["migrate", "pg_restore", "hit", "limit", "miss"]
+METHODS = ["migrate", "pg_restore", "hit", "limit", "miss", "hit_run", "limit_run"]
 B.SIZES.update(DJ)
 B.SIZES.update({k: (0, 0) for k in list(PGB) + list(DJFIX)})
 
@@ -80,6 +80,11 @@ class CurveSize(B.Size):
 
     def m_hit(self, label, trust=False):
         r = super().m_hit(label, trust)
+        r["syncer_wait_s"] = self.wait_syncer(os.path.join(self.runs, label))
+        return r
+
+    def m_hit_run(self, label):
+        r = super().m_hit_run(label)
         r["syncer_wait_s"] = self.wait_syncer(os.path.join(self.runs, label))
         return r
 
@@ -305,6 +310,21 @@ def table(data):
                    f"{fmt_ratio(q.get('restore_vs_hit'))} | {fmt_ratio(q.get('miss_overhead'), True)} | "
                    f"{fmt_ratio(q.get('snapshot_ratio'))} | "
                    + (f"{q['peak_rss_mb']:.1f} MB" if q.get("peak_rss_mb") else "-") + " |")
+    if any("hit_run" in r["summary"] for r in rows.values()):
+        out += ["", "Run mode (`pgstash run`, which execs postgres; the limit: `tar -x` and postgres itself), "
+                "to the first accepted connection, polled every millisecond:", "",
+                "| size | hit, run mode | of which pgstash (its log: bootstrap done) | of which restore | "
+                "limit, run mode | of which tar -x | hit / limit |",
+                "|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            s, q = r["summary"], r["ratios"]
+            if "hit_run" not in s:
+                continue
+            out.append(f"| {name} | {B.fmt_stat(s['hit_run'].get('total'))} | "
+                       f"{B.fmt_stat(s['hit_run'].get('pgstash_bootstrap_s'))} | "
+                       f"{B.fmt_stat(s['hit_run'].get('pgstash_restore_s'))} | "
+                       f"{B.fmt_stat(s.get('limit_run', {}).get('total'))} | "
+                       f"{B.fmt_stat(s.get('limit_run', {}).get('tar_x'))} | {fmt_ratio(q.get('run_hit_vs_limit'))} |")
     g = data["growth"]
     out += ["", "| growth | hit | limit | pg_restore -j2 |", "|---|---|---|---|"]
     for label, key in (("per 1,000 files (schema-heavy)", "per_1000_files"), ("per GiB (data-heavy: pgbench)", "per_gib")):
