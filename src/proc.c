@@ -408,6 +408,27 @@ read_start_report(int fd, pid_t pid, int *err)
 	return r.what;
 }
 
+/*
+ * The environment of a child that root starts as `uid`: what it would get
+ * (o->envp, or ours less the secrets) with HOME, USER and LOGNAME of that
+ * user, as su and gosu set them; root's HOME would point its tools (Python's
+ * user site, psql's rc files) at root's files.
+ */
+static void
+env_of_user(const struct proc_opts *o, uid_t uid, struct strlist *env)
+{
+	if (o->envp) {
+		for (char *const *e = o->envp; *e; e++)
+			sl_add(env, *e);
+	} else
+		proc_env_inherit_public(env);
+	struct passwd *pw = getpwuid(uid);
+	const char *name = pw ? pw->pw_name : "nobody";
+	proc_env_set(env, "HOME", pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : "/");
+	proc_env_set(env, "USER", name);
+	proc_env_set(env, "LOGNAME", name);
+}
+
 enum proc_spawn_result
 proc_spawn(const struct proc_opts *o, struct proc *p)
 {
@@ -418,13 +439,21 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 		return PROC_NOT_STARTED;
 	/* Looked up here: getpwnam is no business of a child between fork and exec. */
 	struct child_user as = {.drop = geteuid() == 0};
-	if (as.drop)
+	struct strlist user_env = {0};
+	struct proc_opts as_user;
+	if (as.drop) {
 		proc_unprivileged_ids(&as.uid, &as.gid);
+		env_of_user(o, as.uid, &user_env);
+		as_user = *o;
+		as_user.envp = user_env.v;
+		o = &as_user;
+	}
 	fflush(stdout);
 	fflush(stderr);
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_error("could not fork: %s", strerror(errno));
+		sl_free(&user_env);
 		close_pair(in);
 		close_pair(out);
 		close_pair(st);
@@ -436,6 +465,7 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 	if (o->own_group)
 		setpgid(pid, pid);
 	sig_track(pid);
+	sl_free(&user_env); /* the child has its copy; o is not used below */
 	close_fd(&in[0]);
 	close_fd(&out[1]);
 	close_fd(&st[1]);

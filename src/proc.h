@@ -130,7 +130,8 @@ enum proc_spawn_result {
  * Flushes both our streams, forks and execs as `o` says; the child gets the
  * default signal dispositions and mask (sig_child_reset) and, when we are
  * root, proc_unprivileged_ids' user (before it enters o->cwd; a failure to
- * switch is a PROC_EXEC_FAILED, or the child's exit 126).  On anything but
+ * switch is a PROC_EXEC_FAILED, or the child's exit 126), with that user's
+ * HOME, USER and LOGNAME in the environment it would get.  On anything but
  * PROC_SPAWNED no descriptor of *p is left open and p->pid is 0.
  */
 enum proc_spawn_result proc_spawn(const struct proc_opts *o, struct proc *p);

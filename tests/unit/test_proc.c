@@ -9,6 +9,7 @@
 #include "proc.h"
 #include "sig.h"
 
+#include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
 
@@ -190,6 +191,30 @@ test_child_never_root(void **state)
 	assert_string_equal(sb_str(&out), want);
 	free(want);
 	sb_free(&out);
+
+	/* Nor does it keep root's HOME, USER and LOGNAME, from our environment or the caller's list. */
+	struct passwd *pw = getpwuid(uid);
+	const char *name = pw ? pw->pw_name : "nobody";
+	want = xasprintf("%s %s %s|kept\n", pw && *pw->pw_dir ? pw->pw_dir : "/", name, name);
+	setenv("HOME", "/root", 1);
+	setenv("USER", "root", 1);
+	setenv("LOGNAME", "root", 1);
+	setenv("TEST_KEPT_VAR", "kept", 1);
+	assert_int_equal(run_sh("echo $HOME $USER $LOGNAME\\|$TEST_KEPT_VAR", NULL, &out, &status, 1000),
+	                 PROC_EXITED);
+	assert_string_equal(sb_str(&out), want);
+	sb_free(&out);
+	struct strlist env = {0};
+	proc_env_set(&env, "HOME", "/root");
+	proc_env_set(&env, "USER", "root");
+	proc_env_set(&env, "TEST_KEPT_VAR", "kept");
+	assert_int_equal(run_sh("echo $HOME $USER $LOGNAME\\|$TEST_KEPT_VAR", env.v, &out, &status, 1000),
+	                 PROC_EXITED);
+	assert_string_equal(sb_str(&out), want);
+	sb_free(&out);
+	sl_free(&env);
+	free(want);
+	unsetenv("TEST_KEPT_VAR");
 }
 
 static void
@@ -208,7 +233,7 @@ test_capture_bound_and_env(void **state)
 
 	struct strlist env = {0};
 	proc_env_set(&env, "ONLY", "this one");
-	assert_int_equal(run_sh("echo \"$ONLY|${HOME-unset}\"", env.v, &out, &status, 1000), PROC_EXITED);
+	assert_int_equal(run_sh("echo \"$ONLY|${SHELL-unset}\"", env.v, &out, &status, 1000), PROC_EXITED);
 	assert_string_equal(sb_str(&out), "this one|unset\n");
 	sb_free(&out);
 	sl_free(&env);
