@@ -184,7 +184,7 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 			return EXIT_USAGE;
 		}
 	}
-	if (!as_cache_owner(cfg))
+	if (geteuid() == 0 && privs_drop_for_key(cfg) != 0)
 		return EXIT_RUNTIME;
 	struct pgbin pg;
 	struct fp_result fp;

@@ -8,6 +8,7 @@
 #include "entry.h"
 #include "log.h"
 #include "marker.h"
+#include "proc.h"
 #include "server.h"
 #include "util.h"
 
@@ -512,6 +513,22 @@ privs_drop_for_cache(const struct cfg *cfg)
 	gid_t groups[2] = {gid, cfg->cache_gid};
 	int n = cfg->cache_gid != (gid_t)-1 && cfg->cache_gid != gid ? 2 : 1;
 	int rc = docker_access_for(cfg, uid, gid) == 0 ? become(uid, gid, groups, n, name, home) : -1;
+	free(name);
+	free(home);
+	return rc;
+}
+
+int
+privs_drop_for_key(const struct cfg *cfg)
+{
+	uid_t uid;
+	gid_t gid;
+	proc_unprivileged_ids(&uid, &gid); /* whom a child of root runs as: one rule */
+	struct passwd *pw = getpwuid(uid);
+	char *name = xstrdup(pw ? pw->pw_name : "nobody");
+	char *home = xstrdup(pw && *pw->pw_dir ? pw->pw_dir : "/");
+	gid_t groups[1] = {gid};
+	int rc = docker_access_for(cfg, uid, gid) == 0 ? become(uid, gid, groups, 1, name, home) : -1;
 	free(name);
 	free(home);
 	return rc;

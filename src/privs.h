@@ -26,7 +26,7 @@ struct cfg;
 int privs_drop(const struct cfg *cfg);
 
 /*
- * As root, before a cache command (ls, verify, prune, key): becomes the owner
+ * As root, before a cache command (ls, verify, prune): becomes the owner
  * of <cache_dir>/pgstash-v1 (with its login group, and cache_group), or
  * "postgres" when there is no cache yet, so that nothing in a cache that a
  * less privileged user writes is acted on as root.  Stays root only for a
@@ -35,5 +35,13 @@ int privs_drop(const struct cfg *cfg);
  * or -1 (logged).
  */
 int privs_drop_for_cache(const struct cfg *cfg);
+
+/*
+ * As root, before `key`: becomes the user prepare fingerprints as
+ * ("postgres", or nobody when there is none), changing no directory, so that
+ * the files a configuration names are read, and their digests printed, only
+ * as far as that user may read them.  0, or -1 (logged).
+ */
+int privs_drop_for_key(const struct cfg *cfg);
 
 #endif

@@ -1,6 +1,7 @@
 """Least privilege (issue 15): root acts on nothing a less privileged user
 controls, and the cache is private to its owner unless cache_group says."""
 import grp
+import hashlib
 import os
 import stat
 import subprocess
@@ -352,6 +353,26 @@ def test_config_pg_bindir_never_runs_as_root(work):
     assert len(ran_as) == 3, ran_as  # key's version, and the help's version and exec
     assert "0" not in ran_as, ran_as
     assert set(ran_as) == {str(USER_IDS[0])}, ran_as
+
+
+@pytest.mark.root
+def test_key_as_root_reads_only_what_postgres_may(work):
+    """`pgstash key --explain` as root on root's own cache read the files a config names as root and
+    printed their SHA-256: a config from a pull request naming a root-only file learned its digest (and
+    that it exists).  Now key fingerprints as the user prepare runs as: the file is unreadable, an error."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    root = os.path.join(work.path, "proj")
+    secret = work.file("proj/migrations/0001_secret.sql", "root's secret\n")
+    os.chown(secret, 0, 0)
+    os.chmod(secret, 0o600)
+    digest = hashlib.sha256(b"root's secret\n").hexdigest()
+    cache = os.path.join(work.path, "rootcache")
+    os.makedirs(os.path.join(cache, "pgstash-v1"), mode=0o700)
+    cfg = work.file("key.ini", f"[pgstash]\ncache_dir = {cache}\n[database]\nname = app\n"
+                               f"[step sql]\nroot = {root}\nmigrations = migrations/*.sql\nrun = true\n")
+    r = work.run("key", "--explain", config=cfg, env={"PGSTASH_CACHE_DIR": None}, as_root=True)
+    assert digest not in r.stdout and digest not in r.stderr, r
+    assert r.rc != 0 and "0001_secret.sql" in r.stderr, r
 
 
 @pytest.mark.root
