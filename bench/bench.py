@@ -716,8 +716,10 @@ class Size:
             r = self.m_hit_run(label)
         elif method == "limit_run":
             r = self.m_limit_run(label)
-        else:
+        elif method == "miss":
             r = self.m_miss(label)
+        else:
+            r = getattr(self, "m_" + method)(label)  # a subclass's own method (curve.py: ztar)
         self.ctx.discard(os.path.join(self.runs, label))
         r.update({"rep": rep, "noise": noise})
         self.results[method].append(r)

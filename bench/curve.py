@@ -78,6 +78,14 @@ class CurveSize(B.Size):
         super().setup()
         self.wait_syncer(self.seed)
 
+    def m_ztar(self, label):
+        """What the restore is measured against (issue 19): `zstd -dc SNAPSHOT | tar -x` of the same cache entry into
+        an empty directory of the same file system: decompression and writes in two processes, no digest."""
+        d, lg = self.fresh(label), self.log(label)
+        sh = 'set -o pipefail; zstd -dc -- "$1" | tar -x -C "$2"'
+        ph = {"ztar": self.ctx.run(["bash", "-c", sh, "ztar", self.meta["archive_path"], d], lg)["s"]}
+        return {"phases": ph, "total": ph["ztar"]}
+
     def m_hit(self, label, trust=False):
         r = super().m_hit(label, trust)
         r["syncer_wait_s"] = self.wait_syncer(os.path.join(self.runs, label))
@@ -272,6 +280,14 @@ def loop_cleanup(mnt, img, timeout=120):
 def summarise(sz):
     summ = sz.summary()
     ratios = sz.ratios(summ)
+    ztar, own = summ.get("ztar", {}).get("total"), summ.get("hit", {}).get("pgstash_restore_s")
+    if ztar and own and own["median"]:
+        # >= 1: pgstash's own restore (its log's "restored ... in N s") is as fast as zstd -dc | tar -x
+        ratios["restore_throughput"] = ztar["median"] / own["median"]
+        # Paired: each repetition's ztar against the same repetition's restore (the disk's writeback varies).
+        pairs = [z["total"] / h["pgstash"]["restore_s"] for z, h in zip(sz.results["ztar"], sz.results["hit"])
+                 if h["pgstash"].get("restore_s")]
+        ratios["restore_throughput_paired_median"] = statistics.median(pairs) if pairs else None
     med = lambda m, k="total": summ[m][k]["median"] if m in summ and summ[m].get(k) else None
     return {"kind": sz.kind, "files": sz.info["seed_pgdata"]["files"], "pgdata_bytes": int(sz.meta["pgdata_bytes"]),
             "archive_bytes": int(sz.meta["archive_bytes"]), "summary": summ, "ratios": ratios,
@@ -302,13 +318,13 @@ def fmt_ratio(v, pct=False):
 def table(data):
     rows = data["sizes"]
     out = ["| size | files | PGDATA | hit | limit | hit / limit | pg_restore -j2 / hit | miss overhead | "
-           "snapshot ratio | own peak RSS |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "snapshot ratio | zstd -dc \\| tar -x / restore | own peak RSS |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         s, q = r["summary"], r["ratios"]
         out.append(f"| {name} | {r['files']:,} | {B.mib(r['pgdata_bytes']):,.0f} MiB | {B.fmt_stat(s.get('hit', {}).get('total'))} | "
                    f"{B.fmt_stat(s.get('limit', {}).get('total'))} | {fmt_ratio(q.get('hit_vs_limit'))} | "
                    f"{fmt_ratio(q.get('restore_vs_hit'))} | {fmt_ratio(q.get('miss_overhead'), True)} | "
-                   f"{fmt_ratio(q.get('snapshot_ratio'))} | "
+                   f"{fmt_ratio(q.get('snapshot_ratio'))} | {fmt_ratio(q.get('restore_throughput'))} | "
                    + (f"{q['peak_rss_mb']:.1f} MB" if q.get("peak_rss_mb") else "-") + " |")
     if any("hit_run" in r["summary"] for r in rows.values()):
         out += ["", "Run mode (`pgstash run`, which execs postgres; the limit: `tar -x` and postgres itself), "

@@ -453,7 +453,7 @@ snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compre
 #define SNAP_BATCH_BYTES (512 * 1024)
 /* Large files: all-zero pieces of (up to) this size, on its boundaries, are not written. */
 #define SNAP_HOLE (64 * 1024)
-/* Pending signals are read every this many entries. */
+/* Pending signals are read every this many entries, and data blocks of a large file. */
 #define SNAP_SIG_EVERY 64
 
 struct wjob {
@@ -807,9 +807,13 @@ pool_failed(struct wpool *p)
  * How many writer threads: one per CPU, 2 to SNAP_MAX_WRITERS (file creation
  * waits on the file system more than it computes: two overlap even on one CPU).
  */
+int snap_restore_writers;
+
 static int
 writer_count(void)
 {
+	if (snap_restore_writers > 0)
+		return snap_restore_writers > SNAP_MAX_WRITERS ? SNAP_MAX_WRITERS : snap_restore_writers;
 	long n = sysconf(_SC_NPROCESSORS_ONLN);
 	if (n < 2)
 		n = 2;
@@ -914,6 +918,17 @@ fail:;
 	return -1;
 }
 
+/* Whether a signal came (read now): logged once, the restore then ends as SNAP_FAILED. */
+static bool
+interrupted(const char *archive_path)
+{
+	sig_drain();
+	if (!sig_received)
+		return false;
+	log_warning("restore of \"%s\" interrupted by signal %d", archive_path, (int)sig_received);
+	return true;
+}
+
 /*
  * The next data block of the current entry, of `size` bytes in all: 1 with
  * *buf, *len, *off set; 0 at its end; -1 when the archive is damaged or the
@@ -960,7 +975,12 @@ stream_file(struct archive *ar, const struct wpool *p, const char *archive_path,
 		rc = local_errno(e) ? SNAP_FAILED : SNAP_BAD_ARCHIVE;
 		goto out;
 	}
-	for (;;) {
+	for (unsigned long blocks = 0;; blocks++) {
+		/* A large file is many blocks: `docker stop` must not wait for its end. */
+		if (blocks % SNAP_SIG_EVERY == 0 && interrupted(archive_path)) {
+			rc = SNAP_FAILED;
+			goto out;
+		}
 		const void *buf;
 		size_t len;
 		la_int64_t off;
@@ -1250,13 +1270,8 @@ read_entries(struct restore *r)
 {
 	struct archive_entry *e;
 	for (;;) {
-		if (r->entries % SNAP_SIG_EVERY == 0) {
-			sig_drain();
-			if (sig_received) {
-				log_warning("restore of \"%s\" interrupted by signal %d", r->archive_path, (int)sig_received);
-				return SNAP_FAILED;
-			}
-		}
+		if (r->entries % SNAP_SIG_EVERY == 0 && interrupted(r->archive_path))
+			return SNAP_FAILED;
 		int h = archive_read_next_header(r->ar, &e);
 		if (h == ARCHIVE_EOF) {
 			r->to_writers = true;

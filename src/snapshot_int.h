@@ -38,4 +38,7 @@ struct snap_zstd snap_zstd_choice(uint64_t pgdata_bytes, int configured_level);
 int snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
                     struct snap_zstd z, struct snap_stats *st);
 
+/* Writer threads of a restore (1 to 4); 0, the default: one per CPU, at least 2.  For tests. */
+extern int snap_restore_writers;
+
 #endif

@@ -18,7 +18,10 @@
 #include <pwd.h>
 #include <signal.h>
 #include <dirent.h>
+#include <pthread.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/sysmacros.h>
@@ -843,6 +846,242 @@ test_large_files(void **state)
 	check_restored(f->dst);
 }
 
+/* Random bytes (never a whole zero block by chance), from seed. */
+static unsigned char *
+noise(size_t len, uint32_t x)
+{
+	unsigned char *b = xmalloc(len);
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		b[i] = (unsigned char)(x >> 24);
+	}
+	return b;
+}
+
+/* An archive of PG_VERSION and one large file, base/1/big, zstd-compressed or plain tar. */
+static void
+large_archive(const char *out, const unsigned char *data, size_t len, bool zstd)
+{
+	struct archive *a = archive_write_new();
+	assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+	if (zstd)
+		assert_int_equal(archive_write_add_filter_zstd(a), ARCHIVE_OK);
+	assert_int_equal(archive_write_open_filename(a, out), ARCHIVE_OK);
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, "PG_VERSION");
+	archive_entry_set_mode(e, AE_IFREG | 0600);
+	archive_entry_set_size(e, 3);
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(a, "15\n", 3), 3);
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, "base/1/big");
+	archive_entry_set_mode(e, AE_IFREG | 0600);
+	archive_entry_set_size(e, (la_int64_t)len);
+	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+	assert_int_equal(archive_write_data(a, data, len), (la_ssize_t)len);
+	archive_entry_free(e);
+	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+	archive_write_free(a);
+}
+
+/*
+ * A large file (written by the reading thread in libarchive's blocks, which
+ * need not fall on 64 KiB boundaries): aligned all-zero 64 KiB blocks stay
+ * holes, also around the 1 MiB marks; data across those marks and an
+ * unaligned zero run over one come back byte for byte; the same with one
+ * writer thread and with several (the small files' pool).
+ */
+static void
+test_large_file_holes_and_data(void **state)
+{
+	struct fixture *f = *state;
+	const size_t mib = 1024 * 1024, blk = 65536, len = 6 * mib + 777;
+	unsigned char *b = noise(len, 19);
+	const size_t holes[] = {0, mib - blk, mib, 2 * mib + 3 * blk, 2 * mib + 4 * blk, 4 * mib - blk, 5 * mib};
+	const size_t nholes = sizeof(holes) / sizeof(holes[0]);
+	for (size_t i = 0; i < nholes; i++)
+		memset(b + holes[i], 0, blk);
+	memset(b + 3 * mib - 5000, 0, 10000); /* unaligned, over a 1 MiB mark: written */
+	large_archive(f->arch, b, len, true);
+	const int writers[] = {1, 3};
+	for (size_t w = 0; w < 2; w++) {
+		snap_restore_writers = writers[w];
+		int rc = snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
+		snap_restore_writers = 0;
+		assert_int_equal(rc, 0);
+		assert_file_bytes(f->dst, "base/1/big", b, len);
+		char *p = path_join(f->dst, "base/1/big");
+		struct stat sb;
+		struct statfs fs;
+		assert_int_equal(stat(p, &sb), 0);
+		assert_int_equal(statfs(p, &fs), 0);
+		/* Every block but the holes is allocated; one block of slack for the file system. */
+		if (fs.f_type == 0xEF53 || fs.f_type == 0x01021994)
+			assert_true((uint64_t)sb.st_blocks * 512 <= len - nholes * blk + blk);
+		else
+			print_message("note: file system %#lx, %lld blocks allocated\n", (unsigned long)fs.f_type,
+			              (long long)sb.st_blocks);
+		free(p);
+		rm_rf(f->dst);
+	}
+	free(b);
+}
+
+/* An archive cut in the middle of a large file's data: a bad archive, nothing left in PGDATA. */
+static void
+test_truncated_in_large_file(void **state)
+{
+	struct fixture *f = *state;
+	const size_t len = 8 * 1024 * 1024;
+	unsigned char *b = noise(len, 7);
+	char *cut = path_join(f->root, "cut");
+	const bool zstd[] = {true, false};
+	for (size_t k = 0; k < 2; k++) {
+		large_archive(f->arch, b, len, zstd[k]);
+		struct stat sb;
+		assert_int_equal(stat(f->arch, &sb), 0);
+		/* Random data does not compress: 60 % of the archive is 4.8 MiB into the file. */
+		copy_file(f->arch, cut, (size_t)sb.st_size * 6 / 10);
+		for (int w = 1; w <= 3; w += 2) {
+			snap_restore_writers = w;
+			expect_bad(f, cut, NULL, 15);
+			snap_restore_writers = 0;
+		}
+	}
+	free(cut);
+	free(b);
+}
+
+struct feeder {
+	const char *from, *fifo;
+	size_t signal_at;  /* SIGTERM is sent after this many bytes (SIZE_MAX: none) */
+	const char *fill;  /* or NULL: a file written first, of fill_bytes */
+	size_t fill_bytes;
+};
+
+/*
+ * Copies the archive into the fifo.  Once the restore has opened it (past its
+ * check of the free space), writes the filler file first; and sends a
+ * SIGTERM part of the way in (to the process, where it stays pending).
+ */
+static void *
+feed(void *arg)
+{
+	const struct feeder *fd = arg;
+	size_t len;
+	char *data = read_file(fd->from, &len);
+	int out = open(fd->fifo, O_WRONLY | O_CLOEXEC);
+	if (fd->fill) {
+		unsigned char *junk = noise(fd->fill_bytes, 5);
+		int ff = open(fd->fill, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (ff < 0 || write(ff, junk, fd->fill_bytes) != (ssize_t)fd->fill_bytes || close(ff) != 0)
+			fprintf(stderr, "could not fill %s: %s\n", fd->fill, strerror(errno));
+		free(junk);
+	}
+	size_t done = 0;
+	bool sent = false;
+	while (out >= 0 && data && done < len) {
+		if (!sent && done >= fd->signal_at) {
+			kill(getpid(), SIGTERM);
+			sent = true;
+		}
+		size_t n = len - done < 65536 ? len - done : 65536;
+		ssize_t k = write(out, data + done, n);
+		if (k <= 0)
+			break; /* the restore stopped reading */
+		done += (size_t)k;
+	}
+	if (out >= 0)
+		close(out);
+	free(data);
+	return NULL;
+}
+
+/* snap_restore of `archive` (a plain file) through a fifo fed by feed(). */
+static int
+restore_fed(struct fixture *f, const char *archive, const char *dst, struct feeder *fd)
+{
+	char *fifo = path_join(f->root, "fifo");
+	assert_int_equal(mkfifo(fifo, 0600), 0);
+	struct sigaction ign = {.sa_handler = SIG_IGN}, oldpipe;
+	sigaction(SIGPIPE, &ign, &oldpipe);
+	fd->from = archive;
+	fd->fifo = fifo;
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, feed, fd), 0);
+	int rc = snap_restore(fifo, NULL, dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
+	pthread_join(th, NULL);
+	sigaction(SIGPIPE, &oldpipe, NULL);
+	unlink(fifo);
+	free(fifo);
+	return rc;
+}
+
+/*
+ * A write failure inside a large file: the file system fills up (after
+ * the restore checked the free space, before the file's data; ftruncate
+ * alone still fits) when its first blocks are written.  SNAP_FAILED, PGDATA
+ * left empty.  Needs root, for the small tmpfs.
+ */
+static void
+test_large_file_disk_full(void **state)
+{
+	struct fixture *f = *state;
+	char *mnt = path_join(f->root, "small");
+	assert_int_equal(mkdir(mnt, 0700), 0);
+	if (geteuid() != 0 || mount("pgstash-unit", mnt, "tmpfs", 0, "size=8m") != 0) {
+		fprintf(stderr, "skipped: cannot mount a tmpfs here (%s)\n", strerror(errno));
+		free(mnt);
+		skip();
+	}
+	const size_t len = 6 * 1024 * 1024;
+	unsigned char *b = noise(len, 3);
+	large_archive(f->arch, b, len, true);
+	char *dst = path_join(mnt, "pgdata");
+	char *fill = path_join(mnt, "fill");
+	for (int w = 1; w <= 3; w += 2) {
+		struct feeder fd = {.signal_at = SIZE_MAX, .fill = fill, .fill_bytes = 6 * 1024 * 1024};
+		snap_restore_writers = w;
+		int rc = restore_fed(f, f->arch, dst, &fd);
+		snap_restore_writers = 0;
+		assert_int_equal(rc, SNAP_FAILED);
+		assert_true(dir_is_empty(dst));
+		assert_int_equal(unlink(fill), 0);
+	}
+	assert_int_equal(umount2(mnt, MNT_DETACH), 0);
+	free(fill);
+	free(dst);
+	free(mnt);
+	free(b);
+}
+
+/* Issue 19: a signal that arrives while a large file is read stops the restore before the file ends. */
+static void
+test_signal_in_large_file(void **state)
+{
+	struct fixture *f = *state;
+	const size_t len = 64 * 1024 * 1024;
+	unsigned char *b = noise(len, 11);
+	char *tar = path_join(f->root, "big.tar");
+	large_archive(tar, b, len, false);
+	free(b);
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	assert_int_equal(pthread_sigmask(SIG_BLOCK, &term, &old), 0);
+	struct feeder fd = {.signal_at = 8 * 1024 * 1024};
+	int rc = restore_fed(f, tar, f->dst, &fd);
+	int got = sig_received;
+	sig_received = 0;
+	const struct timespec zero = {0, 0};
+	assert_int_equal(sigtimedwait(&term, NULL, &zero), SIGTERM);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	assert_int_equal(got, SIGTERM);
+	assert_int_equal(rc, SNAP_FAILED);
+	assert_true(dir_is_empty(f->dst));
+	free(tar);
+}
+
 /* Entries in an order pgstash never writes: files before (or without) their directories. */
 /* Issue 14: only a cluster's paths, and conf files without code-running or trust-moving settings. */
 static void
@@ -1090,6 +1329,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_many_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_file_holes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_files, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_file_holes_and_data, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_in_large_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_file_disk_full, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_signal_in_large_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_parents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_shape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_collisions, setup, teardown),
