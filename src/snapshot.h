@@ -33,7 +33,7 @@
  */
 #define SNAP_EXPAND_MARGIN(bytes) ((bytes) / 64 + (1ULL << 20))
 /* Default zstd level when the configured level is 0 (below SNAP_ZSTD_BIG bytes of PGDATA: snapshot_int.h). */
-#define SNAP_ZSTD_DEFAULT_LEVEL 3
+#define SNAP_ZSTD_DEFAULT_LEVEL 1
 
 /* Restore's return values below 0. */
 #define SNAP_BAD_ARCHIVE (-1) /* the archive is at fault: corrupt, wrong digest, hostile, wrong version */
@@ -49,8 +49,7 @@ struct snap_stats {
 
 /*
  * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
- * `comp` at `level` (0: the codec's default; zstd's is 3, and 1 for a PGDATA
- * of 128 MiB or more) to `out_fd`, from its current position.  zstd at level 1
+ * `comp` at `level` (0: the codec's default; zstd's is 1) to `out_fd`, from its current position.  zstd at level 1
  * on a PGDATA of 128 MiB or more runs 2 worker threads; otherwise in the
  * calling thread.  Peak memory follows zstd's window: levels up to 9 stay
  * under 30 MB, level 1 with its workers 28–32 MB (30 MB on compressible data,
