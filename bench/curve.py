@@ -35,7 +35,9 @@ DJFIX = {"djfix-100m": 45000}
 DJ = {"dj-3200": (40, 80)}
 DEFAULT = ["dj-200", "dj-800", "djfix-100m", "pgb-100m", "pgb-1g"]
 BIG = ["dj-3200", "pgb-4g"]
-METHODS = ["migrate", "pg_restore", "hit", "limit", "miss", "hit_run", "limit_run"]
+METHODS = ["migrate", "pg_restore", "hit", "limit", "miss", "hit_run", "limit_run", "ztar"]
+# What a big size spends minutes on per repetition: --heavy-reps runs these in the first N repetitions only.
+HEAVY = ["migrate", "pg_restore", "miss"]
 B.SIZES.update(DJ)
 B.SIZES.update({k: (0, 0) for k in list(PGB) + list(DJFIX)})
 
@@ -412,7 +414,9 @@ def update_readme(text):
 
 def publish(data, readme):
     m = data["machine"]
-    text = (f"Size curve of {data['date']} ({data['mode']}: {data['reps']} repetitions; "
+    heavy = data.get("heavy_reps")
+    heavy = (f", of which {heavy} with {', '.join(HEAVY)}" if heavy and heavy < data["reps"] else "")
+    text = (f"Size curve of {data['date']} ({data['mode']}: {data['reps']} repetitions{heavy}; "
             f"{data['elapsed_s'] / 60:.0f} min) on a {data['fs']}; {m['nproc']} CPUs, {m['pg_version']}, "
             f"{m['pgstash']}. {B.noise_text(data)}\n\n" + table(data))
     print(text)
@@ -432,6 +436,8 @@ def main():
     ap.add_argument("--sizes", help=f"comma-separated, of {', '.join(B.SIZES)}")
     ap.add_argument("--reps", type=int, help="repetitions (default 5, --quick 2)")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--heavy-reps", type=int, metavar="N",
+                    help=f"run {', '.join(HEAVY)} in the first N repetitions only (default: every one)")
     ap.add_argument("--fs", choices=["loop", "tmp"], default="loop",
                     help="loop: a fresh journaled ext4 loop image (root only; the default); tmp: /tmp as it is")
     ap.add_argument("--image-gb", type=int, default=40, help="size of the sparse loop image")
@@ -480,8 +486,10 @@ def main():
     args.generator = gen
     shutil.copy2(os.path.join(HERE, "gen_fixture.py"), os.path.join(ctx.scratch, "gen_fixture.py"))  # imports gen_django
     B.say(f"scratch {ctx.scratch} ({fs}); sizes {','.join(sizes)}; {reps} repetitions")
+    heavy_reps = min(args.heavy_reps, reps) if args.heavy_reps else reps
     data = {"schema": 1, "date": date.strftime("%Y-%m-%d %H:%M:%S"), "mode": "quick" if args.quick else "full",
-            "fs": fs, "reps": reps, "methods": methods, "machine": B.machine_info(ctx), "sizes": {}}
+            "fs": fs, "reps": reps, "heavy_reps": heavy_reps, "methods": methods, "machine": B.machine_info(ctx),
+            "sizes": {}}
     rc = 0
     try:
         szs = [(PgbSize if s in PGB else DjfixSize if s in DJFIX else CurveSize)(ctx, s) for s in sizes]
@@ -492,7 +500,8 @@ def main():
             for sz in szs:
                 k = rep % len(methods)
                 for m in methods[k:] + methods[:k]:
-                    sz.measure(m, rep)
+                    if rep < heavy_reps or m not in HEAVY:
+                        sz.measure(m, rep)
             # every size's PGDATAs of this repetition are gone: disk stays flat
         for sz in szs:
             data["sizes"][sz.name] = summarise(sz)

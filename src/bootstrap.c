@@ -333,7 +333,7 @@ finish_pgdata(struct boot *b)
 	if (pgdata_record_manifest(&b->pd, b->fp.manifest) != 0)
 		log_warning("a later start with a changed key will not be able to say what changed, nor migrate");
 	if (!b->pd.durable &&
-	    mark_finish(cfg->pgdata, b->fp.key, b->pd.lock, b->exec_pg || !stderr_is_a_pipe()) != 0)
+	    mark_finish(cfg->pgdata, b->fp.key, b->pd.lock, b->exec_pg || !stderr_is_a_pipe(), b->exec_pg) != 0)
 		return BOOT_FAILED;
 	b->pd.done = true;
 	return BOOT_OK;

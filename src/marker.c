@@ -555,7 +555,7 @@ close_other_fds(int keep)
  * so whatever happens it ends with _exit(0), and failures are warnings.
  */
 static noreturn void
-syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr)
+syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr, bool server_follows)
 {
 	sig_child_reset(); /* the signalfd is closed, the mask is what we were started with */
 	struct sigaction ign = {.sa_handler = SIG_IGN};
@@ -584,14 +584,20 @@ syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr)
 	close_other_fds(dir_fd);
 
 	double t0 = log_now();
-	/* Only data-heavy clusters: a small one's syncfs takes tens of milliseconds (and holds the lock). */
+	/*
+	 * After `prepare` only data-heavy clusters wait: a small one's syncfs takes
+	 * tens of milliseconds, and it holds the lock while it waits.  Before a
+	 * server that `run` execs right now every one does: even 60 MB of small
+	 * files written back during the start delayed its first connection by
+	 * ~40 ms on a journaled ext4 (dj-200: 0.10 s against 0.06 s after tar -x).
+	 */
 	uint64_t big = mark_pace(dir_fd, false);
-	if (big >= PACE_DEFER_BYTES)
+	if (big >= PACE_DEFER_BYTES || server_follows)
 		wait_for_start(dir_fd);
 	double waited = log_now() - t0;
 	mark_pace(dir_fd, true);
 	double paced = log_now() - t0 - waited;
-	if (big > 0)
+	if (big > 0 || server_follows)
 		log_debug("background sync (pid %ld): waited %.0f ms for the server's start, wrote %.0f MB of large files "
 		          "back in %.0f ms",
 		          (long)getpid(), waited * 1000.0, (double)big / 1e6, paced * 1000.0);
@@ -608,7 +614,7 @@ syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr)
 }
 
 int
-mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr)
+mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr, bool server_follows)
 {
 	char boot[MARK_BOOT_ID_LEN + 1];
 	char *line = NULL;
@@ -643,7 +649,7 @@ mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr)
 			_exit(1);
 		pid_t gc = fork();
 		if (gc == 0)
-			syncer(lock_fd, line, key, keep_stderr);
+			syncer(lock_fd, line, key, keep_stderr, server_follows);
 		_exit(gc < 0 ? 1 : 0);
 	}
 	sig_track(pid);

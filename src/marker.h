@@ -114,9 +114,11 @@ int mark_sync(const char *pgdata);
  * durably, unless the marker changed meanwhile.  That process holds the lock
  * until it is done; the caller only closes lock_fd.  Without them: syncs,
  * then writes KEY, before returning.  keep_stderr: the background process
- * logs to our stderr, else to /dev/null.  0, or -1 (logged) when no marker
- * could be written.
+ * logs to our stderr, else to /dev/null.  server_follows (`run`: postgres is
+ * exec'd next): the process waits for the server's start before it writes
+ * anything back, whatever the size (else only a data-heavy PGDATA does).
+ * 0, or -1 (logged) when no marker could be written.
  */
-int mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr);
+int mark_finish(const char *pgdata, const char *key, int lock_fd, bool keep_stderr, bool server_follows);
 
 #endif

@@ -321,7 +321,7 @@ test_finish_in_background(void **state)
 	assert_int_equal(mark_lock(unit_tmp, 0, &fd), 0);
 	assert_int_equal(mark_write(unit_tmp, "restoring " KEY, false), 0);
 	log_min_level = LOG_WARNING;
-	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false), 0);
+	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false, false), 0);
 	log_min_level = LOG_INFO;
 	/* The syncer shares the lock: our copy goes, the lock stays until it is done. */
 	close(fd);
@@ -336,7 +336,7 @@ test_finish_in_background(void **state)
 	/* Until then it says so. */
 	assert_int_equal(mark_lock(unit_tmp, 0, &fd), 0);
 	log_min_level = LOG_WARNING;
-	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false), 0);
+	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false, false), 0);
 	log_min_level = LOG_INFO;
 	char *now = mark_read(unit_tmp);
 	assert_true(strcmp(now, line) == 0 || strcmp(now, KEY) == 0);
@@ -348,13 +348,43 @@ test_finish_in_background(void **state)
 	free(line);
 }
 
+/*
+ * Before a server `run` execs (server_follows), even a small PGDATA's syncer
+ * writes nothing back until the server says "ready" (or 2 s without a
+ * postmaster.pid pass): the start's fsyncs must not wait for it.
+ */
+static void
+test_finish_waits_for_the_server(void **state)
+{
+	(void)state;
+	char boot[MARK_BOOT_ID_LEN + 1];
+	assert_int_equal(mark_boot_id(boot), 0);
+	char *line = xasprintf("unsynced %s %s", KEY, boot);
+	unit_write(unit_tmp, "postmaster.pid", "4242\n/data\n1\n5432\n/tmp\n*\n1 2\nstarting\n");
+	int fd = -1;
+	assert_int_equal(mark_lock(unit_tmp, 0, &fd), 0);
+	log_min_level = LOG_WARNING;
+	assert_int_equal(mark_finish(unit_tmp, KEY, fd, false, true), 0);
+	log_min_level = LOG_INFO;
+	close(fd);
+	/* Starting: still "unsynced" well past what a small syncfs takes. */
+	usleep(500 * 1000);
+	assert_marker(line);
+	unit_write(unit_tmp, "postmaster.pid", "4242\n/data\n1\n5432\n/tmp\n*\n1 2\nready   \n");
+	assert_true(marker_becomes(KEY));
+	int again = -1;
+	assert_int_equal(mark_lock(unit_tmp, 10, &again), 0);
+	close(again);
+	free(line);
+}
+
 static void
 test_finish_now(void **state)
 {
 	(void)state;
 	/* Without the lock (a file system without flock): synced before it returns, KEY at once. */
 	assert_int_equal(mark_write(unit_tmp, "restoring " KEY, false), 0);
-	assert_int_equal(mark_finish(unit_tmp, KEY, -1, false), 0);
+	assert_int_equal(mark_finish(unit_tmp, KEY, -1, false, false), 0);
 	assert_marker(KEY);
 }
 
@@ -460,6 +490,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_lock, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_finish_in_background, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_finish_now, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test_setup_teardown(test_finish_waits_for_the_server, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_pace, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_server_state, unit_tmp_setup, unit_tmp_teardown),
 	};
