@@ -8,6 +8,7 @@
 #include "bootstrap.h"
 #include "cli.h"
 #include "config.h"
+#include "docker.h"
 #include "fingerprint.h"
 #include "log.h"
 #include "pgbin.h"
@@ -204,6 +205,8 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 	}
 	fp_result_free(&fp);
 	pgbin_free(&pg);
+	/* Started by privs_drop_for_key for image steps: its private directory in /tmp goes with it. */
+	docker_broker_stop();
 	if (o != BOOT_OK)
 		return exit_code(o, sig_received);
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
@@ -579,6 +582,13 @@ postgres_help(const struct options *o, int argc, char **argv)
 	/* As the final server's (bootstrap): a configured postgres gets none of our secrets. */
 	struct strlist env = {0};
 	proc_env_inherit_public(&env);
+	if (geteuid() == 0) {
+		/* As a child of root gets them (proc_spawn): not root's HOME, USER and LOGNAME. */
+		uid_t uid;
+		gid_t gid;
+		proc_unprivileged_ids(&uid, &gid);
+		proc_env_of_user(&env, uid);
+	}
 	int rc = unprivileged_for(pargv[0]) ? exec_command(pargv, env.v, true, "postgres") : EXIT_EXEC_DENIED;
 	sl_free(&env);
 	free(pargv[0]);

@@ -495,29 +495,29 @@ docker_open(struct docker *d, const char *socket_path)
 	if (stat(d->socket_path, &st) != 0) {
 		log_error("cannot reach the Docker Engine at \"%s\": %s (is the socket mounted into the container?)",
 			  d->socket_path, strerror(errno));
-		return -1;
+		goto cleanup;
 	}
 	if (!S_ISSOCK(st.st_mode)) {
 		log_error("cannot reach the Docker Engine at \"%s\": not a socket", d->socket_path);
-		return -1;
+		goto cleanup;
 	}
 	/* With the broker, it holds the socket's group, not we. */
 	if (broker_fd < 0 && access(d->socket_path, R_OK | W_OK) != 0) {
 		int e = errno;
 		log_error("cannot reach the Docker Engine at \"%s\": %s%s", d->socket_path, strerror(e),
 			  e == EACCES ? " (this process needs the socket's group, or run the sidecar as root)" : "");
-		return -1;
+		goto cleanup;
 	}
 
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		log_error("could not initialise libcurl");
-		return -1;
+		goto cleanup;
 	}
 	d->multi = curl_multi_init();
 	if (!d->multi) {
 		curl_global_cleanup();
 		log_error("could not initialise libcurl");
-		return -1;
+		goto cleanup;
 	}
 
 	if (call_perform(d, &c) != 0)
@@ -537,6 +537,8 @@ docker_open(struct docker *d, const char *socket_path)
 
 cleanup:
 	call_free(d, &c);
+	if (ret != 0)
+		docker_close(d); /* nothing of a failed open is left for the caller to close */
 	return ret;
 }
 

@@ -408,6 +408,16 @@ read_start_report(int fd, pid_t pid, int *err)
 	return r.what;
 }
 
+void
+proc_env_of_user(struct strlist *env, uid_t uid)
+{
+	struct passwd *pw = getpwuid(uid);
+	const char *name = pw ? pw->pw_name : "nobody";
+	proc_env_set(env, "HOME", pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : "/");
+	proc_env_set(env, "USER", name);
+	proc_env_set(env, "LOGNAME", name);
+}
+
 /*
  * The environment of a child that root starts as `uid`: what it would get
  * (o->envp, or ours less the secrets) with HOME, USER and LOGNAME of that
@@ -422,11 +432,7 @@ env_of_user(const struct proc_opts *o, uid_t uid, struct strlist *env)
 			sl_add(env, *e);
 	} else
 		proc_env_inherit_public(env);
-	struct passwd *pw = getpwuid(uid);
-	const char *name = pw ? pw->pw_name : "nobody";
-	proc_env_set(env, "HOME", pw && pw->pw_dir && *pw->pw_dir ? pw->pw_dir : "/");
-	proc_env_set(env, "USER", name);
-	proc_env_set(env, "LOGNAME", name);
+	proc_env_of_user(env, uid);
 }
 
 enum proc_spawn_result

@@ -61,6 +61,8 @@ void proc_env_drop_credentials(void);
 void proc_env_put(struct strlist *env, const char *entry);
 /* Sets NAME=value in env, replacing an earlier entry for NAME. */
 void proc_env_set(struct strlist *env, const char *name, const char *value);
+/* Sets HOME, USER and LOGNAME in env to those of `uid` (as su and gosu do; "nobody" and / when unknown). */
+void proc_env_of_user(struct strlist *env, uid_t uid);
 
 /* ---- who a child runs as ---- */
 

@@ -496,6 +496,75 @@ def test_postgres_help_gets_no_secret(work):
     assert "PATH=" in text, text
 
 
+@pytest.mark.root
+def test_postgres_help_as_root_gets_postgres_home(work):
+    """`pgstash postgres --describe-config` as root exec'd the configured postgres as the postgres user
+    but with root's HOME, USER and LOGNAME, where every child proc starts gets its user's own."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    import pwd
+    log = os.path.join(work.path, "helphome")
+    bindir = os.path.join(work.path, "helpbin")
+    os.makedirs(bindir)
+    with open(os.path.join(bindir, "postgres"), "w") as f:
+        f.write(f"#!/bin/sh\n{{ echo \"ARGS $*\"; echo \"HOME=$HOME USER=$USER LOGNAME=$LOGNAME\"; }} >> {log}\n"
+                "echo 'postgres (PostgreSQL) 15.99'\n")
+    os.chmod(os.path.join(bindir, "postgres"), 0o755)
+    open(log, "w").close()
+    os.chmod(log, 0o666)
+    work.chown_up(bindir)
+    cfg = sql_project(work)
+    r = work.run("postgres", "--describe-config", config=cfg, as_root=True,
+                 env={"PGSTASH_PG_BINDIR": bindir, "HOME": "/root", "USER": "root", "LOGNAME": "root"})
+    assert r.rc == 0, r
+    pw = pwd.getpwnam("postgres")
+    with open(log) as f:
+        text = f.read()
+    want = f"HOME={pw.pw_dir} USER=postgres LOGNAME=postgres"
+    assert text.count(want) == 2 and "ARGS --describe-config" in text, text
+
+
+@pytest.mark.root
+def test_key_as_root_leaves_no_broker_directory(work):
+    """`pgstash key` as root with an image step becomes postgres and hands the Docker socket's group to
+    a broker, whose private directory /tmp/pgstash-broker-* was left behind by every such key."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    import glob
+    import pwd
+    import socket
+    sock_path = os.path.join(work.path, "docker.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    other_gid = next(g.gr_gid for g in grp.getgrall() if g.gr_gid not in (0, pwd.getpwnam("postgres").pw_gid))
+    os.chown(sock_path, 0, other_gid)
+    os.chmod(sock_path, 0o660)
+    srv.listen(4)
+
+    def answer():  # an engine that knows no API: key fails, after the broker relayed its ping
+        try:
+            while True:
+                c, _ = srv.accept()
+                c.recv(4096)
+                c.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                c.close()
+        except OSError:
+            pass
+    import threading
+    threading.Thread(target=answer, daemon=True).start()
+    root = os.path.join(work.path, "proj")
+    work.file("proj/migrations/0001.sql", "SELECT 1;\n")
+    work.chown_up(root)
+    cfg = work.file("key.ini", f"[pgstash]\ndocker_socket = {sock_path}\n[database]\nname = app\n"
+                               f"[step s]\nroot = {root}\nmigrations = migrations/*.sql\nimage = alpine:3\n"
+                               "image_id = yes\nrun = true\n")
+    before = set(glob.glob("/tmp/pgstash-broker-*"))
+    try:
+        r = work.run("key", config=cfg, as_root=True, timeout=60)
+    finally:
+        srv.close()
+    assert r.rc != 0 and "HTTP 404" in r.stderr, r  # the broker was started, and relayed the ping
+    assert set(glob.glob("/tmp/pgstash-broker-*")) - before == set(), r
+
+
 # ---- 5. the temporary server is never where a client looks for the real one ----------------
 
 def probe(port, sock_dir):
