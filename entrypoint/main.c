@@ -205,8 +205,6 @@ cmd_key(struct cfg *cfg, int argc, char **argv)
 	}
 	fp_result_free(&fp);
 	pgbin_free(&pg);
-	/* Started by privs_drop_for_key for image steps: its private directory in /tmp goes with it. */
-	docker_broker_stop();
 	if (o != BOOT_OK)
 		return exit_code(o, sig_received);
 	return fflush(stdout) == 0 ? EXIT_OK : EXIT_RUNTIME;
@@ -618,6 +616,8 @@ main(int argc, char **argv)
 	/* Read: from here no copy in our environment, for no child to inherit. */
 	proc_env_drop_credentials();
 	rc = c->run(&cfg, argc - first, argv + first);
+	/* A privilege drop for image steps started it (key, prepare, cache commands): its /tmp directory goes too. */
+	docker_broker_stop();
 	cfg_free(&cfg);
 	return rc;
 }
