@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/fsuid.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1689,6 +1690,30 @@ validate_clones(const struct cfg *cfg, const char *dbname)
 	return errors;
 }
 
+/*
+ * stat() as the user who reads the step later: as root, proc_unprivileged_ids'
+ * (setfsuid also drops the file system capabilities until it is set back), so
+ * that a configuration, which may come from a pull request, cannot learn from
+ * our answer what exists behind a directory only root may search.
+ */
+static int
+stat_as_reader(const char *path, struct stat *sb)
+{
+	if (geteuid() != 0)
+		return stat(path, sb);
+	uid_t uid;
+	gid_t gid;
+	proc_unprivileged_ids(&uid, &gid);
+	int old_gid = setfsgid(gid);
+	int old_uid = setfsuid(uid);
+	int rc = stat(path, sb);
+	int e = errno;
+	setfsuid((uid_t)old_uid);
+	setfsgid((gid_t)old_gid);
+	errno = e;
+	return rc;
+}
+
 /* A step's run line and root.  Returns the number of problems (logged). */
 static int
 validate_step_command(const struct cfg_step *st)
@@ -1715,7 +1740,7 @@ validate_step_command(const struct cfg_step *st)
 	} else {
 		struct stat sb;
 		int line = st->root_line ? st->root_line : st->line;
-		if (stat(st->root, &sb) != 0) {
+		if (stat_as_reader(st->root, &sb) != 0) {
 			log_error("%s:%d: step \"%s\": root \"%s\": %s", st->file, line, st->name, st->root, strerror(errno));
 			errors++;
 		} else if (!S_ISDIR(sb.st_mode)) {

@@ -497,6 +497,25 @@ def test_postgres_help_gets_no_secret(work):
 
 
 @pytest.mark.root
+def test_config_cannot_probe_root_only_paths(work):
+    """Loading a configuration as root stat()ed each step's root as root: `key` (or prepare) with
+    root = /root-only/dir/NAME said "is not a directory" when NAME existed and "No such file" when not,
+    through a directory postgres cannot search.  Now the check is made as postgres: one answer."""
+    need(IS_ROOT and USER_IDS is not None, "needs root and a postgres user")
+    private = os.path.join(work.path, "private")
+    os.makedirs(private, mode=0o700)
+    open(os.path.join(private, "present"), "w").close()
+    said = {}
+    for name in ("present", "absent"):
+        cfg = work.file(f"{name}.ini", f"[database]\nname = app\n[step s]\nroot = {private}/{name}\n"
+                                       "migrations = *.sql\nrun = true\n")
+        r = work.run("key", config=cfg, as_root=True)
+        assert r.rc != 0, r
+        said[name] = r.stderr.replace(name, "NAME")
+    assert said["present"] == said["absent"] and "Permission denied" in said["present"], said
+
+
+@pytest.mark.root
 def test_postgres_help_as_root_gets_postgres_home(work):
     """`pgstash postgres --describe-config` as root exec'd the configured postgres as the postgres user
     but with root's HOME, USER and LOGNAME, where every child proc starts gets its user's own."""
