@@ -28,7 +28,7 @@
 #define PACE_MIN_FILE ((off_t)1 << 20)
 #define PACE_SLICE ((off_t)8 << 20)
 #define PACE_MAX_DEPTH 8
-/* From this many bytes of large files, the write-back waits for the final server's start (wait_for_start). */
+/* From this many bytes in PGDATA's files, the write-back waits for the final server's start (wait_for_start). */
 #define PACE_DEFER_BYTES ((uint64_t)64 << 20)
 #define PACE_GRACE_MS 2000.0
 #define PACE_START_MS 30000.0
@@ -402,8 +402,14 @@ read_at(int dir_fd)
  * most.  The syncfs after it still makes everything durable (this writes no
  * metadata); a failure here only leaves more work for it.
  */
+/* What a pace_dir walk adds up. */
+struct pace_sum {
+	uint64_t large; /* bytes of files from PACE_MIN_FILE: the ones written back in slices */
+	uint64_t all;   /* bytes of every regular file */
+};
+
 static void
-pace_dir(int dir_fd, int depth, bool write, uint64_t *bytes)
+pace_dir(int dir_fd, int depth, bool write, struct pace_sum *sum)
 {
 	DIR *d = fdopendir(dir_fd);
 	if (!d) {
@@ -423,7 +429,7 @@ pace_dir(int dir_fd, int depth, bool write, uint64_t *bytes)
 			if (depth < PACE_MAX_DEPTH) {
 				int sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 				if (sub >= 0)
-					pace_dir(sub, depth + 1, write, bytes);
+					pace_dir(sub, depth + 1, write, sum);
 			}
 			continue;
 		}
@@ -434,8 +440,11 @@ pace_dir(int dir_fd, int depth, bool write, uint64_t *bytes)
 		if (fd < 0)
 			continue;
 		struct stat st;
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= PACE_MIN_FILE)
-			*bytes += (uint64_t)st.st_size;
+		if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+			st.st_size = 0;
+		sum->all += (uint64_t)st.st_size;
+		if (st.st_size >= PACE_MIN_FILE)
+			sum->large += (uint64_t)st.st_size;
 		else
 			st.st_size = 0;
 		if (write)
@@ -450,14 +459,16 @@ pace_dir(int dir_fd, int depth, bool write, uint64_t *bytes)
 }
 
 uint64_t
-mark_pace(int dir_fd, bool write)
+mark_pace(int dir_fd, bool write, uint64_t *all_bytes)
 {
-	uint64_t bytes = 0;
+	struct pace_sum sum = {0};
 	/* A descriptor of its own: fdopendir's reads move the offset, and dir_fd stays usable. */
 	int own = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (own >= 0)
-		pace_dir(own, 0, write, &bytes);
-	return bytes;
+		pace_dir(own, 0, write, &sum);
+	if (all_bytes)
+		*all_bytes = sum.all;
+	return sum.large;
 }
 
 enum mark_server_state
@@ -585,19 +596,23 @@ syncer(int dir_fd, const char *expect, const char *key, bool keep_stderr, bool s
 
 	double t0 = log_now();
 	/*
-	 * After `prepare` only data-heavy clusters wait: a small one's syncfs takes
-	 * tens of milliseconds, and it holds the lock while it waits.  Before a
-	 * server that `run` execs right now every one does: even 60 MB of small
-	 * files written back during the start delayed its first connection by
-	 * ~40 ms on a journaled ext4 (dj-200: 0.10 s against 0.06 s after tar -x).
+	 * After `prepare` only a PGDATA of PACE_DEFER_BYTES or more waits (it holds
+	 * the lock while it waits, and a start may not follow; below that its
+	 * syncfs takes tens of milliseconds).  Before a server that `run` execs
+	 * right now every one does: even 60 MB of small files written back during
+	 * the start delayed its first connection by ~40 ms on a journaled ext4
+	 * (dj-200: 0.10 s against 0.06 s after tar -x), and dj-800's 105 MB of
+	 * small files pushed `pg_ctl start -w` past its first 100 ms tick.
 	 */
-	uint64_t big = mark_pace(dir_fd, false);
-	if (big >= PACE_DEFER_BYTES || server_follows)
+	uint64_t all = 0;
+	uint64_t big = mark_pace(dir_fd, false, &all);
+	bool defer = all >= PACE_DEFER_BYTES || server_follows;
+	if (defer)
 		wait_for_start(dir_fd);
 	double waited = log_now() - t0;
-	mark_pace(dir_fd, true);
+	mark_pace(dir_fd, true, NULL);
 	double paced = log_now() - t0 - waited;
-	if (big > 0 || server_follows)
+	if (big > 0 || defer)
 		log_debug("background sync (pid %ld): waited %.0f ms for the server's start, wrote %.0f MB of large files "
 		          "back in %.0f ms",
 		          (long)getpid(), waited * 1000.0, (double)big / 1e6, paced * 1000.0);

@@ -30,9 +30,10 @@ enum mark_confirm_result mark_confirm(int dir_fd, const char *expect, const char
  * The bytes of the large regular files under dir_fd (no links followed) and,
  * when `write`, writes them back a slice at a time, waiting for each
  * (sync_file_range), before mark_confirm's syncfs: no journal commit
- * meanwhile waits for more than one slice.  Best effort.
+ * meanwhile waits for more than one slice.  *all_bytes (when not NULL): the
+ * bytes of every regular file.  Best effort.
  */
-uint64_t mark_pace(int dir_fd, bool write);
+uint64_t mark_pace(int dir_fd, bool write, uint64_t *all_bytes);
 
 /* What dir_fd/postmaster.pid says (its 8th line). */
 enum mark_server_state {

@@ -429,8 +429,10 @@ test_pace(void **state)
 	assert_int_equal(symlink(outside, l2), 0);
 	int fd = open_dir();
 	const uint64_t want = 3 * 1024 * 1024 + 5 + 1024 * 1024;
-	assert_int_equal(mark_pace(fd, false), want);
-	assert_int_equal(mark_pace(fd, true), want);
+	uint64_t all = 0;
+	assert_int_equal(mark_pace(fd, false, &all), want);
+	assert_int_equal(all, want + 1024 * 1024 - 1 + 100);
+	assert_int_equal(mark_pace(fd, true, NULL), want);
 	/* dir_fd stays usable (mark_pace reads through a descriptor of its own). */
 	assert_int_equal(mark_confirm(fd, "no such marker", KEY), MARK_CONFIRM_CHANGED);
 	close(fd);
