@@ -387,6 +387,12 @@ read_at(int dir_fd)
 	return xstrdup(buf);
 }
 
+/* What a pace_dir walk adds up. */
+struct pace_sum {
+	uint64_t large; /* bytes of files from PACE_MIN_FILE: the ones written back in slices */
+	uint64_t all;   /* bytes of every regular file */
+};
+
 /*
  * Paced write-back: the large files under dir_fd (not following links), one
  * slice at a time, each written and waited for before the next is started.
@@ -402,12 +408,6 @@ read_at(int dir_fd)
  * most.  The syncfs after it still makes everything durable (this writes no
  * metadata); a failure here only leaves more work for it.
  */
-/* What a pace_dir walk adds up. */
-struct pace_sum {
-	uint64_t large; /* bytes of files from PACE_MIN_FILE: the ones written back in slices */
-	uint64_t all;   /* bytes of every regular file */
-};
-
 static void
 pace_dir(int dir_fd, int depth, bool write, struct pace_sum *sum)
 {
