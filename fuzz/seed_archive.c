@@ -38,7 +38,7 @@ main(int argc, char **argv)
 	}
 	struct snap_stats st;
 	/* Level 19 and 9: the smallest seeds. */
-	int rc = snap_write(argv[1], fd, argv[2], comp, comp == CFG_COMP_ZSTD ? 19 : comp == CFG_COMP_GZIP ? 9 : 0,
+	int rc = snap_write(argv[1], fd, argv[2], comp, comp == CFG_COMP_ZSTD ? 19 : comp == CFG_COMP_GZIP ? 9 : 0, NULL,
 	                    &st);
 	if (close(fd) != 0)
 		rc = -1;

@@ -333,6 +333,13 @@ upload(struct acquire *acq, const char *key, const char *archive)
  * cache that cannot take it only costs the caching.  Returns the archive
  * size, 0 when not cached.
  */
+/* snap_late's ready: the snapshot's last files are final once the build's WAL reset has ended. */
+static int
+wal_reset_done(void *build)
+{
+	return build_wait(build);
+}
+
 static uint64_t
 publish(struct acquire *acq, const struct layer_plan *p, double seconds, const char *built_from, double full_seconds)
 {
@@ -356,7 +363,9 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds, const c
 	double t = log_now();
 	uint64_t bytes = 0;
 	/* 1: another pgstash's entry was kept and ours dropped: not cached, nothing of ours to upload. */
-	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &st) == 0) {
+	/* pg_resetwal still rewrites its paths: the snapshot writes the rest meanwhile. */
+	struct snap_late late = {srv_reset_wal_paths, wal_reset_done, &acq->build};
+	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &late, &st) == 0) {
 		char a[32], b[32];
 		log_info("snapshot %.12s written in %.2f s (%s from %s of PGDATA)", p->key, log_now() - t,
 		         log_bytes(a, st.archive_bytes), log_bytes(b, st.pgdata_bytes));
@@ -436,7 +445,7 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	}
 	/* A prefix build's full time is its base's plus this one's: what a build from scratch would take. */
 	uint64_t bytes = publish(acq, p, seconds, from, *from ? from_full + seconds : seconds);
-	if (interrupted())
+	if (build_wait(&acq->build) != 0 || interrupted())
 		return failure();
 	log_layer_built(p, from, seconds, bytes);
 	return ACQ_OK;

@@ -250,7 +250,8 @@ migrate_in_place(struct boot *b)
 	b->acq.build.in_place = true;
 	switch (build_layer(&b->acq.build, layer, false, true, &seconds)) {
 	case BUILD_OK:
-		if (mark_sync(b->cfg->pgdata) != 0 || mark_write(b->cfg->pgdata, b->fp.key, true) != 0)
+		if (build_wait(&b->acq.build) != 0 || mark_sync(b->cfg->pgdata) != 0 ||
+		    mark_write(b->cfg->pgdata, b->fp.key, true) != 0)
 			return BOOT_FAILED;
 		b->pd.durable = true;
 		log_info("migrated PGDATA in place to %.12s in %.1f s (not cached: it holds this database's data)",

@@ -26,6 +26,7 @@ build_init(struct build *bd, const struct cfg *cfg, const struct pgbin *pg, cons
 	bd->cfg = cfg;
 	bd->pg = pg;
 	bd->key = key;
+	bd->wal_reset.logfd = -1;
 }
 
 void
@@ -33,6 +34,20 @@ build_abort(struct build *bd)
 {
 	if (bd->srv.pid > 0)
 		srv_stop(&bd->srv);
+	build_wait(bd);
+}
+
+int
+build_wait(struct build *bd)
+{
+	if (bd->wal_reset.pid > 0) {
+		double started = bd->wal_reset.t0, asked = log_now();
+		bd->wal_reset_failed = srv_tool_wait(&bd->wal_reset) != 0;
+		if (!bd->wal_reset_failed)
+			log_debug("build WAL discarded in %.3f s (waited %.3f s for it)", log_now() - started,
+			          log_now() - asked);
+	}
+	return bd->wal_reset_failed ? -1 : 0;
 }
 
 void
@@ -357,6 +372,8 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 {
 	const struct cfg *cfg = bd->cfg;
 	double t0 = log_now();
+	if (build_wait(bd) != 0)
+		return BUILD_FAILED;
 	bool tcp = layer_has_containers(cfg, layer);
 	if (tcp && check_images(bd) != 0)
 		return BUILD_FAILED;
@@ -379,7 +396,8 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 		return BUILD_FAILED;
 	if (srv_stop(&bd->srv) != 0)
 		return BUILD_FAILED;
-	if (srv_reset_wal(cfg, bd->pg) != 0)
+	/* It runs beside the snapshot of everything else (build_wait). */
+	if (srv_reset_wal_start(cfg, bd->pg, &bd->wal_reset) != 0)
 		return BUILD_FAILED;
 	*seconds = log_now() - t0;
 	return BUILD_OK;

@@ -2,7 +2,8 @@
  * build — makes a layer from scratch or on top of a restored one: initdb in
  * place (marker first), a temporary server, the databases, initdb.d, the
  * layer's steps (commands, or containers through the Docker Engine), the
- * clones, a fast shutdown and a WAL reset.
+ * clones, a fast shutdown and a WAL reset (which runs on while the caller
+ * snapshots the rest).
  *
  * Not for: deciding what to build or caching it (acquire), PGDATA's
  * ownership and rollback (pgdata).
@@ -31,6 +32,9 @@ struct build {
 	const char *base_manifest, *base_key, *manifest;
 	/* A migration in place (on_change = migrate): the temporary server keeps durability on. */
 	bool in_place;
+	/* pg_resetwal, started by build_layer; build_wait ends it. */
+	struct srv_tool wal_reset;
+	bool wal_reset_failed;
 };
 
 enum build_result {
@@ -46,10 +50,17 @@ void build_init(struct build *bd, const struct cfg *cfg, const struct pgbin *pg,
  * cluster.  `fresh`: initdb, the databases and initdb.d first (otherwise
  * PGDATA holds a restored snapshot to build on).  `last`: the clones are made
  * once the steps are done.  *seconds: how long it took, on BUILD_OK.
+ * On BUILD_OK `pg_resetwal` still runs: PGDATA is final, and may be
+ * snapshotted, except srv_reset_wal_paths; build_wait says when those are.
  */
 enum build_result build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, double *seconds);
-
-/* Stops the temporary server when one still runs (a failed build). */
+/*
+ * Waits for the WAL reset build_layer left running (at once when none runs).
+ * 0, or -1 (logged): it failed, and PGDATA is not a usable cluster.  Asked
+ * again, the same answer.
+ */
+int build_wait(struct build *bd);
+/* Stops the temporary server when one still runs (a failed build), and waits for a WAL reset. */
 void build_abort(struct build *bd);
 void build_free(struct build *bd);
 

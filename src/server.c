@@ -40,7 +40,12 @@
 #define SRV_START_TIMEOUT_S 60.0
 #define SRV_STOP_TIMEOUT_S 60.0
 #define SRV_QUIT_TIMEOUT_S 10.0
-/* Readiness poll interval (a fresh cluster is up in ~100 ms). */
+/*
+ * Readiness poll interval: SRV_POLL_FAST_MS for the first second (a restored
+ * cluster is up in 30-50 ms, and a prefix build waits for it: each poll is a
+ * failed connect, microseconds), then SRV_POLL_MS.
+ */
+#define SRV_POLL_FAST_MS 2
 #define SRV_POLL_MS 20
 /* How much of a failed program's output to show. */
 #define TAIL_LINES 30
@@ -265,55 +270,74 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
 }
 
 /*
- * Runs a cluster tool (initdb, pg_resetwal) quietly: its output goes to a
- * private log file whose tail is printed only when it fails (or straight to
- * stderr at debug level).  0 or -1 (logged).
+ * Starts a cluster tool (initdb, pg_resetwal) quietly into *t: its output
+ * goes to a private log file whose tail tool_wait prints only when it fails
+ * (or straight to stderr at debug level).  0, or -1 (logged; *t none).
  */
 static int
-run_tool(const char *what, char **argv)
+tool_start(struct srv_tool *t, const char *what, char *const *argv)
 {
-	char *dir = NULL;
-	char *logpath = NULL;
-	int logfd = -1;
-	int rc = -1;
-	bool verbose = log_min_level <= LOG_DEBUG;
-
-	if (!verbose) {
-		dir = make_private_dir(what);
-		if (!dir)
-			goto cleanup;
-		logpath = xasprintf("%s/%s.log", dir, what);
-		logfd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-		if (logfd < 0) {
-			log_error("could not create file \"%s\": %s", logpath, strerror(errno));
-			goto cleanup;
+	memset(t, 0, sizeof(*t));
+	t->what = what;
+	t->logfd = -1;
+	t->t0 = log_now();
+	if (log_min_level > LOG_DEBUG) {
+		t->dir = make_private_dir(what);
+		if (!t->dir)
+			goto fail;
+		t->logpath = xasprintf("%s/%s.log", t->dir, what);
+		t->logfd = open(t->logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (t->logfd < 0) {
+			log_error("could not create file \"%s\": %s", t->logpath, strerror(errno));
+			goto fail;
 		}
 	}
-	pid_t pid = spawn(argv, logfd);
-	if (pid < 0)
-		goto cleanup;
-	int status = 0;
-	if (proc_wait(pid, &status, -1, pid) != PROC_EXITED)
-		goto cleanup;
-	if (!proc_exited_ok(status)) {
-		char how[64];
-		log_error("%s failed: %s", what, proc_describe_status(status, how, sizeof(how)));
-		print_file_tail(what, logpath);
-		goto cleanup;
+	t->pid = spawn(argv, t->logfd);
+	if (t->pid > 0)
+		return 0;
+fail:
+	t->pid = 0;
+	srv_tool_wait(t);
+	return -1;
+}
+
+int
+srv_tool_wait(struct srv_tool *t)
+{
+	int rc = -1;
+	if (t->pid > 0) {
+		int status = 0;
+		if (proc_wait(t->pid, &status, -1, t->pid) == PROC_EXITED) {
+			if (!proc_exited_ok(status)) {
+				char how[64];
+				log_error("%s failed: %s", t->what, proc_describe_status(status, how, sizeof(how)));
+				print_file_tail(t->what, t->logpath);
+			} else if (sig_received) {
+				log_error("%s interrupted by signal %d", t->what, (int)sig_received);
+			} else {
+				rc = 0;
+			}
+		}
 	}
-	if (sig_received) {
-		log_error("%s interrupted by signal %d", what, (int)sig_received);
-		goto cleanup;
-	}
-	rc = 0;
-cleanup:
-	if (logfd >= 0)
-		close(logfd);
-	if (dir)
-		rm_rf(dir);
-	free(logpath);
-	free(dir);
+	if (t->logfd >= 0)
+		close(t->logfd);
+	if (t->dir)
+		rm_rf(t->dir);
+	free(t->logpath);
+	free(t->dir);
+	memset(t, 0, sizeof(*t));
+	t->logfd = -1;
 	return rc;
+}
+
+/* A cluster tool, start to end.  0 or -1 (logged). */
+static int
+run_tool(const char *what, char *const *argv)
+{
+	struct srv_tool t;
+	if (tool_start(&t, what, argv) != 0)
+		return -1;
+	return srv_tool_wait(&t);
 }
 
 int
@@ -331,16 +355,16 @@ srv_initdb(const struct cfg *cfg, const struct pgbin *pg)
 	return rc;
 }
 
+/* Checked against what pg_resetwal changes: tests/unit/test_server.c. */
+const char *const srv_reset_wal_paths[] = {"global/pg_control", "pg_wal", NULL};
+
 int
-srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg)
+srv_reset_wal_start(const struct cfg *cfg, const struct pgbin *pg, struct srv_tool *t)
 {
 	char *prog = pgbin_path(pg, "pg_resetwal");
 	/* No -f: pg_resetwal itself refuses a cluster that was not shut down cleanly. */
 	char *argv[] = {prog, "-D", cfg->pgdata, NULL};
-	double t0 = log_now();
-	int rc = run_tool("pg_resetwal", argv);
-	if (rc == 0)
-		log_debug("build WAL discarded in %.3f s", log_now() - t0);
+	int rc = tool_start(t, "pg_resetwal", argv);
 	free(prog);
 	return rc;
 }
@@ -515,15 +539,15 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 	return 0;
 }
 
-/* Naps SRV_POLL_MS, waking early for a signal. */
+/* Naps `ms`, waking early for a signal. */
 static void
-nap_or_signal(void)
+nap_or_signal(int ms)
 {
 	if (sig_fd() >= 0) {
 		struct pollfd p = {.fd = sig_fd(), .events = POLLIN};
-		poll(&p, 1, SRV_POLL_MS);
+		poll(&p, 1, ms);
 	} else {
-		usleep(SRV_POLL_MS * 1000);
+		usleep((useconds_t)ms * 1000);
 	}
 }
 
@@ -583,7 +607,7 @@ wait_ready(struct srv *s, double t0, bool may_retry)
 			print_file_tail("postgres", s->logfile);
 			return SRV_FAILED;
 		}
-		nap_or_signal();
+		nap_or_signal(log_now() - t0 < 1.0 ? SRV_POLL_FAST_MS : SRV_POLL_MS);
 	}
 }
 

@@ -66,13 +66,32 @@ char **srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg);
  */
 int srv_initdb(const struct cfg *cfg, const struct pgbin *pg);
 
+/* A cluster tool running in the background (srv_reset_wal_start); all zero but logfd -1 when none. */
+struct srv_tool {
+	pid_t pid;
+	const char *what;
+	char *dir, *logpath; /* its private log (not at debug level, where it writes to stderr) */
+	int logfd;
+	double t0;
+};
+
 /*
- * After the build's clean shutdown: `pg_resetwal` replaces the WAL the build
- * wrote (initdb's and the migrations', several MB that compress poorly and
- * that a cleanly shut-down cluster never reads again) with one empty segment,
- * as pg_upgrade does.  Snapshots shrink by about a third.  0 or -1 (logged).
+ * After the build's clean shutdown: starts `pg_resetwal`, which replaces the
+ * WAL the build wrote (initdb's and the migrations', several MB that compress
+ * poorly and that a cleanly shut-down cluster never reads again) with one
+ * empty segment, as pg_upgrade does.  Snapshots shrink by about a third.  It
+ * changes only srv_reset_wal_paths (relative to PGDATA), so a snapshot of
+ * the rest may run beside it (snap_late).  0 (*t runs: srv_tool_wait), or -1
+ * (logged).
  */
-int srv_reset_wal(const struct cfg *cfg, const struct pgbin *pg);
+int srv_reset_wal_start(const struct cfg *cfg, const struct pgbin *pg, struct srv_tool *t);
+extern const char *const srv_reset_wal_paths[];
+/*
+ * Waits for the tool in *t (signals forwarded to it) and clears *t.  0 when
+ * it succeeded, -1 when it failed, was interrupted or none ran (logged: the
+ * tail of its output).
+ */
+int srv_tool_wait(struct srv_tool *t);
 
 /*
  * Removes this user's private directories (sockets, tool logs) that a

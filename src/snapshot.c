@@ -101,6 +101,7 @@ struct walk {
 	char *buf;
 	const char *pgdata;
 	struct snap_stats *st;
+	const struct snap_late *late; /* NULL: every path in walk order */
 };
 
 static int
@@ -283,6 +284,10 @@ walk_dir(struct walk *w, int parent_fd, const char *name, const char *rel, bool 
 			goto cleanup;
 		}
 		char *sub = *rel ? xasprintf("%s/%s", rel, names.v[i]) : xstrdup(names.v[i]);
+		if (w->late && str_in(w->late->paths, sub)) {
+			free(sub);
+			continue;
+		}
 		int r = write_one(w, dirfd(d), names.v[i], sub, top);
 		free(sub);
 		if (r != 0)
@@ -293,6 +298,34 @@ cleanup:
 	sl_free(&names);
 	closedir(d);
 	return rc;
+}
+
+/* After the walk: waits for late->ready, then writes the late paths, each where the walk would have. */
+static int
+write_late(struct walk *w)
+{
+	double t0 = log_now();
+	if (w->late->ready(w->late->arg) != 0) {
+		log_warning("snapshot of \"%s\" abandoned: its last files did not become final", w->pgdata);
+		return -1;
+	}
+	log_debug("snapshot of \"%s\": waited %.3f s for its last files", w->pgdata, log_now() - t0);
+	for (const char *const *p = w->late->paths; *p; p++) {
+		const char *slash = strrchr(*p, '/');
+		char *dir = slash ? xasprintf("%s/%.*s", w->pgdata, (int)(slash - *p), *p) : NULL;
+		int r = -1;
+		int dfd = open(dir ? dir : w->pgdata, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			log_warning("could not open directory \"%s\": %s", dir ? dir : w->pgdata, strerror(errno));
+		else
+			r = write_one(w, dfd, slash ? slash + 1 : *p, *p, !slash);
+		if (dfd >= 0)
+			close(dfd);
+		free(dir);
+		if (r != 0)
+			return -1;
+	}
+	return 0;
 }
 
 struct snap_zstd
@@ -353,11 +386,11 @@ open_writer(struct walk *w, struct wctx *wc, enum cfg_compression comp, struct s
 
 int
 snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
-                struct snap_zstd z, struct snap_stats *st)
+                struct snap_zstd z, const struct snap_late *late, struct snap_stats *st)
 {
 	double t0 = log_now();
 	struct wctx wc = {.fd = out_fd, .name = out_name, .md = digest_new()};
-	struct walk w = {.pgdata = pgdata, .st = st};
+	struct walk w = {.pgdata = pgdata, .st = st, .late = late};
 	int rc = -1;
 
 	memset(st, 0, sizeof(*st));
@@ -370,7 +403,7 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 	}
 	if (open_writer(&w, &wc, comp, z) != 0)
 		goto cleanup;
-	if (walk_dir(&w, AT_FDCWD, pgdata, "", true) != 0)
+	if (walk_dir(&w, AT_FDCWD, pgdata, "", true) != 0 || (late && write_late(&w) != 0))
 		goto cleanup;
 	if (archive_write_close(w.a) != ARCHIVE_OK) {
 		log_warning("could not finish snapshot \"%s\": %s", out_name,
@@ -392,7 +425,7 @@ cleanup:
 
 int
 snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp, int level,
-           struct snap_stats *st)
+           const struct snap_late *late, struct snap_stats *st)
 {
 	struct snap_zstd z = {.level = level, .workers = 0};
 	/*
@@ -401,10 +434,10 @@ snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compre
 	 * every byte.
 	 */
 	if (comp == CFG_COMP_ZSTD) {
-		uint64_t bytes = level <= SNAP_ZSTD_WORKERS_MAX_LEVEL ? du_bytes(pgdata) : 0;
+		uint64_t bytes = level <= SNAP_ZSTD_WORKERS_MAX_LEVEL ? du_bytes(pgdata, late ? late->paths : NULL) : 0;
 		z = snap_zstd_choice(bytes, level);
 	}
-	int rc = snap_write_with(pgdata, out_fd, out_name, comp, z, st);
+	int rc = snap_write_with(pgdata, out_fd, out_name, comp, z, late, st);
 	if (rc == 0 && comp == CFG_COMP_ZSTD)
 		log_debug("snapshot of \"%s\": %.0f MB into %.1f MB in %.2f s (%.0f MB/s), zstd level %d, %d worker%s",
 		          pgdata, (double)st->pgdata_bytes / 1e6, (double)st->archive_bytes / 1e6, st->seconds,

@@ -48,6 +48,17 @@ struct snap_stats {
 };
 
 /*
+ * Paths below PGDATA (relative, as the archive names them) that a snapshot
+ * writes last, once ready(arg) returns 0; any other value abandons the
+ * snapshot.  What `pg_resetwal` rewrites, so that it runs beside the write.
+ */
+struct snap_late {
+	const char *const *paths; /* NULL-terminated */
+	int (*ready)(void *arg);
+	void *arg;
+};
+
+/*
  * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
  * `comp` at `level` (0: the codec's default; zstd's is 1) to `out_fd`, from its current position.  zstd at level 1
  * on a PGDATA of 128 MiB or more runs 2 worker threads; otherwise in the
@@ -60,10 +71,13 @@ struct snap_stats {
  * A symlink that a restore would refuse (absolute or leaving PGDATA: a
  * tablespace, a pg_wal elsewhere) makes the snapshot fail rather than produce
  * an entry that cannot be restored whole.
+ * `late` (NULL: none) names paths another process is still rewriting: they
+ * are left out of the walk and of the sizing, and written last, after
+ * late->ready returned 0 (not called when the write fails before).
  * 0, or -1 (logged as a warning: callers go on without caching).  *st filled on success.
  */
 int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
-               int level, struct snap_stats *st);
+               int level, const struct snap_late *late, struct snap_stats *st);
 
 /*
  * Extracts `archive_path` (any of the compressions, detected) into `pgdata`,

@@ -10,7 +10,7 @@
 #include <stdint.h>
 
 /*
- * From SNAP_ZSTD_BIG bytes of PGDATA on, the default level is
+ * From SNAP_ZSTD_BIG bytes of PGDATA (outside the late paths) on, the default level is
  * SNAP_ZSTD_BIG_LEVEL, and levels up to SNAP_ZSTD_WORKERS_MAX_LEVEL run
  * SNAP_ZSTD_WORKERS zstd worker threads (bench/README.md, "Snapshot write").
  */
@@ -36,7 +36,7 @@ struct snap_zstd snap_zstd_choice(uint64_t pgdata_bytes, int configured_level);
  * (0: the codec's default) for the other compressions.
  */
 int snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
-                    struct snap_zstd z, struct snap_stats *st);
+                    struct snap_zstd z, const struct snap_late *late, struct snap_stats *st);
 
 /* Writer threads of a restore (1 to 4); 0, the default: one per CPU, at least 2.  For tests. */
 extern int snap_restore_writers;

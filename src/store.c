@@ -658,7 +658,7 @@ placing_end(const struct store *st, struct placing *pl, bool ok)
 
 int
 store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
-              int level, struct snap_stats *sst)
+              int level, const struct snap_late *late, struct snap_stats *sst)
 {
 	struct snap_stats local;
 	struct placing pl = {.afd = -1, .mfd = -1, .lfd = -1};
@@ -677,7 +677,7 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	pl.afd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
 	if (pl.afd < 0)
 		goto cleanup;
-	if (snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, sst) != 0)
+	if (snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst) != 0)
 		goto cleanup;
 	/* The entry is what must survive a crash: its bytes are on disk before any rename. */
 	if (seal_file(st, pl.afd) != 0 || fsync(pl.afd) != 0) {

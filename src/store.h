@@ -41,6 +41,7 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+struct snap_late;
 struct snap_stats;
 struct strlist;
 
@@ -119,10 +120,10 @@ void store_unlock(int fd);
  * 1 not stored: a complete entry for the key appeared meanwhile (a builder
  * that gave up waiting for the lock), it is kept, ours dropped, and *meta
  * refilled from it (logged); -1 (logged as a warning, temp files removed:
- * go on without caching).  *sst optional.
+ * go on without caching).  `late` as snap_write's.  *sst optional.
  */
 int store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
-                  int level, struct snap_stats *sst);
+                  int level, const struct snap_late *late, struct snap_stats *sst);
 
 /*
  * Whether entry `m` may be used at all, before anything of it is extracted:

@@ -664,10 +664,37 @@ du_at(int parent, const char *name)
 	return total;
 }
 
-uint64_t
-du_bytes(const char *path)
+bool
+str_in(const char *const *v, const char *s)
 {
-	return du_at(AT_FDCWD, path);
+	for (; v && *v; v++)
+		if (strcmp(*v, s) == 0)
+			return true;
+	return false;
+}
+
+uint64_t
+du_bytes(const char *path, const char *const *skip)
+{
+	if (!skip)
+		return du_at(AT_FDCWD, path);
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return du_at(AT_FDCWD, path);
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return 0;
+	}
+	uint64_t total = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 || str_in(skip, de->d_name))
+			continue;
+		total += du_at(dirfd(d), de->d_name);
+	}
+	closedir(d);
+	return total;
 }
 
 char *

@@ -47,6 +47,8 @@ struct strlist {
 void sl_add(struct strlist *sl, const char *s);     /* copies s */
 void sl_add_owned(struct strlist *sl, char *s);     /* takes s */
 bool sl_contains(const struct strlist *sl, const char *s);
+/* Whether s is one of v's strings (NULL-terminated; NULL: none). */
+bool str_in(const char *const *v, const char *s);
 /* Adds the lines of `text` (without their newlines) to `out`. */
 void sl_split_lines(const char *text, struct strlist *out);
 void sl_free(struct strlist *sl);
@@ -112,8 +114,12 @@ const char *read_small_file_error(int err);
 char *read_secret_file(const char *path, size_t max, size_t *len_out);
 /* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
 const char *iso_time(char buf[32], int64_t t);
-/* Sum of st_size of regular files below path (no symlink following). */
-uint64_t du_bytes(const char *path);
+/*
+ * Sum of st_size of regular files below path (no symlink following),
+ * leaving out the entries of path named in `skip` (NULL-terminated; NULL:
+ * none).
+ */
+uint64_t du_bytes(const char *path, const char *const *skip);
 
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);

@@ -714,3 +714,53 @@ def test_large_pgdata_is_compressed_by_zstd_workers(work):
     r = work.run("-v", "prepare", config=cfg, env=dict(env, PGDATA=pgdata2))
     assert r.rc == 0 and "cache hit" in r.stderr, r
     assert work.sql("SELECT count(*) FROM big", db="app", pgdata=pgdata2) == "400000"
+
+
+# ---- the WAL reset runs beside the snapshot ----------------------------------------------
+
+def resetwal_bindir(work, before, after=""):
+    """PG_BINDIR whose pg_resetwal (called as pg_resetwal -D PGDATA) runs the
+    shell lines `before`, then the real one, then `after`."""
+    d = os.path.join(work.path, "rwbin")
+    os.makedirs(d)
+    for prog in os.listdir(PG_BINDIR):
+        if prog != "pg_resetwal":
+            os.symlink(os.path.join(PG_BINDIR, prog), os.path.join(d, prog))
+    with open(os.path.join(d, "pg_resetwal"), "w") as f:
+        f.write(f"#!/bin/sh\n{before}\n{PG_BINDIR}/pg_resetwal \"$@\" || exit $?\n{after}\n")
+    os.chmod(os.path.join(d, "pg_resetwal"), 0o755)
+    work.chown_up(d)
+    return d
+
+
+def test_snapshot_runs_beside_the_wal_reset(work):
+    """pg_resetwal starts only once the snapshot has written bytes (it would wait in vain, 30 s, if the
+    snapshot came after it), and the entry still holds the WAL and pg_control it left."""
+    tmp = os.path.join(cache_v1(work), ".tmp")
+    seen = os.path.join(work.path, "wal-after-reset")
+    wait = (f"i=0; while [ $i -lt 300 ]; do for f in {tmp}/*; do [ -s \"$f\" ] && break 2; done; "
+            f"sleep 0.1; i=$((i + 1)); done\n"
+            f"[ $i -lt 300 ] || {{ echo 'no snapshot was written beside pg_resetwal' >&2; exit 1; }}")
+    bindir = resetwal_bindir(work, wait, f"ls \"$2/pg_wal\" > {seen}")
+    cfg = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t AS SELECT 42 AS v'")])
+    env = base_env(work, PGSTASH_PG_BINDIR=bindir)
+    r = work.run("-v", "prepare", config=cfg, env=env)
+    assert r.rc == 0 and "cache miss" in r.stderr, r
+    assert re.search(r"snapshot of \".*\": waited [\d.]+ s for its last files", r.stderr), r.stderr
+    with open(seen) as f:
+        after_reset = sorted(f.read().split())
+    assert len([n for n in after_reset if re.fullmatch(r"[0-9A-F]{24}", n)]) == 1, after_reset
+    pgdata2 = mkdir_user(work, "pgdata2", 0o700)
+    r = work.run("prepare", config=cfg, env=dict(env, PGDATA=pgdata2))
+    assert r.rc == 0 and "cache hit" in r.stderr, r
+    assert sorted(os.listdir(os.path.join(pgdata2, "pg_wal"))) == after_reset
+    assert work.sql("SELECT v FROM t", db="app", pgdata=pgdata2) == "42"
+
+
+def test_failed_wal_reset_caches_nothing(work):
+    bindir = resetwal_bindir(work, "echo 'pg_resetwal: simulated failure' >&2; exit 1")
+    cfg = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (id int)'")])
+    r = work.run("prepare", config=cfg, env=base_env(work, PGSTASH_PG_BINDIR=bindir))
+    assert r.rc == 1, r
+    assert "pg_resetwal failed: exit status 1" in r.stderr and "simulated failure" in r.stderr, r
+    assert_nothing_built(work, r)

@@ -709,7 +709,9 @@ test_temp_server_tcp(void **state)
 	/* Stopping puts the role's own password back. */
 	assert_int_equal(srv_stop(s), 0);
 	/* No trace in the cluster a build snapshots (after its WAL reset): not even a dead row of pg_authid. */
-	assert_int_equal(srv_reset_wal(&cfg, &fx.pg), 0);
+	struct srv_tool reset;
+	assert_int_equal(srv_reset_wal_start(&cfg, &fx.pg, &reset), 0);
+	assert_int_equal(srv_tool_wait(&reset), 0);
 	assert_false(tree_contains(fx.pgdata, verifier));
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	assert_int_equal(s->port, SRV_PORT);
@@ -742,6 +744,93 @@ test_temp_server_tcp(void **state)
 	free(password);
 }
 
+/* One line per entry below `dir` ("rel inode size mtime ctime"), recursively. */
+static void
+tree_state(const char *dir, const char *rel, struct strlist *out)
+{
+	char *path = *rel ? path_join(dir, rel) : xstrdup(dir);
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		char *sub = *rel ? xasprintf("%s/%s", rel, de->d_name) : xstrdup(de->d_name);
+		char *full = path_join(dir, sub);
+		struct stat st;
+		assert_int_equal(lstat(full, &st), 0);
+		sl_add_owned(out, xasprintf("%s %lu %lld %lld.%09ld %lld.%09ld", sub, (unsigned long)st.st_ino,
+		                            (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+		                            (long long)st.st_ctim.tv_sec, st.st_ctim.tv_nsec));
+		if (S_ISDIR(st.st_mode))
+			tree_state(dir, sub, out);
+		free(full);
+		free(sub);
+	}
+	closedir(d);
+	free(path);
+}
+
+/* Whether the state line `line` is of a path srv_reset_wal_paths names, or one below them. */
+static bool
+reset_path(const char *line)
+{
+	size_t n = strcspn(line, " ");
+	for (const char *const *p = srv_reset_wal_paths; *p; p++)
+		if ((n == strlen(*p) || (n > strlen(*p) && line[strlen(*p)] == '/')) && strncmp(line, *p, strlen(*p)) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * A snapshot writes everything else while pg_resetwal runs: it must change
+ * nothing outside srv_reset_wal_paths (checked against the PostgreSQL the
+ * tests run, 15 and 17 in CI).  It refuses a running cluster.
+ */
+static void
+test_reset_wal_changes_only_its_paths(void **state)
+{
+	struct srv *s = &fx.srv;
+	struct srv_tool t;
+	memset(&t, 0, sizeof(t));
+	t.logfd = -1;
+	assert_int_equal(srv_tool_wait(&t), -1); /* none ran */
+
+	/* Some WAL to replace. */
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
+	expect_query(s, "appdb", "CREATE TABLE walfill AS SELECT generate_series(1, 50000) AS x; SELECT 1", "1");
+	assert_int_equal(srv_reset_wal_start(&fx.cfg, &fx.pg, &t), 0);
+	assert_int_equal(srv_tool_wait(&t), -1); /* the server runs: refused */
+	assert_int_equal(t.pid, 0);
+	assert_int_equal(srv_stop(s), 0);
+
+	struct strlist before = {0}, after = {0};
+	tree_state(fx.pgdata, "", &before);
+	assert_int_equal(srv_reset_wal_start(&fx.cfg, &fx.pg, &t), 0);
+	assert_true(t.pid > 0);
+	assert_int_equal(srv_tool_wait(&t), 0);
+	tree_state(fx.pgdata, "", &after);
+	size_t changed = 0;
+	for (int pass = 0; pass < 2; pass++) {
+		const struct strlist *a = pass ? &after : &before, *b = pass ? &before : &after;
+		for (size_t i = 0; i < a->n; i++) {
+			if (sl_contains(b, a->v[i]))
+				continue;
+			changed++;
+			if (!reset_path(a->v[i]))
+				fail_msg("pg_resetwal changed \"%s\", outside srv_reset_wal_paths", a->v[i]);
+		}
+	}
+	assert_true(changed > 0); /* it did something: pg_control and a new segment */
+	sl_free(&before);
+	sl_free(&after);
+	/* And the cluster starts from what it left. */
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
+	expect_query(s, "appdb", "SELECT count(*) FROM walfill", "50000");
+	expect_query(s, "appdb", "DROP TABLE walfill; SELECT 1", "1");
+	assert_int_equal(srv_stop(s), 0);
+}
+
 int
 main(void)
 {
@@ -761,6 +850,7 @@ main(void)
 		cmocka_unit_test(test_databases_and_initdb_d),
 		cmocka_unit_test(test_per_start),
 		cmocka_unit_test(test_temp_server_tcp),
+		cmocka_unit_test(test_reset_wal_changes_only_its_paths),
 	};
 	int failed = cmocka_run_group_tests_name("server helpers", pure, NULL, NULL);
 	failed += cmocka_run_group_tests_name("server cluster", cluster, setup_cluster, teardown_cluster);

@@ -137,7 +137,7 @@ write_snapshot(const char *src, const char *path, enum cfg_compression comp, int
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	assert_true(fd >= 0);
-	assert_int_equal(snap_write(src, fd, path, comp, level, st), 0);
+	assert_int_equal(snap_write(src, fd, path, comp, level, NULL, st), 0);
 	assert_int_equal(close(fd), 0);
 }
 
@@ -304,7 +304,7 @@ write_with(const char *src, const char *path, struct snap_zstd z, struct snap_st
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	assert_true(fd >= 0);
-	assert_int_equal(snap_write_with(src, fd, path, CFG_COMP_ZSTD, z, st), 0);
+	assert_int_equal(snap_write_with(src, fd, path, CFG_COMP_ZSTD, z, NULL, st), 0);
 	assert_int_equal(close(fd), 0);
 }
 
@@ -346,6 +346,139 @@ test_big_pgdata_uses_choice(void **state)
 	write_with(f->src, second, (struct snap_zstd){.level = SNAP_ZSTD_DEFAULT_LEVEL, .workers = 0}, &single);
 	assert_string_not_equal(dflt.sha256, single.sha256);
 	free(second);
+}
+
+/* ---- late paths (what pg_resetwal rewrites beside the write) ---- */
+
+struct late_probe {
+	const char *src;
+	int calls;
+	int answer;
+};
+
+/* ready: rewrites the late paths as pg_resetwal would, now that the rest is written. */
+static int
+rewrite_late(void *arg)
+{
+	struct late_probe *lp = arg;
+	lp->calls++;
+	unit_write(lp->src, "global/pg_control", "control after the reset");
+	char *old = path_join(lp->src, "pg_wal/000000010000000000000001");
+	unlink(old);
+	free(old);
+	char *big = path_join(lp->src, "pg_wal/big");
+	unlink(big);
+	free(big);
+	unit_write(lp->src, "pg_wal/000000010000000000000002", "new segment");
+	return lp->answer;
+}
+
+static int
+ready_at_once(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static const char *const late_paths[] = {"global/pg_control", "pg_wal", NULL};
+
+/* The archive's entry names, in order. */
+static void
+archive_names(const char *path, struct strlist *out)
+{
+	struct archive *a = archive_read_new();
+	archive_read_support_filter_all(a);
+	archive_read_support_format_all(a);
+	assert_int_equal(archive_read_open_filename(a, path, 65536), ARCHIVE_OK);
+	struct archive_entry *e;
+	while (archive_read_next_header(a, &e) == ARCHIVE_OK)
+		sl_add(out, archive_entry_pathname(e));
+	archive_read_free(a);
+}
+
+/*
+ * The late paths are read only after ready, and written last; the rest in
+ * the walk's order.  Their bytes do not size the write (a 128 MiB WAL about
+ * to be replaced must not choose zstd's workers).
+ */
+static void
+test_late_paths_written_last(void **state)
+{
+	struct fixture *f = *state;
+	unit_write(f->src, "pg_wal/000000010000000000000001", "old segment");
+	char *big = path_join(f->src, "pg_wal/big");
+	int fd = open(big, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)SNAP_ZSTD_BIG), 0);
+	assert_int_equal(close(fd), 0);
+	free(big);
+
+	struct late_probe lp = {.src = f->src};
+	struct snap_late late = {late_paths, rewrite_late, &lp};
+	struct snap_stats w, r, plain;
+	fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &late, &w), 0);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(lp.calls, 1);
+
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes, &r), 0);
+	check_restored(f->dst);
+	char *t = rd(f->dst, "global/pg_control");
+	assert_string_equal(t, "control after the reset");
+	free(t);
+	t = rd(f->dst, "pg_wal/000000010000000000000002");
+	assert_string_equal(t, "new segment");
+	free(t);
+	assert_false(exists(f->dst, "pg_wal/000000010000000000000001"));
+	assert_false(exists(f->dst, "pg_wal/big"));
+
+	struct strlist names = {0};
+	archive_names(f->arch, &names);
+	assert_true(names.n >= 4);
+	assert_string_equal(names.v[names.n - 3], "global/pg_control");
+	assert_string_equal(names.v[names.n - 2], "pg_wal/");
+	assert_string_equal(names.v[names.n - 1], "pg_wal/000000010000000000000002");
+	for (size_t i = 0; i + 3 < names.n; i++)
+		assert_true(strncmp(names.v[i], "pg_wal", 6) != 0 && strcmp(names.v[i], "global/pg_control") != 0);
+	sl_free(&names);
+
+	/* Sized without pg_wal: the single-threaded frame, as written of the same tree without workers. */
+	char *second = path_join(f->root, "plain.tar.zst");
+	struct snap_late settled = {late_paths, ready_at_once, NULL};
+	fd = open(second, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(snap_write_with(f->src, fd, second, CFG_COMP_ZSTD,
+	                                 (struct snap_zstd){.level = SNAP_ZSTD_DEFAULT_LEVEL, .workers = 0}, &settled,
+	                                 &plain),
+	                 0);
+	assert_int_equal(close(fd), 0);
+	assert_string_equal(plain.sha256, w.sha256);
+	free(second);
+}
+
+/* ready failing abandons the write; a write failing before never calls it. */
+static void
+test_late_not_ready(void **state)
+{
+	struct fixture *f = *state;
+	unit_write(f->src, "pg_wal/000000010000000000000001", "old segment");
+	struct late_probe lp = {.src = f->src, .answer = -1};
+	struct snap_late late = {late_paths, rewrite_late, &lp};
+	struct snap_stats w;
+	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &late, &w), -1);
+	assert_int_equal(lp.calls, 1);
+
+	char *link = path_join(f->src, "base/escape");
+	assert_int_equal(symlink("/etc", link), 0);
+	free(link);
+	lp.calls = 0;
+	assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &late, &w), -1);
+	assert_int_equal(lp.calls, 0);
+	assert_int_equal(close(fd), 0);
 }
 
 static void
@@ -488,7 +621,7 @@ test_write_refuses_outside_symlink(void **state)
 	free(l);
 	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	struct snap_stats w;
-	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &w), -1);
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, NULL, &w), -1);
 	close(fd);
 }
 
@@ -502,7 +635,7 @@ test_write_refuses_inside_symlink(void **state)
 	free(l);
 	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	struct snap_stats w;
-	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &w), -1);
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, NULL, &w), -1);
 	close(fd);
 }
 
@@ -513,7 +646,7 @@ test_write_missing_source(void **state)
 	char *nowhere = path_join(f->root, "nowhere");
 	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	struct snap_stats w;
-	assert_int_equal(snap_write(nowhere, fd, f->arch, CFG_COMP_ZSTD, 0, &w), -1);
+	assert_int_equal(snap_write(nowhere, fd, f->arch, CFG_COMP_ZSTD, 0, NULL, &w), -1);
 	close(fd);
 	free(nowhere);
 }
@@ -1311,6 +1444,8 @@ main(void)
 		cmocka_unit_test(test_zstd_choice),
 		cmocka_unit_test_setup_teardown(test_zstd_workers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_big_pgdata_uses_choice, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_paths_written_last, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_not_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_not_empty, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_flipped_byte, setup, teardown),

@@ -664,12 +664,12 @@ test_du_bytes(void **state)
 	char *big = path_join(unit_tmp, "outside/big");
 	assert_int_equal(symlink(outside, link), 0);
 	assert_int_equal(symlink(big, flink), 0);
-	assert_true(du_bytes(tree) == 18);
+	assert_true(du_bytes(tree, NULL) == 18);
 	char *a = path_join(unit_tmp, "tree/a");
-	assert_true(du_bytes(a) == 5);
+	assert_true(du_bytes(a, NULL) == 5);
 	char *missing = path_join(unit_tmp, "missing");
-	assert_true(du_bytes(missing) == 0);
-	assert_true(du_bytes(link) == 0);
+	assert_true(du_bytes(missing, NULL) == 0);
+	assert_true(du_bytes(link, NULL) == 0);
 	free(tree);
 	free(outside);
 	free(link);
