@@ -328,17 +328,19 @@ upload(struct acquire *acq, const char *key, const char *archive)
 	free(mp);
 }
 
-/*
- * Publishes PGDATA (cleanly shut down) as the plan's layer.  Not fatal: a
- * cache that cannot take it only costs the caching.  Returns the archive
- * size, 0 when not cached.
- */
 /* snap_late's ready: the snapshot's last files are final once the build's WAL reset has ended. */
 static int
 wal_reset_done(void *build)
 {
-	return build_wait(build);
+	return build_wait_wal_reset(build);
 }
+
+/*
+ * Publishes PGDATA (cleanly shut down, its WAL reset still running) as the
+ * plan's layer: the snapshot writes what the reset does not touch beside
+ * it, and the rest once it has ended.  Not fatal: a cache that cannot take
+ * it only costs the caching.  Returns the archive size, 0 when not cached.
+ */
 
 static uint64_t
 publish(struct acquire *acq, const struct layer_plan *p, double seconds, const char *built_from, double full_seconds)
@@ -362,9 +364,8 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds, const c
 	struct snap_stats st;
 	double t = log_now();
 	uint64_t bytes = 0;
-	/* 1: another pgstash's entry was kept and ours dropped: not cached, nothing of ours to upload. */
-	/* pg_resetwal still rewrites its paths: the snapshot writes the rest meanwhile. */
 	struct snap_late late = {srv_reset_wal_paths, wal_reset_done, &acq->build};
+	/* 1: another pgstash's entry was kept and ours dropped: not cached, nothing of ours to upload. */
 	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &late, &st) == 0) {
 		char a[32], b[32];
 		log_info("snapshot %.12s written in %.2f s (%s from %s of PGDATA)", p->key, log_now() - t,
@@ -445,7 +446,7 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	}
 	/* A prefix build's full time is its base's plus this one's: what a build from scratch would take. */
 	uint64_t bytes = publish(acq, p, seconds, from, *from ? from_full + seconds : seconds);
-	if (build_wait(&acq->build) != 0 || interrupted())
+	if (build_wait_wal_reset(&acq->build) != 0 || interrupted())
 		return failure();
 	log_layer_built(p, from, seconds, bytes);
 	return ACQ_OK;

@@ -250,7 +250,7 @@ migrate_in_place(struct boot *b)
 	b->acq.build.in_place = true;
 	switch (build_layer(&b->acq.build, layer, false, true, &seconds)) {
 	case BUILD_OK:
-		if (build_wait(&b->acq.build) != 0 || mark_sync(b->cfg->pgdata) != 0 ||
+		if (build_wait_wal_reset(&b->acq.build) != 0 || mark_sync(b->cfg->pgdata) != 0 ||
 		    mark_write(b->cfg->pgdata, b->fp.key, true) != 0)
 			return BOOT_FAILED;
 		b->pd.durable = true;

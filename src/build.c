@@ -34,18 +34,18 @@ build_abort(struct build *bd)
 {
 	if (bd->srv.pid > 0)
 		srv_stop(&bd->srv);
-	build_wait(bd);
+	build_wait_wal_reset(bd);
 }
 
 int
-build_wait(struct build *bd)
+build_wait_wal_reset(struct build *bd)
 {
 	if (bd->wal_reset.pid > 0) {
-		double started = bd->wal_reset.t0, asked = log_now();
+		double asked = log_now();
 		bd->wal_reset_failed = srv_tool_wait(&bd->wal_reset) != 0;
+		/* When pg_resetwal itself ended is not known here: what it cost is the wait. */
 		if (!bd->wal_reset_failed)
-			log_debug("build WAL discarded in %.3f s (waited %.3f s for it)", log_now() - started,
-			          log_now() - asked);
+			log_debug("build WAL discarded (waited %.3f s for pg_resetwal)", log_now() - asked);
 	}
 	return bd->wal_reset_failed ? -1 : 0;
 }
@@ -372,7 +372,7 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 {
 	const struct cfg *cfg = bd->cfg;
 	double t0 = log_now();
-	if (build_wait(bd) != 0)
+	if (build_wait_wal_reset(bd) != 0)
 		return BUILD_FAILED;
 	bool tcp = layer_has_containers(cfg, layer);
 	if (tcp && check_images(bd) != 0)
@@ -396,7 +396,7 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 		return BUILD_FAILED;
 	if (srv_stop(&bd->srv) != 0)
 		return BUILD_FAILED;
-	/* It runs beside the snapshot of everything else (build_wait). */
+	/* It runs beside the snapshot of everything else (build_wait_wal_reset). */
 	if (srv_reset_wal_start(cfg, bd->pg, &bd->wal_reset) != 0)
 		return BUILD_FAILED;
 	*seconds = log_now() - t0;

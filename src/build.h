@@ -32,7 +32,7 @@ struct build {
 	const char *base_manifest, *base_key, *manifest;
 	/* A migration in place (on_change = migrate): the temporary server keeps durability on. */
 	bool in_place;
-	/* pg_resetwal, started by build_layer; build_wait ends it. */
+	/* pg_resetwal, started by build_layer; build_wait_wal_reset ends it. */
 	struct srv_tool wal_reset;
 	bool wal_reset_failed;
 };
@@ -51,7 +51,7 @@ void build_init(struct build *bd, const struct cfg *cfg, const struct pgbin *pg,
  * PGDATA holds a restored snapshot to build on).  `last`: the clones are made
  * once the steps are done.  *seconds: how long it took, on BUILD_OK.
  * On BUILD_OK `pg_resetwal` still runs: PGDATA is final, and may be
- * snapshotted, except srv_reset_wal_paths; build_wait says when those are.
+ * snapshotted, except srv_reset_wal_paths; build_wait_wal_reset says when those are.
  */
 enum build_result build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, double *seconds);
 /*
@@ -59,7 +59,7 @@ enum build_result build_layer(struct build *bd, enum cfg_layer layer, bool fresh
  * 0, or -1 (logged): it failed, and PGDATA is not a usable cluster.  Asked
  * again, the same answer.
  */
-int build_wait(struct build *bd);
+int build_wait_wal_reset(struct build *bd);
 /* Stops the temporary server when one still runs (a failed build), and waits for a WAL reset. */
 void build_abort(struct build *bd);
 void build_free(struct build *bd);

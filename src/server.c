@@ -41,9 +41,11 @@
 #define SRV_STOP_TIMEOUT_S 60.0
 #define SRV_QUIT_TIMEOUT_S 10.0
 /*
- * Readiness poll interval: SRV_POLL_FAST_MS for the first second (a restored
- * cluster is up in 30-50 ms, and a prefix build waits for it: each poll is a
- * failed connect, microseconds), then SRV_POLL_MS.
+ * Waiting for the temporary server's start: postmaster.pid's status line is
+ * read every SRV_POLL_FAST_MS in the first second (a restored cluster is up
+ * in 30-50 ms, and a prefix build waits for it), every SRV_POLL_MS after; a
+ * connection is tried when it says "ready", and every SRV_POLL_MS in any
+ * case (an early try costs the starting server a backend and a FATAL line).
  */
 #define SRV_POLL_FAST_MS 2
 #define SRV_POLL_MS 20
@@ -275,10 +277,11 @@ srv_initdb_argv(const struct cfg *cfg, const struct pgbin *pg)
  * (or straight to stderr at debug level).  0, or -1 (logged; *t none).
  */
 static int
-tool_start(struct srv_tool *t, const char *what, char *const *argv)
+tool_start(struct srv_tool *t, const char *what, char *const *argv, bool forward_signals)
 {
 	memset(t, 0, sizeof(*t));
 	t->what = what;
+	t->forward_signals = forward_signals;
 	t->logfd = -1;
 	t->t0 = log_now();
 	if (log_min_level > LOG_DEBUG) {
@@ -307,7 +310,7 @@ srv_tool_wait(struct srv_tool *t)
 	int rc = -1;
 	if (t->pid > 0) {
 		int status = 0;
-		if (proc_wait(t->pid, &status, -1, t->pid) == PROC_EXITED) {
+		if (proc_wait(t->pid, &status, -1, t->forward_signals ? t->pid : 0) == PROC_EXITED) {
 			if (!proc_exited_ok(status)) {
 				char how[64];
 				log_error("%s failed: %s", t->what, proc_describe_status(status, how, sizeof(how)));
@@ -330,12 +333,12 @@ srv_tool_wait(struct srv_tool *t)
 	return rc;
 }
 
-/* A cluster tool, start to end.  0 or -1 (logged). */
+/* A cluster tool, start to end; a terminating signal is passed on to it.  0 or -1 (logged). */
 static int
 run_tool(const char *what, char *const *argv)
 {
 	struct srv_tool t;
-	if (tool_start(&t, what, argv) != 0)
+	if (tool_start(&t, what, argv, true) != 0)
 		return -1;
 	return srv_tool_wait(&t);
 }
@@ -364,7 +367,12 @@ srv_reset_wal_start(const struct cfg *cfg, const struct pgbin *pg, struct srv_to
 	char *prog = pgbin_path(pg, "pg_resetwal");
 	/* No -f: pg_resetwal itself refuses a cluster that was not shut down cleanly. */
 	char *argv[] = {prog, "-D", cfg->pgdata, NULL};
-	int rc = tool_start(t, "pg_resetwal", argv);
+	/*
+	 * Never signalled: killed between rewriting pg_control and writing the new
+	 * segment it would leave a cluster that does not start, and on_change =
+	 * migrate runs it on the user's own cluster.  It takes milliseconds.
+	 */
+	int rc = tool_start(t, "pg_resetwal", argv, false);
 	free(prog);
 	return rc;
 }
@@ -569,6 +577,27 @@ port_was_taken(const struct srv *s)
 }
 
 /*
+ * Whether postmaster.pid's status line (its 8th, PostgreSQL 10 and later, as
+ * pg_ctl reads it) says the server accepts connections.
+ */
+static bool
+pidfile_says_ready(const struct srv *s)
+{
+	char *path = path_join(s->pgdata, "postmaster.pid");
+	char *text = read_small_file(path, 4096, NULL);
+	free(path);
+	const char *line = text;
+	for (int i = 1; i < 8 && line; i++) {
+		line = strchr(line, '\n');
+		if (line)
+			line++;
+	}
+	bool ready = line && strncmp(line, "ready", 5) == 0;
+	free(text);
+	return ready;
+}
+
+/*
  * Waits until the server started at t0 accepts connections.  With
  * `may_retry`, an exit because the port was taken is SRV_PORT_TAKEN.
  */
@@ -579,13 +608,18 @@ wait_ready(struct srv *s, double t0, bool may_retry)
 	snprintf(port, sizeof(port), "%d", s->port);
 	const char *const kw[] = {"host", "port", "dbname", "user", "connect_timeout", NULL};
 	const char *const val[] = {s->sockdir, port, "postgres", s->user, "5", NULL};
+	double last_try = -1.0;
 	for (;;) {
-		PGPing ping = PQpingParams(kw, val, 0);
-		if (ping == PQPING_OK)
-			return SRV_READY;
-		if (ping == PQPING_NO_ATTEMPT) {
-			log_error("could not check the temporary server: bad connection parameters");
-			return SRV_FAILED;
+		double now = log_now();
+		if (now - last_try >= SRV_POLL_MS / 1000.0 || pidfile_says_ready(s)) {
+			last_try = now;
+			PGPing ping = PQpingParams(kw, val, 0);
+			if (ping == PQPING_OK)
+				return SRV_READY;
+			if (ping == PQPING_NO_ATTEMPT) {
+				log_error("could not check the temporary server: bad connection parameters");
+				return SRV_FAILED;
+			}
 		}
 		int status;
 		if (sig_child_done(s->pid, &status)) {

@@ -70,6 +70,7 @@ int srv_initdb(const struct cfg *cfg, const struct pgbin *pg);
 struct srv_tool {
 	pid_t pid;
 	const char *what;
+	bool forward_signals; /* a terminating signal pgstash gets is passed on to it */
 	char *dir, *logpath; /* its private log (not at debug level, where it writes to stderr) */
 	int logfd;
 	double t0;
@@ -82,14 +83,14 @@ struct srv_tool {
  * empty segment, as pg_upgrade does.  Snapshots shrink by about a third.  It
  * changes only srv_reset_wal_paths (relative to PGDATA), so a snapshot of
  * the rest may run beside it (snap_late).  0 (*t runs: srv_tool_wait), or -1
- * (logged).
+ * (logged).  A signal is not passed on to it: it always ends its work.
  */
 int srv_reset_wal_start(const struct cfg *cfg, const struct pgbin *pg, struct srv_tool *t);
 extern const char *const srv_reset_wal_paths[];
 /*
- * Waits for the tool in *t (signals forwarded to it) and clears *t.  0 when
- * it succeeded, -1 when it failed, was interrupted or none ran (logged: the
- * tail of its output).
+ * Waits for the tool in *t and clears *t.  0 when it succeeded; -1 when it
+ * failed (logged with the tail of its output), when a terminating signal
+ * came meanwhile (logged), or when none ran.
  */
 int srv_tool_wait(struct srv_tool *t);
 

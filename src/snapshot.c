@@ -6,12 +6,12 @@
  * buffer, so neither a write nor a restore reads the archive twice.  Memory
  * stays flat whatever the size of PGDATA.  zstd runs at level 1 (level 3
  * made a dj-200 snapshot 0.04 s slower of 0.16, for 5 % fewer bytes: a
- * prefix build waits for it); its workers follow the size of PGDATA
- * (snap_zstd_choice): a small cluster is compressed in the calling thread;
- * from SNAP_ZSTD_BIG on the compression is what a miss waits for, so it runs
- * in 2 worker threads (the worker mode buffers several jobs of 4 windows
- * each: at level 1 about 11 MB more, at level 3 about 45 MB more, past the
- * 32 MB budget).
+ * prefix build waits for it) in 2 worker threads (snap_zstd_choice), at
+ * every size: the calling thread reads the files, which is most of the rest
+ * (a schema-heavy 92 MB cluster: 0.16-0.19 s in the thread, 0.13 s with the
+ * workers; bench/README.md).  The worker mode buffers several jobs of 4
+ * windows each: at level 1 about 11 MB more, at level 3 about 45 MB more,
+ * past the 32 MB budget, so other levels run in the thread.
  * The bytes of a multi-threaded frame depend on the level, not on the number
  * of workers, so an archive is the same on every machine.  The workers
  * inherit the calling thread's signal mask, which blocks the signals sig.c
@@ -300,15 +300,13 @@ cleanup:
 	return rc;
 }
 
-/* After the walk: waits for late->ready, then writes the late paths, each where the walk would have. */
+/* After the walk: waits for late->ready, then writes the late paths.  0, SNAP_NOT_READY or -1 (logged). */
 static int
 write_late(struct walk *w)
 {
 	double t0 = log_now();
-	if (w->late->ready(w->late->arg) != 0) {
-		log_warning("snapshot of \"%s\" abandoned: its last files did not become final", w->pgdata);
-		return -1;
-	}
+	if (w->late->ready(w->late->arg) != 0)
+		return SNAP_NOT_READY;
 	log_debug("snapshot of \"%s\": waited %.3f s for its last files", w->pgdata, log_now() - t0);
 	for (const char *const *p = w->late->paths; *p; p++) {
 		const char *slash = strrchr(*p, '/');
@@ -329,13 +327,10 @@ write_late(struct walk *w)
 }
 
 struct snap_zstd
-snap_zstd_choice(uint64_t pgdata_bytes, int configured_level)
+snap_zstd_choice(int configured_level)
 {
-	struct snap_zstd z = {.level = configured_level, .workers = 0};
-	bool big = pgdata_bytes >= SNAP_ZSTD_BIG;
-	if (z.level == 0)
-		z.level = big ? SNAP_ZSTD_BIG_LEVEL : SNAP_ZSTD_DEFAULT_LEVEL;
-	if (big && z.level <= SNAP_ZSTD_WORKERS_MAX_LEVEL)
+	struct snap_zstd z = {.level = configured_level ? configured_level : SNAP_ZSTD_DEFAULT_LEVEL, .workers = 0};
+	if (z.level <= SNAP_ZSTD_WORKERS_MAX_LEVEL)
 		z.workers = SNAP_ZSTD_WORKERS;
 	return z;
 }
@@ -403,8 +398,13 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 	}
 	if (open_writer(&w, &wc, comp, z) != 0)
 		goto cleanup;
-	if (walk_dir(&w, AT_FDCWD, pgdata, "", true) != 0 || (late && write_late(&w) != 0))
+	if (walk_dir(&w, AT_FDCWD, pgdata, "", true) != 0)
 		goto cleanup;
+	int late_rc = late ? write_late(&w) : 0;
+	if (late_rc != 0) {
+		rc = late_rc;
+		goto cleanup;
+	}
 	if (archive_write_close(w.a) != ARCHIVE_OK) {
 		log_warning("could not finish snapshot \"%s\": %s", out_name,
 		            archive_error_string(w.a) ? archive_error_string(w.a) : "unknown error");
@@ -428,15 +428,8 @@ snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compre
            const struct snap_late *late, struct snap_stats *st)
 {
 	struct snap_zstd z = {.level = level, .workers = 0};
-	/*
-	 * Only the default level and the levels that get workers depend on the
-	 * size.  Sizing PGDATA costs a stat per file, next to a write that reads
-	 * every byte.
-	 */
-	if (comp == CFG_COMP_ZSTD) {
-		uint64_t bytes = level <= SNAP_ZSTD_WORKERS_MAX_LEVEL ? du_bytes(pgdata, late ? late->paths : NULL) : 0;
-		z = snap_zstd_choice(bytes, level);
-	}
+	if (comp == CFG_COMP_ZSTD)
+		z = snap_zstd_choice(level);
 	int rc = snap_write_with(pgdata, out_fd, out_name, comp, z, late, st);
 	if (rc == 0 && comp == CFG_COMP_ZSTD)
 		log_debug("snapshot of \"%s\": %.0f MB into %.1f MB in %.2f s (%.0f MB/s), zstd level %d, %d worker%s",

@@ -1,6 +1,7 @@
 /*
  * snapshot — a cleanly shut down PGDATA as one compressed tar stream, and
- * back.  Writing walks the directory in a fixed, sorted order and leaves out
+ * back.  Writing walks the directory in a fixed, sorted order (the paths a
+ * concurrent pg_resetwal rewrites last: struct snap_late) and leaves out
  * what a restored cluster must not inherit (postmaster.pid and .opts, the
  * contents of pg_stat_tmp, server logs, pgstash's own marker files); the
  * archive's SHA-256 is computed while it is written.  Restoring streams the
@@ -32,9 +33,11 @@
  * the margin only absorbs rounding of a future format, never a bomb.
  */
 #define SNAP_EXPAND_MARGIN(bytes) ((bytes) / 64 + (1ULL << 20))
-/* Default zstd level when the configured level is 0 (below SNAP_ZSTD_BIG bytes of PGDATA: snapshot_int.h). */
+/* Default zstd level when the configured level is 0. */
 #define SNAP_ZSTD_DEFAULT_LEVEL 1
 
+/* snap_write's return value when late->ready refused. */
+#define SNAP_NOT_READY (-3)
 /* Restore's return values below 0. */
 #define SNAP_BAD_ARCHIVE (-1) /* the archive is at fault: corrupt, wrong digest, hostile, wrong version */
 #define SNAP_FAILED (-2)      /* something else: a signal, the target directory, the local disk */
@@ -60,9 +63,9 @@ struct snap_late {
 
 /*
  * Writes PGDATA `pgdata` (cleanly shut down) as a pax-restricted tar through
- * `comp` at `level` (0: the codec's default; zstd's is 1) to `out_fd`, from its current position.  zstd at level 1
- * on a PGDATA of 128 MiB or more runs 2 worker threads; otherwise in the
- * calling thread.  Peak memory follows zstd's window: levels up to 9 stay
+ * `comp` at `level` (0: the codec's default; zstd's is 1) to `out_fd`, from
+ * its current position.  zstd at level 1 runs 2 worker threads, other levels
+ * in the calling thread.  Peak memory follows zstd's window: levels up to 9 stay
  * under 30 MB, level 1 with its workers 28–32 MB (30 MB on compressible data,
  * 31.6 MiB on incompressible bytes, measured); 12 takes about 65 MB and
  * 19 about 100 MB (restoring any level stays under 20 MB).  `out_name` names
@@ -72,9 +75,11 @@ struct snap_late {
  * tablespace, a pg_wal elsewhere) makes the snapshot fail rather than produce
  * an entry that cannot be restored whole.
  * `late` (NULL: none) names paths another process is still rewriting: they
- * are left out of the walk and of the sizing, and written last, after
- * late->ready returned 0 (not called when the write fails before).
- * 0, or -1 (logged as a warning: callers go on without caching).  *st filled on success.
+ * are left out of the walk and written last, after late->ready returned 0
+ * (not called when the write fails before).
+ * 0; SNAP_NOT_READY when late->ready refused (nothing logged here: ready
+ * says why); -1 otherwise (logged as a warning: callers go on without
+ * caching).  *st filled on success.
  */
 int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
                int level, const struct snap_late *late, struct snap_stats *st);

@@ -10,12 +10,9 @@
 #include <stdint.h>
 
 /*
- * From SNAP_ZSTD_BIG bytes of PGDATA (outside the late paths) on, the default level is
- * SNAP_ZSTD_BIG_LEVEL, and levels up to SNAP_ZSTD_WORKERS_MAX_LEVEL run
- * SNAP_ZSTD_WORKERS zstd worker threads (bench/README.md, "Snapshot write").
+ * Levels up to SNAP_ZSTD_WORKERS_MAX_LEVEL run SNAP_ZSTD_WORKERS zstd worker
+ * threads (bench/README.md, "Snapshot write").
  */
-#define SNAP_ZSTD_BIG (128ULL << 20)
-#define SNAP_ZSTD_BIG_LEVEL 1
 #define SNAP_ZSTD_WORKERS 2
 #define SNAP_ZSTD_WORKERS_MAX_LEVEL 1
 
@@ -25,11 +22,8 @@ struct snap_zstd {
 	int workers; /* zstd worker threads; 0: compression in the calling thread */
 };
 
-/*
- * The level and workers for a PGDATA of `pgdata_bytes` (the sum of its file
- * sizes) and the configured level (0: none configured).  Pure.
- */
-struct snap_zstd snap_zstd_choice(uint64_t pgdata_bytes, int configured_level);
+/* The level and workers for the configured level (0: none configured).  Pure. */
+struct snap_zstd snap_zstd_choice(int configured_level);
 
 /*
  * snap_write with zstd run as `z` says (comp CFG_COMP_ZSTD), or with `z.level`

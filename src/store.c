@@ -663,6 +663,7 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	struct snap_stats local;
 	struct placing pl = {.afd = -1, .mfd = -1, .lfd = -1};
 	int rc = -1;
+	bool quiet = false;
 
 	if (!sst)
 		sst = &local;
@@ -677,8 +678,12 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	pl.afd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
 	if (pl.afd < 0)
 		goto cleanup;
-	if (snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst) != 0)
+	int written = snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst);
+	if (written != 0) {
+		/* late->ready refused: the start fails, there is no "going on" to announce. */
+		quiet = written == SNAP_NOT_READY;
 		goto cleanup;
+	}
 	/* The entry is what must survive a crash: its bytes are on disk before any rename. */
 	if (seal_file(st, pl.afd) != 0 || fsync(pl.afd) != 0) {
 		log_warning("could not fsync \"%s\": %s", pl.arch_tmp, strerror(errno));
@@ -709,7 +714,7 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 	rc = placed >= 0 ? placed : -1;
 cleanup:
 	placing_end(st, &pl, rc >= 0);
-	if (rc < 0)
+	if (rc < 0 && !quiet)
 		log_warning("could not store cache entry %.12s…: going on without caching", meta->key);
 	return rc;
 }

@@ -120,7 +120,8 @@ void store_unlock(int fd);
  * 1 not stored: a complete entry for the key appeared meanwhile (a builder
  * that gave up waiting for the lock), it is kept, ours dropped, and *meta
  * refilled from it (logged); -1 (logged as a warning, temp files removed:
- * go on without caching).  `late` as snap_write's.  *sst optional.
+ * go on without caching; not logged when late->ready refused, which says
+ * why itself).  `late` as snap_write's.  *sst optional.
  */
 int store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
                   int level, const struct snap_late *late, struct snap_stats *sst);

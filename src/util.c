@@ -186,6 +186,15 @@ sl_contains(const struct strlist *sl, const char *s)
 	return false;
 }
 
+bool
+str_in(const char *const *v, const char *s)
+{
+	for (; v && *v; v++)
+		if (strcmp(*v, s) == 0)
+			return true;
+	return false;
+}
+
 void
 sl_split_lines(const char *text, struct strlist *out)
 {
@@ -633,68 +642,6 @@ iso_time(char buf[32], int64_t t)
 	if (!gmtime_r(&tt, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
 		snprintf(buf, 32, "%" PRId64, t);
 	return buf;
-}
-
-static uint64_t
-du_at(int parent, const char *name)
-{
-	struct stat st;
-	if (fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
-		return 0;
-	if (S_ISREG(st.st_mode))
-		return (uint64_t)st.st_size;
-	if (!S_ISDIR(st.st_mode))
-		return 0;
-	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
-	uint64_t total = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		total += du_at(dirfd(d), de->d_name);
-	}
-	closedir(d);
-	return total;
-}
-
-bool
-str_in(const char *const *v, const char *s)
-{
-	for (; v && *v; v++)
-		if (strcmp(*v, s) == 0)
-			return true;
-	return false;
-}
-
-uint64_t
-du_bytes(const char *path, const char *const *skip)
-{
-	if (!skip)
-		return du_at(AT_FDCWD, path);
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return du_at(AT_FDCWD, path);
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return 0;
-	}
-	uint64_t total = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 || str_in(skip, de->d_name))
-			continue;
-		total += du_at(dirfd(d), de->d_name);
-	}
-	closedir(d);
-	return total;
 }
 
 char *

@@ -114,12 +114,6 @@ const char *read_small_file_error(int err);
 char *read_secret_file(const char *path, size_t max, size_t *len_out);
 /* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
 const char *iso_time(char buf[32], int64_t t);
-/*
- * Sum of st_size of regular files below path (no symlink following),
- * leaving out the entries of path named in `skip` (NULL-terminated; NULL:
- * none).
- */
-uint64_t du_bytes(const char *path, const char *const *skip);
 
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);

@@ -696,9 +696,25 @@ def test_unusable_cache_still_prepares(work, how):
     os.chmod(cache, 0o755)
 
 
+def test_small_pgdata_is_compressed_by_zstd_workers_too(work):
+    """The workers take a quarter off a schema-heavy cluster's snapshot too (what a prefix build waits
+    for): a small PGDATA gets them, and a configured level above 1 runs in one thread."""
+    cfg = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (id int)'")])
+    r = work.run("-v", "prepare", config=cfg, env=base_env(work))
+    assert r.rc == 0 and "cache miss" in r.stderr, r
+    assert re.search(r"debug: snapshot of \".*\": \d+ MB into [\d.]+ MB in [\d.]+ s \(\d+ MB/s\), "
+                     r"zstd level 1, 2 workers", r.stderr), r.stderr
+    cfg3 = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (id int)'")],
+                        extra="compression = zstd:3", name="level3.ini")
+    pgdata2, cache2 = mkdir_user(work, "pgdata2", 0o700), mkdir_user(work, "cache2")
+    r = work.run("-v", "prepare", config=cfg3, env=dict(base_env(work), PGDATA=pgdata2, PGSTASH_CACHE_DIR=cache2))
+    assert r.rc == 0, r
+    assert re.search(r"zstd level 3, 0 workers", r.stderr), r.stderr
+
+
 def test_large_pgdata_is_compressed_by_zstd_workers(work):
-    """From 128 MiB of PGDATA on, the snapshot is zstd level 1 in 2 worker threads (README "How a start
-    goes", step 4), and a hit restores it whole."""
+    """A data-heavy PGDATA's snapshot is zstd level 1 in 2 worker threads (README "How a start goes",
+    step 4), and a hit restores it whole."""
     # fillfactor 10: about 20 rows a page, 145 MB of table in half a second of inserts
     sql = ("CREATE TABLE big (i int) WITH (fillfactor = 10); "
            "INSERT INTO big SELECT generate_series(1, 400000)")
@@ -763,4 +779,22 @@ def test_failed_wal_reset_caches_nothing(work):
     r = work.run("prepare", config=cfg, env=base_env(work, PGSTASH_PG_BINDIR=bindir))
     assert r.rc == 1, r
     assert "pg_resetwal failed: exit status 1" in r.stderr and "simulated failure" in r.stderr, r
+    # The start fails: nothing announces going on without the cache.
+    assert "going on without caching" not in r.stderr, r
     assert_nothing_built(work, r)
+
+
+def test_sigterm_lets_the_wal_reset_finish(work, bg):
+    """pg_resetwal killed half-way leaves a cluster that does not start (with on_change = migrate, the
+    user's own): a SIGTERM while pgstash waits for it is not passed on, and pgstash stops after it."""
+    started, done = os.path.join(work.path, "reset-started"), os.path.join(work.path, "reset-done")
+    bindir = resetwal_bindir(work, f"touch {started}; sleep 3", f"touch {done}")
+    cfg = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (id int)'")])
+    p = bg.start("prepare", config=cfg, env=base_env(work, PGSTASH_PG_BINDIR=bindir))
+    wait_for("pg_resetwal to start", lambda: os.path.exists(started))
+    time.sleep(1)  # the snapshot of the rest is written by then: pgstash waits for pg_resetwal
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=60) == 143, bg.output(p)
+    assert os.path.exists(done), "pg_resetwal was killed: " + bg.output(p)
+    assert "pg_resetwal interrupted by signal 15" in bg.output(p), bg.output(p)
+    assert_nothing_built(work, bg.output(p))

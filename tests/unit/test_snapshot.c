@@ -272,30 +272,19 @@ static void
 test_zstd_choice(void **state)
 {
 	(void)state;
-	struct snap_zstd z = snap_zstd_choice(0, 0);
+	/* The default: level 1 in its workers, at every size (the choice does not look at PGDATA). */
+	struct snap_zstd z = snap_zstd_choice(0);
 	assert_int_equal(z.level, SNAP_ZSTD_DEFAULT_LEVEL);
-	assert_int_equal(z.workers, 0);
-	z = snap_zstd_choice(SNAP_ZSTD_BIG - 1, 0);
-	assert_int_equal(z.level, SNAP_ZSTD_DEFAULT_LEVEL);
-	assert_int_equal(z.workers, 0);
-	z = snap_zstd_choice(SNAP_ZSTD_BIG, 0);
-	assert_int_equal(z.level, SNAP_ZSTD_BIG_LEVEL);
 	assert_int_equal(z.workers, SNAP_ZSTD_WORKERS);
-	z = snap_zstd_choice(4ULL << 30, 0);
-	assert_int_equal(z.level, SNAP_ZSTD_BIG_LEVEL);
+	z = snap_zstd_choice(1);
+	assert_int_equal(z.level, 1);
 	assert_int_equal(z.workers, SNAP_ZSTD_WORKERS);
 	/* A configured level stays; above SNAP_ZSTD_WORKERS_MAX_LEVEL the workers would cost too much memory. */
-	z = snap_zstd_choice(4ULL << 30, SNAP_ZSTD_WORKERS_MAX_LEVEL + 1);
+	z = snap_zstd_choice(SNAP_ZSTD_WORKERS_MAX_LEVEL + 1);
 	assert_int_equal(z.level, SNAP_ZSTD_WORKERS_MAX_LEVEL + 1);
 	assert_int_equal(z.workers, 0);
-	z = snap_zstd_choice(4ULL << 30, 19);
+	z = snap_zstd_choice(19);
 	assert_int_equal(z.level, 19);
-	assert_int_equal(z.workers, 0);
-	z = snap_zstd_choice(SNAP_ZSTD_BIG, 1);
-	assert_int_equal(z.level, 1);
-	assert_int_equal(z.workers, SNAP_ZSTD_WORKERS);
-	z = snap_zstd_choice(SNAP_ZSTD_BIG - 1, 1);
-	assert_int_equal(z.level, 1);
 	assert_int_equal(z.workers, 0);
 }
 
@@ -327,21 +316,15 @@ test_zstd_workers(void **state)
 	free(other);
 }
 
-/* snap_write itself sizes PGDATA: at SNAP_ZSTD_BIG bytes (a sparse file here) it writes what the choice says. */
+/* snap_write writes what the choice says, on a small PGDATA too: the workers' frame, not the thread's. */
 static void
-test_big_pgdata_uses_choice(void **state)
+test_default_uses_choice(void **state)
 {
 	struct fixture *f = *state;
-	char *p = path_join(f->src, "base/1/big");
-	int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)SNAP_ZSTD_BIG), 0);
-	assert_int_equal(close(fd), 0);
-	free(p);
 	struct snap_stats dflt, chosen, single;
 	char *second = path_join(f->root, "chosen.tar.zst");
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &dflt);
-	write_with(f->src, second, snap_zstd_choice(dflt.pgdata_bytes, 0), &chosen);
+	write_with(f->src, second, snap_zstd_choice(0), &chosen);
 	assert_string_equal(dflt.sha256, chosen.sha256);
 	write_with(f->src, second, (struct snap_zstd){.level = SNAP_ZSTD_DEFAULT_LEVEL, .workers = 0}, &single);
 	assert_string_not_equal(dflt.sha256, single.sha256);
@@ -366,18 +349,8 @@ rewrite_late(void *arg)
 	char *old = path_join(lp->src, "pg_wal/000000010000000000000001");
 	unlink(old);
 	free(old);
-	char *big = path_join(lp->src, "pg_wal/big");
-	unlink(big);
-	free(big);
 	unit_write(lp->src, "pg_wal/000000010000000000000002", "new segment");
 	return lp->answer;
-}
-
-static int
-ready_at_once(void *arg)
-{
-	(void)arg;
-	return 0;
 }
 
 static const char *const late_paths[] = {"global/pg_control", "pg_wal", NULL};
@@ -396,27 +369,16 @@ archive_names(const char *path, struct strlist *out)
 	archive_read_free(a);
 }
 
-/*
- * The late paths are read only after ready, and written last; the rest in
- * the walk's order.  Their bytes do not size the write (a 128 MiB WAL about
- * to be replaced must not choose zstd's workers).
- */
+/* The late paths are read only after ready, and written last; the rest in the walk's order. */
 static void
 test_late_paths_written_last(void **state)
 {
 	struct fixture *f = *state;
 	unit_write(f->src, "pg_wal/000000010000000000000001", "old segment");
-	char *big = path_join(f->src, "pg_wal/big");
-	int fd = open(big, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, (off_t)SNAP_ZSTD_BIG), 0);
-	assert_int_equal(close(fd), 0);
-	free(big);
-
 	struct late_probe lp = {.src = f->src};
 	struct snap_late late = {late_paths, rewrite_late, &lp};
-	struct snap_stats w, r, plain;
-	fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	struct snap_stats w, r;
+	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	assert_true(fd >= 0);
 	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &late, &w), 0);
 	assert_int_equal(close(fd), 0);
@@ -431,7 +393,6 @@ test_late_paths_written_last(void **state)
 	assert_string_equal(t, "new segment");
 	free(t);
 	assert_false(exists(f->dst, "pg_wal/000000010000000000000001"));
-	assert_false(exists(f->dst, "pg_wal/big"));
 
 	struct strlist names = {0};
 	archive_names(f->arch, &names);
@@ -442,19 +403,6 @@ test_late_paths_written_last(void **state)
 	for (size_t i = 0; i + 3 < names.n; i++)
 		assert_true(strncmp(names.v[i], "pg_wal", 6) != 0 && strcmp(names.v[i], "global/pg_control") != 0);
 	sl_free(&names);
-
-	/* Sized without pg_wal: the single-threaded frame, as written of the same tree without workers. */
-	char *second = path_join(f->root, "plain.tar.zst");
-	struct snap_late settled = {late_paths, ready_at_once, NULL};
-	fd = open(second, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	assert_true(fd >= 0);
-	assert_int_equal(snap_write_with(f->src, fd, second, CFG_COMP_ZSTD,
-	                                 (struct snap_zstd){.level = SNAP_ZSTD_DEFAULT_LEVEL, .workers = 0}, &settled,
-	                                 &plain),
-	                 0);
-	assert_int_equal(close(fd), 0);
-	assert_string_equal(plain.sha256, w.sha256);
-	free(second);
 }
 
 /* ready failing abandons the write; a write failing before never calls it. */
@@ -468,7 +416,7 @@ test_late_not_ready(void **state)
 	struct snap_stats w;
 	int fd = open(f->arch, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	assert_true(fd >= 0);
-	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &late, &w), -1);
+	assert_int_equal(snap_write(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &late, &w), SNAP_NOT_READY);
 	assert_int_equal(lp.calls, 1);
 
 	char *link = path_join(f->src, "base/escape");
@@ -1443,7 +1391,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_deterministic, setup, teardown),
 		cmocka_unit_test(test_zstd_choice),
 		cmocka_unit_test_setup_teardown(test_zstd_workers, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_big_pgdata_uses_choice, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_default_uses_choice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_paths_written_last, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_not_ready, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_target_not_empty, setup, teardown),

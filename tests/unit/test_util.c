@@ -649,34 +649,16 @@ test_read_file(void **state)
 
 
 static void
-test_du_bytes(void **state)
+test_str_in(void **state)
 {
 	(void)state;
-	unit_write(unit_tmp, "tree/a", "12345");
-	unit_write(unit_tmp, "tree/sub/b", "1234567890");
-	unit_write(unit_tmp, "tree/sub/deeper/c", "");
-	unit_write(unit_tmp, "tree/sub/deeper/d", "xyz");
-	unit_write(unit_tmp, "outside/big", "this must not be counted at all");
-	char *tree = path_join(unit_tmp, "tree");
-	char *outside = path_join(unit_tmp, "outside");
-	char *link = path_join(unit_tmp, "tree/sub/escape");
-	char *flink = path_join(unit_tmp, "tree/flink");
-	char *big = path_join(unit_tmp, "outside/big");
-	assert_int_equal(symlink(outside, link), 0);
-	assert_int_equal(symlink(big, flink), 0);
-	assert_true(du_bytes(tree, NULL) == 18);
-	char *a = path_join(unit_tmp, "tree/a");
-	assert_true(du_bytes(a, NULL) == 5);
-	char *missing = path_join(unit_tmp, "missing");
-	assert_true(du_bytes(missing, NULL) == 0);
-	assert_true(du_bytes(link, NULL) == 0);
-	free(tree);
-	free(outside);
-	free(link);
-	free(flink);
-	free(big);
-	free(a);
-	free(missing);
+	const char *const v[] = {"global/pg_control", "pg_wal", NULL};
+	assert_true(str_in(v, "pg_wal"));
+	assert_true(str_in(v, "global/pg_control"));
+	assert_false(str_in(v, "pg_wal/000000010000000000000001"));
+	assert_false(str_in(v, "pg_"));
+	assert_false(str_in(v, ""));
+	assert_false(str_in(NULL, "pg_wal"));
 }
 
 static void
@@ -728,7 +710,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_empty_dir, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_fsync, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_read_file, unit_tmp_setup, unit_tmp_teardown),
-		cmocka_unit_test_setup_teardown(test_du_bytes, unit_tmp_setup, unit_tmp_teardown),
+		cmocka_unit_test(test_str_in),
 		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
