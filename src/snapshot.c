@@ -71,6 +71,7 @@ struct wctx {
 	const char *name;
 	struct digest *md;
 	uint64_t bytes;
+	bool abandoned; /* the write failed: nothing more reaches the fd */
 };
 
 static la_ssize_t
@@ -79,12 +80,17 @@ w_write(struct archive *a, void *data, const void *buf, size_t n)
 	struct wctx *w = data;
 	const char *p = buf;
 	size_t left = n;
+	if (w->abandoned) {
+		archive_set_error(a, ECANCELED, "snapshot \"%s\" abandoned", w->name);
+		return -1;
+	}
 	while (left > 0) {
 		ssize_t k = write(w->fd, p, left);
 		if (k < 0) {
 			if (errno == EINTR)
 				continue;
 			archive_set_error(a, errno, "could not write \"%s\": %s", w->name, strerror(errno));
+			w->abandoned = true;
 			return -1;
 		}
 		p += k;
@@ -387,6 +393,7 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 	struct wctx wc = {.fd = out_fd, .name = out_name, .md = digest_new()};
 	struct walk w = {.pgdata = pgdata, .st = st, .late = late};
 	int rc = -1;
+	bool closed = false;
 
 	memset(st, 0, sizeof(*st));
 	w.a = archive_write_new();
@@ -405,6 +412,7 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 		rc = late_rc;
 		goto cleanup;
 	}
+	closed = true;
 	if (archive_write_close(w.a) != ARCHIVE_OK) {
 		log_warning("could not finish snapshot \"%s\": %s", out_name,
 		            archive_error_string(w.a) ? archive_error_string(w.a) : "unknown error");
@@ -415,6 +423,15 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 	st->seconds = log_now() - t0;
 	rc = 0;
 cleanup:
+	if (w.a && !closed) {
+		/*
+		 * libarchive's free skips the close once a header write failed (its
+		 * fatal state), and the close is what frees its 1 MiB block buffer:
+		 * close it here, with nothing more written.
+		 */
+		wc.abandoned = true;
+		archive_write_close(w.a);
+	}
 	if (w.a)
 		archive_write_free(w.a);
 	archive_entry_free(w.e);

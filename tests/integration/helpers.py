@@ -244,20 +244,25 @@ class Work:
         chown_tree(d)
         return os.path.join(d, "pgstash.ini")
 
+    def wrapped_bindir(self, prog, script, name):
+        """A PG_BINDIR (work/name) whose `prog` is the shell script `script`
+        (lines after #!/bin/sh), its other programs the real ones (symlinks)."""
+        d = os.path.join(self.path, name)
+        os.makedirs(d)
+        for other in os.listdir(PG_BINDIR):
+            if other != prog:
+                os.symlink(os.path.join(PG_BINDIR, other), os.path.join(d, other))
+        with open(os.path.join(d, prog), "w") as f:
+            f.write(f"#!/bin/sh\n{script}\n")
+        os.chmod(os.path.join(d, prog), 0o755)
+        chown_tree(d)
+        return d
+
     def fake_bindir(self, version_line="postgres (PostgreSQL) 16.1", name="fakebin"):
         """A directory whose `postgres --version` says `version_line`; the other
         programs are the real ones (symlinks), so only the version differs."""
-        d = os.path.join(self.path, name)
-        os.makedirs(d)
-        for prog in os.listdir(PG_BINDIR):
-            if prog != "postgres":
-                os.symlink(os.path.join(PG_BINDIR, prog), os.path.join(d, prog))
-        with open(os.path.join(d, "postgres"), "w") as f:
-            f.write(f"#!/bin/sh\nif [ \"$1\" = --version ] || [ \"$1\" = -V ]; then\n"
-                    f"  echo '{version_line}'\n  exit 0\nfi\nexec {PG_BINDIR}/postgres \"$@\"\n")
-        os.chmod(os.path.join(d, "postgres"), 0o755)
-        chown_tree(d)
-        return d
+        return self.wrapped_bindir("postgres", f"if [ \"$1\" = --version ] || [ \"$1\" = -V ]; then\n"
+                                   f"  echo '{version_line}'\n  exit 0\nfi\nexec {PG_BINDIR}/postgres \"$@\"", name)
 
     # ---- running pgstash ------------------------------------------------
 

@@ -737,16 +737,7 @@ def test_large_pgdata_is_compressed_by_zstd_workers(work):
 def resetwal_bindir(work, before, after=""):
     """PG_BINDIR whose pg_resetwal (called as pg_resetwal -D PGDATA) runs the
     shell lines `before`, then the real one, then `after`."""
-    d = os.path.join(work.path, "rwbin")
-    os.makedirs(d)
-    for prog in os.listdir(PG_BINDIR):
-        if prog != "pg_resetwal":
-            os.symlink(os.path.join(PG_BINDIR, prog), os.path.join(d, prog))
-    with open(os.path.join(d, "pg_resetwal"), "w") as f:
-        f.write(f"#!/bin/sh\n{before}\n{PG_BINDIR}/pg_resetwal \"$@\" || exit $?\n{after}\n")
-    os.chmod(os.path.join(d, "pg_resetwal"), 0o755)
-    work.chown_up(d)
-    return d
+    return work.wrapped_bindir("pg_resetwal", f"{before}\n{PG_BINDIR}/pg_resetwal \"$@\" || exit $?\n{after}", "rwbin")
 
 
 def test_snapshot_runs_beside_the_wal_reset(work):

@@ -423,17 +423,10 @@ SECRETS = {"POSTGRES_PASSWORD": "pw-topsecret-1", "AWS_SECRET_ACCESS_KEY": "aws-
 def logging_bindir(work, log):
     """PG_BINDIR with a `postgres` that appends its argv and environment to `log`, then is the real one."""
     from helpers import PG_BINDIR
-    d = os.path.join(work.path, "envbin")
-    os.makedirs(d)
-    for prog in os.listdir(PG_BINDIR):
-        if prog != "postgres":
-            os.symlink(os.path.join(PG_BINDIR, prog), os.path.join(d, prog))
-    with open(os.path.join(d, "postgres"), "w") as f:
-        f.write(f"#!/bin/sh\n{{ echo \"ARGS $*\"; env; }} >> {log}\nexec {PG_BINDIR}/postgres \"$@\"\n")
-    os.chmod(os.path.join(d, "postgres"), 0o755)
+    d = work.wrapped_bindir("postgres", f"{{ echo \"ARGS $*\"; env; }} >> {log}\nexec {PG_BINDIR}/postgres \"$@\"",
+                            "envbin")
     open(log, "w").close()
     work.chown_up(log)
-    work.chown_up(d)
     return d
 
 
