@@ -341,7 +341,6 @@ wal_reset_done(void *build)
  * it, and the rest once it has ended.  Not fatal: a cache that cannot take
  * it only costs the caching.  Returns the archive size, 0 when not cached.
  */
-
 static uint64_t
 publish(struct acquire *acq, const struct layer_plan *p, double seconds, const char *built_from, double full_seconds)
 {
