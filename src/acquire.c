@@ -29,6 +29,28 @@ enum found {
 	FOUND_FAILED,   /* interrupted, or an error that ends the start */
 };
 
+static bool cache_writable(const struct acquire *acq);
+
+/*
+ * build's steps_starting: the databases the layer's steps do not work on
+ * are written into the layer's archive while the steps run (snapshot.h,
+ * snap_early).  Without a draft the whole snapshot is written after the
+ * steps, as it always was: nothing here is fatal.
+ */
+static void
+begin_early(struct build *bd, const struct strlist *busy, void *arg)
+{
+	struct acquire *acq = arg;
+	const struct cfg *cfg = acq->cfg;
+	if (!acq->layer_key || acq->draft.fd >= 0 || !cache_writable(acq))
+		return;
+	struct strlist oids = {0};
+	if (srv_database_oids(&bd->srv, busy->v[0], busy, &oids) == 0 && oids.n > 0)
+		store_draft_begin(&acq->store, acq->layer_key, cfg->pgdata, cfg->compression, cfg->compression_level,
+		                  &oids, bd->server_since, &acq->draft);
+	sl_free(&oids);
+}
+
 void
 acquire_init(struct acquire *acq, const struct cfg *cfg, const struct pgbin *pg, const struct fp_result *fp)
 {
@@ -37,7 +59,10 @@ acquire_init(struct acquire *acq, const struct cfg *cfg, const struct pgbin *pg,
 	acq->pg = pg;
 	acq->fp = fp;
 	acq->lock_fd = -1;
+	acq->draft.fd = -1;
 	build_init(&acq->build, cfg, pg, fp->key);
+	acq->build.steps_starting = begin_early;
+	acq->build.steps_starting_arg = acq;
 }
 
 /* Reads pending signals first: long library calls (snapshot, prune) do not. */
@@ -365,7 +390,8 @@ publish(struct acquire *acq, const struct layer_plan *p, double seconds, const c
 	uint64_t bytes = 0;
 	struct snap_late late = {srv_reset_wal_paths, wal_reset_done, &acq->build};
 	/* 1: another pgstash's entry was kept and ours dropped: not cached, nothing of ours to upload. */
-	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &late, &st) == 0) {
+	if (store_publish(&acq->store, cfg->pgdata, &meta, cfg->compression, cfg->compression_level, &late, &acq->draft,
+	                  &st) == 0) {
 		char a[32], b[32];
 		log_info("snapshot %.12s written in %.2f s (%s from %s of PGDATA)", p->key, log_now() - t,
 		         log_bytes(a, st.archive_bytes), log_bytes(b, st.pgdata_bytes));
@@ -402,6 +428,15 @@ log_layer_built(const struct layer_plan *p, const char *from, double seconds, ui
 		         bytes ? log_bytes(a, bytes) : "");
 }
 
+/* Stops and removes the layer's draft archive when publish did not take it. */
+static void
+drop_draft(struct acquire *acq)
+{
+	acq->layer_key = NULL;
+	if (acq->draft.fd >= 0 || acq->draft.early)
+		store_draft_drop(&acq->store, &acq->draft);
+}
+
 /*
  * Brings PGDATA to the plan's layer: restores its key when asked, else
  * starts from a prefix entry or from scratch (schema) / from the schema
@@ -432,19 +467,19 @@ obtain_layer(struct acquire *acq, const struct layer_plan *p)
 	acq->build.base_manifest = from_manifest;
 	acq->build.base_key = from;
 	acq->build.manifest = p->manifest;
+	acq->layer_key = p->key;
 	enum build_result br = build_layer(&acq->build, p->layer, start == LAYER_FRESH, p->last, &seconds);
 	acq->build.base_manifest = acq->build.base_key = acq->build.manifest = NULL;
 	free(from_manifest);
-	switch (br) {
-	case BUILD_OK:
-		break;
-	case BUILD_FAILED:
-		return failure();
-	case BUILD_STEP_FAILED:
+	if (br != BUILD_OK) {
+		drop_draft(acq);
+		if (br == BUILD_FAILED)
+			return failure();
 		return sig_received ? ACQ_INTERRUPTED : ACQ_STEP_FAILED;
 	}
 	/* A prefix build's full time is its base's plus this one's: what a build from scratch would take. */
 	uint64_t bytes = publish(acq, p, seconds, from, *from ? from_full + seconds : seconds);
+	drop_draft(acq);
 	if (build_wait_wal_reset(&acq->build) != 0 || interrupted())
 		return failure();
 	log_layer_built(p, from, seconds, bytes);
@@ -660,6 +695,7 @@ acquire_rebuild(struct acquire *acq)
 void
 acquire_abort(struct acquire *acq)
 {
+	drop_draft(acq);
 	build_abort(&acq->build);
 }
 

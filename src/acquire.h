@@ -34,6 +34,9 @@ struct acquire {
 	bool fresh;            /* acquire_rebuild: no cached entry is restored, not even a prefix or a layer */
 	int lock_fd;       /* the exclusive build lock on fp->key, -1 when not held */
 	struct build build;
+	/* The layer's archive, begun while its steps run (build.h steps_starting); fd -1: none. */
+	struct store_draft draft;
+	const char *layer_key; /* the key of the layer being built, for the draft; not owned */
 	/* Fleet single-flight on the remote: our lease on fp->key, released in acquire_free. */
 	char *lease_owner;
 	bool leased;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 void
 build_init(struct build *bd, const struct cfg *cfg, const struct pgbin *pg, const char *key)
@@ -324,6 +325,55 @@ run_batch(struct build *bd, const struct cfg_step *const *batch, size_t n)
 }
 
 /*
+ * The coarse clock's next tick, waited for (a few ms): every ctime the
+ * kernel stamped so far, coarse or fine-grained, is before it; every later
+ * one is not.
+ */
+static void
+next_coarse_tick(struct timespec *since)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME_COARSE, &now);
+	for (int i = 0; i < 200; i++) {
+		nanosleep(&(struct timespec){.tv_nsec = 500 * 1000}, NULL);
+		clock_gettime(CLOCK_REALTIME_COARSE, since);
+		if (since->tv_sec != now.tv_sec || since->tv_nsec != now.tv_nsec)
+			return;
+	}
+}
+
+/* A step whose inputs the restored prefix already has. */
+static bool
+step_skipped(const struct build *bd, const struct cfg_step *step)
+{
+	return bd->base_manifest && bd->manifest && fp_step_unchanged(bd->base_manifest, bd->manifest, step->name);
+}
+
+/* Tells the steps_starting hook which databases the layer's steps, and the clones, will work on. */
+static void
+announce_steps(struct build *bd, enum cfg_layer layer, bool last)
+{
+	const struct cfg *cfg = bd->cfg;
+	if (!bd->steps_starting || bd->in_place)
+		return;
+	struct strlist busy = {0};
+	for (size_t i = 0; i < cfg->n_steps; i++) {
+		const struct cfg_step *step = &cfg->steps[i];
+		if (step->layer == layer && !step_skipped(bd, step) && !sl_contains(&busy, step_db(cfg, step)))
+			sl_add(&busy, step_db(cfg, step));
+	}
+	/* The clones replace their old selves, from a template, over a connection to "postgres". */
+	if (busy.n > 0 && last && cfg->clone_count > 0) {
+		cfg_clone_names(cfg, &busy);
+		sl_add(&busy, "postgres");
+		sl_add(&busy, cfg->clone_template ? cfg->clone_template : (cfg->db_name ? cfg->db_name : cfg->db_user));
+	}
+	if (busy.n > 0)
+		bd->steps_starting(bd, &busy, bd->steps_starting_arg);
+	sl_free(&busy);
+}
+
+/*
  * The steps of `layer` on the running temporary server, in file order,
  * except that consecutive command steps on different databases run at once
  * (unless one names another in `after`): a batch ends at a step that waits
@@ -342,8 +392,7 @@ run_steps(struct build *bd, enum cfg_layer layer)
 		const struct cfg_step *step = i < cfg->n_steps ? &cfg->steps[i] : NULL;
 		if (step && step->layer != layer)
 			continue;
-		if (step && bd->base_manifest && bd->manifest &&
-		    fp_step_unchanged(bd->base_manifest, bd->manifest, step->name)) {
+		if (step && step_skipped(bd, step)) {
 			log_info("step %s: inputs unchanged since %.12s: skipped", step->name, bd->base_key);
 			continue;
 		}
@@ -381,6 +430,8 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 		return BUILD_FAILED;
 	if (sig_received)
 		return BUILD_FAILED;
+	if (bd->steps_starting && !bd->in_place)
+		next_coarse_tick(&bd->server_since);
 	if (srv_start_temp(&bd->srv, cfg, bd->pg, tcp, bd->in_place) != 0)
 		return BUILD_FAILED;
 	if (fresh) {
@@ -389,6 +440,7 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 		if (srv_run_initdb_d(&bd->srv, cfg) != 0)
 			return sig_received ? BUILD_FAILED : BUILD_STEP_FAILED;
 	}
+	announce_steps(bd, layer, last);
 	enum build_result r = run_steps(bd, layer);
 	if (r != BUILD_OK)
 		return r;

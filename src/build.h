@@ -15,8 +15,10 @@
 #include "server.h"
 
 #include <stdbool.h>
+#include <time.h>
 
 struct pgbin;
+struct strlist;
 
 struct build {
 	const struct cfg *cfg;
@@ -32,6 +34,16 @@ struct build {
 	const char *base_manifest, *base_key, *manifest;
 	/* A migration in place (on_change = migrate): the temporary server keeps durability on. */
 	bool in_place;
+	/*
+	 * Called by build_layer once the temporary server is up and the layer's
+	 * steps are about to run, with the databases they (and the clones)
+	 * work on; NULL: not called.  Not for a migration in place.  acquire
+	 * snapshots the other databases meanwhile (snapshot.h, snap_early).
+	 */
+	void (*steps_starting)(struct build *bd, const struct strlist *busy, void *arg);
+	void *steps_starting_arg;
+	/* CLOCK_REALTIME_COARSE just before the temporary server started: what it writes has a later ctime. */
+	struct timespec server_since;
 	/* pg_resetwal, started by build_layer; build_wait_wal_reset ends it. */
 	struct srv_tool wal_reset;
 	bool wal_reset_failed;

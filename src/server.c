@@ -951,6 +951,29 @@ cleanup:
 }
 
 int
+srv_database_oids(const struct srv *s, const char *via, const struct strlist *except, struct strlist *oids)
+{
+	PGconn *conn = srv_connect(s, via);
+	if (!conn)
+		return -1;
+	int rc = -1;
+	PGresult *res = PQexec(conn, "SELECT oid::text, datname FROM pg_catalog.pg_database");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQnfields(res) != 2) {
+		log_pq("could not list databases", PQerrorMessage(conn));
+		goto cleanup;
+	}
+	for (int i = 0; i < PQntuples(res); i++) {
+		if (!sl_contains(except, PQgetvalue(res, i, 1)))
+			sl_add(oids, PQgetvalue(res, i, 0));
+	}
+	rc = 0;
+cleanup:
+	PQclear(res);
+	PQfinish(conn);
+	return rc;
+}
+
+int
 srv_create_clones(const struct srv *s, const struct cfg *cfg)
 {
 	struct strlist names = {0};

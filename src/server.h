@@ -131,6 +131,13 @@ int srv_stop(struct srv *s);
 int srv_setup_databases(const struct srv *s, const struct cfg *cfg);
 
 /*
+ * The OIDs (decimal, as base/ names the databases' directories) of the
+ * databases not named in `except`, asked over a connection to database
+ * `via`.  0 or -1 (logged).
+ */
+int srv_database_oids(const struct srv *s, const char *via, const struct strlist *except, struct strlist *oids);
+
+/*
  * Creates cfg's [clones] with CREATE DATABASE ... TEMPLATE (dropping any of
  * the same name first: a prefix snapshot holds clones of an older schema).
  * No client may be connected to the template.  0 or -1 (logged).

@@ -16,6 +16,12 @@
  * of workers, so an archive is the same on every machine.  The workers
  * inherit the calling thread's signal mask, which blocks the signals sig.c
  * reads from its signalfd.
+ *
+ * A snapshot can begin while the build's steps still run (snap_early): a
+ * thread writes the databases no step works on, and the walk after the
+ * steps leaves them out, once it has found every file it recorded unchanged.
+ * The thread never reads signals (the walk in it checks its stop flag):
+ * sig.c's signalfd is the calling thread's.
  */
 #include "snapshot.h"
 #include "snapshot_int.h"
@@ -31,8 +37,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,7 +116,96 @@ struct walk {
 	const char *pgdata;
 	struct snap_stats *st;
 	const struct snap_late *late; /* NULL: every path in walk order */
+	struct snap_early *early;     /* set in the early thread: what is written is recorded */
+	const struct strlist *skip;   /* paths written early: left out of this walk */
 };
+
+/* What the early thread saw of an entry it wrote: any change since shows in one of these. */
+struct early_seen {
+	char *rel;
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	mode_t mode;
+	struct timespec mtim, ctim;
+};
+
+/*
+ * A snapshot begun while the build's steps run (snapshot.h).  The thread
+ * owns everything here until it is joined; then the calling thread does.
+ */
+struct snap_early {
+	char *pgdata, *out_name;
+	int out_fd;
+	off_t start; /* out_fd's position at the start: a write again truncates to it */
+	enum cfg_compression comp;
+	int level;
+	struct timespec since;
+	struct strlist oids;    /* the database directories asked for */
+	struct strlist written; /* "base/OID" written (the walk after skips them) */
+	struct early_seen *seen;
+	size_t nseen, capseen;
+	bool touched;           /* an entry changed after `since`: the thread gave up */
+	atomic_bool stop;
+	pthread_t thread;
+	bool thread_started;
+	int rc; /* the thread's: 0 done, -1 failed or gave up */
+	struct walk w;
+	struct wctx wc;
+	struct snap_stats st;
+	double seconds;
+};
+
+static bool
+ts_before(struct timespec a, struct timespec b)
+{
+	return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+static bool
+ts_equal(struct timespec a, struct timespec b)
+{
+	return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec;
+}
+
+/*
+ * Records an entry the early thread is about to write; -1 (the thread gives
+ * up) when it changed since the temporary server started, for then its bytes
+ * may be changing while they are read.
+ */
+static int
+early_record(struct snap_early *e, const char *rel, const struct stat *sb)
+{
+	if (!ts_before(sb->st_ctim, e->since)) {
+		e->touched = true;
+		return -1;
+	}
+	if (e->nseen == e->capseen) {
+		e->capseen = e->capseen ? 2 * e->capseen : 256;
+		e->seen = xrealloc(e->seen, e->capseen * sizeof(*e->seen));
+	}
+	e->seen[e->nseen++] = (struct early_seen){.rel = xstrdup(rel), .dev = sb->st_dev, .ino = sb->st_ino,
+	                                          .size = sb->st_size, .mode = sb->st_mode, .mtim = sb->st_mtim,
+	                                          .ctim = sb->st_ctim};
+	return 0;
+}
+
+static bool
+early_stopped(struct snap_early *e)
+{
+	return atomic_load(&e->stop);
+}
+
+/* docker stop during a snapshot: give up now, the caller removes the temp file. */
+static bool
+walk_interrupted(const struct walk *w)
+{
+	sig_drain();
+	if (!sig_received)
+		return false;
+	log_warning("snapshot of \"%s\" interrupted by signal %d", w->pgdata, (int)sig_received);
+	return true;
+}
 
 static int
 cmp_str(const void *x, const void *y)
@@ -145,6 +242,18 @@ only_markers(const char *dir)
 	return ok;
 }
 
+/*
+ * Names left out at every level: the relcache init files, which every
+ * server start removes (as pg_basebackup leaves them out), so that a
+ * database nobody connects to stays untouched by the temporary server's
+ * start (snap_early).
+ */
+static bool
+skip_any(const char *name)
+{
+	return strncmp(name, "pg_internal.init", 16) == 0;
+}
+
 /* Top-level directories written empty: statistics temp files and server logs. */
 static bool
 empty_top(const char *name)
@@ -172,6 +281,9 @@ write_file_data(struct walk *w, int dfd, const char *name, const char *rel, uint
 	uint64_t done = 0;
 	int rc = -1;
 	while (done < size) {
+		/* A build that failed stops the early thread within a buffer, not at the end of a 1 GiB table. */
+		if (w->early && early_stopped(w->early))
+			goto cleanup;
 		size_t want = size - done < SNAP_BUF_SIZE ? (size_t)(size - done) : SNAP_BUF_SIZE;
 		ssize_t n = read(fd, w->buf, want);
 		if (n < 0) {
@@ -212,6 +324,8 @@ write_one(struct walk *w, int dfd, const char *name, const char *rel, bool top)
 		log_debug("leaving special file \"%s/%s\" out of the snapshot", w->pgdata, rel);
 		return 0;
 	}
+	if (w->early && early_record(w->early, rel, &sb) != 0)
+		return -1;
 
 	struct archive_entry *e = w->e;
 	archive_entry_clear(e);
@@ -271,7 +385,7 @@ walk_dir(struct walk *w, int parent_fd, const char *name, const char *rel, bool 
 	while ((de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		if (top && skip_top(de->d_name))
+		if ((top && skip_top(de->d_name)) || skip_any(de->d_name))
 			continue;
 		sl_add(&names, de->d_name);
 	}
@@ -283,14 +397,10 @@ walk_dir(struct walk *w, int parent_fd, const char *name, const char *rel, bool 
 	if (names.n > 1)
 		qsort(names.v, names.n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < names.n; i++) {
-		/* docker stop during a snapshot: give up now, the caller removes the temp file. */
-		sig_drain();
-		if (sig_received) {
-			log_warning("snapshot of \"%s\" interrupted by signal %d", w->pgdata, (int)sig_received);
+		if (w->early ? early_stopped(w->early) : walk_interrupted(w))
 			goto cleanup;
-		}
 		char *sub = *rel ? xasprintf("%s/%s", rel, names.v[i]) : xstrdup(names.v[i]);
-		if (w->late && str_in(w->late->paths, sub)) {
+		if ((w->late && str_in(w->late->paths, sub)) || (w->skip && sl_contains(w->skip, sub))) {
 			free(sub);
 			continue;
 		}
@@ -385,6 +495,53 @@ open_writer(struct walk *w, struct wctx *wc, enum cfg_compression comp, struct s
 	return 0;
 }
 
+/*
+ * Ends a writer whose walk did not finish: libarchive's free skips the close
+ * once a header write failed (its fatal state), and the close is what frees
+ * its 1 MiB block buffer, so it is closed here with nothing more written.
+ */
+static void
+writer_discard(struct walk *w, struct wctx *wc)
+{
+	if (!w->a)
+		return;
+	wc->abandoned = true;
+	archive_write_close(w->a);
+	archive_write_free(w->a);
+	w->a = NULL;
+}
+
+/*
+ * The part of a write after the writer is open: the walk (leaving out
+ * w->skip), the late paths, the close and the digest.  Frees the writer.
+ */
+static int
+write_rest(struct walk *w, struct wctx *wc, const char *out_name, double t0)
+{
+	int rc = -1;
+	if (walk_dir(w, AT_FDCWD, w->pgdata, "", true) != 0)
+		goto cleanup;
+	int late_rc = w->late ? write_late(w) : 0;
+	if (late_rc != 0) {
+		rc = late_rc;
+		goto cleanup;
+	}
+	if (archive_write_close(w->a) != ARCHIVE_OK) {
+		log_warning("could not finish snapshot \"%s\": %s", out_name,
+		            archive_error_string(w->a) ? archive_error_string(w->a) : "unknown error");
+		goto cleanup;
+	}
+	archive_write_free(w->a);
+	w->a = NULL;
+	digest_final(wc->md, w->st->sha256);
+	w->st->archive_bytes = wc->bytes;
+	w->st->seconds = log_now() - t0;
+	rc = 0;
+cleanup:
+	writer_discard(w, wc);
+	return rc;
+}
+
 int
 snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
                 struct snap_zstd z, const struct snap_late *late, struct snap_stats *st)
@@ -393,7 +550,6 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 	struct wctx wc = {.fd = out_fd, .name = out_name, .md = digest_new()};
 	struct walk w = {.pgdata = pgdata, .st = st, .late = late};
 	int rc = -1;
-	bool closed = false;
 
 	memset(st, 0, sizeof(*st));
 	w.a = archive_write_new();
@@ -405,54 +561,222 @@ snap_write_with(const char *pgdata, int out_fd, const char *out_name, enum cfg_c
 	}
 	if (open_writer(&w, &wc, comp, z) != 0)
 		goto cleanup;
-	if (walk_dir(&w, AT_FDCWD, pgdata, "", true) != 0)
-		goto cleanup;
-	int late_rc = late ? write_late(&w) : 0;
-	if (late_rc != 0) {
-		rc = late_rc;
-		goto cleanup;
-	}
-	closed = true;
-	if (archive_write_close(w.a) != ARCHIVE_OK) {
-		log_warning("could not finish snapshot \"%s\": %s", out_name,
-		            archive_error_string(w.a) ? archive_error_string(w.a) : "unknown error");
-		goto cleanup;
-	}
-	digest_final(wc.md, st->sha256);
-	st->archive_bytes = wc.bytes;
-	st->seconds = log_now() - t0;
-	rc = 0;
+	rc = write_rest(&w, &wc, out_name, t0);
 cleanup:
-	if (w.a && !closed) {
-		/*
-		 * libarchive's free skips the close once a header write failed (its
-		 * fatal state), and the close is what frees its 1 MiB block buffer:
-		 * close it here, with nothing more written.
-		 */
-		wc.abandoned = true;
-		archive_write_close(w.a);
-	}
-	if (w.a)
-		archive_write_free(w.a);
+	writer_discard(&w, &wc);
 	archive_entry_free(w.e);
 	free(w.buf);
 	digest_free(wc.md);
 	return rc;
 }
 
-int
-snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp, int level,
-           const struct snap_late *late, struct snap_stats *st)
+static struct snap_zstd
+zstd_for(enum cfg_compression comp, int level)
 {
 	struct snap_zstd z = {.level = level, .workers = 0};
+	return comp == CFG_COMP_ZSTD ? snap_zstd_choice(level) : z;
+}
+
+static void
+log_written(const char *pgdata, enum cfg_compression comp, struct snap_zstd z, const struct snap_stats *st)
+{
 	if (comp == CFG_COMP_ZSTD)
-		z = snap_zstd_choice(level);
-	int rc = snap_write_with(pgdata, out_fd, out_name, comp, z, late, st);
-	if (rc == 0 && comp == CFG_COMP_ZSTD)
 		log_debug("snapshot of \"%s\": %.0f MB into %.1f MB in %.2f s (%.0f MB/s), zstd level %d, %d worker%s",
 		          pgdata, (double)st->pgdata_bytes / 1e6, (double)st->archive_bytes / 1e6, st->seconds,
 		          st->seconds > 0 ? (double)st->pgdata_bytes / 1e6 / st->seconds : 0.0, z.level, z.workers,
 		          z.workers == 1 ? "" : "s");
+}
+
+int
+snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp, int level,
+           const struct snap_late *late, struct snap_stats *st)
+{
+	struct snap_zstd z = zstd_for(comp, level);
+	int rc = snap_write_with(pgdata, out_fd, out_name, comp, z, late, st);
+	if (rc == 0)
+		log_written(pgdata, comp, z, st);
+	return rc;
+}
+
+/* ------------------------------------------------------------ early write */
+
+/*
+ * Whether database directory base/`name` and every entry in it changed
+ * before `since` (a directory's times move when an entry is added, removed
+ * or renamed).  A subdirectory makes it false: a database has none.
+ */
+static bool
+dir_untouched(int base_fd, const char *name, struct timespec since)
+{
+	int fd = openat(base_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return false;
+	}
+	struct stat sb;
+	bool ok = fstat(fd, &sb) == 0 && ts_before(sb.st_ctim, since);
+	struct dirent *de;
+	while (ok && (de = readdir(d)) != NULL) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		ok = fstatat(fd, de->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode) &&
+		     ts_before(sb.st_ctim, since);
+	}
+	closedir(d);
+	return ok;
+}
+
+static void *
+early_main(void *arg)
+{
+	struct snap_early *e = arg;
+	double t0 = log_now();
+	e->rc = -1;
+	if (open_writer(&e->w, &e->wc, e->comp, zstd_for(e->comp, e->level)) != 0)
+		return NULL;
+	char *base = xasprintf("%s/base", e->pgdata);
+	int base_fd = open(base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	free(base);
+	if (base_fd < 0)
+		return NULL;
+	for (size_t i = 0; i < e->oids.n && !early_stopped(e); i++) {
+		/* One the steps changed already is left to the walk after them. */
+		if (!dir_untouched(base_fd, e->oids.v[i], e->since))
+			continue;
+		char *rel = xasprintf("base/%s", e->oids.v[i]);
+		int r = write_one(&e->w, base_fd, e->oids.v[i], rel, false);
+		if (r == 0)
+			sl_add_owned(&e->written, rel);
+		else
+			free(rel);
+		if (r != 0)
+			goto out;
+	}
+	e->rc = early_stopped(e) ? -1 : 0;
+out:
+	close(base_fd);
+	e->seconds = log_now() - t0;
+	return NULL;
+}
+
+struct snap_early *
+snap_early_start(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp, int level,
+                 const struct strlist *oids, struct timespec since)
+{
+	struct snap_early *e = xcalloc(1, sizeof(*e));
+	e->pgdata = xstrdup(pgdata);
+	e->out_name = xstrdup(out_name);
+	e->out_fd = out_fd;
+	e->comp = comp;
+	e->level = level;
+	e->since = since;
+	e->rc = -1;
+	atomic_init(&e->stop, false);
+	for (size_t i = 0; i < oids->n; i++)
+		sl_add(&e->oids, oids->v[i]);
+	if (e->oids.n > 1)
+		qsort(e->oids.v, e->oids.n, sizeof(char *), cmp_str);
+	e->start = lseek(out_fd, 0, SEEK_CUR);
+	e->wc = (struct wctx){.fd = out_fd, .name = e->out_name, .md = digest_new()};
+	e->w = (struct walk){.pgdata = e->pgdata, .st = &e->st, .early = e};
+	e->w.a = archive_write_new();
+	e->w.e = archive_entry_new();
+	e->w.buf = xmalloc(SNAP_BUF_SIZE);
+	if (e->start >= 0 && e->w.a && e->w.e && pthread_create(&e->thread, NULL, early_main, e) == 0)
+		e->thread_started = true;
+	return e;
+}
+
+/* Joins the thread: from here the calling thread owns e. */
+static void
+early_join(struct snap_early *e)
+{
+	if (e->thread_started) {
+		pthread_join(e->thread, NULL);
+		e->thread_started = false;
+	}
+}
+
+/* Whether every entry the thread wrote is still as it was then; why says which is not. */
+static bool
+early_unchanged(const struct snap_early *e, char *why, size_t why_len)
+{
+	int pfd = open(e->pgdata, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0) {
+		snprintf(why, why_len, "PGDATA: %s", strerror(errno));
+		return false;
+	}
+	bool same = true;
+	for (size_t i = 0; same && i < e->nseen; i++) {
+		const struct early_seen *s = &e->seen[i];
+		struct stat sb;
+		same = fstatat(pfd, s->rel, &sb, AT_SYMLINK_NOFOLLOW) == 0 && sb.st_dev == s->dev &&
+		       sb.st_ino == s->ino && sb.st_size == s->size && sb.st_mode == s->mode &&
+		       ts_equal(sb.st_mtim, s->mtim) && ts_equal(sb.st_ctim, s->ctim);
+		if (!same)
+			snprintf(why, why_len, "\"%s\" changed during the steps", s->rel);
+	}
+	close(pfd);
+	return same;
+}
+
+void
+snap_early_drop(struct snap_early *e)
+{
+	if (!e)
+		return;
+	atomic_store(&e->stop, true);
+	early_join(e);
+	writer_discard(&e->w, &e->wc);
+	archive_entry_free(e->w.e);
+	free(e->w.buf);
+	digest_free(e->wc.md);
+	for (size_t i = 0; i < e->nseen; i++)
+		free(e->seen[i].rel);
+	free(e->seen);
+	sl_free(&e->oids);
+	sl_free(&e->written);
+	free(e->pgdata);
+	free(e->out_name);
+	free(e);
+}
+
+int
+snap_write_after(struct snap_early *e, const struct snap_late *late, struct snap_stats *st)
+{
+	double t0 = log_now();
+	early_join(e);
+	char why[PATH_MAX + 64] = "nothing was written";
+	int rc;
+	if (e->rc == 0 && e->written.n > 0 && early_unchanged(e, why, sizeof(why))) {
+		*st = e->st;
+		e->w.st = st;
+		e->w.early = NULL;
+		e->w.skip = &e->written;
+		e->w.late = late;
+		rc = write_rest(&e->w, &e->wc, e->out_name, t0);
+		if (rc == 0) {
+			log_debug("snapshot of \"%s\": %zu database director%s (%.0f MB) written during the steps in %.2f s",
+			          e->pgdata, e->written.n, e->written.n == 1 ? "y" : "ies", (double)e->st.pgdata_bytes / 1e6,
+			          e->seconds);
+			log_written(e->pgdata, e->comp, zstd_for(e->comp, e->level), st);
+		}
+	} else {
+		if (e->rc != 0)
+			snprintf(why, sizeof(why), "%s", e->touched ? "an entry changed during the steps" : "it stopped");
+		log_debug("snapshot of \"%s\": written in full after the steps (%s)", e->pgdata, why);
+		writer_discard(&e->w, &e->wc);
+		if (ftruncate(e->out_fd, e->start) != 0 || lseek(e->out_fd, e->start, SEEK_SET) != e->start) {
+			log_warning("could not truncate \"%s\": %s", e->out_name, strerror(errno));
+			rc = -1;
+		} else {
+			rc = snap_write(e->pgdata, e->out_fd, e->out_name, e->comp, e->level, late, st);
+		}
+	}
+	snap_early_drop(e);
 	return rc;
 }
 

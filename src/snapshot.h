@@ -3,7 +3,8 @@
  * back.  Writing walks the directory in a fixed, sorted order (the paths a
  * concurrent pg_resetwal rewrites last: struct snap_late) and leaves out
  * what a restored cluster must not inherit (postmaster.pid and .opts, the
- * contents of pg_stat_tmp, server logs, pgstash's own marker files); the
+ * contents of pg_stat_tmp, server logs, pgstash's own marker files) or
+ * that every server start removes (relcache init files); the
  * archive's SHA-256 is computed while it is written.  Restoring streams the
  * archive into an empty directory (libarchive parses, a small pool of writer
  * threads creates the files), refuses anything a PGDATA never holds
@@ -21,6 +22,9 @@
 
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
+
+struct strlist;
 
 /* Buffer size of every read and write of archive and file bytes. */
 #define SNAP_BUF_SIZE (1024 * 1024)
@@ -83,6 +87,29 @@ struct snap_late {
  */
 int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
                int level, const struct snap_late *late, struct snap_stats *st);
+
+/*
+ * A snapshot begun while a build's steps still run, for the databases no
+ * step touches: a thread writes base/OID for each of `oids` whose directory
+ * and files have not changed since `since` (CLOCK_REALTIME_COARSE, read
+ * before the temporary server started: the server's own writes stamp a
+ * later ctime), and records each entry's inode, size, mode, mtime and
+ * ctime.  The steps then run beside it.  snap_write_after, once the server
+ * has stopped, keeps what the thread wrote only when every recorded entry is
+ * unchanged, and writes the rest; otherwise it writes everything again from
+ * the start (out_fd truncated to where it was).  So an early write saves
+ * the time of the databases written during the steps and never changes what
+ * the archive holds: the same entries as snap_write's, the early ones
+ * first.  Arguments as snap_write's.  Never NULL; the thread takes the
+ * calling thread's signal mask (every signal blocked: sig.c).
+ */
+struct snap_early;
+struct snap_early *snap_early_start(const char *pgdata, int out_fd, const char *out_name, enum cfg_compression comp,
+                                    int level, const struct strlist *oids, struct timespec since);
+/* Finishes (or redoes) the snapshot `e` began, as snap_write; frees e. */
+int snap_write_after(struct snap_early *e, const struct snap_late *late, struct snap_stats *st);
+/* Stops the thread and frees e (NULL: nothing); what it wrote to out_fd stays, for the caller to remove. */
+void snap_early_drop(struct snap_early *e);
 
 /*
  * Extracts `archive_path` (any of the compressions, detected) into `pgdata`,

@@ -658,7 +658,7 @@ placing_end(const struct store *st, struct placing *pl, bool ok)
 
 int
 store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
-              int level, const struct snap_late *late, struct snap_stats *sst)
+              int level, const struct snap_late *late, struct store_draft *draft, struct snap_stats *sst)
 {
 	struct snap_stats local;
 	struct placing pl = {.afd = -1, .mfd = -1, .lfd = -1};
@@ -667,18 +667,34 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 
 	if (!sst)
 		sst = &local;
+	bool drafted = draft && draft->fd >= 0;
+	if (drafted) {
+		/* Ours from here: placing_end removes the temp file on failure. */
+		pl.afd = draft->fd;
+		pl.arch_tmp = draft->path;
+		draft->fd = -1;
+		draft->path = NULL;
+	}
+	struct snap_early *early = drafted ? draft->early : NULL;
+	if (draft)
+		draft->early = NULL;
 	if (!st->usable || st->read_only) {
 		log_warning("cache is %s: snapshot not stored", st->read_only ? "read-only" : "not usable");
-		return -1;
+		snap_early_drop(early);
+		quiet = true;
+		goto cleanup;
 	}
 	if (!entry_key_valid(meta->key)) {
 		log_error("invalid cache key \"%s\"", meta->key);
-		return -1;
+		snap_early_drop(early);
+		quiet = true;
+		goto cleanup;
 	}
-	pl.afd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
+	if (!drafted)
+		pl.afd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
 	if (pl.afd < 0)
 		goto cleanup;
-	int written = snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst);
+	int written = early ? snap_write_after(early, late, sst) : snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst);
 	if (written != 0) {
 		/* late->ready refused: the start fails, there is no "going on" to announce. */
 		quiet = written == SNAP_NOT_READY;
@@ -717,6 +733,36 @@ cleanup:
 	if (rc < 0 && !quiet)
 		log_warning("could not store cache entry %.12s…: going on without caching", meta->key);
 	return rc;
+}
+
+int
+store_draft_begin(struct store *st, const char *key, const char *pgdata, enum cfg_compression comp, int level,
+                  const struct strlist *oids, struct timespec since, struct store_draft *d)
+{
+	d->fd = -1;
+	d->path = NULL;
+	d->early = NULL;
+	if (!st->usable || st->read_only || !entry_key_valid(key))
+		return -1;
+	d->fd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, key, entry_suffix(comp), 0600, &d->path);
+	if (d->fd < 0)
+		return -1;
+	d->early = snap_early_start(pgdata, d->fd, d->path, comp, level, oids, since);
+	return 0;
+}
+
+void
+store_draft_drop(struct store *st, struct store_draft *d)
+{
+	snap_early_drop(d->early);
+	d->early = NULL;
+	if (d->fd >= 0) {
+		unlinkat(st->tmp_fd, base_name(d->path), 0);
+		close(d->fd);
+		d->fd = -1;
+	}
+	free(d->path);
+	d->path = NULL;
 }
 
 int

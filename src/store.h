@@ -40,8 +40,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/types.h>
+#include <time.h>
 
+struct snap_early;
 struct snap_late;
+struct store_draft;
 struct snap_stats;
 struct strlist;
 
@@ -121,10 +124,27 @@ void store_unlock(int fd);
  * that gave up waiting for the lock), it is kept, ours dropped, and *meta
  * refilled from it (logged); -1 (logged as a warning, temp files removed:
  * go on without caching; not logged when late->ready refused, which says
- * why itself).  `late` as snap_write's.  *sst optional.
+ * why itself).  `late` as snap_write's.  `draft` (NULL or fd -1: none) is
+ * finished instead of a new temp file, and emptied.  *sst optional.
  */
 int store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enum cfg_compression comp,
-                  int level, const struct snap_late *late, struct snap_stats *sst);
+                  int level, const struct snap_late *late, struct store_draft *draft, struct snap_stats *sst);
+
+/*
+ * An entry's archive begun while its build still runs (snap_early_start
+ * into the store's temp file, the same one store_publish would create).
+ * store_publish with the draft finishes it (snap_write_after) and takes
+ * it over; store_draft_drop stops and removes one that is not published.
+ */
+struct store_draft {
+	int fd;     /* -1: none */
+	char *path; /* the temp file */
+	struct snap_early *early;
+};
+/* 0, or -1 (logged as a warning; d->fd stays -1: the snapshot is written after the build as usual). */
+int store_draft_begin(struct store *st, const char *key, const char *pgdata, enum cfg_compression comp, int level,
+                      const struct strlist *oids, struct timespec since, struct store_draft *d);
+void store_draft_drop(struct store *st, struct store_draft *d);
 
 /*
  * Whether entry `m` may be used at all, before anything of it is extracted:

@@ -247,3 +247,54 @@ def test_clones_for_pytest_xdist(work, examples):
     out = p.stdout + p.stderr
     assert p.returncode == 0, out
     assert "3 passed" in out, out
+
+
+def two_sql_steps(work, b_sql):
+    """Step a (database app, skipped on a prefix) and step b (database other, incremental): SQL files each."""
+    work.file("sqla/01.sql", "create table a_rows (id int);\ninsert into a_rows select generate_series(1, 1000);\n")
+    work.file("sqlb/01.sql", b_sql)
+    run = "sh -c 'for f in *.sql; do psql -X -q -v ON_ERROR_STOP=1 -f $f || exit 1; done'"
+    return work.file("early.ini",
+                     "[database]\nname = app\nextra = other\n"
+                     f"[step a]\nroot = {work.path}/sqla\nmigrations = *.sql\nrun = {run}\nincremental = yes\n"
+                     f"[step b]\nroot = {work.path}/sqlb\nmigrations = *.sql\ndatabase = other\nrun = {run}\n"
+                     "incremental = yes\n")
+
+
+def test_prefix_build_snapshots_untouched_databases_during_the_steps(work):
+    """Issue 18 c: on a prefix build, the databases no running step works on (app: step a is skipped; the
+    templates) go into the entry while step b runs, and the entry is the same cluster."""
+    cfg = two_sql_steps(work, "create table if not exists b_rows (id int);\n")
+    prepare(work, cfg, "pg1")
+    key1 = work.key(config=cfg)
+    work.file("sqlb/02.sql", "insert into b_rows select generate_series(1, 50);\n")
+    pgdata = os.path.join(work.path, "pg2")
+    r2 = work.run("-v", "prepare", config=cfg, env={"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}, timeout=600)
+    assert r2.rc == 0, r2
+    assert f"step a: inputs unchanged since {key1[:12]}: skipped" in r2.stderr, r2
+    assert re.search(r"database director(y|ies) \(\d+ MB\) written during the steps", r2.stderr), r2
+    assert "written in full after the steps" not in r2.stderr, r2
+    # A hit on the new entry: both databases as the steps left them.
+    r3, pg3 = prepare(work, cfg, "pg3")
+    assert "cache hit" in r3.stderr, r3
+    with work.server(pg3) as sql:
+        assert sql("select count(*) from a_rows", db="app") == "1000"
+        assert sql("select count(*) from b_rows", db="other") == "50"
+
+
+def test_prefix_build_writes_again_a_database_a_step_changed_behind_its_back(work):
+    """A step may reach a database that is not its own: whatever was written of it during the steps is
+    found changed (inode, size, times) and the whole snapshot is written again, with the change in it."""
+    cfg = two_sql_steps(work, "create table if not exists b_rows (id int);\n")
+    prepare(work, cfg, "pg1")
+    # Step b's new file writes into app over a second connection, after a pause that lets the early write
+    # take app first.
+    work.file("sqlb/02.sql", "select pg_sleep(1);\n\\c app\ninsert into a_rows values (-1);\n")
+    pgdata = os.path.join(work.path, "pg2")
+    r2 = work.run("-v", "prepare", config=cfg, env={"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}, timeout=600)
+    assert r2.rc == 0, r2
+    assert re.search(r'written in full after the steps \(("base/\d+[^"]*"|an entry) changed during the steps\)',
+                     r2.stderr), r2
+    r3, pg3 = prepare(work, cfg, "pg3")
+    assert "cache hit" in r3.stderr, r3
+    assert work.sql("select count(*) from a_rows where id = -1", db="app", pgdata=pg3) == "1"

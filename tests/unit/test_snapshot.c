@@ -26,6 +26,7 @@
 #include <sys/vfs.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #define PG_BINDIR "/usr/lib/postgresql/15/bin"
 
@@ -1423,6 +1424,195 @@ test_real_pgdata(void **state)
 	free(logf);
 }
 
+/* ---- the relcache init files, and a snapshot begun while the steps run (snap_early) ---- */
+
+/* Every server start removes them: a snapshot leaves them out, at any depth. */
+static void
+test_relcache_init_files_left_out(void **state)
+{
+	struct fixture *f = *state;
+	unit_write(f->src, "global/pg_internal.init", "shared relcache");
+	unit_write(f->src, "base/1/pg_internal.init", "relcache");
+	unit_write(f->src, "base/1/pg_internal.init.4242", "a backend's temp");
+	struct snap_stats w;
+	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
+	struct strlist names = {0};
+	archive_names(f->arch, &names);
+	for (size_t i = 0; i < names.n; i++)
+		assert_null(strstr(names.v[i], "pg_internal.init"));
+	assert_true(sl_contains(&names, "base/1/1259"));
+	sl_free(&names);
+}
+
+/* The coarse clock's next tick: what the tree holds now was changed before it (as build.c does). */
+static struct timespec
+after_now(void)
+{
+	struct timespec now, next;
+	clock_gettime(CLOCK_REALTIME_COARSE, &now);
+	do {
+		nanosleep(&(struct timespec){.tv_nsec = 500 * 1000}, NULL);
+		clock_gettime(CLOCK_REALTIME_COARSE, &next);
+	} while (next.tv_sec == now.tv_sec && next.tv_nsec == now.tv_nsec);
+	return next;
+}
+
+/* make_tree's tree plus two databases of files only. */
+static void
+add_databases(const char *src)
+{
+	unit_write(src, "base/16384/2600", "catalog of 16384");
+	unit_write(src, "base/16384/16390", "table of 16384");
+	unit_write(src, "base/16385/2600", "catalog of 16385");
+	unit_write(src, "base/16385/16391", "table of 16385");
+}
+
+static void
+write_early(const char *src, const char *arch, const struct strlist *oids, struct timespec since,
+            void (*during)(const char *src), struct snap_stats *w)
+{
+	int fd = open(arch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	struct snap_early *e = snap_early_start(src, fd, arch, CFG_COMP_ZSTD, 0, oids, since);
+	assert_non_null(e);
+	if (during)
+		during(src);
+	assert_int_equal(snap_write_after(e, NULL, w), 0);
+	assert_int_equal(close(fd), 0);
+}
+
+/* Each name once, and the archive restores to the tree. */
+static void
+check_early_archive(struct fixture *f, const struct snap_stats *w, struct strlist *names)
+{
+	struct snap_stats r;
+	archive_names(f->arch, names);
+	for (size_t i = 0; i < names->n; i++)
+		for (size_t j = i + 1; j < names->n; j++)
+			assert_string_not_equal(names->v[i], names->v[j]);
+	assert_int_equal(snap_restore(f->arch, w->sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w->pgdata_bytes, &r), 0);
+	check_restored(f->dst);
+	assert_int_equal(r.files, w->files);
+	assert_int_equal(r.pgdata_bytes, w->pgdata_bytes);
+}
+
+/* Databases untouched since `since` are written first, while "the steps" run; the rest after. */
+static void
+test_early_write_of_untouched_databases(void **state)
+{
+	struct fixture *f = *state;
+	add_databases(f->src);
+	struct snap_stats plain, w;
+	char *plain_arch = path_join(f->root, "plain.tar.zst");
+	write_snapshot(f->src, plain_arch, CFG_COMP_ZSTD, 0, &plain);
+	struct strlist oids = {0}, names = {0}, plain_names = {0};
+	sl_add(&oids, "16385");
+	sl_add(&oids, "16384");
+	sl_add(&oids, "99999"); /* a database without a directory: nothing */
+	write_early(f->src, f->arch, &oids, after_now(), NULL, &w);
+	check_early_archive(f, &w, &names);
+	assert_string_equal(names.v[0], "base/16384/");
+	assert_string_equal(names.v[3], "base/16385/");
+	char *t = rd(f->dst, "base/16385/16391");
+	assert_string_equal(t, "table of 16385");
+	free(t);
+	/* The same entries as a snapshot written at once, in another order; the same counts. */
+	archive_names(plain_arch, &plain_names);
+	assert_int_equal(names.n, plain_names.n);
+	for (size_t i = 0; i < plain_names.n; i++)
+		assert_true(sl_contains(&names, plain_names.v[i]));
+	assert_int_equal(w.files, plain.files);
+	assert_int_equal(w.pgdata_bytes, plain.pgdata_bytes);
+	sl_free(&oids);
+	sl_free(&names);
+	sl_free(&plain_names);
+	free(plain_arch);
+}
+
+static void
+change_16384(const char *src)
+{
+	unit_write(src, "base/16384/16390", "table of 16384, changed by a step");
+}
+
+static void
+add_to_16384(const char *src)
+{
+	unit_write(src, "base/16384/16392", "a table a step created");
+}
+
+/* A file of an early database changed or added by "the steps": all of it is written again, as it is now. */
+static void
+early_redone(void **state, void (*during)(const char *src), const char *rel, const char *expect)
+{
+	struct fixture *f = *state;
+	add_databases(f->src);
+	struct strlist oids = {0}, names = {0};
+	sl_add(&oids, "16384");
+	struct snap_stats w;
+	write_early(f->src, f->arch, &oids, after_now(), during, &w);
+	check_early_archive(f, &w, &names);
+	/* Written again from the start: the walk's own order. */
+	assert_string_equal(names.v[0], "PG_VERSION");
+	char *t = rd(f->dst, rel);
+	assert_string_equal(t, expect);
+	free(t);
+	sl_free(&oids);
+	sl_free(&names);
+}
+
+static void
+test_early_write_redone_when_a_file_changes(void **state)
+{
+	early_redone(state, change_16384, "base/16384/16390", "table of 16384, changed by a step");
+}
+
+static void
+test_early_write_redone_when_a_file_appears(void **state)
+{
+	early_redone(state, add_to_16384, "base/16384/16392", "a table a step created");
+}
+
+/* A database changed after `since` (the temporary server's start) is left to the walk after the steps. */
+static void
+test_early_write_skips_a_database_changed_since(void **state)
+{
+	struct fixture *f = *state;
+	add_databases(f->src);
+	struct timespec since = after_now();
+	after_now();
+	change_16384(f->src);
+	struct strlist oids = {0}, names = {0};
+	sl_add(&oids, "16384");
+	sl_add(&oids, "16385");
+	struct snap_stats w;
+	write_early(f->src, f->arch, &oids, since, NULL, &w);
+	check_early_archive(f, &w, &names);
+	assert_string_equal(names.v[0], "base/16385/");
+	char *t = rd(f->dst, "base/16384/16390");
+	assert_string_equal(t, "table of 16384, changed by a step");
+	free(t);
+	sl_free(&oids);
+	sl_free(&names);
+}
+
+/* A build that fails: the thread is stopped and freed, whatever it had written. */
+static void
+test_early_write_dropped(void **state)
+{
+	struct fixture *f = *state;
+	add_databases(f->src);
+	struct strlist oids = {0};
+	sl_add(&oids, "16384");
+	sl_add(&oids, "16385");
+	int fd = open(f->arch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	assert_true(fd >= 0);
+	snap_early_drop(snap_early_start(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &oids, after_now()));
+	snap_early_drop(NULL);
+	assert_int_equal(close(fd), 0);
+	sl_free(&oids);
+}
+
 int
 main(void)
 {
@@ -1431,6 +1621,12 @@ main(void)
 		log_min_level = LOG_DEBUG;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_roundtrip_zstd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relcache_init_files_left_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_write_of_untouched_databases, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_write_redone_when_a_file_changes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_write_redone_when_a_file_appears, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_write_skips_a_database_changed_since, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_early_write_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_zstd_level, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_gzip, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_roundtrip_none, setup, teardown),

@@ -105,7 +105,7 @@ publish(struct fixture *f, const char *key, const char *manifest)
 	struct entry_meta m;
 	fill_meta(&m, key, manifest);
 	/* 1: the key was published before (four_entries twice): that entry is kept. */
-	assert_true(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL) >= 0);
+	assert_true(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL, NULL) >= 0);
 	entry_meta_free(&m);
 }
 
@@ -221,7 +221,7 @@ test_unusable(void **state)
 	struct entry_meta m;
 	assert_int_equal(store_lookup(&st, key_of(1), &m), 0);
 	fill_meta(&m, key_of(1), NULL);
-	assert_int_equal(store_publish(&st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL), -1);
+	assert_int_equal(store_publish(&st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL, NULL), -1);
 	entry_meta_free(&m);
 	int fd;
 	assert_int_equal(store_lock(&st, key_of(1), true, 0, &fd), -1);
@@ -303,7 +303,7 @@ test_private_modes(void **state)
 		}
 		struct entry_meta m;
 		fill_meta(&m, key_of(1 + grouped), "x\n");
-		assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL), 0);
+		assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL, NULL), 0);
 		int fd;
 		assert_int_equal(store_lock(&f->st, key_of(1 + grouped), false, 0, &fd), 0);
 		store_unlock(fd);
@@ -345,7 +345,7 @@ test_publish_lookup_roundtrip(void **state)
 	memcpy(m.parent, key_of(2), 65);
 	m.layer = CFG_LAYER_FIXTURES;
 	struct snap_stats sst;
-	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, &sst), 0);
+	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_ZSTD, 0, NULL, NULL, &sst), 0);
 	assert_string_equal(m.archive_sha256, sst.sha256);
 	assert_int_equal(m.archive_bytes, sst.archive_bytes);
 	assert_true(m.created > 0 && m.created == m.last_used);
@@ -405,7 +405,7 @@ test_other_compressions(void **state)
 	for (int i = 0; i < 2; i++) {
 		struct entry_meta m, got;
 		fill_meta(&m, key_of(5 + i), NULL);
-		assert_int_equal(store_publish(&f->st, f->pgdata, &m, comps[i], 1, NULL, NULL), 0);
+		assert_int_equal(store_publish(&f->st, f->pgdata, &m, comps[i], 1, NULL, NULL, NULL), 0);
 		char *a = entry_file(f, key_of(5 + i), suffix[i]);
 		assert_true(path_exists(a));
 		assert_int_equal(store_lookup(&f->st, key_of(5 + i), &got), 1);
@@ -546,7 +546,7 @@ test_concurrent_publish(void **state)
 				fill_meta(&m, key_of(12), NULL);
 				/* Different mtimes would do too; a different build time is enough to tell them apart. */
 				m.build_seconds = i + 1;
-				int r = store_publish(&st, f->pgdata, &m, i ? CFG_COMP_GZIP : CFG_COMP_ZSTD, 0, NULL, NULL);
+				int r = store_publish(&st, f->pgdata, &m, i ? CFG_COMP_GZIP : CFG_COMP_ZSTD, 0, NULL, NULL, NULL);
 				entry_meta_free(&m);
 				store_close(&st);
 				/* 1: the other one's entry was there first; ours dropped. */
@@ -592,7 +592,7 @@ test_publish_keeps_existing(void **state)
 	enum log_level saved = log_min_level;
 	log_min_level = LOG_INFO;
 	unit_stderr_begin(&c);
-	int r = store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL, NULL);
+	int r = store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL, NULL, NULL);
 	char *err = unit_stderr_end(&c);
 	log_min_level = saved;
 	assert_int_equal(r, 1);
@@ -629,7 +629,7 @@ test_publish_disk_full(void **state)
 			_exit(2);
 		struct entry_meta m;
 		fill_meta(&m, key_of(13), NULL);
-		int r = store_publish(&st, f->pgdata, &m, CFG_COMP_NONE, 0, NULL, NULL);
+		int r = store_publish(&st, f->pgdata, &m, CFG_COMP_NONE, 0, NULL, NULL, NULL);
 		_exit(r == -1 ? 0 : 1);
 	}
 	int status;
@@ -986,7 +986,7 @@ test_ls_and_verify(void **state)
 	fill_meta(&m, key_of(5), NULL);
 	memcpy(m.parent, key_of(1), 65);
 	m.layer = CFG_LAYER_FIXTURES;
-	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL, NULL), 0);
+	assert_int_equal(store_publish(&f->st, f->pgdata, &m, CFG_COMP_GZIP, 0, NULL, NULL, NULL), 0);
 	entry_meta_free(&m);
 	set_meta_field(f, key_of(5), "last_used", "5000");
 
@@ -1157,7 +1157,7 @@ test_read_only(void **state)
 	struct entry_meta got;
 	assert_int_equal(store_lookup(&ro, key_of(1), &got), 1);
 	assert_int_equal(store_restore(&ro, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
-	assert_int_equal(store_publish(&ro, f->pgdata, &got, CFG_COMP_ZSTD, 0, NULL, NULL), -1);
+	assert_int_equal(store_publish(&ro, f->pgdata, &got, CFG_COMP_ZSTD, 0, NULL, NULL, NULL), -1);
 	assert_int_equal(store_remove(&ro, key_of(1)), -1);
 	assert_int_equal(store_prune(&ro, 0, 0, false, NULL, NULL), -1);
 	free(unit_stderr_end(&cap));
