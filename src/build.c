@@ -324,24 +324,6 @@ run_batch(struct build *bd, const struct cfg_step *const *batch, size_t n)
 	return step_run_commands(batch, n, bd->cfg, &bd->srv);
 }
 
-/*
- * The coarse clock's next tick, waited for (a few ms): every ctime the
- * kernel stamped so far, coarse or fine-grained, is before it; every later
- * one is not.
- */
-static void
-next_coarse_tick(struct timespec *since)
-{
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME_COARSE, &now);
-	for (int i = 0; i < 200; i++) {
-		nanosleep(&(struct timespec){.tv_nsec = 500 * 1000}, NULL);
-		clock_gettime(CLOCK_REALTIME_COARSE, since);
-		if (since->tv_sec != now.tv_sec || since->tv_nsec != now.tv_nsec)
-			return;
-	}
-}
-
 /* A step whose inputs the restored prefix already has. */
 static bool
 step_skipped(const struct build *bd, const struct cfg_step *step)
@@ -431,7 +413,7 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 	if (sig_received)
 		return BUILD_FAILED;
 	if (bd->steps_starting && !bd->in_place)
-		next_coarse_tick(&bd->server_since);
+		bd->server_since = coarse_clock_next_tick();
 	if (srv_start_temp(&bd->srv, cfg, bd->pg, tcp, bd->in_place) != 0)
 		return BUILD_FAILED;
 	if (fresh) {

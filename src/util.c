@@ -655,3 +655,17 @@ path_join(const char *a, const char *b)
 		return xasprintf("%s%s", a, b);
 	return xasprintf("%s/%s", a, b);
 }
+
+struct timespec
+coarse_clock_next_tick(void)
+{
+	struct timespec now, next;
+	clock_gettime(CLOCK_REALTIME_COARSE, &now);
+	for (int i = 0; i < 200; i++) {
+		nanosleep(&(struct timespec){.tv_nsec = 500 * 1000}, NULL);
+		clock_gettime(CLOCK_REALTIME_COARSE, &next);
+		if (next.tv_sec != now.tv_sec || next.tv_nsec != now.tv_nsec)
+			break;
+	}
+	return next;
+}

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <sys/types.h>
 
 /* Never return NULL: out of memory aborts with a message. Caller frees. */
@@ -114,6 +115,13 @@ const char *read_small_file_error(int err);
 char *read_secret_file(const char *path, size_t max, size_t *len_out);
 /* "2026-11-21T10:18:30Z" (UTC) for unix seconds t into buf; the number itself if out of range.  Returns buf. */
 const char *iso_time(char buf[32], int64_t t);
+
+/*
+ * Waits (a few ms) for the next tick of CLOCK_REALTIME_COARSE, the clock the
+ * kernel stamps ctimes with, and returns it: every ctime stamped so far,
+ * coarse or fine-grained, is before it; every later one is not.
+ */
+struct timespec coarse_clock_next_tick(void);
 
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);

@@ -4,6 +4,7 @@
  * that never follows a symlink out of the tree, atomic writes, du).
  */
 #include "unit.h"
+#include <time.h>
 
 #include "log.h"
 
@@ -690,6 +691,27 @@ test_path_join(void **state)
 	free(got);
 }
 
+/* The tick after now: later than the coarse clock before the call, and than a ctime stamped before it. */
+static void
+test_coarse_clock_next_tick(void **state)
+{
+	(void)state;
+	char *dir = unit_tmpdir();
+	unit_write(dir, "f", "x");
+	struct timespec before;
+	clock_gettime(CLOCK_REALTIME_COARSE, &before);
+	struct timespec next = coarse_clock_next_tick();
+	assert_true(next.tv_sec > before.tv_sec || (next.tv_sec == before.tv_sec && next.tv_nsec > before.tv_nsec));
+	char *f = path_join(dir, "f");
+	struct stat sb;
+	assert_int_equal(stat(f, &sb), 0);
+	assert_true(sb.st_ctim.tv_sec < next.tv_sec ||
+	            (sb.st_ctim.tv_sec == next.tv_sec && sb.st_ctim.tv_nsec < next.tv_nsec));
+	free(f);
+	rm_rf(dir);
+	free(dir);
+}
+
 int
 main(void)
 {
@@ -711,6 +733,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_fsync, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_read_file, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_str_in),
+		cmocka_unit_test(test_coarse_clock_next_tick),
 		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
