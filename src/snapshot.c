@@ -13,7 +13,9 @@
  * windows each: at level 1 about 11 MB more, at level 3 about 45 MB more,
  * past the 32 MB budget, so other levels run in the thread.
  * The bytes of a multi-threaded frame depend on the level, not on the number
- * of workers, so an archive is the same on every machine.  The workers
+ * of workers (an archive written during the steps puts the databases written
+ * then first, so its bytes also depend on the timing; nothing compares
+ * digests across builds).  The workers
  * inherit the calling thread's signal mask, which blocks the signals sig.c
  * reads from its signalfd.
  *
@@ -147,6 +149,8 @@ struct snap_early {
 	size_t nseen, capseen;
 	bool touched;           /* an entry changed after `since`: the thread gave up */
 	atomic_bool stop;
+	atomic_bool done;      /* the thread has ended */
+	double clock_offset;   /* CLOCK_REALTIME - CLOCK_MONOTONIC at the start: a step of the clock shows */
 	pthread_t thread;
 	bool thread_started;
 	int rc; /* the thread's: 0 done, -1 failed or gave up */
@@ -617,7 +621,8 @@ dir_untouched(int base_fd, const char *name, struct timespec since)
 		return false;
 	}
 	struct stat sb;
-	bool ok = fstat(fd, &sb) == 0 && ts_before(sb.st_ctim, since);
+	/* A ctime of whole seconds: a file system that rounds times, where a later change can look older. */
+	bool ok = fstat(fd, &sb) == 0 && ts_before(sb.st_ctim, since) && sb.st_ctim.tv_nsec != 0;
 	struct dirent *de;
 	while (ok && (de = readdir(d)) != NULL) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
@@ -635,13 +640,14 @@ early_main(void *arg)
 	struct snap_early *e = arg;
 	double t0 = log_now();
 	e->rc = -1;
+	int base_fd = -1;
 	if (open_writer(&e->w, &e->wc, e->comp, zstd_for(e->comp, e->level)) != 0)
-		return NULL;
+		goto out;
 	char *base = xasprintf("%s/base", e->pgdata);
-	int base_fd = open(base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	base_fd = open(base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	free(base);
 	if (base_fd < 0)
-		return NULL;
+		goto out;
 	for (size_t i = 0; i < e->oids.n && !early_stopped(e); i++) {
 		/* One the steps changed already is left to the walk after them. */
 		if (!dir_untouched(base_fd, e->oids.v[i], e->since))
@@ -657,9 +663,20 @@ early_main(void *arg)
 	}
 	e->rc = early_stopped(e) ? -1 : 0;
 out:
-	close(base_fd);
+	if (base_fd >= 0)
+		close(base_fd);
 	e->seconds = log_now() - t0;
+	atomic_store(&e->done, true);
 	return NULL;
+}
+
+static double
+clock_offset(void)
+{
+	struct timespec r, m;
+	clock_gettime(CLOCK_REALTIME, &r);
+	clock_gettime(CLOCK_MONOTONIC, &m);
+	return (double)(r.tv_sec - m.tv_sec) + (double)(r.tv_nsec - m.tv_nsec) / 1e9;
 }
 
 struct snap_early *
@@ -675,6 +692,8 @@ snap_early_start(const char *pgdata, int out_fd, const char *out_name, enum cfg_
 	e->since = since;
 	e->rc = -1;
 	atomic_init(&e->stop, false);
+	atomic_init(&e->done, false);
+	e->clock_offset = clock_offset();
 	for (size_t i = 0; i < oids->n; i++)
 		sl_add(&e->oids, oids->v[i]);
 	if (e->oids.n > 1)
@@ -704,6 +723,12 @@ early_join(struct snap_early *e)
 static bool
 early_unchanged(const struct snap_early *e, char *why, size_t why_len)
 {
+	/* A step of the wall clock can stamp a later change with an older time. */
+	double step = clock_offset() - e->clock_offset;
+	if (step > 0.002 || step < -0.002) {
+		snprintf(why, why_len, "the system clock was set by %+.3f s meanwhile", step);
+		return false;
+	}
 	int pfd = open(e->pgdata, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (pfd < 0) {
 		snprintf(why, why_len, "PGDATA: %s", strerror(errno));
@@ -748,6 +773,14 @@ int
 snap_write_after(struct snap_early *e, const struct snap_late *late, struct snap_stats *st)
 {
 	double t0 = log_now();
+	/* docker stop while the thread still writes a large database: stop it, as the walk would stop. */
+	while (e->thread_started && !atomic_load(&e->done)) {
+		if (walk_interrupted(&e->w)) {
+			snap_early_drop(e);
+			return -1;
+		}
+		nanosleep(&(struct timespec){.tv_nsec = 2 * 1000 * 1000}, NULL);
+	}
 	early_join(e);
 	char why[PATH_MAX + 64] = "nothing was written";
 	int rc;
