@@ -90,3 +90,12 @@ log_bytes(char *buf, unsigned long long bytes)
 		snprintf(buf, 32, "%.2f GB", (double)bytes / 1e9);
 	return buf;
 }
+
+void
+log_at(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_v(level, false, fmt, ap);
+	va_end(ap);
+}

@@ -25,6 +25,8 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* At a level chosen at run time. */
+void log_at(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* An info line that -q does not drop: one that clients wait for (bootstrap's ready line). */
 void log_info_always(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Logs at error level and exits with `code`; for the front end only. */

@@ -533,8 +533,18 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 		"-c", s->durable ? "full_page_writes=on" : "full_page_writes=off",
 		/* The log tail we print on failure must be in our file. */
 		"-c", "logging_collector=off",
+		/*
+		 * A build is a batch job thrown away unless it ends cleanly, as
+		 * pg_upgrade's servers: no autovacuum, whose workers would visit
+		 * every database (and so change the ones a snapshot begun during
+		 * the steps has written: snap_early).  Last: a migration in place
+		 * keeps its postgresql.conf's setting.
+		 */
+		"-c", "autovacuum=off",
 		NULL,
 	};
+	if (s->durable)
+		argv[sizeof(argv) / sizeof(argv[0]) - 3] = NULL;
 	pid_t pid = spawn(argv, logfd);
 	close(logfd);
 	free(hba);

@@ -265,10 +265,21 @@ empty_top(const char *name)
 	return strcmp(name, "pg_stat_tmp") == 0 || strcmp(name, "log") == 0 || strcmp(name, "pg_log") == 0;
 }
 
+/*
+ * How the walk reports what stops it: a warning, but in the early thread,
+ * whose failure only means the snapshot is written again after the steps
+ * (which then says what is wrong, if anything still is), a debug line.
+ */
+static enum log_level
+walk_level(const struct walk *w)
+{
+	return w->early ? LOG_DEBUG : LOG_WARNING;
+}
+
 static int
 arch_fail(struct walk *w, const char *what, const char *rel)
 {
-	log_warning("could not write snapshot entry \"%s/%s\" (%s): %s", w->pgdata, rel, what,
+	log_at(walk_level(w), "could not write snapshot entry \"%s/%s\" (%s): %s", w->pgdata, rel, what,
 	            archive_error_string(w->a) ? archive_error_string(w->a) : "unknown error");
 	return -1;
 }
@@ -278,7 +289,7 @@ write_file_data(struct walk *w, int dfd, const char *name, const char *rel, uint
 {
 	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
-		log_warning("could not open \"%s/%s\": %s", w->pgdata, rel, strerror(errno));
+		log_at(walk_level(w), "could not open \"%s/%s\": %s", w->pgdata, rel, strerror(errno));
 		return -1;
 	}
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -293,12 +304,12 @@ write_file_data(struct walk *w, int dfd, const char *name, const char *rel, uint
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			log_warning("could not read \"%s/%s\": %s", w->pgdata, rel, strerror(errno));
+			log_at(walk_level(w), "could not read \"%s/%s\": %s", w->pgdata, rel, strerror(errno));
 			goto cleanup;
 		}
 		if (n == 0) {
 			/* The header already promised `size` bytes; a cluster that was shut down does not shrink. */
-			log_warning("file \"%s/%s\" shrank while being archived: is the server still running?",
+			log_at(walk_level(w), "file \"%s/%s\" shrank while being archived: is the server still running?",
 			            w->pgdata, rel);
 			goto cleanup;
 		}
@@ -321,7 +332,7 @@ write_one(struct walk *w, int dfd, const char *name, const char *rel, bool top)
 {
 	struct stat sb;
 	if (fstatat(dfd, name, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-		log_warning("could not stat \"%s/%s\": %s", w->pgdata, rel, strerror(errno));
+		log_at(walk_level(w), "could not stat \"%s/%s\": %s", w->pgdata, rel, strerror(errno));
 		return -1;
 	}
 	if (!S_ISREG(sb.st_mode) && !S_ISDIR(sb.st_mode) && !S_ISLNK(sb.st_mode)) {
@@ -345,7 +356,7 @@ write_one(struct walk *w, int dfd, const char *name, const char *rel, bool top)
 		 * directory, both outside PGDATA.  Snapshots hold none at all, which
 		 * is what lets the restore go without per-component symlink checks.
 		 */
-		log_warning("cannot snapshot \"%s\": \"%s\" is a symbolic link (tablespaces and a separate WAL directory "
+		log_at(walk_level(w), "cannot snapshot \"%s\": \"%s\" is a symbolic link (tablespaces and a separate WAL directory "
 		            "are not cached)",
 		            w->pgdata, rel);
 		return -1;
@@ -371,13 +382,13 @@ walk_dir(struct walk *w, int parent_fd, const char *name, const char *rel, bool 
 {
 	int fd = openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
-		log_warning("could not open directory \"%s%s%s\": %s", w->pgdata, *rel ? "/" : "", rel,
+		log_at(walk_level(w), "could not open directory \"%s%s%s\": %s", w->pgdata, *rel ? "/" : "", rel,
 		            strerror(errno));
 		return -1;
 	}
 	DIR *d = fdopendir(fd);
 	if (!d) {
-		log_warning("could not open directory \"%s%s%s\": %s", w->pgdata, *rel ? "/" : "", rel,
+		log_at(walk_level(w), "could not open directory \"%s%s%s\": %s", w->pgdata, *rel ? "/" : "", rel,
 		            strerror(errno));
 		close(fd);
 		return -1;
@@ -394,7 +405,7 @@ walk_dir(struct walk *w, int parent_fd, const char *name, const char *rel, bool 
 		sl_add(&names, de->d_name);
 	}
 	if (errno != 0) {
-		log_warning("could not read directory \"%s%s%s\": %s", w->pgdata, *rel ? "/" : "", rel,
+		log_at(walk_level(w), "could not read directory \"%s%s%s\": %s", w->pgdata, *rel ? "/" : "", rel,
 		            strerror(errno));
 		goto cleanup;
 	}

@@ -93,3 +93,23 @@ def test_replace_is_the_default_and_warns(work):
     # A bad value is a configuration error.
     r = prepare(work, cfg, "keep")
     assert r.rc == 2 and "expected replace, migrate or refuse" in r.stderr, r
+
+
+def test_builds_run_without_autovacuum_a_migration_in_place_keeps_it(work):
+    """A build's temporary server runs with autovacuum off, as pg_upgrade's (its workers would visit the
+    databases a snapshot begun during the steps has written); a migration in place of a user's cluster
+    keeps the cluster's own setting (on by default)."""
+    work.file("mig/0001.sql", "create table if not exists av (v text);\n"
+                              "insert into av select current_setting('autovacuum');\n")
+    psql = os.path.join(PG_BINDIR, "psql")
+    cfg = work.file("pgstash.ini",
+                    "[database]\nname = app\n"
+                    f"[step sql]\nroot = {work.path}/mig\nmigrations = *.sql\nincremental = yes\n"
+                    f"run = /bin/sh -c 'cat *.sql | {psql} -X -q -v ON_ERROR_STOP=1'\n")
+    r = prepare(work, cfg)
+    assert r.rc == 0, r
+    assert work.sql("select string_agg(v, ',') from av", db="app") == "off"
+    work.file("mig/0002.sql", "create table if not exists t2 (i int);\n")
+    r = prepare(work, cfg, "migrate")
+    assert r.rc == 0 and "migrated PGDATA in place" in r.stderr, r
+    assert work.sql("select string_agg(v, ',' order by ctid) from av", db="app") == "off,on"

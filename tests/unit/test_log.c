@@ -126,6 +126,25 @@ test_filtering(void **state)
 	log_min_level = LOG_INFO;
 }
 
+/* log_at: the level chosen at run time, filtered as the fixed ones. */
+static void
+test_at(void **state)
+{
+	(void)state;
+	log_min_level = LOG_INFO;
+	struct both b;
+	char *out, *err;
+	both_begin(&b);
+	log_at(LOG_WARNING, "w %d", 1);
+	log_at(LOG_DEBUG, "dropped");
+	log_at(LOG_ERROR, "e");
+	both_end(&b, &out, &err);
+	assert_string_equal(out, "");
+	assert_string_equal(err, "pgstash: warning: w 1\npgstash: error: e\n");
+	free(out);
+	free(err);
+}
+
 static void
 test_truncation(void **state)
 {
@@ -315,6 +334,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_default_level),
+		cmocka_unit_test_teardown(test_at, reset_level),
 		cmocka_unit_test_teardown(test_format, reset_level),
 		cmocka_unit_test_teardown(test_filtering, reset_level),
 		cmocka_unit_test_teardown(test_truncation, reset_level),
