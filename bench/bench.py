@@ -91,7 +91,7 @@ FP_FILES = 10000
 FP_FILE_BYTES = 10000
 # Server options of the baselines: the same durability settings as pgstash's temporary server
 # (src/server.c), so that the miss overhead compares like with like.
-FAST_OPTS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+FAST_OPTS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c autovacuum=off"
 # pg_basebackup leaves the contents of these out: the server recreates or resets them at start.
 RESET_DIRS = ["pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial", "pg_snapshots", "pg_stat_tmp",
               "pg_subtrans"]
