@@ -810,7 +810,9 @@ snap_write_after(struct snap_early *e, const struct snap_late *late, struct snap
 		}
 	} else {
 		if (e->rc != 0)
-			snprintf(why, sizeof(why), "%s", e->touched ? "an entry changed during the steps" : "it stopped");
+			snprintf(why, sizeof(why), "%s",
+			         e->touched ? "an entry changed during the steps"
+			                    : "the thread could not write them: see the lines above");
 		log_debug("snapshot of \"%s\": written in full after the steps (%s)", e->pgdata, why);
 		writer_discard(&e->w, &e->wc);
 		if (ftruncate(e->out_fd, e->start) != 0 || lseek(e->out_fd, e->start, SEEK_SET) != e->start) {
