@@ -694,7 +694,8 @@ store_publish(struct store *st, const char *pgdata, struct entry_meta *meta, enu
 		pl.afd = durable_tmp_create_at(st->tmp_fd, st->tmp_dir, meta->key, entry_suffix(comp), 0600, &pl.arch_tmp);
 	if (pl.afd < 0)
 		goto cleanup;
-	int written = early ? snap_write_after(early, late, sst) : snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst);
+	int written = early ? snap_write_after(early, late, sst)
+	                    : snap_write(pgdata, pl.afd, pl.arch_tmp, comp, level, late, sst);
 	if (written != 0) {
 		/* late->ready refused: the start fails, there is no "going on" to announce. */
 		quiet = written == SNAP_NOT_READY;
