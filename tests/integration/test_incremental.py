@@ -287,9 +287,9 @@ def test_prefix_build_writes_again_a_database_a_step_changed_behind_its_back(wor
     found changed (inode, size, times) and the whole snapshot is written again, with the change in it."""
     cfg = two_sql_steps(work, "create table if not exists b_rows (id int);\n")
     prepare(work, cfg, "pg1")
-    # Step b's new file writes into app over a second connection, after a pause that lets the early write
+    # Step b's new file writes into app over a second connection, after a pause (3 s) that lets the early write
     # take app first.
-    work.file("sqlb/02.sql", "select pg_sleep(1);\n\\c app\ninsert into a_rows values (-1);\n")
+    work.file("sqlb/02.sql", "select pg_sleep(3);\n\\c app\ninsert into a_rows values (-1);\n")
     pgdata = os.path.join(work.path, "pg2")
     r2 = work.run("-v", "prepare", config=cfg, env={"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}, timeout=600)
     assert r2.rc == 0, r2
