@@ -413,7 +413,7 @@ build_layer(struct build *bd, enum cfg_layer layer, bool fresh, bool last, doubl
 	if (sig_received)
 		return BUILD_FAILED;
 	if (bd->steps_starting && !bd->in_place)
-		bd->server_since = coarse_clock_next_tick();
+		bd->server_since = ctime_mark();
 	if (srv_start_temp(&bd->srv, cfg, bd->pg, tcp, bd->in_place) != 0)
 		return BUILD_FAILED;
 	if (fresh) {

@@ -42,7 +42,7 @@ struct build {
 	 */
 	void (*steps_starting)(struct build *bd, const struct strlist *busy, void *arg);
 	void *steps_starting_arg;
-	/* CLOCK_REALTIME_COARSE just before the temporary server started: what it writes has a later ctime. */
+	/* ctime_mark() just before the temporary server started: what it writes has a ctime at or after it. */
 	struct timespec server_since;
 	/* pg_resetwal, started by build_layer; build_wait_wal_reset ends it. */
 	struct srv_tool wal_reset;

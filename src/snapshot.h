@@ -91,9 +91,9 @@ int snap_write(const char *pgdata, int out_fd, const char *out_name, enum cfg_co
 /*
  * A snapshot begun while a build's steps still run, for the databases no
  * step touches: a thread writes base/OID for each of `oids` whose directory
- * and files have not changed since `since` (CLOCK_REALTIME_COARSE, read
- * before the temporary server started: the server's own writes stamp a
- * later ctime), and records each entry's inode, size, mode, mtime and
+ * and files have not changed since `since` (ctime_mark(), taken before
+ * the temporary server started: the server's own writes stamp a ctime at
+ * or after it), and records each entry's inode, size, mode, mtime and
  * ctime.  The steps then run beside it.  snap_write_after, once the server
  * has stopped, keeps what the thread wrote only when every recorded entry is
  * unchanged, and writes the rest; otherwise it writes everything again from

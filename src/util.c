@@ -656,16 +656,22 @@ path_join(const char *a, const char *b)
 	return xasprintf("%s/%s", a, b);
 }
 
-struct timespec
-coarse_clock_next_tick(void)
+bool
+ts_before(struct timespec a, struct timespec b)
 {
-	struct timespec now, next;
-	clock_gettime(CLOCK_REALTIME_COARSE, &now);
-	for (int i = 0; i < 200; i++) {
+	return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
+}
+
+struct timespec
+ctime_mark(void)
+{
+	struct timespec mark, coarse;
+	clock_gettime(CLOCK_REALTIME, &mark);
+	clock_gettime(CLOCK_REALTIME_COARSE, &coarse);
+	for (int i = 0; i < 200 && ts_before(coarse, mark); i++) {
 		nanosleep(&(struct timespec){.tv_nsec = 500 * 1000}, NULL);
-		clock_gettime(CLOCK_REALTIME_COARSE, &next);
-		if (next.tv_sec != now.tv_sec || next.tv_nsec != now.tv_nsec)
-			break;
+		clock_gettime(CLOCK_REALTIME_COARSE, &coarse);
 	}
-	return next;
+	/* Not reached in 100 ms (the clock was set back): the coarse time keeps the second half true. */
+	return ts_before(coarse, mark) ? coarse : mark;
 }

@@ -117,11 +117,17 @@ char *read_secret_file(const char *path, size_t max, size_t *len_out);
 const char *iso_time(char buf[32], int64_t t);
 
 /*
- * Waits (a few ms) for the next tick of CLOCK_REALTIME_COARSE, the clock the
- * kernel stamps ctimes with, and returns it: every ctime stamped so far,
- * coarse or fine-grained, is before it; every later one is not.
+ * A time that splits file changes in two, by their ctimes: every change made
+ * before the call is stamped before it, every change made after the return
+ * at or after it.  The kernel stamps a change with its coarse clock, or with
+ * a fine-grained reading (multigrain timestamps, Linux 6.13+) that can run a
+ * tick ahead of CLOCK_REALTIME_COARSE; so the mark is a fine reading, and the
+ * call waits (a tick, a few ms) until the coarse clock has passed it.
  */
-struct timespec coarse_clock_next_tick(void);
+struct timespec ctime_mark(void);
+
+/* a < b */
+bool ts_before(struct timespec a, struct timespec b);
 
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);

@@ -1496,7 +1496,7 @@ test_early_write_of_untouched_databases(void **state)
 	sl_add(&oids, "16385");
 	sl_add(&oids, "16384");
 	sl_add(&oids, "99999"); /* a database without a directory: nothing */
-	write_early(f->src, f->arch, &oids, coarse_clock_next_tick(), NULL, &w);
+	write_early(f->src, f->arch, &oids, ctime_mark(), NULL, &w);
 	check_early_archive(f, &w, &names);
 	assert_string_equal(names.v[0], "base/16384/");
 	assert_string_equal(names.v[3], "base/16385/");
@@ -1537,7 +1537,7 @@ early_redone(void **state, void (*during)(const char *src), const char *rel, con
 	struct strlist oids = {0}, names = {0};
 	sl_add(&oids, "16384");
 	struct snap_stats w;
-	write_early(f->src, f->arch, &oids, coarse_clock_next_tick(), during, &w);
+	write_early(f->src, f->arch, &oids, ctime_mark(), during, &w);
 	check_early_archive(f, &w, &names);
 	/* Written again from the start: the walk's own order. */
 	assert_string_equal(names.v[0], "PG_VERSION");
@@ -1566,8 +1566,7 @@ test_early_write_skips_a_database_changed_since(void **state)
 {
 	struct fixture *f = *state;
 	add_databases(f->src);
-	struct timespec since = coarse_clock_next_tick();
-	coarse_clock_next_tick();
+	struct timespec since = ctime_mark();
 	change_16384(f->src);
 	struct strlist oids = {0}, names = {0};
 	sl_add(&oids, "16384");
@@ -1594,7 +1593,7 @@ test_early_write_dropped(void **state)
 	sl_add(&oids, "16385");
 	int fd = open(f->arch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	assert_true(fd >= 0);
-	snap_early_drop(snap_early_start(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &oids, coarse_clock_next_tick()));
+	snap_early_drop(snap_early_start(f->src, fd, f->arch, CFG_COMP_ZSTD, 0, &oids, ctime_mark()));
 	snap_early_drop(NULL);
 	assert_int_equal(close(fd), 0);
 	sl_free(&oids);
