@@ -1,7 +1,9 @@
 /*
- * pgbin — see pgbin.h.  Asking the binary itself (`postgres --version`) is
- * the only reliable source: Debian keeps several majors side by side and
- * PG_VERSION files belong to data directories, not installations.
+ * pgbin — see pgbin.h.  The binary itself is the only reliable source of
+ * its version: Debian keeps several majors side by side and PG_VERSION
+ * files belong to data directories, not installations.  What
+ * `postgres --version` prints is a string compiled into the binary, so it
+ * is read from there first (version_in_binary); running it is the fallback.
  */
 #include "pgbin.h"
 #include "pgbin_int.h"
@@ -10,6 +12,9 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +36,121 @@ capture(char *const argv[])
 		return NULL;
 	}
 	return sb_take(&out);
+}
+
+/*
+ * `postgres --version` prints PG_BACKEND_VERSIONSTR, the literal
+ * "postgres (PostgreSQL) " PG_VERSION "\n" in the binary (PostgreSQL's
+ * c.h/port.h, every release).  Reading it there costs ~1 ms; running the
+ * binary costs an exec and the dynamic linking of a dozen libraries
+ * (10-15 ms here), on every start.
+ */
+#define VERSION_TEXT "postgres (PostgreSQL) "
+#define VERSION_TEXT_LEN (sizeof(VERSION_TEXT) - 1)
+/* The literal is shorter than this; what follows it in the file is not read. */
+#define VERSION_TEXT_MAX 128
+#define SCAN_CHUNK (1024 * 1024)
+/* A postgres binary is ~10 MB; a larger file is not scanned. */
+#define SCAN_MAX_BYTES ((off_t)256 * 1024 * 1024)
+
+/*
+ * Parses the text at `at` (up to `len` bytes, ending at a newline or NUL)
+ * into *version and *major the first time; later ones must agree.  -1 when one
+ * does not parse or disagrees.
+ */
+static int
+scan_match(const char *at, size_t len, char **version, int *major)
+{
+	char text[VERSION_TEXT_MAX + 1];
+	if (len > VERSION_TEXT_MAX)
+		len = VERSION_TEXT_MAX;
+	memcpy(text, at, len);
+	text[len] = '\0';
+	text[strcspn(text, "\n")] = '\0';
+	char *v = NULL;
+	int m = 0;
+	if (pgbin_parse_version(text, &v, &m) != 0)
+		return -1;
+	if (*version && (strcmp(*version, v) != 0 || *major != m)) {
+		free(v);
+		return -1;
+	}
+	if (*version)
+		free(v);
+	else {
+		*version = v;
+		*major = m;
+	}
+	return 0;
+}
+
+/*
+ * The version as `postgres --version` would say it, read from the file at
+ * `path`: 0 when the literal is there and every occurrence of it says the
+ * same version, else -1 (nothing logged: the caller runs the binary).
+ * Only an ELF file is read (a script runs something else), and started as
+ * root, only a regular executable file owned by root that no one else can
+ * write: pg_bindir may come from a config, and what is
+ * read here is logged and keyed.
+ */
+int
+pgbin_version_in_binary(const char *path, char **version, int *major)
+{
+	*version = NULL;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SCAN_MAX_BYTES ||
+	    (geteuid() == 0 && (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) || !(st.st_mode & S_IXUSR)))) {
+		close(fd);
+		return -1;
+	}
+	char *buf = xmalloc(SCAN_CHUNK + VERSION_TEXT_MAX);
+	size_t have = 0;
+	bool eof = false, bad = false;
+	/* Only a compiled program: a wrapper script may hold the text for another reason. */
+	char magic[4];
+	if (pread(fd, magic, sizeof(magic), 0) != (ssize_t)sizeof(magic) || memcmp(magic, "\177ELF", 4) != 0)
+		bad = true;
+	while (!eof && !bad) {
+		ssize_t n = read(fd, buf + have, SCAN_CHUNK);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			bad = true;
+			break;
+		}
+		eof = n == 0;
+		have += (size_t)n;
+		/* Where the next round starts: a match whose text may go on in the next chunk, else a needle's tail. */
+		size_t keep_from = have > VERSION_TEXT_LEN ? have - (VERSION_TEXT_LEN - 1) : 0;
+		for (size_t from = 0; from < have;) {
+			const char *p = memmem(buf + from, have - from, VERSION_TEXT, VERSION_TEXT_LEN);
+			if (!p)
+				break;
+			size_t at = (size_t)(p - buf);
+			if (!eof && have - at < VERSION_TEXT_MAX) {
+				keep_from = at;
+				break;
+			}
+			if (scan_match(p, have - at, version, major) != 0) {
+				bad = true;
+				break;
+			}
+			from = at + VERSION_TEXT_LEN;
+		}
+		memmove(buf, buf + keep_from, have - keep_from);
+		have -= keep_from;
+	}
+	free(buf);
+	close(fd);
+	if (bad || !*version) {
+		free(*version);
+		*version = NULL;
+		return -1;
+	}
+	return 0;
 }
 
 static bool
@@ -127,9 +247,12 @@ pgbin_find(const char *configured, struct pgbin *pg)
 		free(dir);
 		return -1;
 	}
-	char *argv[] = {postgres, "--version", NULL};
-	char *out = capture(argv);
-	if (!out || pgbin_parse_version(out, &pg->version, &pg->major) != 0) {
+	char *out = NULL;
+	if (pgbin_version_in_binary(postgres, &pg->version, &pg->major) != 0) {
+		char *argv[] = {postgres, "--version", NULL};
+		out = capture(argv);
+	}
+	if (!pg->version && (!out || pgbin_parse_version(out, &pg->version, &pg->major) != 0)) {
 		log_error("could not read the version of \"%s\" (\"postgres --version\" failed or said something unexpected)",
 		          postgres);
 		free(out);

@@ -1,5 +1,7 @@
 /*
- * Unit tests for pgbin: parsing `postgres --version` output, finding the
+ * Unit tests for pgbin: parsing `postgres --version` output, reading the
+ * version from the binary's bytes (the real postgres, and ELF files made
+ * here with the text at chunk boundaries, twice, or disagreeing), finding the
  * binaries in a configured directory (the real Debian one and fake ones whose
  * `postgres` is a shell script), the pg_config and PATH fallbacks, and the
  * messages when nothing usable is there.
@@ -127,6 +129,174 @@ test_parse_version(void **state)
 	expect_no_version("postgres (PostgreSQL) 99999999999999999999");
 	expect_no_version("postgres 15.2");
 	expect_no_version("(postgresql) 15.2");
+}
+
+/* ---- pgbin_version_in_binary ---- */
+
+/*
+ * Writes tmp/rel: /bin/true's bytes (an ELF program that prints nothing),
+ * then `pad` zero bytes, then `tail` (length tail_len), mode 0755.  Returns its path.
+ */
+static char *
+fake_elf(const char *rel, size_t pad, const char *tail, size_t tail_len)
+{
+	size_t elf_len = 0;
+	char *elf = read_file("/bin/true", &elf_len);
+	assert_non_null(elf);
+	char *path = path_join(tmp, rel);
+	char *dir = xstrdup(path);
+	*strrchr(dir, '/') = '\0';
+	assert_int_equal(mkdir_p(dir, 0755), 0);
+	free(dir);
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0755);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, elf, elf_len), (ssize_t)elf_len);
+	if (pad) {
+		char *zeros = xcalloc(1, pad);
+		assert_int_equal(write(fd, zeros, pad), (ssize_t)pad);
+		free(zeros);
+	}
+	assert_int_equal(write(fd, tail, tail_len), (ssize_t)tail_len);
+	assert_int_equal(close(fd), 0);
+	assert_int_equal(chmod(path, 0755), 0);
+	free(elf);
+	return path;
+}
+
+static void
+expect_scan(const char *path, const char *version, int major)
+{
+	char *v = NULL;
+	int m = 0;
+	if (pgbin_version_in_binary(path, &v, &m) != 0)
+		fail_msg("%s: no version read", path);
+	if (strcmp(v, version) != 0 || m != major)
+		fail_msg("%s: read \"%s\" %d, want \"%s\" %d", path, v, m, version, major);
+	free(v);
+}
+
+static void
+expect_no_scan(const char *path)
+{
+	char *v = NULL;
+	int m = 0;
+	if (pgbin_version_in_binary(path, &v, &m) != -1)
+		fail_msg("%s: read \"%s\" %d", path, v, m);
+	assert_null(v);
+}
+
+/* What the real postgres says when run is what its bytes say. */
+static void
+test_scan_real(void **state)
+{
+	(void)state;
+	if (access(PG_BINDIR "/postgres", X_OK) != 0) {
+		fprintf(stderr, "skipped: no postgres at %s\n", PG_BINDIR);
+		skip();
+	}
+	FILE *f = popen(PG_BINDIR "/postgres --version", "r");
+	assert_non_null(f);
+	char line[256] = "";
+	assert_non_null(fgets(line, sizeof(line), f));
+	pclose(f);
+	char *want = NULL;
+	int want_major = 0;
+	assert_int_equal(pgbin_parse_version(line, &want, &want_major), 0);
+	expect_scan(PG_BINDIR "/postgres", want, want_major);
+	free(want);
+}
+
+static void
+test_scan_fakes(void **state)
+{
+	(void)state;
+	const char text[] = "postgres (PostgreSQL) 16.3 (Debian 16.3-1)\n";
+	char *p = fake_elf("plain/postgres", 0, text, strlen(text));
+	expect_scan(p, "16.3", 16);
+	free(p);
+
+	/* The text across the 1 MiB boundary of the reads, right on it, at the very end without a newline. */
+	size_t elf_len = 0;
+	free(read_file("/bin/true", &elf_len));
+	assert_true(elf_len < 1024 * 1024 - 100);
+	for (size_t before = 0; before <= 30; before += 5) {
+		char *rel = xasprintf("edge%zu/postgres", before);
+		p = fake_elf(rel, 1024 * 1024 - elf_len - before, text, strlen(text));
+		expect_scan(p, "16.3", 16);
+		free(p);
+		free(rel);
+	}
+	p = fake_elf("end/postgres", 2 * 1024 * 1024, "postgres (PostgreSQL) 17.2", 26);
+	expect_scan(p, "17.2", 17);
+	free(p);
+
+	/* Twice alike is fine; two versions, or one that does not parse, is not. */
+	const char twice[] = "postgres (PostgreSQL) 16.3\n\0postgres (PostgreSQL) 16.3\n";
+	p = fake_elf("twice/postgres", 0, twice, sizeof(twice) - 1);
+	expect_scan(p, "16.3", 16);
+	free(p);
+	const char two[] = "postgres (PostgreSQL) 16.3\n\0postgres (PostgreSQL) 15.1\n";
+	p = fake_elf("two/postgres", 0, two, sizeof(two) - 1);
+	expect_no_scan(p);
+	free(p);
+	const char odd[] = "postgres (PostgreSQL) %s\n";
+	p = fake_elf("odd/postgres", 0, odd, sizeof(odd) - 1);
+	expect_no_scan(p);
+	free(p);
+	p = fake_elf("none/postgres", 0, "", 0);
+	expect_no_scan(p);
+	free(p);
+
+	/* A script holding the text is not read: it may run another postgres. */
+	char *dir = fake_prog("script/postgres", "# postgres (PostgreSQL) 16.1\nexec /usr/bin/postgres \"$@\"\n");
+	p = path_join(dir, "postgres");
+	expect_no_scan(p);
+	free(p);
+	free(dir);
+	char *nowhere = path_join(tmp, "nowhere/postgres");
+	expect_no_scan(nowhere);
+	free(nowhere);
+	expect_no_scan(tmp); /* a directory */
+
+	/* pgbin_find takes it from the bytes: /bin/true run with --version prints nothing. */
+	p = fake_elf("found/postgres", 0, text, strlen(text));
+	*strrchr(p, '/') = '\0';
+	struct pgbin pg;
+	char *err;
+	if (find(p, &pg, &err) != 0)
+		fail_msg("pgbin_find(%s) failed: %s", p, err);
+	free(err);
+	assert_string_equal(pg.version, "16.3");
+	assert_int_equal(pg.major, 16);
+	pgbin_free(&pg);
+	free(p);
+}
+
+/* As root, only a root-owned binary no one else can write is read; any other is run (as another user). */
+static void
+test_scan_as_root(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		fprintf(stderr, "skipped: needs root\n");
+		skip();
+	}
+	const char text[] = "postgres (PostgreSQL) 16.3\n";
+	char *p = fake_elf("root/postgres", 0, text, strlen(text));
+	expect_scan(p, "16.3", 16);
+	assert_int_equal(chmod(p, 0775), 0);
+	expect_no_scan(p);
+	assert_int_equal(chmod(p, 0757), 0);
+	expect_no_scan(p);
+	assert_int_equal(chmod(p, 0644), 0);
+	expect_no_scan(p);
+	assert_int_equal(chmod(p, 0755), 0);
+	uid_t uid;
+	gid_t gid;
+	proc_unprivileged_ids(&uid, &gid);
+	assert_int_equal(chown(p, uid, gid), 0);
+	expect_no_scan(p);
+	free(p);
 }
 
 /* ---- pgbin_find ---- */
@@ -362,6 +532,9 @@ main(void)
 	log_min_level = LOG_INFO;
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_version),
+		cmocka_unit_test_setup_teardown(test_scan_real, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_fakes, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_as_root, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_real, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_fake, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_not_as_root, setup, teardown),

@@ -967,7 +967,7 @@ large_archive(const char *out, const unsigned char *data, size_t len, bool zstd)
 }
 
 /*
- * A large file (written by the reading thread in libarchive's blocks, which
+ * A large file (its data queued for the writers in libarchive's blocks, which
  * need not fall on 64 KiB boundaries): aligned all-zero 64 KiB blocks stay
  * holes, also around the 1 MiB marks; data across those marks and an
  * unaligned zero run over one come back byte for byte; the same with one
