@@ -12,6 +12,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -85,13 +86,58 @@ scan_match(const char *at, size_t len, char **version, int *major)
 }
 
 /*
- * The version as `postgres --version` would say it, read from the file at
- * `path`: 0 when the literal is there and every occurrence of it says the
- * same version, else -1 (nothing logged: the caller runs the binary).
+ * The bytes of the ELF file's .rodata section, where string literals are:
+ * 1.7 of postgres's 8.9 MB, and no code or data that could look like the
+ * text.  false when fd is not a 64-bit ELF file of this machine's byte
+ * order with such a section inside the file.
+ */
+static bool
+rodata_section(int fd, off_t file_size, off_t *start, off_t *len)
+{
+	Elf64_Ehdr eh;
+	if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+	    eh.e_ident[EI_DATA] != (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB) ||
+	    eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum == 0 || eh.e_shnum > 4096 ||
+	    eh.e_shstrndx >= eh.e_shnum)
+		return false;
+	bool found = false;
+	Elf64_Shdr *sh = xcalloc(eh.e_shnum, sizeof(*sh));
+	char *names = NULL;
+	size_t sh_bytes = eh.e_shnum * sizeof(*sh);
+	if (pread(fd, sh, sh_bytes, (off_t)eh.e_shoff) != (ssize_t)sh_bytes)
+		goto out;
+	const Elf64_Shdr *strtab = &sh[eh.e_shstrndx];
+	if (strtab->sh_size == 0 || strtab->sh_size > 1024 * 1024)
+		goto out;
+	names = xmalloc(strtab->sh_size + 1);
+	if (pread(fd, names, strtab->sh_size, (off_t)strtab->sh_offset) != (ssize_t)strtab->sh_size)
+		goto out;
+	names[strtab->sh_size] = '\0';
+	for (size_t i = 0; i < eh.e_shnum && !found; i++) {
+		if (sh[i].sh_name >= strtab->sh_size || strcmp(names + sh[i].sh_name, ".rodata") != 0 ||
+		    sh[i].sh_type != SHT_PROGBITS || sh[i].sh_offset > (uint64_t)file_size ||
+		    sh[i].sh_size > (uint64_t)file_size - sh[i].sh_offset)
+			continue;
+		*start = (off_t)sh[i].sh_offset;
+		*len = (off_t)sh[i].sh_size;
+		found = true;
+	}
+out:
+	free(names);
+	free(sh);
+	return found;
+}
+
+/*
+ * The version as `postgres --version` would say it, read from the .rodata
+ * of the ELF file at `path`: 0 when the literal is there and every
+ * occurrence of it says the same version, else -1 (nothing logged: the
+ * caller runs the binary).
  * Only an ELF file is read (a script runs something else), and started as
  * root, only a regular executable file owned by root that no one else can
- * write: pg_bindir may come from a config, and what is
- * read here is logged and keyed.
+ * write: pg_bindir may come from a config, and what is read here is logged
+ * and keyed.
  */
 int
 pgbin_version_in_binary(const char *path, char **version, int *major)
@@ -106,22 +152,27 @@ pgbin_version_in_binary(const char *path, char **version, int *major)
 		close(fd);
 		return -1;
 	}
+	/* Only a compiled program: a wrapper script may hold the text for another reason. */
+	off_t pos, end;
+	if (!rodata_section(fd, st.st_size, &pos, &end)) {
+		close(fd);
+		return -1;
+	}
+	end += pos;
 	char *buf = xmalloc(SCAN_CHUNK + VERSION_TEXT_MAX);
 	size_t have = 0;
 	bool eof = false, bad = false;
-	/* Only a compiled program: a wrapper script may hold the text for another reason. */
-	char magic[4];
-	if (pread(fd, magic, sizeof(magic), 0) != (ssize_t)sizeof(magic) || memcmp(magic, "\177ELF", 4) != 0)
-		bad = true;
 	while (!eof && !bad) {
-		ssize_t n = read(fd, buf + have, SCAN_CHUNK);
+		size_t want = end - pos < SCAN_CHUNK ? (size_t)(end - pos) : SCAN_CHUNK;
+		ssize_t n = want ? pread(fd, buf + have, want, pos) : 0;
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
 			bad = true;
 			break;
 		}
-		eof = n == 0;
+		pos += n;
+		eof = n == 0 || pos == end;
 		have += (size_t)n;
 		/* Where the next round starts: a match whose text may go on in the next chunk, else a needle's tail. */
 		size_t keep_from = have > VERSION_TEXT_LEN ? have - (VERSION_TEXT_LEN - 1) : 0;

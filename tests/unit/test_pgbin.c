@@ -13,6 +13,8 @@
 #include "pgbin_int.h"
 #include "proc.h"
 
+#include <elf.h>
+
 #define PG_BINDIR "/usr/lib/postgresql/15/bin"
 
 static char *tmp;
@@ -134,15 +136,37 @@ test_parse_version(void **state)
 /* ---- pgbin_version_in_binary ---- */
 
 /*
- * Writes tmp/rel: /bin/true's bytes (an ELF program that prints nothing),
- * then `pad` zero bytes, then `tail` (length tail_len), mode 0755.  Returns its path.
+ * Writes tmp/rel, mode 0755: a 64-bit ELF file of this machine's byte order
+ * whose .rodata section is `pad` zero bytes then `text` (text_len bytes);
+ * `outside` goes after the section, in no section.  Returns its path.
  */
 static char *
-fake_elf(const char *rel, size_t pad, const char *tail, size_t tail_len)
+fake_elf_text(const char *rel, size_t pad, const char *text, size_t text_len, const char *outside)
 {
-	size_t elf_len = 0;
-	char *elf = read_file("/bin/true", &elf_len);
-	assert_non_null(elf);
+	static const char names[] = "\0.rodata\0.shstrtab";
+	const size_t names_at = 256, rodata_at = 512, rodata_len = pad + text_len;
+	size_t outside_len = outside ? strlen(outside) : 0;
+	size_t total = rodata_at + rodata_len + outside_len;
+	unsigned char *img = xcalloc(1, total);
+	Elf64_Ehdr *eh = (Elf64_Ehdr *)img;
+	memcpy(eh->e_ident, ELFMAG, SELFMAG);
+	eh->e_ident[EI_CLASS] = ELFCLASS64;
+	eh->e_ident[EI_DATA] = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? ELFDATA2LSB : ELFDATA2MSB;
+	eh->e_ident[EI_VERSION] = EV_CURRENT;
+	eh->e_type = ET_EXEC;
+	eh->e_version = EV_CURRENT;
+	eh->e_ehsize = sizeof(Elf64_Ehdr);
+	eh->e_shoff = sizeof(Elf64_Ehdr);
+	eh->e_shentsize = sizeof(Elf64_Shdr);
+	eh->e_shnum = 3;
+	eh->e_shstrndx = 2;
+	Elf64_Shdr *sh = (Elf64_Shdr *)(img + sizeof(Elf64_Ehdr));
+	sh[1] = (Elf64_Shdr){.sh_name = 1, .sh_type = SHT_PROGBITS, .sh_offset = rodata_at, .sh_size = rodata_len};
+	sh[2] = (Elf64_Shdr){.sh_name = 9, .sh_type = SHT_STRTAB, .sh_offset = names_at, .sh_size = sizeof(names)};
+	memcpy(img + names_at, names, sizeof(names));
+	memcpy(img + rodata_at + pad, text, text_len);
+	if (outside_len)
+		memcpy(img + rodata_at + rodata_len, outside, outside_len);
 	char *path = path_join(tmp, rel);
 	char *dir = xstrdup(path);
 	*strrchr(dir, '/') = '\0';
@@ -150,17 +174,17 @@ fake_elf(const char *rel, size_t pad, const char *tail, size_t tail_len)
 	free(dir);
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0755);
 	assert_true(fd >= 0);
-	assert_int_equal(write(fd, elf, elf_len), (ssize_t)elf_len);
-	if (pad) {
-		char *zeros = xcalloc(1, pad);
-		assert_int_equal(write(fd, zeros, pad), (ssize_t)pad);
-		free(zeros);
-	}
-	assert_int_equal(write(fd, tail, tail_len), (ssize_t)tail_len);
+	assert_int_equal(write(fd, img, total), (ssize_t)total);
 	assert_int_equal(close(fd), 0);
 	assert_int_equal(chmod(path, 0755), 0);
-	free(elf);
+	free(img);
 	return path;
+}
+
+static char *
+fake_elf(const char *rel, size_t pad, const char *text, size_t text_len)
+{
+	return fake_elf_text(rel, pad, text, text_len, NULL);
 }
 
 static void
@@ -216,12 +240,9 @@ test_scan_fakes(void **state)
 	free(p);
 
 	/* The text across the 1 MiB boundary of the reads, right on it, at the very end without a newline. */
-	size_t elf_len = 0;
-	free(read_file("/bin/true", &elf_len));
-	assert_true(elf_len < 1024 * 1024 - 100);
 	for (size_t before = 0; before <= 30; before += 5) {
 		char *rel = xasprintf("edge%zu/postgres", before);
-		p = fake_elf(rel, 1024 * 1024 - elf_len - before, text, strlen(text));
+		p = fake_elf(rel, 1024 * 1024 - before, text, strlen(text));
 		expect_scan(p, "16.3", 16);
 		free(p);
 		free(rel);
@@ -247,6 +268,20 @@ test_scan_fakes(void **state)
 	expect_no_scan(p);
 	free(p);
 
+	/* Only .rodata is read: the text after it, in no section, is not. */
+	p = fake_elf_text("outside/postgres", 100, "no version here", 15, text);
+	expect_no_scan(p);
+	free(p);
+	/* Nor is a 32-bit ELF file's (or anything not of this machine's layout). */
+	p = fake_elf("elf32/postgres", 0, text, strlen(text));
+	int fd = open(p, O_WRONLY);
+	assert_true(fd >= 0);
+	unsigned char cls = ELFCLASS32;
+	assert_int_equal(pwrite(fd, &cls, 1, EI_CLASS), 1);
+	close(fd);
+	expect_no_scan(p);
+	free(p);
+
 	/* A script holding the text is not read: it may run another postgres. */
 	char *dir = fake_prog("script/postgres", "# postgres (PostgreSQL) 16.1\nexec /usr/bin/postgres \"$@\"\n");
 	p = path_join(dir, "postgres");
@@ -258,7 +293,7 @@ test_scan_fakes(void **state)
 	free(nowhere);
 	expect_no_scan(tmp); /* a directory */
 
-	/* pgbin_find takes it from the bytes: /bin/true run with --version prints nothing. */
+	/* pgbin_find takes it from the bytes: the file cannot even run. */
 	p = fake_elf("found/postgres", 0, text, strlen(text));
 	*strrchr(p, '/') = '\0';
 	struct pgbin pg;
