@@ -367,6 +367,28 @@ def test_awkward_password(work, bg):
     assert stop(bg, p) == 0, bg.output(p)
 
 
+def test_password_step_on_a_cluster_with_its_own_connection_settings(work, bg):
+    """Issue 19: the single-user password step runs with max_connections=1 (and no WAL senders or
+    workers) to spare shared memory.  A postmaster refuses that next to superuser_reserved_connections=5;
+    single-user mode must not, and the final server must keep the cluster's own settings."""
+    host = outside_address()
+    need(host is not None, "no non-loopback IPv4 address to test password logins over TCP with")
+    cfg = small_config(work, "psql -X -q -v ON_ERROR_STOP=1 -f migrations/0001_init.sql")
+    work.file("repo/migrations/0001_init.sql", "ALTER SYSTEM SET max_connections = 30;\n"
+              "ALTER SYSTEM SET superuser_reserved_connections = 5;\nALTER SYSTEM SET max_wal_senders = 4;\n")
+    p, port = run_with_password(work, bg, cfg, work.pgdata, PW["one"], host)
+    assert "cache miss" in bg.output(p), bg.output(p)
+    assert stop(bg, p) == 0, bg.output(p)
+    second = fresh_pgdata(work, "pgdata2")
+    p, port = run_with_password(work, bg, cfg, second, PW["two"], host)
+    assert "cache hit" in bg.output(p), bg.output(p)
+    assert_only_password(host, port, PW["two"], [PW["one"]])
+    for name, want in (("max_connections", "30"), ("superuser_reserved_connections", "5"), ("max_wal_senders", "4")):
+        got = psql_tcp(host, port, PW["two"], f"SHOW {name}")
+        assert got.returncode == 0 and got.stdout.strip() == want, (name, got)
+    assert stop(bg, p) == 0, bg.output(p)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_signal_during_bootstrap_of_run(work, bg, sig):
     cfg = small_config(work, GATED)
