@@ -4,7 +4,8 @@
  * for writers that hash bytes on their way past (a snapshot, a download).
  *
  * Also HMAC-SHA256, for values hashed under a secret (the manifest's env
- * digests when PGSTASH_KEY_SECRET_FILE is set).
+ * digests when PGSTASH_KEY_SECRET_FILE is set), and the SCRAM-SHA-256
+ * verifier PostgreSQL stores for a password (RFC 5802 and 7677).
  *
  * Not for: what a digest is compared with, or other algorithms (request
  * signing is libcurl's SigV4).
@@ -23,6 +24,20 @@ void digest_hex(const void *data, size_t len, char out[DIGEST_HEX_SIZE]);
 
 /* Hex HMAC-SHA256 of a buffer under `key` (key_len bytes).  Aborts when OpenSSL fails. */
 void digest_hmac_hex(const void *key, size_t key_len, const void *data, size_t len, char out[DIGEST_HEX_SIZE]);
+
+/* The longest text digest_scram_verifier writes, with the NUL. */
+#define DIGEST_SCRAM_SIZE 208
+
+/*
+ * The verifier PostgreSQL stores for `password` under SCRAM-SHA-256,
+ * "SCRAM-SHA-256$ITERATIONS:SALT$STOREDKEY:SERVERKEY" (base64), as its
+ * scram_build_secret makes it: PBKDF2-HMAC-SHA256 of the password, as it
+ * is, over the salt (salt_len bytes).  Only for a password that SASLprep
+ * leaves alone, which PostgreSQL's does for ASCII text.  Aborts when
+ * OpenSSL fails.
+ */
+void digest_scram_verifier(const char *password, const unsigned char *salt, size_t salt_len, int iterations,
+                           char out[DIGEST_SCRAM_SIZE]);
 
 /*
  * Hex SHA-256 of a whole file, streamed; *bytes optional.  `buf` (buf_len

@@ -1959,17 +1959,8 @@ check_conf(const struct restore *r, const char *name)
 	int rc = 0, lineno = 0;
 	while (rc == 0 && fgets(line, sizeof(line), f)) {
 		lineno++;
-		char *p = line;
-		while (*p == ' ' || *p == '\t')
-			p++;
 		char setting[128];
-		size_t k = 0;
-		while (k + 1 < sizeof(setting) && (isalnum((unsigned char)p[k]) || p[k] == '_' || p[k] == '.')) {
-			setting[k] = (char)tolower((unsigned char)p[k]);
-			k++;
-		}
-		setting[k] = '\0';
-		if (k && setting_refused(setting)) {
+		if (conf_setting_name(line, setting, sizeof(setting)) && setting_refused(setting)) {
 			log_warning("snapshot \"%s\" refused: %s line %d sets %s (runs code or moves trust)", r->archive_path,
 			            name, lineno, setting);
 			rc = -1;

@@ -675,3 +675,18 @@ ctime_mark(void)
 	/* Not reached in 100 ms (the clock was set back): the coarse time keeps the second half true. */
 	return ts_before(coarse, mark) ? coarse : mark;
 }
+
+size_t
+conf_setting_name(const char *line, char *out, size_t cap)
+{
+	while (*line == ' ' || *line == '\t')
+		line++;
+	size_t k = 0;
+	while (k + 1 < cap && (isalnum((unsigned char)line[k]) || line[k] == '_' || line[k] == '.')) {
+		out[k] = (char)tolower((unsigned char)line[k]);
+		k++;
+	}
+	if (cap)
+		out[k] = '\0';
+	return k;
+}

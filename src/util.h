@@ -129,6 +129,13 @@ struct timespec ctime_mark(void);
 /* a < b */
 bool ts_before(struct timespec a, struct timespec b);
 
+/*
+ * The setting a postgresql.conf line sets, lowercased into out (cap bytes;
+ * "" for a comment, a blank line or no name): the name at the start of the
+ * line after blanks, as the server's own parser reads it.  Returns its length.
+ */
+size_t conf_setting_name(const char *line, char *out, size_t cap);
+
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);
 

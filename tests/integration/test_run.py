@@ -228,12 +228,12 @@ def outside_address():
     return None
 
 
-def run_with_password(work, bg, cfg, pgdata, password, host):
-    """`run` on TCP host:<free port> with POSTGRES_PASSWORD=password;
-    returns (process, port) once healthy."""
+def run_with_password(work, bg, cfg, pgdata, password, host, verbose=False, auth=None):
+    """`run` (`-v run` when verbose) on TCP host:<free port> with POSTGRES_PASSWORD=password (and
+    POSTGRES_HOST_AUTH_METHOD=auth); returns (process, port) once healthy."""
     port = free_port()
-    env = base_env(work, PGDATA=pgdata, POSTGRES_PASSWORD=password, POSTGRES_HOST_AUTH_METHOD=None)
-    p = bg.start("run", "-c", f"listen_addresses={host}", "-p", str(port), config=cfg, env=env)
+    env = base_env(work, PGDATA=pgdata, POSTGRES_PASSWORD=password, POSTGRES_HOST_AUTH_METHOD=auth)
+    p = bg.start(*(["-v"] if verbose else []), "run", "-c", f"listen_addresses={host}", "-p", str(port), config=cfg, env=env)
     wait_healthy(work, bg, p, dict(env, PGPORT=str(port)))
     with open(f"/proc/{p.pid}/cmdline", "rb") as f:
         cmdline = f.read().decode(errors="replace")
@@ -386,6 +386,46 @@ def test_password_step_on_a_cluster_with_its_own_connection_settings(work, bg):
     for name, want in (("max_connections", "30"), ("superuser_reserved_connections", "5"), ("max_wal_senders", "4")):
         got = psql_tcp(host, port, PW["two"], f"SHOW {name}")
         assert got.returncode == 0 and got.stdout.strip() == want, (name, got)
+    assert stop(bg, p) == 0, bg.output(p)
+
+
+def stored_password(host, port, password):
+    got = psql_tcp(host, port, password, "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
+    assert got.returncode == 0, got
+    return got.stdout.strip()
+
+
+def test_password_verifier_computed_by_pgstash_unless_the_server_would_store_it_otherwise(work, bg):
+    """Issue 19: for an ASCII password pgstash hands single-user mode the SCRAM-SHA-256 verifier the
+    server would make (its 4096 HMAC rounds were a quarter of the step), and logins take the password.
+    A cluster whose conf sets password_encryption gets the password itself and stores it its way (md5
+    here, with POSTGRES_HOST_AUTH_METHOD=md5 as such a cluster needs); so does a password SASLprep may
+    change (not ASCII)."""
+    host = outside_address()
+    need(host is not None, "no non-loopback IPv4 address to test password logins over TCP with")
+    cfg = small_config(work, QUICK)
+    p, port = run_with_password(work, bg, cfg, work.pgdata, PW["one"], host, verbose=True)
+    assert "(as its SCRAM-SHA-256 verifier)" in bg.output(p), bg.output(p)
+    assert stored_password(host, port, PW["one"]).startswith("SCRAM-SHA-256$4096:")
+    assert_only_password(host, port, PW["one"], [PW["two"]])
+    assert stop(bg, p) == 0, bg.output(p)
+
+    second = fresh_pgdata(work, "pgdata2")
+    accented = "pässwörd-ÿ-\u00a0-Ω"
+    p, port = run_with_password(work, bg, cfg, second, accented, host, verbose=True)
+    assert "cache hit" in bg.output(p) and "single-user mode in" in bg.output(p), bg.output(p)
+    assert "SCRAM-SHA-256 verifier" not in bg.output(p), bg.output(p)
+    assert stored_password(host, port, accented).startswith("SCRAM-SHA-256$4096:")
+    assert_only_password(host, port, accented, [PW["one"]])
+    assert stop(bg, p) == 0, bg.output(p)
+
+    md5 = small_config(work, "psql -X -q -v ON_ERROR_STOP=1 -f migrations/0001_init.sql", name="md5.ini")
+    work.file("repo/migrations/0001_init.sql", "ALTER SYSTEM SET password_encryption = 'md5';\n")
+    third = fresh_pgdata(work, "pgdata3")
+    p, port = run_with_password(work, bg, md5, third, PW["three"], host, verbose=True, auth="md5")
+    assert "single-user mode in" in bg.output(p) and "SCRAM-SHA-256 verifier" not in bg.output(p), bg.output(p)
+    assert stored_password(host, port, PW["three"]).startswith("md5")
+    assert_only_password(host, port, PW["three"], [PW["one"]])
     assert stop(bg, p) == 0, bg.output(p)
 
 

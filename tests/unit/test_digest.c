@@ -116,12 +116,34 @@ test_range(void **state)
 	free(p);
 }
 
+/*
+ * Issue 19: the SCRAM-SHA-256 verifier PostgreSQL stores, for a salt of
+ * bytes 0..15; the expected texts were computed by Python's hashlib and
+ * hmac from RFC 5802's definitions (PBKDF2-HMAC-SHA256, HMAC "Client Key"
+ * and "Server Key", SHA-256 of the client key, base64).
+ */
+static void
+test_scram_verifier(void **state)
+{
+	(void)state;
+	unsigned char salt[16];
+	for (int i = 0; i < 16; i++)
+		salt[i] = (unsigned char)i;
+	char v[DIGEST_SCRAM_SIZE];
+	digest_scram_verifier("pencil", salt, sizeof(salt), 4096, v);
+	assert_string_equal(v, "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$zHCdol2044/ZyWzPLi7oxApCkamKw9Z+E4U/QApd/5Y="
+	                       ":dd5peBOitVnLNFu7VmwP+HiDaaw4OUCv396eVCWhYiE=");
+	digest_scram_verifier("it's a \"pass\\word\" $HOME; --", salt, 3, 2, v);
+	assert_string_equal(v, "SCRAM-SHA-256$2:AAEC$w6L+Fm91P26P+yxlNi0eBoJUSkPwt7TwxMuuFUKE0ac=:D4aUtrGI5r5iTHuCaH3zMrxwTJOYZfQNvjv6gXpmcmg=");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_buffer),
 		cmocka_unit_test(test_hmac),
+		cmocka_unit_test(test_scram_verifier),
 		cmocka_unit_test(test_incremental),
 		cmocka_unit_test_setup_teardown(test_file, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_range, unit_tmp_setup, unit_tmp_teardown),
