@@ -53,29 +53,35 @@ digest_hmac_hex(const void *key, size_t key_len, const void *data, size_t len, c
 	explicit_bzero(md, sizeof(md));
 }
 
-void
+int
 digest_scram_verifier(const char *password, const unsigned char *salt, size_t salt_len, int iterations,
                       char out[DIGEST_SCRAM_SIZE])
 {
 	unsigned char salted[32], client[EVP_MAX_MD_SIZE], server[EVP_MAX_MD_SIZE], stored[32];
+	/* Base64 of at most 64 bytes is 88 characters; of 32, 44. */
+	unsigned char salt64[89], stored64[45], server64[45];
 	unsigned int client_len = 0, server_len = 0;
+	int rc = -1;
 	if (salt_len > 64 ||
 	    PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt, (int)salt_len, iterations, EVP_sha256(),
 	                      sizeof(salted), salted) != 1 ||
 	    !HMAC(EVP_sha256(), salted, sizeof(salted), (const unsigned char *)"Client Key", 10, client, &client_len) ||
 	    !HMAC(EVP_sha256(), salted, sizeof(salted), (const unsigned char *)"Server Key", 10, server, &server_len) ||
 	    client_len != 32 || server_len != 32 || !SHA256(client, 32, stored))
-		fail();
-	/* Base64 of at most 64 bytes is 88 characters; of 32, 44. */
-	unsigned char salt64[89], stored64[45], server64[45];
+		goto out;
 	EVP_EncodeBlock(salt64, salt, (int)salt_len);
 	EVP_EncodeBlock(stored64, stored, 32);
 	EVP_EncodeBlock(server64, server, 32);
 	snprintf(out, DIGEST_SCRAM_SIZE, "SCRAM-SHA-256$%d:%s$%s:%s", iterations, salt64, stored64, server64);
+	rc = 0;
+out:
+	explicit_bzero(stored64, sizeof(stored64));
+	explicit_bzero(server64, sizeof(server64));
 	explicit_bzero(salted, sizeof(salted));
 	explicit_bzero(client, sizeof(client));
 	explicit_bzero(server, sizeof(server));
 	explicit_bzero(stored, sizeof(stored));
+	return rc;
 }
 
 struct digest *

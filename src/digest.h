@@ -33,11 +33,12 @@ void digest_hmac_hex(const void *key, size_t key_len, const void *data, size_t l
  * "SCRAM-SHA-256$ITERATIONS:SALT$STOREDKEY:SERVERKEY" (base64), as its
  * scram_build_secret makes it: PBKDF2-HMAC-SHA256 of the password, as it
  * is, over the salt (salt_len bytes).  Only for a password that SASLprep
- * leaves alone, which PostgreSQL's does for ASCII text.  Aborts when
- * OpenSSL fails.
+ * leaves alone, which PostgreSQL's does for ASCII text.  0, or -1 when
+ * OpenSSL refuses (a FIPS provider's PBKDF2 takes no password under 8
+ * bytes): the caller then lets the server compute it.
  */
-void digest_scram_verifier(const char *password, const unsigned char *salt, size_t salt_len, int iterations,
-                           char out[DIGEST_SCRAM_SIZE]);
+int digest_scram_verifier(const char *password, const unsigned char *salt, size_t salt_len, int iterations,
+                          char out[DIGEST_SCRAM_SIZE]);
 
 /*
  * Hex SHA-256 of a whole file, streamed; *bytes optional.  `buf` (buf_len

@@ -135,23 +135,29 @@ out:
  * occurrence of it says the same version, else -1 (nothing logged: the
  * caller runs the binary).
  * Only an ELF file is read (a script runs something else), and started as
- * root, only a regular executable file owned by root that no one else can
- * write: pg_bindir may come from a config, and what is read here is logged
- * and keyed.
+ * root, only a regular file owned by root that no one else can write and
+ * everyone may read and run: pg_bindir may come from a config, and what is
+ * read here is logged and keyed.  Without /proc, nothing is read.
  */
 int
 pgbin_version_in_binary(const char *path, char **version, int *major)
 {
 	*version = NULL;
-	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	if (fd < 0)
+	/* Looked at before it is opened for reading: opening a device can act on it. */
+	int path_fd = open(path, O_PATH | O_CLOEXEC);
+	if (path_fd < 0)
 		return -1;
 	struct stat st;
-	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > SCAN_MAX_BYTES ||
-	    (geteuid() == 0 && (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) || !(st.st_mode & S_IXUSR)))) {
-		close(fd);
+	bool ok = fstat(path_fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= SCAN_MAX_BYTES &&
+	          /* As root: installed by root, and what the postgres user would run (it runs the fallback). */
+	          (geteuid() != 0 || (st.st_uid == 0 && !(st.st_mode & (S_IWGRP | S_IWOTH)) &&
+	                              (st.st_mode & (S_IROTH | S_IXOTH)) == (S_IROTH | S_IXOTH)));
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", path_fd);
+	int fd = ok ? open(proc, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK) : -1;
+	close(path_fd);
+	if (fd < 0)
 		return -1;
-	}
 	/* Only a compiled program: a wrapper script may hold the text for another reason. */
 	off_t pos, end;
 	if (!rodata_section(fd, st.st_size, &pos, &end)) {

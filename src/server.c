@@ -1553,6 +1553,12 @@ conf_may_change_password_storage(const char *pgdata)
 		char *path = path_join(pgdata, files[i]);
 		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 		free(path);
+		struct stat st;
+		if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+			close(fd);
+			may = true; /* not a plain file: the server may read anything from it */
+			continue;
+		}
 		FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
 		if (!f) {
 			may = fd >= 0 || errno != ENOENT;
@@ -1579,7 +1585,10 @@ conf_may_change_password_storage(const char *pgdata)
  * password itself never reaches the server (as set_one_time_password), and
  * its own 4096 HMAC rounds are spared: 28.1 -> 26.4 ms a session (20 in a
  * row, 4 rounds, PG 15); here they take ~0.3 ms.  NULL when the server
- * might store it otherwise: it then gets the password.
+ * might store it otherwise: it then gets the password.  Not looked at: a
+ * password_encryption set for the role or database (ALTER ROLE ... SET),
+ * which single-user mode would apply; the verifier is then SCRAM where the
+ * server would have made md5, and logins with the password still work.
  */
 static char *
 precomputed_verifier(const struct cfg *cfg, int major)
@@ -1595,7 +1604,10 @@ precomputed_verifier(const struct cfg *cfg, int major)
 	if (getrandom(salt, sizeof(salt), 0) != (ssize_t)sizeof(salt))
 		return NULL;
 	char *v = xmalloc(DIGEST_SCRAM_SIZE);
-	digest_scram_verifier(cfg->db_password, salt, sizeof(salt), 4096, v);
+	if (digest_scram_verifier(cfg->db_password, salt, sizeof(salt), 4096, v) != 0) {
+		free(v);
+		return NULL;
+	}
 	return v;
 }
 

@@ -882,6 +882,12 @@ snap_write_after(struct snap_early *e, const struct snap_late *late, struct snap
 #define SNAP_QUEUE_BYTES (4 * 1024 * 1024)
 #define SNAP_BIG_QUEUE_BYTES (2 * 1024 * 1024)
 #define SNAP_QUEUE_JOBS 4096
+/*
+ * Large files' blocks waiting, at most: each holds its file open, and an
+ * archive of many large files of nearly only zeros (one small block each)
+ * would otherwise keep thousands open.
+ */
+#define SNAP_BIG_QUEUE_JOBS 64
 #define SNAP_MAX_WRITERS 4
 /* A writer takes up to this many queued files (and about this much data) at once. */
 #define SNAP_BATCH 16
@@ -926,6 +932,7 @@ struct wpool {
 	char *err_path;   /* and the file */
 	/* read-only while the writers run */
 	size_t max_bytes; /* of data in the queue */
+	size_t max_jobs;  /* in the queue, up to SNAP_QUEUE_JOBS */
 	int dirfd;
 	mode_t umask;
 	bool chown;
@@ -1355,7 +1362,7 @@ static int
 pool_put(struct wpool *p, struct wjob j)
 {
 	pthread_mutex_lock(&p->mu);
-	while (!p->failed && (p->n == SNAP_QUEUE_JOBS || (p->n > 0 && p->bytes + j.len > p->max_bytes))) {
+	while (!p->failed && (p->n == p->max_jobs || (p->n > 0 && p->bytes + j.len > p->max_bytes))) {
 		p->full = true;
 		pthread_cond_wait(&p->can_put, &p->mu);
 	}
@@ -1399,10 +1406,11 @@ writer_count(void)
 	return n > SNAP_MAX_WRITERS ? SNAP_MAX_WRITERS : (int)n;
 }
 
-/* Starts `want` writers (at least one, or -1, logged) that take jobs of up to max_bytes in all. */
+/* Starts `want` writers (at least one, or -1, logged) with room for max_jobs jobs of max_bytes in all. */
 static int
-pool_start(struct wpool *p, int want, size_t max_bytes)
+pool_start(struct wpool *p, int want, size_t max_jobs, size_t max_bytes)
 {
+	p->max_jobs = max_jobs;
 	p->max_bytes = max_bytes;
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->can_take, NULL);
@@ -1806,7 +1814,8 @@ open_restore(struct restore *r)
 		log_warning("could not read snapshot \"%s\": %s", r->archive_path, archive_error_string(r->ar));
 		return SNAP_BAD_ARCHIVE;
 	}
-	return pool_start(&r->pool, writer_count(), SNAP_QUEUE_BYTES) == 0 && pool_start(&r->big, 1, SNAP_BIG_QUEUE_BYTES) == 0
+	return pool_start(&r->pool, writer_count(), SNAP_QUEUE_JOBS, SNAP_QUEUE_BYTES) == 0 &&
+	               pool_start(&r->big, 1, SNAP_BIG_QUEUE_JOBS, SNAP_BIG_QUEUE_BYTES) == 0
 	           ? 0
 	           : SNAP_FAILED;
 }
@@ -2017,7 +2026,7 @@ snap_restore(const char *archive_path, const char *expected_sha256, const char *
 	double t0 = log_now();
 	struct restore r = {.archive_path = archive_path, .pgdata = pgdata, .uid = uid, .gid = gid,
 	                    .as_owner = geteuid() == 0 && uid != (uid_t)-1, .in = {.fd = -1, .name = archive_path},
-	                    .pool = {.dirfd = -1}};
+	                    .pool = {.dirfd = -1}, .big = {.dirfd = -1}};
 	int rc = SNAP_FAILED;
 	bool wipe = false;
 

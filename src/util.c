@@ -679,7 +679,8 @@ ctime_mark(void)
 size_t
 conf_setting_name(const char *line, char *out, size_t cap)
 {
-	while (*line == ' ' || *line == '\t')
+	/* The server's lexer takes [ \t\r] as blanks: "\rname = ..." sets name. */
+	while (*line == ' ' || *line == '\t' || *line == '\r')
 		line++;
 	size_t k = 0;
 	while (k + 1 < cap && (isalnum((unsigned char)line[k]) || line[k] == '_' || line[k] == '.')) {

@@ -325,6 +325,11 @@ test_scan_as_root(void **state)
 	expect_no_scan(p);
 	assert_int_equal(chmod(p, 0644), 0);
 	expect_no_scan(p);
+	/* One the postgres user could not read or run (its `postgres --version` would fail). */
+	assert_int_equal(chmod(p, 0751), 0);
+	expect_no_scan(p);
+	assert_int_equal(chmod(p, 0754), 0);
+	expect_no_scan(p);
 	assert_int_equal(chmod(p, 0755), 0);
 	uid_t uid;
 	gid_t gid;

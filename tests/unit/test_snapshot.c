@@ -1181,7 +1181,9 @@ test_cluster_shape(void **state)
 	}
 	const char *bad_conf[] = {"archive_command = 'x'", "  Shared_Preload_Libraries='a'", "hba_file = '/x'",
 	                          "include_dir 'conf.d'", "ssl_key_file = 'k'", "dynamic_library_path = '/x'",
-	                          "jit_provider = 'evil'", "log_directory = '/etc'"};
+	                          "jit_provider = 'evil'", "log_directory = '/etc'",
+	                          /* The server's lexer takes \r as a blank before a name. */
+	                          "\rshared_preload_libraries = '/tmp/x.so'", " \r\tarchive_command = 'x'"};
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", bad_conf[i]}};
 		hostile_archive(f->arch, e, 2);

@@ -740,6 +740,30 @@ test_ts_before(void **state)
 	assert_true(ts_before((struct timespec){.tv_sec = 6, .tv_nsec = 1}, (struct timespec){.tv_sec = 6, .tv_nsec = 2}));
 }
 
+/* The setting a conf line sets, as the server's lexer reads it (blanks: space, tab, CR). */
+static void
+test_conf_setting_name(void **state)
+{
+	(void)state;
+	struct {
+		const char *line, *name;
+	} cases[] = {
+	    {"work_mem = '64MB'", "work_mem"}, {"  Shared_Preload_Libraries='a'", "shared_preload_libraries"},
+	    {"\rpassword_encryption = md5", "password_encryption"}, {" \r\tinclude 'x'", "include"},
+	    {"pg_stat_statements.max 10", "pg_stat_statements.max"}, {"# archive_command = 'x'", ""},
+	    {"", ""}, {"\n", ""}, {"= 3", ""},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char name[64];
+		size_t n = conf_setting_name(cases[i].line, name, sizeof(name));
+		if (strcmp(name, cases[i].name) != 0 || n != strlen(cases[i].name))
+			fail_msg("\"%s\" gave \"%s\" (%zu), want \"%s\"", cases[i].line, name, n, cases[i].name);
+	}
+	char tiny[5];
+	assert_int_equal(conf_setting_name("work_mem = 1", tiny, sizeof(tiny)), 4);
+	assert_string_equal(tiny, "work");
+}
+
 int
 main(void)
 {
@@ -763,6 +787,7 @@ main(void)
 		cmocka_unit_test(test_str_in),
 		cmocka_unit_test(test_ctime_mark),
 		cmocka_unit_test(test_ts_before),
+		cmocka_unit_test(test_conf_setting_name),
 		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
