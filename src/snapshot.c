@@ -995,6 +995,21 @@ digest_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Starts a restore's helper thread with every signal blocked: the reading
+ * thread handles them (sig_drain).  pthread_create's result.
+ */
+static int
+start_unsignalled(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int e = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return e;
+}
+
 static void
 rctx_start(struct rctx *r)
 {
@@ -1002,12 +1017,7 @@ rctx_start(struct rctx *r)
 		r->bufs[i] = xmalloc(RCTX_BUF_SIZE);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
-	/* The thread takes no signals: the reading thread handles them (sig_drain). */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	r->threaded = pthread_create(&r->thread, NULL, digest_main, r) == 0;
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	r->threaded = start_unsignalled(&r->thread, digest_main, r) == 0;
 }
 
 /* Reads the next buffer of the file: its bytes (0 at the end) with *out set, or -1 with errno. */
@@ -1416,15 +1426,10 @@ pool_start(struct wpool *p, int want, size_t max_jobs, size_t max_bytes)
 	pthread_cond_init(&p->can_take, NULL);
 	pthread_cond_init(&p->can_put, NULL);
 	p->ring = xcalloc(SNAP_QUEUE_JOBS, sizeof(*p->ring));
-	/* The writers take no signals: the reading thread handles them (sig_drain). */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
 	for (int i = 0; i < want; i++) {
-		int e = pthread_create(&p->th[p->nth], NULL, writer_main, p);
+		int e = start_unsignalled(&p->th[p->nth], writer_main, p);
 		if (e != 0) {
 			if (p->nth == 0) {
-				pthread_sigmask(SIG_SETMASK, &old, NULL);
 				log_warning("could not start a writer thread: %s", strerror(e));
 				return -1;
 			}
@@ -1432,7 +1437,6 @@ pool_start(struct wpool *p, int want, size_t max_jobs, size_t max_bytes)
 		}
 		p->nth++;
 	}
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	return 0;
 }
 
