@@ -19,7 +19,8 @@ ARG APT_MIRROR=
 ARG APT_PROXY=
 COPY docker/apt-install.sh /usr/local/lib/pgstash/apt-install.sh
 RUN /usr/local/lib/pgstash/apt-install.sh build-essential pkg-config \
-	libpq-dev libarchive-dev libssl-dev libinih-dev libcurl4-openssl-dev libcjson-dev
+	libpq-dev libarchive-dev libssl-dev libinih-dev libcurl4-openssl-dev libcjson-dev \
+	libzstd-dev liblz4-dev liblzma-dev libbz2-dev zlib1g-dev nettle-dev
 WORKDIR /usr/src/pgstash
 COPY Makefile VERSION ./
 COPY src/ src/

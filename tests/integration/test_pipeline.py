@@ -712,6 +712,25 @@ def test_small_pgdata_is_compressed_by_zstd_workers_too(work):
     assert re.search(r"zstd level 3, 0 workers", r.stderr), r.stderr
 
 
+def test_a_hit_loads_neither_libpq_nor_libcurl(work):
+    """libpq and libcurl are loaded by the first call that needs them (src/lazylib.c), not by the
+    dynamic linker at every exec, and libarchive is linked in without the libxml2 and ICU it would
+    load: together 5-10 ms of every start.  A miss loads libpq (its temporary server); a hit neither."""
+    dyn = subprocess.run(["readelf", "-d", work.binary], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn)
+    assert needed, dyn
+    for lib in ("libpq", "libcurl", "libarchive", "libxml2", "libicu"):
+        assert not [n for n in needed if n.startswith(lib)], needed
+    cfg = small_config(work, [("only", "psql -v ON_ERROR_STOP=1 -c 'CREATE TABLE t (id int)'")])
+    r = work.run("-v", "prepare", config=cfg, env=base_env(work))
+    assert r.rc == 0 and "cache miss" in r.stderr, r
+    assert "debug: loaded libpq.so.5" in r.stderr, r.stderr
+    pgdata2 = mkdir_user(work, "pgdata2", 0o700)
+    r = work.run("-v", "prepare", config=cfg, env=dict(base_env(work), PGDATA=pgdata2))
+    assert r.rc == 0 and "cache hit" in r.stderr, r
+    assert "debug: loaded" not in r.stderr, r.stderr
+
+
 def test_large_pgdata_is_compressed_by_zstd_workers(work):
     """A data-heavy PGDATA's snapshot is zstd level 1 in 2 worker threads (README "How a start goes",
     step 4), and a hit restores it whole."""

@@ -362,7 +362,7 @@ archive_names(const char *path, struct strlist *out)
 {
 	struct archive *a = archive_read_new();
 	archive_read_support_filter_all(a);
-	archive_read_support_format_all(a);
+	archive_read_support_format_tar(a); /* what snap_write writes (pax) */
 	assert_int_equal(archive_read_open_filename(a, path, 65536), ARCHIVE_OK);
 	struct archive_entry *e;
 	while (archive_read_next_header(a, &e) == ARCHIVE_OK)
