@@ -172,35 +172,25 @@ lazylib_curl_loaded(void)
 	return curl_ok;
 }
 
-/* The forwarding functions (curl's variadic two are written out below). */
-#define PQ_FORWARD(ret, name, params, args, missing)        \
-	ret name params                                     \
-	{                                                   \
-		pthread_once(&pq_once, load_pq);            \
-		return pq_ok ? pq_fn.name args : (missing); \
+/* The forwarding functions of library `lib` (pq or curl); curl's variadic two are written out below. */
+#define FORWARD(lib, ret, name, params, args, missing)           \
+	ret name params                                          \
+	{                                                        \
+		pthread_once(&lib##_once, load_##lib);           \
+		return lib##_ok ? lib##_fn.name args : (missing); \
 	}
-#define PQ_VOID_FORWARD(name, params, args)      \
-	void name params                         \
-	{                                        \
-		pthread_once(&pq_once, load_pq); \
-		if (pq_ok)                       \
-			pq_fn.name args;         \
+#define VOID_FORWARD(lib, name, params, args)          \
+	void name params                               \
+	{                                              \
+		pthread_once(&lib##_once, load_##lib); \
+		if (lib##_ok)                          \
+			lib##_fn.name args;            \
 	}
+#define PQ_FORWARD(...) FORWARD(pq, __VA_ARGS__)
+#define PQ_VOID_FORWARD(...) VOID_FORWARD(pq, __VA_ARGS__)
+#define CURL_FORWARD(...) FORWARD(curl, __VA_ARGS__)
+#define CURL_VOID_FORWARD(...) VOID_FORWARD(curl, __VA_ARGS__)
 PQ_FUNCTIONS(PQ_FORWARD, PQ_VOID_FORWARD)
-
-#define CURL_FORWARD(ret, name, params, args, missing)          \
-	ret name params                                         \
-	{                                                       \
-		pthread_once(&curl_once, load_curl);            \
-		return curl_ok ? curl_fn.name args : (missing); \
-	}
-#define CURL_VOID_FORWARD(name, params, args)        \
-	void name params                             \
-	{                                            \
-		pthread_once(&curl_once, load_curl); \
-		if (curl_ok)                         \
-			curl_fn.name args;           \
-	}
 CURL_FUNCTIONS(CURL_FORWARD, CURL_VOID_FORWARD)
 
 /*
