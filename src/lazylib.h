@@ -4,7 +4,7 @@
  *
  * The two libraries and what they bring with them (Kerberos, LDAP, SASL,
  * GnuTLS, nghttp2, ssh2, ...) are 27 of the 39 shared objects pgstash
- * would otherwise map and relocate before main(): about 5 ms of every
+ * would otherwise map and relocate before main(): 4-5 ms of every
  * start, measured, where a hit needs neither (the restore and the password
  * step use libarchive and single-user postgres; only a build's temporary
  * server, the healthcheck, S3 and the Docker Engine use them).
