@@ -76,7 +76,7 @@
 	F(CURLU *, curl_url, (void), (), NULL)                                                                      \
 	V(curl_url_cleanup, (CURLU * handle), (handle))                                                             \
 	F(CURLUcode, curl_url_get, (const CURLU *handle, CURLUPart what, char **part, unsigned int flags),          \
-	  (handle, what, part, flags), CURLUE_BAD_HANDLE)                                                  \
+	  (handle, what, part, flags), CURLUE_BAD_HANDLE)                                                           \
 	F(CURLUcode, curl_url_set, (CURLU * handle, CURLUPart what, const char *part, unsigned int flags),          \
 	  (handle, what, part, flags), CURLUE_BAD_HANDLE)
 
@@ -106,14 +106,18 @@ static bool pq_ok, curl_ok;
 struct lazylib lazylib_pq = {LAZYLIB_PQ_SONAME, "libpq, for the temporary server and the healthcheck"};
 struct lazylib lazylib_curl = {LAZYLIB_CURL_SONAME, "libcurl, for the S3 cache and the Docker Engine"};
 
+#define LAZYLIB_MAX_FUNCTIONS 32
+
 /*
- * Opens lib and fills the pointers names[i] -> ptrs[i]; true when every one
- * resolved (else logged once, and the library stays unused).  RTLD_NOW:
- * every symbol is bound here, as -z now binds the rest of the program.
+ * Opens lib and fills `table` (a struct of function pointers, in the order
+ * of `names`, n of them) from it; true when every one resolved (else logged
+ * once, and the library stays unused).  RTLD_NOW: every symbol is bound
+ * here, as -z now binds the rest of the program.
  */
 static bool
-load(const struct lazylib *lib, const char *const *names, void **ptrs, size_t n)
+load(const struct lazylib *lib, const char *const *names, size_t n, void *table)
 {
+	void *ptrs[LAZYLIB_MAX_FUNCTIONS];
 	void *h = dlopen(lib->soname, RTLD_NOW | RTLD_LOCAL);
 	if (!h) {
 		log_error("could not load %s: %s", lib->what, dlerror());
@@ -127,6 +131,8 @@ load(const struct lazylib *lib, const char *const *names, void **ptrs, size_t n)
 			return false;
 		}
 	}
+	/* dlsym's void * into function pointers: POSIX's sanctioned copy. */
+	memcpy(table, ptrs, n * sizeof(ptrs[0]));
 	log_debug("loaded %s", lib->soname);
 	return true;
 }
@@ -134,30 +140,24 @@ load(const struct lazylib *lib, const char *const *names, void **ptrs, size_t n)
 #define NAME(ret, name, params, args, missing) #name,
 #define VOID_NAME(name, params, args) #name,
 #define VARIADIC_NAME(ret, name, params) #name,
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+/* A table holds one pointer per name, and load's buffer room for all of them. */
+#define TABLE_FITS(table, names) (sizeof(table) == COUNT(names) * sizeof(void *) && COUNT(names) <= LAZYLIB_MAX_FUNCTIONS)
 
 static void
 load_pq(void)
 {
 	static const char *const names[] = {PQ_FUNCTIONS(NAME, VOID_NAME)};
-	void *ptrs[sizeof(names) / sizeof(names[0])];
-	if (!load(&lazylib_pq, names, ptrs, sizeof(names) / sizeof(names[0])))
-		return;
-	/* dlsym's void * into function pointers, in the order of the list: POSIX's sanctioned copy. */
-	_Static_assert(sizeof(pq_fn) == sizeof(ptrs), "one pointer per function");
-	memcpy(&pq_fn, ptrs, sizeof(pq_fn));
-	pq_ok = true;
+	_Static_assert(TABLE_FITS(pq_fn, names), "one pointer per function");
+	pq_ok = load(&lazylib_pq, names, COUNT(names), &pq_fn);
 }
 
 static void
 load_curl(void)
 {
 	static const char *const names[] = {CURL_FUNCTIONS(NAME, VOID_NAME) CURL_VARIADIC(VARIADIC_NAME)};
-	void *ptrs[sizeof(names) / sizeof(names[0])];
-	if (!load(&lazylib_curl, names, ptrs, sizeof(names) / sizeof(names[0])))
-		return;
-	_Static_assert(sizeof(curl_fn) == sizeof(ptrs), "one pointer per function");
-	memcpy(&curl_fn, ptrs, sizeof(curl_fn));
-	curl_ok = true;
+	_Static_assert(TABLE_FITS(curl_fn, names), "one pointer per function");
+	curl_ok = load(&lazylib_curl, names, COUNT(names), &curl_fn);
 }
 
 bool
