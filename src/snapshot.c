@@ -157,7 +157,6 @@ struct snap_early {
 	struct walk w;
 	struct wctx wc;
 	struct snap_stats st;
-	double seconds;
 };
 
 static bool
@@ -670,7 +669,11 @@ early_main(void *arg)
 out:
 	if (base_fd >= 0)
 		close(base_fd);
-	e->seconds = log_now() - t0;
+	/* Said as it happens: the steps may run for minutes more. */
+	if (e->rc == 0 && e->written.n > 0)
+		log_debug("snapshot of \"%s\": %zu database director%s (%.0f MB) written during the steps in %.2f s",
+		          e->pgdata, e->written.n, e->written.n == 1 ? "y" : "ies", (double)e->st.pgdata_bytes / 1e6,
+		          log_now() - t0);
 	atomic_store(&e->done, true);
 	return NULL;
 }
@@ -817,12 +820,8 @@ snap_write_after(struct snap_early *e, const struct snap_late *late, struct snap
 		e->w.skip = &e->written;
 		e->w.late = late;
 		rc = write_rest(&e->w, &e->wc, e->out_name, t0);
-		if (rc == 0) {
-			log_debug("snapshot of \"%s\": %zu database director%s (%.0f MB) written during the steps in %.2f s",
-			          e->pgdata, e->written.n, e->written.n == 1 ? "y" : "ies", (double)e->st.pgdata_bytes / 1e6,
-			          e->seconds);
+		if (rc == 0)
 			log_written(e->pgdata, e->comp, zstd_for(e->comp, e->level), st);
-		}
 	} else {
 		if (e->rc != 0)
 			snprintf(why, sizeof(why), "%s",

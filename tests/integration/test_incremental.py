@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from helpers import PG_BINDIR, REPO, chown_tree
+from helpers import PG_BINDIR, REPO, Background, chown_tree
 
 GEN = os.path.join(REPO, "bench", "gen_django.py")  # a copy of shared/workloads/gen_django.py
 SIZE = tuple(int(x) for x in os.environ.get("PGSTASH_IT_DJ", "4 6").split())
@@ -287,14 +287,27 @@ def test_prefix_build_writes_again_a_database_a_step_changed_behind_its_back(wor
     found changed (inode, size, times) and the whole snapshot is written again, with the change in it."""
     cfg = two_sql_steps(work, "create table if not exists b_rows (id int);\n")
     prepare(work, cfg, "pg1")
-    # Step b's new file writes into app over a second connection, after a pause (3 s) that lets the early write
-    # take app first.
-    work.file("sqlb/02.sql", "select pg_sleep(3);\n\\c app\ninsert into a_rows values (-1);\n")
+    # Step b's new file writes into app over a second connection once the early write has taken app: it waits
+    # (at most 60 s) for the thread's line in pgstash's log.  A pause (3 s) was not always enough on a busy CI
+    # machine: the connection to app came first, and app was left to the walk after the steps.
+    b = Background(work)
     pgdata = os.path.join(work.path, "pg2")
-    r2 = work.run("-v", "prepare", config=cfg, env={"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock}, timeout=600)
-    assert r2.rc == 0, r2
+    early_done = r"database director(y|ies) \([0-9]+ MB\) written during the steps"
+    wait = work.file("wait-early.sh",
+                     "for i in $(seq 600); do\n"
+                     f"  grep -Eq '{early_done}' {work.path}/background-0.log && exit 0\n"
+                     "  sleep 0.1\n"
+                     "done\n")
+    work.file("sqlb/02.sql", f"\\! sh {wait}\n\\c app\ninsert into a_rows values (-1);\n")
+    try:
+        p = b.start("-v", "prepare", config=cfg, env={"PGDATA": pgdata, "PGSTASH_SOCKET_DIR": work.sock})
+        assert p.wait(timeout=600) == 0, b.output(p)
+        out = b.output(p)
+    finally:
+        b.cleanup()
+    assert re.search(early_done, out) and out.index("step b finished") > re.search(early_done, out).start(), out
     assert re.search(r'written in full after the steps \(("base/\d+[^"]*"|an entry) changed during the steps\)',
-                     r2.stderr), r2
+                     out), out
     r3, pg3 = prepare(work, cfg, "pg3")
     assert "cache hit" in r3.stderr, r3
     assert work.sql("select count(*) from a_rows where id = -1", db="app", pgdata=pg3) == "1"
