@@ -106,7 +106,7 @@ struct cfg {
 	char *config_file;         /* the file read, NULL if none */
 	char *cache_dir;
 	char *pgdata;
-	char *pg_bindir;           /* NULL: `pg_config --bindir`, then PATH */
+	char *pg_bindir;           /* NULL: pg_config's (pgbin.h), then PATH */
 	enum cfg_cache_mode cache_mode;
 	enum cfg_on_change on_change;
 	enum cfg_compression compression;

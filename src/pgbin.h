@@ -1,7 +1,9 @@
 /*
  * pgbin — finds the PostgreSQL server binaries and their version: the
- * configured pg_bindir, else `pg_config --bindir`, else the directory of
- * `postgres` on PATH.  The major version goes into the cache key.
+ * configured pg_bindir, else the directory of the first pg_config on PATH
+ * when postgres is beside it (what `pg_config --bindir` would print), else
+ * `pg_config --bindir`, else the directory of `postgres` on PATH.  The major
+ * version goes into the cache key.
  */
 #ifndef PGSTASH_PGBIN_H
 #define PGSTASH_PGBIN_H

@@ -447,6 +447,9 @@ def test_postgres_is_the_images_major(image):
     env = dict(e.split("=", 1) for e in json.loads(docker("image", "inspect", image).stdout)[0]["Config"]["Env"])
     r = docker("run", "--rm", image, "postgres", "--version", timeout=60)
     assert r.stdout.startswith(f"postgres (PostgreSQL) {env['PG_MAJOR']}."), r
+    # Found on PATH beside its pg_config, which is not run (an exec less on every start).
+    r = docker("run", "--rm", "--entrypoint", "pgstash", image, "-v", "key", check=False, timeout=60)
+    assert f'in "/usr/lib/postgresql/{env["PG_MAJOR"]}/bin" (from the directory of pg_config)' in r.stderr, r
 
 
 # ---- issue 15: least privilege in the sidecar ---------------------------------------------

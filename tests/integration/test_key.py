@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from helpers import EXAMPLES, REPO, chown_tree, need_unprivileged, pg_major
+from helpers import BASE_PATH, EXAMPLES, PG_BINDIR, REPO, chown_tree, need_unprivileged, pg_major
 
 FILE_RE = re.compile(r"^file (\S+) (\S+) sha256=([0-9a-f]{64})$")
 
@@ -208,6 +208,28 @@ def test_pg_minor_does_not_change_the_key(work, examples):
     major = pg_major()
     fake = work.fake_bindir(f"postgres (PostgreSQL) {major}.999 (Debian {major}.999-1)")
     assert work.key(examples, env={"PGSTASH_PG_BINDIR": fake}) == work.key(examples)
+
+
+def test_pg_config_beside_postgres_is_not_run(work, examples):
+    """Without pg_bindir: a pg_config on PATH with postgres beside it (the image's PATH) names its directory
+    without being run; one elsewhere is run."""
+    ran = os.path.join(work.path, "pg_config.ran")
+    beside = work.wrapped_bindir("pg_config", f"touch {ran}\nexit 1", "with-pg-config")
+    env = {"PGSTASH_PG_BINDIR": None, "PATH": f"{beside}:{BASE_PATH}"}
+    r = work.run("-v", "key", config=examples, env=env)
+    assert r.rc == 0, r
+    assert f'in "{beside}" (from the directory of pg_config)' in r.stderr, r
+    assert not os.path.exists(ran), r
+    assert r.stdout.strip() == work.key(examples)
+
+    alone = os.path.join(work.path, "pg-config-alone")
+    os.makedirs(alone)
+    work.file("pg-config-alone/pg_config", f"#!/bin/sh\ntouch {ran}\necho {PG_BINDIR}\n", mode=0o755)
+    env["PATH"] = f"{alone}:{BASE_PATH}"
+    r = work.run("-v", "key", config=examples, env=env)
+    assert r.rc == 0, r
+    assert f'in "{PG_BINDIR}" (from pg_config --bindir)' in r.stderr, r
+    assert os.path.exists(ran), r
 
 
 # ---- what must not matter ---------------------------------------------------------------

@@ -536,6 +536,32 @@ test_find_fallbacks(void **state)
 	assert_int_equal(pg.major, 13);
 	pgbin_free(&pg);
 
+	/* A pg_config with postgres beside it is not run: its directory is what it would print. */
+	char *beside = fake_prog("beside/pg_config", "touch \"$0.ran\"\nexit 1\n");
+	free(fake_prog("beside/postgres", "echo 'postgres (PostgreSQL) 12.4'\n"));
+	char *ran = path_join(beside, "pg_config.ran");
+	free(path);
+	path = xasprintf("%s:%s", beside, onpath);
+	setenv("PATH", path, 1);
+	assert_int_equal(find(NULL, &pg, NULL), 0);
+	assert_string_equal(pg.bindir, beside);
+	assert_int_equal(pg.major, 12);
+	assert_int_equal(access(ran, F_OK), -1);
+	pgbin_free(&pg);
+	/* Found through a symbolic link: the directory of its target, as pg_config resolves its own path. */
+	char *links = path_join(tmp, "links");
+	assert_int_equal(mkdir(links, 0755), 0);
+	char *link = path_join(links, "pg_config");
+	char *target = path_join(beside, "pg_config");
+	assert_int_equal(symlink(target, link), 0);
+	free(path);
+	path = xasprintf("%s:%s", links, onpath);
+	setenv("PATH", path, 1);
+	assert_int_equal(find(NULL, &pg, NULL), 0);
+	assert_string_equal(pg.bindir, beside);
+	assert_int_equal(access(ran, F_OK), -1);
+	pgbin_free(&pg);
+
 	/* Nothing anywhere: a message naming every way to fix it. */
 	setenv("PATH", other, 1);
 	assert_int_equal(find(NULL, &pg, &err), -1);
@@ -550,6 +576,11 @@ test_find_fallbacks(void **state)
 	free(real);
 	free(body);
 	free(cfgdir);
+	free(beside);
+	free(ran);
+	free(links);
+	free(link);
+	free(target);
 }
 
 static void
