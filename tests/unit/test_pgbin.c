@@ -500,6 +500,23 @@ test_find_bad_version(void **state)
 	}
 }
 
+/* With PATH first:then and no pg_bindir, pgbin_find finds `bindir` and major `major`. */
+static void
+expect_found(const char *first, const char *then, const char *bindir, int major)
+{
+	char *path = xasprintf("%s:%s", first, then);
+	setenv("PATH", path, 1);
+	struct pgbin pg;
+	char *err;
+	if (find(NULL, &pg, &err) != 0)
+		fail_msg("PATH %s: %s", path, err);
+	assert_string_equal(pg.bindir, bindir);
+	assert_int_equal(pg.major, major);
+	pgbin_free(&pg);
+	free(err);
+	free(path);
+}
+
 static void
 test_find_fallbacks(void **state)
 {
@@ -508,18 +525,10 @@ test_find_fallbacks(void **state)
 	char *onpath = fake_prog("onpath/postgres", "echo 'postgres (PostgreSQL) 14.9'\n");
 	char *other = path_join(tmp, "other");
 	assert_int_equal(mkdir(other, 0755), 0);
-	char *path = xasprintf("%s:%s", other, onpath);
-	setenv("PATH", path, 1);
+	expect_found(other, onpath, onpath, 14);
+	/* An empty configured value means "not configured". */
 	struct pgbin pg;
 	char *err;
-	int rc = find(NULL, &pg, &err);
-	if (rc != 0)
-		fail_msg("PATH fallback failed: %s", err);
-	free(err);
-	assert_string_equal(pg.bindir, onpath);
-	assert_int_equal(pg.major, 14);
-	pgbin_free(&pg);
-	/* An empty configured value means "not configured". */
 	assert_int_equal(find("", &pg, NULL), 0);
 	assert_string_equal(pg.bindir, onpath);
 	pgbin_free(&pg);
@@ -528,39 +537,22 @@ test_find_fallbacks(void **state)
 	char *real = fake_prog("real/bin/postgres", "echo 'postgres (PostgreSQL) 13.2'\n");
 	char *body = xasprintf("[ \"$1\" = --bindir ] || exit 1\necho '%s'\n", real);
 	char *cfgdir = fake_prog("cfg/pg_config", body);
-	free(path);
-	path = xasprintf("%s:%s", cfgdir, onpath);
-	setenv("PATH", path, 1);
-	assert_int_equal(find(NULL, &pg, NULL), 0);
-	assert_string_equal(pg.bindir, real);
-	assert_int_equal(pg.major, 13);
-	pgbin_free(&pg);
+	expect_found(cfgdir, onpath, real, 13);
 
 	/* A pg_config with postgres beside it is not run: its directory is what it would print. */
 	char *beside = fake_prog("beside/pg_config", "touch \"$0.ran\"\nexit 1\n");
 	free(fake_prog("beside/postgres", "echo 'postgres (PostgreSQL) 12.4'\n"));
 	char *ran = path_join(beside, "pg_config.ran");
-	free(path);
-	path = xasprintf("%s:%s", beside, onpath);
-	setenv("PATH", path, 1);
-	assert_int_equal(find(NULL, &pg, NULL), 0);
-	assert_string_equal(pg.bindir, beside);
-	assert_int_equal(pg.major, 12);
+	expect_found(beside, onpath, beside, 12);
 	assert_int_equal(access(ran, F_OK), -1);
-	pgbin_free(&pg);
 	/* Found through a symbolic link: the directory of its target, as pg_config resolves its own path. */
 	char *links = path_join(tmp, "links");
 	assert_int_equal(mkdir(links, 0755), 0);
 	char *link = path_join(links, "pg_config");
 	char *target = path_join(beside, "pg_config");
 	assert_int_equal(symlink(target, link), 0);
-	free(path);
-	path = xasprintf("%s:%s", links, onpath);
-	setenv("PATH", path, 1);
-	assert_int_equal(find(NULL, &pg, NULL), 0);
-	assert_string_equal(pg.bindir, beside);
+	expect_found(links, onpath, beside, 12);
 	assert_int_equal(access(ran, F_OK), -1);
-	pgbin_free(&pg);
 
 	/* Nothing anywhere: a message naming every way to fix it. */
 	setenv("PATH", other, 1);
@@ -572,7 +564,6 @@ test_find_fallbacks(void **state)
 
 	free(onpath);
 	free(other);
-	free(path);
 	free(real);
 	free(body);
 	free(cfgdir);
