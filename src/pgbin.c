@@ -285,14 +285,13 @@ pg_config_own_dir(void)
 	free(prog);
 	free(dir);
 	char *slash = real ? strrchr(real, '/') : NULL;
-	if (!slash) {
-		free(real);
-		return NULL;
+	bool found = false;
+	if (slash) {
+		slash[slash == real] = '\0'; /* "/pg_config" is in "/" */
+		char *postgres = path_join(real, "postgres");
+		found = is_executable(postgres);
+		free(postgres);
 	}
-	*slash = '\0';
-	char *postgres = path_join(*real ? real : "/", "postgres");
-	bool found = is_executable(postgres);
-	free(postgres);
 	if (!found) {
 		free(real);
 		return NULL;
