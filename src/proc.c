@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -307,9 +308,10 @@ struct child_user {
 	gid_t gid;
 };
 
-/* In the child, after fork: never returns. */
+/* In the child, after fork: never returns.  `parent` is the pid that forked it. */
 static void __attribute__((__noreturn__))
-child_exec(const struct proc_opts *o, const struct child_user *as, int in, int out, int err, int report_fd)
+child_exec(const struct proc_opts *o, const struct child_user *as, int in, int out, int err, int report_fd,
+           pid_t parent)
 {
 	/* Its own group, so a signal or a final SIGKILL reaches everything it started. */
 	if (o->own_group)
@@ -317,6 +319,9 @@ child_exec(const struct proc_opts *o, const struct child_user *as, int in, int o
 	sig_child_reset();
 	if (as->drop && proc_become(as->uid, as->gid) != 0)
 		child_fail(o, report_fd, PROC_EXEC_FAILED, errno);
+	/* After proc_become, which would clear it; and we may have exited before it was set. */
+	if (o->die_with_us && (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent))
+		_exit(126);
 	if (o->cwd && chdir(o->cwd) != 0)
 		child_fail(o, report_fd, PROC_CHDIR_FAILED, errno);
 	child_stream(in == CHILD_DEFAULT ? CHILD_DEVNULL : in, STDIN_FILENO, O_RDONLY);
@@ -456,6 +461,7 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 	}
 	fflush(stdout);
 	fflush(stderr);
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		log_error("could not fork: %s", strerror(errno));
@@ -466,7 +472,8 @@ proc_spawn(const struct proc_opts *o, struct proc *p)
 		return PROC_NOT_STARTED;
 	}
 	if (pid == 0)
-		child_exec(o, &as, child_fd(&o->in, in[0]), child_fd(&o->out, out[1]), child_fd(&o->err, -1), st[1]);
+		child_exec(o, &as, child_fd(&o->in, in[0]), child_fd(&o->out, out[1]), child_fd(&o->err, -1), st[1],
+		           parent);
 	/* Also here: whichever of parent and child runs first, the group exists before we signal it. */
 	if (o->own_group)
 		setpgid(pid, pid);
@@ -590,10 +597,17 @@ proc_capture(const struct proc_opts *o, struct proc_capture *c)
 	c->input_short = false;
 	if (proc_spawn(&so, &p) != PROC_SPAWNED)
 		return PROC_FAILED;
-	c->pid = p.pid;
+	return proc_collect(&p, c, o->own_group);
+}
+
+enum proc_wait_result
+proc_collect(struct proc *p, struct proc_capture *c, bool own_group)
+{
+	c->pid = p->pid;
+	c->input_short = false;
 	if (c->input)
-		c->input_short = !write_input(&p, c->input, c->input_len);
-	read_bounded(p.out, c->output, c->max);
-	proc_close(&p);
-	return proc_wait(p.pid, &c->status, c->timeout_s, o->own_group ? p.pid : 0);
+		c->input_short = !write_input(p, c->input, c->input_len);
+	read_bounded(p->out, c->output, c->max);
+	proc_close(p);
+	return proc_wait(p->pid, &c->status, c->timeout_s, own_group ? p->pid : 0);
 }

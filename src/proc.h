@@ -104,6 +104,7 @@ struct proc_opts {
 	bool search_path;      /* execvp: argv[0] is looked up in the PATH of envp (else ours) */
 	const char *cwd;       /* NULL: ours */
 	bool own_group;        /* setpgid(0, 0): signals are forwarded to its group, and a kill reaches all it starts */
+	bool die_with_us;      /* SIGKILL when we exit (PR_SET_PDEATHSIG): for a child that waits on us */
 	struct proc_stream in, out, err; /* zero: PROC_IO_DEFAULT; no PROC_IO_PIPE for err (it may follow out's) */
 	/*
 	 * false: a chdir or exec failure is logged by the child on its stderr,
@@ -185,5 +186,13 @@ struct proc_capture {
  * is PROC_FAILED (logged unless o->report_start_error).
  */
 enum proc_wait_result proc_capture(const struct proc_opts *o, struct proc_capture *c);
+/*
+ * proc_capture's second half, for a child proc_spawn started earlier with
+ * stdin and stdout PROC_IO_PIPE (stderr PROC_IO_DEFAULT follows stdout):
+ * c's input, the output, the wait (forwarding signals to its group when
+ * `own_group`).  Closes p's pipes.  c->input, max, timeout_s as above;
+ * with_stderr is how p was started.
+ */
+enum proc_wait_result proc_collect(struct proc *p, struct proc_capture *c, bool own_group);
 
 #endif

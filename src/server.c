@@ -25,6 +25,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -1455,9 +1456,10 @@ print_single_user_output(const char *out, const char *password, const char *lite
 #define SINGLE_USER_OUTPUT_MAX (1024 * 1024)
 
 /*
- * Runs `sql` through `postgres --single` on cfg->pgdata, its output in
- * `output`.  --single must come first.  The statement goes on stdin, never
- * argv; the log settings keep the server from echoing it should it fail.
+ * The argv of `postgres --single` on cfg->pgdata; --single must come first.
+ * The statement goes on stdin, never argv; the log settings keep the server
+ * from echoing it should it fail.  `config_file`: read instead of PGDATA's
+ * postgresql.conf (a session started ahead, srv_single_start), or NULL.
  *
  * Without `durable` the cluster is not on disk yet anyway (a restore or a
  * build just wrote it, and the marker says "unsynced", see marker.h):
@@ -1473,15 +1475,14 @@ print_single_user_output(const char *out, const char *password, const char *lite
  * the postmaster checks these settings against each other, and single-user
  * mode has none.
  */
-static enum proc_wait_result
-run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, const char *sql,
-                struct proc_capture *c)
+static char **
+single_user_argv(const struct cfg *cfg, const struct pgbin *pg, bool durable, const char *config_file)
 {
-	char *postgres = pgbin_path(pg, "postgres");
 	char *hba = xasprintf("hba_file=%s/pg_hba.conf", cfg->pgdata);
 	char *ident = xasprintf("ident_file=%s/pg_ident.conf", cfg->pgdata);
-	char *argv[] = {
-		postgres, "--single", "-D", cfg->pgdata, "-j",
+	char *conf = config_file ? xasprintf("config_file=%s", config_file) : NULL;
+	const char *fixed[] = {
+		"--single", "-D", cfg->pgdata, "-j",
 		SRV_SAFE_OVERRIDES(hba, ident),
 		"-c", "exit_on_error=true",
 		"-c", "log_statement=none",
@@ -1491,27 +1492,192 @@ run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, con
 		"-c", "max_connections=1",
 		"-c", "max_wal_senders=0",
 		"-c", "max_worker_processes=0",
-		"-c", "fsync=off",
-		"postgres", NULL,
 	};
-	size_t argc = sizeof(argv) / sizeof(argv[0]) - 1;
-	if (durable) {
-		/* postgresql.conf's own setting, as before. */
-		argv[argc - 3] = "postgres";
-		argv[argc - 2] = NULL;
+	struct strlist a = {0};
+	sl_add_owned(&a, pgbin_path(pg, "postgres"));
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		sl_add(&a, fixed[i]);
+	if (!durable) {
+		/* Else postgresql.conf's own setting, as before. */
+		sl_add(&a, "-c");
+		sl_add(&a, "fsync=off");
 	}
-	struct proc_opts o = {.argv = argv, .own_group = true};
+	if (conf) {
+		sl_add(&a, "-c");
+		sl_add(&a, conf);
+	}
+	sl_add(&a, "postgres");
+	free(hba);
+	free(ident);
+	free(conf);
+	return a.v; /* NULL-terminated, as a strlist is: free with proc_argv_free */
+}
+
+/* What a single-user session is given, and what it printed. */
+static void
+single_user_capture(struct proc_capture *c, const char *sql, struct strbuf *output)
+{
+	*c = (struct proc_capture){.output = output};
 	/* The statement is far below a pipe's capacity: one write, then EOF ends the session. */
 	c->input = sql;
 	c->input_len = strlen(sql);
 	c->max = SINGLE_USER_OUTPUT_MAX;
 	c->with_stderr = true;
 	c->timeout_s = SRV_STOP_TIMEOUT_S;
+}
+
+/* Runs `sql` through a new `postgres --single` on cfg->pgdata (single_user_argv); c as single_user_capture. */
+static enum proc_wait_result
+run_single_user(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct proc_capture *c)
+{
+	char **argv = single_user_argv(cfg, pg, durable, NULL);
+	struct proc_opts o = {.argv = argv, .own_group = true};
 	enum proc_wait_result w = proc_capture(&o, c);
-	free(hba);
-	free(ident);
-	free(postgres);
+	proc_argv_free(argv);
 	return w;
+}
+
+/* ---- the single-user session started ahead ---- */
+
+/* In a session's private directory: the FIFO it reads as its configuration file, then the file that replaces it. */
+#define SINGLE_CONF "postgresql.conf"
+#define SINGLE_CONF_NEXT "postgresql.conf.next"
+
+void
+srv_single_start(struct srv_single *s, const struct cfg *cfg, const struct pgbin *pg)
+{
+	*s = (struct srv_single){.p = {.in = -1, .out = -1}};
+	if (!has_password(cfg))
+		return;
+	s->dir = make_private_dir("single");
+	if (!s->dir)
+		return;
+	char *fifo = path_join(s->dir, SINGLE_CONF);
+	char **argv = NULL;
+	if (mkfifo(fifo, 0600) != 0) {
+		log_debug("no single-user session ahead: could not create FIFO \"%s\": %s", fifo, strerror(errno));
+		goto cleanup;
+	}
+	argv = single_user_argv(cfg, pg, false, fifo);
+	/* Its stderr follows its stdout into the pipe; it dies with us, since it may wait for us for good. */
+	struct proc_opts o = {.argv = argv, .own_group = true, .die_with_us = true, .report_start_error = true};
+	o.in.io = PROC_IO_PIPE;
+	o.out.io = PROC_IO_PIPE;
+	if (proc_spawn(&o, &s->p) != PROC_SPAWNED) {
+		s->p = (struct proc){.in = -1, .out = -1};
+		log_debug("no single-user session ahead: could not start postgres");
+	}
+cleanup:
+	proc_argv_free(argv);
+	free(fifo);
+	if (s->p.pid == 0)
+		srv_single_cancel(s);
+}
+
+void
+srv_single_cancel(struct srv_single *s)
+{
+	if (s->p.pid > 0) {
+		kill(-s->p.pid, SIGKILL);
+		int status;
+		proc_wait(s->p.pid, &status, -1, 0);
+		proc_close(&s->p);
+	}
+	s->p.pid = 0;
+	if (s->dir) {
+		rm_rf(s->dir);
+		free(s->dir);
+		s->dir = NULL;
+	}
+}
+
+/*
+ * The configuration file a session started ahead reads: PGDATA's, included
+ * by its absolute path (a relative one would be taken from the FIFO's
+ * directory), quoted as a configuration file quotes (every byte but plain
+ * ones as an octal escape).  NULL when the working directory is unknown.
+ */
+static char *
+single_conf_text(const char *pgdata)
+{
+	char cwd[PATH_MAX];
+	if (pgdata[0] != '/' && !getcwd(cwd, sizeof(cwd)))
+		return NULL;
+	char *abs = pgdata[0] == '/' ? xstrdup(pgdata) : path_join(cwd, pgdata);
+	char *path = path_join(abs, "postgresql.conf");
+	free(abs);
+	struct strbuf t = {0};
+	sb_append(&t, "include '");
+	for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+		if (*c >= 0x20 && *c < 0x7f && *c != '\'' && *c != '\\')
+			sb_appendc(&t, (char)*c);
+		else
+			sb_appendf(&t, "\\%03o", *c);
+	}
+	free(path);
+	sb_append(&t, "'\n");
+	return t.buf;
+}
+
+/*
+ * Lets a session started ahead read the restored (or built) cluster.  It
+ * waits in open() of its FIFO configuration file, which it then reads twice
+ * (postgres reads the file again once it knows PGDATA, for
+ * postgresql.auto.conf).  So the FIFO is opened for writing once postgres
+ * has it open (ENXIO until then), a regular file with the same text is
+ * renamed over it, and only then is the text written and the FIFO closed:
+ * the second open finds the file, and the two reads cannot both land in the
+ * FIFO.  0, or -1 when the session cannot be used (the caller runs a new
+ * one; it has not read PGDATA).
+ */
+static int
+single_release(struct srv_single *s, const struct cfg *cfg)
+{
+	int rc = -1, fd = -1;
+	char *fifo = path_join(s->dir, SINGLE_CONF);
+	char *next = path_join(s->dir, SINGLE_CONF_NEXT);
+	char *text = single_conf_text(cfg->pgdata);
+	size_t len = text ? strlen(text) : 0;
+	if (!text || durable_write_file(next, text, len, 0600, false) != 0)
+		goto cleanup;
+	double deadline = log_now() + SRV_STOP_TIMEOUT_S;
+	for (;;) {
+		fd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0 || errno != ENXIO)
+			break;
+		int status;
+		if (sig_child_done(s->p.pid, &status)) {
+			char how[64];
+			log_debug("the single-user session started ahead ended before it read its configuration: %s",
+			          proc_describe_status(status, how, sizeof(how)));
+			proc_close(&s->p);
+			s->p.pid = 0;
+			goto cleanup;
+		}
+		if (sig_received || log_now() > deadline)
+			goto cleanup;
+		nap_or_signal(1);
+	}
+	if (fd < 0) {
+		log_debug("could not open \"%s\": %s", fifo, strerror(errno));
+		goto cleanup;
+	}
+	if (rename(next, fifo) != 0) {
+		log_debug("could not rename \"%s\": %s", next, strerror(errno));
+		goto cleanup;
+	}
+	/* Far below PIPE_BUF into an empty pipe: one write, whole; a reader gone is EPIPE, not our end. */
+	struct sigaction ign = {.sa_handler = SIG_IGN}, old_pipe;
+	sigaction(SIGPIPE, &ign, &old_pipe);
+	rc = write(fd, text, len) == (ssize_t)len ? 0 : -1;
+	sigaction(SIGPIPE, &old_pipe, NULL);
+cleanup:
+	if (fd >= 0)
+		close(fd);
+	free(text);
+	free(next);
+	free(fifo);
+	return rc;
 }
 
 /* The column single-user mode prints the other superusers in: hex of their names, one a line. */
@@ -1612,7 +1778,8 @@ precomputed_verifier(const struct cfg *cfg, int major)
 }
 
 static int
-set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers)
+set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers,
+             struct srv_single *ahead)
 {
 	int rc = -1;
 	char *ident = srv_quote_ident(cfg->db_user);
@@ -1630,10 +1797,22 @@ set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct
 	                                   ident, literal, user)
 	                       : xasprintf("ALTER ROLE %s WITH PASSWORD %s;\n\n", ident, literal);
 	struct strbuf output = {0};
-	struct proc_capture c = {.output = &output};
+	struct proc_capture c;
+	single_user_capture(&c, sql, &output);
 
 	double t0 = log_now();
-	switch (run_single_user(cfg, pg, durable, sql, &c)) {
+	/* Started ahead with fsync=off: for a cluster that is not on disk yet only. */
+	bool was_ahead = ahead && ahead->p.pid > 0 && !durable && single_release(ahead, cfg) == 0;
+	enum proc_wait_result w;
+	if (was_ahead) {
+		w = proc_collect(&ahead->p, &c, true);
+		ahead->p.pid = 0;
+	} else {
+		if (ahead)
+			srv_single_cancel(ahead);
+		w = run_single_user(cfg, pg, durable, &c);
+	}
+	switch (w) {
 	case PROC_EXITED:
 		break;
 	case PROC_TIMEOUT:
@@ -1652,8 +1831,9 @@ set_password(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct
 		print_single_user_output(sb_str(&output), cfg->db_password, literal);
 		goto cleanup;
 	}
-	log_debug("password of role \"%s\" set in single-user mode in %.0f ms%s", cfg->db_user, (log_now() - t0) * 1000.0,
-	          verifier ? " (as its SCRAM-SHA-256 verifier)" : "");
+	log_debug("password of role \"%s\" set in single-user mode in %.0f ms%s%s", cfg->db_user,
+	          (log_now() - t0) * 1000.0, verifier ? " (as its SCRAM-SHA-256 verifier)" : "",
+	          was_ahead ? " (postgres started ahead)" : "");
 	if (superusers)
 		parse_superusers(sb_str(&output), superusers);
 	rc = 0;
@@ -1676,13 +1856,15 @@ cleanup:
 }
 
 int
-srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers)
+srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers,
+                    struct srv_single *ahead)
 {
-	if (write_hba(cfg, durable) != 0)
-		return -1;
-	if (has_password(cfg) && set_password(cfg, pg, durable, superusers) != 0)
-		return -1;
-	return 0;
+	int rc = -1;
+	if (write_hba(cfg, durable) == 0 && (!has_password(cfg) || set_password(cfg, pg, durable, superusers, ahead) == 0))
+		rc = 0;
+	if (ahead)
+		srv_single_cancel(ahead);
+	return rc;
 }
 
 int

@@ -19,6 +19,8 @@
 #ifndef PGSTASH_SERVER_H
 #define PGSTASH_SERVER_H
 
+#include "proc.h"
+
 #include <stdbool.h>
 #include <sys/types.h>
 
@@ -155,6 +157,24 @@ int srv_create_clones(const struct srv *s, const struct cfg *cfg);
 int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
 
 /*
+ * The single-user session of the password, started ahead: postgres is
+ * executed and loads its libraries (~10 ms, PG 15) while PGDATA is restored
+ * or built, then waits in open() of its configuration file, a FIFO in a
+ * private directory, before it reads anything of PGDATA; so it runs no
+ * code of a cache entry before the entry is verified and restored.
+ * srv_apply_per_start hands it the cluster.  Dies with us (a SIGKILL).
+ */
+struct srv_single {
+	struct proc p; /* p.pid 0: none */
+	char *dir;     /* its private directory: the FIFO */
+};
+
+/* Starts it when cfg has a password; failing to is not an error (logged with -v). */
+void srv_single_start(struct srv_single *s, const struct cfg *cfg, const struct pgbin *pg);
+/* Kills and reaps it, removes its directory.  Idempotent. */
+void srv_single_cancel(struct srv_single *s);
+
+/*
  * On a stopped cluster, before the final exec, at every start: rewrites
  * pg_hba.conf (srv_hba_text) and sets cfg->db_password in
  * single-user mode when it is set (the password is never in argv, a log or a
@@ -163,9 +183,13 @@ int srv_run_initdb_d(const struct srv *s, const struct cfg *cfg);
  * checkpoint: the caller syncs PGDATA after (marker.h).  When `superusers`
  * is not NULL, the same single-user session (no extra start) adds to it the
  * superuser roles other than cfg->db_user (none without a password: then
- * nothing runs, and every role may log in anyway).  0 or -1 (logged).
+ * nothing runs, and every role may log in anyway).  `ahead`: a session
+ * srv_single_start started, used when it can be (not `durable`), else a new
+ * one runs; either way it is gone when this returns (NULL: none).  0 or -1
+ * (logged).
  */
-int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers);
+int srv_apply_per_start(const struct cfg *cfg, const struct pgbin *pg, bool durable, struct strlist *superusers,
+                        struct srv_single *ahead);
 /*
  * The official image's refusal: no password and a host auth method other
  * than trust is an error (-1, with its explanation logged); trust logs the

@@ -16,7 +16,9 @@
 pgstash runs in the background through Popen, as the run user when the suite
 runs as root; its output goes to a .log file the harness keeps on failure.
 """
+import contextlib
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -426,6 +428,122 @@ def test_password_verifier_computed_by_pgstash_unless_the_server_would_store_it_
     assert "single-user mode in" in bg.output(p) and "SCRAM-SHA-256 verifier" not in bg.output(p), bg.output(p)
     assert stored_password(host, port, PW["three"]).startswith("md5")
     assert_only_password(host, port, PW["three"], [PW["one"]])
+    assert stop(bg, p) == 0, bg.output(p)
+
+
+# ---- the password's single-user session, started ahead (issue 19) ---------------------------------
+
+def sessions_ahead(pgdata):
+    """The pids of `postgres --single` processes on `pgdata` that read a config_file of their own."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if b"--single" in argv and os.fsencode(pgdata) in argv and any(a.startswith(b"config_file=") for a in argv):
+            found.append(int(pid))
+    return found
+
+
+def running(pid):
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_for_file(p, bg, path, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert p.poll() is None, bg.output(p)
+        assert time.monotonic() < deadline, bg.output(p)
+        time.sleep(0.05)
+
+
+def private_dirs(pid, what="single"):
+    return [d for d in os.listdir("/tmp") if d.startswith(f"pgstash-{what}-{pid}-")]
+
+
+def test_password_session_started_ahead_on_a_miss_and_a_hit(work, bg):
+    """Issue 19: the single-user postgres that sets the password is started before the restore (or
+    the build), loads while PGDATA fills, and reads the cluster only after: its configuration file
+    includes PGDATA's postgresql.conf by a quoted path, here one with a quote, a backslash and a
+    space.  The password works, and its private directory is gone."""
+    host = outside_address()
+    need(host is not None, "no non-loopback IPv4 address to test password logins over TCP with")
+    cfg = small_config(work, QUICK)
+    p, port = run_with_password(work, bg, cfg, work.pgdata, PW["one"], host, verbose=True)
+    assert "cache miss" in bg.output(p) and "(postgres started ahead)" in bg.output(p), bg.output(p)
+    assert stop(bg, p) == 0, bg.output(p)
+    assert private_dirs(p.pid) == []
+
+    odd = fresh_pgdata(work, "pg'da\\ta x")
+    p, port = run_with_password(work, bg, cfg, odd, PW["two"], host, verbose=True)
+    assert "cache hit" in bg.output(p) and "(postgres started ahead)" in bg.output(p), bg.output(p)
+    assert_only_password(host, port, PW["two"], [PW["one"]])
+    assert psql_tcp(host, port, PW["two"], "SHOW data_directory").stdout.strip() == odd
+    assert stop(bg, p) == 0, bg.output(p)
+    assert private_dirs(p.pid) == []
+
+
+# openat(2) on the architectures whose /proc/PID/syscall we read
+OPENAT = {"x86_64": "257", "aarch64": "56"}
+
+
+def test_session_started_ahead_waits_outside_pgdata_and_dies_with_pgstash(work, bg):
+    """Issue 19: while PGDATA is being built (or restored from an entry not yet verified), the
+    session started ahead has read nothing of it: it waits in open() of its FIFO, with no descriptor
+    in PGDATA and PGDATA not its working directory.  A pgstash killed meanwhile (SIGKILL: no
+    cleanup) takes it along; it would otherwise wait for good."""
+    cfg = small_config(work, GATED)
+    env = base_env(work, POSTGRES_PASSWORD=PW["one"], POSTGRES_HOST_AUTH_METHOD=None)
+    p = bg.start("-v", "run", "-c", "listen_addresses=", config=cfg, env=env)
+    wait_for_file(p, bg, os.path.join(work.path, "started"))
+    ahead = sessions_ahead(work.pgdata)
+    assert len(ahead) == 1, bg.output(p)
+    pid = ahead[0]
+    time.sleep(0.5)  # loaded by now: it waits for its configuration
+    assert os.readlink(f"/proc/{pid}/cwd") != work.pgdata
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            assert not target.startswith(work.pgdata + "/"), target
+    call = OPENAT.get(platform.machine())
+    if call:
+        with open(f"/proc/{pid}/syscall") as f:
+            assert f.read().split()[0] == call
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while running(pid):
+        assert time.monotonic() < deadline, f"the session started ahead (pid {pid}) outlived pgstash"
+        time.sleep(0.05)
+    work.file("go")  # the step ends; the temporary server is stopped by the teardown
+
+
+def test_session_started_ahead_that_died_is_replaced(work, bg):
+    """Issue 19: a session started ahead that ended before its turn (killed here) is replaced by a
+    new one: the password is set all the same."""
+    host = outside_address()
+    need(host is not None, "no non-loopback IPv4 address to test password logins over TCP with")
+    cfg = small_config(work, GATED)
+    port = free_port()
+    env = base_env(work, POSTGRES_PASSWORD=PW["one"], POSTGRES_HOST_AUTH_METHOD=None)
+    p = bg.start("-v", "run", "-c", f"listen_addresses={host}", "-p", str(port), config=cfg, env=env)
+    wait_for_file(p, bg, os.path.join(work.path, "started"))
+    ahead = sessions_ahead(work.pgdata)
+    assert len(ahead) == 1, bg.output(p)
+    os.kill(ahead[0], signal.SIGKILL)
+    work.file("go")
+    wait_healthy(work, bg, p, dict(env, PGPORT=str(port)))
+    out = bg.output(p)
+    assert "started ahead ended before it read its configuration: killed by signal 9" in out, out
+    assert "set in single-user mode in" in out and "(postgres started ahead)" not in out, out
+    assert_only_password(host, port, PW["one"], [PW["two"]])
     assert stop(bg, p) == 0, bg.output(p)
 
 

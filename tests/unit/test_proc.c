@@ -336,6 +336,75 @@ test_cwd_pipes_and_timeout(void **state)
 	free(dir);
 }
 
+/* A child started with die_with_us is killed when the process that started it exits; one without is not. */
+static void
+test_die_with_us(void **state)
+{
+	(void)state;
+	/* The orphan comes back to us to be reaped, whoever PID 1 is. */
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+	for (int with = 0; with <= 1; with++) {
+		int fds[2];
+		assert_int_equal(pipe(fds), 0);
+		pid_t mid = fork();
+		assert_true(mid >= 0);
+		if (mid == 0) {
+			char *argv[] = {"/bin/sleep", "30", NULL};
+			struct proc_opts o = {.argv = argv, .die_with_us = with, .report_start_error = true};
+			struct proc p;
+			if (proc_spawn(&o, &p) != PROC_SPAWNED)
+				_exit(1);
+			ssize_t n = write(fds[1], &p.pid, sizeof(p.pid));
+			_exit(n == (ssize_t)sizeof(p.pid) ? 0 : 1);
+		}
+		close(fds[1]);
+		pid_t child = 0;
+		assert_int_equal(read(fds[0], &child, sizeof(child)), sizeof(child));
+		close(fds[0]);
+		int status;
+		assert_int_equal(waitpid(mid, &status, 0), mid);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		pid_t got = 0;
+		for (int i = 0; i < 100 && got == 0; i++) {
+			got = waitpid(child, &status, WNOHANG);
+			if (got == 0)
+				usleep(20 * 1000);
+		}
+		if (with) {
+			assert_int_equal(got, child);
+			assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+		} else {
+			assert_int_equal(got, 0); /* still sleeping two seconds later */
+			kill(child, SIGKILL);
+			assert_int_equal(waitpid(child, &status, 0), child);
+		}
+	}
+	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
+}
+
+/* proc_collect: a child spawned earlier gets its input and gives its output, as proc_capture's would. */
+static void
+test_collect_spawned(void **state)
+{
+	(void)state;
+	char *argv[] = {"/bin/sh", "-c", "cat; echo to-stderr >&2; exit 3", NULL};
+	struct proc_opts o = {.argv = argv, .own_group = true, .in = {PROC_IO_PIPE}, .out = {PROC_IO_PIPE},
+	                      .report_start_error = true};
+	struct proc p;
+	assert_int_equal(proc_spawn(&o, &p), PROC_SPAWNED);
+	struct strbuf out = {0};
+	struct proc_capture c = {.input = "typed\n", .input_len = 6, .max = 1024, .with_stderr = true,
+	                         .timeout_s = 10, .output = &out};
+	assert_int_equal(proc_collect(&p, &c, true), PROC_EXITED);
+	assert_int_equal(c.pid, p.pid);
+	assert_false(c.input_short);
+	assert_true(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 3);
+	assert_string_equal(sb_str(&out), "typed\nto-stderr\n");
+	assert_int_equal(p.in, -1);
+	assert_int_equal(p.out, -1);
+	sb_free(&out);
+}
+
 static void
 test_env_secret(void **state)
 {
@@ -381,6 +450,8 @@ main(void)
 		cmocka_unit_test(test_capture_input),
 		cmocka_unit_test(test_start_errors),
 		cmocka_unit_test(test_cwd_pipes_and_timeout),
+		cmocka_unit_test(test_die_with_us),
+		cmocka_unit_test(test_collect_spawned),
 	};
 	return cmocka_run_group_tests_name("proc", tests, NULL, NULL);
 }

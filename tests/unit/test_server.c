@@ -501,6 +501,19 @@ scram_matches(const char *verifier, const char *password)
 	return memcmp(stored_key, stored, 32) == 0 && memcmp(server_key, server, 32) == 0;
 }
 
+/* Starts the temporary server on the fixture's cluster: its superuser's stored password is `password`'s. */
+static void
+expect_stored_password(const struct cfg *cfg, const char *password)
+{
+	struct srv *s = &fx.srv;
+	assert_int_equal(srv_start_temp(s, cfg, &fx.pg, false, false), 0);
+	char *verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
+	assert_non_null(verifier);
+	assert_true(scram_matches(verifier, password));
+	free(verifier);
+	assert_int_equal(srv_stop(s), 0);
+}
+
 static void
 test_per_start(void **state)
 {
@@ -511,7 +524,7 @@ test_per_start(void **state)
 
 	/* Not durable (after a restore): single-user mode runs with fsync=off, and the password still lands. */
 	double t0 = log_now();
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL, NULL), 0);
 	printf("timing: per-start with password, not durable (pg_hba + single-user, fsync=off) %.3f s\n",
 	       log_now() - t0);
 
@@ -544,14 +557,14 @@ test_per_start(void **state)
 	cfg.db_password = NULL;
 	cfg.host_auth_method = "trust";
 	t0 = log_now();
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL, NULL), 0);
 	printf("timing: per-start without password, durable (pg_hba, fsynced) %.3f s\n", log_now() - t0);
 	hba = read_file(hba_path, NULL);
 	unit_expect_contains(hba, "# warning trust is enabled for all connections\n");
 	unit_expect_contains(hba, "\nhost all all all trust\n");
 	free(hba);
 	cfg.host_auth_method = "md5\nhost all all all trust";
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL), -1);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL, NULL), -1);
 
 	/* Timing, a few runs each way: durable (postgres' fsyncs) and not (fsync=off). */
 	cfg.host_auth_method = NULL;
@@ -560,7 +573,7 @@ test_per_start(void **state)
 	for (int i = 0; i < 4; i++) {
 		bool durable = i % 2 == 0;
 		t0 = log_now();
-		assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, durable, NULL), 0);
+		assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, durable, NULL, NULL), 0);
 		printf("timing: per-start with password, %s, run %d: %.3f s\n", durable ? "durable" : "fsync=off", i / 2 + 1,
 		       log_now() - t0);
 	}
@@ -568,7 +581,7 @@ test_per_start(void **state)
 
 	/* The other superusers come from the same single-user session: none, then two (any bytes in a name). */
 	struct strlist su = {0};
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su, NULL), 0);
 	assert_int_equal(su.n, 0);
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	char *one = query1(s, "postgres",
@@ -577,24 +590,66 @@ test_per_start(void **state)
 	assert_non_null(one);
 	free(one);
 	assert_int_equal(srv_stop(s), 0);
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, &su, NULL), 0);
 	assert_int_equal(su.n, 2);
 	assert_string_equal(su.v[0], "evil");
 	assert_string_equal(su.v[1], "we\"ird é");
 	sl_free(&su);
 
 	/* Durable: the password set with postgres' own fsyncs is there too. */
-	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
-	verifier = query1(s, "postgres", "SELECT rolpassword FROM pg_authid WHERE rolname = current_user");
-	assert_non_null(verifier);
-	assert_true(scram_matches(verifier, "another"));
-	free(verifier);
-	assert_int_equal(srv_stop(s), 0);
+	expect_stored_password(&cfg, "another");
+
+	/*
+	 * A session started ahead: postgres waits for its configuration (a FIFO
+	 * in its directory) and sets the password once handed the cluster; the
+	 * process and its directory are gone after.
+	 */
+	struct srv_single ahead;
+	cfg.db_password = "ahead";
+	srv_single_start(&ahead, &cfg, &fx.pg);
+	assert_true(ahead.p.pid > 0);
+	char *fifo = path_join(ahead.dir, "postgresql.conf");
+	struct stat st;
+	assert_int_equal(stat(fifo, &st), 0);
+	assert_true(S_ISFIFO(st.st_mode));
+	char *dir = xstrdup(ahead.dir);
+	t0 = log_now();
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL, &ahead), 0);
+	printf("timing: per-start with password, a session started ahead: %.3f s\n", log_now() - t0);
+	assert_int_equal(ahead.p.pid, 0);
+	assert_null(ahead.dir);
+	assert_int_equal(access(dir, F_OK), -1);
+	expect_stored_password(&cfg, "ahead");
+	free(dir);
+	free(fifo);
+
+	/* Durable: the one started ahead (fsync=off) is not used, a new session keeps postgres' fsyncs. */
+	cfg.db_password = "durable-ahead";
+	srv_single_start(&ahead, &cfg, &fx.pg);
+	assert_true(ahead.p.pid > 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL, &ahead), 0);
+	assert_int_equal(ahead.p.pid, 0);
+	assert_null(ahead.dir);
+	expect_stored_password(&cfg, "durable-ahead");
+
+	/* Cancelled: killed and reaped, its directory removed; twice is harmless.  No password: none. */
+	srv_single_start(&ahead, &cfg, &fx.pg);
+	pid_t pid = ahead.p.pid;
+	assert_true(pid > 0);
+	srv_single_cancel(&ahead);
+	srv_single_cancel(&ahead);
+	assert_int_equal(kill(pid, 0), -1);
+	assert_null(ahead.dir);
+	cfg.db_password = NULL;
+	srv_single_start(&ahead, &cfg, &fx.pg);
+	assert_int_equal(ahead.p.pid, 0);
+	assert_null(ahead.dir);
+	cfg.db_password = "another";
 
 	/* Single-user mode fails on a running cluster: reported, password not shown. */
 	assert_int_equal(srv_start_temp(s, &cfg, &fx.pg, false, false), 0);
 	cfg.db_password = "visible-if-leaked";
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL), -1);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, true, NULL, NULL), -1);
 	assert_int_equal(srv_stop(s), 0);
 	free(hba_path);
 }
@@ -658,7 +713,7 @@ test_temp_server_tcp(void **state)
 	struct cfg cfg = fx.cfg;
 	/* The role has a password of its own (what a restored layer could hold): it comes back after. */
 	cfg.db_password = "own-password";
-	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL), 0);
+	assert_int_equal(srv_apply_per_start(&cfg, &fx.pg, false, NULL, NULL), 0);
 	/* PGDATA's pg_hba.conf, which trusts all, must not be the temporary server's. */
 	unit_write(fx.pgdata, "pg_hba.conf", "local all all trust\nhost all all all trust\n");
 	setenv("PGPORT", "5433", 1);
