@@ -89,9 +89,10 @@ TARGET_SIZE = "dj-800"
 PASSWORD = "bench-password"
 FP_FILES = 10000
 FP_FILE_BYTES = 10000
-# Server options of the baselines: the same durability settings as pgstash's temporary server
-# (src/server.c), so that the miss overhead compares like with like.
-FAST_OPTS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c autovacuum=off"
+# Server options of the baselines: the same durability and WAL settings as pgstash's temporary server
+# (src/server.c, add_durability_settings), so that the miss overhead compares like with like.
+FAST_OPTS = ("-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c autovacuum=off"
+             " -c wal_level=minimal -c max_wal_senders=0")
 # pg_basebackup leaves the contents of these out: the server recreates or resets them at start.
 RESET_DIRS = ["pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial", "pg_snapshots", "pg_stat_tmp",
               "pg_subtrans"]

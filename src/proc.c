@@ -538,31 +538,38 @@ proc_describe_status(int status, char *buf, size_t n)
 
 /* ---- capturing output ---- */
 
-/*
- * Writes all of the input, then closes the child's stdin (end of its input).
- * The input fits a pipe, so this never waits for the child to read.  false
- * when the child went away first.
- */
-static bool
-write_input(struct proc *p, const char *input, size_t len)
+size_t
+proc_pipe_write(int fd, const void *buf, size_t len)
 {
 	struct sigaction ign = {.sa_handler = SIG_IGN};
 	struct sigaction old_pipe;
 	size_t off = 0;
 
-	/* Ignored only now, after the fork: the child must start with the default disposition. */
+	/* Ignored only now, after any fork: a child must start with the default disposition. */
 	sigaction(SIGPIPE, &ign, &old_pipe);
 	while (off < len) {
-		ssize_t n = write(p->in, input + off, len - off);
+		ssize_t n = write(fd, (const char *)buf + off, len - off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			break; /* it exited early: its output and status say why */
+			break; /* the reader went away (or the pipe is full and fd non-blocking) */
 		off += (size_t)n;
 	}
 	sigaction(SIGPIPE, &old_pipe, NULL);
+	return off;
+}
+
+/*
+ * Writes all of the input, then closes the child's stdin (end of its input).
+ * The input fits a pipe, so this never waits for the child to read.  false
+ * when the child went away first (its output and status say why).
+ */
+static bool
+write_input(struct proc *p, const char *input, size_t len)
+{
+	bool whole = proc_pipe_write(p->in, input, len) == len;
 	close_fd(&p->in);
-	return off == len;
+	return whole;
 }
 
 /* Reads `fd` to its end, keeping at most `max` bytes in `out`. */

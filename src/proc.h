@@ -195,4 +195,12 @@ enum proc_wait_result proc_capture(const struct proc_opts *o, struct proc_captur
  */
 enum proc_wait_result proc_collect(struct proc *p, struct proc_capture *c, bool own_group);
 
+/*
+ * Writes `len` bytes of buf to the pipe or FIFO `fd` whose reader may be
+ * gone: that is EPIPE, not a SIGPIPE that would kill pgstash (ignored while
+ * writing).  Retries EINTR.  Returns how many bytes were written (len when
+ * all); a non-blocking fd stops at a full pipe.
+ */
+size_t proc_pipe_write(int fd, const void *buf, size_t len);
+
 #endif

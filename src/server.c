@@ -395,6 +395,48 @@ srv_reset_wal_start(const struct cfg *cfg, const struct pgbin *pg, struct srv_to
 
 /* ---- the temporary server ---- */
 
+/*
+ * Whether PGDATA's conf files might set one of `names` (NULL-terminated):
+ * postgresql.conf or postgresql.auto.conf sets one, or includes another
+ * file, or cannot be read.  Only a cluster pgstash has initialized or
+ * restored is looked at (a restore refuses an archive whose conf files set
+ * what runs code: snapshot.c), as its owner.
+ */
+static bool
+conf_may_set(const char *pgdata, const char *const *names)
+{
+	static const char *const files[] = {"postgresql.conf", "postgresql.auto.conf"};
+	bool may = false;
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]) && !may; i++) {
+		char *path = path_join(pgdata, files[i]);
+		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+		free(path);
+		struct stat st;
+		if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+			close(fd);
+			may = true; /* not a plain file: the server may read anything from it */
+			continue;
+		}
+		FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+		if (!f) {
+			may = fd >= 0 || errno != ENOENT;
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		char line[1024], name[64];
+		while (!may && fgets(line, sizeof(line), f)) {
+			conf_setting_name(line, name, sizeof(name));
+			may = strncmp(name, "include", 7) == 0;
+			for (const char *const *n = names; *n && !may; n++)
+				may = strcmp(name, *n) == 0;
+		}
+		fclose(f);
+	}
+	return may;
+}
+
+
 static void
 free_secret(char *p)
 {
@@ -501,6 +543,56 @@ prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool 
 	return write_temp_hba(s);
 }
 
+/*
+ * What the temporary server writes and how safely.
+ *
+ * A build's: durability off.  A crash during the build leaves a PGDATA that
+ * is wiped and rebuilt anyway, and the clean shutdown at the end writes a
+ * consistent checkpoint; only that state is ever snapshotted or used, and it
+ * is synced to disk after bootstrap (marker.h: until then the marker says
+ * "unsynced", and a start after a host crash rebuilds it).  No autovacuum,
+ * as pg_upgrade's servers (a batch job thrown away unless it ends cleanly):
+ * its workers would visit every database, and so change the ones a
+ * snapshot begun during the steps has written (snap_early).  And
+ * wal_level=minimal: a table created or truncated in a step's transaction is
+ * then written without WAL (its commit syncs it instead, which fsync=off
+ * skips), so a bulk load into new tables writes its data once, not twice:
+ * `pgbench -i -s 64` 7.4-11.2 -> 5.1-7.4 s and 801 -> 17 MB of WAL on a
+ * journaled ext4 (bench/README.md, "Snapshot write at data scale").  The
+ * snapshot holds the same: pg_resetwal, run on every build, writes
+ * wal_level=minimal into pg_control anyway, and the final server starts
+ * with its own setting.  Not when the cluster's conf files might set the
+ * WAL's level or its users (wal_level, max_wal_senders, summarize_wal, or
+ * an include): a setting written there (a derived image's
+ * postgresql.conf.sample, initdb -c on PostgreSQL 16+) may be what a step
+ * needs, e.g. for a replication slot, which minimal refuses.
+ *
+ * A migration in place (`durable`): durability on, whatever the conf files
+ * say (that cluster holds a user's rows, which a host crash must not tear),
+ * and the conf files' own autovacuum and WAL settings.
+ */
+static void
+add_durability_settings(struct strlist *a, bool durable, const char *pgdata)
+{
+	static const char *const build[] = {
+		"fsync=off", "synchronous_commit=off", "full_page_writes=off", "autovacuum=off",
+	};
+	static const char *const in_place[] = {"fsync=on", "synchronous_commit=on", "full_page_writes=on"};
+	static const char *const wal_names[] = {"wal_level", "max_wal_senders", "summarize_wal", NULL};
+	const char *const *v = durable ? in_place : build;
+	size_t n = durable ? sizeof(in_place) / sizeof(in_place[0]) : sizeof(build) / sizeof(build[0]);
+	for (size_t i = 0; i < n; i++) {
+		sl_add(a, "-c");
+		sl_add(a, v[i]);
+	}
+	if (!durable && !conf_may_set(pgdata, wal_names)) {
+		sl_add(a, "-c");
+		sl_add(a, "wal_level=minimal");
+		sl_add(a, "-c");
+		sl_add(a, "max_wal_senders=0");
+	}
+}
+
 /* Starts the postmaster, its output in s->logfile; sets s->pid.  0 or -1 (logged). */
 static int
 spawn_postmaster(struct srv *s, const struct pgbin *pg)
@@ -512,47 +604,28 @@ spawn_postmaster(struct srv *s, const struct pgbin *pg)
 		return -1;
 	}
 	snprintf(port, sizeof(port), "%d", s->port);
-	char *postgres = pgbin_path(pg, "postgres");
 	char *sockopt = xasprintf("unix_socket_directories=%s", s->sockdir);
-	/*
-	 * Durability off: a crash during the build leaves a PGDATA that is
-	 * wiped and rebuilt anyway, and the clean shutdown at the end writes a
-	 * consistent checkpoint; only that state is ever snapshotted or used, and
-	 * it is synced to disk after bootstrap (marker.h: until then the marker
-	 * says "unsynced", and a start after a host crash rebuilds it).  Not
-	 * for a migration in place (s->durable): that cluster holds a user's
-	 * data, which a crash must not tear.
-	 */
 	char *hba = xasprintf("hba_file=%s", s->hba);
 	char *ident = xasprintf("ident_file=%s/pg_ident.conf", s->pgdata);
-	char *argv[] = {
-		postgres, "-D", s->pgdata, "-p", port,
+	const char *fixed[] = {
+		"-D", s->pgdata, "-p", port,
 		"-c", s->tcp ? "listen_addresses=127.0.0.1" : "listen_addresses=",
 		"-c", sockopt,
 		SRV_SAFE_OVERRIDES(hba, ident),
-		"-c", s->durable ? "fsync=on" : "fsync=off",
-		"-c", s->durable ? "synchronous_commit=on" : "synchronous_commit=off",
-		"-c", s->durable ? "full_page_writes=on" : "full_page_writes=off",
 		/* The log tail we print on failure must be in our file. */
 		"-c", "logging_collector=off",
-		/*
-		 * A build is a batch job thrown away unless it ends cleanly, as
-		 * pg_upgrade's servers: no autovacuum, whose workers would visit
-		 * every database (and so change the ones a snapshot begun during
-		 * the steps has written: snap_early).  Last: a migration in place
-		 * keeps its postgresql.conf's setting.
-		 */
-		"-c", "autovacuum=off",
-		NULL,
 	};
-	if (s->durable)
-		argv[sizeof(argv) / sizeof(argv[0]) - 3] = NULL;
-	pid_t pid = spawn(argv, logfd);
+	struct strlist a = {0};
+	sl_add_owned(&a, pgbin_path(pg, "postgres"));
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		sl_add(&a, fixed[i]);
+	add_durability_settings(&a, s->durable, s->pgdata);
+	pid_t pid = spawn(a.v, logfd);
 	close(logfd);
+	sl_free(&a);
 	free(hba);
 	free(ident);
 	free(sockopt);
-	free(postgres);
 	if (pid < 0)
 		return -1;
 	s->pid = pid;
@@ -1666,11 +1739,8 @@ single_release(struct srv_single *s, const struct cfg *cfg)
 		log_debug("could not rename \"%s\": %s", next, strerror(errno));
 		goto cleanup;
 	}
-	/* Far below PIPE_BUF into an empty pipe: one write, whole; a reader gone is EPIPE, not our end. */
-	struct sigaction ign = {.sa_handler = SIG_IGN}, old_pipe;
-	sigaction(SIGPIPE, &ign, &old_pipe);
-	rc = write(fd, text, len) == (ssize_t)len ? 0 : -1;
-	sigaction(SIGPIPE, &old_pipe, NULL);
+	/* Far below PIPE_BUF into an empty pipe: one write, whole. */
+	rc = proc_pipe_write(fd, text, len) == len ? 0 : -1;
 cleanup:
 	if (fd >= 0)
 		close(fd);
@@ -1705,43 +1775,6 @@ parse_superusers(const char *output, struct strlist *out)
 	sb_free(&names);
 }
 
-/*
- * Whether PGDATA's conf files might make the server store a password other
- * than as SCRAM-SHA-256 with 4096 iterations: they set password_encryption
- * or scram_iterations, or include another file, or cannot be read.
- */
-static bool
-conf_may_change_password_storage(const char *pgdata)
-{
-	static const char *const files[] = {"postgresql.conf", "postgresql.auto.conf"};
-	bool may = false;
-	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]) && !may; i++) {
-		char *path = path_join(pgdata, files[i]);
-		int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-		free(path);
-		struct stat st;
-		if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
-			close(fd);
-			may = true; /* not a plain file: the server may read anything from it */
-			continue;
-		}
-		FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
-		if (!f) {
-			may = fd >= 0 || errno != ENOENT;
-			if (fd >= 0)
-				close(fd);
-			continue;
-		}
-		char line[1024], name[64];
-		while (!may && fgets(line, sizeof(line), f)) {
-			conf_setting_name(line, name, sizeof(name));
-			may = strcmp(name, "password_encryption") == 0 || strcmp(name, "scram_iterations") == 0 ||
-			      strncmp(name, "include", 7) == 0;
-		}
-		fclose(f);
-	}
-	return may;
-}
 
 /*
  * The password as the server would store it, computed here: PostgreSQL 14
@@ -1764,7 +1797,8 @@ precomputed_verifier(const struct cfg *cfg, int major)
 	for (const unsigned char *c = (const unsigned char *)cfg->db_password; *c; c++)
 		if (*c >= 0x80)
 			return NULL;
-	if (conf_may_change_password_storage(cfg->pgdata))
+	static const char *const storage[] = {"password_encryption", "scram_iterations", NULL};
+	if (conf_may_set(cfg->pgdata, storage))
 		return NULL;
 	unsigned char salt[16];
 	if (getrandom(salt, sizeof(salt), 0) != (ssize_t)sizeof(salt))

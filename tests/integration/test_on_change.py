@@ -95,6 +95,37 @@ def test_replace_is_the_default_and_warns(work):
     assert r.rc == 2 and "expected replace, migrate or refuse" in r.stderr, r
 
 
+def test_builds_write_no_wal_for_new_tables_a_migration_in_place_does(work):
+    """A build's temporary server runs with wal_level = minimal: a table a step creates and fills in
+    one transaction is written without WAL (here 200,000 rows, ~10 MB, write under 1 MB of WAL;
+    with the default level they write ~14 MB). A migration in place of a user's cluster keeps the
+    cluster's own level (replica by default) and writes them."""
+    fill = ("begin;\n"
+            "create table if not exists w (step text, lvl text, wal_bytes bigint);\n"
+            "create temp table lsn as select pg_current_wal_lsn() as at;\n"
+            "create table if not exists {t} as select i, repeat('x', 20) as pad from generate_series(1, 200000) i;\n"
+            "commit;\n"
+            "insert into w select '{t}', current_setting('wal_level'), "
+            "pg_wal_lsn_diff(pg_current_wal_lsn(), at) from lsn;\n")
+    work.file("mig/0001.sql", fill.format(t="t1"))
+    psql = os.path.join(PG_BINDIR, "psql")
+    cfg = work.file("pgstash.ini",
+                    "[database]\nname = app\n"
+                    f"[step sql]\nroot = {work.path}/mig\nmigrations = *.sql\nincremental = yes\n"
+                    f"run = /bin/sh -c 'for f in *.sql; do {psql} -X -q -v ON_ERROR_STOP=1 -f $f || exit 1; done'\n")
+    r = prepare(work, cfg)
+    assert r.rc == 0, r
+    got = work.sql("select string_agg(step || ' ' || lvl || ' ' || (wal_bytes < 1000000)::text, ',') from w",
+                   db="app")
+    assert got == "t1 minimal true", got
+    work.file("mig/0002.sql", fill.format(t="t2"))
+    r = prepare(work, cfg, "migrate")
+    assert r.rc == 0 and "migrated PGDATA in place" in r.stderr, r
+    got = work.sql("select string_agg(step || ' ' || lvl || ' ' || (wal_bytes > 5000000)::text, ',' order by step)"
+                   " from w where step = 't2'", db="app")
+    assert got == "t2 replica true", got
+
+
 def test_builds_run_without_autovacuum_a_migration_in_place_keeps_it(work):
     """A build's temporary server runs with autovacuum off, as pg_upgrade's (its workers would visit the
     databases a snapshot begun during the steps has written); a migration in place of a user's cluster

@@ -9,6 +9,7 @@
 #include "proc.h"
 #include "sig.h"
 
+#include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -382,6 +383,33 @@ test_die_with_us(void **state)
 	assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 0), 0);
 }
 
+/* proc_pipe_write: a reader gone is a short count, not a SIGPIPE; a full non-blocking pipe stops it. */
+static void
+test_pipe_write(void **state)
+{
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	assert_int_equal(proc_pipe_write(fds[1], "hello", 5), 5);
+	char got[8] = {0};
+	assert_int_equal(read(fds[0], got, sizeof(got)), 5);
+	assert_string_equal(got, "hello");
+	close(fds[0]);
+	/* With SIGPIPE's default disposition this write would end the test binary. */
+	assert_int_equal(proc_pipe_write(fds[1], "gone", 4), 0);
+	struct sigaction now;
+	sigaction(SIGPIPE, NULL, &now);
+	assert_true(now.sa_handler == SIG_DFL); /* put back */
+	close(fds[1]);
+
+	assert_int_equal(pipe2(fds, O_NONBLOCK), 0);
+	size_t cap = (size_t)fcntl(fds[1], F_GETPIPE_SZ);
+	char *big = calloc(1, cap + 4096);
+	assert_int_equal(proc_pipe_write(fds[1], big, cap + 4096), cap);
+	free(big);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 /* proc_collect: a child spawned earlier gets its input and gives its output, as proc_capture's would. */
 static void
 test_collect_spawned(void **state)
@@ -452,6 +480,7 @@ main(void)
 		cmocka_unit_test(test_cwd_pipes_and_timeout),
 		cmocka_unit_test(test_die_with_us),
 		cmocka_unit_test(test_collect_spawned),
+		cmocka_unit_test(test_pipe_write),
 	};
 	return cmocka_run_group_tests_name("proc", tests, NULL, NULL);
 }

@@ -799,6 +799,60 @@ test_temp_server_tcp(void **state)
 	free(password);
 }
 
+/*
+ * A build's temporary server writes no WAL for what a step creates and fills
+ * (wal_level=minimal) unless the conf files name the WAL's level or users;
+ * a migration in place keeps the conf's level.
+ */
+static void
+test_temp_server_wal_level(void **state)
+{
+	struct srv *s = &fx.srv;
+	char *conf = unit_read(fx.pgdata, "postgresql.conf");
+	assert_non_null(conf);
+	const char *kept[][2] = {
+		{"wal_level = logical\n", "logical"},
+		{"  WAL_LEVEL='logical' # a derived image's sample\n", "logical"},
+		{"max_wal_senders = 3\n", "replica"},
+		{"include_if_exists = 'extra.conf'\n", "replica"},
+		{"#wal_level = logical\n", "minimal"},
+		{"", "minimal"},
+	};
+	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
+		char *text = xasprintf("%s%s", conf, kept[i][0]);
+		unit_write(fx.pgdata, "postgresql.conf", text);
+		free(text);
+		assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
+		char *got = query1(s, "postgres", "SELECT current_setting('wal_level') || ' ' || current_setting('max_wal_senders')");
+		assert_non_null(got);
+		if (strncmp(got, kept[i][1], strlen(kept[i][1])) != 0)
+			fail_msg("with [%s]: wal_level and max_wal_senders [%s], want %s", kept[i][0], got, kept[i][1]);
+		if (strcmp(kept[i][1], "minimal") == 0)
+			assert_string_equal(got, "minimal 0");
+		free(got);
+		assert_int_equal(srv_stop(s), 0);
+	}
+	/* postgresql.auto.conf counts too (ALTER SYSTEM in an initdb.d script of a prefix build's cluster). */
+	unit_write(fx.pgdata, "postgresql.auto.conf", "wal_level = 'logical'\n");
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
+	expect_query(s, "postgres", "SELECT current_setting('wal_level')", "logical");
+	assert_int_equal(srv_stop(s), 0);
+	unit_write(fx.pgdata, "postgresql.auto.conf", "");
+	/* In place: the conf's own level (the default here), durability on. */
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, true), 0);
+	expect_query(s, "postgres", "SELECT current_setting('wal_level') || ' ' || current_setting('fsync')", "replica on");
+	assert_int_equal(srv_stop(s), 0);
+	/* A build: durability off, autovacuum off. */
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
+	expect_query(s, "postgres",
+	             "SELECT concat_ws(' ', current_setting('fsync'), current_setting('synchronous_commit'), "
+	             "current_setting('full_page_writes'), current_setting('autovacuum'))",
+	             "off off off off");
+	assert_int_equal(srv_stop(s), 0);
+	unit_write(fx.pgdata, "postgresql.conf", conf);
+	free(conf);
+}
+
 /* One line per entry below `dir` ("rel inode size mtime ctime"), recursively. */
 static void
 tree_state(const char *dir, const char *rel, struct strlist *out)
@@ -905,6 +959,7 @@ main(void)
 		cmocka_unit_test(test_databases_and_initdb_d),
 		cmocka_unit_test(test_per_start),
 		cmocka_unit_test(test_temp_server_tcp),
+		cmocka_unit_test(test_temp_server_wal_level),
 		cmocka_unit_test(test_reset_wal_changes_only_its_paths),
 	};
 	int failed = cmocka_run_group_tests_name("server helpers", pure, NULL, NULL);
