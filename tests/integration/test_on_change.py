@@ -9,15 +9,20 @@ import os
 from helpers import PG_BINDIR
 
 
+def sql_step_config(work, each_file=False):
+    """A config whose one incremental step feeds mig/*.sql to psql: as one script, or (each_file) one
+    psql per file, so that a file's session ends before the next begins."""
+    psql = f"{os.path.join(PG_BINDIR, 'psql')} -X -q -v ON_ERROR_STOP=1"
+    run = (f"for f in *.sql; do {psql} -f $f || exit 1; done" if each_file else f"cat *.sql | {psql}")
+    return work.file("pgstash.ini",
+                     "[database]\nname = app\n"
+                     f"[step sql]\nroot = {work.path}/mig\nmigrations = *.sql\nincremental = yes\n"
+                     f"run = /bin/sh -c '{run}'\n")
+
+
 def make_config(work):
-    mig = os.path.join(work.path, "mig")
     work.file("mig/0001.sql", "create table if not exists t (i int);\n")
-    psql = os.path.join(PG_BINDIR, "psql")
-    cfg = work.file("pgstash.ini",
-                    "[database]\nname = app\n"
-                    f"[step sql]\nroot = {mig}\nmigrations = *.sql\nincremental = yes\n"
-                    f"run = /bin/sh -c 'cat *.sql | {psql} -X -q -v ON_ERROR_STOP=1'\n")
-    return cfg
+    return sql_step_config(work)
 
 
 def prepare(work, cfg, policy=None):
@@ -108,11 +113,7 @@ def test_builds_write_no_wal_for_new_tables_a_migration_in_place_does(work):
             "insert into w select '{t}', current_setting('wal_level'), "
             "pg_wal_lsn_diff(pg_current_wal_lsn(), at) from lsn;\n")
     work.file("mig/0001.sql", fill.format(t="t1"))
-    psql = os.path.join(PG_BINDIR, "psql")
-    cfg = work.file("pgstash.ini",
-                    "[database]\nname = app\n"
-                    f"[step sql]\nroot = {work.path}/mig\nmigrations = *.sql\nincremental = yes\n"
-                    f"run = /bin/sh -c 'for f in *.sql; do {psql} -X -q -v ON_ERROR_STOP=1 -f $f || exit 1; done'\n")
+    cfg = sql_step_config(work, each_file=True)
     r = prepare(work, cfg)
     assert r.rc == 0, r
     got = work.sql("select string_agg(step || ' ' || lvl || ' ' || (wal_bytes < 1000000)::text, ',') from w",
@@ -132,11 +133,7 @@ def test_builds_run_without_autovacuum_a_migration_in_place_keeps_it(work):
     keeps the cluster's own setting (on by default)."""
     work.file("mig/0001.sql", "create table if not exists av (v text);\n"
                               "insert into av select current_setting('autovacuum');\n")
-    psql = os.path.join(PG_BINDIR, "psql")
-    cfg = work.file("pgstash.ini",
-                    "[database]\nname = app\n"
-                    f"[step sql]\nroot = {work.path}/mig\nmigrations = *.sql\nincremental = yes\n"
-                    f"run = /bin/sh -c 'cat *.sql | {psql} -X -q -v ON_ERROR_STOP=1'\n")
+    cfg = sql_step_config(work)
     r = prepare(work, cfg)
     assert r.rc == 0, r
     assert work.sql("select string_agg(v, ',') from av", db="app") == "off"
