@@ -546,7 +546,7 @@ proc_pipe_write(int fd, const void *buf, size_t len)
 	size_t off = 0;
 
 	/* Ignored only now, after any fork: a child must start with the default disposition. */
-	sigaction(SIGPIPE, &ign, &old_pipe);
+	bool ignored = sigaction(SIGPIPE, &ign, &old_pipe) == 0;
 	while (off < len) {
 		ssize_t n = write(fd, (const char *)buf + off, len - off);
 		if (n < 0 && errno == EINTR)
@@ -555,7 +555,8 @@ proc_pipe_write(int fd, const void *buf, size_t len)
 			break; /* the reader went away (or the pipe is full and fd non-blocking) */
 		off += (size_t)n;
 	}
-	sigaction(SIGPIPE, &old_pipe, NULL);
+	if (ignored)
+		sigaction(SIGPIPE, &old_pipe, NULL);
 	return off;
 }
 

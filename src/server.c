@@ -398,7 +398,8 @@ srv_reset_wal_start(const struct cfg *cfg, const struct pgbin *pg, struct srv_to
 /*
  * Whether PGDATA's conf files might set one of `names` (NULL-terminated):
  * postgresql.conf or postgresql.auto.conf sets one, or includes another
- * file, or cannot be read.  Only a cluster pgstash has initialized or
+ * file, or cannot be read, or has a line whose name cannot be read
+ * (conf_next_setting).  Only a cluster pgstash has initialized or
  * restored is looked at (a restore refuses an archive whose conf files set
  * what runs code: snapshot.c), as its owner.
  */
@@ -424,10 +425,10 @@ conf_may_set(const char *pgdata, const char *const *names)
 				close(fd);
 			continue;
 		}
-		char line[1024], name[64];
-		while (!may && fgets(line, sizeof(line), f)) {
-			conf_setting_name(line, name, sizeof(name));
-			may = strncmp(name, "include", 7) == 0;
+		char name[64];
+		bool known;
+		while (!may && conf_next_setting(f, name, sizeof(name), &known)) {
+			may = !known || strncmp(name, "include", 7) == 0;
 			for (const char *const *n = names; *n && !may; n++)
 				may = strcmp(name, *n) == 0;
 		}
@@ -565,7 +566,8 @@ prepare_temp(struct srv *s, const struct cfg *cfg, const struct pgbin *pg, bool 
  * WAL's level or its users (wal_level, max_wal_senders, summarize_wal, or
  * an include): a setting written there (a derived image's
  * postgresql.conf.sample, initdb -c on PostgreSQL 16+) may be what a step
- * needs, e.g. for a replication slot, which minimal refuses.
+ * needs, e.g. for a replication slot, which minimal refuses.  Nor when the
+ * cluster holds a slot (a prefix restored from an entry built before).
  *
  * A migration in place (`durable`): durability on, whatever the conf files
  * say (that cluster holds a user's rows, which a host crash must not tear),
@@ -585,7 +587,11 @@ add_durability_settings(struct strlist *a, bool durable, const char *pgdata)
 		sl_add(a, "-c");
 		sl_add(a, v[i]);
 	}
-	if (!durable && !conf_may_set(pgdata, wal_names)) {
+	char *slots = path_join(pgdata, "pg_replslot");
+	/* A slot a cached prefix holds would stop the server at start under minimal (a FATAL error). */
+	bool no_slots = !durable && dir_is_empty(slots);
+	free(slots);
+	if (no_slots && !conf_may_set(pgdata, wal_names)) {
 		sl_add(a, "-c");
 		sl_add(a, "wal_level=minimal");
 		sl_add(a, "-c");

@@ -1967,12 +1967,16 @@ check_conf(const struct restore *r, const char *name)
 		close(fd);
 		return -1;
 	}
-	char line[1024];
 	int rc = 0, lineno = 0;
-	while (rc == 0 && fgets(line, sizeof(line), f)) {
+	char setting[128];
+	bool known;
+	while (rc == 0 && conf_next_setting(f, setting, sizeof(setting), &known)) {
 		lineno++;
-		char setting[128];
-		if (conf_setting_name(line, setting, sizeof(setting)) && setting_refused(setting)) {
+		if (!known) {
+			log_warning("snapshot \"%s\" refused: %s line %d cannot be checked (too long, or a NUL byte)",
+			            r->archive_path, name, lineno);
+			rc = -1;
+		} else if (setting_refused(setting)) {
 			log_warning("snapshot \"%s\" refused: %s line %d sets %s (runs code or moves trust)", r->archive_path,
 			            name, lineno, setting);
 			rc = -1;

@@ -691,3 +691,28 @@ conf_setting_name(const char *line, char *out, size_t cap)
 		out[k] = '\0';
 	return k;
 }
+
+bool
+conf_next_setting(FILE *f, char *out, size_t cap, bool *known)
+{
+	char line[1024];
+	size_t len = 0;
+	bool cut = false, nul = false;
+	int c;
+	/* A character at a time: a NUL or a line longer than the buffer must not move where lines start. */
+	while ((c = getc(f)) != EOF && c != '\n') {
+		nul = nul || c == '\0';
+		if (len + 1 < sizeof(line))
+			line[len++] = (char)c;
+		else
+			cut = true;
+	}
+	if (c == EOF && len == 0)
+		return false;
+	line[len] = '\0';
+	size_t blanks = strspn(line, " \t\r");
+	size_t k = conf_setting_name(line, out, cap);
+	/* Known: no NUL (the server's reading of one is not ours), the name fits out and ends inside the buffer. */
+	*known = !nul && k + 1 < cap && (!cut || blanks + k < len);
+	return true;
+}

@@ -10,6 +10,7 @@
 #define PGSTASH_UTIL_H
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -135,6 +136,17 @@ bool ts_before(struct timespec a, struct timespec b);
  * line after blanks, as the server's own parser reads it.  Returns its length.
  */
 size_t conf_setting_name(const char *line, char *out, size_t cap);
+/*
+ * Reads the next line of a conf file from f, to its end whatever its
+ * length, and puts the name it sets (or includes) into out as
+ * conf_setting_name does.  *known is false when that name could not be read
+ * whole (the blanks and name at the line's start ran past the line buffer,
+ * 1 KiB, or the name past `cap`) or the line holds a NUL: a caller then
+ * assumes the worst.  (Read a buffer at a time, a name cut in two,
+ * "shared_preload_librar" + "ies", would pass as two harmless ones.)  false
+ * at the end of the file (or on a read error).
+ */
+bool conf_next_setting(FILE *f, char *out, size_t cap, bool *known);
 
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);

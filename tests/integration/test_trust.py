@@ -439,12 +439,16 @@ def forge_archive(work, key, pgdata, extra, gzip=False):
 
 
 @pytest.mark.parametrize("extra", ["recovery.signal", "standby.signal", "backup_label", "extras/evil.so",
-                                   "pg_tblspc/16384/x", "postgresql.auto.conf"])
+                                   "pg_tblspc/16384/x", "postgresql.auto.conf", "postgresql.auto.conf padded"])
 def test_files_that_are_not_a_clusters_are_refused(work, extra):
+    """"padded": blanks before the setting so that a reader going 1 KiB at a time would see its name cut in
+    two ("shared_preload_librar", "ies"), neither of them refused."""
     cfg = sql_project(work)
     r, pg1 = start(work, cfg, "pg1")
     key = work.key(config=cfg)
-    data = b"shared_preload_libraries = 'extras/evil.so'\n" if extra == "postgresql.auto.conf" else b"x"
+    padding = b" " * 1002 if extra.endswith(" padded") else b""
+    extra = extra.split()[0]
+    data = padding + b"shared_preload_libraries = 'extras/evil.so'\n" if extra == "postgresql.auto.conf" else b"x"
     forge_archive(work, key, pg1, {extra: data})
     r, pg = start(work, cfg, "pg2")
     assert "refused" in r.stderr and "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r

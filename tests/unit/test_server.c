@@ -816,6 +816,19 @@ test_temp_server_wal_level(void **state)
 		{"max_wal_senders = 3\n", "replica"},
 		{"include_if_exists = 'extra.conf'\n", "replica"},
 		{"#wal_level = logical\n", "minimal"},
+		/* Cut in two by a 1 KiB read, "wal" + "_level" would look like neither. */
+		{"                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                                                                                                    "
+		 "                  wal_level = logical\n",
+		 "logical"},
 		{"", "minimal"},
 	};
 	for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++) {
@@ -838,6 +851,14 @@ test_temp_server_wal_level(void **state)
 	expect_query(s, "postgres", "SELECT current_setting('wal_level')", "logical");
 	assert_int_equal(srv_stop(s), 0);
 	unit_write(fx.pgdata, "postgresql.auto.conf", "");
+	/* A slot in the cluster (a prefix built before): the level it needs, or the server would not start. */
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, true), 0);
+	expect_query(s, "postgres", "SELECT 'made' FROM pg_create_physical_replication_slot('kept')", "made");
+	assert_int_equal(srv_stop(s), 0);
+	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, false), 0);
+	expect_query(s, "postgres", "SELECT current_setting('wal_level')", "replica");
+	expect_query(s, "postgres", "SELECT 'dropped' FROM pg_drop_replication_slot('kept')", "dropped");
+	assert_int_equal(srv_stop(s), 0);
 	/* In place: the conf's own level (the default here), durability on. */
 	assert_int_equal(srv_start_temp(s, &fx.cfg, &fx.pg, false, true), 0);
 	expect_query(s, "postgres", "SELECT current_setting('wal_level') || ' ' || current_setting('fsync')", "replica on");

@@ -1190,6 +1190,17 @@ test_cluster_shape(void **state)
 		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("\"%s\" was not refused", bad_conf[i]);
 	}
+	/* Blanks that push the name across a 1 KiB read: it must not pass as "shared_preload_librar" + "ies". */
+	for (size_t pad = 1000; pad <= 1030; pad++) {
+		char *line = xmalloc(pad + 64);
+		memset(line, ' ', pad);
+		strcpy(line + pad, "shared_preload_libraries = '/tmp/x.so'\n");
+		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", line}};
+		hostile_archive(f->arch, e, 2);
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
+			fail_msg("shared_preload_libraries after %zu blanks was not refused", pad);
+		free(line);
+	}
 	struct hentry ok[] = {{H_FILE, "PG_VERSION", "15\n"},
 	                      {H_FILE, "postgresql.auto.conf", "# archive_command = 'x'\nwork_mem = '64MB'\n"},
 	                      {H_DIR, "pg_tblspc", NULL}};

@@ -764,6 +764,48 @@ test_conf_setting_name(void **state)
 	assert_string_equal(tiny, "work");
 }
 
+/*
+ * conf_next_setting reads whole lines whatever their length: a name the
+ * line buffer cuts in two, a name too long for `out`, or a NUL byte make
+ * the line's name unknown, and the next line still starts where it does.
+ */
+static void
+test_conf_next_setting(void **state)
+{
+	(void)state;
+	struct strbuf text = {0};
+	sb_append(&text, "work_mem = '64MB'\n# a comment\n");
+	for (int i = 0; i < 1018; i++) /* the name is cut by the 1 KiB line buffer */
+		sb_appendc(&text, ' ');
+	sb_append(&text, "shared_preload_libraries = 'x'\n");
+	sb_append(&text, "log_line_prefix = '");
+	for (int i = 0; i < 3000; i++) /* a long value: the name is known, the line is read to its end */
+		sb_appendc(&text, 'v');
+	sb_append(&text, "'\n");
+	sb_append(&text, "a_setting_name_much_longer_than_the_sixty_four_bytes_a_caller_gives_us_library = 1\n");
+	sb_appendn(&text, "x\0y\n", 4); /* a NUL: unknown, and "y" does not start a line */
+	sb_append(&text, "archive_command = 'x'"); /* the last line, without a newline */
+	FILE *f = fmemopen(text.buf, text.len, "r");
+	assert_non_null(f);
+	struct {
+		const char *name;
+		bool known;
+	} want[] = {{"work_mem", true}, {"", true},       {NULL, false}, {"log_line_prefix", true},
+	            {NULL, false},      {"x", false},     {"archive_command", true}};
+	char name[64];
+	bool known;
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		if (!conf_next_setting(f, name, sizeof(name), &known))
+			fail_msg("line %zu: end of file too early", i + 1);
+		if (known != want[i].known || (want[i].name && strcmp(name, want[i].name) != 0))
+			fail_msg("line %zu: \"%s\" known %d, want \"%s\" known %d", i + 1, name, known,
+			         want[i].name ? want[i].name : "(any)", want[i].known);
+	}
+	assert_false(conf_next_setting(f, name, sizeof(name), &known));
+	fclose(f);
+	sb_free(&text);
+}
+
 int
 main(void)
 {
@@ -788,6 +830,7 @@ main(void)
 		cmocka_unit_test(test_ctime_mark),
 		cmocka_unit_test(test_ts_before),
 		cmocka_unit_test(test_conf_setting_name),
+		cmocka_unit_test(test_conf_next_setting),
 		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
