@@ -437,7 +437,6 @@ conf_may_set(const char *pgdata, const char *const *names)
 	return may;
 }
 
-
 static void
 free_secret(char *p)
 {
@@ -1780,7 +1779,6 @@ parse_superusers(const char *output, struct strlist *out)
 	sl_split_lines(sb_str(&names), out);
 	sb_free(&names);
 }
-
 
 /*
  * The password as the server would store it, computed here: PostgreSQL 14
