@@ -1973,7 +1973,7 @@ check_conf(const struct restore *r, const char *name)
 	while (rc == 0 && conf_next_setting(f, setting, sizeof(setting), &known)) {
 		lineno++;
 		if (!known) {
-			log_warning("snapshot \"%s\" refused: %s line %d cannot be checked (too long, or a NUL byte)",
+			log_warning("snapshot \"%s\" refused: %s line %d cannot be checked (too long, a NUL byte, or a read error)",
 			            r->archive_path, name, lineno);
 			rc = -1;
 		} else if (setting_refused(setting)) {

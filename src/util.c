@@ -699,6 +699,9 @@ conf_next_setting(FILE *f, char *out, size_t cap, bool *known)
 	size_t len = 0;
 	bool cut = false, nul = false;
 	int c;
+	/* A read error was the last line (unknown): the rest of the file was never read. */
+	if (ferror(f))
+		return false;
 	/* A character at a time: a NUL or a line longer than the buffer must not move where lines start. */
 	while ((c = getc(f)) != EOF && c != '\n') {
 		nul = nul || c == '\0';
@@ -707,12 +710,16 @@ conf_next_setting(FILE *f, char *out, size_t cap, bool *known)
 		else
 			cut = true;
 	}
-	if (c == EOF && len == 0)
+	bool failed = c == EOF && ferror(f);
+	if (c == EOF && len == 0 && !failed)
 		return false;
 	line[len] = '\0';
 	size_t blanks = strspn(line, " \t\r");
 	size_t k = conf_setting_name(line, out, cap);
-	/* Known: no NUL (the server's reading of one is not ours), the name fits out and ends inside the buffer. */
-	*known = !nul && k + 1 < cap && (!cut || blanks + k < len);
+	/*
+	 * Known: read whole (a read error may have cut it), no NUL (the server's
+	 * reading of one is not ours), the name fits out and ends inside the buffer.
+	 */
+	*known = !failed && !nul && k + 1 < cap && (!cut || blanks + k < len);
 	return true;
 }

@@ -141,10 +141,12 @@ size_t conf_setting_name(const char *line, char *out, size_t cap);
  * length, and puts the name it sets (or includes) into out as
  * conf_setting_name does.  *known is false when that name could not be read
  * whole (the blanks and name at the line's start ran past the line buffer,
- * 1 KiB, or the name past `cap`) or the line holds a NUL: a caller then
- * assumes the worst.  (Read a buffer at a time, a name cut in two,
- * "shared_preload_librar" + "ies", would pass as two harmless ones.)  false
- * at the end of the file (or on a read error).
+ * 1 KiB, or the name past `cap`), the line holds a NUL, or reading failed
+ * (a read error is one last line, unknown, so that what was never read is
+ * not taken for a clean end): a caller then assumes the worst.  (Read a
+ * buffer at a time, a name cut in two, "shared_preload_librar" + "ies",
+ * would pass as two harmless ones.)  false at the end of the file, and
+ * after a read error's line.
  */
 bool conf_next_setting(FILE *f, char *out, size_t cap, bool *known);
 

@@ -806,6 +806,38 @@ test_conf_next_setting(void **state)
 	sb_free(&text);
 }
 
+/*
+ * A read error is not the end of the file: a caller would otherwise take a
+ * file it could not read to its end for one without dangerous settings.  A
+ * non-blocking pipe whose writer is still open fails with EAGAIN once its
+ * bytes are read (a real EIO cannot be made here).
+ */
+static void
+test_conf_next_setting_read_error(void **state)
+{
+	(void)state;
+	for (int cut = 0; cut < 2; cut++) {
+		int p[2];
+		assert_int_equal(pipe(p), 0);
+		/* Whole lines, or a line the error cuts. */
+		const char *text = cut ? "work_mem = 1\nshared_preload_libr" : "work_mem = 1\n";
+		assert_int_equal(write(p[1], text, strlen(text)), (ssize_t)strlen(text));
+		assert_int_equal(fcntl(p[0], F_SETFL, O_NONBLOCK), 0);
+		FILE *f = fdopen(p[0], "r");
+		assert_non_null(f);
+		char name[64];
+		bool known;
+		assert_true(conf_next_setting(f, name, sizeof(name), &known));
+		assert_true(known);
+		assert_string_equal(name, "work_mem");
+		assert_true(conf_next_setting(f, name, sizeof(name), &known));
+		assert_false(known);
+		assert_false(conf_next_setting(f, name, sizeof(name), &known));
+		fclose(f);
+		close(p[1]);
+	}
+}
+
 int
 main(void)
 {
@@ -831,6 +863,7 @@ main(void)
 		cmocka_unit_test(test_ts_before),
 		cmocka_unit_test(test_conf_setting_name),
 		cmocka_unit_test(test_conf_next_setting),
+		cmocka_unit_test(test_conf_next_setting_read_error),
 		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
