@@ -1543,6 +1543,34 @@ next_block(struct archive *ar, const char *archive_path, const char *path, uint6
 }
 
 /*
+ * The first bytes of every ELF file.  No file of a cluster is one, and a
+ * library anywhere below PGDATA could be loaded by the final server whatever
+ * its name, through what no conf check sees: a setting in the catalogs
+ * (ALTER ROLE ... SET session_preload_libraries = 'base/x'), a C function's
+ * library.  The loader takes nothing else, so a restore refuses an ELF file.
+ */
+static const unsigned char elf_magic[4] = {0x7f, 'E', 'L', 'F'};
+
+/* Copies what a block (`len` bytes at `off`) holds of a file's first bytes into head. */
+static void
+note_head(unsigned char head[sizeof(elf_magic)], la_int64_t off, const void *buf, size_t len)
+{
+	for (size_t i = 0; (uint64_t)off + i < sizeof(elf_magic) && i < len; i++)
+		head[off + i] = ((const unsigned char *)buf)[i];
+}
+
+/* Whether a file starting with `head` is a library (logged: the restore refuses it). */
+static bool
+library_refused(const unsigned char *head, uint64_t size, const char *archive_path, const char *path)
+{
+	if (size < sizeof(elf_magic) || memcmp(head, elf_magic, sizeof(elf_magic)) != 0)
+		return false;
+	log_warning("snapshot \"%s\" refused: entry \"%s\" is a shared library (ELF), which no cluster holds",
+	            archive_path, path);
+	return true;
+}
+
+/*
  * A large file: created and extended here, its data queued for the writers
  * a block at a time, all-zero pieces left as holes.  0, SNAP_BAD_ARCHIVE or
  * SNAP_FAILED (logged; a writer's failure is reported by the caller).
@@ -1568,6 +1596,7 @@ stream_file(struct archive *ar, const struct wpool *p, struct wpool *big, const 
 	f->fd = fd;
 	f->path = xstrdup(path);
 	atomic_init(&f->refs, 1); /* this thread's, until the last block is queued */
+	unsigned char head[sizeof(elf_magic)] = {0}; /* a hole reads as zeros */
 	int rc = 0;
 	for (unsigned long blocks = 0; rc == 0; blocks++) {
 		/* A large file is many blocks: `docker stop` must not wait for its end. */
@@ -1585,6 +1614,7 @@ stream_file(struct archive *ar, const struct wpool *p, struct wpool *big, const 
 			rc = SNAP_BAD_ARCHIVE;
 			break;
 		}
+		note_head(head, off, buf, len);
 		/*
 		 * Queue runs of pieces that are not all zeros.  The file is already
 		 * its full size, so skipped zeros read back as zeros; pieces follow
@@ -1618,6 +1648,9 @@ stream_file(struct archive *ar, const struct wpool *p, struct wpool *big, const 
 			i += piece;
 		}
 	}
+	/* Its blocks may be written already: the refusal empties PGDATA as any other does. */
+	if (rc == 0 && library_refused(head, size, archive_path, path))
+		rc = SNAP_BAD_ARCHIVE;
 	bigfile_release(big, f);
 	return rc;
 }
@@ -1729,7 +1762,8 @@ extract_entry(struct archive *ar, struct archive_entry *e, struct wpool *p, stru
 		return rc;
 	}
 	unsigned char *data = read_small(ar, archive_path, path, (size_t)size);
-	if (!data) {
+	if (!data || library_refused(data, size, archive_path, path)) {
+		free(data);
 		free(path);
 		return SNAP_BAD_ARCHIVE;
 	}
@@ -1934,14 +1968,19 @@ apply_dir_modes(struct restore *r)
  * settings: builds legitimately tune anything else (ALTER SYSTEM in a
  * migration), the list of settings grows with every major version, and the
  * dangerous ones follow these names (*_command, *_library, *_libraries,
- * *_file, *_path, *_directory, *_directories, include*), plus the two that
- * do not (data_directory is covered; jit_provider loads a library).
+ * *file, *_filename, *_path, *dir, *_directory, *_directories, include*),
+ * plus the one that does not (jit_provider loads a library).  The short
+ * suffixes are for the names that drop the underscore or the word's end:
+ * krb_server_keyfile, ssl_crl_dir, log_filename (a "../" in it writes the
+ * server's log anywhere its user may write) and Debian's extension_destdir
+ * (a relative one puts a directory of PGDATA before every library and
+ * extension script the server loads).
  */
 static bool
 setting_refused(const char *name)
 {
-	static const char *const suffixes[] = {"_command", "_library", "_libraries", "_file", "_path", "_directory",
-	                                       "_directories", NULL};
+	static const char *const suffixes[] = {"_command",  "_library", "_libraries", "file",         "_filename",
+	                                       "_path",     "dir",      "_directory", "_directories", NULL};
 	size_t n = strlen(name);
 	if (strncmp(name, "include", 7) == 0 || strcmp(name, "jit_provider") == 0)
 		return true;

@@ -438,24 +438,50 @@ def forge_archive(work, key, pgdata, extra, gzip=False):
     return raw
 
 
-@pytest.mark.parametrize("extra", ["recovery.signal", "standby.signal", "backup_label", "extras/evil.so",
-                                   "pg_tblspc/16384/x", "postgresql.auto.conf", "postgresql.auto.conf padded"])
-def test_files_that_are_not_a_clusters_are_refused(work, extra):
-    """"padded": blanks before the setting so that a reader going 1 KiB at a time would see its name cut in
-    two ("shared_preload_librar", "ies"), neither of them refused."""
+def elf_library():
+    """The start of a real shared object (what a forger would plant)."""
+    with open("/usr/lib/x86_64-linux-gnu/libc.so.6", "rb") as f:
+        return f.read(8192)
+
+
+# What a forger adds to a real entry: {name: content}.  "padded": blanks before the setting so that a reader
+# going 1 KiB at a time would see its name cut in two ("shared_preload_librar", "ies"), neither of them
+# refused.  The rest are session 15's review: a library under a name the allowlist of top-level paths lets
+# through (a catalog setting, ALTER ROLE ... SET session_preload_libraries = 'base/1/99999', would load it);
+# Debian's extension_destdir, which puts a directory of PGDATA before every library and extension script
+# (its library alone, or the setting alone, is refused); log_filename with "../", which makes the final
+# server write its log, lines the forger's log_line_prefix starts, as a file outside PGDATA.
+FORGED = {
+    "recovery.signal": {"recovery.signal": b"x"},
+    "standby.signal": {"standby.signal": b"x"},
+    "backup_label": {"backup_label": b"x"},
+    "extras/evil.so": {"extras/evil.so": b"x"},
+    "pg_tblspc/16384/x": {"pg_tblspc/16384/x": b"x"},
+    "postgresql.auto.conf": {"postgresql.auto.conf": b"shared_preload_libraries = 'extras/evil.so'\n"},
+    "postgresql.auto.conf padded": {"postgresql.auto.conf": b" " * 1002 + b"shared_preload_libraries = 'x'\n"},
+    "a library under base": {"base/1/99999": "ELF"},
+    "extension_destdir": {"postgresql.auto.conf": b"extension_destdir = 'base/pg'\n",
+                          "base/pg/usr/lib/postgresql/15/lib/plpgsql.so": "ELF"},
+    "extension_destdir alone": {"postgresql.auto.conf": b"extension_destdir = 'base/pg'\n"},
+    "log_filename": {"postgresql.auto.conf": b"logging_collector = on\nlog_filename = '../../outside/x'\n"},
+}
+
+
+@pytest.mark.parametrize("case", FORGED)
+def test_files_that_are_not_a_clusters_are_refused(work, case):
     cfg = sql_project(work)
     r, pg1 = start(work, cfg, "pg1")
     key = work.key(config=cfg)
-    padding = b" " * 1002 if extra.endswith(" padded") else b""
-    extra = extra.split()[0]
-    data = padding + b"shared_preload_libraries = 'extras/evil.so'\n" if extra == "postgresql.auto.conf" else b"x"
-    forge_archive(work, key, pg1, {extra: data})
+    extra = {name: elf_library() if data == "ELF" else data for name, data in FORGED[case].items()}
+    forge_archive(work, key, pg1, extra)
     r, pg = start(work, cfg, "pg2")
     assert "refused" in r.stderr and "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
-    if extra == "postgresql.auto.conf":
-        assert "evil" not in open(os.path.join(pg, extra)).read()
-    else:
-        assert not os.path.exists(os.path.join(pg, extra))
+    for name, data in extra.items():
+        path = os.path.join(pg, name)
+        if name == "postgresql.auto.conf":
+            assert data.strip() not in open(path, "rb").read()
+        else:
+            assert not os.path.exists(path)
     r, pg = start(work, cfg, "pg3")
     assert "cache hit" in r.stderr, r
 

@@ -1182,6 +1182,9 @@ test_cluster_shape(void **state)
 	const char *bad_conf[] = {"archive_command = 'x'", "  Shared_Preload_Libraries='a'", "hba_file = '/x'",
 	                          "include_dir 'conf.d'", "ssl_key_file = 'k'", "dynamic_library_path = '/x'",
 	                          "jit_provider = 'evil'", "log_directory = '/etc'",
+	                          /* Names that end without "_file" or "_directory" (session 15's review). */
+	                          "extension_destdir = 'base/pg'", "krb_server_keyfile = 'k'", "ssl_crl_dir = 'd'",
+	                          "log_filename = '../../../home/postgres/.psqlrc'",
 	                          /* The server's lexer takes \r as a blank before a name. */
 	                          "\rshared_preload_libraries = '/tmp/x.so'", " \r\tarchive_command = 'x'"};
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
@@ -1201,10 +1204,30 @@ test_cluster_shape(void **state)
 			fail_msg("shared_preload_libraries after %zu blanks was not refused", pad);
 		free(line);
 	}
+	/*
+	 * A library under any name, small or large (a catalog setting could load
+	 * base/1/99999 as well as extras/evil.so), is refused before PGDATA is
+	 * left with it.
+	 */
+	size_t big = 300 * 1024;
+	char *large = xmalloc(big + 1);
+	memset(large, 'a', big);
+	large[big] = '\0';
+	memcpy(large, "\177ELF", 4);
+	const char *libraries[] = {"\177ELF\2\1\1", large};
+	for (size_t i = 0; i < 2; i++) {
+		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base/1/99999", libraries[i]}};
+		hostile_archive(f->arch, e, 2);
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
+			fail_msg("an ELF file of %zu bytes was not refused", strlen(libraries[i]));
+		assert_true(dir_is_empty(f->dst));
+	}
+	free(large);
 	struct hentry ok[] = {{H_FILE, "PG_VERSION", "15\n"},
 	                      {H_FILE, "postgresql.auto.conf", "# archive_command = 'x'\nwork_mem = '64MB'\n"},
+	                      {H_FILE, "base/1/1", "\177EL"}, {H_FILE, "base/1/2", "\177ELG and more"},
 	                      {H_DIR, "pg_tblspc", NULL}};
-	hostile_archive(f->arch, ok, 3);
+	hostile_archive(f->arch, ok, sizeof(ok) / sizeof(ok[0]));
 	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
 }
 
