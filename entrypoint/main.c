@@ -20,6 +20,7 @@
 #include "store.h"
 #include "util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -238,6 +239,12 @@ cmd_keygen(struct cfg *cfg, int argc, char **argv)
 		log_error("keygen takes one argument: PATH (writes PATH.key and PATH.pub)");
 		return EXIT_USAGE;
 	}
+	/* A mistyped option must not leave a private key named "-x.key" behind. */
+	if (argv[0][0] == '-') {
+		log_error("keygen: \"%s\" looks like an option, not a PATH (for a file of that name: ./%s)", argv[0],
+		          argv[0]);
+		return EXIT_USAGE;
+	}
 	char fp[65];
 	if (sign_keygen(argv[0], fp) != 0)
 		return EXIT_RUNTIME;
@@ -401,7 +408,7 @@ static const struct command commands[] = {
 	{"keygen", cmd_keygen, true},
 };
 
-/* The command named `cmd`, or NULL; "-c k=v ..." is run (see means_run). */
+/* The command named `cmd`, or NULL; "-c k=v ..." is run (the official image's rule: a first argument starting with '-' means "postgres ARGS"). */
 static const struct command *
 find_command(const char *cmd)
 {
@@ -413,11 +420,14 @@ find_command(const char *cmd)
 	return NULL;
 }
 
-/* The official image's rule: a first argument starting with '-' means "postgres ARGS". */
+/* Whether a command's arguments ask for help (run's go to postgres: wants_help). */
 static bool
-means_run(const char *cmd)
+wants_usage(int argc, char **argv)
 {
-	return cmd[0] == '-' || strcmp(cmd, "postgres") == 0 || strcmp(cmd, "run") == 0;
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return true;
+	return false;
 }
 
 /* What the global options set. */
@@ -427,6 +437,30 @@ struct options {
 	const char *pgdata;
 	int cmd;  /* index of the command in argv */
 };
+
+/*
+ * The global option a word "--NAME[=VALUE]" was meant as, or NULL.  Any other
+ * word starting with '-' is postgres' (`pgstash --max_connections=200`, the
+ * official image's rule), but no setting of postgres lies within two edits of
+ * these names ('_' read as '-'), so `--confg=FILE` is a typo to say before
+ * anything is bootstrapped, not a setting for the final server to refuse.
+ */
+static const char *
+meant_option(const char *arg)
+{
+	static const char *const ours[] = {"config", "cache-dir", "pgdata", "verbose", "quiet", "version", "help"};
+	char name[65];
+	size_t n = strcspn(arg, "=");
+	if (n >= sizeof(name))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		name[i] = arg[i] == '_' ? '-' : (char)tolower((unsigned char)arg[i]);
+	name[n] = '\0';
+	for (size_t k = 0; k < sizeof(ours) / sizeof(ours[0]); k++)
+		if (edit_distance(name, ours[k]) <= 2)
+			return ours[k];
+	return NULL;
+}
 
 /*
  * The global options before the command, into *o.  -1 to go on; else the
@@ -456,9 +490,11 @@ parse_options(int argc, char **argv, struct options *o)
 			o->cache_dir = a + 12;
 		else if (strncmp(a, "--pgdata=", 9) == 0)
 			o->pgdata = a + 9;
-		else if (strncmp(a, "--", 2) == 0 && strcmp(a, "--") != 0 && !means_run(a + 1)) {
-			/* "--config" without a value lands here too. */
-			log_error("unknown option \"%s\"; see pgstash --help", a);
+		else if (strcmp(a, "--config") == 0 || strcmp(a, "--cache-dir") == 0 || strcmp(a, "--pgdata") == 0) {
+			log_error("%s needs a value (%s=...)", a, a);
+			return EXIT_USAGE;
+		} else if (strncmp(a, "--", 2) == 0 && meant_option(a + 2)) {
+			log_error("unknown option \"%s\": did you mean --%s? (see pgstash --help)", a, meant_option(a + 2));
 			return EXIT_USAGE;
 		} else
 			break;
@@ -610,6 +646,10 @@ main(int argc, char **argv)
 	int first = cmd[0] == '-' ? o.cmd : o.cmd + 1;
 	if (c->run == cmd_run && wants_help(argc - first, argv + first))
 		return postgres_help(&o, argc - first, argv + first);
+	if (c->run != cmd_run && wants_usage(argc - first, argv + first)) {
+		usage(stdout);
+		return EXIT_OK;
+	}
 	struct cfg cfg;
 	if (load_config(&cfg, &o, c->lax_config) != 0)
 		return EXIT_USAGE;

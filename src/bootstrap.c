@@ -507,15 +507,20 @@ boot_healthcheck(const struct cfg *cfg)
 		free(p);
 		return 1;
 	}
-	free(p);
 	char state[32] = "";
 	long pid = 0;
 	int ok = sscanf(text, "%31s %ld", state, &pid);
 	free(text);
 	if (ok != 2 || strcmp(state, "ready") != 0) {
-		fprintf(stderr, "pgstash: not ready: bootstrap is %s\n", ok >= 1 ? state : "in an unknown state");
+		const char *says = ok < 1                          ? "nothing readable"
+		                   : strcmp(state, "failed") == 0   ? "the last bootstrap failed"
+		                   : strcmp(state, "starting") == 0 ? "bootstrap is under way"
+		                                                    : state;
+		fprintf(stderr, "pgstash: not ready: %s (\"%s\" says so, pid %ld)\n", says, p, pid);
+		free(p);
 		return 1;
 	}
+	free(p);
 	if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH)) {
 		fprintf(stderr, "pgstash: not ready: the server (pid %ld) is not running\n", pid);
 		return 1;

@@ -131,6 +131,13 @@ struct timespec ctime_mark(void);
 bool ts_before(struct timespec a, struct timespec b);
 
 /*
+ * The Levenshtein distance between a and b (insertions, deletions,
+ * substitutions), for "did you mean" hints; SIZE_MAX when either is longer
+ * than 64 bytes (far from any name worth suggesting).
+ */
+size_t edit_distance(const char *a, const char *b);
+
+/*
  * The setting a postgresql.conf line sets, lowercased into out (cap bytes;
  * "" for a comment, a blank line or no name): the name at the start of the
  * line after blanks, as the server's own parser reads it.  Returns its length.

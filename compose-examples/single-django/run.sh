@@ -57,7 +57,7 @@ compose logs --no-color db | grep -E 'pgstash: |\[step ' || true
 cat <<MSG
 
 The migrated database is up:
-  docker-compose exec db psql -U postgres -d app -c '\\dt'
+  COMPOSE_PROJECT_NAME=$COMPOSE_PROJECT_NAME docker-compose exec db psql -U postgres -d app -c '\\dt'
   psql "postgresql://postgres:${POSTGRES_PASSWORD:-example}@127.0.0.1:${PGSTASH_PORT:-5432}/app"
 Stop it with ./run.sh down.
 MSG

@@ -59,6 +59,30 @@ def test_help(pgstash):
     assert "--config" in out, r
 
 
+@pytest.mark.parametrize("args", [("prepare", "--help"), ("key", "--explain", "-h"), ("ls", "--help"),
+                                  ("verify", "--help"), ("prune", "--help"), ("healthcheck", "--help"),
+                                  ("keygen", "--help")])
+def test_a_commands_help_is_the_help_and_does_nothing(pgstash, work, args):
+    """`pgstash ls --help` is the help, exit 0, nothing bootstrapped or written; before, most commands
+    called --help an unknown argument (exit 2) and keygen wrote a key pair named ./--help.key."""
+    r = pgstash(*args)
+    assert r.rc == 0, r
+    assert r.stdout.startswith("pgstash — "), r
+    assert "Usage: pgstash" in r.stdout, r
+    assert not any(n.endswith((".key", ".pub")) for n in os.listdir(work.path)), os.listdir(work.path)
+    assert os.listdir(work.pgdata) == [] and os.listdir(work.cache) == [], "a command's --help bootstrapped"
+
+
+def test_keygen_refuses_a_path_that_looks_like_an_option(pgstash, work):
+    r = pgstash("keygen", "-x")
+    assert r.rc == 2, r
+    assert '"-x" looks like an option' in r.stderr and "./-x" in r.stderr, r
+    assert not any(n.endswith((".key", ".pub")) for n in os.listdir(work.path)), os.listdir(work.path)
+    r = pgstash("keygen", "./-x")
+    assert r.rc == 0, r
+    assert os.path.exists(os.path.join(work.path, "-x.key")), r
+
+
 def test_readme_cli_block_is_the_help(pgstash):
     """README.md's "Command line" block is the start of --help, word for word:
     from the Usage line to the end of the options."""

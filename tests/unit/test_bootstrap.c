@@ -126,10 +126,15 @@ test_starting(void **state)
 	char *text = xasprintf("starting %ld\n", (long)getpid());
 	write_state(text);
 	free(text);
-	expect_not_ready("bootstrap is starting");
+	expect_not_ready("bootstrap is under way");
+	expect_not_ready("/" BOOT_STATE "\" says so");
+	text = xasprintf("failed %ld\n", (long)getpid());
+	write_state(text);
+	free(text);
+	expect_not_ready("the last bootstrap failed");
 
 	write_state("");
-	expect_not_ready("unknown state");
+	expect_not_ready("nothing readable");
 	write_state("ready\n");
 	expect_not_ready("not ready");
 	write_state("ready notapid\n");
@@ -298,7 +303,7 @@ test_ready_real_server(void **state)
 	/* The server answers but bootstrap has not said ready: not ready. */
 	char *starting = xasprintf("starting %ld\n", (long)server_pid);
 	write_state(starting);
-	expect_not_ready("bootstrap is starting");
+	expect_not_ready("bootstrap is under way");
 	write_state(text);
 	assert_int_equal(check(NULL), 0);
 

@@ -43,9 +43,22 @@ test_commands(void **state)
 	assert_ptr_equal(find_command("postgres")->run, cmd_run);
 	assert_null(find_command("start"));
 	assert_null(find_command(""));
-	assert_true(means_run("-c"));
-	assert_true(means_run("postgres"));
-	assert_false(means_run("prepare"));
+}
+
+/* A mistyped global option, not a setting of postgres (none lies within two edits of ours). */
+static void
+test_meant_option(void **state)
+{
+	(void)state;
+	assert_string_equal(meant_option("confg=x"), "config");
+	assert_string_equal(meant_option("Config"), "config");
+	assert_string_equal(meant_option("cache_dir=/x"), "cache-dir");
+	assert_string_equal(meant_option("pgdta"), "pgdata");
+	assert_string_equal(meant_option("verbse"), "verbose");
+	assert_null(meant_option("max_connections=200"));
+	assert_null(meant_option("port=5433"));
+	assert_null(meant_option("config_file=/etc/x")); /* postgres' own: five edits away */
+	assert_null(meant_option(""));
 }
 
 /* main with argv, stderr captured; its exit code. */
@@ -92,6 +105,13 @@ test_usage_errors(void **state)
 	assert_int_equal(run_main(&err, 3, "key", "--bogus"), 2);
 	unit_expect_contains(err, "key: unknown argument \"--bogus\"");
 	free(err);
+	/* Before, both meant "run": a bootstrap, then postgres refusing the word. */
+	assert_int_equal(run_main(&err, 3, "--confg=x", "prepare"), 2);
+	unit_expect_contains(err, "unknown option \"--confg=x\": did you mean --config?");
+	free(err);
+	assert_int_equal(run_main(&err, 3, "--pgdata", "prepare"), 2);
+	unit_expect_contains(err, "--pgdata needs a value (--pgdata=...)");
+	free(err);
 }
 
 int
@@ -101,6 +121,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_exit_codes),
 		cmocka_unit_test(test_commands),
+		cmocka_unit_test(test_meant_option),
 		cmocka_unit_test(test_usage_errors),
 	};
 	return cmocka_run_group_tests_name("main", tests, NULL, NULL);

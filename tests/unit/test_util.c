@@ -838,6 +838,22 @@ test_conf_next_setting_read_error(void **state)
 	}
 }
 
+static void
+test_edit_distance(void **state)
+{
+	(void)state;
+	assert_int_equal(edit_distance("", ""), 0);
+	assert_int_equal(edit_distance("config", "config"), 0);
+	assert_int_equal(edit_distance("confg", "config"), 1);
+	assert_int_equal(edit_distance("config", ""), 6);
+	assert_int_equal(edit_distance("kitten", "sitting"), 3);
+	assert_int_equal(edit_distance("pgdata", "port"), 4);
+	char long_name[70];
+	memset(long_name, 'a', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	assert_true(edit_distance(long_name, "a") == SIZE_MAX);
+}
+
 int
 main(void)
 {
@@ -864,6 +880,7 @@ main(void)
 		cmocka_unit_test(test_conf_setting_name),
 		cmocka_unit_test(test_conf_next_setting),
 		cmocka_unit_test(test_conf_next_setting_read_error),
+		cmocka_unit_test(test_edit_distance),
 		cmocka_unit_test_setup_teardown(test_path_join, unit_tmp_setup, unit_tmp_teardown),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
