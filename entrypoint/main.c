@@ -408,7 +408,10 @@ static const struct command commands[] = {
 	{"keygen", cmd_keygen, true},
 };
 
-/* The command named `cmd`, or NULL; "-c k=v ..." is run (the official image's rule: a first argument starting with '-' means "postgres ARGS"). */
+/*
+ * The command named `cmd`, or NULL; "-c k=v ..." is run (the official image's
+ * rule: a first argument starting with '-' means "postgres ARGS").
+ */
 static const struct command *
 find_command(const char *cmd)
 {

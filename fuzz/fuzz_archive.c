@@ -92,7 +92,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int fd_before = lowest_free_fd();
 
 	struct snap_stats sst;
-	int rc = snap_restore(in_path, NULL, pgdata, (uid_t)-1, (gid_t)-1, 0, 0, &sst);
+	int rc = snap_restore(in_path, NULL, pgdata, (uid_t)-1, (gid_t)-1, 0, NULL, 0, &sst);
 
 	char cwd[PATH_MAX];
 	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, cwd_before) != 0)

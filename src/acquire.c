@@ -184,7 +184,10 @@ restore(struct acquire *acq, struct entry_meta *meta, const char *what)
 	free(text);
 	if (rc != 0)
 		return -1;
-	if (store_restore(&acq->store, meta, cfg->pgdata, (uid_t)-1, (gid_t)-1, acq->pg->major, &st) != 0) {
+	char *sample = pgbin_conf_sample(acq->pg);
+	rc = store_restore(&acq->store, meta, cfg->pgdata, (uid_t)-1, (gid_t)-1, acq->pg->major, sample, &st);
+	free(sample);
+	if (rc != 0) {
 		empty_dir(cfg->pgdata);
 		return -1;
 	}

@@ -366,6 +366,41 @@ pgbin_path(const struct pgbin *pg, const char *prog)
 	return path_join(pg->bindir, prog);
 }
 
+char *
+pgbin_conf_sample(const struct pgbin *pg)
+{
+	/* Debian's (and the image's), then a source build's: share/postgresql unless the prefix names it. */
+	char *cands[] = {xasprintf("%s/../../../../share/postgresql/%d/postgresql.conf.sample", pg->bindir, pg->major),
+	                 xasprintf("%s/../share/postgresql/postgresql.conf.sample", pg->bindir),
+	                 xasprintf("%s/../share/postgresql.conf.sample", pg->bindir)};
+	char *found = NULL;
+	for (size_t i = 0; i < sizeof(cands) / sizeof(cands[0]); i++) {
+		struct stat st;
+		if (!found && stat(cands[i], &st) == 0 && S_ISREG(st.st_mode))
+			found = cands[i];
+		else
+			free(cands[i]);
+	}
+	if (found)
+		return found;
+	/* Elsewhere: where initdb looks, as pg_config beside it says (an exec, ~6 ms). */
+	char *pg_config = pgbin_path(pg, "pg_config");
+	char *argv[] = {pg_config, "--sharedir", NULL};
+	char *out = is_executable(pg_config) ? capture(argv) : NULL;
+	free(pg_config);
+	if (out) {
+		out[strcspn(out, "\r\n")] = '\0';
+		found = path_join(out, "postgresql.conf.sample");
+		free(out);
+		struct stat st;
+		if (stat(found, &st) != 0 || !S_ISREG(st.st_mode)) {
+			free(found);
+			found = NULL;
+		}
+	}
+	return found;
+}
+
 void
 pgbin_free(struct pgbin *pg)
 {

@@ -18,6 +18,12 @@ struct pgbin {
 int pgbin_find(const char *configured, struct pgbin *pg);
 /* Returns malloc'ed "<bindir>/<prog>". */
 char *pgbin_path(const struct pgbin *pg, const char *prog);
+/*
+ * The postgresql.conf.sample initdb copies into a new cluster, found beside
+ * pg->bindir (Debian's and a source build's layouts; else pg_config
+ * --sharedir); malloc'ed, or NULL when there is none.
+ */
+char *pgbin_conf_sample(const struct pgbin *pg);
 void pgbin_free(struct pgbin *pg);
 
 #endif

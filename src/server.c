@@ -427,7 +427,7 @@ conf_may_set(const char *pgdata, const char *const *names)
 		}
 		char name[64];
 		bool known;
-		while (!may && conf_next_setting(f, name, sizeof(name), &known)) {
+		while (!may && conf_next_setting(f, name, sizeof(name), &known, NULL)) {
 			may = !known || strncmp(name, "include", 7) == 0;
 			for (const char *const *n = names; *n && !may; n++)
 				may = strcmp(name, *n) == 0;

@@ -1776,6 +1776,7 @@ extract_entry(struct archive *ar, struct archive_entry *e, struct wpool *p, stru
 struct restore {
 	const char *archive_path;
 	const char *pgdata;
+	const char *conf_sample;  /* this machine's postgresql.conf.sample, NULL when none was found */
 	uid_t uid;
 	gid_t gid;
 	bool as_owner;            /* chown what is created to uid:gid */
@@ -1992,7 +1993,42 @@ setting_refused(const char *name)
 	return false;
 }
 
-/* Checks a restored conf file's settings (setting_refused).  0, or -1 (warned). */
+/*
+ * Where the final server listens: this machine's, never an entry's.  A
+ * forged listen_addresses = '*' would open a server whose pg_hba.conf
+ * trusts every host (POSTGRES_HOST_AUTH_METHOD=trust, meant for a host's
+ * loopback) to the network, and another port would move it from where the
+ * clients look.  initdb copies such a line from the sample verbatim (the
+ * image's listen_addresses = '*'), so postgresql.conf may hold a line that
+ * this machine's postgresql.conf.sample holds, and postgresql.auto.conf
+ * none.
+ */
+static const char *const listen_settings[] = {"listen_addresses", "port", NULL};
+
+/* Whether `line` of a restored `name` (setting one of listen_settings) is a line of the sample. */
+static bool
+listen_line_allowed(const struct restore *r, const char *name, const char *line)
+{
+	if (strcmp(name, "postgresql.conf") != 0 || !r->conf_sample)
+		return false;
+	int fd = open(r->conf_sample, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	FILE *f = fd >= 0 ? fdopen(fd, "r") : NULL;
+	if (!f) {
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	char setting[128];
+	bool known, found = false;
+	struct strbuf sample_line = {0};
+	while (!found && conf_next_setting(f, setting, sizeof(setting), &known, &sample_line))
+		found = known && str_in(listen_settings, setting) && strcmp(sb_str(&sample_line), line) == 0;
+	fclose(f);
+	sb_free(&sample_line);
+	return found;
+}
+
+/* Checks a restored conf file's settings (setting_refused, listen_settings).  0, or -1 (warned). */
 static int
 check_conf(const struct restore *r, const char *name)
 {
@@ -2009,7 +2045,8 @@ check_conf(const struct restore *r, const char *name)
 	int rc = 0, lineno = 0;
 	char setting[128];
 	bool known;
-	while (rc == 0 && conf_next_setting(f, setting, sizeof(setting), &known)) {
+	struct strbuf line = {0};
+	while (rc == 0 && conf_next_setting(f, setting, sizeof(setting), &known, &line)) {
 		lineno++;
 		if (!known) {
 			log_warning("snapshot \"%s\" refused: %s line %d cannot be checked (too long, a NUL byte, or a read error)",
@@ -2019,9 +2056,15 @@ check_conf(const struct restore *r, const char *name)
 			log_warning("snapshot \"%s\" refused: %s line %d sets %s (runs code or moves trust)", r->archive_path,
 			            name, lineno, setting);
 			rc = -1;
+		} else if (str_in(listen_settings, setting) && !listen_line_allowed(r, name, sb_str(&line))) {
+			log_warning("snapshot \"%s\" refused: %s line %d sets %s, which %s does not (where the final "
+			            "server listens is this machine's)",
+			            r->archive_path, name, lineno, setting, r->conf_sample ? r->conf_sample : "no sample found here");
+			rc = -1;
 		}
 	}
 	fclose(f);
+	sb_free(&line);
 	return rc;
 }
 
@@ -2067,10 +2110,11 @@ restore_free(struct restore *r)
 
 int
 snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid, gid_t gid,
-             int expected_pg_major, uint64_t expected_bytes, struct snap_stats *st_out)
+             int expected_pg_major, const char *conf_sample, uint64_t expected_bytes, struct snap_stats *st_out)
 {
 	double t0 = log_now();
-	struct restore r = {.archive_path = archive_path, .pgdata = pgdata, .uid = uid, .gid = gid,
+	struct restore r = {.archive_path = archive_path, .pgdata = pgdata, .conf_sample = conf_sample, .uid = uid,
+	                    .gid = gid,
 	                    .as_owner = geteuid() == 0 && uid != (uid_t)-1, .in = {.fd = -1, .name = archive_path},
 	                    .pool = {.dirfd = -1}, .big = {.dirfd = -1}};
 	int rc = SNAP_FAILED;

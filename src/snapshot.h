@@ -120,7 +120,10 @@ void snap_early_drop(struct snap_early *e);
  * set-id or sticky bits; times are not restored.  Large files keep holes
  * where their data is zeros.  Uses up to 4 writer threads, with signals
  * blocked in them; peak memory about 4 MiB of queued file data more.  When
- * expected_pg_major > 0, PG_VERSION must name that major.  When
+ * expected_pg_major > 0, PG_VERSION must name that major.  The restored
+ * conf files may not set what runs code or moves trust, nor where the server
+ * listens (listen_addresses, port) except with a line of `conf_sample`, this
+ * machine's postgresql.conf.sample (NULL: none), in postgresql.conf.  When
  * expected_bytes > 0 (the meta's pgdata_bytes), files adding up to more than
  * that plus SNAP_EXPAND_MARGIN make the archive bad (a bomb: a small archive
  * that would fill the disk); files adding up to more than the free space of
@@ -135,6 +138,7 @@ void snap_early_drop(struct snap_early *e);
  * *st (optional) is filled with what was read, also on failure.
  */
 int snap_restore(const char *archive_path, const char *expected_sha256, const char *pgdata, uid_t uid,
-                 gid_t gid, int expected_pg_major, uint64_t expected_bytes, struct snap_stats *st);
+                 gid_t gid, int expected_pg_major, const char *conf_sample, uint64_t expected_bytes,
+                 struct snap_stats *st);
 
 #endif

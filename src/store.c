@@ -907,7 +907,7 @@ store_acceptable(const struct store *st, const struct entry_meta *m, char *why, 
 
 int
 store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
-              int pg_major, struct snap_stats *sst)
+              int pg_major, const char *conf_sample, struct snap_stats *sst)
 {
 	char why[256];
 	if (!st->usable)
@@ -922,7 +922,8 @@ store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid
 	}
 	if (!meta->archive)
 		meta->archive = entry_archive_path(st->dir, meta->key, meta->compression);
-	int r = snap_restore(meta->archive, meta->archive_sha256, pgdata, uid, gid, pg_major, meta->pgdata_bytes, sst);
+	int r = snap_restore(meta->archive, meta->archive_sha256, pgdata, uid, gid, pg_major, conf_sample,
+	                     meta->pgdata_bytes, sst);
 	if (r == SNAP_BAD_ARCHIVE) {
 		log_warning("removing bad cache entry %.12s…", meta->key);
 		store_remove(st, meta->key);

@@ -156,13 +156,13 @@ bool store_acceptable(const struct store *st, const struct entry_meta *m, char *
 
 /*
  * Restores entry `meta` into the empty or absent `pgdata` (see snap_restore
- * for uid/gid and pg_major) and marks it used.  When the archive is bad
+ * for uid/gid, pg_major and conf_sample) and marks it used.  When the archive is bad
  * (damaged, wrong digest, refused, wrong major) the entry is removed with a
  * warning; so is an entry that is not store_acceptable (checked first:
  * nothing of it is extracted).  0, or -1 (pgdata left empty).  *sst optional.
  */
 int store_restore(struct store *st, struct entry_meta *meta, const char *pgdata, uid_t uid, gid_t gid,
-                  int pg_major, struct snap_stats *sst);
+                  int pg_major, const char *conf_sample, struct snap_stats *sst);
 
 /*
  * Moves a downloaded entry (temp files under st->tmp_dir, e.g. from

@@ -719,7 +719,7 @@ conf_setting_name(const char *line, char *out, size_t cap)
 }
 
 bool
-conf_next_setting(FILE *f, char *out, size_t cap, bool *known)
+conf_next_setting(FILE *f, char *out, size_t cap, bool *known, struct strbuf *whole)
 {
 	char line[1024];
 	size_t len = 0;
@@ -740,6 +740,10 @@ conf_next_setting(FILE *f, char *out, size_t cap, bool *known)
 	if (c == EOF && len == 0 && !failed)
 		return false;
 	line[len] = '\0';
+	if (whole) {
+		whole->len = 0;
+		sb_append(whole, line);
+	}
 	size_t blanks = strspn(line, " \t\r");
 	size_t k = conf_setting_name(line, out, cap);
 	/*

@@ -153,9 +153,10 @@ size_t conf_setting_name(const char *line, char *out, size_t cap);
  * not taken for a clean end): a caller then assumes the worst.  (Read a
  * buffer at a time, a name cut in two, "shared_preload_librar" + "ies",
  * would pass as two harmless ones.)  false at the end of the file, and
- * after a read error's line.
+ * after a read error's line.  `whole` (optional) gets the line without its
+ * newline, as far as the line buffer holds it.
  */
-bool conf_next_setting(FILE *f, char *out, size_t cap, bool *known);
+bool conf_next_setting(FILE *f, char *out, size_t cap, bool *known, struct strbuf *whole);
 
 /* Returns a malloc'ed "a/b", dropping a duplicate slash. */
 char *path_join(const char *a, const char *b);

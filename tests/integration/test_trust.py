@@ -464,6 +464,10 @@ FORGED = {
                           "base/pg/usr/lib/postgresql/15/lib/plpgsql.so": "ELF"},
     "extension_destdir alone": {"postgresql.auto.conf": b"extension_destdir = 'base/pg'\n"},
     "log_filename": {"postgresql.auto.conf": b"logging_collector = on\nlog_filename = '../../outside/x'\n"},
+    # Where the final server listens is this machine's: a forged '*' would put a host's trust-all
+    # pg_hba.conf line (POSTGRES_HOST_AUTH_METHOD=trust, meant for loopback there) on the network.
+    "listen_addresses": {"postgresql.auto.conf": b"listen_addresses = '*'\n"},
+    "listen_addresses in postgresql.conf": {"postgresql.conf": b"listen_addresses = '*'\nport = 55432\n"},
 }
 
 
@@ -478,7 +482,7 @@ def test_files_that_are_not_a_clusters_are_refused(work, case):
     assert "refused" in r.stderr and "removing bad cache entry" in r.stderr and "cache miss" in r.stderr, r
     for name, data in extra.items():
         path = os.path.join(pg, name)
-        if name == "postgresql.auto.conf":
+        if name.endswith(".conf"):
             assert data.strip() not in open(path, "rb").read()
         else:
             assert not os.path.exists(path)

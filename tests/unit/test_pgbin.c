@@ -588,6 +588,50 @@ test_path(void **state)
 	free(p);
 }
 
+/* The sample initdb copies: Debian's layout, a source build's two, pg_config beside the binaries, none. */
+static void
+test_conf_sample(void **state)
+{
+	(void)state;
+	struct {
+		const char *bindir, *sample, *pg_config;
+	} cases[] = {
+		{"usr/lib/postgresql/15/bin", "usr/share/postgresql/15/postgresql.conf.sample", NULL},
+		{"src1/bin", "src1/share/postgresql/postgresql.conf.sample", NULL},
+		{"pgsql/bin", "pgsql/share/postgresql.conf.sample", NULL},
+		{"odd/bin", "elsewhere/share/postgresql.conf.sample", "odd/bin/pg_config"},
+		{"none/bin", NULL, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *bindir = path_join(tmp, cases[i].bindir);
+		assert_int_equal(mkdir_p(bindir, 0755), 0);
+		if (cases[i].sample)
+			unit_write(tmp, cases[i].sample, "listen_addresses = '*'\n");
+		if (cases[i].pg_config) {
+			char *body = xasprintf("[ \"$1\" = --sharedir ] && echo %s/elsewhere/share\n", tmp);
+			free(fake_prog(cases[i].pg_config, body));
+			free(body);
+		}
+		struct pgbin pg = {.bindir = bindir, .major = 15};
+		char *got = pgbin_conf_sample(&pg);
+		if (!cases[i].sample) {
+			assert_null(got);
+		} else {
+			/* The same file, whatever ".." the path holds. */
+			char *want = path_join(tmp, cases[i].sample);
+			struct stat a, b;
+			if (!got)
+				fail_msg("%s: no sample found", cases[i].bindir);
+			assert_int_equal(stat(got, &a), 0);
+			assert_int_equal(stat(want, &b), 0);
+			assert_true(a.st_ino == b.st_ino && a.st_dev == b.st_dev);
+			free(want);
+		}
+		free(got);
+		free(bindir);
+	}
+}
+
 int
 main(void)
 {
@@ -604,6 +648,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_find_bad_version, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_find_fallbacks, setup, teardown),
 		cmocka_unit_test(test_path),
+		cmocka_unit_test_setup_teardown(test_conf_sample, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("pgbin", tests, NULL, NULL);
 }

@@ -82,7 +82,7 @@ make_tree(const char *src)
 	unit_write(src, "base/1/1259_fsm", "");
 	unit_write(src, "base/1/postmaster.pid", "nested, kept\n");
 	unit_write(src, "global/pg_control", "control");
-	unit_write(src, "postgresql.conf", "# conf\nport = 5432\n");
+	unit_write(src, "postgresql.conf", "# conf\nmax_connections = 20\n");
 	unit_write(src, "pg_stat_tmp/global.stat", "stats");
 	unit_write(src, "log/postgresql.log", "server log");
 	unit_write(src, "pg_log/old.log", "old log");
@@ -207,7 +207,7 @@ roundtrip(void **state, enum cfg_compression comp, int level)
 	if (comp != CFG_COMP_NONE)
 		assert_true(w.archive_bytes < w.pgdata_bytes);
 
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes, &r), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, w.pgdata_bytes, &r), 0);
 	assert_string_equal(r.sha256, w.sha256);
 	assert_int_equal(r.archive_bytes, w.archive_bytes);
 	assert_int_equal(r.files, w.files);
@@ -228,15 +228,15 @@ test_expansion_past_meta_is_bad(void **state)
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	assert_true(w.pgdata_bytes / 4 + SNAP_EXPAND_MARGIN(w.pgdata_bytes / 4) < w.pgdata_bytes);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes / 4, NULL),
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, w.pgdata_bytes / 4, NULL),
 	                 SNAP_BAD_ARCHIVE);
 	assert_true(dir_is_empty(f->dst));
 	/* A claim beyond the hard limit is a forgery too. */
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 1ULL << 50, NULL),
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 1ULL << 50, NULL),
 	                 SNAP_BAD_ARCHIVE);
 	assert_true(dir_is_empty(f->dst));
 	/* Within the margin: restored. */
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes - 1000, NULL),
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, w.pgdata_bytes - 1000, NULL),
 	                 0);
 }
 
@@ -252,7 +252,7 @@ test_larger_than_free_space_fails(void **state)
 	uint64_t too_much = (uint64_t)vfs.f_bavail * vfs.f_frsize + (1ULL << 30);
 	if (too_much > SNAP_MAX_TOTAL_BYTES)
 		skip();
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, too_much, NULL), SNAP_FAILED);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, too_much, NULL), SNAP_FAILED);
 	assert_true(dir_is_empty(f->dst));
 }
 
@@ -311,7 +311,7 @@ test_zstd_workers(void **state)
 	write_with(f->src, other, (struct snap_zstd){.level = 1, .workers = 1}, &one);
 	write_with(f->src, f->arch, (struct snap_zstd){.level = 1, .workers = 2}, &two);
 	assert_string_equal(one.sha256, two.sha256);
-	assert_int_equal(snap_restore(f->arch, two.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, two.pgdata_bytes, &r), 0);
+	assert_int_equal(snap_restore(f->arch, two.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, two.pgdata_bytes, &r), 0);
 	assert_int_equal(r.files, two.files);
 	check_restored(f->dst);
 	free(other);
@@ -385,7 +385,7 @@ test_late_paths_written_last(void **state)
 	assert_int_equal(close(fd), 0);
 	assert_int_equal(lp.calls, 1);
 
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes, &r), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, w.pgdata_bytes, &r), 0);
 	check_restored(f->dst);
 	char *t = rd(f->dst, "global/pg_control");
 	assert_string_equal(t, "control after the reset");
@@ -437,7 +437,7 @@ test_target_not_empty(void **state)
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	unit_write(f->dst, "precious", "keep me");
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), SNAP_FAILED);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), SNAP_FAILED);
 	char *t = rd(f->dst, "precious");
 	assert_string_equal(t, "keep me");
 	free(t);
@@ -458,7 +458,7 @@ copy_file(const char *from, const char *to, size_t max)
 static void
 expect_bad(struct fixture *f, const char *arch, const char *sha, int major)
 {
-	int r = snap_restore(arch, sha, f->dst, (uid_t)-1, (gid_t)-1, major, 0, NULL);
+	int r = snap_restore(arch, sha, f->dst, (uid_t)-1, (gid_t)-1, major, NULL, 0, NULL);
 	assert_int_equal(r, SNAP_BAD_ARCHIVE);
 	assert_true(dir_is_empty(f->dst));
 }
@@ -545,7 +545,7 @@ test_major_mismatch(void **state)
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	expect_bad(f, f->arch, w.sha256, 14);
 	/* 0: no expectation. */
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 0, 0, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 0, NULL, 0, NULL), 0);
 }
 
 static void
@@ -555,7 +555,7 @@ test_signal_aborts(void **state)
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
 	sig_received = SIGTERM;
-	int r = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
+	int r = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL);
 	sig_received = 0;
 	assert_int_equal(r, SNAP_FAILED);
 	assert_true(dir_is_empty(f->dst));
@@ -668,7 +668,7 @@ hostile_case(struct fixture *f, const struct hentry *ents, size_t n, const char 
 	hostile_archive(arch, ents, n);
 	char sha[65];
 	assert_int_equal(digest_file(arch, NULL, 0, sha, NULL), 0);
-	assert_int_equal(snap_restore(arch, sha, dst, (uid_t)-1, (gid_t)-1, 0, 0, NULL), SNAP_BAD_ARCHIVE);
+	assert_int_equal(snap_restore(arch, sha, dst, (uid_t)-1, (gid_t)-1, 0, NULL, 0, NULL), SNAP_BAD_ARCHIVE);
 	assert_true(dir_is_empty(dst));
 	for (size_t i = 0; must_not_exist && must_not_exist[i]; i++) {
 		struct stat sb;
@@ -830,7 +830,7 @@ test_many_files(void **state)
 	struct snap_stats w, r;
 	write_snapshot(src, f->arch, CFG_COMP_ZSTD, 1, &w);
 	assert_int_equal(w.files, NDIR * PER + 1);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, &r), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, &r), 0);
 	assert_int_equal(r.files, w.files);
 	assert_int_equal(r.pgdata_bytes, w.pgdata_bytes);
 	for (unsigned d = 0; d < NDIR; d++) {
@@ -866,7 +866,7 @@ test_large_file_holes(void **state)
 	write_bytes(f->src, "pg_wal/000000010000000000000001", b, len);
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 0, &w);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), 0);
 	assert_file_bytes(f->dst, "pg_wal/000000010000000000000001", b, len);
 	char *p = path_join(f->dst, "pg_wal/000000010000000000000001");
 	struct stat sb;
@@ -918,7 +918,7 @@ test_large_files(void **state)
 	}
 	struct snap_stats w;
 	write_snapshot(f->src, f->arch, CFG_COMP_ZSTD, 1, &w);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w.pgdata_bytes, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, w.pgdata_bytes, NULL), 0);
 	for (size_t k = 0; k < 4; k++) {
 		char name[64];
 		snprintf(name, sizeof(name), "base/5/%zu", 20000 + k);
@@ -988,7 +988,7 @@ test_large_file_holes_and_data(void **state)
 	const int writers[] = {1, 3};
 	for (size_t w = 0; w < 2; w++) {
 		snap_restore_writers = writers[w];
-		int rc = snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
+		int rc = snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL);
 		snap_restore_writers = 0;
 		assert_int_equal(rc, 0);
 		assert_file_bytes(f->dst, "base/1/big", b, len);
@@ -1091,7 +1091,7 @@ restore_fed(struct fixture *f, const char *archive, const char *dst, struct feed
 	fd->fifo = fifo;
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, feed, fd), 0);
-	int rc = snap_restore(fifo, NULL, dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
+	int rc = snap_restore(fifo, NULL, dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL);
 	pthread_join(th, NULL);
 	sigaction(SIGPIPE, &oldpipe, NULL);
 	unlink(fifo);
@@ -1175,7 +1175,7 @@ test_cluster_shape(void **state)
 	for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, bad_paths[i], "x"}};
 		hostile_archive(f->arch, e, 2);
-		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("%s was not refused", bad_paths[i]);
 		assert_true(dir_is_empty(f->dst));
 	}
@@ -1190,7 +1190,7 @@ test_cluster_shape(void **state)
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", bad_conf[i]}};
 		hostile_archive(f->arch, e, 2);
-		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("\"%s\" was not refused", bad_conf[i]);
 	}
 	/* Blanks that push the name across a 1 KiB read: it must not pass as "shared_preload_librar" + "ies". */
@@ -1200,7 +1200,7 @@ test_cluster_shape(void **state)
 		strcpy(line + pad, "shared_preload_libraries = '/tmp/x.so'\n");
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", line}};
 		hostile_archive(f->arch, e, 2);
-		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("shared_preload_libraries after %zu blanks was not refused", pad);
 		free(line);
 	}
@@ -1218,17 +1218,48 @@ test_cluster_shape(void **state)
 	for (size_t i = 0; i < 2; i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base/1/99999", libraries[i]}};
 		hostile_archive(f->arch, e, 2);
-		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL) != SNAP_BAD_ARCHIVE)
+		if (snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL) != SNAP_BAD_ARCHIVE)
 			fail_msg("an ELF file of %zu bytes was not refused", strlen(libraries[i]));
 		assert_true(dir_is_empty(f->dst));
 	}
 	free(large);
+	/*
+	 * Where the server listens (session 15's review): postgresql.auto.conf
+	 * never sets it, postgresql.conf only with a line of this machine's
+	 * sample, which initdb copies (the image's listen_addresses = '*').
+	 */
+	char *sample = path_join(f->root, "postgresql.conf.sample");
+	unit_write(f->root, "postgresql.conf.sample",
+	           "#listen_addresses = 'localhost'\nlisten_addresses = '*'\n#port = 5432\n");
+	struct {
+		const char *conf, *text, *sample;
+		int want;
+	} listen[] = {
+		{"postgresql.auto.conf", "listen_addresses = '*'\n", sample, SNAP_BAD_ARCHIVE},
+		{"postgresql.conf", "listen_addresses = '*'\n", NULL, SNAP_BAD_ARCHIVE},
+		{"postgresql.conf", "listen_addresses = '*'\n", sample, 0},
+		{"postgresql.conf", "listen_addresses = '*' \n", sample, SNAP_BAD_ARCHIVE},
+		{"postgresql.conf", "listen_addresses = '0.0.0.0'\n", sample, SNAP_BAD_ARCHIVE},
+		{"postgresql.conf", "#port = 5432\nport = 5433\n", sample, SNAP_BAD_ARCHIVE},
+		{"postgresql.conf", "#listen_addresses = '*'\n#port = 5433\n", NULL, 0},
+	};
+	for (size_t i = 0; i < sizeof(listen) / sizeof(listen[0]); i++) {
+		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, listen[i].conf, listen[i].text}};
+		hostile_archive(f->arch, e, 2);
+		int rc = snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, listen[i].sample, 0, NULL);
+		if (rc != listen[i].want)
+			fail_msg("%s \"%s\" with%s the sample: %d, want %d", listen[i].conf, listen[i].text,
+			         listen[i].sample ? "" : "out", rc, listen[i].want);
+		if (rc == 0)
+			assert_int_equal(empty_dir(f->dst), 0);
+	}
+	free(sample);
 	struct hentry ok[] = {{H_FILE, "PG_VERSION", "15\n"},
 	                      {H_FILE, "postgresql.auto.conf", "# archive_command = 'x'\nwork_mem = '64MB'\n"},
 	                      {H_FILE, "base/1/1", "\177EL"}, {H_FILE, "base/1/2", "\177ELG and more"},
 	                      {H_DIR, "pg_tblspc", NULL}};
 	hostile_archive(f->arch, ok, sizeof(ok) / sizeof(ok[0]));
-	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), 0);
 }
 
 static void
@@ -1239,7 +1270,7 @@ test_implicit_parents(void **state)
 	                     {H_DIR, "base/", NULL},        {H_DIR, "./", NULL},
 	                     {H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "base//b/./c", "c"}};
 	hostile_archive(f->arch, e, sizeof(e) / sizeof(e[0]));
-	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), 0);
 	char *t = rd(f->dst, "base/1/1259");
 	assert_string_equal(t, "rel");
 	free(t);
@@ -1276,7 +1307,7 @@ test_hostile_collisions(void **state)
 	/* The marker already in PGDATA survives a refused archive that names it. */
 	unit_write(f->dst, "pgstash.key", "restoring k\n");
 	hostile_archive(f->arch, marker, 2);
-	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 0, 0, NULL), SNAP_BAD_ARCHIVE);
+	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 0, NULL, 0, NULL), SNAP_BAD_ARCHIVE);
 }
 
 /*
@@ -1300,13 +1331,13 @@ test_write_failure(void **state)
 		lim = saved;
 		lim.rlim_cur = caps[i];
 		assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
-		int rc = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL);
+		int rc = snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL);
 		assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
 		assert_int_equal(rc, SNAP_FAILED);
 		assert_true(dir_is_empty(f->dst));
 	}
 	sigaction(SIGXFSZ, &old, NULL);
-	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, 0, NULL), 0);
+	assert_int_equal(snap_restore(f->arch, w.sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), 0);
 	check_restored(f->dst);
 }
 
@@ -1419,7 +1450,7 @@ test_real_pgdata(void **state)
 	        (unsigned long long)w.archive_bytes, 100.0 * (double)w.archive_bytes / (double)w.pgdata_bytes,
 	        w.seconds);
 	assert_int_equal(snap_restore(f->arch, w.sha256, pg2, pw ? pw->pw_uid : (uid_t)-1,
-	                              pw ? pw->pw_gid : (gid_t)-1, 15, 0, &r),
+	                              pw ? pw->pw_gid : (gid_t)-1, 15, NULL, 0, &r),
 	                 0);
 	fprintf(stderr, "restored in %.2f s\n", r.seconds);
 	if (pw) {
@@ -1513,7 +1544,7 @@ check_early_archive(struct fixture *f, const struct snap_stats *w, struct strlis
 	for (size_t i = 0; i < names->n; i++)
 		for (size_t j = i + 1; j < names->n; j++)
 			assert_string_not_equal(names->v[i], names->v[j]);
-	assert_int_equal(snap_restore(f->arch, w->sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, w->pgdata_bytes, &r), 0);
+	assert_int_equal(snap_restore(f->arch, w->sha256, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, w->pgdata_bytes, &r), 0);
 	check_restored(f->dst);
 	assert_int_equal(r.files, w->files);
 	assert_int_equal(r.pgdata_bytes, w->pgdata_bytes);

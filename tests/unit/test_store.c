@@ -412,7 +412,7 @@ test_other_compressions(void **state)
 		assert_int_equal(got.compression, comps[i]);
 		assert_string_equal(got.archive, a);
 		rm_rf(f->target);
-		assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+		assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), 0);
 		free(a);
 		entry_meta_free(&m);
 		entry_meta_free(&got);
@@ -569,7 +569,7 @@ test_concurrent_publish(void **state)
 		assert_int_equal(count_dir(f->st.dir), 4);
 		assert_int_equal(count_dir(f->st.tmp_dir), 0);
 		rm_rf(f->target);
-		assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+		assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), 0);
 		assert_int_equal(store_remove(&f->st, key_of(12)), 0);
 		entry_meta_free(&got);
 	}
@@ -653,7 +653,7 @@ test_restore_and_bad_entries(void **state)
 	set_meta_field(f, key_of(1), "last_used", "1000");
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 1);
 	assert_int_equal(got.last_used, 1000);
-	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), 0);
 	assert_true(got.last_used > 1000);
 	char *pv = path_join(f->target, "PG_VERSION");
 	char *t = read_file(pv, NULL);
@@ -673,7 +673,7 @@ test_restore_and_bad_entries(void **state)
 	data[len / 2] ^= 0x20;
 	assert_int_equal(durable_write_file(got.archive, data, len, 0644, false), 0);
 	free(data);
-	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
+	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), -1);
 	assert_true(dir_is_empty(f->target));
 	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(1), &got), 0);
@@ -682,7 +682,7 @@ test_restore_and_bad_entries(void **state)
 	publish(f, key_of(2), NULL);
 	set_meta_field(f, key_of(2), "archive_sha256", key_of(15));
 	assert_int_equal(store_lookup(&f->st, key_of(2), &got), 1);
-	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
+	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), -1);
 	assert_true(dir_is_empty(f->target));
 	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(2), &got), 0);
@@ -690,7 +690,7 @@ test_restore_and_bad_entries(void **state)
 	/* PostgreSQL major mismatch. */
 	publish(f, key_of(3), NULL);
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 1);
-	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 16, NULL), -1);
+	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 16, NULL, NULL), -1);
 	assert_true(dir_is_empty(f->target));
 	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(3), &got), 0);
@@ -706,7 +706,7 @@ test_restore_and_bad_entries(void **state)
 	publish(f, key_of(5), NULL);
 	unit_write(f->target, "precious", "x");
 	assert_int_equal(store_lookup(&f->st, key_of(5), &got), 1);
-	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), -1);
+	assert_int_equal(store_restore(&f->st, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), -1);
 	entry_meta_free(&got);
 	assert_int_equal(store_lookup(&f->st, key_of(5), &got), 1);
 	entry_meta_free(&got);
@@ -1156,7 +1156,7 @@ test_read_only(void **state)
 	assert_int_equal(store_lock(&ro, key_of(1), true, 0, &fd), STORE_LOCK_ERROR);
 	struct entry_meta got;
 	assert_int_equal(store_lookup(&ro, key_of(1), &got), 1);
-	assert_int_equal(store_restore(&ro, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL), 0);
+	assert_int_equal(store_restore(&ro, &got, f->target, (uid_t)-1, (gid_t)-1, 15, NULL, NULL), 0);
 	assert_int_equal(store_publish(&ro, f->pgdata, &got, CFG_COMP_ZSTD, 0, NULL, NULL, NULL), -1);
 	assert_int_equal(store_remove(&ro, key_of(1)), -1);
 	assert_int_equal(store_prune(&ro, 0, 0, false, NULL, NULL), -1);

@@ -795,13 +795,13 @@ test_conf_next_setting(void **state)
 	char name[64];
 	bool known;
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
-		if (!conf_next_setting(f, name, sizeof(name), &known))
+		if (!conf_next_setting(f, name, sizeof(name), &known, NULL))
 			fail_msg("line %zu: end of file too early", i + 1);
 		if (known != want[i].known || (want[i].name && strcmp(name, want[i].name) != 0))
 			fail_msg("line %zu: \"%s\" known %d, want \"%s\" known %d", i + 1, name, known,
 			         want[i].name ? want[i].name : "(any)", want[i].known);
 	}
-	assert_false(conf_next_setting(f, name, sizeof(name), &known));
+	assert_false(conf_next_setting(f, name, sizeof(name), &known, NULL));
 	fclose(f);
 	sb_free(&text);
 }
@@ -827,12 +827,12 @@ test_conf_next_setting_read_error(void **state)
 		assert_non_null(f);
 		char name[64];
 		bool known;
-		assert_true(conf_next_setting(f, name, sizeof(name), &known));
+		assert_true(conf_next_setting(f, name, sizeof(name), &known, NULL));
 		assert_true(known);
 		assert_string_equal(name, "work_mem");
-		assert_true(conf_next_setting(f, name, sizeof(name), &known));
+		assert_true(conf_next_setting(f, name, sizeof(name), &known, NULL));
 		assert_false(known);
-		assert_false(conf_next_setting(f, name, sizeof(name), &known));
+		assert_false(conf_next_setting(f, name, sizeof(name), &known, NULL));
 		fclose(f);
 		close(p[1]);
 	}
