@@ -813,11 +813,17 @@ def test_crash_consistency_kill9(work, place, report, tmpdirs):
     assert not bad, f"{len(bad)} of {len(results)} trials went wrong:\n{detail}"
 
 
-def _start_and_kill_at(work, cfg, env, pattern, settle=0.3):
-    """Starts a prepare, waits for a log line, lets it run `settle` s, kills it -9."""
+def _start_and_kill_at(work, cfg, env, pattern, settle=0.3, while_running=None):
+    """Starts a prepare, waits for a log line, lets it run `settle` s, kills it -9.  `while_running`: a
+    kind of child (kind_of) to see alive first, the `settle` counted from then: a fixed pause after the
+    line outlasted initdb itself on a machine where it takes 0.3 s."""
     p = Proc(work, "prepare", config=cfg, env=env)
     hit = p.wait_line(pattern, timeout=120)
     assert hit, f"never reached /{pattern}/:\n{p.output}"
+    deadline = time.monotonic() + 60
+    while while_running and not any(kind_of(c) == while_running for c in related([], extra=[p.pid]).values()):
+        assert p.poll() is None and time.monotonic() < deadline, f"never saw {while_running} running:\n{p.output}"
+        time.sleep(0.002)
     time.sleep(settle)
     assert p.poll() is None, f"pgstash exited before the kill:\n{p.output}"
     tree_pids = descendants(p.pid)
@@ -833,7 +839,8 @@ def test_kill9_during_initdb_then_next_start_recovers(work, place, tmpdirs):
     cfg = project(work)
     tmp = tmpdirs()
     env = env_for(work, place.pgdata, cache=place.cache, tmp=tmp)
-    p, tree_pids = _start_and_kill_at(work, cfg, env, r"initializing a cluster", settle=0.4)
+    p, tree_pids = _start_and_kill_at(work, cfg, env, r"initializing a cluster", settle=0.05,
+                                      while_running="initdb")
     killed = kill_related([place.pgdata, tmp], extra=tree_pids)
     p.finish()
     assert any(kind_of(c) == "initdb" for c in killed.values()), (killed, p.output)
