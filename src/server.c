@@ -1111,13 +1111,6 @@ cleanup:
 
 /* ---- /docker-entrypoint-initdb.d ---- */
 
-static bool
-ends_with(const char *s, const char *suffix)
-{
-	size_t n = strlen(s), m = strlen(suffix);
-	return n >= m && memcmp(s + n - m, suffix, m) == 0;
-}
-
 static int
 cmp_names(const void *a, const void *b)
 {
@@ -1318,7 +1311,7 @@ run_one_init_file(const char *name, char *path, const char *psql, const struct c
 		log_info("ignoring \"%s\"", path);
 		return 0;
 	}
-	if (ends_with(name, ".sh")) {
+	if (str_ends_with(name, ".sh")) {
 		if (access(path, X_OK) == 0) {
 			log_info("running \"%s\"", path);
 			char *argv[] = {path, NULL};
@@ -1332,13 +1325,13 @@ run_one_init_file(const char *name, char *path, const char *psql, const struct c
 		char *argv[] = {"/bin/bash", "-c", (char *)init_shell, "docker-entrypoint.sh", path, NULL};
 		return run_init_file(argv, env, path, NULL);
 	}
-	if (ends_with(name, ".sql")) {
+	if (str_ends_with(name, ".sql")) {
 		log_info("running \"%s\"", path);
 		sql_argv[7] = "-f";
 		sql_argv[8] = path;
 		return run_init_file(sql_argv, env, path, NULL);
 	}
-	if (ends_with(name, ".sql.gz") || ends_with(name, ".sql.xz") || ends_with(name, ".sql.zst")) {
+	if (str_ends_with(name, ".sql.gz") || str_ends_with(name, ".sql.xz") || str_ends_with(name, ".sql.zst")) {
 		log_info("running \"%s\"", path);
 		return run_init_file(sql_argv, env, path, path);
 	}

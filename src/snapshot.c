@@ -1520,12 +1520,15 @@ interrupted(const char *archive_path)
 
 /*
  * The next data block of the current entry, of `size` bytes in all: 1 with
- * *buf, *len, *off set; 0 at its end; -1 when the archive is damaged or the
- * block lies beyond the size (logged).
+ * *buf, *len, *off set and *end moved past the block; 0 at its end; -1 when
+ * the archive is damaged or the block lies beyond the size or before *end,
+ * where the previous block ended (logged).  Blocks only go forward: a sparse
+ * map may list a range twice (libarchive takes it as written), and a later
+ * block over the file's first bytes would undo what was checked of them.
  */
 static int
 next_block(struct archive *ar, const char *archive_path, const char *path, uint64_t size, const void **buf,
-           size_t *len, la_int64_t *off)
+           size_t *len, la_int64_t *off, uint64_t *end)
 {
 	int r = archive_read_data_block(ar, buf, len, off);
 	if (r == ARCHIVE_EOF)
@@ -1539,6 +1542,11 @@ next_block(struct archive *ar, const char *archive_path, const char *path, uint6
 		log_warning("snapshot \"%s\" refused: entry \"%s\" holds more data than its size", archive_path, path);
 		return -1;
 	}
+	if ((uint64_t)*off < *end) {
+		log_warning("snapshot \"%s\" refused: entry \"%s\" holds data twice for one range", archive_path, path);
+		return -1;
+	}
+	*end = (uint64_t)*off + *len;
 	return 1;
 }
 
@@ -1597,6 +1605,7 @@ stream_file(struct archive *ar, const struct wpool *p, struct wpool *big, const 
 	f->path = xstrdup(path);
 	atomic_init(&f->refs, 1); /* this thread's, until the last block is queued */
 	unsigned char head[sizeof(elf_magic)] = {0}; /* a hole reads as zeros */
+	uint64_t end = 0;
 	int rc = 0;
 	for (unsigned long blocks = 0; rc == 0; blocks++) {
 		/* A large file is many blocks: `docker stop` must not wait for its end. */
@@ -1607,7 +1616,7 @@ stream_file(struct archive *ar, const struct wpool *p, struct wpool *big, const 
 		const void *buf;
 		size_t len;
 		la_int64_t off;
-		int r = next_block(ar, archive_path, path, size, &buf, &len, &off);
+		int r = next_block(ar, archive_path, path, size, &buf, &len, &off, &end);
 		if (r == 0)
 			break;
 		if (r < 0) {
@@ -1660,12 +1669,13 @@ static unsigned char *
 read_small(struct archive *ar, const char *archive_path, const char *path, size_t size)
 {
 	unsigned char *data = size ? xmalloc(size) : NULL;
-	size_t filled = 0;
+	uint64_t filled = 0;
 	for (;;) {
 		const void *buf;
 		size_t len;
 		la_int64_t off;
-		int r = next_block(ar, archive_path, path, size, &buf, &len, &off);
+		uint64_t gap = filled;
+		int r = next_block(ar, archive_path, path, size, &buf, &len, &off, &filled);
 		if (r == 0)
 			break;
 		if (r < 0) {
@@ -1673,12 +1683,10 @@ read_small(struct archive *ar, const char *archive_path, const char *path, size_
 			return NULL;
 		}
 		/* Sparse entries come with gaps: they read as zeros. */
-		if ((size_t)off > filled)
-			memset(data + filled, 0, (size_t)off - filled);
+		if ((uint64_t)off > gap)
+			memset(data + gap, 0, (size_t)off - gap);
 		if (len)
 			memcpy(data + off, buf, len);
-		if ((size_t)off + len > filled)
-			filled = (size_t)off + len;
 	}
 	if (filled < size)
 		memset(data + filled, 0, size - filled);
@@ -1975,22 +1983,22 @@ apply_dir_modes(struct restore *r)
  * krb_server_keyfile, ssl_crl_dir, log_filename (a "../" in it writes the
  * server's log anywhere its user may write) and Debian's extension_destdir
  * (a relative one puts a directory of PGDATA before every library and
- * extension script the server loads).
+ * extension script the server loads).  An extension's setting (a dotted
+ * name, which the server takes whether or not the module exists) is its
+ * module's own, named by no rule: its last part is also refused when it ends
+ * in "command", "init", "proc" or "location" (basebackup_to_shell.command,
+ * plperl.on_init and on_plperlu_init: Perl code each interpreter runs first,
+ * pltcl.start_proc, pljava.libjvm_location).
  */
 static bool
 setting_refused(const char *name)
 {
 	static const char *const suffixes[] = {"_command",  "_library", "_libraries", "file",         "_filename",
 	                                       "_path",     "dir",      "_directory", "_directories", NULL};
-	size_t n = strlen(name);
-	if (strncmp(name, "include", 7) == 0 || strcmp(name, "jit_provider") == 0)
+	static const char *const module_suffixes[] = {"command", "init", "proc", "location", NULL};
+	if (strncmp(name, "include", 7) == 0 || strcmp(name, "jit_provider") == 0 || str_ends_in(suffixes, name))
 		return true;
-	for (size_t i = 0; suffixes[i]; i++) {
-		size_t k = strlen(suffixes[i]);
-		if (n >= k && strcmp(name + n - k, suffixes[i]) == 0)
-			return true;
-	}
-	return false;
+	return strchr(name, '.') && str_ends_in(module_suffixes, name);
 }
 
 /*

@@ -195,6 +195,22 @@ str_in(const char *const *v, const char *s)
 	return false;
 }
 
+bool
+str_ends_with(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), m = strlen(suffix);
+	return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+bool
+str_ends_in(const char *const *v, const char *s)
+{
+	for (; v && *v; v++)
+		if (str_ends_with(s, *v))
+			return true;
+	return false;
+}
+
 void
 sl_split_lines(const char *text, struct strlist *out)
 {

@@ -51,6 +51,9 @@ void sl_add_owned(struct strlist *sl, char *s);     /* takes s */
 bool sl_contains(const struct strlist *sl, const char *s);
 /* Whether s is one of v's strings (NULL-terminated; NULL: none). */
 bool str_in(const char *const *v, const char *s);
+/* Whether s ends in suffix; in one of v's strings (NULL-terminated). */
+bool str_ends_with(const char *s, const char *suffix);
+bool str_ends_in(const char *const *v, const char *s);
 /* Adds the lines of `text` (without their newlines) to `out`. */
 void sl_split_lines(const char *text, struct strlist *out);
 void sl_free(struct strlist *sl);

@@ -18,6 +18,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <dirent.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -1186,7 +1187,11 @@ test_cluster_shape(void **state)
 	                          "extension_destdir = 'base/pg'", "krb_server_keyfile = 'k'", "ssl_crl_dir = 'd'",
 	                          "log_filename = '../../../home/postgres/.psqlrc'",
 	                          /* The server's lexer takes \r as a blank before a name. */
-	                          "\rshared_preload_libraries = '/tmp/x.so'", " \r\tarchive_command = 'x'"};
+	                          "\rshared_preload_libraries = '/tmp/x.so'", " \r\tarchive_command = 'x'",
+	                          /* An extension's setting: its module's own (attacker's review, session 16). */
+	                          "plperl.on_init = 'system(q{id})'", "plperl.on_plperlu_init = 'x'",
+	                          "basebackup_to_shell.command = 'x'", "pltcl.start_proc = 'x'",
+	                          "pljava.libjvm_location = '/tmp/x.so'"};
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", bad_conf[i]}};
 		hostile_archive(f->arch, e, 2);
@@ -1255,11 +1260,135 @@ test_cluster_shape(void **state)
 	}
 	free(sample);
 	struct hentry ok[] = {{H_FILE, "PG_VERSION", "15\n"},
-	                      {H_FILE, "postgresql.auto.conf", "# archive_command = 'x'\nwork_mem = '64MB'\n"},
+	                      {H_FILE, "postgresql.auto.conf",
+	                       "# archive_command = 'x'\nwork_mem = '64MB'\npg_stat_statements.track = 'all'\n"
+	                       "plpgsql.extra_warnings = 'all'\nauto_explain.log_min_duration = '1s'\n"},
 	                      {H_FILE, "base/1/1", "\177EL"}, {H_FILE, "base/1/2", "\177ELG and more"},
 	                      {H_DIR, "pg_tblspc", NULL}};
 	hostile_archive(f->arch, ok, sizeof(ok) / sizeof(ok[0]));
 	assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), 0);
+}
+
+/* ------------------------------------------------------------- sparse maps */
+
+/* A ustar header block of `type` for `name` and `size` bytes, its checksum set. */
+static void
+tar_header(unsigned char blk[512], const char *name, size_t size, char type)
+{
+	memset(blk, 0, 512);
+	snprintf((char *)blk, 100, "%s", name);
+	snprintf((char *)blk + 100, 8, "%07o", 0600);
+	snprintf((char *)blk + 108, 8, "%07o", 0);
+	snprintf((char *)blk + 116, 8, "%07o", 0);
+	snprintf((char *)blk + 124, 12, "%011zo", size);
+	snprintf((char *)blk + 136, 12, "%011o", 1700000000);
+	blk[156] = (unsigned char)type;
+	memcpy(blk + 257, "ustar", 6);
+	memcpy(blk + 263, "00", 2);
+	memset(blk + 148, ' ', 8);
+	unsigned sum = 0;
+	for (size_t i = 0; i < 512; i++)
+		sum += blk[i];
+	snprintf((char *)blk + 148, 8, "%06o", sum);
+}
+
+/* Appends a tar entry (header, data padded to 512 bytes) to out. */
+static void
+tar_entry(struct strbuf *out, const char *name, const void *data, size_t size, char type)
+{
+	unsigned char blk[512];
+	tar_header(blk, name, size, type);
+	sb_appendn(out, (const char *)blk, 512);
+	sb_appendn(out, data, size);
+	static const char zeros[512];
+	sb_appendn(out, zeros, (512 - size % 512) % 512);
+}
+
+/* Appends a pax record "LEN key=value\n" (LEN counts itself). */
+static void
+pax_record(struct strbuf *out, const char *key, const char *value)
+{
+	size_t body = strlen(key) + strlen(value) + 3, len = body + 1;
+	while (snprintf(NULL, 0, "%zu", len) + body != len)
+		len++;
+	sb_appendf(out, "%zu %s=%s\n", len, key, value);
+}
+
+/*
+ * A plain tar of PG_VERSION and base/1/99999 of `size` bytes stored as a GNU
+ * sparse 1.0 entry (what GNU tar and bsdtar write for a file with holes):
+ * `n` ranges (offset, length), their data taken in turn from `data`.
+ */
+static void
+sparse_archive(const char *out, uint64_t size, const uint64_t (*ranges)[2], size_t n, const unsigned char *data)
+{
+	struct strbuf tar = {0}, pax = {0}, body = {0};
+	tar_entry(&tar, "PG_VERSION", "15\n", 3, '0');
+	char realsize[32];
+	snprintf(realsize, sizeof(realsize), "%" PRIu64, size);
+	pax_record(&pax, "GNU.sparse.major", "1");
+	pax_record(&pax, "GNU.sparse.minor", "0");
+	pax_record(&pax, "GNU.sparse.name", "base/1/99999");
+	pax_record(&pax, "GNU.sparse.realsize", realsize);
+	tar_entry(&tar, "PaxHeaders/99999", pax.buf, pax.len, 'x');
+	sb_appendf(&body, "%zu\n", n);
+	size_t stored = 0;
+	for (size_t i = 0; i < n; i++) {
+		sb_appendf(&body, "%" PRIu64 "\n%" PRIu64 "\n", ranges[i][0], ranges[i][1]);
+		stored += (size_t)ranges[i][1];
+	}
+	static const char zeros[512];
+	sb_appendn(&body, zeros, (512 - body.len % 512) % 512);
+	sb_appendn(&body, (const char *)data, stored);
+	tar_entry(&tar, "base/1/GNUSparseFile.0/99999", body.buf, body.len, '0');
+	static const char end[1024];
+	sb_appendn(&tar, end, sizeof(end));
+	FILE *fp = fopen(out, "wb");
+	assert_non_null(fp);
+	assert_int_equal(fwrite(tar.buf, 1, tar.len, fp), tar.len);
+	assert_int_equal(fclose(fp), 0);
+	sb_free(&tar);
+	sb_free(&pax);
+	sb_free(&body);
+}
+
+/*
+ * A sparse map is restored where its ranges go forward; one that lists a
+ * range twice is refused, small file or large: a second, all-zero block over
+ * the first bytes was skipped as a hole, and an ELF file written by the first
+ * passed as zeros (attacker's review of session 15's ELF check).
+ */
+static void
+test_sparse_map_goes_forward(void **state)
+{
+	struct fixture *f = *state;
+	/* An ELF header's first 16 bytes, then 4 bytes of data. */
+	static const unsigned char elf[] = "\177ELF\2\1\1\0\0\0\0\0\0\0\0\0WXYZ";
+	unsigned char plain[20];
+	memcpy(plain, elf, sizeof(plain));
+	plain[0] = 'x';
+	const uint64_t forward[][2] = {{0, 16}, {100000, 4}};
+	const uint64_t twice[][2] = {{0, 16}, {0, 4}};   /* the library, then four zeros over its magic */
+	const uint64_t inside[][2] = {{0, 16}, {8, 4}};  /* a range that starts inside the one before */
+	static const unsigned char zeros[20];
+	unsigned char twice_data[20];
+	memcpy(twice_data, elf, 16);
+	memcpy(twice_data + 16, zeros, 4);
+	const uint64_t sizes[] = {200000, 300000}; /* below and above the large-file mark (256 KiB) */
+	for (size_t k = 0; k < 2; k++) {
+		sparse_archive(f->arch, sizes[k], forward, 2, plain);
+		unsigned char *want = xcalloc(1, sizes[k]);
+		memcpy(want, plain, 16);
+		memcpy(want + 100000, plain + 16, 4);
+		assert_int_equal(snap_restore(f->arch, NULL, f->dst, (uid_t)-1, (gid_t)-1, 15, NULL, 0, NULL), 0);
+		assert_file_bytes(f->dst, "base/1/99999", want, sizes[k]);
+		rm_rf(f->dst);
+		free(want);
+		sparse_archive(f->arch, sizes[k], twice, 2, twice_data);
+		expect_bad(f, f->arch, NULL, 15);
+		sparse_archive(f->arch, sizes[k], inside, 2, twice_data);
+		expect_bad(f, f->arch, NULL, 15);
+	}
 }
 
 static void
@@ -1715,6 +1844,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_signal_in_large_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_implicit_parents, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cluster_shape, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_sparse_map_goes_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_collisions, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_write_failure, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_to_a_full_disk, setup, teardown),

@@ -663,6 +663,23 @@ test_str_in(void **state)
 }
 
 static void
+test_str_ends(void **state)
+{
+	(void)state;
+	assert_true(str_ends_with("init.sql.gz", ".sql.gz"));
+	assert_true(str_ends_with("x", "x"));
+	assert_true(str_ends_with("x", ""));
+	assert_false(str_ends_with("sql", ".sql"));
+	assert_false(str_ends_with("a.sqlx", ".sql"));
+	const char *const v[] = {"command", "_path", NULL};
+	assert_true(str_ends_in(v, "basebackup_to_shell.command"));
+	assert_true(str_ends_in(v, "dynamic_library_path"));
+	assert_false(str_ends_in(v, "command_tag"));
+	assert_false(str_ends_in(v, "path"));
+	assert_false(str_ends_in(NULL, "command"));
+}
+
+static void
 test_path_join(void **state)
 {
 	(void)state;
@@ -875,6 +892,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_fsync, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test_setup_teardown(test_read_file, unit_tmp_setup, unit_tmp_teardown),
 		cmocka_unit_test(test_str_in),
+		cmocka_unit_test(test_str_ends),
 		cmocka_unit_test(test_ctime_mark),
 		cmocka_unit_test(test_ts_before),
 		cmocka_unit_test(test_conf_setting_name),
