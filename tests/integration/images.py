@@ -42,16 +42,17 @@ def engine_answers():
         return False
 
 
-def ensure_base():
-    """debian:bookworm-slim, made by docker/build-base.sh when it is absent."""
-    import pytest
-    if docker("image", "inspect", BASE, check=False).returncode == 0:
-        return
+def ensure_base(base=BASE, suite="bookworm"):
+    """Makes `base` (debian:<suite>-slim) with docker/build-base.sh when it is absent.  None when it exists
+    (now); else why it cannot be made, for the caller to skip with.  A failing build-base.sh is an error."""
+    if docker("image", "inspect", base, check=False).returncode == 0:
+        return None
     if shutil.which("debootstrap") is None:
-        pytest.skip(f"no base image {BASE} and no debootstrap to make it (docker/build-base.sh)")
+        return f"no base image {base} and no debootstrap to make it (docker/build-base.sh)"
     r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
-                       timeout=1200)
+                       timeout=1200, env=dict(os.environ, PGSTASH_BASE_IMAGE=base, PGSTASH_BASE_SUITE=suite))
     assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
+    return None
 
 
 def prune_dangling():

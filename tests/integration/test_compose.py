@@ -37,12 +37,10 @@ import uuid
 import pytest
 
 from helpers import REPO, free_port, need
-from images import LABEL, LABEL_KEY, CHECKOUT, prune_dangling, tag
+from images import LABEL, LABEL_KEY, CHECKOUT, SOCKET, docker, engine_answers, ensure_base, prune_dangling, tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SOCKET = "/var/run/docker.sock"
-BASE = "debian:bookworm-slim"
 EXAMPLES = os.path.join(REPO, "compose-examples")
 DJANGO_FLASK = os.path.join(EXAMPLES, "django-flask")
 SINGLE = os.path.join(EXAMPLES, "single-django")
@@ -93,22 +91,6 @@ def checkout_override(directory):
     return path
 
 
-def docker(*args, check=True, timeout=300):
-    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def engine_answers():
-    if not shutil.which("docker") or not os.path.exists(SOCKET):
-        return False
-    try:
-        return docker("version", check=False, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def compose_command():
     """docker-compose (v1), else the `docker compose` plugin, else None (run.sh picks the same way)."""
     if shutil.which("docker-compose"):
@@ -154,12 +136,8 @@ def compose_images():
     cmd = compose_command()
     need(cmd is not None, "neither docker-compose nor the docker compose plugin is installed")
     need(*compose_works(cmd))
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        need(shutil.which("debootstrap") is not None,
-             f"no base image {BASE} and no debootstrap to make it (docker/build-base.sh)")
-        r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
-                           timeout=1200)
-        assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
+    why = ensure_base()
+    need(why is None, why)
     t0 = time.monotonic()
     # django-flask builds the pgstash image (as IMAGE) and the two app images;
     # single-django's image starts FROM IMAGE, so it comes second.
@@ -369,22 +347,14 @@ def test_single_django_turns_healthy_migrated(compose_images):
         stack.down()
 
 
-BASE_17 = "debian:trixie-slim"
-
-
 @pytest.fixture(scope="session")
 def single_django_17(compose_images):
     """single-django's image FROM the pgstash image on PostgreSQL 17 (trixie):
     PGSTASH_TEST_IMAGE_17, else built from this checkout as pgstash-it/image-17."""
     base = os.environ.get("PGSTASH_TEST_IMAGE_17")
     if not base:
-        if docker("image", "inspect", BASE_17, check=False).returncode != 0:
-            need(shutil.which("debootstrap") is not None,
-                 f"no base image {BASE_17} and no debootstrap to make it (docker/build-base.sh)")
-            r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
-                               timeout=1200, env=dict(os.environ, PGSTASH_BASE_IMAGE=BASE_17,
-                                                      PGSTASH_BASE_SUITE="trixie"))
-            assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
+        why = ensure_base("debian:trixie-slim", "trixie")
+        need(why is None, why)
         base = tag("image-17")
         docker("build", "-q", "--label", LABEL, "--build-arg", "PG_MAJOR=17", "--build-arg", "DEBIAN_SUITE=trixie",
                "--build-arg", f"PGSTASH_TEST_CHECKOUT={CHECKOUT}", "-t", base, REPO, timeout=1800)

@@ -22,28 +22,10 @@ import uuid
 import pytest
 
 from helpers import REPO, need
-from images import CHECKOUT, LABEL, prune_dangling, tag as checkout_tag
+from images import CHECKOUT, LABEL, SOCKET, docker, engine_answers, ensure_base, prune_dangling, tag as checkout_tag
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-SOCKET = "/var/run/docker.sock"
-BASE = "debian:bookworm-slim"
-
-
-def docker(*args, check=True, timeout=300, input=None):
-    r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input)
-    if check and r.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def engine_answers():
-    if not shutil.which("docker") or not os.path.exists(SOCKET):
-        return False
-    try:
-        return docker("version", check=False, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +34,8 @@ def image():
     prebuilt = os.environ.get("PGSTASH_TEST_IMAGE")
     if prebuilt:
         return prebuilt
-    if docker("image", "inspect", BASE, check=False).returncode != 0:
-        need(shutil.which("debootstrap") is not None,
-             f"no base image {BASE} and no debootstrap to make it (docker/build-base.sh)")
-        r = subprocess.run([os.path.join(REPO, "docker", "build-base.sh")], capture_output=True, text=True,
-                           timeout=1200)
-        assert r.returncode == 0, f"docker/build-base.sh failed:\n{r.stderr}"
+    why = ensure_base()
+    need(why is None, why)
     tag = checkout_tag("image")
     t0 = time.monotonic()
     docker("build", "-q", "--label", LABEL, "--build-arg", f"PGSTASH_TEST_CHECKOUT={CHECKOUT}", "-t", tag, REPO,

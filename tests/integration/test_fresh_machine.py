@@ -19,7 +19,6 @@ kept in tests/logs/fresh-machine.log.
 import io
 import os
 import re
-import shutil
 import subprocess
 import tarfile
 import time
@@ -82,7 +81,8 @@ def test_readme_on_a_fresh_debian():
     need(os.environ.get("PGSTASH_TEST_FRESH") == "1",
          "the fresh-machine test runs with PGSTASH_TEST_FRESH=1 only (make test-fresh, .ci/run)")
     need(engine_answers(), "no Docker Engine answers at /var/run/docker.sock")
-    ensure_base()
+    why = ensure_base()
+    need(why is None, why)
     first, two = readme_commands()
     phases = "\n".join(
         f'echo "=== fresh: {c}  (at $((SECONDS)) s)"; {c} </dev/null; echo "=== fresh: {c}: exit 0 at $SECONDS s"'
