@@ -1755,7 +1755,12 @@ extract_entry(struct archive *ar, struct archive_entry *e, struct wpool *p, stru
 		return SNAP_BAD_ARCHIVE;
 	}
 	uint64_t size = archive_entry_size_is_set(e) ? (uint64_t)archive_entry_size(e) : 0;
-	mode_t mode = perm | 0600;
+	/*
+	 * No file of a cluster is executable: an entry's never is, whatever its
+	 * mode says (an extension may run a file it is pointed at, a setting in
+	 * the catalogs may point it at one).
+	 */
+	mode_t mode = (perm & 0666) | 0600;
 	st->files++;
 	st->pgdata_bytes += size;
 	if (make_parents(p, path, made) != 0) {
@@ -1985,17 +1990,20 @@ apply_dir_modes(struct restore *r)
  * (a relative one puts a directory of PGDATA before every library and
  * extension script the server loads).  An extension's setting (a dotted
  * name, which the server takes whether or not the module exists) is its
- * module's own, named by no rule: its last part is also refused when it ends
- * in "command", "init", "proc" or "location" (basebackup_to_shell.command,
- * plperl.on_init and on_plperlu_init: Perl code each interpreter runs first,
- * pltcl.start_proc, pljava.libjvm_location).
+ * module's own, named by no rule: it is also refused when it ends in
+ * "command", "init", "proc", "script", "options", "location" or "path"
+ * (basebackup_to_shell.command; plperl.on_init and on_plperlu_init: Perl
+ * each interpreter runs first; pltcl.start_proc; pgsodium.getkey_script, run
+ * at start; pljava.vmoptions, where -XX:OnError runs a command;
+ * pljava.libjvm_location; postgis.gdal_datapath).
  */
 static bool
 setting_refused(const char *name)
 {
 	static const char *const suffixes[] = {"_command",  "_library", "_libraries", "file",         "_filename",
 	                                       "_path",     "dir",      "_directory", "_directories", NULL};
-	static const char *const module_suffixes[] = {"command", "init", "proc", "location", NULL};
+	static const char *const module_suffixes[] = {"command", "init", "proc", "script", "options", "location", "path",
+	                                              NULL};
 	if (strncmp(name, "include", 7) == 0 || strcmp(name, "jit_provider") == 0 || str_ends_in(suffixes, name))
 		return true;
 	return strchr(name, '.') && str_ends_in(module_suffixes, name);

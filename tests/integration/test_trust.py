@@ -495,6 +495,8 @@ FORGED = {
     "a library in a sparse map listed twice": {"base/1/99999": "ELF twice"},
     # An extension's setting is its module's own: plperl runs this Perl in each interpreter it starts.
     "plperl.on_init": {"postgresql.auto.conf": b"plperl.on_init = 'system(q{touch /tmp/owned})'\n"},
+    "pgsodium.getkey_script": {"postgresql.auto.conf": b"pgsodium.getkey_script = 'base/1/k.sh'\n",
+                               "base/1/k.sh": b"#!/bin/sh\ntouch /tmp/owned\n"},
 }
 
 

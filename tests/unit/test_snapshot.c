@@ -173,7 +173,7 @@ check_restored(const char *dst)
 	free(t);
 
 	assert_int_equal(mode_of(dst, "postgresql.conf") & 07777, 0600);
-	assert_int_equal(mode_of(dst, "base/b/c/deep.txt") & 07777, 0751);
+	assert_int_equal(mode_of(dst, "base/b/c/deep.txt") & 07777, 0640); /* 0751: no file is restored executable */
 	assert_int_equal(mode_of(dst, "base") & 07777, 0700);
 	assert_int_equal(mode_of(dst, "base/b") & 07777, 0750);
 	assert_true(S_ISDIR(mode_of(dst, "pg_tblspc")));
@@ -1191,7 +1191,8 @@ test_cluster_shape(void **state)
 	                          /* An extension's setting: its module's own (attacker's review, session 16). */
 	                          "plperl.on_init = 'system(q{id})'", "plperl.on_plperlu_init = 'x'",
 	                          "basebackup_to_shell.command = 'x'", "pltcl.start_proc = 'x'",
-	                          "pljava.libjvm_location = '/tmp/x.so'"};
+	                          "pljava.libjvm_location = '/tmp/x.so'", "pgsodium.getkey_script = 'base/1/k.sh'",
+	                          "pljava.vmoptions = '-XX:OnError=x'", "postgis.gdal_datapath = 'base'"};
 	for (size_t i = 0; i < sizeof(bad_conf) / sizeof(bad_conf[0]); i++) {
 		struct hentry e[] = {{H_FILE, "PG_VERSION", "15\n"}, {H_FILE, "postgresql.auto.conf", bad_conf[i]}};
 		hostile_archive(f->arch, e, 2);
