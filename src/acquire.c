@@ -525,6 +525,14 @@ remote_hit(struct acquire *acq, char *archive, char *meta_file)
 	return f;
 }
 
+/* remote_get's judge of a meta before its archive is downloaded: the store's, of any entry. */
+static bool
+remote_meta_acceptable(const struct entry_meta *m, void *ctx, char *why, size_t why_len)
+{
+	const struct acquire *acq = ctx;
+	return store_acceptable(&acq->store, m, why, why_len);
+}
+
 /*
  * Read-only (cache_mode): the remote's entry is downloaded into a private
  * temp directory and restored from there, checked as a local one; nothing
@@ -542,7 +550,7 @@ remote_read_only(struct acquire *acq)
 	char *a = NULL, *m = NULL, *text = NULL;
 	enum found f = FOUND_NOTHING;
 	struct entry_meta meta = {0};
-	if (remote_get(&acq->cfg->remote, key, dir, &a, &m) != REMOTE_HIT)
+	if (remote_get(&acq->cfg->remote, key, dir, remote_meta_acceptable, acq, &a, &m) != REMOTE_HIT)
 		goto cleanup;
 	size_t len = 0;
 	int line;
@@ -592,7 +600,8 @@ try_remote(struct acquire *acq)
 	}
 	for (int round = 0; round < 2; round++) {
 		char *a = NULL, *m = NULL;
-		enum remote_get_result g = remote_get(rc, key, store_download_dir(&acq->store), &a, &m);
+		enum remote_get_result g =
+		    remote_get(rc, key, store_download_dir(&acq->store), remote_meta_acceptable, acq, &a, &m);
 		if (g == REMOTE_HIT)
 			return remote_hit(acq, a, m);
 		if (sig_received)

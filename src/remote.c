@@ -233,8 +233,8 @@ get_archive(struct conn *s, const char *key, const struct entry_meta *mi, const 
 }
 
 enum remote_get_result
-remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp, char **archive_path_out,
-           char **meta_path_out)
+remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp, remote_accept_fn accept,
+           void *accept_ctx, char **archive_path_out, char **meta_path_out)
 {
 	struct conn s;
 	struct s3_req mrq = {.method = "GET", .out_fd = -1, .body_fd = -1};
@@ -258,6 +258,11 @@ remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_t
 	if (ret != REMOTE_HIT)
 		goto cleanup;
 	ret = REMOTE_GET_ERROR;
+	char why[200];
+	if (accept && !accept(&mi, accept_ctx, why, sizeof(why))) {
+		log_warning("remote entry %.12s… is refused, %s (not downloaded)", key, why);
+		goto cleanup;
+	}
 	if (get_archive(&s, key, &mi, local_dir_tmp, &afd, &apath) != 0)
 		goto cleanup;
 	mfd = durable_tmp_create(local_dir_tmp, key, ".meta", 0600, &mpath);

@@ -53,14 +53,22 @@ bool remote_enabled(const struct remote_cfg *rc);
  * "remote hit".  REMOTE_MISS: no such entry in the remote (logged at info
  * level: "remote miss").  REMOTE_GET_ERROR: logged as a warning (a signal
  * only at info), no file left behind.
+ *
+ * `accept` (NULL: every meta) judges the meta before the archive is asked
+ * for: the archive's size, and so how long its download may take, is the
+ * meta's word, which only a signature makes worth anything.  A refused meta
+ * is REMOTE_GET_ERROR ("refused, WHY (not downloaded)").
  */
 enum remote_get_result {
 	REMOTE_GET_ERROR = -1,
 	REMOTE_HIT = 0,
 	REMOTE_MISS = 1,
 };
+struct entry_meta; /* entry.h */
+typedef bool (*remote_accept_fn)(const struct entry_meta *m, void *ctx, char *why, size_t why_len);
 enum remote_get_result remote_get(const struct remote_cfg *rc, const char *key, const char *local_dir_tmp,
-               char **archive_path_out, char **meta_path_out);
+                                  remote_accept_fn accept, void *accept_ctx, char **archive_path_out,
+                                  char **meta_path_out);
 
 /*
  * Uploads a local entry: the archive first (a multipart upload above the

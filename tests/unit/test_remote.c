@@ -72,7 +72,7 @@ test_unreachable(void **state)
 	char *tmp = unit_tmpdir(), *a = NULL, *m = NULL;
 	double t0 = log_now();
 
-	assert_int_equal(remote_get(&rc, KEY_A, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, KEY_A, tmp, NULL, NULL, &a, &m), -1);
 	assert_null(a);
 	assert_null(m);
 	assert_false(dir_has_entries(tmp));
@@ -99,7 +99,7 @@ test_timeout(void **state)
 	char *tmp = unit_tmpdir(), *a = NULL, *m = NULL;
 	double t0 = log_now();
 
-	assert_int_equal(remote_get(&rc, KEY_A, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, KEY_A, tmp, NULL, NULL, &a, &m), -1);
 	double took = log_now() - t0;
 	assert_true(took >= 0.9 && took < 3.0);
 	assert_false(dir_has_entries(tmp));
@@ -126,7 +126,7 @@ test_signal_cuts_transfer(void **state)
 		struct remote_cfg rc = {.url = "s3://bucket/ci", .endpoint = ep, .path_style = true, .timeout_s = 60};
 		char *a, *m;
 		double t0 = log_now();
-		int r = remote_get(&rc, KEY_A, "/tmp", &a, &m);
+		int r = remote_get(&rc, KEY_A, "/tmp", NULL, NULL, &a, &m);
 		_exit(r == -1 && sig_received == SIGTERM && log_now() - t0 < 5 ? 42 : 91);
 	}
 	struct timespec ts = {0, 500 * 1000 * 1000};
@@ -476,9 +476,9 @@ roundtrip(uint64_t size, uint64_t threshold)
 	rc.multipart_threshold = threshold;
 	rc.part_size = REMOTE_MIN_PART_SIZE;
 	make_entry(&e, src, size, (unsigned)size);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), 1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), 1);
 	assert_int_equal(remote_put(&rc, e.key, e.archive, e.meta), 0);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), 0);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), 0);
 	assert_non_null(a);
 	assert_non_null(m);
 	assert_true(strncmp(a, tmp, strlen(tmp)) == 0 && strstr(a, e.key) && strstr(a, ".tar.zst"));
@@ -518,7 +518,7 @@ test_live_bad_secret(void **state)
 	FILE *out = tmpfile();
 	char *tmp = unit_tmpdir(), *a, *m;
 	assert_int_equal(cli_ls_remote(&rc, false, out), -1);
-	assert_int_equal(remote_get(&rc, KEY_A, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, KEY_A, tmp, NULL, NULL, &a, &m), -1);
 	fclose(out);
 	rm_rf(tmp);
 	free(tmp);
@@ -541,6 +541,26 @@ plant(const char *key, const char *suffix, const char *body, size_t len)
 	free(p);
 }
 
+/* remote_get's judges for test_live_garbage: count their calls in *ctx. */
+static bool
+refuse_meta(const struct entry_meta *m, void *ctx, char *why, size_t why_len)
+{
+	(void)m;
+	++*(int *)ctx;
+	snprintf(why, why_len, "not trusted: test");
+	return false;
+}
+
+static bool
+accept_meta(const struct entry_meta *m, void *ctx, char *why, size_t why_len)
+{
+	(void)m;
+	(void)why;
+	(void)why_len;
+	++*(int *)ctx;
+	return true;
+}
+
 static void
 test_live_garbage(void **state)
 {
@@ -556,35 +576,52 @@ test_live_garbage(void **state)
 	char junk[4096];
 	memset(junk, 'j', sizeof(junk));
 	plant(e.key, ".tar.zst", junk, sizeof(junk));
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), -1);
 	assert_null(a);
 	assert_false(dir_has_entries(tmp));
 	/* Short, and longer than the meta says. */
 	plant(e.key, ".tar.zst", junk, 100);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), -1);
 	assert_false(dir_has_entries(tmp));
 	char *big = xmalloc(8192);
 	memset(big, 'x', 8192);
 	plant(e.key, ".tar.zst", big, 8192);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), -1);
 	assert_false(dir_has_entries(tmp));
 	free(big);
 	/* A meta that is not one; a meta naming another key; a meta without archive. */
 	plant(e.key, ".meta", "<html>gateway error</html>", 26);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), -1);
 	char *other = xasprintf("key = %s\ncompression = zstd\narchive_bytes = 1\narchive_sha256 = %s\n", KEY_A, e.sha);
 	plant(e.key, ".meta", other, strlen(other));
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), -1);
 	free(other);
 	assert_int_equal(remote_put(&rc, e.key, e.archive, e.meta), 0);
 	char *ap = xasprintf("/%s/%s/pgstash-v1/%s.tar.zst", bucket, prefix, e.key);
 	assert_int_equal(raw_request("DELETE", ap, NULL, 0), 204);
 	free(ap);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), -1);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), -1);
 	assert_false(dir_has_entries(tmp));
 	/* remote_put repairs it. */
 	assert_int_equal(remote_put(&rc, e.key, e.archive, e.meta), 0);
-	assert_int_equal(remote_get(&rc, e.key, tmp, &a, &m), 0);
+	assert_int_equal(remote_get(&rc, e.key, tmp, NULL, NULL, &a, &m), 0);
+	unlink(a);
+	unlink(m);
+	free(a);
+	free(m);
+	/* A meta the caller refuses: its archive is never asked for (its size is the meta's word). */
+	int judged = 0;
+	struct unit_capture cap;
+	unit_stderr_begin(&cap);
+	assert_int_equal(remote_get(&rc, e.key, tmp, refuse_meta, &judged, &a, &m), -1);
+	char *err = unit_stderr_end(&cap);
+	assert_int_equal(judged, 1);
+	assert_non_null(strstr(err, "is refused, not trusted: test (not downloaded)"));
+	assert_null(a);
+	assert_false(dir_has_entries(tmp));
+	free(err);
+	assert_int_equal(remote_get(&rc, e.key, tmp, accept_meta, &judged, &a, &m), 0);
+	assert_int_equal(judged, 2);
 	unlink(a);
 	unlink(m);
 	free(a);
@@ -778,9 +815,9 @@ test_live_list_prune(void **state)
 	assert_int_equal(remote_prune(&rc, 0, 1, false, out), 2);
 	fclose(out);
 	char *tmp = unit_tmpdir(), *a, *m;
-	assert_int_equal(remote_get(&rc, e[0].key, tmp, &a, &m), 1);
-	assert_int_equal(remote_get(&rc, e[1].key, tmp, &a, &m), 1);
-	assert_int_equal(remote_get(&rc, e[2].key, tmp, &a, &m), 0);
+	assert_int_equal(remote_get(&rc, e[0].key, tmp, NULL, NULL, &a, &m), 1);
+	assert_int_equal(remote_get(&rc, e[1].key, tmp, NULL, NULL, &a, &m), 1);
+	assert_int_equal(remote_get(&rc, e[2].key, tmp, NULL, NULL, &a, &m), 0);
 	unlink(a);
 	unlink(m);
 	free(a);
@@ -789,7 +826,7 @@ test_live_list_prune(void **state)
 	out = tmpfile();
 	assert_int_equal(remote_prune(&rc, 1001, 0, false, out), 1);
 	fclose(out);
-	assert_int_equal(remote_get(&rc, e[2].key, tmp, &a, &m), 1);
+	assert_int_equal(remote_get(&rc, e[2].key, tmp, NULL, NULL, &a, &m), 1);
 	/* The fresh lease is no orphan yet. */
 	out = tmpfile();
 	assert_int_equal(cli_ls_remote(&rc, false, out), 0);
